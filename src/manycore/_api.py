@@ -1,0 +1,116 @@
+"""Top-level ``map``/``imap``/``starmap``: one warm default pool per backend.
+
+The first call starts the pool; later calls reuse it, so ``mc.map`` in a loop pays
+process start-up once. The pools are shut down at interpreter exit, and forgotten
+in a child created by ``os.fork`` (their threads do not exist there).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from . import _validate as v
+from ._pool import Pool, PoolState
+
+__all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
+
+T = TypeVar("T")
+_MAX_DEFAULT_POOLS = 4
+
+_lock = threading.Lock()
+# (backend, workers, start_method) -> pool; most recently used last.
+_pools: dict[tuple[str, int | None, str | None], Pool] = {}
+
+
+def _default_pool(backend: str, workers: int | None, start_method: str | None) -> Pool:
+    v.check_backend(backend)
+    workers = v.check_positive_int(workers, "workers")
+    v.check_start_method(start_method, backend)
+    key = (backend, workers, start_method)
+    evicted: list[Pool] = []
+    with _lock:
+        pool = _pools.pop(key, None)
+        if pool is None or pool.state is not PoolState.RUNNING:
+            pool = Pool(workers, backend=backend, start_method=start_method)
+        _pools[key] = pool
+        while len(_pools) > _MAX_DEFAULT_POOLS:
+            evicted.append(_pools.pop(next(iter(_pools))))
+    for old in evicted:
+        old.shutdown(wait=False)
+    return pool
+
+
+def map(
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    backend: str = "processes",
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+) -> list[T]:
+    """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
+    completion order). Several iterables are zipped, as with the built-in ``map``."""
+    v.check_callable(fn, "fn")
+    v.check_iterables(iterables, "map")
+    pool = _default_pool(backend, workers, start_method)
+    return pool.map(fn, *iterables, chunksize=chunksize, ordered=ordered)
+
+
+def imap(
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    backend: str = "processes",
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+) -> Iterator[T]:
+    """Lazy ``map``: the input is read as needed (an endless generator works) and
+    results are yielded as they are ready."""
+    v.check_callable(fn, "fn")
+    v.check_iterables(iterables, "imap")
+    pool = _default_pool(backend, workers, start_method)
+    return pool.imap(fn, *iterables, chunksize=chunksize, ordered=ordered)
+
+
+def starmap(
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[Any]],
+    *,
+    workers: int | None = None,
+    backend: str = "processes",
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+) -> list[T]:
+    """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+    v.check_callable(fn, "fn")
+    v.check_iterables((iterable,), "starmap")
+    pool = _default_pool(backend, workers, start_method)
+    return pool.starmap(fn, iterable, chunksize=chunksize, ordered=ordered)
+
+
+def shutdown_default_pools(wait: bool = True) -> None:
+    """Shut down the warm pools behind ``mc.map``; the next call starts fresh ones."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.shutdown(wait=wait, cancel_pending=True)
+
+
+def _forget_in_child() -> None:
+    # The pools' I/O threads and pipes belong to the parent; a forked child starts over.
+    _pools.clear()
+    global _lock
+    _lock = threading.Lock()
+
+
+atexit.register(shutdown_default_pools)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

@@ -1,0 +1,49 @@
+"""How many CPUs this process may really use.
+
+``os.cpu_count()`` counts the machine's CPUs. A process may be pinned to fewer
+(CPU affinity, ``taskset``) or limited by a cgroup quota (containers, Kubernetes,
+``docker --cpus``); starting more workers than that only adds contention.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["usable_cpus"]
+
+
+def _affinity() -> int | None:
+    getter = getattr(os, "sched_getaffinity", None)
+    if getter is None:
+        return None
+    try:
+        return len(getter(0)) or None
+    except OSError:
+        return None
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max``, else v1 CFS quota), if limited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if q > 0 and p > 0:
+            return max(1, math.ceil(q / p))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def usable_cpus() -> int:
+    """CPUs available to this process: affinity and cgroup quota respected, at least 1."""
+    limits = [n for n in (os.cpu_count(), _affinity(), _cgroup_quota()) if n]
+    return max(1, min(limits)) if limits else 1

@@ -1,0 +1,122 @@
+"""manycore's exceptions.
+
+Every error that manycore raises on its own account derives from one base::
+
+    ManycoreError
+    ├── PoolClosed            the pool was shut down; no new work is accepted
+    ├── PoolBroken            a worker's ``init`` raised; the pool runs nothing more
+    ├── WorkerCrashed         a worker process died while running an item
+    ├── SerializationError    an argument, a function or a result could not be pickled
+    └── RemoteError           a task's exception that could not travel back as itself
+
+An exception raised by the user's function reaches the caller as *that* exception
+(same type), with the worker's traceback text attached as ``__cause__`` through a
+:class:`RemoteTraceback`, the way ``concurrent.futures`` does it, and a note naming
+the index of the input that raised it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+__all__ = [
+    "ManycoreError",
+    "PoolBroken",
+    "PoolClosed",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "WorkerCrashed",
+    "add_note",
+    "describe_exit",
+]
+
+
+class ManycoreError(Exception):
+    """Base class of every error raised by manycore itself."""
+
+
+class PoolClosed(ManycoreError, RuntimeError):
+    """Work was given to a pool that has been shut down."""
+
+
+class PoolBroken(ManycoreError, RuntimeError):
+    """The pool cannot run tasks: a worker's ``init`` raised (chained as ``__cause__``)."""
+
+
+class WorkerCrashed(ManycoreError):
+    """A worker process died while it ran an item (segfault, ``os._exit``, a kill)."""
+
+    def __init__(self, message: str, *, exitcode: int | None = None, index: int | None = None):
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_crash, (str(self), self.exitcode, self.index))
+
+
+def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> WorkerCrashed:
+    return WorkerCrashed(message, exitcode=exitcode, index=index)
+
+
+class SerializationError(ManycoreError, TypeError):
+    """Something that had to cross a process boundary could not be pickled.
+
+    The message names what it was (argument, item, function or result) and its type.
+    """
+
+
+class RemoteError(ManycoreError):
+    """A task raised an exception that could not be sent back as itself.
+
+    ``type_name`` holds the qualified name of the original type; the message and the
+    remote traceback text are kept.
+    """
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteError, (self.type_name, str(self).partition(": ")[2]))
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker-side traceback text; set as the ``__cause__`` of a task's error."""
+
+    def __init__(self, tb_text: str):
+        super().__init__(tb_text)
+        self.tb_text = tb_text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb_text}"""'
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach ``note`` to ``exc`` (``add_note`` on 3.11+, ``__notes__`` before)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - exercised on 3.10 only
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                exc.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Turn a process exit status into words: ``exit code 3`` or ``signal SIGKILL``."""
+    if exitcode is None:
+        return "unknown exit status"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"

@@ -1,0 +1,153 @@
+"""Starting worker processes: the ``spawn`` and ``fork`` start methods.
+
+``spawn`` (the default) starts a fresh interpreter with :mod:`subprocess`, handing
+it only its own two pipe ends. Unlike :mod:`multiprocessing` it never re-imports the
+user's main script in the child, so a script without an ``if __name__ ==
+"__main__"`` guard works, and functions from ``__main__`` travel by value
+(cloudpickle). ``fork`` is faster to start but unsafe when the parent runs other
+threads, so it is used only when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Protocol
+
+__all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
+
+START_METHODS = ("spawn", "fork") if hasattr(os, "fork") else ("spawn",)
+
+# Every pipe end the engines own in this process. A forked child closes them all
+# but its own, so that a worker's death shows as end-of-file to the parent (no
+# sibling holds a copy of its pipe) and no child keeps another's pipe open.
+ENGINE_FDS: set[int] = set()
+
+_BOOT = (
+    "import os,sys,json;"
+    "sys.path[:0]=json.loads(os.environ.pop('MANYCORE_SYS_PATH'));"
+    "from manycore._worker import main;main(int(sys.argv[1]),int(sys.argv[2]))"
+)
+
+
+def default_start_method() -> str:
+    return "spawn"
+
+
+class WorkerProcess(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float) -> int | None: ...
+    def kill(self) -> None: ...
+
+
+class _Spawned:
+    def __init__(self, popen: subprocess.Popen[bytes]):
+        self._popen = popen
+        self.pid = popen.pid
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            try:
+                self._popen.kill()
+            except ProcessLookupError:
+                pass
+
+
+class _Forked:
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._status: int | None = None
+
+    def poll(self) -> int | None:
+        if self._status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self._status = -1
+                return self._status
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        pidfd = _pidfd(self.pid)
+        try:
+            while self.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if pidfd is not None:
+                    select.select([pidfd], [], [], left)
+                else:  # no pidfd (old kernel, not Linux): short sleeps, crash path only
+                    time.sleep(min(left, 0.005))
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return self._status
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def _pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+def launch(method: str, task_fd: int, result_fd: int) -> WorkerProcess:
+    """Start a worker that reads tasks from ``task_fd`` and writes results to ``result_fd``."""
+    if method == "fork":
+        return _fork(task_fd, result_fd)
+    env = dict(os.environ)
+    env["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
+    popen = subprocess.Popen(
+        [sys.executable, "-c", _BOOT, str(task_fd), str(result_fd)],
+        pass_fds=(task_fd, result_fd),
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    return _Spawned(popen)
+
+
+def _fork(task_fd: int, result_fd: int) -> WorkerProcess:
+    keep = {task_fd, result_fd}
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
+        try:
+            for fd in list(ENGINE_FDS):
+                if fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            from ._worker import main
+
+            main(task_fd, result_fd)
+        finally:
+            os._exit(1)
+    return _Forked(pid)

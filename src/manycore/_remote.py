@@ -1,0 +1,77 @@
+"""How a task's exception crosses the process boundary and is rebuilt.
+
+In the worker an exception becomes a small tuple ``(blob, type_name, message,
+traceback_text)``; ``blob`` is the pickled exception when it survives a round trip,
+else ``None``. In the parent :func:`rebuild` gives back the original type where it
+can, a :class:`RemoteError` where it cannot, with the traceback text as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+from ._errors import RemoteError, RemoteTraceback, add_note
+
+__all__ = ["ErrorWire", "pack_exception", "rebuild", "tag_with_index"]
+
+ErrorWire = tuple[bytes | None, str, str, str]
+_MAX_MESSAGE = 100_000
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = f"<str() of the exception failed: {type(exc).__name__}>"
+    if len(text) > _MAX_MESSAGE:
+        text = text[:_MAX_MESSAGE] + f"... [{len(text) - _MAX_MESSAGE} characters cut]"
+    return text
+
+
+def pack_exception(exc: BaseException) -> ErrorWire:
+    """Turn ``exc`` into something that always pickles."""
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    blob: bytes | None
+    try:
+        blob = pickle.dumps(exc, 5)
+        # Some exceptions pickle but cannot be rebuilt (an __init__ with other
+        # arguments than .args); find out here rather than in the parent.
+        pickle.loads(blob)
+        if len(blob) > 4 * _MAX_MESSAGE:
+            blob = None
+    except Exception:
+        blob = None
+    return (blob, _type_name(exc), _message(exc), tb_text)
+
+
+def rebuild(wire: ErrorWire) -> BaseException:
+    """The parent-side exception for a packed one, with the remote traceback."""
+    blob, type_name, message, tb_text = wire
+    exc: BaseException | None = None
+    if blob is not None:
+        try:
+            exc = pickle.loads(blob)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(type_name, message)
+    exc.__cause__ = RemoteTraceback(tb_text)
+    return exc
+
+
+def tag_with_index(exc: BaseException, index: int | None) -> BaseException:
+    """Add a note naming the input that failed (once)."""
+    if index is not None:
+        note = f"manycore: raised while processing input item {index}"
+        notes: Any = getattr(exc, "__notes__", None)
+        if not notes or note not in notes:
+            add_note(exc, note)
+    return exc

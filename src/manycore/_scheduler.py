@@ -1,0 +1,227 @@
+"""Backend-agnostic policy: chunking, ordering, back-pressure, error handling.
+
+:class:`ChunkPlanner` decides batch sizes from measured item cost and does no I/O,
+so its decisions are tested without processes. :class:`MapRun` drives one
+``map``/``imap`` call: it reads the input lazily in the caller's thread, keeps a
+bounded window of batches in flight on the backend, and yields results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from ._batch import Batch, BatchResult
+from ._errors import WorkerCrashed
+from ._remote import tag_with_index
+from .backends import Backend
+
+__all__ = ["ChunkPlanner", "InputSource", "MapRun"]
+
+_TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
+_GROWTH = 4  # a batch is at most this many times the largest so far
+_MAX_BATCH = 1 << 20
+
+
+class ChunkPlanner:
+    """Picks the size of the next batch.
+
+    Until an item's cost has been measured, batches hold one item: a long task is
+    never stuck behind another in the same batch. Then each batch aims at
+    ``target`` seconds of work, grows at most ``_GROWTH``-fold at a time (one noisy
+    measurement cannot produce a giant batch), and never exceeds
+    ``remaining / (2 * workers)`` when the input's length is known, so the last
+    batches are small and the workers finish together.
+    """
+
+    def __init__(self, workers: int, chunksize: int | None = None, target: float = _TARGET_SECONDS):
+        self.workers = max(1, workers)
+        self.fixed = chunksize
+        self.target = target
+        self._items = 0
+        self._seconds = 0.0
+        self._largest = 1
+
+    @property
+    def cost(self) -> float | None:
+        """Mean seconds per item so far, or None before the first measurement."""
+        return self._seconds / self._items if self._items else None
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items > 0:
+            self._items += items
+            self._seconds += max(seconds, 0.0)
+
+    def next_size(self, remaining: int | None = None) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        cost = self.cost
+        if cost is None:
+            return 1
+        size = int(self.target / cost) if cost > 0 else _MAX_BATCH
+        size = min(size, self._largest * _GROWTH, _MAX_BATCH)
+        if remaining is not None:
+            size = min(size, remaining // (2 * self.workers))
+        size = max(1, size)
+        self._largest = max(self._largest, size)
+        return size
+
+
+def _numpy_array_type() -> type | None:
+    np = sys.modules.get("numpy")
+    return getattr(np, "ndarray", None) if np is not None else None
+
+
+class InputSource:
+    """Cuts the input into slices: sequences by slicing, iterators lazily."""
+
+    def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
+        self.star = star or len(iterables) > 1
+        self.position = 0
+        self._seq: Sequence[Any] | None = None
+        self._iter: Iterator[Any] | None = None
+        only = iterables[0] if len(iterables) == 1 else None
+        array_type = _numpy_array_type()
+        if isinstance(only, (range, list, tuple)) or (
+            array_type is not None and isinstance(only, array_type) and only.ndim > 0
+        ):
+            self._seq = only
+        elif only is not None:
+            self._iter = iter(only)
+        else:
+            self._iter = zip(*iterables, strict=False)
+
+    @property
+    def total(self) -> int | None:
+        return len(self._seq) if self._seq is not None else None
+
+    @property
+    def remaining(self) -> int | None:
+        return len(self._seq) - self.position if self._seq is not None else None
+
+    def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
+        """The next ``n`` items (fewer at the end) and the index of the first."""
+        start = self.position
+        if self._seq is not None:
+            items = self._seq[start : start + n]
+        else:
+            assert self._iter is not None
+            items = list(itertools.islice(self._iter, n))
+        if not len(items):
+            return None
+        self.position = start + len(items)
+        return start, items
+
+
+class MapRun:
+    """One ``map``/``imap`` call on a backend; iterate it for lists of values.
+
+    With ``ordered`` the lists come in input order; otherwise as batches finish.
+    The first failure is raised (after the batches still out are cancelled).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        fn: Callable[..., Any],
+        source: InputSource,
+        planner: ChunkPlanner,
+        ordered: bool,
+        fn_blob: bytes | None = None,
+    ):
+        self._backend = backend
+        self._fn = fn
+        self._fn_blob = fn_blob
+        self._source = source
+        self._planner = planner
+        self._ordered = ordered
+        self._done: queue.SimpleQueue[tuple[Batch, BatchResult | BaseException]] = (
+            queue.SimpleQueue()
+        )
+        self._inflight: dict[int, Batch] = {}
+        self._window = 2 * backend.workers if backend.concurrent else 1
+        self._exhausted = False
+        self._keys = itertools.count()
+        self._retry: list[Batch] = []  # single items split off a crashed batch
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        ready: dict[int, list[Any]] = {}  # ordered mode: start index -> values
+        next_start = 0
+        try:
+            while True:
+                self._fill(len(ready))
+                if not self._inflight:
+                    break
+                start, values = self._collect()
+                if values is None:
+                    continue
+                if not self._ordered:
+                    yield values
+                    continue
+                ready[start] = values
+                while next_start in ready:
+                    out = ready.pop(next_start)
+                    next_start += len(out)
+                    yield out
+            if ready:  # cannot happen with a consistent backend; never lose results
+                for start in sorted(ready):
+                    yield ready[start]
+        finally:
+            self._cancel_inflight()
+
+    def _fill(self, buffered: int) -> None:
+        """Send batches until the window is full; read the input only as needed."""
+        while len(self._inflight) < self._window and buffered < 4 * self._window:
+            if self._retry:
+                batch = self._retry.pop()
+            elif self._exhausted:
+                return
+            else:
+                size = self._planner.next_size(self._source.remaining)
+                taken = self._source.take(size)
+                if taken is None:
+                    self._exhausted = True
+                    return
+                start, items = taken
+                batch = Batch(self._fn, items, start, self._source.star, fn_blob=self._fn_blob)
+            batch.key = next(self._keys)
+            self._inflight[batch.key] = batch
+            try:
+                self._backend.submit(batch, self._on_done)
+            except BaseException:
+                self._inflight.pop(batch.key, None)
+                raise
+
+    def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
+        self._done.put((batch, result))
+
+    def _collect(self) -> tuple[int, list[Any] | None]:
+        batch, result = self._done.get()
+        self._inflight.pop(batch.key, None)
+        if isinstance(result, WorkerCrashed) and len(batch) > 1:
+            # The crash belongs to one item; give every item a batch of its own so
+            # that only the guilty one fails and the innocent ones are computed.
+            for offset in reversed(range(len(batch))):
+                item = batch.items[offset : offset + 1]
+                self._retry.append(
+                    Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
+                )
+            return batch.start, None
+        if isinstance(result, BaseException):
+            raise tag_with_index(result, batch.start if len(batch) == 1 else None)
+        self._planner.observe(len(batch), result.elapsed)
+        if result.failures:
+            offset = min(result.failures)
+            raise tag_with_index(result.failures[offset], batch.start + offset)
+        return batch.start, result.values
+
+    def _cancel_inflight(self) -> None:
+        for batch in list(self._inflight.values()):
+            try:
+                self._backend.cancel(batch)
+            except Exception:
+                pass
+        self._inflight.clear()

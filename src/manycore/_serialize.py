@@ -1,0 +1,85 @@
+"""Pickling for the process engine.
+
+Plain ``pickle`` (protocol 5) is the fast path. ``cloudpickle`` is used for the
+function of a task (lambdas, closures, functions typed into ``__main__``, a notebook
+or IPython) and for any payload that plain pickle cannot handle or that refers to
+``__main__`` by name: workers never re-import the user's main script, so such a
+reference could not be resolved there, and cloudpickle sends it by value instead.
+"""
+
+from __future__ import annotations
+
+import pickle
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+from ._errors import SerializationError
+
+__all__ = ["describe_unpicklable", "dumps", "dumps_fn", "loads"]
+
+PROTOCOL = 5
+loads = pickle.loads
+
+_fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj``; fall back to cloudpickle where plain pickle cannot serve."""
+    try:
+        data = pickle.dumps(obj, PROTOCOL)
+    except Exception:
+        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    # A reference to __main__ would not resolve in a worker (it does not run the
+    # user's script), so send such objects by value. A string that merely contains
+    # the word costs one extra pickling, nothing more.
+    if b"__main__" in data:
+        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    return data
+
+
+def dumps_fn(fn: Callable[..., Any]) -> bytes:
+    """Pickle a task's function once, by value where it is not importable."""
+    try:
+        cached = _fn_cache.get(fn)
+    except TypeError:  # not weak-referenceable or not hashable
+        cached = None
+    if cached is not None:
+        return cached
+    try:
+        data: bytes = cloudpickle.dumps(fn, PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
+            f"to send it to a worker process: {exc}. Use backend='threads', or make "
+            "the function a plain module-level function."
+        ) from exc
+    try:
+        _fn_cache[fn] = data
+    except TypeError:
+        pass
+    return data
+
+
+def describe_unpicklable(
+    args: Sequence[Any], kwargs: dict[str, Any] | None, what: str
+) -> SerializationError | None:
+    """Find the first argument that cannot be pickled and say which it is."""
+    named: list[tuple[str, Any]] = [(f"{what} {i}", a) for i, a in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+    for label, value in named:
+        try:
+            dumps(value)
+        except Exception as exc:
+            return SerializationError(
+                f"cannot pickle {label} of type {type(value).__name__!r} to send it to "
+                f"a worker process: {exc}. Pass something picklable, create the "
+                "object inside the task, or use backend='threads'."
+            )
+    return None
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)

@@ -1,0 +1,79 @@
+"""Argument checks shared by every entry point: clear errors before work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._launch import START_METHODS
+from .backends import get_backend
+
+__all__ = [
+    "check_backend",
+    "check_bool",
+    "check_callable",
+    "check_iterables",
+    "check_positive_int",
+    "check_start_method",
+]
+
+
+def check_callable(value: Any, name: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r:.80}")
+
+
+def check_positive_int(value: Any, name: str) -> int | None:
+    """``None`` or a whole number of at least 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of at least 1 or None, got {value!r:.80}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r:.80}")
+    return value
+
+
+def check_backend(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a backend name (a str), got {name!r:.80}")
+    get_backend(name)  # raises ValueError listing the valid names
+
+
+def check_start_method(method: Any, backend: str) -> None:
+    if method is None:
+        return
+    if backend != "processes":
+        raise ValueError(
+            f"start_method={method!r} applies only to backend='processes', not {backend!r}"
+        )
+    if method not in START_METHODS:
+        valid = ", ".join(repr(m) for m in START_METHODS)
+        raise ValueError(f"start_method={method!r} is not available here; choose one of {valid}")
+
+
+def check_iterables(iterables: tuple[Any, ...], name: str = "iterables") -> None:
+    if not iterables:
+        raise TypeError(f"{name}: give at least one iterable of inputs")
+    for i, it in enumerate(iterables):
+        if not isinstance(it, Iterable):
+            raise TypeError(
+                f"{name}[{i}] must be iterable (a list, range, generator, ...), "
+                f"got {type(it).__name__}"
+            )
+
+
+def check_init_args(value: Any) -> tuple[Any, ...]:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"init_args must be a tuple of arguments for init, got {value!r:.80}")
+    return tuple(value)
+
+

@@ -1,0 +1,104 @@
+"""Framing on the pipes between the parent and a worker.
+
+A frame is an 8-byte little-endian length followed by that many bytes of pickle.
+Workers use the blocking helpers here; the parent's I/O thread parses frames out
+of a non-blocking read buffer with :class:`FrameBuffer`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+__all__ = [
+    "HEADER",
+    "FrameBuffer",
+    "enlarge_pipe",
+    "frame",
+    "read_frame",
+    "write_all",
+]
+
+HEADER = struct.Struct("<Q")
+_SMALL = 1 << 16
+
+# Message kinds, first element of every pickled message.
+TASK = 0  # parent -> worker: (TASK, key, fn_id, fn_blob, reset, items, star, kwargs)
+RESULT = 1  # worker -> parent: (RESULT, key, values, failures, elapsed)
+INIT_FAILED = 2  # worker -> parent: (INIT_FAILED, error_wire)
+CONFIG = 3  # parent -> worker, first frame: (CONFIG, init_blob, init_args_blob)
+
+
+def frame(payload: bytes) -> list[bytes]:
+    """The buffers to write for one frame (joined when small: one syscall)."""
+    header = HEADER.pack(len(payload))
+    if len(payload) < _SMALL:
+        return [header + payload]
+    return [header, payload]
+
+
+def write_all(fd: int, buffers: list[bytes]) -> None:
+    """Blocking write of every buffer (worker side)."""
+    for buf in buffers:
+        view = memoryview(buf)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_frame(fd: int) -> bytes | None:
+    """Blocking read of one frame; ``None`` at end of file (the parent is gone)."""
+    header = _read_exact(fd, HEADER.size)
+    if header is None:
+        return None
+    (size,) = HEADER.unpack(header)
+    return _read_exact(fd, size) if size else b""
+
+
+class FrameBuffer:
+    """Accumulates bytes read from a non-blocking pipe and yields whole frames."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while True:
+            if end - pos < HEADER.size:
+                break
+            (size,) = HEADER.unpack_from(buf, pos)
+            if end - pos - HEADER.size < size:
+                break
+            start = pos + HEADER.size
+            frames.append(bytes(buf[start : start + size]))
+            pos = start + size
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Ask Linux for a bigger pipe buffer: fewer wake-ups for large messages."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except OSError:
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default works

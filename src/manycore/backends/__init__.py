@@ -1,0 +1,17 @@
+"""Backends, registered by name. Importing this package registers the built-in ones."""
+
+from ._base import Backend, BackendOptions, backend_names, get_backend, register_backend
+from .processes import ProcessBackend
+from .serial import SerialBackend
+from .threads import ThreadBackend
+
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "ProcessBackend",
+    "SerialBackend",
+    "ThreadBackend",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+]

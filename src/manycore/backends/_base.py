@@ -1,0 +1,90 @@
+"""The one small interface every backend implements, and the registry by name.
+
+A backend runs batches somewhere and reports each outcome; it owns no policy
+(ordering, chunking, error handling live in the scheduler). Adding a backend is a
+subclass plus :func:`register_backend`; the scheduler does not change.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .._batch import Batch, BatchResult
+
+__all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
+
+Done = Callable[[Batch, "BatchResult | BaseException"], None]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    workers: int
+    start_method: str | None = None
+    init: Callable[..., Any] | None = None
+    init_args: tuple[Any, ...] = ()
+
+
+class Backend(abc.ABC):
+    """Runs :class:`Batch` objects and calls ``done`` once for each.
+
+    ``done(batch, result)`` receives a :class:`BatchResult`, or an exception that
+    fails the whole batch (a crashed worker, ``CancelledError``). It may be called
+    from any thread, and from inside :meth:`submit` itself.
+    """
+
+    name: ClassVar[str]
+    #: the batch's items and function must be picklable (checked before work starts)
+    needs_pickling: ClassVar[bool] = False
+    #: a running task can be stopped by killing its worker
+    supports_kill: ClassVar[bool] = False
+    #: large buffers can travel through shared memory
+    supports_shared_memory: ClassVar[bool] = False
+    #: several batches can run at the same time
+    concurrent: ClassVar[bool] = True
+
+    def __init__(self, options: BackendOptions):
+        self.options = options
+
+    @property
+    def workers(self) -> int:
+        return self.options.workers
+
+    @abc.abstractmethod
+    def submit(self, batch: Batch, done: Done) -> None:
+        """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
+
+    def cancel(self, batch: Batch) -> bool:
+        """Drop a batch that has not started; True if it was dropped."""
+        return False
+
+    @abc.abstractmethod
+    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
+        """Stop accepting work; with ``wait``, return once everything has finished."""
+
+    def pids(self) -> list[int]:
+        """Process ids of the workers, where the backend has processes."""
+        return []
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make ``cls`` available as ``backend=cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> type[Backend]:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(n) for n in backend_names())
+        raise ValueError(f"backend={name!r} is not a known backend; choose one of {valid}") from None

@@ -1,0 +1,41 @@
+"""``backend="processes"`` (the default): manycore's own process engine."""
+
+from __future__ import annotations
+
+from .._batch import Batch
+from .._engine import ProcessEngine
+from .._launch import default_start_method
+from ._base import Backend, BackendOptions, Done, register_backend
+
+__all__ = ["ProcessBackend"]
+
+
+@register_backend
+class ProcessBackend(Backend):
+    name = "processes"
+    needs_pickling = True
+    supports_kill = True
+
+    def __init__(self, options: BackendOptions):
+        super().__init__(options)
+        self._engine = ProcessEngine(
+            options.workers,
+            options.start_method or default_start_method(),
+            options.init,
+            options.init_args,
+        )
+
+    def submit(self, batch: Batch, done: Done) -> None:
+        self._engine.submit(batch, done)
+
+    def cancel(self, batch: Batch) -> bool:
+        return self._engine.cancel(batch)
+
+    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
+        self._engine.shutdown(wait=wait, cancel_pending=cancel_pending)
+
+    def terminate(self) -> None:
+        self._engine.terminate()
+
+    def pids(self) -> list[int]:
+        return self._engine.pids()
