@@ -89,6 +89,10 @@ def run_batch(
                 for x in rest:
                     append(fn(x))
         except catch as exc:
+            tb = exc.__traceback__
+            if tb is not None and tb.tb_next is not None:
+                # Start the traceback at the user's function, not at this loop.
+                exc.__traceback__ = tb.tb_next
             if failures is None:
                 failures = {}
             failures[len(values)] = exc

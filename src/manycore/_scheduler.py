@@ -24,6 +24,7 @@ __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 _TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
 _GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
+_MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 
 
 class ChunkPlanner:
@@ -31,10 +32,12 @@ class ChunkPlanner:
 
     Until an item's cost has been measured, batches hold one item: a long task is
     never stuck behind another in the same batch. Then each batch aims at
-    ``target`` seconds of work, grows at most ``_GROWTH``-fold at a time (one noisy
-    measurement cannot produce a giant batch), and never exceeds
+    ``target`` seconds of work, is at most ``_GROWTH`` times the largest batch that
+    has *finished* (one noisy measurement cannot produce a giant batch, and sizes
+    grow with completions, not with dispatches), and never exceeds
     ``remaining / (2 * workers)`` when the input's length is known, so the last
-    batches are small and the workers finish together.
+    batches are small and the workers finish together. ``limit`` caps a batch from
+    outside (the lazy-input read-ahead bound).
     """
 
     def __init__(self, workers: int, chunksize: int | None = None, target: float = _TARGET_SECONDS):
@@ -43,7 +46,7 @@ class ChunkPlanner:
         self.target = target
         self._items = 0
         self._seconds = 0.0
-        self._largest = 1
+        self._largest_done = 1
 
     @property
     def cost(self) -> float | None:
@@ -54,20 +57,21 @@ class ChunkPlanner:
         if items > 0:
             self._items += items
             self._seconds += max(seconds, 0.0)
+            self._largest_done = max(self._largest_done, items)
 
-    def next_size(self, remaining: int | None = None) -> int:
+    def next_size(self, remaining: int | None = None, limit: int | None = None) -> int:
         if self.fixed is not None:
             return self.fixed
         cost = self.cost
         if cost is None:
             return 1
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
-        size = min(size, self._largest * _GROWTH, _MAX_BATCH)
+        size = min(size, self._largest_done * _GROWTH, _MAX_BATCH)
         if remaining is not None:
             size = min(size, remaining // (2 * self.workers))
-        size = max(1, size)
-        self._largest = max(self._largest, size)
-        return size
+        if limit is not None:
+            size = min(size, limit)
+        return max(1, size)
 
 
 def _numpy_array_type() -> type | None:
@@ -146,6 +150,7 @@ class MapRun:
         self._exhausted = False
         self._keys = itertools.count()
         self._retry: list[Batch] = []  # single items split off a crashed batch
+        self._delivered = 0  # items handed to the consumer so far
 
     def __iter__(self) -> Iterator[list[Any]]:
         ready: dict[int, list[Any]] = {}  # ordered mode: start index -> values
@@ -159,12 +164,14 @@ class MapRun:
                 if values is None:
                     continue
                 if not self._ordered:
+                    self._delivered += len(values)
                     yield values
                     continue
                 ready[start] = values
                 while next_start in ready:
                     out = ready.pop(next_start)
                     next_start += len(out)
+                    self._delivered += len(out)
                     yield out
             if ready:  # cannot happen with a consistent backend; never lose results
                 for start in sorted(ready):
@@ -180,7 +187,11 @@ class MapRun:
             elif self._exhausted:
                 return
             else:
-                size = self._planner.next_size(self._source.remaining)
+                remaining = self._source.remaining
+                # A lazy input is read at most about as far ahead as the consumer
+                # has got: an endless generator costs bounded memory and time.
+                limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
+                size = self._planner.next_size(remaining, limit)
                 taken = self._source.take(size)
                 if taken is None:
                     self._exhausted = True

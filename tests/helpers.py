@@ -1,0 +1,70 @@
+"""Module-level task functions: importable in workers under every start method."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def fail_on(x: int, bad: int = 7) -> int:
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+def crash_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        os._exit(7)
+    return x * 10
+
+
+def sleep_then(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+def getpid(_: Any = None) -> int:
+    return os.getpid()
+
+
+class OddError(Exception):
+    """Pickles, but cannot be rebuilt: its __init__ takes two arguments."""
+
+    def __init__(self, a: str, b: str):
+        super().__init__(f"{a}/{b}")
+
+
+def raise_odd(_: Any) -> None:
+    raise OddError("x", "y")
+
+
+def raise_system_exit(_: Any) -> None:
+    raise SystemExit(4)
+
+
+_STATE: dict[str, Any] = {}
+
+
+def set_state(value: Any) -> None:
+    _STATE["value"] = value
+
+
+def get_state(_: Any = None) -> Any:
+    return _STATE.get("value")
+
+
+def failing_init() -> None:
+    raise RuntimeError("init exploded")
