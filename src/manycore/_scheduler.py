@@ -154,28 +154,40 @@ class MapRun:
 
     def __iter__(self) -> Iterator[list[Any]]:
         ready: dict[int, list[Any]] = {}  # ordered mode: start index -> values
+        failed: dict[int, BaseException] = {}  # input index -> its failure
         next_start = 0
         try:
             while True:
                 self._fill(len(ready))
                 if not self._inflight:
                     break
-                start, values = self._collect()
-                if values is None:
-                    continue
+                start, values, error = self._collect()
+                if error is not None:
+                    failed[start + len(values or ())] = error
                 if not self._ordered:
-                    self._delivered += len(values)
-                    yield values
+                    if values:
+                        self._delivered += len(values)
+                        yield values
+                    if failed:
+                        raise failed[min(failed)]
                     continue
-                ready[start] = values
-                while next_start in ready:
-                    out = ready.pop(next_start)
-                    next_start += len(out)
-                    self._delivered += len(out)
-                    yield out
-            if ready:  # cannot happen with a consistent backend; never lose results
-                for start in sorted(ready):
-                    yield ready[start]
+                if values is not None:
+                    ready[start] = values
+                # Results are handed out in input order; a failure is raised when
+                # its turn comes, after every result before it.
+                while True:
+                    if next_start in ready:
+                        out = ready.pop(next_start)
+                        if out:
+                            next_start += len(out)
+                            self._delivered += len(out)
+                            yield out
+                        continue
+                    if next_start in failed:
+                        raise failed[next_start]
+                    break
+            if failed:
+                raise failed[min(failed)]
         finally:
             self._cancel_inflight()
 
@@ -209,7 +221,8 @@ class MapRun:
     def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         self._done.put((batch, result))
 
-    def _collect(self) -> tuple[int, list[Any] | None]:
+    def _collect(self) -> tuple[int, list[Any] | None, BaseException | None]:
+        """Wait for one batch: (start, values before any failure, the failure)."""
         batch, result = self._done.get()
         self._inflight.pop(batch.key, None)
         if isinstance(result, WorkerCrashed) and len(batch) > 1:
@@ -220,14 +233,15 @@ class MapRun:
                 self._retry.append(
                     Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
                 )
-            return batch.start, None
+            return batch.start, None, None
         if isinstance(result, BaseException):
-            raise tag_with_index(result, batch.start if len(batch) == 1 else None)
+            return batch.start, [], tag_with_index(result, batch.start if len(batch) == 1 else None)
         self._planner.observe(len(batch), result.elapsed)
         if result.failures:
             offset = min(result.failures)
-            raise tag_with_index(result.failures[offset], batch.start + offset)
-        return batch.start, result.values
+            error = tag_with_index(result.failures[offset], batch.start + offset)
+            return batch.start, result.values[:offset], error
+        return batch.start, result.values, None
 
     def _cancel_inflight(self) -> None:
         for batch in list(self._inflight.values()):

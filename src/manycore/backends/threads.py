@@ -25,11 +25,11 @@ class ThreadBackend(Backend):
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
+        self._init_error: BaseException | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=options.workers,
             thread_name_prefix="manycore-thread",
-            initializer=options.init,
-            initargs=options.init_args,
+            initializer=self._init if options.init is not None else None,
         )
         self._futures: dict[Batch, Future[Any]] = {}
 
@@ -37,7 +37,7 @@ class ThreadBackend(Backend):
         try:
             fut = self._executor.submit(self._run, batch)
         except BrokenThreadPool as exc:
-            raise PoolBroken(f"the pool is broken: {exc}") from exc
+            raise self._broken(exc) from None
         except RuntimeError as exc:
             raise PoolClosed("the pool has been shut down and accepts no new work") from exc
         self._futures[batch] = fut
@@ -51,9 +51,7 @@ class ThreadBackend(Backend):
                 return
             exc = f.exception()
             if isinstance(exc, BrokenThreadPool):
-                err = PoolBroken(f"a worker's init function raised; the pool is broken: {exc}")
-                err.__cause__ = exc.__cause__
-                done(batch, err)
+                done(batch, self._broken(exc))
             elif exc is not None:
                 done(batch, exc)
             else:
@@ -62,6 +60,20 @@ class ThreadBackend(Backend):
                     done(batch, result)
 
         fut.add_done_callback(finished)
+
+    def _init(self) -> None:
+        # The executor reports only "broken"; keep the init's own error to chain it.
+        assert self.options.init is not None
+        try:
+            self.options.init(*self.options.init_args)
+        except BaseException as exc:
+            self._init_error = exc
+            raise
+
+    def _broken(self, exc: BaseException) -> PoolBroken:
+        err = PoolBroken(f"a worker's init function raised {self._init_error!r}; the pool is broken")
+        err.__cause__ = self._init_error or exc
+        return err
 
     @staticmethod
     def _run(batch: Batch) -> BatchResult | None:
