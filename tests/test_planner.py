@@ -1,0 +1,78 @@
+"""The chunk planner's decisions, without any process."""
+
+from __future__ import annotations
+
+from manycore._scheduler import ChunkPlanner, InputSource
+
+
+def test_one_item_until_measured() -> None:
+    planner = ChunkPlanner(workers=4)
+    assert planner.next_size(1000) == 1
+    assert planner.next_size(None) == 1
+
+
+def test_fixed_chunksize_wins() -> None:
+    planner = ChunkPlanner(workers=4, chunksize=9)
+    planner.observe(1, 1e-6)
+    assert planner.next_size(1000) == 9
+
+
+def test_tiny_items_grow_by_completions_only() -> None:
+    planner = ChunkPlanner(workers=2)
+    planner.observe(1, 1e-7)
+    assert planner.next_size(10**9) == 4  # at most 4 x the largest finished batch
+    assert planner.next_size(10**9) == 4  # dispatching alone does not grow it
+    planner.observe(4, 4e-7)
+    assert planner.next_size(10**9) == 16
+
+
+def test_target_time_bounds_the_batch() -> None:
+    planner = ChunkPlanner(workers=2, target=0.02)
+    for _ in range(20):
+        planner.observe(1000, 1.0)  # 1 ms per item
+    assert planner.next_size(10**9) == 20
+
+
+def test_long_items_stay_single() -> None:
+    planner = ChunkPlanner(workers=2)
+    planner.observe(1, 0.5)
+    assert planner.next_size(100) == 1
+
+
+def test_tail_is_split_across_workers() -> None:
+    planner = ChunkPlanner(workers=4)
+    for _ in range(20):
+        planner.observe(100_000, 1e-3)
+    assert planner.next_size(800) == 100  # remaining / (2 * workers)
+    assert planner.next_size(3) == 1
+
+
+def test_external_limit() -> None:
+    planner = ChunkPlanner(workers=1)
+    for _ in range(20):
+        planner.observe(100_000, 1e-3)
+    assert planner.next_size(None, limit=64) == 64
+
+
+def test_input_source_slices_sequences_and_reads_iterators_lazily() -> None:
+    src = InputSource((range(10),), star=False)
+    assert src.total == 10
+    assert src.take(3) == (0, range(0, 3))
+    assert src.take(100) == (3, range(3, 10))
+    assert src.take(1) is None
+
+    seen = []
+
+    def gen():
+        for i in range(5):
+            seen.append(i)
+            yield i
+
+    lazy = InputSource((gen(),), star=False)
+    assert lazy.total is None
+    assert lazy.take(2) == (0, [0, 1])
+    assert seen == [0, 1]
+
+    zipped = InputSource(([1, 2], "ab"), star=False)
+    assert zipped.star
+    assert zipped.take(5) == (0, [(1, "a"), (2, "b")])
