@@ -35,9 +35,11 @@ import pickle
 import selectors
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +50,9 @@ from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, PoolClosed, WorkerCrashed, describe_exit
 from ._remote import rebuild
 from ._serialize import describe_unpicklable, dumps, dumps_fn
+from ._turns import PollTurns
 
-__all__ = ["EngineState", "ProcessEngine"]
+__all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
 
 Done = Callable[[Batch, "BatchResult | BaseException"], None]
 
@@ -87,6 +90,32 @@ class _Worker:
     writing: bool = False  # registered with the selector for write readiness
 
 
+class EngineFuture(Future[Any]):
+    """A ``Future`` whose ``result()`` reads its own result from the pipes.
+
+    See :mod:`manycore._turns`: the waiting thread polls the engine itself when it
+    can, which saves the hand-off through the I/O thread on every round trip.
+    """
+
+    def __init__(self, engine: ProcessEngine):
+        super().__init__()
+        self._engine = engine
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            self._engine.wait_for(self, timeout)
+            if timeout is not None:
+                timeout = 0  # the wait above used the time up
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self._engine.wait_for(self, timeout)
+            if timeout is not None:
+                timeout = 0
+        return super().exception(timeout)
+
+
 class ProcessEngine:
     """Runs batches on ``workers`` processes started with ``start_method``."""
 
@@ -109,6 +138,7 @@ class ProcessEngine:
         self._workers: list[_Worker] = []
         self._fn_ids: dict[bytes, int] = {}
         self._next_key = 0
+        self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -149,6 +179,7 @@ class ProcessEngine:
                 fn_id = self._fn_ids[fn_blob] = len(self._fn_ids)
             self._pending.append(_Task(batch, done, fn_id, fn_blob, body))
             self._dispatch_locked()
+        self._turns.notify_work()
 
     def cancel(self, batch: Batch) -> bool:
         """Drop ``batch`` if no worker has it yet; its ``done`` gets CancelledError."""
@@ -171,6 +202,7 @@ class ProcessEngine:
                 self._pending.clear()
         for task in cancelled:
             task.done(task.batch, CancelledError())
+        self._turns.close()
         self._wake()
         if wait and threading.current_thread() is not self._thread:
             self._thread.join()
@@ -187,6 +219,7 @@ class ProcessEngine:
                 w.proc.kill()
         for task in tasks:
             task.done(task.batch, CancelledError())
+        self._turns.close()
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(_STOP_GRACE * 2)
@@ -286,15 +319,62 @@ class ProcessEngine:
     # ------------------------------------------------------------- I/O thread
 
     def _io_loop(self) -> None:
+        turns = self._turns
+        turns.io_ident = threading.get_ident()
         try:
-            while not self._io_step():
-                pass
+            while True:
+                turns.io_wait_turn(self._has_work)
+                with turns.lock:
+                    turns.holder = turns.io_ident
+                    while True:
+                        if self._io_step(None):
+                            return
+                        if turns.io_should_yield() or not (turns.closing or self._has_work()):
+                            break
+                    turns.holder = None
         finally:
             self._close_everything()
 
-    def _io_step(self) -> bool:
-        """One turn of the I/O loop; True when the engine is finished."""
-        events = self._selector.select()
+    def _has_work(self) -> bool:
+        with self._lock:
+            return bool(self._pending) or any(w.inflight or w.out for w in self._workers)
+
+    def wait_for(self, future: Future[Any], timeout: float | None) -> None:
+        """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
+        if future.done():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        turns = self._turns
+        turns.enter_driver()
+        driving = turns.lock.acquire(blocking=False)
+        if not driving and turns.holder == turns.io_ident:
+            self._wake()  # ask the I/O thread to step aside; it releases the lock
+            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            driving = turns.lock.acquire(timeout=left)
+        if not driving:
+            turns.leave_driver()  # another caller is driving: wait passively
+            with turns.passive():
+                futures_wait([future], None if deadline is None else deadline - time.monotonic())
+            return
+        try:
+            turns.holder = threading.get_ident()
+            while not future.done() and self._state is not EngineState.CLOSED:
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or self._io_step(left):
+                    break
+        finally:
+            turns.holder = None
+            turns.lock.release()
+            turns.leave_driver()
+
+    def _io_step(self, timeout: float | None) -> bool:
+        """One turn of polling; True when the engine is finished."""
+        with self._lock:
+            if self._state is EngineState.CLOSED:
+                return True
+            if self._state is not EngineState.RUNNING and self._idle_locked():
+                return True
+        events = self._selector.select(timeout)
         completions: list[tuple[_Task, BatchResult | BaseException]] = []
         dead: list[_Worker] = []
         for key, mask in events:
@@ -474,10 +554,21 @@ class ProcessEngine:
         w.writing = False
 
     def _close_everything(self) -> None:
-        with self._lock:
+        with self._turns.lock, self._lock:
+            if self._state is EngineState.CLOSED:
+                return
             self._state = EngineState.CLOSED
             workers = list(self._workers)
             self._workers.clear()
+            # Normally nothing is left here; if the I/O thread died of a bug,
+            # fail what remains rather than leave its callers waiting forever.
+            orphans = list(self._pending)
+            self._pending.clear()
+            for w in workers:
+                orphans.extend(w.inflight)
+                w.inflight.clear()
+        for task in orphans:
+            task.done(task.batch, PoolBroken("the pool stopped before this task finished"))
         # Closing the task pipe is the stop signal: the worker reads end of file.
         for w in workers:
             _close_fd(w.task_fd)

@@ -101,7 +101,7 @@ class Pool(Executor):
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
         v.check_callable(fn, "fn")
         self._check_open()
-        future: Future[T] = Future()
+        future: Future[T] = self._backend.new_future()
         batch = Batch(fn, [args], 0, True, kwargs or None, submit=True)
         batch.claim = future.set_running_or_notify_cancel
 

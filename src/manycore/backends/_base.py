@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -55,6 +56,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
+
+    def new_future(self) -> Future[Any]:
+        """The future that ``submit()`` returns (a backend may wait on it smarter)."""
+        return Future()
 
     def cancel(self, batch: Batch) -> bool:
         """Drop a batch that has not started; True if it was dropped."""

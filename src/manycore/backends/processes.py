@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from typing import Any
+
 from .._batch import Batch
-from .._engine import ProcessEngine
+from .._engine import EngineFuture, ProcessEngine
 from .._launch import default_start_method
 from ._base import Backend, BackendOptions, Done, register_backend
 
@@ -27,6 +30,9 @@ class ProcessBackend(Backend):
 
     def submit(self, batch: Batch, done: Done) -> None:
         self._engine.submit(batch, done)
+
+    def new_future(self) -> Future[Any]:
+        return EngineFuture(self._engine)
 
     def cancel(self, batch: Batch) -> bool:
         return self._engine.cancel(batch)
