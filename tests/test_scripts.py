@@ -27,7 +27,20 @@ SCRIPT = textwrap.dedent(
     def make_adder(k):
         return lambda v: v + k
 
+    def load_model():
+        global MODEL
+        MODEL = {{"bias": 100}}
+
+    def predict(v):
+        return v + MODEL["bias"] + OFFSET
+
     # No `if __name__ == "__main__":` guard on purpose.
+    OFFSET = 1
+    with mc.Pool(2, start_method={method!r}, init=load_model) as pool:
+        # A global set by init is seen by the task; the parent's globals travel too.
+        assert pool.map(predict, [1, 2]) == [102, 103]
+        OFFSET = 2  # changed between calls, as in a notebook
+        assert pool.map(predict, [1, 2]) == [103, 104]
     with mc.Pool(2, start_method={method!r}) as pool:
         assert pool.map(double, [Point(1), Point(2)]) == [Point(2), Point(4)]
         assert pool.map(make_adder(10), range(3)) == [10, 11, 12]

@@ -30,6 +30,8 @@ _PAYS = 1.2
 _IO_BOUND_CPU_SHARE = 0.5
 # Below this cost per task, dispatching one costs more than running it.
 _SMALL_TASK_S = 100e-6
+# Other programs using this many CPUs during a run make its speedup unrepresentative.
+_BUSY_CPUS = 0.5
 # Short measurements are repeated (best of) until they add up to this much time.
 _REPEAT_BUDGET_S = 0.2
 _MAX_REPEATS = 5
@@ -141,6 +143,42 @@ def plan(sizes: Sizes) -> list[Workload]:
 # ------------------------------------------------------------------ measuring
 
 
+class CpuMeter:
+    """CPU time used by other programs while the demo runs (Linux ``/proc``; else None).
+
+    A CPU-bound speedup below the worker count may mean overhead, or that other
+    programs were using the CPUs at the same time; this tells the two apart.
+    """
+
+    def __init__(self, worker_pids: Sequence[int]):
+        self.worker_pids = sorted(set(worker_pids))
+        self._tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+
+    def sample(self) -> tuple[float, float] | None:
+        """(CPU-seconds the machine has been busy, CPU-seconds this demo has used)."""
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(x) for x in f.readline().split()[1:9]]
+            mine = 0
+            for pid in self.worker_pids:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                mine += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return None
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        return busy / self._tick, mine / self._tick + time.process_time()
+
+    @staticmethod
+    def others(before: tuple[float, float] | None, after: tuple[float, float] | None,
+               wall: float) -> float | None:
+        """How many CPUs other programs kept busy on average between two samples."""
+        if before is None or after is None or wall < 0.2:
+            return None  # no /proc, or too short for the clock tick to tell
+        busy, mine = after[0] - before[0], after[1] - before[1]
+        return max(0.0, (busy - mine) / wall)
+
+
 @dataclass(frozen=True)
 class Row:
     """One workload on one backend, with its sequential reference."""
@@ -152,6 +190,7 @@ class Row:
     sequential_s: float
     sequential_cpu_s: float
     parallel_s: float
+    others_cpus: float | None = None  # CPUs other programs used during the parallel run
 
     @property
     def speedup(self) -> float:
@@ -172,16 +211,25 @@ class Row:
         return self.sequential_cpu_s < _IO_BOUND_CPU_SHARE * self.sequential_s
 
 
-def _timed(call: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(best wall seconds, CPU seconds of that run, result); short calls are repeated."""
-    best: tuple[float, float, Any] | None = None
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float  # this process's CPU time (worker processes not included)
+    others_cpus: float | None
+    result: Any
+
+
+def _timed(call: Callable[[], Any], meter: CpuMeter) -> Timing:
+    """The fastest of a few runs of ``call`` (short calls are repeated)."""
+    best: Timing | None = None
     spent = 0.0
     for _ in range(_MAX_REPEATS):
+        before = meter.sample()
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = call()
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        if best is None or wall < best[0]:
-            best = (wall, cpu, result)
+        if best is None or wall < best.wall_s:
+            best = Timing(wall, cpu, meter.others(before, meter.sample(), wall), result)
         spent += wall
         if spent >= _REPEAT_BUDGET_S:
             break
@@ -189,20 +237,23 @@ def _timed(call: Callable[[], Any]) -> tuple[float, float, Any]:
     return best
 
 
-def measure(work: Workload, workers: dict[str, int]) -> list[Row]:
+def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Row]:
     """Run ``work`` as a loop, then on each backend; check every result against the loop's."""
     fn, inputs = work.fn, work.inputs
-    seq_s, seq_cpu, expected = _timed(lambda: [fn(x) for x in inputs])
+    seq = _timed(lambda: [fn(x) for x in inputs], meter)
     rows = []
     for backend in work.backends:
         n = workers[backend]
-        par_s, _, got = _timed(lambda: mc.map(fn, inputs, workers=n, backend=backend))
-        if got != expected:
+        par = _timed(lambda b=backend, n=n: mc.map(fn, inputs, workers=n, backend=b), meter)
+        if par.result != seq.result:
             raise DemoError(
                 f"{work.name}: manycore.map on {backend} returned a different result "
                 f"than the sequential loop"
             )
-        rows.append(Row(work.name, backend, n, len(inputs), seq_s, seq_cpu, par_s))
+        rows.append(
+            Row(work.name, backend, n, len(inputs), seq.wall_s, seq.cpu_s, par.wall_s,
+                par.others_cpus)
+        )  # fmt: skip
     return rows
 
 
@@ -228,6 +279,8 @@ def verdict(row: Row, peers: Sequence[Row], micro: str = "µ", times: str = "×"
             )
         if row.workers == 1:
             return "parallel does not pay: only 1 worker"
+        if _busy(row):
+            return f"parallel does not pay here: {_busy(row)}"
         return "parallel does not pay: overhead outweighs the gain"
     if row.io_bound:
         best = max(peers, key=lambda r: r.speedup)
@@ -250,7 +303,16 @@ def verdict(row: Row, peers: Sequence[Row], micro: str = "µ", times: str = "×"
         return f"parallel pays, capped by {cpus} usable CPUs"
     if row.efficiency >= 0.8:
         return "parallel pays: near-linear speedup"
+    if _busy(row):
+        return f"parallel pays, below linear: {_busy(row)}"
     return "parallel pays, below linear"
+
+
+def _busy(row: Row) -> str:
+    """Why a CPU-bound run fell short, if other programs were using the CPUs."""
+    if row.others_cpus is None or row.others_cpus < _BUSY_CPUS:
+        return ""
+    return f"other programs kept {row.others_cpus:.1f} CPUs busy"
 
 
 # ------------------------------------------------------------------ showing
@@ -290,38 +352,50 @@ def _symbols(out: TextIO) -> tuple[str, str]:
     return "µ", "×"
 
 
+def _start_pools(counts: dict[str, int], say: Callable[[str], None]) -> list[int]:
+    """Start and warm both pools; time the first call, which starts the processes."""
+    n = counts["processes"]
+    t0 = time.perf_counter()
+    pids = mc.map(worker_pid, range(2 * n), workers=n)
+    cold = time.perf_counter() - t0
+    say(f"cold start: the first manycore.map call took {cold:.2f} s: it started {n} worker "
+        f"processes ({len(set(pids))} answered). Not counted below: the pool stays warm.")  # fmt: skip
+    threads = counts["threads"]
+    mc.map(worker_pid, range(2 * threads), workers=threads, backend="threads")
+    return pids
+
+
 def run_demo(workers: int | None = None, quick: bool = False, out: TextIO | None = None) -> None:
     """Time every workload and print the table to ``out`` (default: stdout).
 
     Raises :class:`DemoError` when a parallel result differs from the sequential one.
     """
-    out = out if out is not None else sys.stdout
-    micro, times = _symbols(out)
+    stream = out if out is not None else sys.stdout
+    micro, times = _symbols(stream)
     cpus = mc.usable_cpus()
     n = workers or cpus
     counts = {"processes": n, "threads": min(32, n + 4)}  # manycore's defaults for n CPUs
 
     def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
+        print(text, file=stream, flush=True)
 
     say(f"manycore {mc.__version__} demo{' (--quick sizes)' if quick else ''}: "
-        "a plain loop, then manycore.map, on the same inputs")  # fmt: skip
+        "each workload as a plain loop, then with manycore.map on the same inputs")  # fmt: skip
     say(f"CPUs: os.cpu_count() = {os.cpu_count()}, manycore.usable_cpus() = {cpus}; "
         f"workers: {counts['processes']} processes, {counts['threads']} threads")  # fmt: skip
     if n > cpus:
         say(f"note: {n} worker processes share {cpus} usable CPUs; "
             f"CPU-bound speedup cannot exceed {cpus}{times}")  # fmt: skip
-    t0 = time.perf_counter()
-    pids = mc.map(worker_pid, range(2 * n), workers=n)
-    cold = time.perf_counter() - t0
-    say(f"cold start: the first manycore.map call took {cold:.2f} s, starting {n} worker "
-        f"processes ({len(set(pids))} answered); not counted below, the pool stays warm")  # fmt: skip
-    mc.map(worker_pid, range(2 * counts["threads"]), workers=counts["threads"], backend="threads")
+    meter = CpuMeter(_start_pools(counts, say))
     say()
     rows: list[Row] = []
     for work in plan(QUICK if quick else FULL):
-        rows.extend(measure(work, counts))
+        rows.extend(measure(work, counts, meter))
     say(format_table(rows, micro, times))
     say()
-    say(f"speedup = sequential s / manycore s (best of up to {_MAX_REPEATS} runs for short "
-        f"ones); efficiency = speedup / workers. All parallel results equal the loop's.")  # fmt: skip
+    say(f"speedup = sequential s / manycore s; efficiency = speedup / workers. Short runs: "
+        f"best of up to {_MAX_REPEATS}. Every parallel result was checked against the loop's.")  # fmt: skip
+    busy = [r.others_cpus for r in rows if r.others_cpus is not None]
+    if busy and max(busy) >= _BUSY_CPUS:
+        say(f"note: other programs on this machine used up to {max(busy):.1f} CPUs during the "
+            f"parallel runs; on an idle machine CPU-bound speedups would be higher.")  # fmt: skip

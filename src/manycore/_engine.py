@@ -43,13 +43,11 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
-
 from . import _launch, _wire
 from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, PoolClosed, WorkerCrashed, describe_exit
 from ._remote import rebuild
-from ._serialize import describe_unpicklable, dumps, dumps_fn
+from ._serialize import describe_unpicklable, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
 
 __all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
@@ -129,7 +127,7 @@ class ProcessEngine:
         self.workers = workers
         self.start_method = start_method
         self._init_blob: bytes | None = (
-            cloudpickle.dumps((init, tuple(init_args)), 5) if init is not None else None
+            dumps_code((init, tuple(init_args))) if init is not None else None
         )
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING

@@ -5,10 +5,18 @@ function of a task (lambdas, closures, functions typed into ``__main__``, a note
 or IPython) and for any payload that plain pickle cannot handle or that refers to
 ``__main__`` by name: workers never re-import the user's main script, so such a
 reference could not be resolved there, and cloudpickle sends it by value instead.
+
+Functions from ``__main__`` travel by value, and cloudpickle gives each pickling its
+own globals dict, so a global set by one (an ``init`` that loads a model) would be
+invisible to another (the task). Functions are therefore pickled with a persistent
+id in place of that dict, and a worker resolves it to its own ``__main__`` namespace:
+every such function shares it, and the parent's current values of the globals a
+function uses are written into it when the function arrives.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import weakref
 from collections.abc import Callable, Sequence
@@ -18,7 +26,14 @@ import cloudpickle
 
 from ._errors import SerializationError
 
-__all__ = ["describe_unpicklable", "dumps", "dumps_fn", "loads"]
+__all__ = [
+    "describe_unpicklable",
+    "dumps",
+    "dumps_code",
+    "dumps_fn",
+    "loads",
+    "loads_code",
+]
 
 PROTOCOL = 5
 loads = pickle.loads
@@ -40,6 +55,39 @@ def dumps(obj: Any) -> bytes:
     return data
 
 
+_MAIN_GLOBALS = "manycore:__main__.__dict__"
+# The keys cloudpickle copies into the fresh globals dict of a by-value function.
+_BASE_KEYS = frozenset({"__package__", "__name__", "__path__", "__file__"})
+
+
+class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    def persistent_id(self, obj: Any) -> str | None:
+        if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
+            return _MAIN_GLOBALS
+        return None
+
+
+class _FunctionUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        if pid == _MAIN_GLOBALS:
+            import __main__
+
+            return __main__.__dict__
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def dumps_code(obj: Any) -> bytes:
+    """Pickle functions (and what goes with them) so that ``__main__`` ones share globals."""
+    buf = io.BytesIO()
+    _FunctionPickler(buf, PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def loads_code(data: bytes | memoryview) -> Any:
+    """The worker-side counterpart of :func:`dumps_code`."""
+    return _FunctionUnpickler(io.BytesIO(data)).load()
+
+
 def dumps_fn(fn: Callable[..., Any]) -> bytes:
     """Pickle a task's function once, by value where it is not importable."""
     try:
@@ -49,7 +97,7 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
     if cached is not None:
         return cached
     try:
-        data: bytes = cloudpickle.dumps(fn, PROTOCOL)
+        data = dumps_code(fn)
     except Exception as exc:
         raise SerializationError(
             f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "

@@ -20,6 +20,7 @@ import cloudpickle
 from . import _wire
 from ._batch import BatchResult, run_batch
 from ._remote import pack_exception
+from ._serialize import loads_code
 
 __all__ = ["main"]
 
@@ -63,7 +64,7 @@ def _serve(task_fd: int, result_fd: int) -> int:
         return 0
     _, init_blob = pickle.loads(first)
     if init_blob is not None:
-        init, init_args = pickle.loads(init_blob)
+        init, init_args = loads_code(init_blob)
         try:
             init(*init_args)
         except BaseException as exc:
@@ -85,7 +86,7 @@ def _serve(task_fd: int, result_fd: int) -> int:
         if reset:
             fns.clear()
         if fn_blob is not None:
-            fn = fns[fn_id] = loads(fn_blob)
+            fn = fns[fn_id] = loads_code(fn_blob)
         else:
             fn = fns[fn_id]
         result = run_batch(fn, items, star, kwargs, BaseException)
