@@ -12,6 +12,7 @@ its workers by reference.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -35,6 +36,7 @@ _BUSY_CPUS = 0.5
 # Short measurements are repeated (best of) until they add up to this much time.
 _REPEAT_BUDGET_S = 0.2
 _MAX_REPEATS = 5
+_MICRO, _TIMES = "\u00b5", "\u00d7"  # the micro sign and the multiplication sign
 
 
 class DemoError(RuntimeError):
@@ -129,15 +131,28 @@ def plan(sizes: Sizes) -> list[Workload]:
     urls = [(f"https://example.org/page/{i}", sizes.download_s) for i in range(sizes.downloads)]
     f = sizes.factorials
     return [
-        Workload(f"sum of squares, {sizes.squares:,} numbers", square,
-                 list(range(sizes.squares)), ("processes",)),
-        Workload(f"factorials of {f.start:,}..{f.stop - 1:,}", math.factorial,
-                 list(f), ("processes",)),
-        Workload(f"count primes below {sizes.primes_below:,} ({len(spans)} ranges)", count_primes,
-                 spans, ("processes",)),
-        Workload(f"{sizes.downloads} downloads, {sizes.download_s * 1000:.0f} ms wait each",
-                 fake_download, urls, ("threads", "processes")),
-    ]  # fmt: skip
+        Workload(
+            f"sum of squares, {sizes.squares:,} numbers",
+            square,
+            list(range(sizes.squares)),
+            ("processes",),
+        ),
+        Workload(
+            f"factorials of {f.start:,}..{f.stop - 1:,}", math.factorial, list(f), ("processes",)
+        ),
+        Workload(
+            f"count primes below {sizes.primes_below:,} ({len(spans)} ranges)",
+            count_primes,
+            spans,
+            ("processes",),
+        ),
+        Workload(
+            f"{sizes.downloads} downloads, {sizes.download_s * 1000:.0f} ms wait each",
+            fake_download,
+            urls,
+            ("threads", "processes"),
+        ),
+    ]
 
 
 # ------------------------------------------------------------------ measuring
@@ -150,12 +165,15 @@ class CpuMeter:
     programs were using the CPUs at the same time; this tells the two apart.
     """
 
-    def __init__(self, worker_pids: Sequence[int]):
-        self.worker_pids = sorted(set(worker_pids))
+    def __init__(self, worker_pids: Sequence[int] | None):
+        """``worker_pids``: every worker process of the pool (None: cannot measure)."""
+        self.worker_pids = sorted(set(worker_pids)) if worker_pids is not None else None
         self._tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 
     def sample(self) -> tuple[float, float] | None:
         """(CPU-seconds the machine has been busy, CPU-seconds this demo has used)."""
+        if self.worker_pids is None:
+            return None
         try:
             with open("/proc/stat") as f:
                 ticks = [int(x) for x in f.readline().split()[1:9]]
@@ -170,8 +188,9 @@ class CpuMeter:
         return busy / self._tick, mine / self._tick + time.process_time()
 
     @staticmethod
-    def others(before: tuple[float, float] | None, after: tuple[float, float] | None,
-               wall: float) -> float | None:
+    def others(
+        before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float
+    ) -> float | None:
         """How many CPUs other programs kept busy on average between two samples."""
         if before is None or after is None or wall < 0.2:
             return None  # no /proc, or too short for the clock tick to tell
@@ -244,16 +263,24 @@ def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Ro
     rows = []
     for backend in work.backends:
         n = workers[backend]
-        par = _timed(lambda b=backend, n=n: mc.map(fn, inputs, workers=n, backend=b), meter)
+        par = _timed(functools.partial(mc.map, fn, inputs, workers=n, backend=backend), meter)
         if par.result != seq.result:
             raise DemoError(
                 f"{work.name}: manycore.map on {backend} returned a different result "
                 f"than the sequential loop"
             )
         rows.append(
-            Row(work.name, backend, n, len(inputs), seq.wall_s, seq.cpu_s, par.wall_s,
-                par.others_cpus)
-        )  # fmt: skip
+            Row(
+                work.name,
+                backend,
+                n,
+                len(inputs),
+                seq.wall_s,
+                seq.cpu_s,
+                par.wall_s,
+                par.others_cpus,
+            )
+        )
     return rows
 
 
@@ -262,13 +289,15 @@ def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Ro
 
 def _duration(seconds: float, micro: str) -> str:
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.2g} {micro}s" if seconds < 1e-5 else f"{seconds * 1e6:.0f} {micro}s"
+        return (
+            f"{seconds * 1e6:.2g} {micro}s" if seconds < 1e-5 else f"{seconds * 1e6:.0f} {micro}s"
+        )
     if seconds < 1:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds:.3g} s"
 
 
-def verdict(row: Row, peers: Sequence[Row], micro: str = "µ", times: str = "×") -> str:
+def verdict(row: Row, peers: Sequence[Row], micro: str = _MICRO, times: str = _TIMES) -> str:
     """Plain words for what the numbers say; ``peers`` are the same workload's rows."""
     if row.speedup < _PAYS:
         if row.per_task_s < _SMALL_TASK_S:
@@ -292,10 +321,12 @@ def verdict(row: Row, peers: Sequence[Row], micro: str = "µ", times: str = "×"
             ratio = row.speedup / runner_up.speedup
             if ratio < 1.1:
                 return f"I/O-bound: {row.backend} on par with {runner_up.backend}"
-            return f"I/O-bound: {row.backend} win, {ratio:.1f}{times} faster than {runner_up.backend}"
+            return (
+                f"I/O-bound: {row.backend} win, {ratio:.1f}{times} faster than {runner_up.backend}"
+            )
         ratio = best.speedup / row.speedup
         return (
-            f"I/O-bound: pays, {row.workers} waits at a time; "
+            f"I/O-bound: pays, but only {row.workers} waits at a time; "
             f"{best.backend} {ratio:.1f}{times} faster"
         )
     cpus = mc.usable_cpus()
@@ -318,38 +349,59 @@ def _busy(row: Row) -> str:
 # ------------------------------------------------------------------ showing
 
 
-def format_table(rows: Sequence[Row], micro: str = "µ", times: str = "×") -> str:
+def format_table(rows: Sequence[Row], micro: str = _MICRO, times: str = _TIMES) -> str:
     """An aligned plain-text table, one line per row."""
-    header = ("workload", "backend", "workers", "sequential s", "manycore s",
-              "speedup", "efficiency", "verdict")  # fmt: skip
+    header = (
+        "workload",
+        "backend",
+        "workers",
+        "sequential s",
+        "manycore s",
+        "speedup",
+        "efficiency",
+        "verdict",
+    )
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
         peers = [r for r in rows if r.workload == row.workload]
-        lines.append((
-            row.workload, row.backend, str(row.workers),
-            f"{row.sequential_s:.3f}", f"{row.parallel_s:.3f}",
-            f"{row.speedup:.2f}{times}", f"{row.efficiency:.0%}",
-            verdict(row, peers, micro, times),
-        ))  # fmt: skip
+        lines.append(
+            (
+                row.workload,
+                row.backend,
+                str(row.workers),
+                _seconds(row.sequential_s),
+                _seconds(row.parallel_s),
+                f"{row.speedup:.2f}{times}",
+                f"{row.efficiency:.0%}",
+                verdict(row, peers, micro, times),
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     numeric = {2, 3, 4, 5, 6}
 
     def fmt(line: tuple[str, ...]) -> str:
-        cells = [c.rjust(w) if i in numeric else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(line, widths, strict=True))]  # fmt: skip
+        cells = [
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(lines[0]), rule, *(fmt(line) for line in lines[1:])])
 
 
+def _seconds(value: float) -> str:
+    """Seconds with three decimals, or two significant digits below 0.01 s (never 0.000)."""
+    return f"{value:.3f}" if value >= 0.01 else f"{value:.2g}"
+
+
 def _symbols(out: TextIO) -> tuple[str, str]:
-    """("µ", "×"), or ASCII stand-ins where the output cannot encode them."""
+    """The micro and times signs, or ASCII stand-ins where ``out`` cannot encode them."""
     try:
-        "µ×".encode(getattr(out, "encoding", None) or "ascii")
+        (_MICRO + _TIMES).encode(getattr(out, "encoding", None) or "ascii")
     except (UnicodeEncodeError, LookupError):
         return "u", "x"
-    return "µ", "×"
+    return _MICRO, _TIMES
 
 
 def _start_pools(counts: dict[str, int], say: Callable[[str], None]) -> list[int]:
@@ -358,8 +410,10 @@ def _start_pools(counts: dict[str, int], say: Callable[[str], None]) -> list[int
     t0 = time.perf_counter()
     pids = mc.map(worker_pid, range(2 * n), workers=n)
     cold = time.perf_counter() - t0
-    say(f"cold start: the first manycore.map call took {cold:.2f} s: it started {n} worker "
-        f"processes ({len(set(pids))} answered). Not counted below: the pool stays warm.")  # fmt: skip
+    say(
+        f"cold start: the first manycore.map call took {cold:.2f} s: it started {n} worker "
+        f"processes ({len(set(pids))} answered). Not counted below: the pool stays warm."
+    )
     threads = counts["threads"]
     mc.map(worker_pid, range(2 * threads), workers=threads, backend="threads")
     return pids
@@ -379,23 +433,35 @@ def run_demo(workers: int | None = None, quick: bool = False, out: TextIO | None
     def say(text: str = "") -> None:
         print(text, file=stream, flush=True)
 
-    say(f"manycore {mc.__version__} demo{' (--quick sizes)' if quick else ''}: "
-        "each workload as a plain loop, then with manycore.map on the same inputs")  # fmt: skip
-    say(f"CPUs: os.cpu_count() = {os.cpu_count()}, manycore.usable_cpus() = {cpus}; "
-        f"workers: {counts['processes']} processes, {counts['threads']} threads")  # fmt: skip
+    say(
+        f"manycore {mc.__version__} demo{' (--quick sizes)' if quick else ''}: "
+        "each workload as a plain loop, then with manycore.map on the same inputs"
+    )
+    say(
+        f"CPUs: os.cpu_count() = {os.cpu_count()}, manycore.usable_cpus() = {cpus}; "
+        f"workers: {counts['processes']} processes, {counts['threads']} threads"
+    )
     if n > cpus:
-        say(f"note: {n} worker processes share {cpus} usable CPUs; "
-            f"CPU-bound speedup cannot exceed {cpus}{times}")  # fmt: skip
-    meter = CpuMeter(_start_pools(counts, say))
+        say(
+            f"note: {n} worker processes share {cpus} usable CPUs; "
+            f"CPU-bound speedup cannot exceed {cpus}{times}"
+        )
+    pids = _start_pools(counts, say)
+    # Without every worker's pid, the workers' own CPU time would count as other programs'.
+    meter = CpuMeter(pids if len(set(pids)) == n else None)
     say()
     rows: list[Row] = []
     for work in plan(QUICK if quick else FULL):
         rows.extend(measure(work, counts, meter))
     say(format_table(rows, micro, times))
     say()
-    say(f"speedup = sequential s / manycore s; efficiency = speedup / workers. Short runs: "
-        f"best of up to {_MAX_REPEATS}. Every parallel result was checked against the loop's.")  # fmt: skip
-    busy = [r.others_cpus for r in rows if r.others_cpus is not None]
+    say(
+        f"speedup = sequential s / manycore s; efficiency = speedup / workers. Short runs: "
+        f"best of up to {_MAX_REPEATS}. Every parallel result was checked against the loop's."
+    )
+    busy = [r.others_cpus for r in rows if r.others_cpus is not None and not r.io_bound]
     if busy and max(busy) >= _BUSY_CPUS:
-        say(f"note: other programs on this machine used up to {max(busy):.1f} CPUs during the "
-            f"parallel runs; on an idle machine CPU-bound speedups would be higher.")  # fmt: skip
+        say(
+            f"note: other programs on this machine used up to {max(busy):.1f} CPUs during the "
+            f"CPU-bound parallel runs; on an idle machine their speedups would be higher."
+        )

@@ -135,6 +135,7 @@ class ProcessEngine:
         self._pending: deque[_Task] = deque()
         self._workers: list[_Worker] = []
         self._fn_ids: dict[bytes, int] = {}
+        self._next_fn_id = 0
         self._next_key = 0
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
@@ -174,7 +175,10 @@ class ProcessEngine:
                 raise self._refusal()
             fn_id = self._fn_ids.get(fn_blob)
             if fn_id is None:
-                fn_id = self._fn_ids[fn_blob] = len(self._fn_ids)
+                if len(self._fn_ids) >= _FN_LIMIT:
+                    self._fn_ids.clear()  # ids are never reused: this only re-sends
+                self._next_fn_id += 1
+                fn_id = self._fn_ids[fn_blob] = self._next_fn_id
             self._pending.append(_Task(batch, done, fn_id, fn_blob, body))
             self._dispatch_locked()
         self._turns.notify_work()

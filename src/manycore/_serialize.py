@@ -89,7 +89,12 @@ def loads_code(data: bytes | memoryview) -> Any:
 
 
 def dumps_fn(fn: Callable[..., Any]) -> bytes:
-    """Pickle a task's function once, by value where it is not importable."""
+    """Pickle a task's function, by value where it is not importable.
+
+    Only a function pickled *by reference* (an importable module function) is
+    cached: one pickled by value carries its globals and closure as they are now,
+    and those may change between calls (a notebook cell re-run, a loop variable).
+    """
     try:
         cached = _fn_cache.get(fn)
     except TypeError:  # not weak-referenceable or not hashable
@@ -104,11 +109,19 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
             f"to send it to a worker process: {exc}. Use backend='threads', or make "
             "the function a plain module-level function."
         ) from exc
-    try:
-        _fn_cache[fn] = data
-    except TypeError:
-        pass
+    if _by_reference(fn):
+        try:
+            _fn_cache[fn] = data
+        except TypeError:
+            pass
     return data
+
+
+def _by_reference(fn: Any) -> bool:
+    try:
+        return b"__main__" not in pickle.dumps(fn, PROTOCOL)
+    except Exception:
+        return False
 
 
 def describe_unpicklable(
