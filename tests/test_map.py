@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from helpers import add, identity, square
 
 import manycore as mc
+from helpers import add, identity, square
 
 
 def test_map_matches_builtin(pool: mc.Pool) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from helpers import square
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import manycore as mc
+from helpers import square
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -19,7 +19,9 @@ chunks = st.one_of(st.none(), st.integers(min_value=1, max_value=64))
 
 @SETTINGS
 @given(xs=inputs, chunksize=chunks)
-def test_ordered_map_equals_builtin(shared_pool: mc.Pool, xs: list[int], chunksize: int | None) -> None:
+def test_ordered_map_equals_builtin(
+    shared_pool: mc.Pool, xs: list[int], chunksize: int | None
+) -> None:
     assert shared_pool.map(square, xs, chunksize=chunksize) == list(map(square, xs))
 
 

@@ -8,9 +8,9 @@ import time
 from concurrent.futures import Executor, as_completed, wait
 
 import pytest
-from helpers import get_state, getpid, set_state, sleep_then, square
 
 import manycore as mc
+from helpers import get_state, getpid, set_state, sleep_then, square
 
 
 def test_pool_is_an_executor(pool: mc.Pool) -> None:

@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
-from helpers import sleep_then, square
 
 import manycore as mc
+from helpers import sleep_then, square
 from manycore._turns import PollTurns
 
 

@@ -351,8 +351,8 @@ class ProcessEngine:
         driving = turns.lock.acquire(blocking=False)
         if not driving and turns.holder == turns.io_ident:
             self._wake()  # ask the I/O thread to step aside; it releases the lock
-            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            driving = turns.lock.acquire(timeout=left)
+            patience = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            driving = turns.lock.acquire(timeout=patience)
         if not driving:
             turns.leave_driver()  # another caller is driving: wait passively
             with turns.passive():

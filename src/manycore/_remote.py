@@ -23,7 +23,9 @@ _MAX_MESSAGE = 100_000
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
 
 
 def _message(exc: BaseException) -> str:

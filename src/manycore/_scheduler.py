@@ -74,9 +74,10 @@ class ChunkPlanner:
         return max(1, size)
 
 
-def _numpy_array_type() -> type | None:
+def _is_array(obj: Any) -> bool:
+    """A NumPy array with at least one dimension (NumPy is never imported here)."""
     np = sys.modules.get("numpy")
-    return getattr(np, "ndarray", None) if np is not None else None
+    return np is not None and isinstance(obj, np.ndarray) and obj.ndim > 0
 
 
 class InputSource:
@@ -87,11 +88,8 @@ class InputSource:
         self.position = 0
         self._seq: Sequence[Any] | None = None
         self._iter: Iterator[Any] | None = None
-        only = iterables[0] if len(iterables) == 1 else None
-        array_type = _numpy_array_type()
-        if isinstance(only, (range, list, tuple)) or (
-            array_type is not None and isinstance(only, array_type) and only.ndim > 0
-        ):
+        only: Any = iterables[0] if len(iterables) == 1 else None
+        if isinstance(only, (range, list, tuple)) or _is_array(only):
             self._seq = only
         elif only is not None:
             self._iter = iter(only)

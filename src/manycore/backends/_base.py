@@ -92,4 +92,5 @@ def get_backend(name: str) -> type[Backend]:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         valid = ", ".join(repr(n) for n in backend_names())
-        raise ValueError(f"backend={name!r} is not a known backend; choose one of {valid}") from None
+        message = f"backend={name!r} is not a known backend; choose one of {valid}"
+        raise ValueError(message) from None

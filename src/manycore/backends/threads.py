@@ -71,7 +71,9 @@ class ThreadBackend(Backend):
             raise
 
     def _broken(self, exc: BaseException) -> PoolBroken:
-        err = PoolBroken(f"a worker's init function raised {self._init_error!r}; the pool is broken")
+        err = PoolBroken(
+            f"a worker's init function raised {self._init_error!r}; the pool is broken"
+        )
         err.__cause__ = self._init_error or exc
         return err
 
