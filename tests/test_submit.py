@@ -134,3 +134,36 @@ def test_pool_works_while_parent_runs_threads(backend: tuple[str, str | None]) -
         stop.set()
         for t in threads:
             t.join(5)
+
+
+def test_terminate_kills_running_work(process_pool: mc.Pool) -> None:
+    import concurrent.futures
+
+    running = process_pool.submit(sleep_then, 30)
+    time.sleep(0.2)
+    started = time.monotonic()
+    process_pool.terminate()
+    assert time.monotonic() - started < 10
+    with pytest.raises(concurrent.futures.CancelledError):
+        running.result(timeout=10)
+    with pytest.raises(mc.PoolClosed):
+        process_pool.submit(square, 1)
+
+
+def test_exit_does_not_wait_for_a_hung_task(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, time, manycore as mc\n"
+        "threading.Thread(target=mc.map, args=(time.sleep, [60, 60]), daemon=True).start()\n"
+        "time.sleep(1.0)\n"
+        "print('leaving', flush=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 30

@@ -104,6 +104,16 @@ def shutdown_default_pools(wait: bool = True) -> None:
         pool.shutdown(wait=wait, cancel_pending=True)
 
 
+def _stop_at_exit() -> None:
+    # At exit nobody is left to read results: a task still running (a hang, or a
+    # map interrupted by Ctrl-C) must not hold the interpreter open.
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.terminate()
+
+
 def _forget_in_child() -> None:
     # The pools' I/O threads and pipes belong to the parent; a forked child starts over.
     _pools.clear()
@@ -111,6 +121,6 @@ def _forget_in_child() -> None:
     _lock = threading.Lock()
 
 
-atexit.register(shutdown_default_pools)
+atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)

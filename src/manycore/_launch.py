@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import time
+import warnings
 from typing import Protocol
 
 __all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
@@ -136,7 +137,12 @@ def launch(method: str, task_fd: int, result_fd: int) -> WorkerProcess:
 
 def _fork(task_fd: int, result_fd: int) -> WorkerProcess:
     keep = {task_fd, result_fd}
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when forking a threaded parent. The user chose "fork"
+        # knowing that; the warning must not become an error in the parent after
+        # the child already exists (with -W error it would orphan the child).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
         try:
             for fd in list(ENGINE_FDS):

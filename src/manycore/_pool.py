@@ -192,6 +192,14 @@ class Pool(Executor):
             self._state = PoolState.CLOSED
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
 
+    def terminate(self) -> None:
+        """Stop at once: pending work is cancelled; running process tasks are killed
+        (their futures fail with ``CancelledError``). Threads cannot be killed: they
+        finish their current task in the background."""
+        with self._lock:
+            self._state = PoolState.CLOSED
+        self._backend.terminate()
+
     def close(self) -> None:
         """Same as ``shutdown(wait=True)``."""
         self.shutdown(wait=True)

@@ -69,6 +69,10 @@ class Backend(abc.ABC):
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once everything has finished."""
 
+    def terminate(self) -> None:
+        """Stop now: cancel what waits, and kill what runs where the engine can."""
+        self.shutdown(wait=False, cancel_pending=True)
+
     def pids(self) -> list[int]:
         """Process ids of the workers, where the backend has processes."""
         return []
