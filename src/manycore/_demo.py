@@ -122,6 +122,7 @@ class Workload:
     fn: Callable[[Any], Any]
     inputs: list[Any]
     backends: tuple[str, ...]
+    combine: Callable[[list[Any]], Any] = list  # applied to the results, inside the timing
 
 
 def plan(sizes: Sizes) -> list[Workload]:
@@ -136,6 +137,7 @@ def plan(sizes: Sizes) -> list[Workload]:
             square,
             list(range(sizes.squares)),
             ("processes",),
+            combine=sum,
         ),
         Workload(
             f"factorials of {f.start:,}..{f.stop - 1:,}", math.factorial, list(f), ("processes",)
@@ -256,14 +258,19 @@ def _timed(call: Callable[[], Any], meter: CpuMeter) -> Timing:
     return best
 
 
+def _then(combine: Callable[[list[Any]], Any], run: Callable[[], list[Any]]) -> Callable[[], Any]:
+    """``combine(run())``, as a call to time."""
+    return lambda: combine(run())
+
+
 def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Row]:
     """Run ``work`` as a loop, then on each backend; check every result against the loop's."""
-    fn, inputs = work.fn, work.inputs
-    seq = _timed(lambda: [fn(x) for x in inputs], meter)
+    fn, inputs, combine = work.fn, work.inputs, work.combine
+    seq = _timed(lambda: combine([fn(x) for x in inputs]), meter)
     rows = []
     for backend in work.backends:
-        n = workers[backend]
-        par = _timed(functools.partial(mc.map, fn, inputs, workers=n, backend=backend), meter)
+        run = functools.partial(mc.map, fn, inputs, workers=workers[backend], backend=backend)
+        par = _timed(_then(combine, run), meter)
         if par.result != seq.result:
             raise DemoError(
                 f"{work.name}: manycore.map on {backend} returned a different result "
@@ -273,7 +280,7 @@ def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Ro
             Row(
                 work.name,
                 backend,
-                n,
+                workers[backend],
                 len(inputs),
                 seq.wall_s,
                 seq.cpu_s,
@@ -412,7 +419,8 @@ def _start_pools(counts: dict[str, int], say: Callable[[str], None]) -> list[int
     cold = time.perf_counter() - t0
     say(
         f"cold start: the first manycore.map call took {cold:.2f} s: it started {n} worker "
-        f"processes ({len(set(pids))} answered). Not counted below: the pool stays warm."
+        f"process{'es' if n > 1 else ''} ({len(set(pids))} answered). "
+        "Not counted below: the pool stays warm."
     )
     threads = counts["threads"]
     mc.map(worker_pid, range(2 * threads), workers=threads, backend="threads")
@@ -439,7 +447,7 @@ def run_demo(workers: int | None = None, quick: bool = False, out: TextIO | None
     )
     say(
         f"CPUs: os.cpu_count() = {os.cpu_count()}, manycore.usable_cpus() = {cpus}; "
-        f"workers: {counts['processes']} processes, {counts['threads']} threads"
+        f"workers: {n} process{'es' if n > 1 else ''}, {counts['threads']} threads"
     )
     if n > cpus:
         say(
