@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as futures_wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,9 +344,21 @@ class ProcessEngine:
 
     def wait_for(self, future: Future[Any], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
-        if future.done():
-            return
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.drive(future.done, deadline):
+            with self._turns.passive():
+                left = None if deadline is None else deadline - time.monotonic()
+                futures_wait([future], left)
+
+    def drive(self, until: Callable[[], bool], deadline: float | None = None) -> bool:
+        """Poll the engine in this thread until ``until()`` holds or ``deadline`` passes.
+
+        Returns False, having waited for nothing, when another caller is polling:
+        the caller must then wait passively (inside ``passive()``), and that other
+        caller or the I/O thread delivers its results.
+        """
+        if until():
+            return True
         turns = self._turns
         turns.enter_driver()
         driving = turns.lock.acquire(blocking=False)
@@ -354,13 +367,11 @@ class ProcessEngine:
             patience = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
             driving = turns.lock.acquire(timeout=patience)
         if not driving:
-            turns.leave_driver()  # another caller is driving: wait passively
-            with turns.passive():
-                futures_wait([future], None if deadline is None else deadline - time.monotonic())
-            return
+            turns.leave_driver()
+            return False
         try:
             turns.holder = threading.get_ident()
-            while not future.done() and self._state is not EngineState.CLOSED:
+            while not until() and self._state is not EngineState.CLOSED:
                 left = None if deadline is None else deadline - time.monotonic()
                 if (left is not None and left <= 0) or self._io_step(left):
                     break
@@ -368,6 +379,11 @@ class ProcessEngine:
             turns.holder = None
             turns.lock.release()
             turns.leave_driver()
+        return True
+
+    def passive(self) -> AbstractContextManager[None]:
+        """Context for a caller that waits without polling (see :meth:`drive`)."""
+        return self._turns.passive()
 
     def _io_step(self, timeout: float | None) -> bool:
         """One turn of polling; True when the engine is finished."""

@@ -221,7 +221,12 @@ class MapRun:
 
     def _collect(self) -> tuple[int, list[Any] | None, BaseException | None]:
         """Wait for one batch: (start, values before any failure, the failure)."""
-        batch, result = self._done.get()
+        done = self._done
+        if done.empty() and not self._backend.drive(lambda: not done.empty()):
+            with self._backend.passive():  # another thread polls for us
+                batch, result = done.get()
+        else:
+            batch, result = done.get()
         self._inflight.pop(batch.key, None)
         if isinstance(result, WorkerCrashed) and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so

@@ -114,16 +114,18 @@ class PollTurns:
                     if self._passive or held_back >= self.grace:
                         return
                     self._cv.wait(self.grace - held_back)
-                elif now - self._last_work < self.linger:
-                    self._cv.wait(self.grace)
                 else:
-                    self._park()  # woken by notify_work
+                    # Nothing to do: woken by notify_work. Shortly after activity the
+                    # wait is also timed, so that a forgotten wake-up costs little.
+                    lingering = now - self._last_work < self.linger
+                    self._park(self.grace if lingering else None)
 
-    def _park(self) -> None:
-        # Every untimed wait is a park, so that whoever changes what the I/O
-        # thread waits for (new work, the last driver leaving, closing) wakes it.
+    def _park(self, timeout: float | None = None) -> None:
+        # Every wait but the deliberate hold-back after a driver is a park, so that
+        # whoever changes what the I/O thread waits for (new work, the last driver
+        # leaving, closing) wakes it.
         self._parked = True
         try:
-            self._cv.wait()
+            self._cv.wait(timeout)
         finally:
             self._parked = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -68,6 +69,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once everything has finished."""
+
+    def drive(self, ready: Callable[[], bool]) -> bool:
+        """Do this backend's I/O in the calling thread until ``ready()``.
+
+        An engine that can (the process engine) saves a hand-off between threads
+        per result this way. False means the caller must block normally, inside
+        :meth:`passive`.
+        """
+        return False
+
+    def passive(self) -> AbstractContextManager[None]:
+        """Context around a caller's ordinary blocking wait for this backend."""
+        return nullcontext()
 
     def terminate(self) -> None:
         """Stop now: cancel what waits, and kill what runs where the engine can."""

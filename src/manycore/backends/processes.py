@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .._batch import Batch
@@ -33,6 +35,12 @@ class ProcessBackend(Backend):
 
     def new_future(self) -> Future[Any]:
         return EngineFuture(self._engine)
+
+    def drive(self, ready: Callable[[], bool]) -> bool:
+        return self._engine.drive(ready)
+
+    def passive(self) -> AbstractContextManager[None]:
+        return self._engine.passive()
 
     def cancel(self, batch: Batch) -> bool:
         return self._engine.cancel(batch)
