@@ -42,9 +42,17 @@ def test_long_items_stay_single() -> None:
 def test_tail_is_split_across_workers() -> None:
     planner = ChunkPlanner(workers=4)
     for _ in range(20):
-        planner.observe(100_000, 1e-3)
+        planner.observe(1000, 0.1)  # 100 us per item
     assert planner.next_size(800) == 100  # remaining / (2 * workers)
-    assert planner.next_size(3) == 1
+    assert planner.next_size(40) == 10  # not below ~1 ms of work
+    assert planner.next_size(3) == 3
+
+
+def test_tiny_items_take_the_whole_tail_at_once() -> None:
+    planner = ChunkPlanner(workers=4)
+    for _ in range(20):
+        planner.observe(100_000, 1e-3)  # 10 ns per item: 1 ms is 100,000 items
+    assert planner.next_size(800) == 800
 
 
 def test_external_limit() -> None:

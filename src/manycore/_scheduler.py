@@ -22,6 +22,7 @@ from .backends import Backend
 __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 
 _TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
+_FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
@@ -36,8 +37,9 @@ class ChunkPlanner:
     has *finished* (one noisy measurement cannot produce a giant batch, and sizes
     grow with completions, not with dispatches), and never exceeds
     ``remaining / (2 * workers)`` when the input's length is known, so the last
-    batches are small and the workers finish together. ``limit`` caps a batch from
-    outside (the lazy-input read-ahead bound).
+    batches are small and the workers finish together (though not below about
+    ``_FLOOR_SECONDS`` of work: a tail of one-item batches is all round trips).
+    ``limit`` caps a batch from outside (the lazy-input read-ahead bound).
     """
 
     def __init__(self, workers: int, chunksize: int | None = None, target: float = _TARGET_SECONDS):
@@ -68,7 +70,10 @@ class ChunkPlanner:
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
         size = min(size, self._largest_done * _GROWTH, _MAX_BATCH)
         if remaining is not None:
-            size = min(size, remaining // (2 * self.workers))
+            # Split what is left across the workers so they finish together, but
+            # not into batches so small that round trips dominate the tail.
+            floor = int(_FLOOR_SECONDS / cost) if cost > 0 else size
+            size = min(size, max(remaining // (2 * self.workers), floor), remaining)
         if limit is not None:
             size = min(size, limit)
         return max(1, size)
