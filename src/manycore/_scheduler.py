@@ -72,7 +72,7 @@ class ChunkPlanner:
         if remaining is not None:
             # Split what is left across the workers so they finish together, but
             # not into batches so small that round trips dominate the tail.
-            floor = int(_FLOOR_SECONDS / cost) if cost > 0 else size
+            floor = round(_FLOOR_SECONDS / cost) if cost > 0 else size
             size = min(size, max(remaining // (2 * self.workers), floor), remaining)
         if limit is not None:
             size = min(size, limit)
