@@ -68,3 +68,23 @@ def get_state(_: Any = None) -> Any:
 
 def failing_init() -> None:
     raise RuntimeError("init exploded")
+
+
+def _explode() -> None:
+    raise RuntimeError("cannot rebuild in parent")
+
+
+class Unrebuildable:
+    """Pickles in the worker; unpickling it in the parent raises."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_explode, ())
+
+
+def unrebuildable_at(x: int, bad: int = 3) -> Any:
+    return Unrebuildable() if x == bad else x
+
+
+def pause_then(pair: tuple[float, Any]) -> Any:
+    time.sleep(pair[0])
+    return pair[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
 from typing import Any, TypeVar
@@ -70,6 +71,9 @@ class Pool(Executor):
         self._state = PoolState.RUNNING
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
+        # A pool dropped without shutdown() still releases its workers (the
+        # finalizer holds the backend, not the pool, so it does not keep it alive).
+        weakref.finalize(self, self._backend.shutdown, False, True)
 
     # ------------------------------------------------------------------ info
 
@@ -220,9 +224,14 @@ def _flatten(run: MapRun) -> Iterator[Any]:
 def _settle(future: Future[Any], result: BatchResult | BaseException) -> None:
     """Give a submit() future its outcome (from whichever thread reports it)."""
     if isinstance(result, CancelledError):
-        if not future.cancel():  # already running: record the cancellation as its error
-            if not future.done():
-                future.set_exception(result)
+        if future.cancel():
+            # cancel() alone does not wake wait()/as_completed(); this does.
+            try:
+                future.set_running_or_notify_cancel()
+            except RuntimeError:
+                pass  # already notified
+        elif not future.done():  # it was running: the cancellation is its error
+            future.set_exception(result)
         return
     if future.done():
         return

@@ -24,9 +24,11 @@ from typing import Any
 
 import cloudpickle
 
+from ._batch import Batch
 from ._errors import SerializationError
 
 __all__ = [
+    "describe_batch",
     "describe_unpicklable",
     "dumps",
     "dumps_code",
@@ -140,6 +142,20 @@ def describe_unpicklable(
                 "object inside the task, or use backend='threads'."
             )
     return None
+
+
+def describe_batch(batch: Batch) -> SerializationError:
+    """The error for a batch whose arguments did not pickle: which one, of what type."""
+    err: SerializationError | None
+    if batch.submit:
+        err = describe_unpicklable(batch.items[0], batch.kwargs, "argument")
+    else:
+        err = None
+        for offset, item in enumerate(batch.items):
+            err = describe_unpicklable([item], None, f"input item {batch.start + offset}:")
+            if err is not None:
+                break
+    return err or SerializationError("cannot pickle the task's arguments")
 
 
 def _name(fn: Any) -> str:

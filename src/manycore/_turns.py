@@ -49,6 +49,26 @@ class PollTurns:
         self._last_work = time.monotonic()
         self.io_ident: int | None = None  # the I/O thread, set when it starts
         self.holder: int | None = None  # thread polling now (informative, racy by design)
+        self._local = threading.local()  # per thread: how deep it holds ``lock``
+
+    # ----------------------------------------------------------- the lock
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self.lock.acquire(blocking, timeout):
+            return False
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        self.holder = threading.get_ident()
+        return True
+
+    def release(self) -> None:
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            self.holder = None
+        self.lock.release()
+
+    def owned(self) -> bool:
+        """This thread is polling (perhaps running a callback from inside a poll)."""
+        return getattr(self._local, "depth", 0) > 0
 
     # ----------------------------------------------------------- callers
 
@@ -94,8 +114,9 @@ class PollTurns:
         return self._closing
 
     def io_should_yield(self) -> bool:
-        """The I/O thread should stop polling: a caller wants the selector."""
-        return self._drivers > 0 and not self._closing
+        """The I/O thread should stop polling: a caller wants the selector (also
+        while closing: that caller's own result may be long done)."""
+        return self._drivers > 0
 
     # --------------------------------------------------------- I/O thread
 
@@ -103,11 +124,11 @@ class PollTurns:
         """Block the I/O thread until it should poll."""
         with self._cv:
             while True:
-                if self._closing:
-                    return
                 now = time.monotonic()
                 if self._drivers:
                     self._park()  # woken when the last driver leaves
+                elif self._closing:
+                    return
                 elif has_work():
                     self._last_work = now
                     held_back = now - self._last_drive

@@ -102,6 +102,8 @@ def main(task_fd: int, result_fd: int) -> None:
     code = 1
     try:
         code = _serve(task_fd, result_fd)
+    except BrokenPipeError:
+        code = 0  # the parent is gone: nobody to report to
     except BaseException:  # a broken pipe or a bug here: say so, then exit
         import traceback
 

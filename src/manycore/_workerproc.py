@@ -1,0 +1,170 @@
+"""A worker process as the parent sees it: its pipes and queue, what it is sent and
+what comes back, its start and stop."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _launch, _wire
+from ._batch import Batch, BatchResult
+from ._errors import PoolBroken, SerializationError, WorkerCrashed, describe_exit
+from ._remote import rebuild
+
+__all__ = [
+    "WorkerHandle",
+    "close_fd",
+    "crash_error",
+    "decode_result",
+    "start_worker",
+    "stop_workers",
+]
+
+_HEAD = struct.Struct("<I")  # size of a task's head, before its pickled items
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    proc: _launch.WorkerProcess
+    task_fd: int  # parent writes tasks (non-blocking)
+    result_fd: int  # parent reads results (non-blocking); EOF means the worker died
+    inflight: deque[Any] = field(default_factory=deque)  # sent, oldest first
+    out: deque[memoryview] = field(default_factory=deque)  # bytes not yet written
+    known: set[int] = field(default_factory=set)  # function ids this worker caches
+    frames: _wire.FrameBuffer = field(default_factory=_wire.FrameBuffer)
+    writing: bool = False  # registered with the selector for write readiness
+    dead: bool = False  # a write failed: gets no more work, is buried on its EOF
+
+
+    def send(
+        self, key: int, fn_id: int, fn_blob: bytes, star: bool, body: bytes, fn_limit: int
+    ) -> bool | None:
+        """Frame one task and write what the pipe takes now (never blocks).
+
+        True: all written; False: the rest waits in ``out`` for :meth:`flush`;
+        None: the pipe is broken (the worker is gone). The function's pickle goes
+        only the first time this worker sees it.
+        """
+        blob = None
+        reset = False
+        if fn_id not in self.known:
+            if len(self.known) >= fn_limit:
+                self.known.clear()
+                reset = True
+            self.known.add(fn_id)
+            blob = fn_blob
+        head = pickle.dumps((key, fn_id, blob, reset, star), 5)
+        prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
+        prefix += head
+        buffers = [prefix + body] if len(body) < 65536 else [prefix, body]
+        if self.out:
+            self.out.extend(memoryview(b) for b in buffers)
+            return False
+        try:
+            written = os.writev(self.task_fd, buffers)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return None
+        for buf in buffers:
+            if written >= len(buf):
+                written -= len(buf)
+                continue
+            self.out.append(memoryview(buf)[written:])
+            written = 0
+        return not self.out
+
+    def flush(self) -> None:
+        """Write what waits in ``out`` as far as the pipe takes it."""
+        try:
+            while self.out:
+                view = self.out[0]
+                n = os.write(self.task_fd, view)
+                if n < len(view):
+                    self.out[0] = view[n:]
+                    return
+                self.out.popleft()
+        except BlockingIOError:
+            return
+        except OSError:
+            self.out.clear()  # the worker is gone; its EOF tells the poller
+            self.dead = True
+
+
+def close_fd(fd: int) -> None:
+    _launch.ENGINE_FDS.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def start_worker(start_method: str, init_blob: bytes | None) -> WorkerHandle:
+    """Create the pipes, start the process, send it its configuration."""
+    task_r, task_w = os.pipe()
+    result_r, result_w = os.pipe()
+    _launch.ENGINE_FDS.update((task_r, task_w, result_r, result_w))
+    try:
+        _wire.enlarge_pipe(task_w)
+        _wire.enlarge_pipe(result_w)
+        proc = _launch.launch(start_method, task_r, result_w)
+    except BaseException:
+        close_fd(task_w)
+        close_fd(result_r)
+        raise
+    finally:
+        # The child has its own copies; ours would hide its death (no EOF).
+        close_fd(task_r)
+        close_fd(result_w)
+    config = pickle.dumps((_wire.CONFIG, init_blob), 5)
+    # The pipe is empty and large: this first small write never blocks.
+    _wire.write_all(task_w, _wire.frame(config))
+    os.set_blocking(task_w, False)
+    os.set_blocking(result_r, False)
+    return WorkerHandle(proc, task_w, result_r)
+
+
+def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
+    """Close the task pipes (the stop signal), wait ``grace`` seconds, then kill."""
+    for w in workers:
+        close_fd(w.task_fd)
+    for w in workers:
+        if w.proc.wait(grace) is None:
+            w.proc.kill()
+            w.proc.wait(grace)
+        close_fd(w.result_fd)
+
+
+def decode_result(payload: bytes) -> tuple[BatchResult | BaseException, BaseException | None]:
+    """A result frame as (outcome, None), or (None-like, init error) for INIT_FAILED."""
+    try:
+        message = pickle.loads(payload)
+    except Exception as exc:
+        err = SerializationError(
+            f"a result could not be unpickled in the parent: {exc!r}. Is the class of "
+            "the returned object importable here?"
+        )
+        return err, None
+    if message[0] == _wire.INIT_FAILED:
+        return PoolBroken("init failed"), rebuild(message[1])
+    _, _key, values, failures, elapsed = message
+    errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
+    return BatchResult(values, errors, elapsed), None
+
+
+def crash_error(batch: Batch, pid: int, exitcode: int | None) -> WorkerCrashed:
+    if len(batch) == 1:
+        what = f"input item {batch.start}"
+    else:
+        what = f"one of input items {batch.start}..{batch.start + len(batch) - 1}"
+    return WorkerCrashed(
+        f"worker process {pid} died ({describe_exit(exitcode)}) while running {what}. "
+        "If it ran out of memory, use fewer workers or smaller inputs; if a C extension "
+        "crashed, try the function alone on that input.",
+        exitcode=exitcode,
+        index=batch.start if len(batch) == 1 else None,
+    )
