@@ -18,8 +18,10 @@ Rules, enforced here:
   once because a passive waiter is counted.
 * After a caller stops driving, the I/O thread holds back for ``grace`` seconds, so
   a caller that submits and waits in a loop keeps the selector without a hand-over
-  each time. With nothing to do it lingers on that short timer for ``linger``
-  seconds, then parks until :meth:`notify_work`.
+  each time. While the pool is active it sleeps on that short timer and nobody has
+  to wake it (a wake-up is a system call and, on 2 cores, a context switch that
+  competes with the workers); idle for ``linger`` seconds, it parks until
+  :meth:`notify_work`. Passive waiters and closing wake it at once.
 
 Lock order: ``_cv`` may be held while the engine's own lock is taken (``has_work``),
 never the other way round.
@@ -45,6 +47,7 @@ class PollTurns:
         self._passive = 0
         self._closing = False
         self._parked = False
+        self._deep = False  # parked with no timer: only notify_work() or close() wake it
         self._last_drive = 0.0
         self._last_work = time.monotonic()
         self.io_ident: int | None = None  # the I/O thread, set when it starts
@@ -80,7 +83,9 @@ class PollTurns:
         with self._cv:
             self._drivers -= 1
             self._last_drive = self._last_work = time.monotonic()
-            if self._drivers == 0 and self._parked:
+            # Passive waiters need the I/O thread now; anything else it finds on
+            # its short timer, so a submit-and-wait loop never wakes it.
+            if self._drivers == 0 and self._passive and self._parked:
                 self._cv.notify_all()
 
     @contextmanager
@@ -98,10 +103,11 @@ class PollTurns:
     def notify_work(self) -> None:
         """New work was queued; wake the I/O thread if it is parked."""
         # Under the lock: the I/O thread checks for work and parks atomically, so
-        # either it saw this work or it is parked by now and is woken here.
+        # either it saw this work or it is parked by now. Only a deep park (idle
+        # for ``linger``) needs a wake-up; a timed one checks again within ``grace``.
         with self._cv:
             self._last_work = time.monotonic()
-            if self._parked:
+            if self._parked and self._deep:
                 self._cv.notify_all()
 
     def close(self) -> None:
@@ -125,28 +131,24 @@ class PollTurns:
         with self._cv:
             while True:
                 now = time.monotonic()
-                if self._drivers:
-                    self._park()  # woken when the last driver leaves
-                elif self._closing:
-                    return
-                elif has_work():
-                    self._last_work = now
-                    held_back = now - self._last_drive
-                    if self._passive or held_back >= self.grace:
+                if not self._drivers:
+                    if self._closing:
                         return
-                    self._cv.wait(self.grace - held_back)
-                else:
-                    # Nothing to do: woken by notify_work. Shortly after activity the
-                    # wait is also timed, so that a forgotten wake-up costs little.
-                    lingering = now - self._last_work < self.linger
-                    self._park(self.grace if lingering else None)
+                    if has_work():
+                        self._last_work = now
+                        if self._passive or now - self._last_drive >= self.grace:
+                            return
+                # While the pool is active (a driver, work held back, or recent
+                # work), sleep on the short timer: nobody needs to wake it. Idle
+                # for ``linger``, park until notify_work().
+                active = self._drivers or now - self._last_work < max(self.linger, self.grace)
+                self._park(self.grace if active else None)
 
-    def _park(self, timeout: float | None = None) -> None:
-        # Every wait but the deliberate hold-back after a driver is a park, so that
-        # whoever changes what the I/O thread waits for (new work, the last driver
-        # leaving, closing) wakes it.
+    def _park(self, timeout: float | None) -> None:
         self._parked = True
+        self._deep = timeout is None
         try:
             self._cv.wait(timeout)
         finally:
             self._parked = False
+            self._deep = False
