@@ -218,11 +218,8 @@ class ProcessEngine:
             if self._state is EngineState.CLOSED:
                 return
             self._state = EngineState.CLOSING
-            tasks = list(self._pending)
-            self._pending.clear()
+            tasks = self._take_all_locked()
             for w in self._workers:
-                tasks.extend(w.inflight)
-                w.inflight.clear()
                 w.proc.kill()
         for task in tasks:
             task.done(task.batch, CancelledError())
@@ -448,6 +445,15 @@ class ProcessEngine:
 
     # ------------------------------------------------------------- failures
 
+    def _take_all_locked(self) -> list[_Task]:
+        """Remove and return every task not yet finished: pending and in flight."""
+        tasks = list(self._pending)
+        self._pending.clear()
+        for w in self._workers:
+            tasks.extend(w.inflight)
+            w.inflight.clear()
+        return tasks
+
     def _break(self, error: BaseException) -> None:
         """A worker's init failed: fail everything, start nothing more."""
         err = PoolBroken(f"a worker's init function raised {error!r}; the pool is broken")
@@ -456,12 +462,7 @@ class ProcessEngine:
             if self._state is EngineState.RUNNING:
                 self._state = EngineState.BROKEN
                 self._broken = error
-            tasks = list(self._pending)
-            self._pending.clear()
-            for w in self._workers:
-                tasks.extend(w.inflight)
-                w.inflight.clear()
-            self._ready.extend((t, err) for t in tasks)
+            self._ready.extend((t, err) for t in self._take_all_locked())
 
     def _bury(self, w: WorkerHandle) -> None:
         """A worker's result pipe closed: it died. Fail its batch, replace it."""
@@ -515,17 +516,12 @@ class ProcessEngine:
                 if self._state is EngineState.CLOSED:
                     return
                 self._state = EngineState.CLOSED
-                workers = list(self._workers)
-                self._workers.clear()
                 # Normally nothing is left here; if polling died of a bug, fail
                 # what remains rather than leave its callers waiting forever.
-                orphans = list(self._pending)
-                self._pending.clear()
-                for w in workers:
-                    orphans.extend(w.inflight)
-                    w.inflight.clear()
                 gone = PoolBroken("the pool stopped before this task finished")
-                self._ready.extend((t, gone) for t in orphans)
+                self._ready.extend((t, gone) for t in self._take_all_locked())
+                workers = list(self._workers)
+                self._workers.clear()
             self._selector.close()
             with self._wake_lock:
                 close_fd(self._wake_r)
