@@ -134,3 +134,21 @@ def test_dropped_pool_releases_its_workers() -> None:
     while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in pids):
         time.sleep(0.05)
     assert not [p for p in pids if psutil.pid_exists(p)]
+
+
+def test_fork_based_pool_of_another_library_does_not_delay_shutdown() -> None:
+    # Children of a fork-based pool once inherited our task pipes: workers never
+    # saw end of file and each shutdown waited out the grace period.
+    import multiprocessing
+
+    pool = mc.Pool(2)
+    assert pool.submit(square, 2).result(timeout=30) == 4
+    other = multiprocessing.get_context("fork").Pool(2)
+    try:
+        assert other.apply(square, (3,)) == 9
+        started = time.monotonic()
+        pool.shutdown()
+        assert time.monotonic() - started < 3
+    finally:
+        other.close()
+        other.join()

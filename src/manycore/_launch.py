@@ -23,10 +23,26 @@ __all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
 
 START_METHODS = ("spawn", "fork") if hasattr(os, "fork") else ("spawn",)
 
-# Every pipe end the engines own in this process. A forked child closes them all
-# but its own, so that a worker's death shows as end-of-file to the parent (no
-# sibling holds a copy of its pipe) and no child keeps another's pipe open.
+# Every pipe end the engines own in this process. Any forked child closes them
+# (our own fork-started workers keep their two): a child of some other library's
+# fork-based pool holding a copy would keep a worker from ever seeing end of file
+# on its task pipe, and the parent from seeing a dead worker's end of file.
 ENGINE_FDS: set[int] = set()
+_KEEP_IN_CHILD: set[int] = set()
+
+
+def _close_engine_fds_in_child() -> None:
+    for fd in list(ENGINE_FDS):
+        if fd not in _KEEP_IN_CHILD:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    ENGINE_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_engine_fds_in_child)
 
 _BOOT = (
     "import os,sys,json;"
@@ -136,21 +152,18 @@ def launch(method: str, task_fd: int, result_fd: int) -> WorkerProcess:
 
 
 def _fork(task_fd: int, result_fd: int) -> WorkerProcess:
-    keep = {task_fd, result_fd}
+    _KEEP_IN_CHILD.update((task_fd, result_fd))
     with warnings.catch_warnings():
         # Python 3.12+ warns when forking a threaded parent. The user chose "fork"
         # knowing that; the warning must not become an error in the parent after
         # the child already exists (with -W error it would orphan the child).
         warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+        try:
+            pid = os.fork()  # the at-fork hook closes the other engine fds in the child
+        finally:
+            _KEEP_IN_CHILD.difference_update((task_fd, result_fd))
     if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
         try:
-            for fd in list(ENGINE_FDS):
-                if fd not in keep:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
             from ._worker import main
 
             main(task_fd, result_fd)

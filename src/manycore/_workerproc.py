@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,11 +130,13 @@ def start_worker(start_method: str, init_blob: bytes | None) -> WorkerHandle:
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
-    """Close the task pipes (the stop signal), wait ``grace`` seconds, then kill."""
+    """Close the task pipes (the stop signal); kill whoever is still up ``grace``
+    seconds later (one deadline for all, not ``grace`` each)."""
     for w in workers:
         close_fd(w.task_fd)
+    deadline = time.monotonic() + grace
     for w in workers:
-        if w.proc.wait(grace) is None:
+        if w.proc.wait(max(0.0, deadline - time.monotonic())) is None:
             w.proc.kill()
             w.proc.wait(grace)
         close_fd(w.result_fd)
