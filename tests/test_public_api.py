@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import manycore as mc
 
+INIT = Path(mc.__file__)
 
-def test_all_is_complete_and_exists() -> None:
-    public = {
-        name
-        for name, value in vars(mc).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
-    }
-    assert public == set(mc.__all__) - {"__version__"}
+
+def test_all_names_resolve() -> None:
     for name in mc.__all__:
-        assert hasattr(mc, name), name
+        assert getattr(mc, name) is not None, name
+
+
+def test_all_matches_the_lazy_table_and_the_type_checking_imports() -> None:
+    assert set(mc._SOURCES) == set(mc.__all__) - {"__version__"}
+    tree = ast.parse(INIT.read_text())
+    typed: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                typed.update(alias.name for alias in imp.names)
+                for alias in imp.names:
+                    assert mc._SOURCES[alias.name] == (imp.module or ""), alias.name
+    assert typed == set(mc._SOURCES)
+
+
+def test_public_names_are_what_dir_shows() -> None:
+    public = {n for n in dir(mc) if not n.startswith("_") and not inspect.ismodule(getattr(mc, n))}
+    assert public == set(mc.__all__) - {"__version__"}
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    try:
+        mc.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_worker_imports_stay_lean() -> None:
+    # A spawned worker imports only what it runs: start-up time is worker time.
+    code = (
+        "import sys, manycore._worker;"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('manycore'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.strip().split(","))
+    assert not loaded & {"manycore._api", "manycore._pool", "manycore._engine", "manycore.backends"}
 
 
 def test_backends_are_registered() -> None:

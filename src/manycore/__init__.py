@@ -3,22 +3,15 @@
 >>> import manycore as mc
 >>> mc.map(abs, [-1, -2, 3], backend="threads")
 [1, 2, 3]
+
+Names are loaded on first use (PEP 562): a worker process imports only the few
+modules it runs, which keeps worker start-up short, and ``import manycore`` is cheap.
 """
 
-from ._api import imap, map, shutdown_default_pools, starmap
-from ._cpus import usable_cpus
-from ._errors import (
-    ManycoreError,
-    PoolBroken,
-    PoolClosed,
-    RemoteError,
-    RemoteTraceback,
-    SerializationError,
-    WorkerCrashed,
-)
-from ._launch import START_METHODS
-from ._pool import Pool, PoolState
-from .backends import Backend, BackendOptions, backend_names, register_backend
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -44,3 +37,55 @@ __all__ = [
     "starmap",
     "usable_cpus",
 ]
+
+# Where each public name lives; resolved by __getattr__ on first access.
+_SOURCES = {
+    "imap": "_api",
+    "map": "_api",
+    "shutdown_default_pools": "_api",
+    "starmap": "_api",
+    "usable_cpus": "_cpus",
+    "ManycoreError": "_errors",
+    "PoolBroken": "_errors",
+    "PoolClosed": "_errors",
+    "RemoteError": "_errors",
+    "RemoteTraceback": "_errors",
+    "SerializationError": "_errors",
+    "WorkerCrashed": "_errors",
+    "START_METHODS": "_launch",
+    "Pool": "_pool",
+    "PoolState": "_pool",
+    "Backend": "backends",
+    "BackendOptions": "backends",
+    "backend_names": "backends",
+    "register_backend": "backends",
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from ._api import imap, map, shutdown_default_pools, starmap
+    from ._cpus import usable_cpus
+    from ._errors import (
+        ManycoreError,
+        PoolBroken,
+        PoolClosed,
+        RemoteError,
+        RemoteTraceback,
+        SerializationError,
+        WorkerCrashed,
+    )
+    from ._launch import START_METHODS
+    from ._pool import Pool, PoolState
+    from .backends import Backend, BackendOptions, backend_names, register_backend
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'manycore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{source}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
