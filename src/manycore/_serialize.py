@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +42,9 @@ PROTOCOL = 5
 loads = pickle.loads
 
 _fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_value_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def dumps(obj: Any) -> bytes:
@@ -93,16 +97,22 @@ def loads_code(data: bytes | memoryview) -> Any:
 def dumps_fn(fn: Callable[..., Any]) -> bytes:
     """Pickle a task's function, by value where it is not importable.
 
-    Only a function pickled *by reference* (an importable module function) is
-    cached: one pickled by value carries its globals and closure as they are now,
-    and those may change between calls (a notebook cell re-run, a loop variable).
+    A function pickled *by reference* (an importable module function) is cached.
+    One pickled by value carries its globals and closure as they are now, and those
+    may change between calls (a notebook cell re-run, a loop variable): its pickle
+    is reused only while a fingerprint of everything it depends on is unchanged,
+    and only when all of that is immutable (see :func:`_fingerprint`).
     """
     try:
         cached = _fn_cache.get(fn)
+        by_value = _value_cache.get(fn)
     except TypeError:  # not weak-referenceable or not hashable
-        cached = None
+        cached = by_value = None
     if cached is not None:
         return cached
+    fingerprint = _fingerprint(fn)
+    if by_value is not None and fingerprint is not None and by_value[0] == fingerprint:
+        return by_value[1]
     try:
         data = dumps_code(fn)
     except Exception as exc:
@@ -111,12 +121,69 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
             f"to send it to a worker process: {exc}. Use backend='threads', or make "
             "the function a plain module-level function."
         ) from exc
-    if _by_reference(fn):
-        try:
+    try:
+        if _by_reference(fn):
             _fn_cache[fn] = data
-        except TypeError:
-            pass
+        elif fingerprint is not None:
+            _value_cache[fn] = (fingerprint, data)
+    except TypeError:
+        pass
     return data
+
+
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
+
+
+def _fingerprint(fn: Any, chain: tuple[int, ...] = ()) -> tuple[Any, ...] | None:
+    """What a by-value function's pickle depends on, as comparable values; None
+    when something it depends on is mutable (a list, a dict, an instance), since
+    a change inside it would not show here and a cached pickle would be stale."""
+    if not isinstance(fn, types.FunctionType) or len(chain) > 4:
+        return None
+    if id(fn) in chain:  # recursion: the function is being fingerprinted already
+        return ("recursive", fn.__qualname__)
+    chain = (*chain, id(fn))
+    parts: list[Any] = [id(fn.__code__), fn.__qualname__]
+    for value in (
+        *(fn.__defaults__ or ()),
+        *sorted((fn.__kwdefaults__ or {}).items()),
+        *(cell.cell_contents for cell in (fn.__closure__ or ())),
+    ):
+        key = _value_key(value, chain)
+        if key is None:
+            return None
+        parts.append(key)
+    for name in _global_names(fn.__code__):
+        if name in fn.__globals__:
+            key = _value_key(fn.__globals__[name], chain)
+            if key is None:
+                return None
+            parts.append((name, key))
+    return tuple(parts)
+
+
+def _value_key(value: Any, chain: tuple[int, ...]) -> Any:
+    """A comparable stand-in for an immutable value; None if it may change inside."""
+    if isinstance(value, _ATOMS):
+        return (type(value), value)
+    if isinstance(value, (tuple, frozenset)):
+        keys = [_value_key(v, chain) for v in value]
+        return None if any(k is None for k in keys) else (type(value), tuple(keys))
+    if isinstance(value, types.ModuleType):
+        return ("module", value.__name__)  # pickled by reference: its name is all
+    if isinstance(value, type) and value.__module__ != "__main__":
+        return ("class", value.__module__, value.__qualname__)
+    if isinstance(value, types.FunctionType):
+        return _fingerprint(value, chain)
+    return None
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
 
 
 def _by_reference(fn: Any) -> bool:

@@ -1,0 +1,76 @@
+"""Pickling of task functions: by-value functions are re-sent exactly when they change."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import pickle
+import types
+from typing import Any
+
+from manycore import _serialize
+
+
+class _FreshMain(pickle.Unpickler):
+    """Loads a task function as a worker would, into a fresh __main__ namespace."""
+
+    def persistent_load(self, pid: Any) -> Any:
+        return {"__builtins__": builtins, "__name__": "__main__"}
+
+
+def _load(blob: bytes) -> Any:
+    return _FreshMain(io.BytesIO(blob)).load()
+
+
+def _main_function(source: str, name: str, env: dict[str, Any] | None = None) -> Any:
+    """A function that looks typed into __main__ (so it travels by value)."""
+    namespace: dict[str, Any] = {"__name__": "__main__", **(env or {})}
+    exec(source, namespace)
+    return namespace[name], namespace
+
+
+def test_importable_function_is_pickled_once() -> None:
+    assert _serialize.dumps_fn(len) is _serialize.dumps_fn(len)
+
+
+def test_main_function_with_immutable_globals_is_cached() -> None:
+    fn, _ = _main_function("K = 3\ndef f(x):\n    return x + K\n", "f")
+    assert _serialize.dumps_fn(fn) is _serialize.dumps_fn(fn)
+
+
+def test_rebinding_a_global_invalidates_the_cache() -> None:
+    fn, ns = _main_function("K = 3\ndef f(x):\n    return x + K\n", "f")
+    first = _serialize.dumps_fn(fn)
+    ns["K"] = 4
+    second = _serialize.dumps_fn(fn)
+    assert first != second
+    assert _load(second)(1) == 5
+
+
+def test_mutable_global_is_never_cached() -> None:
+    fn, ns = _main_function("CONFIG = {'k': 1}\ndef f(x):\n    return x + CONFIG['k']\n", "f")
+    first = _serialize.dumps_fn(fn)
+    ns["CONFIG"]["k"] = 2  # mutated in place: the same object, new content
+    second = _serialize.dumps_fn(fn)
+    assert _load(second)(1) == 3
+    assert first is not second
+
+
+def test_closure_and_helper_function_changes_are_seen() -> None:
+    source = (
+        "OFFSET = 1\n"
+        "def helper(x):\n    return x + OFFSET\n"
+        "def make(k):\n    def f(x):\n        return helper(x) * k\n    return f\n"
+    )
+    make, ns = _main_function(source, "make")
+    f2 = make(2)
+    first = _serialize.dumps_fn(f2)
+    assert _serialize.dumps_fn(f2) is first
+    ns["OFFSET"] = 10  # a global of a helper the task calls
+    assert _load(_serialize.dumps_fn(f2))(1) == 22
+
+
+def test_recursive_function_is_cached() -> None:
+    fn, _ = _main_function("def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n", "fib")
+    assert _serialize.dumps_fn(fn) is _serialize.dumps_fn(fn)
+    assert isinstance(fn, types.FunctionType)
