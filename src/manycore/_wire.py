@@ -1,8 +1,17 @@
 """Framing on the pipes between the parent and a worker.
 
-A frame is an 8-byte little-endian length followed by that many bytes of pickle.
-Workers use the blocking helpers here; the parent's I/O thread parses frames out
-of a non-blocking read buffer with :class:`FrameBuffer`.
+A frame is an 8-byte little-endian length followed by that many bytes. Workers use
+the blocking helpers here; the parent parses frames out of a non-blocking read
+buffer with :class:`FrameBuffer`.
+
+What the frames hold:
+
+* parent -> worker, first: pickle of ``(CONFIG, init_blob)``;
+* parent -> worker, then one per batch: a 4-byte head size, the pickled head
+  ``(key, fn_id, fn_blob or None, reset_cache, star)``, then the pickled body
+  ``(items, kwargs)``, pickled once in the caller's thread and never copied;
+* worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed)`` or of
+  ``(INIT_FAILED, error_wire)``.
 """
 
 from __future__ import annotations
@@ -22,11 +31,10 @@ __all__ = [
 HEADER = struct.Struct("<Q")
 _SMALL = 1 << 16
 
-# Message kinds, first element of every pickled message.
-TASK = 0  # parent -> worker: (TASK, key, fn_id, fn_blob, reset, items, star, kwargs)
-RESULT = 1  # worker -> parent: (RESULT, key, values, failures, elapsed)
-INIT_FAILED = 2  # worker -> parent: (INIT_FAILED, error_wire)
-CONFIG = 3  # parent -> worker, first frame: (CONFIG, init_blob, init_args_blob)
+# Kinds of the pickled messages (their first element).
+RESULT = 1
+INIT_FAILED = 2
+CONFIG = 3
 
 
 def frame(payload: bytes) -> list[bytes]:
