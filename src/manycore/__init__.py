@@ -19,6 +19,7 @@ __all__ = [
     "START_METHODS",
     "Backend",
     "BackendOptions",
+    "Failure",
     "ManycoreError",
     "Pool",
     "PoolBroken",
@@ -53,6 +54,7 @@ _SOURCES = {
     "SerializationError": "_errors",
     "WorkerCrashed": "_errors",
     "START_METHODS": "_launch",
+    "Failure": "_failure",
     "Pool": "_pool",
     "PoolState": "_pool",
     "Backend": "backends",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         SerializationError,
         WorkerCrashed,
     )
+    from ._failure import Failure
     from ._launch import START_METHODS
     from ._pool import Pool, PoolState
     from .backends import Backend, BackendOptions, backend_names, register_backend

@@ -52,13 +52,16 @@ def map(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    on_error: str = "raise",
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
-    completion order). Several iterables are zipped, as with the built-in ``map``."""
+    completion order). Several iterables are zipped, as with the built-in ``map``.
+    ``on_error``: "raise" (default), "skip" failed items, or "collect" a
+    :class:`manycore.Failure` in their place."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     pool = _default_pool(backend, workers, start_method)
-    return pool.map(fn, *iterables, chunksize=chunksize, ordered=ordered)
+    return pool.map(fn, *iterables, chunksize=chunksize, ordered=ordered, on_error=on_error)
 
 
 def imap(
@@ -69,13 +72,14 @@ def imap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    on_error: str = "raise",
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
     results are yielded as they are ready."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.imap(fn, *iterables, chunksize=chunksize, ordered=ordered)
+    return pool.imap(fn, *iterables, chunksize=chunksize, ordered=ordered, on_error=on_error)
 
 
 def starmap(
@@ -87,12 +91,13 @@ def starmap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    on_error: str = "raise",
 ) -> list[T]:
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.starmap(fn, iterable, chunksize=chunksize, ordered=ordered)
+    return pool.starmap(fn, iterable, chunksize=chunksize, ordered=ordered, on_error=on_error)
 
 
 def shutdown_default_pools(wait: bool = True) -> None:

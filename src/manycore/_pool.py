@@ -17,6 +17,7 @@ from . import _validate as v
 from ._batch import Batch, BatchResult
 from ._cpus import usable_cpus
 from ._errors import PoolClosed
+from ._failure import ERROR_POLICIES
 from ._scheduler import ChunkPlanner, InputSource, MapRun
 from ._serialize import dumps_fn
 from .backends import Backend, BackendOptions, get_backend
@@ -121,10 +122,16 @@ class Pool(Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
+        on_error: str = "raise",
     ) -> list[T]:
-        """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default)."""
+        """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
+
+        ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
+        ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
+        """
         out: list[T] = []
-        for values in self._run(fn, iterables, chunksize, ordered, star=False, name="map"):
+        run = self._run(fn, iterables, chunksize, ordered, False, "map", on_error)
+        for values in run:
             out.extend(values)
         return out
 
@@ -134,9 +141,10 @@ class Pool(Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
+        on_error: str = "raise",
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        run = self._run(fn, iterables, chunksize, ordered, star=False, name="imap")
+        run = self._run(fn, iterables, chunksize, ordered, False, "imap", on_error)
         return _flatten(run)
 
     def starmap(
@@ -146,10 +154,12 @@ class Pool(Executor):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
+        on_error: str = "raise",
     ) -> list[T]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
         out: list[T] = []
-        for values in self._run(fn, (iterable,), chunksize, ordered, star=True, name="starmap"):
+        run = self._run(fn, (iterable,), chunksize, ordered, True, "starmap", on_error)
+        for values in run:
             out.extend(values)
         return out
 
@@ -161,16 +171,18 @@ class Pool(Executor):
         ordered: bool,
         star: bool,
         name: str,
+        on_error: str,
     ) -> MapRun:
         v.check_callable(fn, "fn")
         v.check_iterables(iterables, name)
         chunksize = v.check_positive_int(chunksize, "chunksize")
         v.check_bool(ordered, "ordered")
+        v.check_choice(on_error, "on_error", ERROR_POLICIES)
         self._check_open()
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         source = InputSource(iterables, star)
         planner = ChunkPlanner(self.workers, chunksize)
-        return MapRun(self._backend, fn, source, planner, ordered, fn_blob)
+        return MapRun(self._backend, fn, source, planner, ordered, fn_blob, on_error)
 
     # ------------------------------------------------------------- lifecycle
 

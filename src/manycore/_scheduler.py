@@ -16,6 +16,7 @@ from typing import Any
 
 from ._batch import Batch, BatchResult
 from ._errors import WorkerCrashed
+from ._failure import Failure
 from ._remote import tag_with_index
 from .backends import Backend
 
@@ -79,6 +80,24 @@ class ChunkPlanner:
         return max(1, size)
 
 
+def apply_policy(
+    policy: str, batch: Batch, values: list[Any], failures: dict[int, BaseException]
+) -> tuple[int, list[Any], BaseException | None]:
+    """(inputs covered, values to hand out, error to raise) for one finished batch."""
+    if not failures:
+        return len(batch), values, None
+    if policy == "raise":
+        first = min(failures)
+        return first, values[:first], tag_with_index(failures[first], batch.start + first)
+    if policy == "skip":
+        return len(batch), [v for i, v in enumerate(values) if i not in failures], None
+    out = list(values)
+    for offset, exc in failures.items():
+        index = batch.start + offset
+        out[offset] = Failure(tag_with_index(exc, index), index, batch.items[offset])
+    return len(batch), out, None
+
+
 def _is_array(obj: Any) -> bool:
     """A NumPy array with at least one dimension (NumPy is never imported here)."""
     np = sys.modules.get("numpy")
@@ -127,7 +146,9 @@ class MapRun:
     """One ``map``/``imap`` call on a backend; iterate it for lists of values.
 
     With ``ordered`` the lists come in input order; otherwise as batches finish.
-    The first failure is raised (after the batches still out are cancelled).
+    ``on_error``: "raise" raises the first failure (in input order when ordered)
+    after every result before it; "skip" leaves failed items out; "collect" puts
+    a :class:`Failure` in their place. Batches still out are cancelled on exit.
     """
 
     def __init__(
@@ -138,6 +159,7 @@ class MapRun:
         planner: ChunkPlanner,
         ordered: bool,
         fn_blob: bytes | None = None,
+        on_error: str = "raise",
     ):
         self._backend = backend
         self._fn = fn
@@ -145,6 +167,7 @@ class MapRun:
         self._source = source
         self._planner = planner
         self._ordered = ordered
+        self._on_error = on_error
         self._done: queue.SimpleQueue[tuple[Batch, BatchResult | BaseException]] = (
             queue.SimpleQueue()
         )
@@ -156,41 +179,36 @@ class MapRun:
         self._delivered = 0  # items handed to the consumer so far
 
     def __iter__(self) -> Iterator[list[Any]]:
-        ready: dict[int, list[Any]] = {}  # ordered mode: start index -> values
-        failed: dict[int, BaseException] = {}  # input index -> its failure
+        # Ordered mode: start index -> (inputs the batch covered, values, error).
+        ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
         next_start = 0
         try:
             while True:
                 self._fill(len(ready))
                 if not self._inflight:
                     break
-                start, values, error = self._collect()
-                if error is not None:
-                    failed[start + len(values or ())] = error
+                collected = self._collect()
+                if collected is None:
+                    continue  # a crashed batch was split; its items come one by one
+                start, covered, out, error = collected
                 if not self._ordered:
-                    if values:
-                        self._delivered += len(values)
-                        yield values
-                    if failed:
-                        raise failed[min(failed)]
+                    if out:
+                        self._delivered += len(out)
+                        yield out
+                    if error is not None:
+                        raise error
                     continue
-                if values is not None:
-                    ready[start] = values
+                ready[start] = (covered, out, error)
                 # Results are handed out in input order; a failure is raised when
                 # its turn comes, after every result before it.
-                while True:
-                    if next_start in ready:
-                        out = ready.pop(next_start)
-                        if out:
-                            next_start += len(out)
-                            self._delivered += len(out)
-                            yield out
-                        continue
-                    if next_start in failed:
-                        raise failed[next_start]
-                    break
-            if failed:
-                raise failed[min(failed)]
+                while next_start in ready:
+                    covered, out, error = ready.pop(next_start)
+                    next_start += covered
+                    if out:
+                        self._delivered += len(out)
+                        yield out
+                    if error is not None:
+                        raise error
         finally:
             self._cancel_inflight()
 
@@ -224,8 +242,12 @@ class MapRun:
     def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         self._done.put((batch, result))
 
-    def _collect(self) -> tuple[int, list[Any] | None, BaseException | None]:
-        """Wait for one batch: (start, values before any failure, the failure)."""
+    def _collect(self) -> tuple[int, int, list[Any], BaseException | None] | None:
+        """Wait for one batch and apply the error policy to it.
+
+        Returns (start, inputs covered, values to hand out, error to raise after
+        them), or None when a crashed batch was split to be run item by item.
+        """
         done = self._done
         if done.empty() and not self._backend.drive(lambda: not done.empty()):
             with self._backend.passive():  # another thread polls for us
@@ -241,15 +263,15 @@ class MapRun:
                 self._retry.append(
                     Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
                 )
-            return batch.start, None, None
-        if isinstance(result, BaseException):
-            return batch.start, [], tag_with_index(result, batch.start if len(batch) == 1 else None)
-        self._planner.observe(len(batch), result.elapsed)
-        if result.failures:
-            offset = min(result.failures)
-            error = tag_with_index(result.failures[offset], batch.start + offset)
-            return batch.start, result.values[:offset], error
-        return batch.start, result.values, None
+            return None
+        if isinstance(result, BaseException):  # the whole batch failed
+            values: list[Any] = [None] * len(batch)
+            failures = dict.fromkeys(range(len(batch)), result)
+        else:
+            self._planner.observe(len(batch), result.elapsed)
+            values, failures = result.values, result.failures or {}
+        covered, out, error = apply_policy(self._on_error, batch, values, failures)
+        return batch.start, covered, out, error
 
     def _cancel_inflight(self) -> None:
         for batch in list(self._inflight.values()):

@@ -12,6 +12,7 @@ __all__ = [
     "check_backend",
     "check_bool",
     "check_callable",
+    "check_choice",
     "check_iterables",
     "check_positive_int",
     "check_start_method",
@@ -40,6 +41,13 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r:.80}")
     return value
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {valid}")
+    return str(value)
 
 
 def check_backend(name: Any) -> None:
