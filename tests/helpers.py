@@ -88,3 +88,33 @@ def unrebuildable_at(x: int, bad: int = 3) -> Any:
 def pause_then(pair: tuple[float, Any]) -> Any:
     time.sleep(pair[0])
     return pair[1]
+
+
+def flaky(arg: tuple[str, int, int]) -> int:
+    """Fails the first ``fails`` calls for ``x`` (counted in files under ``folder``:
+    shared by every worker process), then returns ``x * 10``."""
+    folder, x, fails = arg
+    marker = os.path.join(folder, f"{x}.calls")
+    with open(marker, "a") as fh:
+        fh.write(".")
+    with open(marker) as fh:
+        calls = len(fh.read())
+    if calls <= fails:
+        raise ConnectionError(f"flaky failure {calls} for {x}")
+    return x * 10
+
+
+def crash_once(arg: tuple[str, int]) -> int:
+    """Kills its worker the first time it sees ``x == 2``; fine afterwards."""
+    folder, x = arg
+    marker = os.path.join(folder, f"crashed-{x}")
+    if x == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    return x
+
+
+def type_error_on(x: int, bad: int = 2) -> int:
+    if x == bad:
+        raise TypeError("not retryable")
+    return x

@@ -53,6 +53,8 @@ def map(
     ordered: bool = True,
     start_method: str | None = None,
     on_error: str = "raise",
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -61,7 +63,15 @@ def map(
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     pool = _default_pool(backend, workers, start_method)
-    return pool.map(fn, *iterables, chunksize=chunksize, ordered=ordered, on_error=on_error)
+    return pool.map(
+        fn,
+        *iterables,
+        chunksize=chunksize,
+        ordered=ordered,
+        on_error=on_error,
+        retries=retries,
+        retry_on=retry_on,
+    )
 
 
 def imap(
@@ -73,13 +83,23 @@ def imap(
     ordered: bool = True,
     start_method: str | None = None,
     on_error: str = "raise",
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
     results are yielded as they are ready."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.imap(fn, *iterables, chunksize=chunksize, ordered=ordered, on_error=on_error)
+    return pool.imap(
+        fn,
+        *iterables,
+        chunksize=chunksize,
+        ordered=ordered,
+        on_error=on_error,
+        retries=retries,
+        retry_on=retry_on,
+    )
 
 
 def starmap(
@@ -92,12 +112,22 @@ def starmap(
     ordered: bool = True,
     start_method: str | None = None,
     on_error: str = "raise",
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> list[T]:
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.starmap(fn, iterable, chunksize=chunksize, ordered=ordered, on_error=on_error)
+    return pool.starmap(
+        fn,
+        iterable,
+        chunksize=chunksize,
+        ordered=ordered,
+        on_error=on_error,
+        retries=retries,
+        retry_on=retry_on,
+    )
 
 
 def shutdown_default_pools(wait: bool = True) -> None:

@@ -18,7 +18,7 @@ from ._batch import Batch, BatchResult
 from ._cpus import usable_cpus
 from ._errors import PoolClosed
 from ._failure import ERROR_POLICIES
-from ._scheduler import ChunkPlanner, InputSource, MapRun
+from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from .backends import Backend, BackendOptions, get_backend
 
@@ -123,15 +123,19 @@ class Pool(Executor):
         chunksize: int | None = None,
         ordered: bool = True,
         on_error: str = "raise",
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     ) -> list[T]:
         """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
 
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
+        ``retries``: run an item failing with one of ``retry_on`` up to that many
+        more times, after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
         """
         out: list[T] = []
-        run = self._run(fn, iterables, chunksize, ordered, False, "map", on_error)
-        for values in run:
+        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        for values in self._run(fn, iterables, False, "map", options):
             out.extend(values)
         return out
 
@@ -142,10 +146,12 @@ class Pool(Executor):
         chunksize: int | None = None,
         ordered: bool = True,
         on_error: str = "raise",
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        run = self._run(fn, iterables, chunksize, ordered, False, "imap", on_error)
-        return _flatten(run)
+        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        return _flatten(self._run(fn, iterables, False, "imap", options))
 
     def starmap(
         self,
@@ -155,11 +161,13 @@ class Pool(Executor):
         chunksize: int | None = None,
         ordered: bool = True,
         on_error: str = "raise",
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     ) -> list[T]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
         out: list[T] = []
-        run = self._run(fn, (iterable,), chunksize, ordered, True, "starmap", on_error)
-        for values in run:
+        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        for values in self._run(fn, (iterable,), True, "starmap", options):
             out.extend(values)
         return out
 
@@ -167,22 +175,18 @@ class Pool(Executor):
         self,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        chunksize: int | None,
-        ordered: bool,
         star: bool,
         name: str,
-        on_error: str,
+        options: tuple[int | None, Policy],
     ) -> MapRun:
         v.check_callable(fn, "fn")
         v.check_iterables(iterables, name)
-        chunksize = v.check_positive_int(chunksize, "chunksize")
-        v.check_bool(ordered, "ordered")
-        v.check_choice(on_error, "on_error", ERROR_POLICIES)
         self._check_open()
+        chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         source = InputSource(iterables, star)
         planner = ChunkPlanner(self.workers, chunksize)
-        return MapRun(self._backend, fn, source, planner, ordered, fn_blob, on_error)
+        return MapRun(self._backend, fn, source, planner, policy, fn_blob)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -226,6 +230,18 @@ class Pool(Executor):
     def __exit__(self, *exc_info: object) -> None:
         # Leaving the block because of an error: do not run the queued rest.
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
+
+
+def _options(
+    chunksize: Any, ordered: Any, on_error: Any, retries: Any, retry_on: Any
+) -> tuple[int | None, Policy]:
+    """Check a map call's options (clear errors before any work) and bundle them."""
+    chunksize = v.check_positive_int(chunksize, "chunksize")
+    v.check_bool(ordered, "ordered")
+    v.check_choice(on_error, "on_error", ERROR_POLICIES)
+    retries = v.check_count(retries, "retries")
+    retry_on = v.check_exception_types(retry_on, "retry_on")
+    return chunksize, Policy(ordered, on_error, retries, retry_on)
 
 
 def _flatten(run: MapRun) -> Iterator[Any]:

@@ -8,10 +8,13 @@ bounded window of batches in flight on the backend, and yields results.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import queue
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._batch import Batch, BatchResult
@@ -20,13 +23,15 @@ from ._failure import Failure
 from ._remote import tag_with_index
 from .backends import Backend
 
-__all__ = ["ChunkPlanner", "InputSource", "MapRun"]
+__all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
 
 _TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
+_BACKOFF_FIRST = 0.05  # seconds before the first retry of an item; doubles each time
+_BACKOFF_MAX = 2.0
 
 
 class ChunkPlanner:
@@ -142,14 +147,31 @@ class InputSource:
         return start, items
 
 
-class MapRun:
-    """One ``map``/``imap`` call on a backend; iterate it for lists of values.
+@dataclass(frozen=True)
+class Policy:
+    """What a run does with order and failures (the same on every backend).
 
-    With ``ordered`` the lists come in input order; otherwise as batches finish.
-    ``on_error``: "raise" raises the first failure (in input order when ordered)
-    after every result before it; "skip" leaves failed items out; "collect" puts
-    a :class:`Failure` in their place. Batches still out are cancelled on exit.
+    ``ordered``: results in input order, else as batches finish. ``on_error``:
+    "raise" the first failure (in input order when ordered) after every result
+    before it; "skip" failed items; "collect" a :class:`Failure` in their place.
+    ``retries``: how many more times an item failing with one of ``retry_on`` is
+    run, after a short exponential backoff; a retried item that succeeds is
+    indistinguishable from one that succeeded at once.
     """
+
+    ordered: bool = True
+    on_error: str = "raise"
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry number ``attempt`` (1, 2, ...)."""
+        return float(min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX))
+
+
+class MapRun:
+    """One ``map``/``imap`` call on a backend; iterate it for lists of values,
+    following ``policy``. Batches still out are cancelled on exit."""
 
     def __init__(
         self,
@@ -157,17 +179,15 @@ class MapRun:
         fn: Callable[..., Any],
         source: InputSource,
         planner: ChunkPlanner,
-        ordered: bool,
+        policy: Policy,
         fn_blob: bytes | None = None,
-        on_error: str = "raise",
     ):
         self._backend = backend
         self._fn = fn
         self._fn_blob = fn_blob
         self._source = source
         self._planner = planner
-        self._ordered = ordered
-        self._on_error = on_error
+        self._policy = policy
         self._done: queue.SimpleQueue[tuple[Batch, BatchResult | BaseException]] = (
             queue.SimpleQueue()
         )
@@ -175,7 +195,9 @@ class MapRun:
         self._window = 2 * backend.workers if backend.concurrent else 1
         self._exhausted = False
         self._keys = itertools.count()
-        self._retry: list[Batch] = []  # single items split off a crashed batch
+        self._retry: list[Batch] = []  # single items to run now (split off a crash)
+        self._delayed: list[tuple[float, int, Batch]] = []  # retries: heap by due time
+        self._attempts: dict[int, int] = {}  # input index -> retries used
         self._delivered = 0  # items handed to the consumer so far
 
     def __iter__(self) -> Iterator[list[Any]]:
@@ -185,20 +207,17 @@ class MapRun:
         try:
             while True:
                 self._fill(len(ready))
-                if not self._inflight:
+                if not self._inflight and not self._delayed:
                     break
-                collected = self._collect()
-                if collected is None:
-                    continue  # a crashed batch was split; its items come one by one
-                start, covered, out, error = collected
-                if not self._ordered:
-                    if out:
-                        self._delivered += len(out)
-                        yield out
-                    if error is not None:
-                        raise error
-                    continue
-                ready[start] = (covered, out, error)
+                for start, covered, out, error in self._collect():
+                    if not self._policy.ordered:
+                        if out:
+                            self._delivered += len(out)
+                            yield out
+                        if error is not None:
+                            raise error
+                        continue
+                    ready[start] = (covered, out, error)
                 # Results are handed out in input order; a failure is raised when
                 # its turn comes, after every result before it.
                 while next_start in ready:
@@ -214,6 +233,9 @@ class MapRun:
 
     def _fill(self, buffered: int) -> None:
         """Send batches until the window is full; read the input only as needed."""
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._retry.append(heapq.heappop(self._delayed)[2])
         while len(self._inflight) < self._window and buffered < 4 * self._window:
             if self._retry:
                 batch = self._retry.pop()
@@ -242,36 +264,85 @@ class MapRun:
     def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         self._done.put((batch, result))
 
-    def _collect(self) -> tuple[int, int, list[Any], BaseException | None] | None:
-        """Wait for one batch and apply the error policy to it.
-
-        Returns (start, inputs covered, values to hand out, error to raise after
-        them), or None when a crashed batch was split to be run item by item.
-        """
-        done = self._done
-        if done.empty() and not self._backend.drive(lambda: not done.empty()):
-            with self._backend.passive():  # another thread polls for us
-                batch, result = done.get()
-        else:
-            batch, result = done.get()
+    def _collect(self) -> list[tuple[int, int, list[Any], BaseException | None]]:
+        """Wait for one batch (or for the next retry to fall due) and apply the
+        policy: a list of (start, inputs covered, values to hand out, error to
+        raise after them); empty when there is nothing to hand out yet."""
+        got = self._wait()
+        if got is None:
+            return []
+        batch, result = got
         self._inflight.pop(batch.key, None)
         if isinstance(result, WorkerCrashed) and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.
             for offset in reversed(range(len(batch))):
-                item = batch.items[offset : offset + 1]
-                self._retry.append(
-                    Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
-                )
-            return None
+                self._retry.append(self._single(batch, offset))
+            return []
         if isinstance(result, BaseException):  # the whole batch failed
             values: list[Any] = [None] * len(batch)
             failures = dict.fromkeys(range(len(batch)), result)
         else:
             self._planner.observe(len(batch), result.elapsed)
             values, failures = result.values, result.failures or {}
-        covered, out, error = apply_policy(self._on_error, batch, values, failures)
-        return batch.start, covered, out, error
+        return self._settle(batch, values, failures)
+
+    def _wait(self) -> tuple[Batch, BatchResult | BaseException] | None:
+        """The next finished batch, or None if a retry falls due first."""
+        done = self._done
+        deadline = self._delayed[0][0] if self._delayed else None
+        if not self._inflight:  # only retries are left: wait for the first
+            time.sleep(max(0.0, (deadline or 0.0) - time.monotonic()))
+            return None
+        if not done.empty():
+            return done.get()
+        if self._backend.drive(lambda: not done.empty(), deadline):
+            if done.empty() and deadline is not None and time.monotonic() >= deadline:
+                return None
+            return done.get()  # normally there; after a close, it is on its way
+        with self._backend.passive():  # another thread polls for us
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return done.get(timeout=timeout)
+            except queue.Empty:
+                return None
+
+    def _settle(
+        self, batch: Batch, values: list[Any], failures: dict[int, BaseException]
+    ) -> list[tuple[int, int, list[Any], BaseException | None]]:
+        """Split off the items to retry; apply the error policy to the rest."""
+        policy = self._policy
+        again = [o for o in sorted(failures) if self._should_retry(batch.start + o, failures[o])]
+        if not again:
+            return [(batch.start, *apply_policy(policy.on_error, batch, values, failures))]
+        entries = []
+        prev = 0
+        for cut in [*again, len(batch)]:
+            if cut > prev:  # the stretch between retried items is settled now
+                part = Batch(self._fn, batch.items[prev:cut], batch.start + prev, batch.star)
+                part_failures = {o - prev: e for o, e in failures.items() if prev <= o < cut}
+                outcome = apply_policy(policy.on_error, part, values[prev:cut], part_failures)
+                entries.append((part.start, *outcome))
+            if cut < len(batch):
+                attempt = self._attempts[batch.start + cut]
+                due = time.monotonic() + policy.backoff(attempt)
+                heapq.heappush(self._delayed, (due, next(self._keys), self._single(batch, cut)))
+            prev = cut + 1
+        return entries
+
+    def _should_retry(self, index: int, exc: BaseException) -> bool:
+        policy = self._policy
+        if policy.retries <= 0 or not isinstance(exc, policy.retry_on):
+            return False
+        used = self._attempts.get(index, 0)
+        if used >= policy.retries:
+            return False
+        self._attempts[index] = used + 1
+        return True
+
+    def _single(self, batch: Batch, offset: int) -> Batch:
+        item = batch.items[offset : offset + 1]
+        return Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
 
     def _cancel_inflight(self) -> None:
         for batch in list(self._inflight.values()):

@@ -13,6 +13,8 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_choice",
+    "check_count",
+    "check_exception_types",
     "check_iterables",
     "check_positive_int",
     "check_start_method",
@@ -35,6 +37,25 @@ def check_positive_int(value: Any, name: str) -> int | None:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def check_count(value: Any, name: str) -> int:
+    """A whole number of at least 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of at least 0, got {value!r:.80}")
+    if value < 0:
+        raise ValueError(f"{name} must be at least 0, got {value}")
+    return value
+
+
+def check_exception_types(value: Any, name: str) -> tuple[type[BaseException], ...]:
+    """An exception class or a tuple of them, as a tuple."""
+    types_ = value if isinstance(value, tuple) else (value,)
+    if not types_ or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types_):
+        raise TypeError(
+            f"{name} must be an exception class or a tuple of them, got {value!r:.80}"
+        )
+    return types_
 
 
 def check_bool(value: Any, name: str) -> bool:

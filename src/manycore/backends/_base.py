@@ -70,8 +70,9 @@ class Backend(abc.ABC):
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once everything has finished."""
 
-    def drive(self, ready: Callable[[], bool]) -> bool:
-        """Do this backend's I/O in the calling thread until ``ready()``.
+    def drive(self, ready: Callable[[], bool], deadline: float | None = None) -> bool:
+        """Do this backend's I/O in the calling thread until ``ready()`` (or the
+        ``time.monotonic()`` ``deadline``).
 
         An engine that can (the process engine) saves a hand-off between threads
         per result this way. False means the caller must block normally, inside

@@ -36,8 +36,8 @@ class ProcessBackend(Backend):
     def new_future(self) -> Future[Any]:
         return EngineFuture(self._engine)
 
-    def drive(self, ready: Callable[[], bool]) -> bool:
-        return self._engine.drive(ready)
+    def drive(self, ready: Callable[[], bool], deadline: float | None = None) -> bool:
+        return self._engine.drive(ready, deadline)
 
     def passive(self) -> AbstractContextManager[None]:
         return self._engine.passive()
