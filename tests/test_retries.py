@@ -87,3 +87,30 @@ def test_retry_waits_for_the_backoff(pool: mc.Pool, tmp_path: Path) -> None:
 def test_bad_retry_options(kwargs: dict[str, object], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         mc.map(square, [1], backend="serial", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunksize", [None, 1])
+def test_retry_is_sent_even_when_the_ordered_buffer_is_full(
+    pool: mc.Pool, tmp_path: Path, chunksize: int | None
+) -> None:
+    # Item 0 waits for its retry while every later result piles up behind it; the
+    # retry once stayed unsent and map returned a short list without an error.
+    items = _inputs(tmp_path, {0: 1}, n=40)
+    assert pool.map(flaky, items, retries=1, chunksize=chunksize) == [x * 10 for x in range(40)]
+
+
+def test_retries_exhausted_in_a_full_buffer_still_raise(pool: mc.Pool, tmp_path: Path) -> None:
+    items = _inputs(tmp_path, {x: 9 for x in range(0, 40, 2)}, n=40)
+    with pytest.raises(ConnectionError) as info:
+        pool.map(flaky, items, retries=1, chunksize=1)
+    assert str(info.value) == "flaky failure 2 for 0"  # the first failing item, in order
+
+
+def test_pool_level_errors_are_raised_not_skipped(backend: tuple[str, str | None]) -> None:
+    from helpers import failing_init
+
+    name, method = backend
+    with mc.Pool(2, backend=name, start_method=method, init=failing_init) as pool:
+        for on_error in ("skip", "collect"):
+            with pytest.raises(mc.PoolBroken):
+                pool.map(square, range(6), chunksize=3, on_error=on_error, retries=2)

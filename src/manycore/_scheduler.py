@@ -8,17 +8,19 @@ bounded window of batches in flight on the backend, and yields results.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import queue
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
 from ._batch import Batch, BatchResult
-from ._errors import WorkerCrashed
+from ._errors import PoolBroken, PoolClosed, WorkerCrashed
 from ._failure import Failure
 from ._remote import tag_with_index
 from .backends import Backend
@@ -83,6 +85,24 @@ class ChunkPlanner:
         if limit is not None:
             size = min(size, limit)
         return max(1, size)
+
+
+_POOL_ERRORS = (PoolBroken, PoolClosed, CancelledError)
+
+
+def _own_copy(exc: BaseException, offset: int) -> BaseException:
+    """Each item of a batch that failed as a whole gets its own exception object,
+    so that index notes do not pile up on one shared object."""
+    if offset == 0:
+        return exc
+    try:
+        twin = copy.copy(exc)
+    except Exception:
+        return exc
+    twin.__cause__ = exc.__cause__
+    notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("manycore:")]
+    twin.__notes__ = notes  # type: ignore[attr-defined]  # (3.11+ attribute; set on 3.10 too)
+    return twin
 
 
 def apply_policy(
@@ -156,7 +176,9 @@ class Policy:
     before it; "skip" failed items; "collect" a :class:`Failure` in their place.
     ``retries``: how many more times an item failing with one of ``retry_on`` is
     run, after a short exponential backoff; a retried item that succeeds is
-    indistinguishable from one that succeeded at once.
+    indistinguishable from one that succeeded at once. (When a worker dies during
+    a batch of several items, each is run once more on its own to find the one
+    that crashed it; that run is not counted as a retry.)
     """
 
     ordered: bool = True
@@ -207,7 +229,7 @@ class MapRun:
         try:
             while True:
                 self._fill(len(ready))
-                if not self._inflight and not self._delayed:
+                if not self._inflight and not self._delayed and not self._retry:
                     break
                 for start, covered, out, error in self._collect():
                     if not self._policy.ordered:
@@ -236,7 +258,9 @@ class MapRun:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             self._retry.append(heapq.heappop(self._delayed)[2])
-        while len(self._inflight) < self._window and buffered < 4 * self._window:
+        # Items to re-run go out even when the ordered buffer is full: the results
+        # held there may be waiting for exactly these items.
+        while len(self._inflight) < self._window and (self._retry or buffered < 4 * self._window):
             if self._retry:
                 batch = self._retry.pop()
             elif self._exhausted:
@@ -279,9 +303,11 @@ class MapRun:
             for offset in reversed(range(len(batch))):
                 self._retry.append(self._single(batch, offset))
             return []
+        if isinstance(result, _POOL_ERRORS):
+            raise result  # the pool itself failed, not an item: no policy applies
         if isinstance(result, BaseException):  # the whole batch failed
             values: list[Any] = [None] * len(batch)
-            failures = dict.fromkeys(range(len(batch)), result)
+            failures = {i: _own_copy(result, i) for i in range(len(batch))}
         else:
             self._planner.observe(len(batch), result.elapsed)
             values, failures = result.values, result.failures or {}
