@@ -67,3 +67,17 @@ def test_bad_on_error_is_refused_before_work(pool: mc.Pool) -> None:
         pool.map(square, [1], on_error="ignore")
     with pytest.raises(ValueError, match="on_error"):
         mc.map(square, [1], on_error="nope")
+
+
+def test_unpicklable_input_fails_only_its_item(process_pool: mc.Pool) -> None:
+    import threading
+
+    items = [1, 2, threading.Lock(), 4, 5]
+    out = process_pool.map(square, items, chunksize=5, on_error="collect")
+    assert [out[i] for i in (0, 1, 3, 4)] == [1, 4, 16, 25]
+    assert isinstance(out[2], mc.Failure)
+    assert isinstance(out[2].exception, mc.SerializationError)
+    assert "input item 2" in str(out[2].exception)
+    assert process_pool.map(square, items, on_error="skip") == [1, 4, 16, 25]
+    with pytest.raises(mc.SerializationError, match="input item 2"):
+        process_pool.map(square, items)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed, WorkerCrashed
+from ._errors import PoolBroken, PoolClosed, SerializationError, WorkerCrashed
 from ._failure import Failure
 from ._remote import tag_with_index
 from .backends import Backend
@@ -281,6 +281,14 @@ class MapRun:
             self._inflight[batch.key] = batch
             try:
                 self._backend.submit(batch, self._on_done)
+            except SerializationError as exc:
+                # An input that will not pickle fails that item alone: split the
+                # batch to find it; a single item's error goes through the policy.
+                if len(batch) > 1:
+                    self._inflight.pop(batch.key, None)
+                    self._retry.extend(self._single(batch, o) for o in reversed(range(len(batch))))
+                else:
+                    self._done.put((batch, exc))
             except BaseException:
                 self._inflight.pop(batch.key, None)
                 raise
