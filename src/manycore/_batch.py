@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Batch", "BatchResult", "run_batch"]
+__all__ = ["Batch", "BatchResult", "Done", "run_batch"]
 
 
 @dataclass(eq=False)
@@ -99,3 +99,7 @@ def run_batch(
             append(None)
         pos = len(values)
     return BatchResult(values, failures, time.perf_counter() - started)
+
+
+# How a backend reports a batch: its result, or an exception that failed it whole.
+Done = Callable[[Batch, "BatchResult | BaseException"], None]

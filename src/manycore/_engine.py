@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _launch
-from ._batch import Batch, BatchResult
+from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed
 from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
@@ -62,7 +62,6 @@ from ._workerproc import (
 
 __all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
 
-Done = Callable[[Batch, "BatchResult | BaseException"], None]
 
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
 _FN_LIMIT = 128  # functions a worker caches before the parent tells it to forget

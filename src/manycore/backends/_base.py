@@ -14,11 +14,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._batch import Batch, BatchResult
+from .._batch import Batch, Done
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
-Done = Callable[[Batch, "BatchResult | BaseException"], None]
 
 
 @dataclass(frozen=True)
