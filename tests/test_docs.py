@@ -26,7 +26,5 @@ def test_doc_example_runs(code: str, tmp_path: Path) -> None:
     # Each example runs as its own script, as a reader would paste it.
     script = tmp_path / "example.py"
     script.write_text(code)
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -182,7 +182,12 @@ def test_closed_pool_refuses_work(pool: mc.Pool) -> None:
 
 
 def test_error_tree() -> None:
-    for cls in (mc.PoolClosed, mc.PoolBroken, mc.WorkerCrashed, mc.SerializationError,
-                mc.RemoteError):
+    for cls in (
+        mc.PoolClosed,
+        mc.PoolBroken,
+        mc.WorkerCrashed,
+        mc.SerializationError,
+        mc.RemoteError,
+    ):
         assert issubclass(cls, mc.ManycoreError)
     assert issubclass(mc.SerializationError, TypeError)

@@ -28,6 +28,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
+    "TaskTimeout",
     "WorkerCrashed",
     "__version__",
     "backend_names",
@@ -52,6 +53,7 @@ _SOURCES = {
     "RemoteError": "_errors",
     "RemoteTraceback": "_errors",
     "SerializationError": "_errors",
+    "TaskTimeout": "_errors",
     "WorkerCrashed": "_errors",
     "START_METHODS": "_launch",
     "Failure": "_failure",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         RemoteError,
         RemoteTraceback,
         SerializationError,
+        TaskTimeout,
         WorkerCrashed,
     )
     from ._failure import Failure

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _launch
-from ._batch import Batch, BatchResult, Done
+from ._batch import Batch, BatchResult, Done, pinned
 from ._errors import PoolBroken, PoolClosed
 from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
@@ -58,6 +58,7 @@ from ._workerproc import (
     decode_result,
     start_worker,
     stop_workers,
+    timeout_error,
 )
 
 __all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
@@ -84,6 +85,7 @@ class _Task:
     fn_blob: bytes
     body: bytes
     claimed: bool = False  # its future was marked running (done once, even if re-sent)
+    wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
 
 
 class EngineFuture(Future[Any]):
@@ -121,10 +123,14 @@ class ProcessEngine:
         start_method: str,
         init: Callable[..., Any] | None = None,
         init_args: tuple[Any, ...] = (),
+        max_tasks: int | None = None,
+        max_memory: int | None = None,
     ):
         self.workers = workers
         self.start_method = start_method
-        self._init_blob = dumps_code((init, tuple(init_args))) if init is not None else None
+        self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
+        init_blob = dumps_code((init, tuple(init_args))) if init is not None else None
+        self._worker_config = (start_method, init_blob, max_tasks, max_memory)
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
         self._broken: BaseException | None = None
@@ -146,7 +152,7 @@ class ProcessEngine:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             for _ in range(workers):
-                self._add_worker(start_worker(start_method, self._init_blob))
+                self._add_worker(start_worker(*self._worker_config))
         except BaseException:
             self._close_everything()
             raise
@@ -317,9 +323,11 @@ class ProcessEngine:
 
     def _send_locked(self, w: WorkerHandle, task: _Task) -> None:
         self._next_key += 1
+        task.wire_key = self._next_key
         w.inflight.append(task)
+        track = task.batch.timeout is not None
         sent = w.send(
-            self._next_key, task.fn_id, task.fn_blob, task.batch.star, task.body, _FN_LIMIT
+            task.wire_key, task.fn_id, task.fn_blob, task.batch.star, track, task.body, _FN_LIMIT
         )
         if sent is None:
             # The worker died while idle: the task never reached it. Put it back for
@@ -374,6 +382,9 @@ class ProcessEngine:
             return self._finished()
         if self._finished():
             return True
+        due = self._enforce_timeouts()
+        if due is not None and (timeout is None or due < timeout):
+            timeout = due
         events = self._selector.select(timeout)
         dead: list[WorkerHandle] = []
         for key, mask in events:
@@ -423,14 +434,24 @@ class ProcessEngine:
             dead.append(w)
             return
         for payload in w.frames.feed(data):
-            outcome, init_error = decode_result(payload)
-            if init_error is not None:
-                self._break(init_error)
+            decoded = decode_result(payload)
+            if decoded.init_error is not None:
+                self._break(decoded.init_error)
                 continue
             with self._lock:
+                if decoded.retire:  # it exits now: no more work; its EOF is no crash
+                    w.retiring = w.dead = True
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()
-                self._ready.append((w.inflight.popleft(), outcome))
+                task = w.inflight.popleft()
+                outcome = decoded.outcome
+                if w.doom is not None and w.doom[1] is task:
+                    # It finished as we killed it: a timed-out item made it after
+                    # all; a force-cancelled one stays cancelled.
+                    if w.doom[0] == "cancel":
+                        outcome = CancelledError()
+                    w.doom = ("settled", None)
+                self._ready.append((task, outcome))
 
     def _update_write_interest_locked(self) -> None:
         for w in self._workers:
@@ -463,8 +484,56 @@ class ProcessEngine:
                 self._broken = error
             self._ready.extend((t, err) for t in self._take_all_locked())
 
+    def _enforce_timeouts(self) -> float | None:
+        """Kill each worker whose current item overstayed its batch's timeout;
+        seconds until the next item could time out (None: nothing is timed)."""
+        now = time.monotonic()
+        soonest: float | None = None
+        with self._lock:
+            for w in self._workers:
+                if not w.inflight or w.doom is not None:
+                    continue
+                task = w.inflight[0]
+                limit = task.batch.timeout
+                if limit is None:
+                    continue
+                seen = w.read_slot()
+                if seen is None or seen[0] != task.wire_key:
+                    left = limit  # not started yet: it cannot time out sooner
+                else:
+                    left = seen[2] + limit - now
+                    if left <= 0:
+                        w.doom = ("timeout", task, seen[1])
+                        w.dead = True
+                        w.proc.kill()  # its EOF brings it to _bury
+                        continue
+                soonest = left if soonest is None else min(soonest, left)
+        return soonest
+
+    def kill(self, batch: Batch) -> bool:
+        """Stop ``batch`` wherever it is: dropped if pending; if a worker has it,
+        that worker is killed (anything else it held runs elsewhere). Its ``done``
+        gets CancelledError. False if the batch is not here (finished already)."""
+        with self._lock:
+            for task in self._pending:
+                if task.batch is batch:
+                    self._pending.remove(task)
+                    break
+            else:
+                for w in self._workers:
+                    for task in w.inflight:
+                        if task.batch is batch and w.doom is None:
+                            w.doom = ("cancel", task)
+                            w.dead = True
+                            w.proc.kill()
+                            return True
+                return False
+        task.done(batch, CancelledError())
+        return True
+
     def _bury(self, w: WorkerHandle) -> None:
-        """A worker's result pipe closed: it died. Fail its batch, replace it."""
+        """A worker's result pipe closed: it died or retired. Settle what it held,
+        replace it."""
         exitcode = w.proc.wait(1.0)
         if exitcode is None:
             w.proc.kill()
@@ -473,24 +542,48 @@ class ProcessEngine:
             self._workers.remove(w)
             lost = list(w.inflight)
             w.inflight.clear()
-            # A worker runs its batches in order, so only the oldest can have
-            # crashed it; the one waiting behind it never started: run it elsewhere.
-            self._pending.extendleft(reversed(lost[1:]))
+            verdicts = self._verdicts_locked(w, lost, exitcode)
+            self._pending.extendleft(reversed([t for t in lost if t not in verdicts]))
             replace = self._state is EngineState.RUNNING or (
                 self._state is EngineState.CLOSING and bool(self._pending)
             )
         self._release(w)
         if replace:
             try:
-                fresh = start_worker(self.start_method, self._init_blob)
+                fresh = start_worker(*self._worker_config)
             except Exception as exc:  # cannot start processes any more: fail loudly
                 self._break(exc)
             else:
                 with self._lock:
                     self._add_worker(fresh)
-        if lost:
+                    self.restarts += 1
+        if verdicts:
             with self._lock:
-                self._ready.append((lost[0], crash_error(lost[0].batch, w.proc.pid, exitcode)))
+                self._ready.extend(verdicts.items())
+
+    def _verdicts_locked(
+        self, w: WorkerHandle, lost: list[_Task], exitcode: int | None
+    ) -> dict[_Task, BatchResult | BaseException]:
+        """The outcome of each task a dead worker held; the others run again.
+
+        A worker runs its batches in order, so only the oldest can have been
+        running: the one behind it never started and is simply re-queued.
+        """
+        doom = w.doom
+        if doom is not None and doom[0] == "cancel":
+            return {doom[1]: CancelledError()} if doom[1] in lost else {}
+        if not lost or w.retiring or (doom is not None and doom[0] == "settled"):
+            return {}  # what it held is innocent: run it all again
+        first = lost[0]
+        pid = w.proc.pid
+        if doom is not None:  # ("timeout", task, offset): the task is the oldest
+            return {first: pinned(first.batch, doom[2], timeout_error(first.batch, doom[2], pid))}
+        seen = w.read_slot() if first.batch.timeout is not None else None
+        if seen is not None and seen[0] == first.wire_key:
+            offset = seen[1]  # the slot says which item it was running
+            error = crash_error(first.batch, pid, exitcode, offset)
+            return {first: pinned(first.batch, offset, error)}
+        return {first: crash_error(first.batch, pid, exitcode)}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -507,6 +600,7 @@ class ProcessEngine:
                     pass
             close_fd(fd)
         w.writing = False
+        w.close_slot()
 
     def _close_everything(self) -> None:
         self._turns.acquire()  # no poller may be inside select() while it closes

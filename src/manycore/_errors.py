@@ -6,6 +6,7 @@ Every error that manycore raises on its own account derives from one base::
     ├── PoolClosed            the pool was shut down; no new work is accepted
     ├── PoolBroken            a worker's ``init`` raised; the pool runs nothing more
     ├── WorkerCrashed         a worker process died while running an item
+    ├── TaskTimeout           an item ran longer than ``timeout`` (also a TimeoutError)
     ├── SerializationError    an argument, a function or a result could not be pickled
     └── RemoteError           a task's exception that could not travel back as itself
 
@@ -28,6 +29,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
+    "TaskTimeout",
     "WorkerCrashed",
     "add_note",
     "describe_exit",
@@ -60,6 +62,27 @@ class WorkerCrashed(ManycoreError):
 
 def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> WorkerCrashed:
     return WorkerCrashed(message, exitcode=exitcode, index=index)
+
+
+class TaskTimeout(ManycoreError, TimeoutError):
+    """An item ran longer than its ``timeout``.
+
+    On the processes backend its worker was killed (the item really stopped) and
+    replaced. Threads cannot be killed: the call goes on in the background and its
+    result is dropped. ``index`` is the input index, ``timeout`` the limit in seconds.
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None, index: int | None = None):
+        super().__init__(message)
+        self.timeout = timeout
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (str(self), self.timeout, self.index))
+
+
+def _rebuild_timeout(message: str, timeout: float | None, index: int | None) -> TaskTimeout:
+    return TaskTimeout(message, timeout=timeout, index=index)
 
 
 class SerializationError(ManycoreError, TypeError):

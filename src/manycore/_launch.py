@@ -47,7 +47,7 @@ if hasattr(os, "register_at_fork"):
 _BOOT = (
     "import os,sys,json;"
     "sys.path[:0]=json.loads(os.environ.pop('MANYCORE_SYS_PATH'));"
-    "from manycore._worker import main;main(int(sys.argv[1]),int(sys.argv[2]))"
+    "from manycore._worker import main;main(*map(int,sys.argv[1:4]))"
 )
 
 
@@ -136,23 +136,25 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def launch(method: str, task_fd: int, result_fd: int) -> WorkerProcess:
-    """Start a worker that reads tasks from ``task_fd`` and writes results to ``result_fd``."""
+def launch(method: str, task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:
+    """Start a worker that reads tasks from ``task_fd`` and writes results to
+    ``result_fd``; ``slot_fd`` is its progress slot (shared memory)."""
     if method == "fork":
-        return _fork(task_fd, result_fd)
+        return _fork(task_fd, result_fd, slot_fd)
     env = dict(os.environ)
     env["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
     popen = subprocess.Popen(
-        [sys.executable, "-c", _BOOT, str(task_fd), str(result_fd)],
-        pass_fds=(task_fd, result_fd),
+        [sys.executable, "-c", _BOOT, str(task_fd), str(result_fd), str(slot_fd)],
+        pass_fds=(task_fd, result_fd, slot_fd),
         env=env,
         stdin=subprocess.DEVNULL,
     )
     return _Spawned(popen)
 
 
-def _fork(task_fd: int, result_fd: int) -> WorkerProcess:
-    _KEEP_IN_CHILD.update((task_fd, result_fd))
+def _fork(task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:
+    mine = (task_fd, result_fd, slot_fd)
+    _KEEP_IN_CHILD.update(mine)
     with warnings.catch_warnings():
         # Python 3.12+ warns when forking a threaded parent. The user chose "fork"
         # knowing that; the warning must not become an error in the parent after
@@ -161,12 +163,12 @@ def _fork(task_fd: int, result_fd: int) -> WorkerProcess:
         try:
             pid = os.fork()  # the at-fork hook closes the other engine fds in the child
         finally:
-            _KEEP_IN_CHILD.difference_update((task_fd, result_fd))
+            _KEEP_IN_CHILD.difference_update(mine)
     if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
         try:
             from ._worker import main
 
-            main(task_fd, result_fd)
+            main(task_fd, result_fd, slot_fd)
         finally:
             os._exit(1)
     return _Forked(pid)

@@ -10,13 +10,13 @@ import enum
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
 from typing import Any, TypeVar
 
 from . import _validate as v
 from ._batch import Batch, BatchResult
 from ._cpus import usable_cpus
-from ._errors import PoolClosed
+from ._errors import PoolBroken, PoolClosed
 from ._failure import ERROR_POLICIES
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
@@ -25,6 +25,8 @@ from .backends import Backend, BackendOptions, get_backend
 __all__ = ["Pool", "PoolState"]
 
 T = TypeVar("T")
+# Errors that end a submit() at once, whatever retry_on says: the pool's own state.
+_NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 
 
 class PoolState(enum.Enum):
@@ -45,6 +47,13 @@ class Pool(Executor):
     ``"processes"``, ``"threads"`` or ``"serial"``. ``start_method``: ``"spawn"``
     (default) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
     worker before its first task.
+
+    ``timeout``, ``retries``, ``retry_on`` and ``on_error`` are the defaults of
+    every ``map``/``imap``/``starmap``/``submit`` on this pool (each call may
+    override them). ``max_tasks_per_worker``: a worker is replaced after running
+    that many items (for leaky C extensions). ``max_memory_per_worker``: a worker
+    whose resident memory passes this many bytes (or ``"2GB"``-style string) is
+    replaced after its current item. Both apply to the processes backend.
     """
 
     def __init__(
@@ -55,21 +64,42 @@ class Pool(Executor):
         start_method: str | None = None,
         init: Callable[..., Any] | None = None,
         init_args: Iterable[Any] = (),
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on_error: str = "raise",
+        max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | str | None = None,
     ):
         workers = v.check_positive_int(workers, "workers")
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)
         init_args = v.check_init_args(init_args)
+        max_tasks = v.check_positive_int(max_tasks_per_worker, "max_tasks_per_worker")
+        max_memory = v.check_memory(max_memory_per_worker, "max_memory_per_worker")
         backend_cls = get_backend(backend)
+        limits = {"max_tasks_per_worker": max_tasks, "max_memory_per_worker": max_memory}
+        for name, value in limits.items():
+            if value is not None and not backend_cls.supports_kill:
+                raise ValueError(
+                    f"{name} needs a backend whose workers can be restarted "
+                    f"(backend='processes'), not backend={backend!r}"
+                )
+        self._defaults = _policy(Policy(), True, on_error, retries, retry_on, timeout)
         self._options = BackendOptions(
             workers=workers or default_workers(backend),
             start_method=start_method,
             init=init,
             init_args=init_args,
+            max_tasks_per_worker=max_tasks,
+            max_memory_per_worker=max_memory,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING
+        self._batches: dict[Future[Any], Batch] = {}  # submit futures not yet settled
+        # submit() retries waiting out their backoff, and whose future they settle
+        self._retrying: dict[threading.Timer, Future[Any]] = {}
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         # A pool dropped without shutdown() still releases its workers (the
@@ -103,18 +133,99 @@ class Pool(Executor):
     # ------------------------------------------------------------------ work
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
+        """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``.
+
+        The pool's ``timeout``, ``retries`` and ``retry_on`` apply; use
+        :meth:`schedule` to set them for one call.
+        """
         v.check_callable(fn, "fn")
+        return self._submit(fn, args, kwargs, self._defaults)
+
+    def schedule(
+        self,
+        fn: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    ) -> Future[T]:
+        """``submit`` with options for this call: ``timeout`` (seconds; the item
+        fails with :class:`~manycore.TaskTimeout`), ``retries`` and ``retry_on``."""
+        v.check_callable(fn, "fn")
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args must be a tuple of arguments for fn, got {args!r:.80}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
+        policy = _policy(self._defaults, True, None, retries, retry_on, timeout)
+        return self._submit(fn, tuple(args), kwargs or {}, policy)
+
+    def _submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], policy: Policy
+    ) -> Future[T]:
         self._check_open()
         future: Future[T] = self._backend.new_future()
-        batch = Batch(fn, [args], 0, True, kwargs or None, submit=True)
-        batch.claim = future.set_running_or_notify_cancel
+        attempts = 0
+
+        def launch(first: bool) -> None:
+            batch = Batch(fn, [args], 0, True, kwargs or None, submit=True, timeout=policy.timeout)
+            batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
+            with self._lock:
+                self._batches[future] = batch
+            self._backend.submit(batch, done)
 
         def done(_: Batch, result: BatchResult | BaseException) -> None:
+            nonlocal attempts
+            error: Any = result
+            if isinstance(result, BatchResult):
+                error = result.failures.get(0) if result.failures else None
+            if (
+                isinstance(error, policy.retry_on)
+                and not isinstance(error, _NOT_RETRIED)
+                and attempts < policy.retries
+                and not future.done()
+            ):
+                attempts += 1
+                self._later(policy.backoff(attempts), future, lambda: launch(False))
+                return
+            with self._lock:
+                self._batches.pop(future, None)
             _settle(future, result)
 
-        self._backend.submit(batch, done)
+        launch(True)
         return future
+
+    def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
+        """Cancel a ``submit`` future. A task that has not started is dropped (as
+        ``future.cancel()`` does). With ``force=True`` a running task is stopped too,
+        where the backend can (processes: its worker is killed and replaced); its
+        future then raises ``CancelledError``. True if the task will not complete."""
+        v.check_bool(force, "force")
+        if future.cancel():
+            return True
+        if not force or future.done() or not self._backend.supports_kill:
+            return False
+        with self._lock:
+            batch = self._batches.get(future)
+        return batch is not None and self._backend.kill(batch)
+
+    def _later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
+        """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
+
+        def fire() -> None:
+            with self._lock:
+                self._retrying.pop(timer, None)
+            try:
+                action()
+            except BaseException as exc:  # the pool closed meanwhile, ...
+                _fail(future, exc)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            self._retrying[timer] = future
+        timer.start()
 
     def map(  # type: ignore[override]
         self,
@@ -122,19 +233,24 @@ class Pool(Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
-        on_error: str = "raise",
-        retries: int = 0,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
     ) -> list[T]:
         """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
 
+        ``timeout``: seconds one item may run before it fails with
+        :class:`~manycore.TaskTimeout` (processes: its worker is killed and
+        replaced). ``retries``: run an item failing with one of ``retry_on``
+        (default: any exception, a timeout or a crash) up to that many more times,
+        after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
-        ``retries``: run an item failing with one of ``retry_on`` up to that many
-        more times, after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
+        Options left at ``None`` take the pool's defaults.
         """
         out: list[T] = []
-        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
         for values in self._run(fn, iterables, False, "map", options):
             out.extend(values)
         return out
@@ -145,12 +261,13 @@ class Pool(Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
-        on_error: str = "raise",
-        retries: int = 0,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
         return _flatten(self._run(fn, iterables, False, "imap", options))
 
     def starmap(
@@ -160,16 +277,25 @@ class Pool(Executor):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
-        on_error: str = "raise",
-        retries: int = 0,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
     ) -> list[T]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
         out: list[T] = []
-        options = _options(chunksize, ordered, on_error, retries, retry_on)
+        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
         for values in self._run(fn, (iterable,), True, "starmap", options):
             out.extend(values)
         return out
+
+    def _map_options(
+        self, chunksize: Any, ordered: Any, on_error: Any, retries: Any, retry_on: Any, timeout: Any
+    ) -> tuple[int | None, Policy]:
+        """Check a map call's options (clear errors before any work) and bundle them."""
+        chunksize = v.check_positive_int(chunksize, "chunksize")
+        v.check_bool(ordered, "ordered")
+        return chunksize, _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
 
     def _run(
         self,
@@ -210,7 +336,29 @@ class Pool(Executor):
             cancel_pending = cancel_pending or cancel_futures
         with self._lock:
             self._state = PoolState.CLOSED
+        self._settle_retries(wait and not cancel_pending)
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
+
+    def _settle_retries(self, wait: bool) -> None:
+        """Before the backend closes: let submit() retries waiting out a backoff
+        finish (``wait``), or cancel them."""
+        while True:
+            with self._lock:
+                if not self._retrying:
+                    return
+                if not wait:
+                    timers = list(self._retrying.items())
+                    self._retrying.clear()
+                else:
+                    timers = []
+                    futures = list(self._batches)
+            if not wait:
+                for timer, future in timers:
+                    timer.cancel()
+                    _fail(future, CancelledError())  # it counts as running: not cancel()
+                return
+            for future in futures:
+                future.exception()  # waits (and polls, on the process engine)
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled; running process tasks are killed
@@ -218,6 +366,7 @@ class Pool(Executor):
         finish their current task in the background."""
         with self._lock:
             self._state = PoolState.CLOSED
+        self._settle_retries(False)
         self._backend.terminate()
 
     def close(self) -> None:
@@ -228,20 +377,43 @@ class Pool(Executor):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if isinstance(exc_info[1], (KeyboardInterrupt, SystemExit)):
+            self.terminate()  # Ctrl-C: stop now, leave no process behind
+            return
         # Leaving the block because of an error: do not run the queued rest.
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
 
 
-def _options(
-    chunksize: Any, ordered: Any, on_error: Any, retries: Any, retry_on: Any
-) -> tuple[int | None, Policy]:
-    """Check a map call's options (clear errors before any work) and bundle them."""
-    chunksize = v.check_positive_int(chunksize, "chunksize")
-    v.check_bool(ordered, "ordered")
-    v.check_choice(on_error, "on_error", ERROR_POLICIES)
-    retries = v.check_count(retries, "retries")
-    retry_on = v.check_exception_types(retry_on, "retry_on")
-    return chunksize, Policy(ordered, on_error, retries, retry_on)
+def _policy(
+    base: Policy, ordered: bool, on_error: Any, retries: Any, retry_on: Any, timeout: Any
+) -> Policy:
+    """``base`` with the options that are not None checked and put in."""
+    if on_error is not None:
+        v.check_choice(on_error, "on_error", ERROR_POLICIES)
+    if retries is not None:
+        retries = v.check_count(retries, "retries")
+    if retry_on is not None:
+        retry_on = v.check_exception_types(retry_on, "retry_on")
+    limit = base.timeout if timeout is None else v.check_timeout(timeout)
+    return Policy(
+        ordered,
+        base.on_error if on_error is None else on_error,
+        base.retries if retries is None else retries,
+        base.retry_on if retry_on is None else retry_on,
+        limit,
+    )
+
+
+def _fail(future: Future[Any], exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        pass  # settled meanwhile by another thread
+
+
+def _still_wanted(future: Future[Any]) -> Callable[[], bool]:
+    """The claim of a retry: run it unless the future was settled meanwhile."""
+    return lambda: not future.done()
 
 
 def _flatten(run: MapRun) -> Iterator[Any]:

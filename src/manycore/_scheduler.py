@@ -178,13 +178,16 @@ class Policy:
     run, after a short exponential backoff; a retried item that succeeds is
     indistinguishable from one that succeeded at once. (When a worker dies during
     a batch of several items, each is run once more on its own to find the one
-    that crashed it; that run is not counted as a retry.)
+    that crashed it; that run is not counted as a retry.) ``timeout``: seconds an
+    item may run; the backend stops it (or stops waiting) and it fails with
+    :class:`~manycore.TaskTimeout`.
     """
 
     ordered: bool = True
     on_error: str = "raise"
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
@@ -217,7 +220,7 @@ class MapRun:
         self._window = 2 * backend.workers if backend.concurrent else 1
         self._exhausted = False
         self._keys = itertools.count()
-        self._retry: list[Batch] = []  # single items to run now (split off a crash)
+        self._retry: list[Batch] = []  # items to run again now (a crash, unrun items)
         self._delayed: list[tuple[float, int, Batch]] = []  # retries: heap by due time
         self._attempts: dict[int, int] = {}  # input index -> retries used
         self._delivered = 0  # items handed to the consumer so far
@@ -250,6 +253,10 @@ class MapRun:
                         yield out
                     if error is not None:
                         raise error
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C: what runs for this map stops now, where the backend can.
+            self._cancel_inflight(kill=True)
+            raise
         finally:
             self._cancel_inflight()
 
@@ -276,7 +283,14 @@ class MapRun:
                     self._exhausted = True
                     return
                 start, items = taken
-                batch = Batch(self._fn, items, start, self._source.star, fn_blob=self._fn_blob)
+                batch = Batch(
+                    self._fn,
+                    items,
+                    start,
+                    self._source.star,
+                    fn_blob=self._fn_blob,
+                    timeout=self._policy.timeout,
+                )
             batch.key = next(self._keys)
             self._inflight[batch.key] = batch
             try:
@@ -286,7 +300,7 @@ class MapRun:
                 # batch to find it; a single item's error goes through the policy.
                 if len(batch) > 1:
                     self._inflight.pop(batch.key, None)
-                    self._retry.extend(self._single(batch, o) for o in reversed(range(len(batch))))
+                    self._retry.extend(batch.part(o, o + 1) for o in reversed(range(len(batch))))
                 else:
                     self._done.put((batch, exc))
             except BaseException:
@@ -309,7 +323,7 @@ class MapRun:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.
             for offset in reversed(range(len(batch))):
-                self._retry.append(self._single(batch, offset))
+                self._retry.append(batch.part(offset, offset + 1))
             return []
         if isinstance(result, _POOL_ERRORS):
             raise result  # the pool itself failed, not an item: no policy applies
@@ -317,8 +331,11 @@ class MapRun:
             values: list[Any] = [None] * len(batch)
             failures = {i: _own_copy(result, i) for i in range(len(batch))}
         else:
-            self._planner.observe(len(batch), result.elapsed)
+            if not result.unrun:  # a cut-short batch says little about item cost
+                self._planner.observe(len(batch), result.elapsed)
             values, failures = result.values, result.failures or {}
+            if result.unrun:
+                return self._settle(batch, values, failures, result.unrun)
         return self._settle(batch, values, failures)
 
     def _wait(self) -> tuple[Batch, BatchResult | BaseException] | None:
@@ -342,26 +359,40 @@ class MapRun:
                 return None
 
     def _settle(
-        self, batch: Batch, values: list[Any], failures: dict[int, BaseException]
+        self,
+        batch: Batch,
+        values: list[Any],
+        failures: dict[int, BaseException],
+        unrun: list[tuple[int, int]] | None = None,
     ) -> list[tuple[int, int, list[Any], BaseException | None]]:
-        """Split off the items to retry; apply the error policy to the rest."""
+        """Split off the items to run again (retries after a backoff, unrun items at
+        once); apply the error policy to the stretches between them."""
         policy = self._policy
-        again = [o for o in sorted(failures) if self._should_retry(batch.start + o, failures[o])]
-        if not again:
+        holes: list[tuple[int, int, float | None]] = [(lo, hi, None) for lo, hi in unrun or ()]
+        for o in sorted(failures):
+            if self._should_retry(batch.start + o, failures[o]):
+                holes.append((o, o + 1, policy.backoff(self._attempts[batch.start + o])))
+        if not holes:
             return [(batch.start, *apply_policy(policy.on_error, batch, values, failures))]
+        holes.sort()
         entries = []
+        now: list[Batch] = []
         prev = 0
-        for cut in [*again, len(batch)]:
-            if cut > prev:  # the stretch between retried items is settled now
-                part = Batch(self._fn, batch.items[prev:cut], batch.start + prev, batch.star)
-                part_failures = {o - prev: e for o, e in failures.items() if prev <= o < cut}
-                outcome = apply_policy(policy.on_error, part, values[prev:cut], part_failures)
+        for lo, hi, delay in [*holes, (len(batch), len(batch), None)]:
+            if lo > prev:  # the stretch between holes is settled now
+                part = batch.part(prev, lo)
+                part_failures = {o - prev: e for o, e in failures.items() if prev <= o < lo}
+                outcome = apply_policy(policy.on_error, part, values[prev:lo], part_failures)
                 entries.append((part.start, *outcome))
-            if cut < len(batch):
-                attempt = self._attempts[batch.start + cut]
-                due = time.monotonic() + policy.backoff(attempt)
-                heapq.heappush(self._delayed, (due, next(self._keys), self._single(batch, cut)))
-            prev = cut + 1
+            if lo < hi:
+                again = batch.part(lo, hi)
+                if delay is None:
+                    now.append(again)
+                else:
+                    due = time.monotonic() + delay
+                    heapq.heappush(self._delayed, (due, next(self._keys), again))
+            prev = hi
+        self._retry.extend(reversed(now))  # popped from the end: lowest index first
         return entries
 
     def _should_retry(self, index: int, exc: BaseException) -> bool:
@@ -374,14 +405,11 @@ class MapRun:
         self._attempts[index] = used + 1
         return True
 
-    def _single(self, batch: Batch, offset: int) -> Batch:
-        item = batch.items[offset : offset + 1]
-        return Batch(self._fn, item, batch.start + offset, batch.star, fn_blob=self._fn_blob)
-
-    def _cancel_inflight(self) -> None:
+    def _cancel_inflight(self, kill: bool = False) -> None:
+        stop = self._backend.kill if kill else self._backend.cancel
         for batch in list(self._inflight.values()):
             try:
-                self._backend.cancel(batch)
+                stop(batch)
             except Exception:
                 pass
         self._inflight.clear()

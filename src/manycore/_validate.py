@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,9 +18,14 @@ __all__ = [
     "check_count",
     "check_exception_types",
     "check_iterables",
+    "check_memory",
     "check_positive_int",
     "check_start_method",
+    "check_timeout",
 ]
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 def check_callable(value: Any, name: str, *, optional: bool = False) -> None:
@@ -52,9 +59,7 @@ def check_exception_types(value: Any, name: str) -> tuple[type[BaseException], .
     """An exception class or a tuple of them, as a tuple."""
     types_ = value if isinstance(value, tuple) else (value,)
     if not types_ or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types_):
-        raise TypeError(
-            f"{name} must be an exception class or a tuple of them, got {value!r:.80}"
-        )
+        raise TypeError(f"{name} must be an exception class or a tuple of them, got {value!r:.80}")
     return types_
 
 
@@ -106,3 +111,35 @@ def check_init_args(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def check_timeout(value: Any, name: str = "timeout") -> float | None:
+    """``None`` (no limit) or a number of seconds above 0 (``math.inf``: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r:.80}")
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"{name} must be above 0 seconds, got {value!r}")
+    return None if value == math.inf else float(value)
+
+
+def check_memory(value: Any, name: str) -> int | None:
+    """``None`` or a size in bytes: an int, or a string such as ``"512MB"`` or ``"2GiB"``."""
+    if value is None:
+        return None
+    size: float
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        unit = match.group(2).upper() if match else ""
+        if match is None or unit not in _UNITS:
+            raise ValueError(
+                f"{name}={value!r} is not a size; give bytes as an int or a string such "
+                "as '512MB' or '2GiB'"
+            )
+        size = float(match.group(1)) * _UNITS[unit]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        raise TypeError(f"{name} must be bytes (an int, or a str like '2GB'), got {value!r:.40}")
+    if size < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return int(size)

@@ -1,37 +1,55 @@
 """The loop that runs inside each worker process.
 
 A worker reads frames from its task pipe, runs each batch with
-:func:`manycore._batch.run_batch` and writes one result frame per batch. It is
-single-threaded and blocks only in ``read`` on its task pipe; end of file there
-means the parent is gone or the pool is closing, and the worker exits.
+:func:`manycore._batch.run_batch` and writes one result frame per batch. Its main
+thread blocks only in ``read`` on its task pipe; end of file there means the parent
+is gone or the pool is closing, and the worker exits. A watchdog thread ends a
+worker whose parent died while it was busy.
+
+When a batch has a timeout, the worker writes which item runs since when into a
+small shared-memory slot before each item; the parent reads it and kills the
+worker when an item overstays (a kill works even inside C code that holds the
+GIL, which no in-process alarm can interrupt). With ``max_tasks_per_worker`` or
+``max_memory_per_worker`` the worker stops early, reports the items it did not run
+and exits ("retires"); the parent runs those items elsewhere and starts a
+replacement.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
+import threading
+import time
 from typing import Any
 
 import cloudpickle
 
 from . import _wire
-from ._batch import BatchResult, run_batch
+from ._batch import BatchResult, run_batch, run_tracked
 from ._remote import pack_exception
 from ._serialize import loads_code
 
 __all__ = ["main"]
 
 _HEAD = struct.Struct("<I")  # size of the task's head, before its body
+# The progress slot shared with the parent: batch key, item offset, start time
+# (time.monotonic(), the same clock in every process). See _workerproc.Slot.
+_SLOT = struct.Struct("<qqd")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
 
 
-def _encode_result(key: int, result: BatchResult) -> bytes:
+def _encode_result(key: int, result: BatchResult, retire: bool) -> bytes:
     failures = None
     if result.failures:
         failures = {i: pack_exception(e) for i, e in result.failures.items()}
-    message = (_wire.RESULT, key, result.values, failures, result.elapsed)
+    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, retire)
     try:
         return pickle.dumps(message, 5)
     except Exception:
@@ -55,14 +73,100 @@ def _encode_result(key: int, result: BatchResult) -> bytes:
                 f"back from the worker: {exc}"
             )
             failures[i] = pack_exception(err)
-    return pickle.dumps((_wire.RESULT, key, values, failures, result.elapsed), 5)
+    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, retire)
+    return pickle.dumps(message, 5)
 
 
-def _serve(task_fd: int, result_fd: int) -> int:
+class _Limits:
+    """This worker's progress slot and restart limits (``max_tasks_per_worker``,
+    ``max_memory_per_worker``)."""
+
+    def __init__(self, slot: mmap.mmap | None, max_tasks: int | None, max_memory: int | None):
+        self.slot = slot
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self.done = 0  # items run so far
+        self.key = 0  # the batch being run (for the slot)
+        self._statm = -1
+
+    def run(self, fn: Any, items: Any, star: bool, kwargs: Any, track: bool) -> tuple[Any, bool]:
+        """Run a batch within the limits: (BatchResult, whether to retire after it)."""
+        n = len(items)
+        budget = n if self.max_tasks is None else min(n, self.max_tasks - self.done)
+        todo = items[:budget] if budget < n else items
+        if (track and self.slot is not None) or self.max_memory is not None:
+            result = run_tracked(fn, todo, star, kwargs, BaseException, self._mark)
+        else:
+            result = run_batch(fn, todo, star, kwargs, BaseException)
+        ran = len(todo) - sum(hi - lo for lo, hi in result.unrun or ())
+        if budget < n:
+            result.values.extend([None] * (n - budget))
+            if result.unrun is None:
+                result.unrun = [(budget, n)]
+            else:  # stopped for memory inside the budget: one range to the end
+                result.unrun = [(result.unrun[0][0], n)]
+        self.done += ran
+        retire = bool(result.unrun) or (self.max_tasks is not None and self.done >= self.max_tasks)
+        return result, retire or self._over_memory()
+
+    def _mark(self, offset: int) -> bool:
+        if offset and self._over_memory():
+            return False  # the item before pushed memory past the limit: retire
+        if self.slot is not None:
+            _SLOT.pack_into(self.slot, 0, self.key, offset, time.monotonic())
+        return True
+
+    def _over_memory(self) -> bool:
+        return self.max_memory is not None and self._rss() > self.max_memory
+
+    def _rss(self) -> int:
+        """Resident memory in bytes: /proc on Linux (a few microseconds), else psutil."""
+        if self._statm == -1:
+            try:
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                self._statm = -2
+        if self._statm >= 0:
+            return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
+        try:
+            import psutil
+
+            return int(psutil.Process().memory_info().rss)
+        except ImportError:  # peak, not current: errs towards restarting
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _watch_parent(task_fd: int) -> None:
+    """Exit when the parent is gone, even while a task runs.
+
+    The parent holds the only write end of the task pipe, so the pipe hangs up
+    when it dies (even by SIGKILL). An idle worker sees that as end of file in its
+    read; a busy one is stopped here, after a grace period that lets a worker
+    being closed normally finish on its own and flush its output.
+    """
+    poller = select.poll()
+    poller.register(task_fd, select.POLLHUP)
+    while True:
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            continue
+        if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
+            break
+    time.sleep(_ORPHAN_GRACE)
+    os._exit(0)
+
+
+def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory = pickle.loads(first)
+    slot = mmap.mmap(slot_fd, _SLOT.size) if slot_fd >= 0 else None
+    if slot_fd >= 0:
+        os.close(slot_fd)
     if init_blob is not None:
         init, init_args = loads_code(init_blob)
         try:
@@ -71,6 +175,8 @@ def _serve(task_fd: int, result_fd: int) -> int:
             message = pickle.dumps((_wire.INIT_FAILED, pack_exception(exc)), 5)
             _wire.write_all(result_fd, _wire.frame(message))
             return 3
+    limits = _Limits(slot, max_tasks, max_memory)
+    plain = max_tasks is None and max_memory is None
     fns: dict[int, Any] = {}
     loads = pickle.loads
     read_frame = _wire.read_frame
@@ -80,7 +186,7 @@ def _serve(task_fd: int, result_fd: int) -> int:
             return 0
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)
-        key, fn_id, fn_blob, reset, star = loads(view[4 : 4 + head_size])
+        key, fn_id, fn_blob, reset, star, track = loads(view[4 : 4 + head_size])
         items, kwargs = loads(view[4 + head_size :])
         del view, data
         if reset:
@@ -89,19 +195,26 @@ def _serve(task_fd: int, result_fd: int) -> int:
             fn = fns[fn_id] = loads_code(fn_blob)
         else:
             fn = fns[fn_id]
-        result = run_batch(fn, items, star, kwargs, BaseException)
+        if plain and not track:
+            result, retire = run_batch(fn, items, star, kwargs, BaseException), False
+        else:
+            limits.key = key
+            result, retire = limits.run(fn, items, star, kwargs, track)
         del items, fn
-        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result)))
+        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result, retire)))
+        if retire:
+            return 0
 
 
-def main(task_fd: int, result_fd: int) -> None:
+def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     """Entry point of a worker process; never returns."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(task_fd,), daemon=True).start()
     code = 1
     try:
-        code = _serve(task_fd, result_fd)
+        code = _serve(task_fd, result_fd, slot_fd)
     except BrokenPipeError:
         code = 0  # the parent is gone: nobody to report to
     except BaseException:  # a broken pipe or a bug here: say so, then exit

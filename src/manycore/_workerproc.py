@@ -3,6 +3,7 @@ what comes back, its start and stop."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import struct
@@ -13,19 +14,36 @@ from typing import Any
 
 from . import _launch, _wire
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, SerializationError, WorkerCrashed, describe_exit
+from ._errors import PoolBroken, SerializationError, TaskTimeout, WorkerCrashed, describe_exit
 from ._remote import rebuild
 
 __all__ = [
+    "SLOT",
+    "Decoded",
     "WorkerHandle",
     "close_fd",
     "crash_error",
     "decode_result",
     "start_worker",
     "stop_workers",
+    "timeout_error",
 ]
 
 _HEAD = struct.Struct("<I")  # size of a task's head, before its pickled items
+SLOT = struct.Struct("<qqd")  # batch key, item offset, time.monotonic() it started
+
+
+def _slot_file() -> int:
+    """A file of SLOT.size bytes in memory, to share with one worker."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("manycore-slot")
+    else:  # pragma: no cover - not Linux: an unlinked temporary file
+        import tempfile
+
+        with tempfile.TemporaryFile() as file:
+            fd = os.dup(file.fileno())
+    os.ftruncate(fd, SLOT.size)
+    return fd
 
 
 @dataclass(eq=False)
@@ -38,11 +56,40 @@ class WorkerHandle:
     known: set[int] = field(default_factory=set)  # function ids this worker caches
     frames: _wire.FrameBuffer = field(default_factory=_wire.FrameBuffer)
     writing: bool = False  # registered with the selector for write readiness
-    dead: bool = False  # a write failed: gets no more work, is buried on its EOF
+    dead: bool = False  # gets no more work (a write failed, or it is retiring)
+    slot: mmap.mmap | None = None  # the item it runs and since when (see read_slot)
+    retiring: bool = False  # it said it exits after its last result (task/memory limit)
+    # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
+    doom: tuple[Any, ...] | None = None
 
+    def close_slot(self) -> None:
+        if self.slot is not None:
+            self.slot.close()
+            self.slot = None
+
+    def read_slot(self) -> tuple[int, int, float] | None:
+        """(batch key, item offset, start time) the worker last wrote, or None.
+
+        The worker writes the slot without a lock; a read that races a write is
+        caught by reading twice (a torn value is not seen the same way twice).
+        """
+        if self.slot is None:
+            return None
+        for _ in range(3):
+            first = SLOT.unpack_from(self.slot, 0)
+            if first == SLOT.unpack_from(self.slot, 0):
+                return first
+        return None
 
     def send(
-        self, key: int, fn_id: int, fn_blob: bytes, star: bool, body: bytes, fn_limit: int
+        self,
+        key: int,
+        fn_id: int,
+        fn_blob: bytes,
+        star: bool,
+        track: bool,
+        body: bytes,
+        fn_limit: int,
     ) -> bool | None:
         """Frame one task and write what the pipe takes now (never blocks).
 
@@ -58,7 +105,7 @@ class WorkerHandle:
                 reset = True
             self.known.add(fn_id)
             blob = fn_blob
-        head = pickle.dumps((key, fn_id, blob, reset, star), 5)
+        head = pickle.dumps((key, fn_id, blob, reset, star, track), 5)
         prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
         buffers = [prefix + body] if len(body) < 65536 else [prefix, body]
@@ -104,15 +151,22 @@ def close_fd(fd: int) -> None:
         pass
 
 
-def start_worker(start_method: str, init_blob: bytes | None) -> WorkerHandle:
-    """Create the pipes, start the process, send it its configuration."""
+def start_worker(
+    start_method: str,
+    init_blob: bytes | None,
+    max_tasks: int | None = None,
+    max_memory: int | None = None,
+) -> WorkerHandle:
+    """Create the pipes and the slot, start the process, send it its configuration."""
     task_r, task_w = os.pipe()
     result_r, result_w = os.pipe()
-    _launch.ENGINE_FDS.update((task_r, task_w, result_r, result_w))
+    slot_fd = _slot_file()
+    _launch.ENGINE_FDS.update((task_r, task_w, result_r, result_w, slot_fd))
     try:
+        slot = mmap.mmap(slot_fd, SLOT.size)
         _wire.enlarge_pipe(task_w)
         _wire.enlarge_pipe(result_w)
-        proc = _launch.launch(start_method, task_r, result_w)
+        proc = _launch.launch(start_method, task_r, result_w, slot_fd)
     except BaseException:
         close_fd(task_w)
         close_fd(result_r)
@@ -121,12 +175,13 @@ def start_worker(start_method: str, init_blob: bytes | None) -> WorkerHandle:
         # The child has its own copies; ours would hide its death (no EOF).
         close_fd(task_r)
         close_fd(result_w)
-    config = pickle.dumps((_wire.CONFIG, init_blob), 5)
+        close_fd(slot_fd)  # the mapping stays valid without the descriptor
+    config = pickle.dumps((_wire.CONFIG, init_blob, max_tasks, max_memory), 5)
     # The pipe is empty and large: this first small write never blocks.
     _wire.write_all(task_w, _wire.frame(config))
     os.set_blocking(task_w, False)
     os.set_blocking(result_r, False)
-    return WorkerHandle(proc, task_w, result_r)
+    return WorkerHandle(proc, task_w, result_r, slot=slot)
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
@@ -140,10 +195,19 @@ def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
             w.proc.kill()
             w.proc.wait(grace)
         close_fd(w.result_fd)
+        w.close_slot()
 
 
-def decode_result(payload: bytes) -> tuple[BatchResult | BaseException, BaseException | None]:
-    """A result frame as (outcome, None), or (None-like, init error) for INIT_FAILED."""
+@dataclass
+class Decoded:
+    """A result frame, decoded: the outcome, or the init error of a worker."""
+
+    outcome: BatchResult | BaseException
+    init_error: BaseException | None = None
+    retire: bool = False  # the worker exits after this result
+
+
+def decode_result(payload: bytes) -> Decoded:
     try:
         message = pickle.loads(payload)
     except Exception as exc:
@@ -151,17 +215,22 @@ def decode_result(payload: bytes) -> tuple[BatchResult | BaseException, BaseExce
             f"a result could not be unpickled in the parent: {exc!r}. Is the class of "
             "the returned object importable here?"
         )
-        return err, None
+        return Decoded(err)
     if message[0] == _wire.INIT_FAILED:
-        return PoolBroken("init failed"), rebuild(message[1])
-    _, _key, values, failures, elapsed = message
+        return Decoded(PoolBroken("init failed"), rebuild(message[1]))
+    _, _key, values, failures, elapsed, unrun, retire = message
     errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
-    return BatchResult(values, errors, elapsed), None
+    return Decoded(BatchResult(values, errors, elapsed, unrun), None, retire)
 
 
-def crash_error(batch: Batch, pid: int, exitcode: int | None) -> WorkerCrashed:
-    if len(batch) == 1:
-        what = f"input item {batch.start}"
+def crash_error(
+    batch: Batch, pid: int, exitcode: int | None, offset: int | None = None
+) -> WorkerCrashed:
+    """The error of a worker that died; ``offset``: the item it ran, when known."""
+    if offset is None and len(batch) == 1:
+        offset = 0
+    if offset is not None:
+        what = batch.name_item(offset)
     else:
         what = f"one of input items {batch.start}..{batch.start + len(batch) - 1}"
     return WorkerCrashed(
@@ -169,5 +238,16 @@ def crash_error(batch: Batch, pid: int, exitcode: int | None) -> WorkerCrashed:
         "If it ran out of memory, use fewer workers or smaller inputs; if a C extension "
         "crashed, try the function alone on that input.",
         exitcode=exitcode,
-        index=batch.start if len(batch) == 1 else None,
+        index=None if offset is None else batch.start + offset,
+    )
+
+
+def timeout_error(batch: Batch, offset: int, pid: int) -> TaskTimeout:
+    assert batch.timeout is not None
+    index = batch.start + offset
+    return TaskTimeout(
+        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s; its worker "
+        f"process {pid} was killed to stop it and has been replaced",
+        timeout=batch.timeout,
+        index=index,
     )

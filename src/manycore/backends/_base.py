@@ -19,13 +19,14 @@ from .._batch import Batch, Done
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
 
-
 @dataclass(frozen=True)
 class BackendOptions:
     workers: int
     start_method: str | None = None
     init: Callable[..., Any] | None = None
     init_args: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    max_memory_per_worker: int | None = None  # bytes
 
 
 class Backend(abc.ABC):
@@ -64,6 +65,11 @@ class Backend(abc.ABC):
     def cancel(self, batch: Batch) -> bool:
         """Drop a batch that has not started; True if it was dropped."""
         return False
+
+    def kill(self, batch: Batch) -> bool:
+        """Stop a batch even if it runs (backends with ``supports_kill``); its
+        ``done`` gets CancelledError. True if it will not complete."""
+        return self.cancel(batch)
 
     @abc.abstractmethod
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:

@@ -28,6 +28,8 @@ class ProcessBackend(Backend):
             options.start_method or default_start_method(),
             options.init,
             options.init_args,
+            options.max_tasks_per_worker,
+            options.max_memory_per_worker,
         )
 
     def submit(self, batch: Batch, done: Done) -> None:
@@ -44,6 +46,9 @@ class ProcessBackend(Backend):
 
     def cancel(self, batch: Batch) -> bool:
         return self._engine.cancel(batch)
+
+    def kill(self, batch: Batch) -> bool:
+        return self._engine.kill(batch)
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         self._engine.shutdown(wait=wait, cancel_pending=cancel_pending)

@@ -7,9 +7,10 @@ measuring what parallelism buys.
 from __future__ import annotations
 
 import threading
+import time
 
-from .._batch import Batch, run_batch
-from .._errors import PoolBroken, PoolClosed
+from .._batch import Batch, BatchResult, run_batch, run_tracked
+from .._errors import PoolBroken, PoolClosed, TaskTimeout
 from ._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["SerialBackend"]
@@ -35,7 +36,10 @@ class SerialBackend(Backend):
         if batch.claim is not None and not batch.claim():
             return
         # KeyboardInterrupt is the user's Ctrl-C here, not a task failing: let it go.
-        done(batch, run_batch(batch.fn, batch.items, batch.star, batch.kwargs, Exception))
+        if batch.timeout is None:
+            done(batch, run_batch(batch.fn, batch.items, batch.star, batch.kwargs, Exception))
+        else:
+            done(batch, _run_timed(batch, batch.timeout))
 
     def _initialise(self) -> None:
         with self._lock:
@@ -55,3 +59,30 @@ class SerialBackend(Backend):
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         self._closed = True
+
+
+def _run_timed(batch: Batch, timeout: float) -> BatchResult:
+    """Run inline, then fail the items that took longer than ``timeout``: nothing can
+    interrupt the caller's own thread, but the outcome matches the other backends."""
+    starts: list[float] = []
+
+    def mark(offset: int) -> bool:
+        starts.append(time.monotonic())
+        return True
+
+    result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, Exception, mark)
+    ends = [*starts[1:], time.monotonic()]
+    for offset, (began, ended) in enumerate(zip(starts, ends, strict=True)):
+        took = ended - began
+        if took > timeout:
+            result.values[offset] = None
+            if result.failures is None:
+                result.failures = {}
+            result.failures[offset] = TaskTimeout(
+                f"{batch.name_item(offset)} took {took:.3g} s, longer than "
+                f"timeout={timeout:g} s. The serial backend runs items in the caller's "
+                "thread and cannot stop them: it ran to its end and its result was dropped",
+                timeout=timeout,
+                index=batch.start + offset,
+            )
+    return result

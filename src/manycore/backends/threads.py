@@ -1,22 +1,41 @@
-"""``backend="threads"``: the standard library's thread pool.
+"""``backend="threads"``: a pool of threads in this process.
 
 Good for I/O-bound work and for functions that release the GIL (NumPy, most I/O).
-Threads cannot be killed, so this backend does not support stopping a running task.
+Threads cannot be killed. When an item overstays its ``timeout``, the pool stops
+waiting for it: the item fails with :class:`~manycore.TaskTimeout`, its thread is
+abandoned (it finishes the call in the background and its result is dropped) and
+a fresh thread takes its place, so a hung call never stalls the rest of the work.
+
+A small pool of our own rather than ``ThreadPoolExecutor``, which can neither
+replace a thread that is stuck nor tell which item a thread is running.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
+import threading
+import time
+from collections import deque
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
 
-from .._batch import Batch, BatchResult, run_batch
-from .._errors import PoolBroken, PoolClosed
+from .._batch import Batch, BatchResult, pinned, run_batch, run_tracked
+from .._errors import PoolBroken, PoolClosed, TaskTimeout
 from ._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ThreadBackend"]
 
 _CATCH = (Exception, SystemExit, KeyboardInterrupt)
+
+
+@dataclass(eq=False)
+class _Running:
+    """A batch some thread runs: which item since when (written by that thread)."""
+
+    batch: Batch
+    done: Done
+    thread: threading.Thread
+    now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
+    abandoned: bool = False  # timed out: reported already; the thread quits after it
 
 
 @register_backend
@@ -25,67 +44,177 @@ class ThreadBackend(Backend):
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
+        self._cond = threading.Condition()
+        self._work: deque[tuple[Batch, Done]] = deque()
+        self._threads: set[threading.Thread] = set()  # not abandoned
+        self._idle = 0
+        self._running: dict[Batch, _Running] = {}
+        self._closing = False
         self._init_error: BaseException | None = None
-        self._executor = ThreadPoolExecutor(
-            max_workers=options.workers,
-            thread_name_prefix="manycore-thread",
-            initializer=self._init if options.init is not None else None,
-        )
-        self._futures: dict[Batch, Future[Any]] = {}
+        self._watchdog: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- caller
 
     def submit(self, batch: Batch, done: Done) -> None:
-        try:
-            fut = self._executor.submit(self._run, batch)
-        except BrokenThreadPool as exc:
-            raise self._broken(exc) from None
-        except RuntimeError as exc:
-            raise PoolClosed("the pool has been shut down and accepts no new work") from exc
-        self._futures[batch] = fut
-        if fut.done():  # it finished before it was recorded: do not keep it
-            self._futures.pop(batch, None)
+        with self._cond:
+            if self._init_error is not None:
+                raise self._broken()
+            if self._closing:
+                raise PoolClosed("the pool has been shut down and accepts no new work")
+            self._work.append((batch, done))
+            if self._idle:
+                self._cond.notify()
+            elif len(self._threads) < self.workers:
+                self._start_thread_locked()
+            if batch.timeout is not None and self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="manycore-thread-watchdog", daemon=True
+                )
+                self._watchdog.start()
 
-        def finished(f: Future[Any]) -> None:
-            self._futures.pop(batch, None)
-            if f.cancelled():
-                done(batch, CancelledError())
-                return
-            exc = f.exception()
-            if isinstance(exc, BrokenThreadPool):
-                done(batch, self._broken(exc))
-            elif exc is not None:
-                done(batch, exc)
+    def cancel(self, batch: Batch) -> bool:
+        with self._cond:
+            for entry in self._work:
+                if entry[0] is batch:
+                    self._work.remove(entry)
+                    break
             else:
-                result: BatchResult | None = f.result()
-                if result is not None:
-                    done(batch, result)
+                return False
+        entry[1](batch, CancelledError())
+        return True
 
-        fut.add_done_callback(finished)
+    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
+        with self._cond:
+            self._closing = True
+            dropped = list(self._work) if cancel_pending else []
+            if cancel_pending:
+                self._work.clear()
+            threads = list(self._threads)
+            self._cond.notify_all()
+        for batch, done in dropped:
+            done(batch, CancelledError())
+        if wait:
+            me = threading.current_thread()
+            for t in threads:
+                if t is not me:
+                    t.join()
 
-    def _init(self) -> None:
-        # The executor reports only "broken"; keep the init's own error to chain it.
+    # ----------------------------------------------------------------- threads
+
+    def _start_thread_locked(self) -> None:
+        t = threading.Thread(target=self._serve, name="manycore-thread", daemon=True)
+        self._threads.add(t)
+        t.start()
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        if self.options.init is not None and not self._initialise():
+            return
+        while True:
+            with self._cond:
+                while not self._work and not self._closing:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if not self._work:  # closing and nothing left
+                    self._threads.discard(me)
+                    self._cond.notify_all()
+                    return
+                batch, done = self._work.popleft()
+            if batch.claim is not None and not batch.claim():
+                continue
+            if not self._run(batch, done, me):
+                return  # abandoned after a timeout: a replacement took over
+
+    def _run(self, batch: Batch, done: Done, me: threading.Thread) -> bool:
+        """Run one batch; False if this thread was abandoned meanwhile."""
+        if batch.timeout is None:
+            done(batch, run_batch(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH))
+            return True
+        run = _Running(batch, done, me)
+        with self._cond:
+            self._running[batch] = run
+            self._cond.notify_all()  # the watchdog now has a deadline to watch
+
+        def mark(offset: int) -> bool:
+            if run.abandoned:
+                return False
+            run.now = (offset, time.monotonic())
+            return True
+
+        result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
+        with self._cond:
+            self._running.pop(batch, None)
+            if run.abandoned:
+                return False
+        done(batch, result)
+        return True
+
+    def _initialise(self) -> bool:
         assert self.options.init is not None
         try:
             self.options.init(*self.options.init_args)
         except BaseException as exc:
-            self._init_error = exc
-            raise
+            with self._cond:
+                if self._init_error is None:
+                    self._init_error = exc
+                dropped = list(self._work)
+                self._work.clear()
+                self._threads.discard(threading.current_thread())
+            err = self._broken()
+            for batch, done in dropped:
+                done(batch, err)
+            return False
+        return True
 
-    def _broken(self, exc: BaseException) -> PoolBroken:
+    def _broken(self) -> PoolBroken:
         err = PoolBroken(
             f"a worker's init function raised {self._init_error!r}; the pool is broken"
         )
-        err.__cause__ = self._init_error or exc
+        err.__cause__ = self._init_error
         return err
 
-    @staticmethod
-    def _run(batch: Batch) -> BatchResult | None:
-        if batch.claim is not None and not batch.claim():
-            return None
-        return run_batch(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH)
+    # ---------------------------------------------------------------- watchdog
 
-    def cancel(self, batch: Batch) -> bool:
-        fut = self._futures.get(batch)
-        return fut is not None and fut.cancel()
+    def _watch(self) -> None:
+        """Fail items that overstay their timeout and replace their threads."""
+        while True:
+            expired: list[tuple[_Running, int]] = []
+            with self._cond:
+                if self._closing and not self._threads:
+                    self._watchdog = None
+                    return
+                now = time.monotonic()
+                wait: float | None = None
+                for run in self._running.values():
+                    limit = run.batch.timeout
+                    if run.abandoned or limit is None:
+                        continue
+                    seen = run.now
+                    left = limit if seen is None else seen[1] + limit - now
+                    if left <= 0 and seen is not None:
+                        run.abandoned = True
+                        expired.append((run, seen[0]))
+                        self._threads.discard(run.thread)
+                        if not self._closing:
+                            self._start_thread_locked()
+                    else:
+                        wait = left if wait is None else min(wait, left)
+                for run, _ in expired:
+                    self._running.pop(run.batch, None)
+                if not expired:
+                    self._cond.wait(wait)
+            for run, offset in expired:
+                run.done(run.batch, _timed_out(run.batch, offset))
 
-    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
+
+def _timed_out(batch: Batch, offset: int) -> BatchResult:
+    assert batch.timeout is not None
+    error = TaskTimeout(
+        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s. A "
+        "thread cannot be stopped: the call goes on in the background and its result "
+        "will be dropped; use backend='processes' to really stop it",
+        timeout=batch.timeout,
+        index=batch.start + offset,
+    )
+    return pinned(batch, offset, error)
