@@ -8,6 +8,7 @@ in a child created by ``os.fork`` (their threads do not exist there).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -52,26 +53,31 @@ def map(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
-    on_error: str = "raise",
+    timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
-    ``on_error``: "raise" (default), "skip" failed items, or "collect" a
-    :class:`manycore.Failure` in their place."""
+    ``timeout``: seconds an item may run (it then fails with
+    :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
+    ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
+    items, or "collect" a :class:`manycore.Failure` in their place."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     pool = _default_pool(backend, workers, start_method)
-    return pool.map(
-        fn,
-        *iterables,
-        chunksize=chunksize,
-        ordered=ordered,
-        on_error=on_error,
-        retries=retries,
-        retry_on=retry_on,
-    )
+    with _stop_on_interrupt(pool):
+        return pool.map(
+            fn,
+            *iterables,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+        )
 
 
 def imap(
@@ -82,24 +88,27 @@ def imap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
-    on_error: str = "raise",
+    timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
     results are yielded as they are ready."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.imap(
+    results = pool.imap(
         fn,
         *iterables,
         chunksize=chunksize,
         ordered=ordered,
-        on_error=on_error,
+        timeout=timeout,
         retries=retries,
         retry_on=retry_on,
+        on_error=on_error,
     )
+    return _guarded(pool, results)
 
 
 def starmap(
@@ -111,23 +120,46 @@ def starmap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
-    on_error: str = "raise",
+    timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
 ) -> list[T]:
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     pool = _default_pool(backend, workers, start_method)
-    return pool.starmap(
-        fn,
-        iterable,
-        chunksize=chunksize,
-        ordered=ordered,
-        on_error=on_error,
-        retries=retries,
-        retry_on=retry_on,
-    )
+    with _stop_on_interrupt(pool):
+        return pool.starmap(
+            fn,
+            iterable,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+        )
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(pool: Pool) -> Iterator[None]:
+    """Ctrl-C during a call: kill the default pool's workers at once (no process
+    is left behind, whatever the caller does next); the next call starts afresh."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        with _lock:
+            for key, known in list(_pools.items()):
+                if known is pool:
+                    del _pools[key]
+        pool.terminate()
+        raise
+
+
+def _guarded(pool: Pool, results: Iterator[T]) -> Iterator[T]:
+    with _stop_on_interrupt(pool):
+        yield from results
 
 
 def shutdown_default_pools(wait: bool = True) -> None:
