@@ -86,6 +86,7 @@ class _Task:
     body: bytes
     claimed: bool = False  # its future was marked running (done once, even if re-sent)
     wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
+    dropped: bool = False  # force-cancelled: settled already; ignore its result
 
 
 class EngineFuture(Future[Any]):
@@ -100,18 +101,18 @@ class EngineFuture(Future[Any]):
         self._engine = engine
 
     def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            self._engine.wait_for(self, timeout)
-            if timeout is not None:
-                timeout = 0  # the wait above used the time up
-        return super().result(timeout)
+        return super().result(self._wait(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
-            self._engine.wait_for(self, timeout)
-            if timeout is not None:
-                timeout = 0
-        return super().exception(timeout)
+        return super().exception(self._wait(timeout))
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """Poll until done or ``timeout``; the time left, for the base class."""
+        if self.done():
+            return timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._engine.wait_for(self, timeout)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class ProcessEngine:
@@ -245,7 +246,9 @@ class ProcessEngine:
     def wait_for(self, future: Future[Any], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.drive(future.done, deadline):
+        # drive() also returns once the engine has finished: a future settled
+        # from outside (a retry that could not be sent) is then waited for here.
+        if not self.drive(future.done, deadline) or not future.done():
             with self._turns.passive():
                 left = None if deadline is None else deadline - time.monotonic()
                 futures_wait([future], left)
@@ -282,6 +285,11 @@ class ProcessEngine:
     def passive(self) -> AbstractContextManager[None]:
         """Context for a caller that waits without polling (see :meth:`drive`)."""
         return self._turns.passive()
+
+    def wake(self) -> None:
+        """Make whoever polls look again (a future was settled from outside)."""
+        self._wake()
+        self._turns.notify_work()
 
     def _refusal(self) -> Exception:
         if self._state is EngineState.BROKEN:
@@ -441,10 +449,14 @@ class ProcessEngine:
             with self._lock:
                 if decoded.retire:  # it exits now: no more work; its EOF is no crash
                     w.retiring = w.dead = True
+                    continue
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()
                 task = w.inflight.popleft()
+                if task.dropped:
+                    continue
                 outcome = decoded.outcome
+                assert outcome is not None
                 if w.doom is not None and w.doom[1] is task:
                     # It finished as we killed it: a timed-out item made it after
                     # all; a force-cancelled one stays cancelled.
@@ -511,25 +523,48 @@ class ProcessEngine:
         return soonest
 
     def kill(self, batch: Batch) -> bool:
-        """Stop ``batch`` wherever it is: dropped if pending; if a worker has it,
-        that worker is killed (anything else it held runs elsewhere). Its ``done``
-        gets CancelledError. False if the batch is not here (finished already)."""
+        """Stop ``batch`` wherever it is; its ``done`` gets CancelledError. False if
+        the batch is not here (it finished already).
+
+        Pending: dropped. Running: its worker is killed (the batch queued behind it
+        runs elsewhere). Queued in a worker's pipe: the worker is told through its
+        slot to skip it, and a reply that raced that is ignored.
+        """
         with self._lock:
-            for task in self._pending:
-                if task.batch is batch:
-                    self._pending.remove(task)
-                    break
-            else:
-                for w in self._workers:
-                    for task in w.inflight:
-                        if task.batch is batch and w.doom is None:
-                            w.doom = ("cancel", task)
-                            w.dead = True
-                            w.proc.kill()
-                            return True
+            found = self._find_locked(batch)
+            if found is None:
                 return False
-        task.done(batch, CancelledError())
+            w, position, task = found
+            if w is None:
+                self._pending.remove(task)
+            elif position == 0 and w.doom is None:
+                w.doom = ("cancel", task)
+                w.dead = True
+                w.proc.kill()  # the verdict comes with its EOF
+                return True
+            elif task.dropped:
+                return True
+            else:
+                task.dropped = True
+                if position > 0:
+                    w.skip(task.wire_key)
+                self._ready.append((task, CancelledError()))
+        if w is None:
+            task.done(batch, CancelledError())
+        else:
+            self._wake()
+            self._turns.notify_work()
         return True
+
+    def _find_locked(self, batch: Batch) -> tuple[WorkerHandle | None, int, _Task] | None:
+        for task in self._pending:
+            if task.batch is batch:
+                return None, -1, task
+        for w in self._workers:
+            for position, task in enumerate(w.inflight):
+                if task.batch is batch:
+                    return w, position, task
+        return None
 
     def _bury(self, w: WorkerHandle) -> None:
         """A worker's result pipe closed: it died or retired. Settle what it held,
@@ -542,6 +577,7 @@ class ProcessEngine:
             self._workers.remove(w)
             lost = list(w.inflight)
             w.inflight.clear()
+            lost = [t for t in lost if not t.dropped]  # settled already
             verdicts = self._verdicts_locked(w, lost, exitcode)
             self._pending.extendleft(reversed([t for t in lost if t not in verdicts]))
             replace = self._state is EngineState.RUNNING or (
@@ -576,8 +612,12 @@ class ProcessEngine:
             return {}  # what it held is innocent: run it all again
         first = lost[0]
         pid = w.proc.pid
-        if doom is not None:  # ("timeout", task, offset): the task is the oldest
-            return {first: pinned(first.batch, doom[2], timeout_error(first.batch, doom[2], pid))}
+        if doom is not None:  # ("timeout", task, offset)
+            timed_out = doom[1]
+            if timed_out not in lost:  # force-cancelled meanwhile
+                return {}
+            late = timeout_error(timed_out.batch, doom[2], pid)
+            return {timed_out: pinned(timed_out.batch, doom[2], late)}
         seen = w.read_slot() if first.batch.timeout is not None else None
         if seen is not None and seen[0] == first.wire_key:
             offset = seen[1]  # the slot says which item it was running

@@ -11,6 +11,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
+from concurrent.futures import wait as futures_wait
 from typing import Any, TypeVar
 
 from . import _validate as v
@@ -100,6 +101,7 @@ class Pool(Executor):
         self._batches: dict[Future[Any], Batch] = {}  # submit futures not yet settled
         # submit() retries waiting out their backoff, and whose future they settle
         self._retrying: dict[threading.Timer, Future[Any]] = {}
+        self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         # A pool dropped without shutdown() still releases its workers (the
@@ -166,6 +168,7 @@ class Pool(Executor):
     ) -> Future[T]:
         self._check_open()
         future: Future[T] = self._backend.new_future()
+        future.add_done_callback(self._forget)
         attempts = 0
 
         def launch(first: bool) -> None:
@@ -173,7 +176,13 @@ class Pool(Executor):
             batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
             with self._lock:
                 self._batches[future] = batch
-            self._backend.submit(batch, done)
+                if policy.retries:
+                    self._may_retry.add(future)
+            try:
+                self._backend.submit(batch, done)
+            except BaseException:
+                self._forget(future)
+                raise
 
         def done(_: Batch, result: BatchResult | BaseException) -> None:
             nonlocal attempts
@@ -189,8 +198,6 @@ class Pool(Executor):
                 attempts += 1
                 self._later(policy.backoff(attempts), future, lambda: launch(False))
                 return
-            with self._lock:
-                self._batches.pop(future, None)
             _settle(future, result)
 
         launch(True)
@@ -204,22 +211,37 @@ class Pool(Executor):
         v.check_bool(force, "force")
         if future.cancel():
             return True
+        with self._lock:  # a retry waiting out its backoff is simply not run
+            timers = [t for t, f in self._retrying.items() if f is future]
+            for t in timers:
+                del self._retrying[t]
+        if timers:
+            timers[0].cancel()
+            _fail(future, CancelledError())
+            self._backend.wake()
+            return True
         if not force or future.done() or not self._backend.supports_kill:
             return False
         with self._lock:
             batch = self._batches.get(future)
         return batch is not None and self._backend.kill(batch)
 
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._batches.pop(future, None)
+
     def _later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
         """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
 
         def fire() -> None:
             with self._lock:
-                self._retrying.pop(timer, None)
+                if self._retrying.pop(timer, None) is None:
+                    return  # cancelled meanwhile
             try:
                 action()
             except BaseException as exc:  # the pool closed meanwhile, ...
                 _fail(future, exc)
+                self._backend.wake()  # a caller may be polling for this future
 
         timer = threading.Timer(delay, fire)
         timer.daemon = True
@@ -340,25 +362,23 @@ class Pool(Executor):
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
 
     def _settle_retries(self, wait: bool) -> None:
-        """Before the backend closes: let submit() retries waiting out a backoff
-        finish (``wait``), or cancel them."""
-        while True:
-            with self._lock:
-                if not self._retrying:
+        """Before the backend closes: let submit() calls that may still be retried
+        finish (``wait``), or cancel the retries waiting out a backoff."""
+        if wait:
+            while True:
+                with self._lock:
+                    futures = [f for f in self._batches if f in self._may_retry]
+                if not futures:
                     return
-                if not wait:
-                    timers = list(self._retrying.items())
-                    self._retrying.clear()
-                else:
-                    timers = []
-                    futures = list(self._batches)
-            if not wait:
-                for timer, future in timers:
-                    timer.cancel()
-                    _fail(future, CancelledError())  # it counts as running: not cancel()
-                return
-            for future in futures:
-                future.exception()  # waits (and polls, on the process engine)
+                futures_wait(futures)
+        with self._lock:
+            timers = list(self._retrying.items())
+            self._retrying.clear()
+        for timer, future in timers:
+            timer.cancel()
+            _fail(future, CancelledError())  # it counts as running: not cancel()
+        if timers:
+            self._backend.wake()
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled; running process tasks are killed

@@ -137,6 +137,7 @@ class InputSource:
         self.position = 0
         self._seq: Sequence[Any] | None = None
         self._iter: Iterator[Any] | None = None
+        self.error: Exception | None = None  # what a lazy input raised, if it did
         only: Any = iterables[0] if len(iterables) == 1 else None
         if isinstance(only, (range, list, tuple)) or _is_array(only):
             self._seq = only
@@ -160,7 +161,14 @@ class InputSource:
             items = self._seq[start : start + n]
         else:
             assert self._iter is not None
-            items = list(itertools.islice(self._iter, n))
+            items = []
+            try:
+                items.extend(itertools.islice(self._iter, n))
+            except Exception as exc:
+                # The input itself failed: what it gave before still runs; the
+                # run raises this once those results are out.
+                self.error = exc
+                self._iter = iter(())
         if not len(items):
             return None
         self.position = start + len(items)
@@ -233,6 +241,8 @@ class MapRun:
             while True:
                 self._fill(len(ready))
                 if not self._inflight and not self._delayed and not self._retry:
+                    if self._source.error is not None:
+                        raise self._source.error
                     break
                 for start, covered, out, error in self._collect():
                     if not self._policy.ordered:

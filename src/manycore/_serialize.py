@@ -199,6 +199,10 @@ def describe_unpicklable(
     """Find the first argument that cannot be pickled and say which it is."""
     named: list[tuple[str, Any]] = [(f"{what} {i}", a) for i, a in enumerate(args)]
     named += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+    return _first_unpicklable(named)
+
+
+def _first_unpicklable(named: list[tuple[str, Any]]) -> SerializationError | None:
     for label, value in named:
         try:
             dumps(value)
@@ -219,7 +223,12 @@ def describe_batch(batch: Batch) -> SerializationError:
     else:
         err = None
         for offset, item in enumerate(batch.items):
-            err = describe_unpicklable([item], None, f"input item {batch.start + offset}:")
+            label = f"input item {batch.start + offset}"
+            if batch.star and isinstance(item, (tuple, list)):
+                named = [(f"argument {i} of {label}", a) for i, a in enumerate(item)]
+            else:
+                named = [(label, item)]
+            err = _first_unpicklable(named)
             if err is not None:
                 break
     return err or SerializationError("cannot pickle the task's arguments")

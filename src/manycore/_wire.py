@@ -10,8 +10,8 @@ What the frames hold:
 * parent -> worker, then one per batch: a 4-byte head size, the pickled head
   ``(key, fn_id, fn_blob or None, reset_cache, star)``, then the pickled body
   ``(items, kwargs)``, pickled once in the caller's thread and never copied;
-* worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed)`` or of
-  ``(INIT_FAILED, error_wire)``.
+* worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed, unrun)``
+  or of ``(INIT_FAILED, error_wire)``; ``(RETIRE,)`` after a worker's last result.
 """
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ _SMALL = 1 << 16
 RESULT = 1
 INIT_FAILED = 2
 CONFIG = 3
+RETIRE = 4  # the worker exits after the result before this (task or memory limit)
+
+# The progress slot a worker shares with the parent (a small memfd), a seqlock:
+# the worker makes GEN odd, writes RUNNING, makes GEN even again; a reader that
+# sees GEN odd or changed across its read discards what it read.
+GEN = struct.Struct("<q")
+RUNNING = struct.Struct("<qqd")  # at GEN.size: batch key, item offset, monotonic start
+SKIP = struct.Struct("<q")  # at SKIP_AT: key of a queued batch the worker must skip
+SKIP_AT = GEN.size + RUNNING.size
+SLOT_SIZE = SKIP_AT + SKIP.size
 
 
 def frame(payload: bytes) -> list[bytes]:

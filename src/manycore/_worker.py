@@ -38,18 +38,16 @@ from ._serialize import loads_code
 __all__ = ["main"]
 
 _HEAD = struct.Struct("<I")  # size of the task's head, before its body
-# The progress slot shared with the parent: batch key, item offset, start time
-# (time.monotonic(), the same clock in every process). See _workerproc.Slot.
-_SLOT = struct.Struct("<qqd")
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
 
 
-def _encode_result(key: int, result: BatchResult, retire: bool) -> bytes:
+def _encode_result(key: int, result: BatchResult) -> bytes:
     failures = None
     if result.failures:
         failures = {i: pack_exception(e) for i, e in result.failures.items()}
-    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, retire)
+    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun)
     try:
         return pickle.dumps(message, 5)
     except Exception:
@@ -73,7 +71,7 @@ def _encode_result(key: int, result: BatchResult, retire: bool) -> bytes:
                 f"back from the worker: {exc}"
             )
             failures[i] = pack_exception(err)
-    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, retire)
+    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun)
     return pickle.dumps(message, 5)
 
 
@@ -87,6 +85,7 @@ class _Limits:
         self.max_memory = max_memory
         self.done = 0  # items run so far
         self.key = 0  # the batch being run (for the slot)
+        self._gen = 0  # the slot's seqlock counter (see _wire)
         self._statm = -1
 
     def run(self, fn: Any, items: Any, star: bool, kwargs: Any, track: bool) -> tuple[Any, bool]:
@@ -96,6 +95,9 @@ class _Limits:
         todo = items[:budget] if budget < n else items
         if (track and self.slot is not None) or self.max_memory is not None:
             result = run_tracked(fn, todo, star, kwargs, BaseException, self._mark)
+            # Nothing runs now: sending the result must not count against the last
+            # item's timeout, nor a stale record against the next batch.
+            self._publish(0, -1, 0.0)
         else:
             result = run_batch(fn, todo, star, kwargs, BaseException)
         ran = len(todo) - sum(hi - lo for lo, hi in result.unrun or ())
@@ -112,9 +114,17 @@ class _Limits:
     def _mark(self, offset: int) -> bool:
         if offset and self._over_memory():
             return False  # the item before pushed memory past the limit: retire
-        if self.slot is not None:
-            _SLOT.pack_into(self.slot, 0, self.key, offset, time.monotonic())
+        self._publish(self.key, offset, time.monotonic())
         return True
+
+    def _publish(self, key: int, offset: int, started: float) -> None:
+        slot = self.slot
+        if slot is not None:
+            self._gen += 1  # odd: a write is under way
+            _wire.GEN.pack_into(slot, 0, self._gen)
+            _wire.RUNNING.pack_into(slot, _wire.GEN.size, key, offset, started)
+            self._gen += 1
+            _wire.GEN.pack_into(slot, 0, self._gen)
 
     def _over_memory(self) -> bool:
         return self.max_memory is not None and self._rss() > self.max_memory
@@ -164,7 +174,7 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
     if first is None:
         return 0
     _, init_blob, max_tasks, max_memory = pickle.loads(first)
-    slot = mmap.mmap(slot_fd, _SLOT.size) if slot_fd >= 0 else None
+    slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot_fd >= 0:
         os.close(slot_fd)
     if init_blob is not None:
@@ -195,15 +205,27 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
             fn = fns[fn_id] = loads_code(fn_blob)
         else:
             fn = fns[fn_id]
-        if plain and not track:
+        if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
+            # Cancelled while it waited in the pipe: the parent drops this reply.
+            result, retire = BatchResult([None] * len(items), None, 0.0), False
+        elif plain and not track:
             result, retire = run_batch(fn, items, star, kwargs, BaseException), False
         else:
             limits.key = key
             result, retire = limits.run(fn, items, star, kwargs, track)
         del items, fn
-        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result, retire)))
-        if retire:
+        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result)))
+        if retire:  # a message of its own: it must arrive even if the result won't load
+            _wire.write_all(result_fd, _wire.frame(pickle.dumps((_wire.RETIRE,), 5)))
             return 0
+
+
+def _close_in_child(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
@@ -211,6 +233,11 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A subprocess the task starts must not hold our pipes: the parent would see
+    # no end of file when it kills this worker (a timeout), nor we when it dies.
+    for fd in (task_fd, result_fd):
+        os.set_inheritable(fd, False)
+    os.register_at_fork(after_in_child=lambda: _close_in_child(task_fd, result_fd))
     threading.Thread(target=_watch_parent, args=(task_fd,), daemon=True).start()
     code = 1
     try:

@@ -18,7 +18,6 @@ from ._errors import PoolBroken, SerializationError, TaskTimeout, WorkerCrashed,
 from ._remote import rebuild
 
 __all__ = [
-    "SLOT",
     "Decoded",
     "WorkerHandle",
     "close_fd",
@@ -30,7 +29,6 @@ __all__ = [
 ]
 
 _HEAD = struct.Struct("<I")  # size of a task's head, before its pickled items
-SLOT = struct.Struct("<qqd")  # batch key, item offset, time.monotonic() it started
 
 
 def _slot_file() -> int:
@@ -42,7 +40,7 @@ def _slot_file() -> int:
 
         with tempfile.TemporaryFile() as file:
             fd = os.dup(file.fileno())
-    os.ftruncate(fd, SLOT.size)
+    os.ftruncate(fd, _wire.SLOT_SIZE)
     return fd
 
 
@@ -62,6 +60,11 @@ class WorkerHandle:
     # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
     doom: tuple[Any, ...] | None = None
 
+    def skip(self, key: int) -> None:
+        """Ask the worker not to run the batch sent as ``key`` (queued in its pipe)."""
+        if self.slot is not None:
+            _wire.SKIP.pack_into(self.slot, _wire.SKIP_AT, key)
+
     def close_slot(self) -> None:
         if self.slot is not None:
             self.slot.close()
@@ -70,15 +73,20 @@ class WorkerHandle:
     def read_slot(self) -> tuple[int, int, float] | None:
         """(batch key, item offset, start time) the worker last wrote, or None.
 
-        The worker writes the slot without a lock; a read that races a write is
-        caught by reading twice (a torn value is not seen the same way twice).
+        The worker writes it without a lock, as a seqlock (see :mod:`_wire`): a
+        read that races a write is discarded, and None ("nothing known") is safe:
+        the caller then assumes the item has not started.
         """
-        if self.slot is None:
+        slot = self.slot
+        if slot is None:
             return None
         for _ in range(3):
-            first = SLOT.unpack_from(self.slot, 0)
-            if first == SLOT.unpack_from(self.slot, 0):
-                return first
+            (gen,) = _wire.GEN.unpack_from(slot, 0)
+            if gen & 1:
+                continue
+            seen: tuple[int, int, float] = _wire.RUNNING.unpack_from(slot, _wire.GEN.size)
+            if _wire.GEN.unpack_from(slot, 0)[0] == gen:
+                return seen
         return None
 
     def send(
@@ -163,7 +171,7 @@ def start_worker(
     slot_fd = _slot_file()
     _launch.ENGINE_FDS.update((task_r, task_w, result_r, result_w, slot_fd))
     try:
-        slot = mmap.mmap(slot_fd, SLOT.size)
+        slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE)
         _wire.enlarge_pipe(task_w)
         _wire.enlarge_pipe(result_w)
         proc = _launch.launch(start_method, task_r, result_w, slot_fd)
@@ -202,9 +210,9 @@ def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
 class Decoded:
     """A result frame, decoded: the outcome, or the init error of a worker."""
 
-    outcome: BatchResult | BaseException
+    outcome: BatchResult | BaseException | None
     init_error: BaseException | None = None
-    retire: bool = False  # the worker exits after this result
+    retire: bool = False  # a RETIRE message: the worker exits now
 
 
 def decode_result(payload: bytes) -> Decoded:
@@ -218,9 +226,11 @@ def decode_result(payload: bytes) -> Decoded:
         return Decoded(err)
     if message[0] == _wire.INIT_FAILED:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
-    _, _key, values, failures, elapsed, unrun, retire = message
+    if message[0] == _wire.RETIRE:
+        return Decoded(None, retire=True)
+    _, _key, values, failures, elapsed, unrun = message
     errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
-    return Decoded(BatchResult(values, errors, elapsed, unrun), None, retire)
+    return Decoded(BatchResult(values, errors, elapsed, unrun))
 
 
 def crash_error(

@@ -89,6 +89,11 @@ class Backend(abc.ABC):
         """Context around a caller's ordinary blocking wait for this backend."""
         return nullcontext()
 
+    def wake(self) -> None:
+        """A future was settled outside this backend (a retry that could not be
+        sent): wake any thread polling for it."""
+        return None  # only a backend whose callers poll it needs to do anything
+
     def terminate(self) -> None:
         """Stop now: cancel what waits, and kill what runs where the engine can."""
         self.shutdown(wait=False, cancel_pending=True)

@@ -47,6 +47,9 @@ class ProcessBackend(Backend):
     def cancel(self, batch: Batch) -> bool:
         return self._engine.cancel(batch)
 
+    def wake(self) -> None:
+        self._engine.wake()
+
     def kill(self, batch: Batch) -> bool:
         return self._engine.kill(batch)
 

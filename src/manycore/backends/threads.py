@@ -44,7 +44,12 @@ class ThreadBackend(Backend):
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # idle threads wait here for work
+        # The watchdog waits on its own condition (same lock): a notify() meant for
+        # an idle thread must never be swallowed by the watchdog.
+        self._alarm = threading.Condition(lock)
+        self._drained = threading.Condition(lock)  # a thread left: shutdown may be done
         self._work: deque[tuple[Batch, Done]] = deque()
         self._threads: set[threading.Thread] = set()  # not abandoned
         self._idle = 0
@@ -64,7 +69,9 @@ class ThreadBackend(Backend):
             self._work.append((batch, done))
             if self._idle:
                 self._cond.notify()
-            elif len(self._threads) < self.workers:
+            # A woken thread counts as idle until it takes its item: start another
+            # only when there are more items than takers.
+            if len(self._work) > self._idle and len(self._threads) < self.workers:
                 self._start_thread_locked()
             if batch.timeout is not None and self._watchdog is None:
                 self._watchdog = threading.Thread(
@@ -91,13 +98,16 @@ class ThreadBackend(Backend):
                 self._work.clear()
             threads = list(self._threads)
             self._cond.notify_all()
+            self._alarm.notify()
         for batch, done in dropped:
             done(batch, CancelledError())
-        if wait:
-            me = threading.current_thread()
-            for t in threads:
-                if t is not me:
-                    t.join()
+        me = threading.current_thread()
+        if wait and me not in threads:
+            # Wait for the work to drain, not for the threads themselves: one that
+            # was abandoned after a timeout may never return, and is not waited for.
+            with self._cond:
+                while self._work or self._threads:
+                    self._drained.wait()
 
     # ----------------------------------------------------------------- threads
 
@@ -118,7 +128,8 @@ class ThreadBackend(Backend):
                     self._idle -= 1
                 if not self._work:  # closing and nothing left
                     self._threads.discard(me)
-                    self._cond.notify_all()
+                    self._alarm.notify()  # the watchdog may stop when none is left
+                    self._drained.notify_all()
                     return
                 batch, done = self._work.popleft()
             if batch.claim is not None and not batch.claim():
@@ -134,7 +145,7 @@ class ThreadBackend(Backend):
         run = _Running(batch, done, me)
         with self._cond:
             self._running[batch] = run
-            self._cond.notify_all()  # the watchdog now has a deadline to watch
+            self._alarm.notify()  # the watchdog now has a deadline to watch
 
         def mark(offset: int) -> bool:
             if run.abandoned:
@@ -161,6 +172,7 @@ class ThreadBackend(Backend):
                 dropped = list(self._work)
                 self._work.clear()
                 self._threads.discard(threading.current_thread())
+                self._drained.notify_all()
             err = self._broken()
             for batch, done in dropped:
                 done(batch, err)
@@ -181,7 +193,7 @@ class ThreadBackend(Backend):
         while True:
             expired: list[tuple[_Running, int]] = []
             with self._cond:
-                if self._closing and not self._threads:
+                if self._closing and not self._threads and not self._work:
                     self._watchdog = None
                     return
                 now = time.monotonic()
@@ -196,14 +208,15 @@ class ThreadBackend(Backend):
                         run.abandoned = True
                         expired.append((run, seen[0]))
                         self._threads.discard(run.thread)
-                        if not self._closing:
+                        if not self._closing or self._work:
                             self._start_thread_locked()
+                        self._drained.notify_all()
                     else:
                         wait = left if wait is None else min(wait, left)
                 for run, _ in expired:
                     self._running.pop(run.batch, None)
                 if not expired:
-                    self._cond.wait(wait)
+                    self._alarm.wait(wait)
             for run, offset in expired:
                 run.done(run.batch, _timed_out(run.batch, offset))
 

@@ -1,0 +1,92 @@
+"""Ctrl-C in the parent, and the parent's sudden death."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import PROCESS_BACKENDS
+
+SCRIPT = """
+import sys, time
+import manycore as mc
+
+def slow(x):
+    time.sleep(30)
+    return x
+
+print("ready", flush=True)
+try:
+    {call}
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    raise
+"""
+
+CALLS = {
+    "map": "mc.map(slow, range(10), workers=2, start_method={method!r})",
+    "imap": "list(mc.imap(slow, range(10), workers=2, start_method={method!r}))",
+    "pool": (
+        "with mc.Pool(2, start_method={method!r}) as pool:\n        pool.map(slow, range(10))"
+    ),
+}
+
+
+def _start(
+    tmp_path: Path, call: str, method: str
+) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(SCRIPT).format(call=CALLS[call].format(method=method)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 20
+    while len(parent.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the workers are inside slow() now
+    workers = parent.children(recursive=True)
+    assert len(workers) == 2
+    return proc, workers
+
+
+def _gone_within(workers: list[psutil.Process], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_ctrl_c_stops_everything_within_a_second(
+    tmp_path: Path, call: str, backend: tuple[str, str]
+) -> None:
+    proc, workers = _start(tmp_path, call, backend[1])
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 1.0, err
+    assert "interrupted" in out
+    assert "KeyboardInterrupt" in err  # re-raised to the top
+    assert proc.returncode != 0
+    assert _gone_within(workers, 1.0), [w.pid for w in workers if w.is_running()]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, backend: tuple[str, str]) -> None:
+    proc, workers = _start(tmp_path, "map", backend[1])
+    proc.kill()  # SIGKILL: no cleanup code runs in the parent
+    proc.communicate(timeout=10)
+    assert _gone_within(workers, 5.0), [w.pid for w in workers if w.is_running()]

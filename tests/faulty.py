@@ -1,0 +1,122 @@
+"""Task functions for the fault suite (module level: importable in every worker)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import threading
+import time
+from typing import Any
+
+GOOD = 10  # every non-faulty item x returns x * GOOD
+
+
+def expected(x: int) -> int:
+    return x * GOOD
+
+
+def hang_on(x: int, bad: int = 5, seconds: float = 2.0) -> int:
+    """Sleeps (releasing the GIL) on ``bad``."""
+    if x == bad:
+        time.sleep(seconds)
+    return x * GOOD
+
+
+def spin_in_c_on(x: int, bad: int = 5) -> int:
+    """On ``bad``, a catastrophic regular expression: minutes of C code that never
+    releases the GIL (no alarm or thread in the worker could interrupt it)."""
+    if x == bad:
+        re.match(r"(a+)+$", "a" * 40 + "b")
+    return x * GOOD
+
+
+def die_on(arg: tuple[str, int], bad: int = 3) -> int:
+    """Kills its own worker on ``bad``: by os._exit, a segfault, or SIGKILL."""
+    how, x = arg
+    if x == bad:
+        if how == "exit":
+            os._exit(7)
+        elif how == "segfault":
+            ctypes.string_at(0)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return x * GOOD
+
+
+def pid_and(x: int) -> tuple[int, int]:
+    return os.getpid(), x * GOOD
+
+
+_HOARD: list[bytes] = []
+
+
+def hoard(x: int, megabytes: int = 40) -> tuple[int, int]:
+    """Leaks ``megabytes`` per call (touched, so resident): a leaky extension."""
+    _HOARD.append(b"\1" * (megabytes << 20))
+    return os.getpid(), x * GOOD
+
+
+def rss(_: Any = None) -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def lock_on(x: int, bad: int = 4) -> Any:
+    """Returns something that cannot be pickled on ``bad``."""
+    return threading.Lock() if x == bad else x * GOOD
+
+
+class TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt from its args."""
+
+    def __init__(self, a: str, b: str):
+        super().__init__(f"{a} and {b}")
+
+
+class LockedError(Exception):
+    """Carries an attribute that cannot be pickled."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def odd_error_on(arg: tuple[str, int], bad: int = 2) -> int:
+    kind, x = arg
+    if x == bad:
+        if kind == "init":
+            raise TwoArgError("left", "right")
+        if kind == "attr":
+            raise LockedError("has a lock")
+        raise ValueError("huge " + "x" * (8 << 20))
+    return x * GOOD
+
+
+def base_exception_on(arg: tuple[str, int], bad: int = 2) -> int:
+    kind, x = arg
+    if x == bad:
+        if kind == "exit":
+            raise SystemExit(4)
+        raise KeyboardInterrupt
+    return x * GOOD
+
+
+def once_slow(arg: tuple[str, int]) -> int:
+    """Hangs the first time it sees ``x == 2`` (marker file shared by the workers)."""
+    folder, x = arg
+    marker = os.path.join(folder, f"slow-{x}")
+    if x == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(5)
+    return x * GOOD
+
+
+def broken_input(n: int, bad: int) -> Any:
+    """A generator that raises at position ``bad``."""
+    for i in range(n):
+        if i == bad:
+            raise LookupError("the input source failed")
+        yield i
