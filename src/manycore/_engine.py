@@ -141,6 +141,7 @@ class ProcessEngine:
         self._fn_ids: dict[bytes, int] = {}
         self._next_fn_id = 0
         self._next_key = 0
+        self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
         # The wake-up pipe's write end is used from any thread, also after close:
@@ -188,6 +189,8 @@ class ProcessEngine:
                 self._next_fn_id += 1
                 fn_id = self._fn_ids[fn_blob] = self._next_fn_id
             self._pending.append(_Task(batch, done, fn_id, fn_blob, body))
+            if batch.timeout is not None:
+                self._timed += 1
             self._dispatch_locked()
         self._turns.notify_work()
 
@@ -200,7 +203,7 @@ class ProcessEngine:
                     break
             else:
                 return False
-        task.done(batch, CancelledError())
+        self._finish(task, CancelledError())
         return True
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
@@ -212,7 +215,7 @@ class ProcessEngine:
             if cancel_pending:
                 self._pending.clear()
         for task in cancelled:
-            task.done(task.batch, CancelledError())
+            self._finish(task, CancelledError())
         self._turns.close()
         self._wake()
         if wait and self._may_join():
@@ -228,7 +231,7 @@ class ProcessEngine:
             for w in self._workers:
                 w.proc.kill()
         for task in tasks:
-            task.done(task.batch, CancelledError())
+            self._finish(task, CancelledError())
         self._turns.close()
         self._wake()
         if self._may_join():
@@ -422,7 +425,7 @@ class ProcessEngine:
                     return delivered
                 task, outcome = self._ready.popleft()
             delivered = True
-            task.done(task.batch, outcome)
+            self._finish(task, outcome)
 
     def _drain_wake(self) -> None:
         try:
@@ -496,9 +499,18 @@ class ProcessEngine:
                 self._broken = error
             self._ready.extend((t, err) for t in self._take_all_locked())
 
+    def _finish(self, task: _Task, outcome: BatchResult | BaseException) -> None:
+        """Hand a task its outcome (every task ends here, exactly once)."""
+        if task.batch.timeout is not None:
+            with self._lock:
+                self._timed -= 1
+        task.done(task.batch, outcome)
+
     def _enforce_timeouts(self) -> float | None:
         """Kill each worker whose current item overstayed its batch's timeout;
         seconds until the next item could time out (None: nothing is timed)."""
+        if self._timed <= 0:
+            return None  # the common case costs nothing per poll
         now = time.monotonic()
         soonest: float | None = None
         with self._lock:
@@ -550,7 +562,7 @@ class ProcessEngine:
                     w.skip(task.wire_key)
                 self._ready.append((task, CancelledError()))
         if w is None:
-            task.done(batch, CancelledError())
+            self._finish(task, CancelledError())
         else:
             self._wake()
             self._turns.notify_work()
