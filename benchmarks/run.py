@@ -980,6 +980,12 @@ def main(argv: list[str] | None = None) -> int:
     report = render(args, workloads, loops_per_ms, load)
     print(report)
     if args.output is not None:
+        # Sections written by other scripts (soak.py's "## Soak") are kept.
+        if args.output.exists():
+            old = args.output.read_text(encoding="utf-8")
+            kept = old.find("\n## Soak")
+            if kept >= 0:
+                report = report.rstrip("\n") + "\n" + old[kept:]
         args.output.write_text(report, encoding="utf-8")
         print(f"written to {args.output}", file=sys.stderr)
     return 0

@@ -115,16 +115,20 @@ def run_batch(
                 for x in rest:
                     append(fn(x))
         except catch as exc:
-            tb = exc.__traceback__
-            if tb is not None and tb.tb_next is not None:
-                # Start the traceback at the user's function, not at this loop.
-                exc.__traceback__ = tb.tb_next
             if failures is None:
                 failures = {}
-            failures[len(values)] = exc
+            failures[len(values)] = _from_user_code(exc)
             append(None)
         pos = len(values)
     return BatchResult(values, failures, time.perf_counter() - started)
+
+
+def _from_user_code(exc: BaseException) -> BaseException:
+    """Start the traceback at the user's function, not at the loop that called it."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        exc.__traceback__ = tb.tb_next
+    return exc
 
 
 def run_tracked(
@@ -160,12 +164,9 @@ def run_tracked(
             else:
                 values.append(fn(args))
         except catch as exc:
-            tb = exc.__traceback__
-            if tb is not None and tb.tb_next is not None:
-                exc.__traceback__ = tb.tb_next
             if failures is None:
                 failures = {}
-            failures[offset] = exc
+            failures[offset] = _from_user_code(exc)
             values.append(None)
     return BatchResult(values, failures, time.perf_counter() - started)
 
