@@ -120,3 +120,49 @@ def broken_input(n: int, bad: int) -> Any:
         if i == bad:
             raise LookupError("the input source failed")
         yield i
+
+
+def shm_names(arr: Any) -> list[str]:
+    """The manycore segments in /dev/shm while this task holds ``arr``."""
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith("manycore-"))
+
+
+def array_sum(arr: Any) -> float:
+    return float(arr.sum())
+
+
+def double(arr: Any) -> Any:
+    return arr * 2
+
+
+_STASH: list[Any] = []
+
+
+def stash_and_sum(arr: Any) -> float:
+    """Keeps the argument array after returning (a cache in the worker)."""
+    _STASH.append(arr)
+    return float(arr.sum())
+
+
+def stashed_sums(_: Any = None) -> list[float]:
+    return [float(a.sum()) for a in _STASH]
+
+
+def fill_slice(args: tuple[Any, int, int]) -> int:
+    out, lo, hi = args
+    import numpy as np
+
+    out[lo:hi] = np.arange(lo, hi)
+    return hi - lo
+
+
+def make_shared(n: int) -> Any:
+    import manycore as mc
+
+    arr = mc.shared_array((n,), "int64")
+    arr[:] = 5
+    return arr
+
+
+def die_with_array(arr: Any) -> None:
+    os._exit(3)

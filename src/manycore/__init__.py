@@ -35,6 +35,7 @@ __all__ = [
     "imap",
     "map",
     "register_backend",
+    "shared_array",
     "shutdown_default_pools",
     "starmap",
     "usable_cpus",
@@ -63,6 +64,7 @@ _SOURCES = {
     "BackendOptions": "backends",
     "backend_names": "backends",
     "register_backend": "backends",
+    "shared_array": "_shared",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
@@ -81,6 +83,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._failure import Failure
     from ._launch import START_METHODS
     from ._pool import Pool, PoolState
+    from ._shared import shared_array
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 

@@ -46,7 +46,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from . import _launch
+from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done, pinned
 from ._errors import PoolBroken, PoolClosed
 from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
@@ -84,6 +84,11 @@ class _Task:
     fn_id: int
     fn_blob: bytes
     body: bytes
+    oob: tuple[str, list[tuple[int, int]]] | None = None  # where its large buffers are
+    segment: _shm.Segment | None = None  # holding them; given back when the task ends
+    # No worker can still use the segment: it was never sent, the worker said it
+    # kept no array of it, or the worker is dead. Only then is it reused.
+    clean: bool = True
     claimed: bool = False  # its future was marked running (done once, even if re-sent)
     wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
     dropped: bool = False  # force-cancelled: settled already; ignore its result
@@ -141,6 +146,8 @@ class ProcessEngine:
         self._fn_ids: dict[bytes, int] = {}
         self._next_fn_id = 0
         self._next_key = 0
+        self._segments = _shm.SegmentPool()
+        _shm.remove_orphans()  # left by processes killed before they could clean up
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
@@ -175,12 +182,22 @@ class ProcessEngine:
         cannot be pickled raises at once and names itself.
         """
         fn_blob = batch.fn_blob if batch.fn_blob is not None else dumps_fn(batch.fn)
+        big: list[memoryview] | None = [] if _shm.available() else None
         try:
-            body = dumps((batch.items, batch.kwargs))
+            body = dumps((batch.items, batch.kwargs), big)
         except Exception:
             raise describe_batch(batch) from None
+        segment = None
+        oob = None
+        if big:  # large buffers: one copy into shared memory, not through the pipe
+            segment = self._segments.take(_shm.layout(big)[1])
+            segment, spans = _shm.pack(big, segment)
+            oob = (segment.name, spans)
+            del big
         with self._lock:
             if self._state is not EngineState.RUNNING:
+                if segment is not None:
+                    self._segments.give(segment, reusable=True)
                 raise self._refusal()
             fn_id = self._fn_ids.get(fn_blob)
             if fn_id is None:
@@ -188,7 +205,7 @@ class ProcessEngine:
                     self._fn_ids.clear()  # ids are never reused: this only re-sends
                 self._next_fn_id += 1
                 fn_id = self._fn_ids[fn_blob] = self._next_fn_id
-            self._pending.append(_Task(batch, done, fn_id, fn_blob, body))
+            self._pending.append(_Task(batch, done, fn_id, fn_blob, body, oob, segment))
             if batch.timeout is not None:
                 self._timed += 1
             self._dispatch_locked()
@@ -335,10 +352,18 @@ class ProcessEngine:
     def _send_locked(self, w: WorkerHandle, task: _Task) -> None:
         self._next_key += 1
         task.wire_key = self._next_key
+        task.clean = task.segment is None
         w.inflight.append(task)
         track = task.batch.timeout is not None
         sent = w.send(
-            task.wire_key, task.fn_id, task.fn_blob, task.batch.star, track, task.body, _FN_LIMIT
+            task.wire_key,
+            task.fn_id,
+            task.fn_blob,
+            task.batch.star,
+            track,
+            task.oob,
+            task.body,
+            _FN_LIMIT,
         )
         if sent is None:
             # The worker died while idle: the task never reached it. Put it back for
@@ -456,6 +481,7 @@ class ProcessEngine:
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()
                 task = w.inflight.popleft()
+                task.clean = not decoded.kept
                 if task.dropped:
                     continue
                 outcome = decoded.outcome
@@ -504,6 +530,9 @@ class ProcessEngine:
         if task.batch.timeout is not None:
             with self._lock:
                 self._timed -= 1
+        if task.segment is not None:
+            self._segments.give(task.segment, reusable=task.clean)
+            task.segment = None
         task.done(task.batch, outcome)
 
     def _enforce_timeouts(self) -> float | None:
@@ -589,6 +618,8 @@ class ProcessEngine:
             self._workers.remove(w)
             lost = list(w.inflight)
             w.inflight.clear()
+            for task in lost:
+                task.clean = True  # its worker, and the worker's mappings, are gone
             lost = [t for t in lost if not t.dropped]  # settled already
             verdicts = self._verdicts_locked(w, lost, exitcode)
             self._pending.extendleft(reversed([t for t in lost if t not in verdicts]))
@@ -596,6 +627,7 @@ class ProcessEngine:
                 self._state is EngineState.CLOSING and bool(self._pending)
             )
         self._release(w)
+        _shm.remove_segments_of(w.proc.pid)  # a result it made but never sent
         if replace:
             try:
                 fresh = start_worker(*self._worker_config)
@@ -676,6 +708,9 @@ class ProcessEngine:
             self._turns.release()
         self._deliver()
         stop_workers(workers, _STOP_GRACE)
+        self._segments.close()
+        for w in workers:
+            _shm.remove_segments_of(w.proc.pid)  # results a dying worker left
 
 
 # Engines still running at exit are stopped rather than waited for: nobody is left

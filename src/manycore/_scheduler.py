@@ -34,6 +34,8 @@ _MAX_BATCH = 1 << 20
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 _BACKOFF_FIRST = 0.05  # seconds before the first retry of an item; doubles each time
 _BACKOFF_MAX = 2.0
+_BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
+_BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
 
 
 class ChunkPlanner:
@@ -129,6 +131,17 @@ def _is_array(obj: Any) -> bool:
     return np is not None and isinstance(obj, np.ndarray) and obj.ndim > 0
 
 
+def _array_bytes(item: Any) -> int:
+    """Bytes of NumPy array data in ``item`` (an array, or a tuple of arguments),
+    if that makes it a big item; else 0. NumPy is never imported here."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return 0
+    parts = item if isinstance(item, tuple) else (item,)
+    total = sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
+    return total if total >= _BIG_ITEM else 0
+
+
 class InputSource:
     """Cuts the input into slices: sequences by slicing, iterators lazily."""
 
@@ -138,6 +151,7 @@ class InputSource:
         self._seq: Sequence[Any] | None = None
         self._iter: Iterator[Any] | None = None
         self.error: Exception | None = None  # what a lazy input raised, if it did
+        self.item_bytes = 0  # array bytes in one item, when items are big arrays
         only: Any = iterables[0] if len(iterables) == 1 else None
         if isinstance(only, (range, list, tuple)) or _is_array(only):
             self._seq = only
@@ -171,6 +185,8 @@ class InputSource:
                 self._iter = iter(())
         if not len(items):
             return None
+        if start == 0:
+            self.item_bytes = _array_bytes(items[0])
         self.position = start + len(items)
         return start, items
 
@@ -287,6 +303,12 @@ class MapRun:
                 # A lazy input is read at most about as far ahead as the consumer
                 # has got: an endless generator costs bounded memory and time.
                 limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
+                if self._source.item_bytes:
+                    # Big items (arrays) go a few at a time: copying a batch into
+                    # shared memory delays its start, and a small batch overlaps
+                    # the copy of the next with the work on this one.
+                    cap = max(1, _BATCH_BYTES // self._source.item_bytes)
+                    limit = cap if limit is None else min(limit, cap)
                 size = self._planner.next_size(remaining, limit)
                 taken = self._source.take(size)
                 if taken is None:

@@ -27,6 +27,7 @@ import cloudpickle
 
 from ._batch import Batch
 from ._errors import SerializationError
+from ._shm import THRESHOLD
 
 __all__ = [
     "describe_batch",
@@ -47,18 +48,47 @@ _value_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
 )
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; fall back to cloudpickle where plain pickle cannot serve."""
+def dumps(obj: Any, big: list[memoryview] | None = None, *, to_worker: bool = True) -> bytes:
+    """Pickle ``obj``; fall back to cloudpickle where plain pickle cannot serve.
+
+    With ``big``, buffers of at least :data:`_shm.THRESHOLD` bytes (NumPy arrays and
+    other protocol-5 buffers) are left out of the pickle and appended to ``big``,
+    to travel through shared memory; ``loads(data, buffers=big)`` puts them back.
+    ``to_worker=False`` (a result, on its way to the parent): references to
+    ``__main__`` stay references, since the parent has that module.
+    """
+    keep = None if big is None else _out_of_band(big)
     try:
-        data = pickle.dumps(obj, PROTOCOL)
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=keep)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return _cloud_dumps(obj, big)
     # A reference to __main__ would not resolve in a worker (it does not run the
     # user's script), so send such objects by value. A string that merely contains
     # the word costs one extra pickling, nothing more.
-    if b"__main__" in data:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    if to_worker and b"__main__" in data:
+        return _cloud_dumps(obj, big)
     return data
+
+
+def _cloud_dumps(obj: Any, big: list[memoryview] | None) -> bytes:
+    if big is not None:
+        big.clear()  # a first, failed attempt may have collected some
+    keep = None if big is None else _out_of_band(big)
+    return cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)  # type: ignore[no-any-return]
+
+
+def _out_of_band(big: list[memoryview]) -> Callable[[pickle.PickleBuffer], bool]:
+    def keep_in_band(buf: pickle.PickleBuffer) -> bool:
+        try:
+            view = buf.raw()
+        except BufferError:  # not contiguous: pickled in the stream
+            return True
+        if view.nbytes < THRESHOLD:
+            return True
+        big.append(view)
+        return False
+
+    return keep_in_band
 
 
 _MAIN_GLOBALS = "manycore:__main__.__dict__"

@@ -36,6 +36,7 @@ RESULT = 1
 INIT_FAILED = 2
 CONFIG = 3
 RETIRE = 4  # the worker exits after the result before this (task or memory limit)
+RESULT_OOB = 5  # (RESULT_OOB, segment name, spans, result pickled without its big buffers)
 
 # The progress slot a worker shares with the parent (a small memfd), a seqlock:
 # the worker makes GEN odd, writes RUNNING, makes GEN even again; a reader that

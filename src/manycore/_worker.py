@@ -17,6 +17,7 @@ replacement.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -30,10 +31,10 @@ from typing import Any
 
 import cloudpickle
 
-from . import _wire
+from . import _shm, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._remote import pack_exception
-from ._serialize import loads_code
+from ._serialize import dumps, loads_code
 
 __all__ = ["main"]
 
@@ -43,17 +44,13 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
 
 
-def _encode_result(key: int, result: BatchResult) -> bytes:
+def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     failures = None
     if result.failures:
         failures = {i: pack_exception(e) for i, e in result.failures.items()}
-    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun)
+    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, kept)
     try:
-        return pickle.dumps(message, 5)
-    except Exception:
-        pass
-    try:
-        return cloudpickle.dumps(message, 5)  # type: ignore[no-any-return]
+        return _with_big_buffers(message)
     except Exception:
         pass
     # Some value will not pickle: fail those items alone, keep the others.
@@ -71,8 +68,21 @@ def _encode_result(key: int, result: BatchResult) -> bytes:
                 f"back from the worker: {exc}"
             )
             failures[i] = pack_exception(err)
-    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun)
-    return pickle.dumps(message, 5)
+    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, kept)
+    return _with_big_buffers(message)
+
+
+def _with_big_buffers(message: Any) -> bytes:
+    """Pickle a result message; its large buffers go into a shared-memory segment
+    that the parent maps (and removes), and the pipe carries only their places."""
+    big: list[memoryview] | None = [] if _shm.available() else None
+    data = dumps(message, big, to_worker=False)
+    if not big:
+        return data
+    segment, spans = _shm.pack(big)
+    del big
+    segment.close()
+    return pickle.dumps((_wire.RESULT_OOB, segment.name, spans, data), 5)
 
 
 class _Limits:
@@ -148,7 +158,7 @@ class _Limits:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _watch_parent(task_fd: int) -> None:
+def _watch_parent(task_fd: int, parent: int) -> None:
     """Exit when the parent is gone, even while a task runs.
 
     The parent holds the only write end of the task pipe, so the pipe hangs up
@@ -166,6 +176,12 @@ def _watch_parent(task_fd: int) -> None:
         if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
             break
     time.sleep(_ORPHAN_GRACE)
+    # Only a parent that died leaves us here (a closing pool ends us earlier):
+    # remove the segments it and we made; nobody else will.
+    if os.getppid() != parent:  # really orphaned (not a slow normal close)
+        with contextlib.suppress(Exception):
+            _shm.remove_segments_of(parent)
+            _shm.remove_segments_of(os.getpid())
     os._exit(0)
 
 
@@ -196,8 +212,15 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
             return 0
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)
-        key, fn_id, fn_blob, reset, star, track = loads(view[4 : 4 + head_size])
-        items, kwargs = loads(view[4 + head_size :])
+        key, fn_id, fn_blob, reset, star, track, oob = loads(view[4 : 4 + head_size])
+        segment = None
+        if oob is None:
+            items, kwargs = loads(view[4 + head_size :])
+        else:  # its large buffers wait in shared memory: map them, copy nothing
+            segment = _shm.Segment.attach(oob[0], populate=False)
+            buffers = _shm.views(segment, oob[1])
+            items, kwargs = loads(view[4 + head_size :], buffers=buffers)
+            del buffers
         del view, data
         if reset:
             fns.clear()
@@ -213,8 +236,11 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
         else:
             limits.key = key
             result, retire = limits.run(fn, items, star, kwargs, track)
-        del items, fn
-        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result)))
+        del items, kwargs, fn
+        # An array the task (or its result) still holds keeps the mapping open:
+        # then the parent must not reuse the segment for another task.
+        kept = segment is not None and not segment.close()
+        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result, kept)))
         if retire:  # a message of its own: it must arrive even if the result won't load
             _wire.write_all(result_fd, _wire.frame(pickle.dumps((_wire.RETIRE,), 5)))
             return 0
@@ -233,12 +259,15 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import _shared
+
+    _shared.IN_WORKER = True
     # A subprocess the task starts must not hold our pipes: the parent would see
     # no end of file when it kills this worker (a timeout), nor we when it dies.
     for fd in (task_fd, result_fd):
         os.set_inheritable(fd, False)
     os.register_at_fork(after_in_child=lambda: _close_in_child(task_fd, result_fd))
-    threading.Thread(target=_watch_parent, args=(task_fd,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(task_fd, os.getppid()), daemon=True).start()
     code = 1
     try:
         code = _serve(task_fd, result_fd, slot_fd)

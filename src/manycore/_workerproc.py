@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _launch, _wire
+from . import _launch, _shm, _wire
 from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, SerializationError, TaskTimeout, WorkerCrashed, describe_exit
 from ._remote import rebuild
@@ -96,6 +96,7 @@ class WorkerHandle:
         fn_blob: bytes,
         star: bool,
         track: bool,
+        oob: tuple[str, list[tuple[int, int]]] | None,
         body: bytes,
         fn_limit: int,
     ) -> bool | None:
@@ -113,7 +114,7 @@ class WorkerHandle:
                 reset = True
             self.known.add(fn_id)
             blob = fn_blob
-        head = pickle.dumps((key, fn_id, blob, reset, star, track), 5)
+        head = pickle.dumps((key, fn_id, blob, reset, star, track, oob), 5)
         prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
         buffers = [prefix + body] if len(body) < 65536 else [prefix, body]
@@ -213,6 +214,19 @@ class Decoded:
     outcome: BatchResult | BaseException | None
     init_error: BaseException | None = None
     retire: bool = False  # a RETIRE message: the worker exits now
+    kept: bool = False  # the task kept arrays of its argument segment
+
+
+def _load_big(message: tuple[Any, ...]) -> Any:
+    """A result whose large buffers wait in a worker's segment: map it, remove its
+    name at once (the mapping lives on with the arrays), rebuild on top of it."""
+    _, name, spans, data = message
+    segment = _shm.Segment.attach(name)
+    segment.unlink()
+    try:
+        return pickle.loads(data, buffers=_shm.views(segment, spans))
+    finally:
+        segment.close()
 
 
 def decode_result(payload: bytes) -> Decoded:
@@ -224,13 +238,20 @@ def decode_result(payload: bytes) -> Decoded:
             "the returned object importable here?"
         )
         return Decoded(err)
+    if message[0] == _wire.RESULT_OOB:
+        try:
+            message = _load_big(message)
+        except Exception as exc:
+            return Decoded(
+                SerializationError(f"a result could not be unpickled in the parent: {exc!r}")
+            )
     if message[0] == _wire.INIT_FAILED:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
     if message[0] == _wire.RETIRE:
         return Decoded(None, retire=True)
-    _, _key, values, failures, elapsed, unrun = message
+    _, _key, values, failures, elapsed, unrun, kept = message
     errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
-    return Decoded(BatchResult(values, errors, elapsed, unrun))
+    return Decoded(BatchResult(values, errors, elapsed, unrun), kept=kept)
 
 
 def crash_error(
