@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -90,3 +91,66 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, backend: tuple[s
     proc.kill()  # SIGKILL: no cleanup code runs in the parent
     proc.communicate(timeout=10)
     assert _gone_within(workers, 5.0), [w.pid for w in workers if w.is_running()]
+
+
+SHM_SCRIPT = """
+import os, time
+import numpy as np
+import manycore as mc
+
+def total(a):
+    return float(a.sum())
+
+def crash(a):
+    os._exit(5)
+
+def slow(a):
+    time.sleep(30)
+    return a
+
+out = mc.shared_array((1 << 20,))
+arrays = [np.ones(1 << 18) for _ in range(8)]
+with mc.Pool(2, start_method={method!r}) as pool:
+    for _ in range(5):
+        assert pool.map(total, arrays) == [float(1 << 18)] * 8
+    try:
+        pool.map(crash, arrays[:2])
+    except mc.WorkerCrashed:
+        pass
+    print("ready", flush=True)
+    pool.map(slow, arrays)
+"""
+
+
+def _segments_of(pid: int) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"manycore-{pid}-")]
+
+
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_no_segment_left_after_crash_and_interrupt(
+    tmp_path: Path, backend: tuple[str, str], how: str
+) -> None:
+    pytest.importorskip("numpy")
+    script = tmp_path / "shm_job.py"
+    script.write_text(textwrap.dedent(SHM_SCRIPT).format(method=backend[1]))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    time.sleep(0.5)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert _segments_of(proc.pid)  # the shared array and the arguments in flight
+    if how == "interrupt":
+        proc.send_signal(signal.SIGINT)
+    else:
+        proc.kill()
+    proc.communicate(timeout=10)
+    assert _gone_within(workers, 5.0)
+    deadline = time.monotonic() + 5
+    while _segments_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _segments_of(proc.pid) == []
+    for w in workers:
+        assert _segments_of(w.pid) == []
