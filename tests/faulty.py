@@ -166,3 +166,12 @@ def make_shared(n: int) -> Any:
 
 def die_with_array(arr: Any) -> None:
     os._exit(3)
+
+
+def blas_threads(_: Any = None) -> list[int]:
+    """The thread counts of the BLAS libraries loaded in this worker."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    np.ones((4, 4)) @ np.ones((4, 4))  # make sure BLAS is loaded
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]

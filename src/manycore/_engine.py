@@ -53,6 +53,7 @@ from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
 from ._workerproc import (
     WorkerHandle,
+    WorkerSpec,
     close_fd,
     crash_error,
     decode_result,
@@ -131,12 +132,13 @@ class ProcessEngine:
         init_args: tuple[Any, ...] = (),
         max_tasks: int | None = None,
         max_memory: int | None = None,
+        blas_threads: int | None = None,
     ):
         self.workers = workers
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
         init_blob = dumps_code((init, tuple(init_args))) if init is not None else None
-        self._worker_config = (start_method, init_blob, max_tasks, max_memory)
+        self._spec = WorkerSpec(start_method, init_blob, max_tasks, max_memory, blas_threads)
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
         self._broken: BaseException | None = None
@@ -161,7 +163,7 @@ class ProcessEngine:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             for _ in range(workers):
-                self._add_worker(start_worker(*self._worker_config))
+                self._add_worker(start_worker(self._spec))
         except BaseException:
             self._close_everything()
             raise
@@ -630,7 +632,7 @@ class ProcessEngine:
         _shm.remove_segments_of(w.proc.pid)  # a result it made but never sent
         if replace:
             try:
-                fresh = start_worker(*self._worker_config)
+                fresh = start_worker(self._spec)
             except Exception as exc:  # cannot start processes any more: fail loudly
                 self._break(exc)
             else:

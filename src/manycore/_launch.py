@@ -136,13 +136,31 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def launch(method: str, task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:
+# The variables that BLAS and OpenMP libraries read for their thread count when
+# they load. (Libraries already loaded, in a forked worker, are limited with
+# threadpoolctl instead; see _worker.)
+BLAS_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
+
+def launch(
+    method: str, task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None = None
+) -> WorkerProcess:
     """Start a worker that reads tasks from ``task_fd`` and writes results to
-    ``result_fd``; ``slot_fd`` is its progress slot (shared memory)."""
+    ``result_fd``; ``slot_fd`` is its progress slot (shared memory). With
+    ``blas_threads``, BLAS/OpenMP libraries it loads use that many threads."""
     if method == "fork":
         return _fork(task_fd, result_fd, slot_fd)
     env = dict(os.environ)
     env["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
+    if blas_threads is not None:
+        env.update(dict.fromkeys(BLAS_ENV, str(blas_threads)))
     popen = subprocess.Popen(
         [sys.executable, "-c", _BOOT, str(task_fd), str(result_fd), str(slot_fd)],
         pass_fds=(task_fd, result_fd, slot_fd),

@@ -55,6 +55,9 @@ class Pool(Executor):
     that many items (for leaky C extensions). ``max_memory_per_worker``: a worker
     whose resident memory passes this many bytes (or ``"2GB"``-style string) is
     replaced after its current item. Both apply to the processes backend.
+    ``blas_threads``: threads each BLAS/OpenMP library (NumPy's linear algebra,
+    MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
+    workers, so that workers x threads never oversubscribes the machine.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Pool(Executor):
         on_error: str = "raise",
         max_tasks_per_worker: int | None = None,
         max_memory_per_worker: int | str | None = None,
+        blas_threads: int | None = None,
     ):
         workers = v.check_positive_int(workers, "workers")
         v.check_backend(backend)
@@ -87,14 +91,20 @@ class Pool(Executor):
                     f"{name} needs a backend whose workers can be restarted "
                     f"(backend='processes'), not backend={backend!r}"
                 )
+        blas_threads = v.check_positive_int(blas_threads, "blas_threads")
         self._defaults = _policy(Policy(), True, on_error, retries, retry_on, timeout)
+        workers = workers or default_workers(backend)
+        if blas_threads is None and backend_cls.needs_pickling:
+            # Workers x BLAS threads should not exceed the CPUs (no oversubscription).
+            blas_threads = max(1, usable_cpus() // workers)
         self._options = BackendOptions(
-            workers=workers or default_workers(backend),
+            workers=workers,
             start_method=start_method,
             init=init,
             init_args=init_args,
             max_tasks_per_worker=max_tasks,
             max_memory_per_worker=max_memory,
+            blas_threads=blas_threads,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING

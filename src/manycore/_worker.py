@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _shm, _wire
+from . import _launch, _shm, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._remote import pack_exception
 from ._serialize import dumps, loads_code
@@ -158,6 +158,22 @@ class _Limits:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+_blas_limit: Any = None  # keeps threadpoolctl's limit in force
+
+
+def _limit_blas(threads: int) -> None:
+    """Cap the threads of BLAS/OpenMP libraries: those loaded later read the
+    environment; those already loaded (a forked worker inherits NumPy) are
+    limited through threadpoolctl."""
+    global _blas_limit
+    for name in _launch.BLAS_ENV:
+        os.environ[name] = str(threads)
+    if "numpy" in sys.modules or "scipy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        _blas_limit = threadpool_limits(limits=threads)
+
+
 def _watch_parent(task_fd: int, parent: int) -> None:
     """Exit when the parent is gone, even while a task runs.
 
@@ -189,7 +205,9 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob, max_tasks, max_memory = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory, blas_threads = pickle.loads(first)
+    if blas_threads is not None:
+        _limit_blas(blas_threads)
     slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot_fd >= 0:
         os.close(slot_fd)

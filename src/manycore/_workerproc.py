@@ -20,6 +20,7 @@ from ._remote import rebuild
 __all__ = [
     "Decoded",
     "WorkerHandle",
+    "WorkerSpec",
     "close_fd",
     "crash_error",
     "decode_result",
@@ -160,12 +161,19 @@ def close_fd(fd: int) -> None:
         pass
 
 
-def start_worker(
-    start_method: str,
-    init_blob: bytes | None,
-    max_tasks: int | None = None,
-    max_memory: int | None = None,
-) -> WorkerHandle:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to start a worker: the same for every worker of a pool, and its
+    replacements."""
+
+    start_method: str
+    init_blob: bytes | None = None
+    max_tasks: int | None = None
+    max_memory: int | None = None
+    blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
+
+
+def start_worker(spec: WorkerSpec) -> WorkerHandle:
     """Create the pipes and the slot, start the process, send it its configuration."""
     task_r, task_w = os.pipe()
     result_r, result_w = os.pipe()
@@ -175,7 +183,7 @@ def start_worker(
         slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE)
         _wire.enlarge_pipe(task_w)
         _wire.enlarge_pipe(result_w)
-        proc = _launch.launch(start_method, task_r, result_w, slot_fd)
+        proc = _launch.launch(spec.start_method, task_r, result_w, slot_fd, spec.blas_threads)
     except BaseException:
         close_fd(task_w)
         close_fd(result_r)
@@ -185,7 +193,8 @@ def start_worker(
         close_fd(task_r)
         close_fd(result_w)
         close_fd(slot_fd)  # the mapping stays valid without the descriptor
-    config = pickle.dumps((_wire.CONFIG, init_blob, max_tasks, max_memory), 5)
+    settings = (_wire.CONFIG, spec.init_blob, spec.max_tasks, spec.max_memory, spec.blas_threads)
+    config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
     _wire.write_all(task_w, _wire.frame(config))
     os.set_blocking(task_w, False)

@@ -27,6 +27,7 @@ class BackendOptions:
     init_args: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None  # bytes
+    blas_threads: int | None = None  # threads per BLAS/OpenMP library in each worker
 
 
 class Backend(abc.ABC):

@@ -30,6 +30,7 @@ class ProcessBackend(Backend):
             options.init_args,
             options.max_tasks_per_worker,
             options.max_memory_per_worker,
+            options.blas_threads,
         )
 
     def submit(self, batch: Batch, done: Done) -> None:
