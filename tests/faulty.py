@@ -175,3 +175,40 @@ def blas_threads(_: Any = None) -> list[int]:
 
     np.ones((4, 4)) @ np.ones((4, 4))  # make sure BLAS is loaded
     return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def load_model(scale: int) -> dict[str, Any]:
+    """An init that builds per-worker state (stands for loading a model)."""
+    return {"scale": scale, "pid": os.getpid(), "thread": threading.get_ident(), "calls": 0}
+
+
+def predict(x: int) -> tuple[int, int]:
+    import manycore as mc
+
+    model = mc.worker_state()
+    model["calls"] += 1  # state persists from task to task in a worker
+    return x * model["scale"], model["calls"]
+
+
+def state_identity(_: Any = None) -> tuple[int, int]:
+    import manycore as mc
+
+    return os.getpid(), id(mc.worker_state())
+
+
+def write_exit_marker(folder: str) -> None:
+    with open(os.path.join(folder, f"exit-{os.getpid()}-{threading.get_ident()}"), "w"):
+        pass
+
+
+def read_shared(key: str) -> Any:
+    import manycore as mc
+
+    return mc.shared()[key]
+
+
+def shared_array_facts(_: Any = None) -> tuple[int, int, bool, float]:
+    import manycore as mc
+
+    table = mc.shared()["table"]
+    return os.getpid(), id(table), bool(table.flags.writeable), float(table.sum())

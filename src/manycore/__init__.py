@@ -35,10 +35,12 @@ __all__ = [
     "imap",
     "map",
     "register_backend",
+    "shared",
     "shared_array",
     "shutdown_default_pools",
     "starmap",
     "usable_cpus",
+    "worker_state",
 ]
 
 # Where each public name lives; resolved by __getattr__ on first access.
@@ -65,6 +67,8 @@ _SOURCES = {
     "backend_names": "backends",
     "register_backend": "backends",
     "shared_array": "_shared",
+    "shared": "_state",
+    "worker_state": "_state",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
@@ -84,6 +88,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._launch import START_METHODS
     from ._pool import Pool, PoolState
     from ._shared import shared_array
+    from ._state import shared, worker_state
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 

@@ -133,12 +133,20 @@ class ProcessEngine:
         max_tasks: int | None = None,
         max_memory: int | None = None,
         blas_threads: int | None = None,
+        exit: Callable[[], Any] | None = None,
+        shared: Any = None,
     ):
         self.workers = workers
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
-        init_blob = dumps_code((init, tuple(init_args))) if init is not None else None
-        self._spec = WorkerSpec(start_method, init_blob, max_tasks, max_memory, blas_threads)
+        init_blob = None
+        if init is not None or exit is not None:
+            init_blob = dumps_code((init, tuple(init_args), exit))
+        self._shared_segment: _shm.Segment | None = None
+        shared_blob = self._pack_shared(shared)
+        self._spec = WorkerSpec(
+            start_method, init_blob, max_tasks, max_memory, blas_threads, shared_blob
+        )
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
         self._broken: BaseException | None = None
@@ -170,6 +178,19 @@ class ProcessEngine:
         self._thread = threading.Thread(target=self._io_loop, name="manycore-io", daemon=True)
         self._thread.start()
         _LIVE.add(self)
+
+    def _pack_shared(self, obj: Any) -> tuple[bytes, str | None, Any] | None:
+        """``Pool(shared=obj)`` pickled once for every worker; its large buffers
+        go into one segment that the workers map read-only, for the pool's life."""
+        if obj is None:
+            return None
+        big: list[memoryview] | None = [] if _shm.available() else None
+        data = dumps(obj, big)
+        if not big:
+            return (data, None, None)
+        segment, spans = _shm.pack(big)
+        self._shared_segment = segment
+        return (data, segment.name, spans)
 
     # ----------------------------------------------------------- caller side
 
@@ -711,6 +732,9 @@ class ProcessEngine:
         self._deliver()
         stop_workers(workers, _STOP_GRACE)
         self._segments.close()
+        if self._shared_segment is not None:
+            self._shared_segment.unlink()
+            self._shared_segment.close()
         for w in workers:
             _shm.remove_segments_of(w.proc.pid)  # results a dying worker left
 

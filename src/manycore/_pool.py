@@ -47,7 +47,11 @@ class Pool(Executor):
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
     ``"processes"``, ``"threads"`` or ``"serial"``. ``start_method``: ``"spawn"``
     (default) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
-    worker before its first task.
+    worker (and each replacement) before its first task; what it returns is that
+    worker's state, :func:`manycore.worker_state` in tasks. ``exit()`` runs in
+    each worker as it stops normally. ``shared``: an object every task can read
+    with :func:`manycore.shared`, sent to each worker once (large arrays in it
+    through shared memory, read-only).
 
     ``timeout``, ``retries``, ``retry_on`` and ``on_error`` are the defaults of
     every ``map``/``imap``/``starmap``/``submit`` on this pool (each call may
@@ -68,6 +72,8 @@ class Pool(Executor):
         start_method: str | None = None,
         init: Callable[..., Any] | None = None,
         init_args: Iterable[Any] = (),
+        exit: Callable[[], Any] | None = None,
+        shared: Any = None,
         timeout: float | None = None,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -80,6 +86,7 @@ class Pool(Executor):
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)
+        v.check_callable(exit, "exit", optional=True)
         init_args = v.check_init_args(init_args)
         max_tasks = v.check_positive_int(max_tasks_per_worker, "max_tasks_per_worker")
         max_memory = v.check_memory(max_memory_per_worker, "max_memory_per_worker")
@@ -105,6 +112,8 @@ class Pool(Executor):
             max_tasks_per_worker=max_tasks,
             max_memory_per_worker=max_memory,
             blas_threads=blas_threads,
+            exit=exit,
+            shared=shared,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING

@@ -63,9 +63,12 @@ class Segment:
 
     __slots__ = ("__weakref__", "map", "name", "owner", "size")
 
-    def __init__(self, name: str, size: int, create: bool, populate: bool = True):
+    def __init__(
+        self, name: str, size: int, create: bool, populate: bool = True, readonly: bool = False
+    ):
         assert _posixshmem is not None
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        flags |= os.O_CREAT | os.O_EXCL if create else 0
         fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
         try:
             if create:
@@ -75,7 +78,8 @@ class Segment:
             # Faulting the pages in at once is much cheaper than one fault per page
             # on first touch (a fresh 8 MB segment: ~2,000 faults).
             flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
-            self.map = mmap.mmap(fd, max(size, 1), flags=flags)
+            prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
+            self.map = mmap.mmap(fd, max(size, 1), flags=flags, prot=prot)
         except BaseException:
             if create:
                 _unlink(name)
@@ -91,12 +95,12 @@ class Segment:
         return cls(_new_name(), size, True)
 
     @classmethod
-    def attach(cls, name: str, populate: bool = True) -> Segment:
+    def attach(cls, name: str, populate: bool = True, readonly: bool = False) -> Segment:
         """Map an existing segment; ``populate=False`` maps pages as they are
         touched (for a task that may read only part of what it was given)."""
         if not name.startswith(PREFIX):
             raise ValueError(f"not a manycore segment: {name!r}")
-        return cls(name, 0, False, populate)
+        return cls(name, 0, False, populate, readonly)
 
     def unlink(self) -> None:
         """Remove the name (the mapping stays valid until closed or collected)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _launch, _shm, _wire
+from . import _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._remote import pack_exception
 from ._serialize import dumps, loads_code
@@ -205,22 +205,57 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob, max_tasks, max_memory, blas_threads = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob = pickle.loads(first)
     if blas_threads is not None:
         _limit_blas(blas_threads)
     slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot_fd >= 0:
         os.close(slot_fd)
-    if init_blob is not None:
-        init, init_args = loads_code(init_blob)
-        try:
-            init(*init_args)
-        except BaseException as exc:
-            message = pickle.dumps((_wire.INIT_FAILED, pack_exception(exc)), 5)
-            _wire.write_all(result_fd, _wire.frame(message))
-            return 3
-    limits = _Limits(slot, max_tasks, max_memory)
-    plain = max_tasks is None and max_memory is None
+    exit_fn = None
+    try:
+        _state.set_process(shared_obj=_load_shared(shared_blob))
+        state = None
+        if init_blob is not None:
+            init, init_args, exit_fn = loads_code(init_blob)
+            if init is not None:
+                state = init(*init_args)
+        _state.set_process(state=state)
+    except BaseException as exc:
+        message = pickle.dumps((_wire.INIT_FAILED, pack_exception(exc)), 5)
+        _wire.write_all(result_fd, _wire.frame(message))
+        return 3
+    try:
+        return _loop(task_fd, result_fd, _Limits(slot, max_tasks, max_memory))
+    finally:
+        if exit_fn is not None:
+            _run_exit(exit_fn)
+
+
+def _load_shared(blob: tuple[bytes, str | None, Any] | None) -> Any:
+    if blob is None:
+        return None
+    data, name, spans = blob
+    if name is None:
+        return pickle.loads(data)
+    segment = _shm.Segment.attach(name, populate=False, readonly=True)
+    return pickle.loads(data, buffers=_shm.views(segment, spans))
+
+
+def _run_exit(exit_fn: Any) -> None:
+    """The pool's ``exit`` as the worker stops normally (not when it is killed);
+    its error is printed, not raised: the worker is going anyway."""
+    try:
+        exit_fn()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+
+
+def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
+    """Read batches, run them, write results, until the pipe closes or we retire."""
+    slot = limits.slot
+    plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Any] = {}
     loads = pickle.loads
     read_frame = _wire.read_frame

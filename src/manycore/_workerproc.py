@@ -171,6 +171,7 @@ class WorkerSpec:
     max_tasks: int | None = None
     max_memory: int | None = None
     blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
+    shared: tuple[bytes, str | None, Any] | None = None  # Pool(shared=...), pickled
 
 
 def start_worker(spec: WorkerSpec) -> WorkerHandle:
@@ -193,7 +194,14 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         close_fd(task_r)
         close_fd(result_w)
         close_fd(slot_fd)  # the mapping stays valid without the descriptor
-    settings = (_wire.CONFIG, spec.init_blob, spec.max_tasks, spec.max_memory, spec.blas_threads)
+    settings = (
+        _wire.CONFIG,
+        spec.init_blob,
+        spec.max_tasks,
+        spec.max_memory,
+        spec.blas_threads,
+        spec.shared,
+    )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
     _wire.write_all(task_w, _wire.frame(config))

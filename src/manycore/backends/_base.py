@@ -28,6 +28,8 @@ class BackendOptions:
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None  # bytes
     blas_threads: int | None = None  # threads per BLAS/OpenMP library in each worker
+    exit: Callable[..., Any] | None = None  # runs in each worker as it stops
+    shared: Any = None  # the object mc.shared() returns in tasks
 
 
 class Backend(abc.ABC):

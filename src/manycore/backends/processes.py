@@ -31,6 +31,8 @@ class ProcessBackend(Backend):
             options.max_tasks_per_worker,
             options.max_memory_per_worker,
             options.blas_threads,
+            options.exit,
+            options.shared,
         )
 
     def submit(self, batch: Batch, done: Done) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
+from .. import _state
 from .._batch import Batch, BatchResult, run_batch, run_tracked
 from .._errors import PoolBroken, PoolClosed, TaskTimeout
 from ._base import Backend, BackendOptions, Done, register_backend
@@ -27,6 +29,7 @@ class SerialBackend(Backend):
         self._lock = threading.Lock()  # init runs once, even with several callers
         self._initialised = options.init is None
         self._init_error: BaseException | None = None
+        self._state: Any = None  # what init returned: mc.worker_state() in tasks
 
     def submit(self, batch: Batch, done: Done) -> None:
         if self._closed:
@@ -36,10 +39,15 @@ class SerialBackend(Backend):
         if batch.claim is not None and not batch.claim():
             return
         # KeyboardInterrupt is the user's Ctrl-C here, not a task failing: let it go.
-        if batch.timeout is None:
-            done(batch, run_batch(batch.fn, batch.items, batch.star, batch.kwargs, Exception))
-        else:
-            done(batch, _run_timed(batch, batch.timeout))
+        previous = _state.set_thread(self._state, self.options.shared)
+        try:
+            if batch.timeout is None:
+                result = run_batch(batch.fn, batch.items, batch.star, batch.kwargs, Exception)
+            else:
+                result = _run_timed(batch, batch.timeout)
+        finally:
+            _state.set_thread(*previous)
+        done(batch, result)
 
     def _initialise(self) -> None:
         with self._lock:
@@ -47,7 +55,7 @@ class SerialBackend(Backend):
                 init = self.options.init
                 assert init is not None
                 try:
-                    init(*self.options.init_args)
+                    self._state = init(*self.options.init_args)
                 except Exception as exc:
                     self._init_error = exc
                 self._initialised = self._init_error is None
@@ -58,7 +66,15 @@ class SerialBackend(Backend):
                 raise err from self._init_error
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
-        self._closed = True
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+        if first and self._initialised and self.options.exit is not None:
+            previous = _state.set_thread(self._state, self.options.shared)
+            try:
+                self.options.exit()
+            finally:
+                _state.set_thread(*previous)
 
 
 def _run_timed(batch: Batch, timeout: float) -> BatchResult:

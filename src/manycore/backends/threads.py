@@ -17,7 +17,9 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any
 
+from .. import _state
 from .._batch import Batch, BatchResult, pinned, run_batch, run_tracked
 from .._errors import PoolBroken, PoolClosed, TaskTimeout
 from ._base import Backend, BackendOptions, Done, register_backend
@@ -118,8 +120,12 @@ class ThreadBackend(Backend):
 
     def _serve(self) -> None:
         me = threading.current_thread()
-        if self.options.init is not None and not self._initialise():
-            return
+        state = None
+        if self.options.init is not None:
+            ok, state = self._initialise()
+            if not ok:
+                return
+        _state.set_thread(state, self.options.shared)
         while True:
             with self._cond:
                 while not self._work and not self._closing:
@@ -127,15 +133,18 @@ class ThreadBackend(Backend):
                     self._cond.wait()
                     self._idle -= 1
                 if not self._work:  # closing and nothing left
-                    self._threads.discard(me)
-                    self._alarm.notify()  # the watchdog may stop when none is left
-                    self._drained.notify_all()
-                    return
+                    break
                 batch, done = self._work.popleft()
             if batch.claim is not None and not batch.claim():
                 continue
             if not self._run(batch, done, me):
                 return  # abandoned after a timeout: a replacement took over
+        if self.options.exit is not None:
+            _run_exit(self.options.exit)
+        with self._cond:
+            self._threads.discard(me)
+            self._alarm.notify()  # the watchdog may stop when none is left
+            self._drained.notify_all()
 
     def _run(self, batch: Batch, done: Done, me: threading.Thread) -> bool:
         """Run one batch; False if this thread was abandoned meanwhile."""
@@ -161,10 +170,11 @@ class ThreadBackend(Backend):
         done(batch, result)
         return True
 
-    def _initialise(self) -> bool:
+    def _initialise(self) -> tuple[bool, Any]:
+        """Run ``init`` in this thread: (succeeded, what it returned)."""
         assert self.options.init is not None
         try:
-            self.options.init(*self.options.init_args)
+            return True, self.options.init(*self.options.init_args)
         except BaseException as exc:
             with self._cond:
                 if self._init_error is None:
@@ -176,8 +186,7 @@ class ThreadBackend(Backend):
             err = self._broken()
             for batch, done in dropped:
                 done(batch, err)
-            return False
-        return True
+            return False, None
 
     def _broken(self) -> PoolBroken:
         err = PoolBroken(
@@ -219,6 +228,15 @@ class ThreadBackend(Backend):
                     self._alarm.wait(wait)
             for run, offset in expired:
                 run.done(run.batch, _timed_out(run.batch, offset))
+
+
+def _run_exit(exit_fn: Any) -> None:
+    try:
+        exit_fn()
+    except Exception:
+        import traceback
+
+        traceback.print_exc()  # the thread is ending anyway: say it, do not raise
 
 
 def _timed_out(batch: Batch, offset: int) -> BatchResult:

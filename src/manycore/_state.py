@@ -1,0 +1,58 @@
+"""Worker state: what a pool's ``init`` returned, and the pool's ``shared`` object,
+as seen from inside a task.
+
+A process worker has one of each; a thread of the threads backend has its own
+state (``init`` runs in each thread) and shares the pool's ``shared`` object.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["shared", "worker_state"]
+
+_UNSET: Any = object()
+_local = threading.local()
+_process: dict[str, Any] = {}  # set once in a worker process
+
+
+def set_process(state: Any = _UNSET, shared_obj: Any = _UNSET) -> None:
+    if state is not _UNSET:
+        _process["state"] = state
+    if shared_obj is not _UNSET:
+        _process["shared"] = shared_obj
+
+
+def set_thread(state: Any, shared_obj: Any) -> tuple[Any, Any]:
+    """Install a thread's view (threads and serial backends); the previous one."""
+    previous = (getattr(_local, "state", _UNSET), getattr(_local, "shared", _UNSET))
+    _local.state = state
+    _local.shared = shared_obj
+    return previous
+
+
+def _lookup(key: str, what: str) -> Any:
+    value = getattr(_local, key, _UNSET)
+    if value is _UNSET:
+        value = _process.get(key, _UNSET)
+    if value is _UNSET:
+        raise LookupError(
+            f"mc.{what}() is for a task running on a manycore pool; called elsewhere "
+            "there is no pool to ask"
+        )
+    return value
+
+
+def worker_state() -> Any:
+    """Inside a task: what the pool's ``init`` returned in this worker (``None``
+    without an ``init``). A loaded model, a database connection: made once per
+    worker, used by every task there, never pickled per task."""
+    return _lookup("state", "worker_state")
+
+
+def shared() -> Any:
+    """Inside a task: the object given as ``Pool(shared=...)``. It reaches each
+    worker once (large NumPy arrays in it through shared memory, read-only),
+    whatever the number of tasks."""
+    return _lookup("shared", "shared")
