@@ -212,3 +212,51 @@ def shared_array_facts(_: Any = None) -> tuple[int, int, bool, float]:
 
     table = mc.shared()["table"]
     return os.getpid(), id(table), bool(table.flags.writeable), float(table.sum())
+
+
+def locked_write(args: tuple[Any, str, int]) -> None:
+    """Writes a start line and an end line, with a pause between, under the lock."""
+    lock, path, i = args
+    with lock, open(path, "a") as fh:
+        fh.write(f"start {i}\n")
+        fh.flush()
+        time.sleep(0.01)
+        fh.write(f"end {i}\n")
+
+
+def limited(args: tuple[Any, Any, int]) -> int:
+    """Records how many tasks are inside the semaphore at once."""
+    sem, inside, _ = args
+    with sem:
+        now = inside.increment()
+        peak = now
+        time.sleep(0.05)
+        inside.increment(-1)
+    return peak
+
+
+def produce(args: tuple[Any, int, int]) -> int:
+    q, lo, hi = args
+    for i in range(lo, hi):
+        q.put(("item", i))
+    return hi - lo
+
+
+def consume(args: tuple[Any, int]) -> list[int]:
+    q, n = args
+    return [q.get(timeout=30)[1] for _ in range(n)]
+
+
+def bump(args: tuple[Any, int]) -> int:
+    counter, times = args
+    for _ in range(times):
+        counter.increment()
+    return times
+
+
+def unsafe_bump(args: tuple[Any, int]) -> int:
+    """Read-modify-write without the lock: updates get lost between processes."""
+    value, times = args
+    for _ in range(times):
+        value.value += 1
+    return times

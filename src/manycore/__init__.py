@@ -19,16 +19,21 @@ __all__ = [
     "START_METHODS",
     "Backend",
     "BackendOptions",
+    "Counter",
     "Failure",
+    "Lock",
     "ManycoreError",
     "Pool",
     "PoolBroken",
     "PoolClosed",
     "PoolState",
+    "Queue",
     "RemoteError",
     "RemoteTraceback",
+    "Semaphore",
     "SerializationError",
     "TaskTimeout",
+    "Value",
     "WorkerCrashed",
     "__version__",
     "backend_names",
@@ -68,6 +73,11 @@ _SOURCES = {
     "register_backend": "backends",
     "shared_array": "_shared",
     "shared": "_state",
+    "Counter": "_sync",
+    "Lock": "_sync",
+    "Queue": "_sync",
+    "Semaphore": "_sync",
+    "Value": "_sync",
     "worker_state": "_state",
 }
 
@@ -89,6 +99,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._pool import Pool, PoolState
     from ._shared import shared_array
     from ._state import shared, worker_state
+    from ._sync import Counter, Lock, Queue, Semaphore, Value
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 

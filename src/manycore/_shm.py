@@ -238,34 +238,44 @@ def _alive(pid: int) -> bool:
 
 
 def _ours() -> list[tuple[str, int]]:
-    """(name, creator pid) of every manycore segment visible here."""
+    """(file name in /dev/shm, creator pid) of every manycore segment and named
+    semaphore (``sem.manycore-...``, see :mod:`manycore._sync`) visible here."""
     try:
         names = os.listdir(_SHM_DIR)
     except OSError:
         return []
     found = []
     for name in names:
-        pid = creator(name) if name.startswith(PREFIX) else None
+        bare = name[4:] if name.startswith("sem.") else name
+        pid = creator(bare) if bare.startswith(PREFIX) else None
         if pid is not None:
             found.append((name, pid))
     return found
 
 
+def _remove_file(name: str) -> None:
+    try:
+        os.unlink(os.path.join(_SHM_DIR, name))
+    except OSError:
+        pass
+
+
 def remove_segments_of(pid: int) -> int:
-    """Unlink the segments made by process ``pid`` (which has died); how many."""
+    """Remove the segments and semaphores made by process ``pid`` (which has
+    died); how many."""
     gone = 0
-    for name, creator in _ours():
-        if creator == pid:
-            _unlink(name)
+    for name, pid_of in _ours():
+        if pid_of == pid:
+            _remove_file(name)
             gone += 1
     return gone
 
 
 def remove_orphans() -> int:
-    """Unlink the segments whose creator no longer exists; how many."""
+    """Remove the segments and semaphores whose creator no longer exists."""
     gone = 0
-    for name, creator in _ours():
-        if not _alive(creator):
-            _unlink(name)
+    for name, pid_of in _ours():
+        if not _alive(pid_of):
+            _remove_file(name)
             gone += 1
     return gone
