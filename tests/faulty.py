@@ -260,3 +260,30 @@ def unsafe_bump(args: tuple[Any, int]) -> int:
     for _ in range(times):
         value.value += 1
     return times
+
+
+def shared_pair(n: int) -> tuple[Any, Any]:
+    """Returns one worker-made shared array twice (whole and a view)."""
+    import manycore as mc
+
+    arr = mc.shared_array((n,), "float64")
+    arr[:] = 7.0
+    return arr, arr[: n // 2]
+
+
+def record_field(arr: Any) -> list[int]:
+    return [int(v) for v in arr["x"]]
+
+
+class _Unloadable:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_refuse, ())
+
+
+def _refuse() -> None:
+    raise RuntimeError("cannot be rebuilt in the parent")
+
+
+def stash_then_unloadable(arr: Any) -> Any:
+    _STASH.append(arr)
+    return _Unloadable()

@@ -34,7 +34,7 @@ def test_large_arguments_go_through_shared_memory(process_pool: mc.Pool) -> None
     # (Before any large one: segments are kept for reuse afterwards.)
     assert process_pool.submit(shm_names, small).result(timeout=30) == []
     seen_big = process_pool.submit(shm_names, big).result(timeout=30)
-    assert any(n.startswith(f"manycore-{os.getpid()}-") for n in seen_big)
+    assert any(n.startswith(f"manycore-{os.getpid()}n") for n in seen_big)
     arrays = [np.random.default_rng(i).random(MB // 8 * 3) for i in range(6)]
     assert process_pool.map(array_sum, arrays) == [float(a.sum()) for a in arrays]
 
@@ -46,7 +46,7 @@ def test_large_results_come_back_through_shared_memory(process_pool: mc.Pool) ->
         assert got.dtype == np.int32 and got.shape == (MB // 4,) and (got == 2 * i).all()
     # The parent removed each result's segment once it mapped it; what is left are
     # its own argument segments, kept for reuse until the pool closes.
-    assert all(n.startswith(f"manycore-{os.getpid()}-") for n in ours())
+    assert all(n.startswith(f"manycore-{os.getpid()}n") for n in ours())
 
 
 def test_non_contiguous_and_mixed_arguments(process_pool: mc.Pool) -> None:
@@ -97,7 +97,7 @@ def test_shared_array_from_an_array_and_removal() -> None:
 def test_shared_array_made_by_a_worker_is_handed_over(process_pool: mc.Pool) -> None:
     small, big = process_pool.map(make_shared, [3, 300_000])
     assert type(big).__name__ == "SharedArray" and (big == 5).all() and big.shape == (300_000,)
-    assert all(n.startswith(f"manycore-{os.getpid()}-") for n in ours())
+    assert all(n.startswith(f"manycore-{os.getpid()}n") for n in ours())
     # The parent owns it now: it can pass it to tasks, and it goes with its arrays.
     assert process_pool.map(array_sum, [big]) == [1_500_000.0]
     del small, big
@@ -119,4 +119,55 @@ def test_a_crash_leaves_no_segment(process_pool: mc.Pool) -> None:
     with pytest.raises(mc.WorkerCrashed):
         process_pool.map(die_with_array, arrays)
     assert process_pool.map(array_sum, arrays) == [float(MB // 4)] * 4
-    assert all(n.startswith(f"manycore-{os.getpid()}-") for n in ours())
+    assert all(n.startswith(f"manycore-{os.getpid()}n") for n in ours())
+
+
+def test_force_cancel_of_a_queued_task_with_big_arguments() -> None:
+    import time
+
+    from faulty import hang_on
+
+    with mc.Pool(1) as pool:
+        running = pool.submit(hang_on, 5, seconds=0.5)
+        time.sleep(0.1)
+        queued = pool.submit(array_sum, np.ones(MB // 4))
+        assert pool.cancel(queued, force=True)
+        assert pool.submit(array_sum, np.ones(MB // 4)).result(timeout=30) == MB // 4
+        assert running.result(timeout=30) == 50
+
+
+def test_a_kept_input_survives_a_result_that_will_not_load() -> None:
+    from faulty import stash_then_unloadable
+
+    with mc.Pool(1) as pool:
+        first = np.ones(MB // 4)
+        with pytest.raises(mc.SerializationError):
+            pool.submit(stash_then_unloadable, first).result(timeout=30)
+        pool.map(array_sum, [np.full(MB // 4, 99.0)] * 4, chunksize=1)
+        assert pool.submit(stashed_sums).result(timeout=30) == [float(MB // 4)]
+
+
+def test_worker_made_array_returned_twice(process_pool: mc.Pool) -> None:
+    from faulty import shared_pair
+
+    whole, half = process_pool.submit(shared_pair, 1000).result(timeout=30)
+    assert (whole == 7.0).all() and half.shape == (500,) and (half == 7.0).all()
+    half[0] = 1.0
+    assert whole[0] == 1.0  # the same memory
+
+
+def test_structured_dtype_survives(process_pool: mc.Pool) -> None:
+    from faulty import record_field
+
+    arr = mc.shared_array((4,), np.dtype([("x", "<i4"), ("y", "<f8")]))
+    arr["x"] = [1, 2, 3, 4]
+    assert process_pool.submit(record_field, arr).result(timeout=30) == [1, 2, 3, 4]
+
+
+def test_another_library_unpickling_does_not_take_it_over(process_pool: mc.Pool) -> None:
+    import pickle
+
+    arr = mc.shared_array(np.arange(10.0))
+    copy = pickle.loads(pickle.dumps(arr))  # as a foreign process would
+    assert (copy == arr).all()
+    assert process_pool.submit(array_sum, arr).result(timeout=30) == 45.0

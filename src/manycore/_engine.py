@@ -188,7 +188,10 @@ class ProcessEngine:
         data = dumps(obj, big)
         if not big:
             return (data, None, None)
-        segment, spans = _shm.pack(big)
+        try:
+            segment, spans = _shm.pack(big)
+        except OSError:  # no room in /dev/shm: each worker gets its own copy
+            return (dumps(obj), None, None)
         self._shared_segment = segment
         return (data, segment.name, spans)
 
@@ -213,14 +216,18 @@ class ProcessEngine:
         segment = None
         oob = None
         if big:  # large buffers: one copy into shared memory, not through the pipe
-            segment = self._segments.take(_shm.layout(big)[1])
-            segment, spans = _shm.pack(big, segment)
-            oob = (segment.name, spans)
+            try:
+                segment = self._segments.take(_shm.layout(big)[1])
+                segment, spans = _shm.pack(big, segment)
+                oob = (segment.name, spans)
+            except OSError:  # no room in /dev/shm (a small container): use the pipe
+                segment = None
+                body = dumps((batch.items, batch.kwargs))
             del big
         with self._lock:
             if self._state is not EngineState.RUNNING:
                 if segment is not None:
-                    self._segments.give(segment, reusable=True)
+                    self._segments.give(segment, reusable=False)
                 raise self._refusal()
             fn_id = self._fn_ids.get(fn_blob)
             if fn_id is None:
@@ -505,7 +512,8 @@ class ProcessEngine:
                     continue  # already failed by terminate() or _break()
                 task = w.inflight.popleft()
                 task.clean = not decoded.kept
-                if task.dropped:
+                if task.dropped:  # settled already; only its segment was waiting
+                    self._release_segment(task)
                     continue
                 outcome = decoded.outcome
                 assert outcome is not None
@@ -530,11 +538,17 @@ class ProcessEngine:
     # ------------------------------------------------------------- failures
 
     def _take_all_locked(self) -> list[_Task]:
-        """Remove and return every task not yet finished: pending and in flight."""
+        """Remove and return every task not yet finished: pending and in flight.
+        (Force-cancelled ones are finished already: only their segments go.)"""
         tasks = list(self._pending)
         self._pending.clear()
         for w in self._workers:
-            tasks.extend(w.inflight)
+            for task in w.inflight:
+                if task.dropped:
+                    task.clean = False  # the worker may still read it: never reuse
+                    self._release_segment(task)
+                else:
+                    tasks.append(task)
             w.inflight.clear()
         return tasks
 
@@ -553,10 +567,15 @@ class ProcessEngine:
         if task.batch.timeout is not None:
             with self._lock:
                 self._timed -= 1
-        if task.segment is not None:
+        if task.segment is not None and not task.dropped:
             self._segments.give(task.segment, reusable=task.clean)
             task.segment = None
         task.done(task.batch, outcome)
+
+    def _release_segment(self, task: _Task) -> None:
+        if task.segment is not None:
+            self._segments.give(task.segment, reusable=task.clean)
+            task.segment = None
 
     def _enforce_timeouts(self) -> float | None:
         """Kill each worker whose current item overstayed its batch's timeout;
@@ -643,6 +662,8 @@ class ProcessEngine:
             w.inflight.clear()
             for task in lost:
                 task.clean = True  # its worker, and the worker's mappings, are gone
+                if task.dropped:
+                    self._release_segment(task)
             lost = [t for t in lost if not t.dropped]  # settled already
             verdicts = self._verdicts_locked(w, lost, exitcode)
             self._pending.extendleft(reversed([t for t in lost if t not in verdicts]))
@@ -748,3 +769,13 @@ _LIVE: weakref.WeakSet[ProcessEngine] = weakref.WeakSet()
 def _terminate_live_engines() -> None:
     for engine in list(_LIVE):
         engine.terminate()
+
+
+def _forget_engines_in_child() -> None:
+    # A child made by os.fork() has copies of the engines, not their workers: at its
+    # exit it must not terminate them (that would unlink the parent's segments).
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_engines_in_child)

@@ -7,6 +7,7 @@ A Pool is a :class:`concurrent.futures.Executor`, so ``submit`` returns a standa
 from __future__ import annotations
 
 import enum
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -102,8 +103,10 @@ class Pool(Executor):
         self._defaults = _policy(Policy(), True, on_error, retries, retry_on, timeout)
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
-            # Workers x BLAS threads should not exceed the CPUs (no oversubscription).
+            # Workers x BLAS threads should not exceed the CPUs (no oversubscription);
+            # a lower limit the user set in the environment is kept.
             blas_threads = max(1, usable_cpus() // workers)
+            blas_threads = min(blas_threads, _env_threads() or blas_threads)
         self._options = BackendOptions(
             workers=workers,
             start_method=start_method,
@@ -117,6 +120,7 @@ class Pool(Executor):
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING
+        self._pid = os.getpid()  # a forked child's copy of the pool must not close it
         self._batches: dict[Future[Any], Batch] = {}  # submit futures not yet settled
         # submit() retries waiting out their backoff, and whose future they settle
         self._retrying: dict[threading.Timer, Future[Any]] = {}
@@ -125,7 +129,7 @@ class Pool(Executor):
         self.backend_name = backend
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
-        weakref.finalize(self, self._backend.shutdown, False, True)
+        weakref.finalize(self, _release, self._backend, os.getpid())
 
     # ------------------------------------------------------------------ info
 
@@ -375,6 +379,8 @@ class Pool(Executor):
         """
         if cancel_futures is not None:
             cancel_pending = cancel_pending or cancel_futures
+        if os.getpid() != self._pid:
+            return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
         self._settle_retries(wait and not cancel_pending)
@@ -403,6 +409,8 @@ class Pool(Executor):
         """Stop at once: pending work is cancelled; running process tasks are killed
         (their futures fail with ``CancelledError``). Threads cannot be killed: they
         finish their current task in the background."""
+        if os.getpid() != self._pid:
+            return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
         self._settle_retries(False)
@@ -441,6 +449,26 @@ def _policy(
         base.retry_on if retry_on is None else retry_on,
         limit,
     )
+
+
+def _release(backend: Backend, owner: int) -> None:
+    """A pool dropped without shutdown(). Not in a child made by os.fork(): its
+    copy of the pool has no workers, and closing it would touch the parent's."""
+    if os.getpid() == owner:
+        backend.shutdown(wait=False, cancel_pending=True)
+
+
+def _env_threads() -> int | None:
+    """The lowest thread count set by OMP_NUM_THREADS and friends, if any."""
+    from ._launch import BLAS_ENV
+
+    found = []
+    for name in BLAS_ENV:
+        try:
+            found.append(int(os.environ.get(name, "")))
+        except ValueError:
+            continue
+    return min((n for n in found if n > 0), default=None)
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

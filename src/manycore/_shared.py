@@ -55,9 +55,11 @@ def _array_class() -> type:
             if place is None:  # not in the segment (a computed array): a plain copy
                 return np.asarray(self).__reduce_ex__(protocol)
             seg = self._segment
-            if IN_WORKER and seg is not None and seg.owner:
+            handed = False
+            if IN_WORKER and seg is not None and (seg.owner or seg.name in _handed):
                 _hand_over(seg)  # made here, going to the parent: it owns it now
-            return (_rebuild, place)
+                handed = True
+            return (_rebuild, (*place, handed))
 
     SharedArray.__module__ = "manycore"
     SharedArray.__qualname__ = "SharedArray"
@@ -69,12 +71,16 @@ IN_WORKER = False  # set in worker processes
 _finalizers: dict[str, weakref.finalize[Any, Any]] = {}
 
 
+_handed: set[str] = set()  # (in a worker) segments given to the parent
+
+
 def _hand_over(seg: _shm.Segment) -> None:
     """A worker stops owning a segment it returns: the parent takes it over."""
     finalizer = _finalizers.pop(seg.name, None)
     if finalizer is not None:
         finalizer.detach()
     seg.owner = False
+    _handed.add(seg.name)
 
 
 def _place(arr: Any) -> tuple[Any, ...] | None:
@@ -87,7 +93,7 @@ def _place(arr: Any) -> tuple[Any, ...] | None:
     start = arr.__array_interface__["data"][0]
     if not base <= start < base + max(seg.size, 1):
         return None
-    return (seg.name, start - base, arr.shape, arr.dtype.str, arr.strides)
+    return (seg.name, start - base, arr.shape, arr.dtype, arr.strides)
 
 
 def _address(seg: _shm.Segment) -> int:
@@ -103,26 +109,31 @@ def _wrap(seg: _shm.Segment, shape: Any, dtype: Any, offset: int = 0, strides: A
     return arr
 
 
-def _rebuild(name: str, offset: int, shape: Any, dtype: str, strides: Any) -> Any:
+def _rebuild(
+    name: str, offset: int, shape: Any, dtype: Any, strides: Any, handed: bool = False
+) -> Any:
     seg = _segments.get(name)
     if seg is None:
         seg = _shm.Segment.attach(name)
-        if not IN_WORKER and _shm.creator(name) != os.getpid():
+        if handed and not IN_WORKER:
             # A worker made it and returned it: from now on this process owns it,
             # under a name of its own (a dead worker's names are swept away).
             seg.name = _shm.rename(name)
             seg.owner = True
             _own(seg)
+            _segments[name] = seg  # the same array may arrive again under the old name
         _segments[seg.name] = seg
     return _wrap(seg, shape, dtype, offset, strides)
 
 
 def _own(seg: _shm.Segment) -> None:
     """Remove the segment's name when its last array here is gone."""
-    _finalizers[seg.name] = weakref.finalize(seg, _forget, seg.name)
+    _finalizers[seg.name] = weakref.finalize(seg, _forget, seg.name, os.getpid())
 
 
-def _forget(name: str) -> None:
+def _forget(name: str, owner: int) -> None:
+    if os.getpid() != owner:  # a forked child collecting an inherited array
+        return
     _finalizers.pop(name, None)
     _shm._unlink(name)
 
@@ -156,7 +167,13 @@ def shared_array(shape_or_array: Any, dtype: Any = float) -> Any:
     if dt.hasobject:
         raise TypeError("shared_array cannot hold Python objects (dtype=object)")
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    seg = _shm.Segment.create(nbytes)
+    try:
+        seg = _shm.Segment.create(nbytes)
+    except OSError as exc:
+        raise MemoryError(
+            f"no room in shared memory (/dev/shm) for a shared_array of {nbytes:,} bytes: "
+            f"{exc}. In a container, give it more (docker run --shm-size=...)."
+        ) from exc
     _own(seg)
     _segments[seg.name] = seg
     arr = _wrap(seg, shape, dt)

@@ -52,10 +52,28 @@ def available() -> bool:
     return _posixshmem is not None
 
 
+def _namespace() -> int:
+    """This process's pid namespace (its inode), 0 where that cannot be known."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+_NAMESPACE = _namespace()
+
+
+def tag(pid: int | None = None) -> str:
+    """How names made by process ``pid`` start, after the prefix: the pid and its
+    pid namespace, so that a janitor never judges a process it cannot see (a
+    container sharing /dev/shm)."""
+    return f"{os.getpid() if pid is None else pid}n{_NAMESPACE}"
+
+
 def _new_name() -> str:
     with _lock:
         n = next(_counter)
-    return f"{PREFIX}{os.getpid()}-{n}-{secrets.token_hex(4)}"
+    return f"{PREFIX}{tag()}-{n}-{secrets.token_hex(4)}"
 
 
 class Segment:
@@ -73,6 +91,10 @@ class Segment:
         try:
             if create:
                 os.ftruncate(fd, max(size, 1))
+                if hasattr(os, "posix_fallocate"):
+                    # Reserve the memory now: tmpfs accepts any size, and running
+                    # out later, while writing, kills the process with SIGBUS.
+                    os.posix_fallocate(fd, 0, max(size, 1))
             else:
                 size = os.fstat(fd).st_size
             # Faulting the pages in at once is much cheaper than one fault per page
@@ -209,9 +231,11 @@ def views(segment: Segment, spans: list[tuple[int, int]]) -> list[memoryview]:
 
 
 def creator(name: str) -> int | None:
-    """The pid in a segment's name: the process that made it."""
+    """The pid of the process that made a segment, if it is in our pid namespace
+    (None for another namespace's: its pids mean nothing here)."""
+    pid, _, space = name[len(PREFIX) :].split("-", 1)[0].partition("n")
     try:
-        return int(name[len(PREFIX) :].split("-", 1)[0])
+        return int(pid) if int(space) == _NAMESPACE else None
     except ValueError:
         return None
 

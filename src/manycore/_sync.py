@@ -45,12 +45,12 @@ def _semlock() -> Any:
 
 
 def _name(kind: str) -> str:
-    return f"{_shm.PREFIX}{os.getpid()}-{kind}{next(_counter)}-{secrets.token_hex(4)}"
+    return f"{_shm.PREFIX}{_shm.tag()}-{kind}{next(_counter)}-{secrets.token_hex(4)}"
 
 
 def _unlink_semaphore(name: str, creator: int) -> None:
-    if os.getpid() != creator:  # a forked child collecting an inherited object
-        return
+    if os.getpid() != creator or _made_in_worker():
+        return  # a forked child's inherited copy; or a worker's, which it may return
     import _multiprocessing
 
     try:
@@ -202,8 +202,16 @@ class Counter(Value):
 
 
 def _unlink_segment(name: str, creator: int) -> None:
-    if os.getpid() == creator:
+    if os.getpid() == creator and not _made_in_worker():
         _shm._unlink(name)
+
+
+def _made_in_worker() -> bool:
+    # A worker may return what it made; the parent removes a worker's names when
+    # that worker ends (see _shm.remove_segments_of), so they outlive the task.
+    from . import _shared
+
+    return _shared.IN_WORKER
 
 
 def _open_value(cls: type[Value], name: str, typecode: str, lock: Lock) -> Value:
@@ -229,7 +237,7 @@ class Queue:
     def __init__(self, maxsize: int = 0):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
             raise ValueError(f"Queue maxsize must be a whole number >= 0, got {maxsize!r}")
-        folder = tempfile.mkdtemp(prefix=_shm.PREFIX)  # mode 0700: private
+        folder = tempfile.mkdtemp(prefix=f"{_shm.PREFIX}{_shm.tag()}-")  # mode 0700: private
         path = os.path.join(folder, "queue")
         os.mkfifo(path, 0o600)
         weakref.finalize(self, _remove_folder, folder, os.getpid())
@@ -344,7 +352,7 @@ def _open_queue(
 
 
 def _remove_folder(folder: str, creator: int) -> None:
-    if os.getpid() == creator:
+    if os.getpid() == creator and not _made_in_worker():
         shutil.rmtree(folder, ignore_errors=True)
 
 

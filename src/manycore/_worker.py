@@ -79,7 +79,10 @@ def _with_big_buffers(message: Any) -> bytes:
     data = dumps(message, big, to_worker=False)
     if not big:
         return data
-    segment, spans = _shm.pack(big)
+    try:
+        segment, spans = _shm.pack(big)
+    except OSError:  # no room in /dev/shm (a small container): through the pipe
+        return dumps(message, to_worker=False)
     del big
     segment.close()
     return pickle.dumps((_wire.RESULT_OOB, segment.name, spans, data), 5)
@@ -140,14 +143,17 @@ class _Limits:
         return self.max_memory is not None and self._rss() > self.max_memory
 
     def _rss(self) -> int:
-        """Resident memory in bytes: /proc on Linux (a few microseconds), else psutil."""
+        """Resident memory of this worker's own (not shared) pages, in bytes: a
+        shared array or Pool(shared=...) it maps is not its to give back.
+        /proc on Linux (resident minus shared pages, a few microseconds), else psutil."""
         if self._statm == -1:
             try:
                 self._statm = os.open("/proc/self/statm", os.O_RDONLY)
             except OSError:
                 self._statm = -2
         if self._statm >= 0:
-            return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
+            fields = os.pread(self._statm, 128, 0).split()
+            return (int(fields[1]) - int(fields[2])) * _PAGE
         try:
             import psutil
 
@@ -257,34 +263,30 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Any] = {}
-    loads = pickle.loads
-    read_frame = _wire.read_frame
     while True:
-        data = read_frame(task_fd)
+        data = _wire.read_frame(task_fd)
         if data is None:
             return 0
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)
-        key, fn_id, fn_blob, reset, star, track, oob = loads(view[4 : 4 + head_size])
-        segment = None
-        if oob is None:
-            items, kwargs = loads(view[4 + head_size :])
-        else:  # its large buffers wait in shared memory: map them, copy nothing
-            segment = _shm.Segment.attach(oob[0], populate=False)
-            buffers = _shm.views(segment, oob[1])
-            items, kwargs = loads(view[4 + head_size :], buffers=buffers)
-            del buffers
-        del view, data
+        key, fn_id, fn_blob, reset, star, track, oob = pickle.loads(view[4 : 4 + head_size])
         if reset:
             fns.clear()
-        if fn_blob is not None:
-            fn = fns[fn_id] = loads_code(fn_blob)
-        else:
-            fn = fns[fn_id]
+        if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
+            fns[fn_id] = loads_code(fn_blob)
         if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
-            # Cancelled while it waited in the pipe: the parent drops this reply.
-            result, retire = BatchResult([None] * len(items), None, 0.0), False
-        elif plain and not track:
+            # Cancelled while it waited in the pipe: the parent drops the reply.
+            _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
+            continue
+        try:
+            segment, items, kwargs = _load_args(view[4 + head_size :], oob)
+        except Exception as exc:  # the batch fails, not the worker
+            _send(result_fd, _encode_failure(key, exc))
+            continue
+        finally:
+            del view, data
+        fn = fns[fn_id]
+        if plain and not track:
             result, retire = run_batch(fn, items, star, kwargs, BaseException), False
         else:
             limits.key = key
@@ -293,10 +295,34 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
         # An array the task (or its result) still holds keeps the mapping open:
         # then the parent must not reuse the segment for another task.
         kept = segment is not None and not segment.close()
-        _wire.write_all(result_fd, _wire.frame(_encode_result(key, result, kept)))
+        _send(result_fd, _encode_result(key, result, kept))
         if retire:  # a message of its own: it must arrive even if the result won't load
-            _wire.write_all(result_fd, _wire.frame(pickle.dumps((_wire.RETIRE,), 5)))
+            _send(result_fd, pickle.dumps((_wire.RETIRE,), 5))
             return 0
+
+
+def _send(fd: int, payload: bytes) -> None:
+    _wire.write_all(fd, _wire.frame(payload))
+
+
+def _load_args(body: memoryview, oob: Any) -> tuple[_shm.Segment | None, Any, Any]:
+    """A batch's (segment, items, kwargs); its large buffers mapped, not copied."""
+    if oob is None:
+        items, kwargs = pickle.loads(body)
+        return None, items, kwargs
+    segment = _shm.Segment.attach(oob[0], populate=False)
+    items, kwargs = pickle.loads(body, buffers=_shm.views(segment, oob[1]))
+    return segment, items, kwargs
+
+
+def _encode_failure(key: int, exc: BaseException) -> bytes:
+    """A batch whose arguments could not be loaded here: it fails as a whole."""
+    from ._errors import SerializationError
+
+    err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
+    err.__cause__ = exc
+    # Every item of the batch gets the error (values None: "the whole batch").
+    return pickle.dumps((_wire.RESULT, key, None, pack_exception(err), 0.0, None, True), 5)
 
 
 def _close_in_child(*fds: int) -> None:

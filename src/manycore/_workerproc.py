@@ -254,19 +254,20 @@ def decode_result(payload: bytes) -> Decoded:
             f"a result could not be unpickled in the parent: {exc!r}. Is the class of "
             "the returned object importable here?"
         )
-        return Decoded(err)
+        return Decoded(err, kept=True)  # what the worker kept is unknown: assume it did
     if message[0] == _wire.RESULT_OOB:
         try:
             message = _load_big(message)
         except Exception as exc:
-            return Decoded(
-                SerializationError(f"a result could not be unpickled in the parent: {exc!r}")
-            )
+            err = SerializationError(f"a result could not be unpickled in the parent: {exc!r}")
+            return Decoded(err, kept=True)
     if message[0] == _wire.INIT_FAILED:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
     if message[0] == _wire.RETIRE:
         return Decoded(None, retire=True)
     _, _key, values, failures, elapsed, unrun, kept = message
+    if values is None:  # the worker could not load the batch's arguments
+        return Decoded(rebuild(failures), kept=kept)
     errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
     return Decoded(BatchResult(values, errors, elapsed, unrun), kept=kept)
 

@@ -123,7 +123,7 @@ with mc.Pool(2, start_method={method!r}) as pool:
 
 
 def _segments_of(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"manycore-{pid}-")]
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"manycore-{pid}n")]
 
 
 @pytest.mark.parametrize("how", ["interrupt", "kill"])
