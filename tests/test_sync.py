@@ -127,3 +127,36 @@ def test_names_are_removed_with_the_objects() -> None:
     del objects
     gc.collect()
     assert ours() - before == set()
+
+
+def _get_one(q: mc.Queue) -> object:
+    return q.get(timeout=5)
+
+
+def test_queue_full_honours_timeouts() -> None:
+    import time
+
+    q = mc.Queue()
+    for i in range(256):  # the pipe's 1 MB, in 4 KB records
+        q.put_nowait(i)
+    with pytest.raises(queue.Full):
+        q.put_nowait("one more")
+    started = time.monotonic()
+    with pytest.raises(queue.Full):
+        q.put("one more", timeout=0.1)
+    assert 0.09 <= time.monotonic() - started < 2
+    assert [q.get() for _ in range(256)] == list(range(256))
+
+
+def test_a_killed_consumer_does_not_wedge_the_queue() -> None:
+    from faulty import hang_on
+
+    q = mc.Queue()
+    with mc.Pool(1, timeout=0.3) as pool:
+        # A task blocked in get() is killed by its timeout...
+        with pytest.raises(mc.TaskTimeout):
+            pool.submit(_get_one, q).result(timeout=30)
+        # ...and the queue still works for everyone.
+        q.put("still fine")
+        assert pool.submit(_get_one, q).result(timeout=30) == "still fine"
+        assert pool.submit(hang_on, 1).result(timeout=30) == 10

@@ -8,8 +8,8 @@ the same object by name:
 
 * ``Lock`` and ``Semaphore``: POSIX named semaphores (``/dev/shm/sem.manycore-*``);
 * ``Value`` and ``Counter``: a few bytes in a shared-memory segment, with a lock;
-* ``Queue``: a named pipe (FIFO) in a private temporary directory, with a lock on
-  each side so that messages never interleave, and a semaphore counting items.
+* ``Queue``: a named pipe (FIFO) in a private temporary directory, one
+  fixed-size record per item, which the kernel writes and reads whole (no lock).
 
 The creating process owns the names and removes them when its object is garbage
 collected; a worker only opens them. Each works on the threads backend too.
@@ -22,9 +22,12 @@ import os
 import pickle
 import queue
 import secrets
+import select
 import shutil
 import struct
+import sys
 import tempfile
+import time
 import weakref
 from typing import Any
 
@@ -223,15 +226,23 @@ def _open_value(cls: type[Value], name: str, typecode: str, lock: Lock) -> Value
     return obj
 
 
+_RECORD = 4096  # bytes: at most PIPE_BUF, so the kernel writes and reads it whole
+_HEAD = struct.Struct("<BI")  # kind, payload length
+_INLINE = 0  # the payload is the pickled item
+_IN_SEGMENT = 1  # the payload is the name of a segment holding the pickled item
+_POLL_SLICE = 0.05  # seconds: an untimed wait re-checks this often (Ctrl-C, a lost race)
+
+
 class Queue:
     """A FIFO queue between processes and threads: ``put``, ``get`` (with
     ``block``/``timeout``, raising :class:`queue.Empty`/:class:`queue.Full`),
-    ``put_nowait``, ``get_nowait``, ``qsize``, ``empty``.
+    ``put_nowait``, ``get_nowait``, ``qsize``, ``empty``, ``full``.
 
-    Items are pickled; ``maxsize`` > 0 bounds how many wait in the queue. A
-    ``put`` returns once its item is in the pipe (1 MB here): a larger item, or
-    a full pipe, makes it wait for a consumer, as a pipe does; there is no
-    background thread holding items that a worker's exit could lose.
+    Each item is one fixed-size record in a named pipe, written and read whole by
+    the kernel, so no lock is held across processes: a producer or consumer killed
+    in the middle cannot wedge the queue. An item that pickles to more than a
+    record travels through a shared-memory segment named in its record. The pipe
+    holds 256 records (1 MB); ``maxsize`` > 0 bounds the queue lower.
     """
 
     def __init__(self, maxsize: int = 0):
@@ -241,60 +252,44 @@ class Queue:
         path = os.path.join(folder, "queue")
         os.mkfifo(path, 0o600)
         weakref.finalize(self, _remove_folder, folder, os.getpid())
-        slots = Semaphore(maxsize) if maxsize else None
-        self._setup(path, maxsize, Semaphore(0), Lock(), Lock(), slots)
+        self._setup(path, maxsize)
 
-    def _setup(
-        self,
-        path: str,
-        maxsize: int,
-        items: Semaphore,
-        put_lock: Lock,
-        get_lock: Lock,
-        slots: Semaphore | None,
-    ) -> None:
+    def _setup(self, path: str, maxsize: int) -> None:
         self._path = path
         self.maxsize = maxsize
-        self._items = items
-        self._put_lock = put_lock
-        self._get_lock = get_lock
-        self._slots = slots
         # Opened at once, and kept open by the creating process for the queue's
         # life: a FIFO's buffer is thrown away when its last descriptor closes,
         # so a producer that finished before any consumer opened it would lose
         # its items. O_RDWR: opening never waits for the other side.
-        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         _wire.enlarge_pipe(self._fd)
         weakref.finalize(self, _close_quietly, self._fd)
         _opened[path] = self
 
-    def _pipe(self) -> int:
-        return self._fd
-
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        data = _dumps(item)
-        if self._slots is not None and not self._slots.acquire(block, timeout):
-            raise queue.Full
-        frame = b"".join(_wire.frame(data))
-        fd = self._pipe()
-        with self._put_lock:  # a message is written whole, never interleaved
-            # Counted before it is written: a message larger than the pipe can
-            # only be written while a reader takes it out.
-            self._items.release()
-            view = memoryview(frame)
-            while view:
-                view = view[os.write(fd, view) :]
+        record = self._record(item)
+        deadline = _deadline(block, timeout)
+        while True:
+            if not self.maxsize or self.qsize() < self.maxsize:
+                try:
+                    os.write(self._fd, record)  # whole, or not at all (<= PIPE_BUF)
+                    return
+                except BlockingIOError:
+                    pass
+            if not _wait(self._fd, select.POLLOUT, deadline):
+                _discard(record)
+                raise queue.Full
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not self._items.acquire(block, timeout):
-            raise queue.Empty
-        fd = self._pipe()
-        with self._get_lock:
-            (size,) = _wire.HEADER.unpack(_read(fd, _wire.HEADER.size))
-            data = _read(fd, size)
-        if self._slots is not None:
-            self._slots.release()
-        return pickle.loads(data)
+        deadline = _deadline(block, timeout)
+        while True:
+            try:
+                record = os.read(self._fd, _RECORD)  # one whole record, or none
+            except BlockingIOError:
+                if not _wait(self._fd, select.POLLIN, deadline):
+                    raise queue.Empty from None
+                continue
+            return _unpack(record)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -303,30 +298,73 @@ class Queue:
         return self.get(block=False)
 
     def qsize(self) -> int:
-        return self._items.get_value()
+        import fcntl
+        import termios
+
+        waiting = bytearray(4)
+        fcntl.ioctl(self._fd, termios.FIONREAD, waiting)
+        return int.from_bytes(waiting, sys.byteorder) // _RECORD
 
     def empty(self) -> bool:
         return self.qsize() == 0
 
     def full(self) -> bool:
-        return self._slots is not None and self._slots.get_value() == 0
+        return bool(self.maxsize) and self.qsize() >= self.maxsize
+
+    def _record(self, item: Any) -> bytes:
+        data = _dumps(item)
+        if len(data) <= _RECORD - _HEAD.size:
+            kind, payload = _INLINE, data
+        else:
+            segment, _ = _shm.pack([memoryview(data)])
+            segment.close()
+            kind, payload = _IN_SEGMENT, segment.name.encode()
+        return (_HEAD.pack(kind, len(payload)) + payload).ljust(_RECORD, b"\0")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = (self._path, self.maxsize, self._items, self._put_lock, self._get_lock, self._slots)
-        return (_open_queue, state)
+        return (_open_queue, (self._path, self.maxsize))
 
     def __repr__(self) -> str:
         return f"<manycore.Queue qsize={self.qsize()} maxsize={self.maxsize}>"
 
 
-def _read(fd: int, n: int) -> bytes:
-    """Read ``n`` bytes: the item was counted, so its writer is writing them now."""
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+def _deadline(block: bool, timeout: float | None) -> float | None:
+    if not block:
+        return time.monotonic()
+    _check_timeout(timeout)
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _wait(fd: int, event: int, deadline: float | None) -> bool:
+    """Wait until ``fd`` is ready for ``event``; False once ``deadline`` passes."""
+    poller = select.poll()
+    poller.register(fd, event)
+    while True:
+        left = _POLL_SLICE if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if poller.poll(min(left, _POLL_SLICE) * 1000):
+            return True
+
+
+def _unpack(record: bytes) -> Any:
+    kind, size = _HEAD.unpack_from(record)
+    payload = record[_HEAD.size : _HEAD.size + size]
+    if kind == _INLINE:
+        return pickle.loads(payload)
+    segment = _shm.Segment.attach(payload.decode(), populate=False)
+    segment.unlink()  # taken: nobody else will read it
+    try:
+        return pickle.loads(segment.map[: segment.size])
+    finally:
+        segment.close()
+
+
+def _discard(record: bytes) -> None:
+    """A record that was not put: remove its segment, if it has one."""
+    kind, size = _HEAD.unpack_from(record)
+    if kind == _IN_SEGMENT:
+        _shm._unlink(record[_HEAD.size : _HEAD.size + size].decode())
 
 
 def _dumps(item: Any) -> bytes:
@@ -335,19 +373,12 @@ def _dumps(item: Any) -> bytes:
     return dumps(item)
 
 
-def _open_queue(
-    path: str,
-    maxsize: int,
-    items: Semaphore,
-    put_lock: Lock,
-    get_lock: Lock,
-    slots: Semaphore | None,
-) -> Queue:
+def _open_queue(path: str, maxsize: int) -> Queue:
     known = _opened.get(path)
     if known is not None:
         return known  # type: ignore[no-any-return]
     obj = Queue.__new__(Queue)
-    obj._setup(path, maxsize, items, put_lock, get_lock, slots)
+    obj._setup(path, maxsize)
     return obj
 
 
