@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from manycore._scheduler import ChunkPlanner, InputSource
 
 
@@ -84,3 +86,16 @@ def test_input_source_slices_sequences_and_reads_iterators_lazily() -> None:
     zipped = InputSource(([1, 2], "ab"), star=False)
     assert zipped.star
     assert zipped.take(5) == (0, [(1, "a"), (2, "b")])
+
+
+def test_big_array_items_are_recognised() -> None:
+    np = pytest.importorskip("numpy")
+    from manycore._scheduler import _array_bytes
+
+    big = np.zeros(1 << 15)  # 256 KB
+    assert _array_bytes(big) == big.nbytes
+    assert _array_bytes((big, 3)) == big.nbytes
+    assert _array_bytes({"image": big, "label": 1}) == big.nbytes
+    assert _array_bytes([big, big]) == 2 * big.nbytes
+    assert _array_bytes(np.zeros(10)) == 0  # small: not a "big" item
+    assert _array_bytes("text") == 0

@@ -132,12 +132,18 @@ def _is_array(obj: Any) -> bool:
 
 
 def _array_bytes(item: Any) -> int:
-    """Bytes of NumPy array data in ``item`` (an array, or a tuple of arguments),
-    if that makes it a big item; else 0. NumPy is never imported here."""
+    """Bytes of NumPy array data in ``item`` (an array, or arrays in a tuple, list
+    or dict, one level down), if that makes it a big item; else 0. NumPy is
+    never imported here."""
     np = sys.modules.get("numpy")
     if np is None:
         return 0
-    parts = item if isinstance(item, tuple) else (item,)
+    if isinstance(item, dict):
+        parts: Any = item.values()
+    elif isinstance(item, (tuple, list)):
+        parts = item
+    else:
+        parts = (item,)
     total = sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
     return total if total >= _BIG_ITEM else 0
 
