@@ -18,6 +18,8 @@ BACKENDS = [
 ]
 if "fork" in mc.START_METHODS:
     BACKENDS.append(pytest.param(("processes", "fork"), id="processes-fork"))
+if "forkserver" in mc.START_METHODS:
+    BACKENDS.append(pytest.param(("processes", "forkserver"), id="processes-forkserver"))
 
 PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "processes"]
 

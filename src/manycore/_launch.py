@@ -1,11 +1,12 @@
-"""Starting worker processes: the ``spawn`` and ``fork`` start methods.
+"""Starting worker processes: the ``spawn``, ``fork`` and ``forkserver`` start methods.
 
 ``spawn`` (the default) starts a fresh interpreter with :mod:`subprocess`, handing
 it only its own two pipe ends. Unlike :mod:`multiprocessing` it never re-imports the
 user's main script in the child, so a script without an ``if __name__ ==
 "__main__"`` guard works, and functions from ``__main__`` travel by value
 (cloudpickle). ``fork`` is faster to start but unsafe when the parent runs other
-threads, so it is used only when asked for.
+threads, so it is used only when asked for. ``forkserver`` (see
+:mod:`manycore._forkserver`) forks workers from a small single-threaded server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from typing import Protocol
 
 __all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
 
-START_METHODS = ("spawn", "fork") if hasattr(os, "fork") else ("spawn",)
+START_METHODS: tuple[str, ...] = ("spawn",)
+if hasattr(os, "fork"):
+    START_METHODS += ("fork",)
+    if hasattr(__import__("socket"), "send_fds"):
+        START_METHODS += ("forkserver",)
 
 # Every pipe end the engines own in this process. Any forked child closes them
 # (our own fork-started workers keep their two): a child of some other library's
@@ -43,12 +48,6 @@ def _close_engine_fds_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_engine_fds_in_child)
-
-_BOOT = (
-    "import os,sys,json;"
-    "sys.path[:0]=json.loads(os.environ.pop('MANYCORE_SYS_PATH'));"
-    "from manycore._worker import main;main(*map(int,sys.argv[1:4]))"
-)
 
 
 def default_start_method() -> str:
@@ -157,17 +156,35 @@ def launch(
     ``blas_threads``, BLAS/OpenMP libraries it loads use that many threads."""
     if method == "fork":
         return _fork(task_fd, result_fd, slot_fd)
-    env = dict(os.environ)
-    env["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
-    if blas_threads is not None:
-        env.update(dict.fromkeys(BLAS_ENV, str(blas_threads)))
-    popen = subprocess.Popen(
-        [sys.executable, "-c", _BOOT, str(task_fd), str(result_fd), str(slot_fd)],
+    if method == "forkserver":
+        from . import _forkserver
+
+        return _forkserver.launch(task_fd, result_fd, slot_fd, blas_threads)
+    env = {} if blas_threads is None else dict.fromkeys(BLAS_ENV, str(blas_threads))
+    popen = spawn_python(
+        "from manycore._worker import main;main(*map(int,sys.argv[1:4]))",
+        [str(task_fd), str(result_fd), str(slot_fd)],
         pass_fds=(task_fd, result_fd, slot_fd),
         env=env,
-        stdin=subprocess.DEVNULL,
     )
     return _Spawned(popen)
+
+
+def spawn_python(
+    code: str, args: list[str], pass_fds: tuple[int, ...], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A fresh interpreter running ``code`` with this process's ``sys.path`` (never
+    the user's main script), these descriptors, and ``env`` added."""
+    full = dict(os.environ)
+    full["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
+    full.update(env or {})
+    boot = "import os,sys,json;sys.path[:0]=json.loads(os.environ.pop('MANYCORE_SYS_PATH'));"
+    return subprocess.Popen(
+        [sys.executable, "-c", boot + code, *args],
+        pass_fds=pass_fds,
+        env=full,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _fork(task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:

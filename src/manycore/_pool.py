@@ -47,7 +47,8 @@ class Pool(Executor):
 
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
     ``"processes"``, ``"threads"`` or ``"serial"``. ``start_method``: ``"spawn"``
-    (default) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
+    (default), ``"forkserver"`` (workers forked from a small server process: safe,
+    and quick to replace) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
     worker (and each replacement) before its first task; what it returns is that
     worker's state, :func:`manycore.worker_state` in tasks. ``exit()`` runs in
     each worker as it stops normally. ``shared``: an object every task can read

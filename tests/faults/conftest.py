@@ -38,10 +38,14 @@ def no_leaks() -> Iterator[None]:
     shm_before = _shm()
     yield
     mc.shutdown_default_pools()
+    from manycore import _forkserver
+
     deadline = time.monotonic() + 10
     while True:
-        left = [p for p in me.children(recursive=True) if p.pid not in children_before]
-        fds = _fds() - fds_before
+        # The fork server (start_method="forkserver") stays for the process's life.
+        keep = children_before | {_forkserver.server_pid()}
+        left = [p for p in me.children(recursive=True) if p.pid not in keep]
+        fds = _fds() - fds_before - {_forkserver.server_fd()}
         if (not left and not fds) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

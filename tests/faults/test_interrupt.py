@@ -52,12 +52,21 @@ def _start(
     assert proc.stdout.readline().strip() == "ready"
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 20
-    while len(parent.children()) < 2 and time.monotonic() < deadline:
+    while len(_workers_of(parent)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # the workers are inside slow() now
+    # (With "forkserver", the fork server is a child too: it goes with the rest.)
     workers = parent.children(recursive=True)
-    assert len(workers) == 2
+    if len(_workers_of(parent)) != 2:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"expected 2 workers, found {workers}")
     return proc, workers
+
+
+def _workers_of(parent: psutil.Process) -> list[psutil.Process]:
+    # The workers are the leaves: with "forkserver" the server sits between.
+    return [p for p in parent.children(recursive=True) if not p.children()]
 
 
 def _gone_within(workers: list[psutil.Process], seconds: float) -> bool:
