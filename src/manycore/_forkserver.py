@@ -30,6 +30,7 @@ _MESSAGE = struct.Struct("<iii")  # kind, pid, exit status
 _STARTED = 1
 _EXITED = 2
 _REQUEST = struct.Struct("<i")  # threads for BLAS in the new worker (-1: leave alone)
+_KEEP_STATUSES = 10_000  # exit statuses remembered (a worker's is asked for soon)
 
 
 def available() -> bool:
@@ -68,15 +69,22 @@ class _Server:
     def start(self, fds: tuple[int, int, int], blas_threads: int | None) -> int:
         """A new worker with these descriptors; its pid."""
         with self._lock:
+            if self.gone:
+                raise OSError("the fork server has gone away")
             request = _REQUEST.pack(-1 if blas_threads is None else blas_threads)
-            socket.send_fds(self._sock, [request], list(fds))
-            while True:
-                if self.gone:
-                    raise OSError("the fork server has gone away")
-                for kind, pid, status in self._read(None):
-                    if kind == _STARTED:
-                        return pid
-                    self._exited[pid] = status
+            try:
+                socket.send_fds(self._sock, [request], list(fds))
+                while True:
+                    started = self._read(None)
+                    if started:
+                        return started[0]
+                    if self.gone:
+                        raise OSError("the fork server has gone away")
+            except BaseException:
+                # A reply may still be on its way (Ctrl-C arrived while we waited):
+                # the replies would be out of step. Use a new server from now on.
+                self.gone = True
+                raise
 
     def status(self, pid: int, timeout: float) -> int | None:
         """The exit code of worker ``pid`` (negative: the signal), waiting up to
@@ -91,11 +99,11 @@ class _Server:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                for kind, other, status in self._read(min(left, 0.05)):
-                    if kind == _EXITED:
-                        self._exited[other] = status
+                self._read(min(left, 0.05))
 
-    def _read(self, timeout: float | None) -> list[tuple[int, int, int]]:
+    def _read(self, timeout: float | None) -> list[int]:
+        """Read what the server sent: exit statuses are recorded here (whoever
+        reads them); the pids of started workers are returned."""
         ready, _, _ = select.select([self._sock], [], [], timeout)
         if ready:
             try:
@@ -106,11 +114,28 @@ class _Server:
                 self.gone = True
                 return []
             self._buffer += data
-        messages = []
+        started = []
         while len(self._buffer) >= _MESSAGE.size:
-            messages.append(_MESSAGE.unpack_from(self._buffer))
+            kind, pid, status = _MESSAGE.unpack_from(self._buffer)
             self._buffer = self._buffer[_MESSAGE.size :]
-        return messages
+            if kind == _STARTED:
+                # Messages come in order: a status seen before this one belongs to
+                # an earlier process that had the same pid.
+                self._exited.pop(pid, None)
+                started.append(pid)
+            else:
+                self._exited[pid] = status
+                while len(self._exited) > _KEEP_STATUSES:  # the oldest go first
+                    del self._exited[next(iter(self._exited))]
+        return started
+
+    def close(self) -> None:
+        """Let go of a server that is gone (or out of step): its socket too."""
+        from . import _launch
+
+        self.gone = True
+        _launch.ENGINE_FDS.discard(self._sock.fileno())
+        self._sock.close()
 
 
 class ServedWorker:
@@ -145,6 +170,8 @@ def launch(task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None)
     for attempt in range(2):
         with _server_lock:
             if _server is None or _server.gone:
+                if _server is not None:
+                    _server.close()
                 _server = _Server()  # the first time, or the old one was killed
             server = _server
         try:
