@@ -43,23 +43,21 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 from . import _launch, _shm
-from ._batch import Batch, BatchResult, Done, pinned
+from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed
+from ._faults import Task, overdue, verdicts
 from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
 from ._workerproc import (
     WorkerHandle,
     WorkerSpec,
     close_fd,
-    crash_error,
     decode_result,
     start_worker,
     stop_workers,
-    timeout_error,
 )
 
 __all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
@@ -76,23 +74,6 @@ class EngineState(enum.Enum):
     BROKEN = "broken"  # a worker's init failed: every task fails with PoolBroken
     CLOSING = "closing"  # no new work; finishing what was accepted
     CLOSED = "closed"
-
-
-@dataclass(eq=False)
-class _Task:
-    batch: Batch
-    done: Done
-    fn_id: int
-    fn_blob: bytes
-    body: bytes
-    oob: tuple[str, list[tuple[int, int]]] | None = None  # where its large buffers are
-    segment: _shm.Segment | None = None  # holding them; given back when the task ends
-    # No worker can still use the segment: it was never sent, the worker said it
-    # kept no array of it, or the worker is dead. Only then is it reused.
-    clean: bool = True
-    claimed: bool = False  # its future was marked running (done once, even if re-sent)
-    wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
-    dropped: bool = False  # force-cancelled: settled already; ignore its result
 
 
 class EngineFuture(Future[Any]):
@@ -150,8 +131,8 @@ class ProcessEngine:
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
         self._broken: BaseException | None = None
-        self._pending: deque[_Task] = deque()
-        self._ready: deque[tuple[_Task, BatchResult | BaseException]] = deque()
+        self._pending: deque[Task] = deque()
+        self._ready: deque[tuple[Task, BatchResult | BaseException]] = deque()
         self._workers: list[WorkerHandle] = []
         self._fn_ids: dict[bytes, int] = {}
         self._next_fn_id = 0
@@ -235,7 +216,7 @@ class ProcessEngine:
                     self._fn_ids.clear()  # ids are never reused: this only re-sends
                 self._next_fn_id += 1
                 fn_id = self._fn_ids[fn_blob] = self._next_fn_id
-            self._pending.append(_Task(batch, done, fn_id, fn_blob, body, oob, segment))
+            self._pending.append(Task(batch, done, fn_id, fn_blob, body, oob, segment))
             if batch.timeout is not None:
                 self._timed += 1
             self._dispatch_locked()
@@ -379,7 +360,7 @@ class ProcessEngine:
                 task.claimed = True
             self._send_locked(best, task)
 
-    def _send_locked(self, w: WorkerHandle, task: _Task) -> None:
+    def _send_locked(self, w: WorkerHandle, task: Task) -> None:
         self._next_key += 1
         task.wire_key = self._next_key
         task.clean = task.segment is None
@@ -537,7 +518,7 @@ class ProcessEngine:
 
     # ------------------------------------------------------------- failures
 
-    def _take_all_locked(self) -> list[_Task]:
+    def _take_all_locked(self) -> list[Task]:
         """Remove and return every task not yet finished: pending and in flight.
         (Force-cancelled ones are finished already: only their segments go.)"""
         tasks = list(self._pending)
@@ -562,7 +543,7 @@ class ProcessEngine:
                 self._broken = error
             self._ready.extend((t, err) for t in self._take_all_locked())
 
-    def _finish(self, task: _Task, outcome: BatchResult | BaseException) -> None:
+    def _finish(self, task: Task, outcome: BatchResult | BaseException) -> None:
         """Hand a task its outcome (every task ends here, exactly once)."""
         if task.batch.timeout is not None:
             with self._lock:
@@ -572,7 +553,7 @@ class ProcessEngine:
             task.segment = None
         task.done(task.batch, outcome)
 
-    def _release_segment(self, task: _Task) -> None:
+    def _release_segment(self, task: Task) -> None:
         if task.segment is not None:
             self._segments.give(task.segment, reusable=task.clean)
             task.segment = None
@@ -586,23 +567,13 @@ class ProcessEngine:
         soonest: float | None = None
         with self._lock:
             for w in self._workers:
-                if not w.inflight or w.doom is not None:
-                    continue
-                task = w.inflight[0]
-                limit = task.batch.timeout
-                if limit is None:
-                    continue
-                seen = w.read_slot()
-                if seen is None or seen[0] != task.wire_key:
-                    left = limit  # not started yet: it cannot time out sooner
-                else:
-                    left = seen[2] + limit - now
-                    if left <= 0:
-                        w.doom = ("timeout", task, seen[1])
-                        w.dead = True
-                        w.proc.kill()  # its EOF brings it to _bury
-                        continue
-                soonest = left if soonest is None else min(soonest, left)
+                offset, left = overdue(w, now)
+                if offset is not None:
+                    w.doom = ("timeout", w.inflight[0], offset)
+                    w.dead = True
+                    w.proc.kill()  # its EOF brings it to _bury
+                elif left is not None:
+                    soonest = left if soonest is None else min(soonest, left)
         return soonest
 
     def kill(self, batch: Batch) -> bool:
@@ -639,7 +610,7 @@ class ProcessEngine:
             self._turns.notify_work()
         return True
 
-    def _find_locked(self, batch: Batch) -> tuple[WorkerHandle | None, int, _Task] | None:
+    def _find_locked(self, batch: Batch) -> tuple[WorkerHandle | None, int, Task] | None:
         for task in self._pending:
             if task.batch is batch:
                 return None, -1, task
@@ -665,8 +636,8 @@ class ProcessEngine:
                 if task.dropped:
                     self._release_segment(task)
             lost = [t for t in lost if not t.dropped]  # settled already
-            verdicts = self._verdicts_locked(w, lost, exitcode)
-            self._pending.extendleft(reversed([t for t in lost if t not in verdicts]))
+            outcomes = verdicts(w, lost, exitcode)
+            self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
             replace = self._state is EngineState.RUNNING or (
                 self._state is EngineState.CLOSING and bool(self._pending)
             )
@@ -681,37 +652,9 @@ class ProcessEngine:
                 with self._lock:
                     self._add_worker(fresh)
                     self.restarts += 1
-        if verdicts:
+        if outcomes:
             with self._lock:
-                self._ready.extend(verdicts.items())
-
-    def _verdicts_locked(
-        self, w: WorkerHandle, lost: list[_Task], exitcode: int | None
-    ) -> dict[_Task, BatchResult | BaseException]:
-        """The outcome of each task a dead worker held; the others run again.
-
-        A worker runs its batches in order, so only the oldest can have been
-        running: the one behind it never started and is simply re-queued.
-        """
-        doom = w.doom
-        if doom is not None and doom[0] == "cancel":
-            return {doom[1]: CancelledError()} if doom[1] in lost else {}
-        if not lost or w.retiring or (doom is not None and doom[0] == "settled"):
-            return {}  # what it held is innocent: run it all again
-        first = lost[0]
-        pid = w.proc.pid
-        if doom is not None:  # ("timeout", task, offset)
-            timed_out = doom[1]
-            if timed_out not in lost:  # force-cancelled meanwhile
-                return {}
-            late = timeout_error(timed_out.batch, doom[2], pid)
-            return {timed_out: pinned(timed_out.batch, doom[2], late)}
-        seen = w.read_slot() if first.batch.timeout is not None else None
-        if seen is not None and seen[0] == first.wire_key:
-            offset = seen[1]  # the slot says which item it was running
-            error = crash_error(first.batch, pid, exitcode, offset)
-            return {first: pinned(first.batch, offset, error)}
-        return {first: crash_error(first.batch, pid, exitcode)}
+                self._ready.extend(outcomes.items())
 
     # ------------------------------------------------------------ lifecycle
 

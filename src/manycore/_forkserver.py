@@ -24,6 +24,8 @@ import struct
 import threading
 import time
 
+from . import _shm
+
 __all__ = ["available", "launch"]
 
 _MESSAGE = struct.Struct("<iii")  # kind, pid, exit status
@@ -95,7 +97,7 @@ class _Server:
                 if pid in self._exited:
                     return self._exited[pid]
                 if self.gone:  # nobody can tell how it ended, only whether it did
-                    return None if _alive(pid) else -1
+                    return None if _shm.alive(pid) else -1
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -194,14 +196,6 @@ def server_fd() -> int | None:
     return None if _server is None else _server.fileno()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _forget_in_child() -> None:
     global _server, _server_lock
     _server = None  # the socket was closed with the other engine descriptors
@@ -263,10 +257,8 @@ def _run_worker(fds: list[int], blas_threads: int) -> None:  # pragma: no cover
 def _clean_up_after(owner: int) -> None:
     """Our process closed its end: if it died rather than exited, nobody else will
     remove its shared-memory segments (its workers' parent is this server)."""
-    from . import _shm
-
     time.sleep(0.5)  # a process that exits normally removes its own first
-    if not _alive(owner) or os.getppid() != owner:
+    if not _shm.alive(owner) or os.getppid() != owner:
         _shm.remove_segments_of(owner)
 
 

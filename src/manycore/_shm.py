@@ -251,7 +251,8 @@ def rename(name: str) -> str:
     return new
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (as far as this process can see)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -299,7 +300,7 @@ def remove_orphans() -> int:
     """Remove the segments and semaphores whose creator no longer exists."""
     gone = 0
     for name, pid_of in _ours():
-        if not _alive(pid_of):
+        if not alive(pid_of):
             _remove_file(name)
             gone += 1
     return gone
