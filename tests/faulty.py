@@ -127,6 +127,12 @@ def shm_names(arr: Any) -> list[str]:
     return sorted(n for n in os.listdir("/dev/shm") if n.startswith("manycore-"))
 
 
+def mapped_segments(_: Any = None) -> list[str]:
+    """Names of the manycore segments this worker has mapped right now."""
+    with open("/proc/self/maps") as f:
+        return sorted({line.rsplit("/", 1)[1].strip() for line in f if "/manycore-" in line})
+
+
 def array_sum(arr: Any) -> float:
     return float(arr.sum())
 

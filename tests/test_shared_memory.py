@@ -49,6 +49,28 @@ def test_large_results_come_back_through_shared_memory(process_pool: mc.Pool) ->
     assert all(n.startswith(f"manycore-{os.getpid()}n") for n in ours())
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_a_worker_keeps_its_argument_mappings(
+    backend: tuple[str, str | None],
+) -> None:
+    from faulty import mapped_segments
+
+    if backend[0] != "processes":
+        pytest.skip("shared-memory transport is for processes")
+    with mc.Pool(1, start_method=backend[1]) as pool:
+        arrays = [np.full(MB // 4, i, dtype=np.float64) for i in range(6)]
+        assert pool.map(array_sum, arrays, chunksize=1) == [float(i * MB // 4) for i in range(6)]
+        # Idle now, the worker still maps the parent's (reused) argument segments,
+        # so the next map does not map them again...
+        held = pool.submit(mapped_segments).result(timeout=30)
+        assert held and set(held) <= set(ours())
+        assert all(n.startswith(f"manycore-{os.getpid()}n") for n in held)
+        # ...and their data is the new tasks', not stale.
+        assert pool.map(array_sum, arrays[::-1], chunksize=1) == [
+            float(i * MB // 4) for i in reversed(range(6))
+        ]
+
+
 def test_non_contiguous_and_mixed_arguments(process_pool: mc.Pool) -> None:
     grid = np.arange(4 * MB // 8, dtype=np.float64).reshape(-1, 16)
     column = grid[:, 3]  # not contiguous: pickled in the stream

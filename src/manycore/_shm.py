@@ -138,6 +138,14 @@ class Segment:
         return True
 
 
+def open_fd(name: str) -> int:
+    """A read-only descriptor of segment ``name`` (its ``st_nlink`` drops to 0
+    once the name is removed)."""
+    assert _posixshmem is not None
+    fd: int = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    return fd
+
+
 def _unlink(name: str) -> None:
     if _posixshmem is None:  # pragma: no cover
         return

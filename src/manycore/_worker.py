@@ -33,6 +33,7 @@ import cloudpickle
 
 from . import _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
+from ._mapcache import Mappings
 from ._remote import pack_exception
 from ._serialize import dumps, loads_code
 
@@ -42,6 +43,7 @@ _HEAD = struct.Struct("<I")  # size of the task's head, before its body
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
+_SWEEP_MS = 1000  # how often an idle worker unmaps segments the parent removed
 
 
 def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
@@ -180,20 +182,24 @@ def _limit_blas(threads: int) -> None:
         _blas_limit = threadpool_limits(limits=threads)
 
 
-def _watch_parent(task_fd: int, parent: int) -> None:
+def _watch_parent(task_fd: int, parent: int, mappings: Mappings) -> None:
     """Exit when the parent is gone, even while a task runs.
 
     The parent holds the only write end of the task pipe, so the pipe hangs up
     when it dies (even by SIGKILL). An idle worker sees that as end of file in its
     read; a busy one is stopped here, after a grace period that lets a worker
-    being closed normally finish on its own and flush its output.
+    being closed normally finish on its own and flush its output. It also
+    unmaps, about once a second, cached argument segments the parent removed.
     """
     poller = select.poll()
     poller.register(task_fd, select.POLLHUP)
     while True:
         try:
-            events = poller.poll()
+            events = poller.poll(_SWEEP_MS)
         except InterruptedError:
+            continue
+        if not events:
+            mappings.sweep()
             continue
         if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
             break
@@ -207,7 +213,7 @@ def _watch_parent(task_fd: int, parent: int) -> None:
     os._exit(0)
 
 
-def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
+def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
@@ -231,7 +237,7 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int) -> int:
         _wire.write_all(result_fd, _wire.frame(message))
         return 3
     try:
-        return _loop(task_fd, result_fd, _Limits(slot, max_tasks, max_memory))
+        return _loop(task_fd, result_fd, _Limits(slot, max_tasks, max_memory), mappings)
     finally:
         if exit_fn is not None:
             _run_exit(exit_fn)
@@ -258,7 +264,7 @@ def _run_exit(exit_fn: Any) -> None:
         traceback.print_exc()
 
 
-def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
+def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> int:
     """Read batches, run them, write results, until the pipe closes or we retire."""
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
@@ -279,7 +285,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
             _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
             continue
         try:
-            segment, items, kwargs = _load_args(view[4 + head_size :], oob)
+            segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
         except Exception as exc:  # the batch fails, not the worker
             _send(result_fd, _encode_failure(key, exc))
             continue
@@ -294,7 +300,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits) -> int:
         del items, kwargs, fn
         # An array the task (or its result) still holds keeps the mapping open:
         # then the parent must not reuse the segment for another task.
-        kept = segment is not None and not segment.close()
+        kept = segment is not None and not mappings.give(segment)
         _send(result_fd, _encode_result(key, result, kept))
         if retire:  # a message of its own: it must arrive even if the result won't load
             _send(result_fd, pickle.dumps((_wire.RETIRE,), 5))
@@ -305,13 +311,19 @@ def _send(fd: int, payload: bytes) -> None:
     _wire.write_all(fd, _wire.frame(payload))
 
 
-def _load_args(body: memoryview, oob: Any) -> tuple[_shm.Segment | None, Any, Any]:
+def _load_args(
+    body: memoryview, oob: Any, mappings: Mappings
+) -> tuple[_shm.Segment | None, Any, Any]:
     """A batch's (segment, items, kwargs); its large buffers mapped, not copied."""
     if oob is None:
         items, kwargs = pickle.loads(body)
         return None, items, kwargs
-    segment = _shm.Segment.attach(oob[0], populate=False)
-    items, kwargs = pickle.loads(body, buffers=_shm.views(segment, oob[1]))
+    segment = mappings.take(oob[0])
+    try:
+        items, kwargs = pickle.loads(body, buffers=_shm.views(segment, oob[1]))
+    except BaseException:
+        mappings.give(segment)
+        raise
     return segment, items, kwargs
 
 
@@ -346,10 +358,13 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     for fd in (task_fd, result_fd):
         os.set_inheritable(fd, False)
     os.register_at_fork(after_in_child=lambda: _close_in_child(task_fd, result_fd))
-    threading.Thread(target=_watch_parent, args=(task_fd, os.getppid()), daemon=True).start()
+    mappings = Mappings()
+    threading.Thread(
+        target=_watch_parent, args=(task_fd, os.getppid(), mappings), daemon=True
+    ).start()
     code = 1
     try:
-        code = _serve(task_fd, result_fd, slot_fd)
+        code = _serve(task_fd, result_fd, slot_fd, mappings)
     except BrokenPipeError:
         code = 0  # the parent is gone: nobody to report to
     except BaseException:  # a broken pipe or a bug here: say so, then exit
