@@ -32,11 +32,19 @@ __all__ = [
     "RemoteTraceback",
     "Semaphore",
     "SerializationError",
+    "Task",
+    "TaskFuture",
+    "TaskGraph",
     "TaskTimeout",
+    "UpstreamFailed",
     "Value",
     "WorkerCrashed",
     "__version__",
+    "aimap",
+    "amap",
+    "as_completed",
     "backend_names",
+    "graph",
     "imap",
     "map",
     "register_backend",
@@ -44,12 +52,16 @@ __all__ = [
     "shared_array",
     "shutdown_default_pools",
     "starmap",
+    "task",
     "usable_cpus",
+    "wait",
     "worker_state",
 ]
 
 # Where each public name lives; resolved by __getattr__ on first access.
 _SOURCES = {
+    "aimap": "_amap",
+    "amap": "_amap",
     "imap": "_api",
     "map": "_api",
     "shutdown_default_pools": "_api",
@@ -62,6 +74,7 @@ _SOURCES = {
     "RemoteTraceback": "_errors",
     "SerializationError": "_errors",
     "TaskTimeout": "_errors",
+    "UpstreamFailed": "_errors",
     "WorkerCrashed": "_errors",
     "START_METHODS": "_launch",
     "Failure": "_failure",
@@ -79,9 +92,17 @@ _SOURCES = {
     "Semaphore": "_sync",
     "Value": "_sync",
     "worker_state": "_state",
+    "Task": "_taskdef",
+    "as_completed": "_taskdef",
+    "task": "_taskdef",
+    "wait": "_taskdef",
+    "TaskGraph": "_taskgraph",
+    "graph": "_taskgraph",
+    "TaskFuture": "_tasks",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from ._amap import aimap, amap
     from ._api import imap, map, shutdown_default_pools, starmap
     from ._cpus import usable_cpus
     from ._errors import (
@@ -92,6 +113,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         RemoteTraceback,
         SerializationError,
         TaskTimeout,
+        UpstreamFailed,
         WorkerCrashed,
     )
     from ._failure import Failure
@@ -100,6 +122,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._shared import shared_array
     from ._state import shared, worker_state
     from ._sync import Counter, Lock, Queue, Semaphore, Value
+    from ._taskdef import Task, as_completed, task, wait
+    from ._taskgraph import TaskGraph, graph
+    from ._tasks import TaskFuture
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 

@@ -27,9 +27,11 @@ _lock = threading.Lock()
 _pools: dict[tuple[str, int | None, str | None], Pool] = {}
 
 
-def _default_pool(backend: str, workers: int | None, start_method: str | None) -> Pool:
+def _default_pool(
+    backend: str, workers: int | None, start_method: str | None, concurrency: int | None = None
+) -> Pool:
     v.check_backend(backend)
-    workers = v.check_positive_int(workers, "workers")
+    workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
     key = (backend, workers, start_method)
     evicted: list[Pool] = []
@@ -50,6 +52,7 @@ def map(
     *iterables: Iterable[Any],
     workers: int | None = None,
     backend: str = "processes",
+    concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -60,13 +63,15 @@ def map(
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
+    ``backend="asyncio"`` runs an ``async def`` ``fn``, ``concurrency`` (default
+    100) coroutines at once; from a coroutine, ``await mc.amap(...)``.
     ``timeout``: seconds an item may run (it then fails with
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
-    pool = _default_pool(backend, workers, start_method)
+    pool = _default_pool(backend, workers, start_method, concurrency)
     with _stop_on_interrupt(pool):
         return pool.map(
             fn,
@@ -85,6 +90,7 @@ def imap(
     *iterables: Iterable[Any],
     workers: int | None = None,
     backend: str = "processes",
+    concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -97,7 +103,7 @@ def imap(
     results are yielded as they are ready."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
-    pool = _default_pool(backend, workers, start_method)
+    pool = _default_pool(backend, workers, start_method, concurrency)
     results = pool.imap(
         fn,
         *iterables,
@@ -117,6 +123,7 @@ def starmap(
     *,
     workers: int | None = None,
     backend: str = "processes",
+    concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -128,7 +135,7 @@ def starmap(
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
-    pool = _default_pool(backend, workers, start_method)
+    pool = _default_pool(backend, workers, start_method, concurrency)
     with _stop_on_interrupt(pool):
         return pool.starmap(
             fn,

@@ -49,6 +49,7 @@ from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed
 from ._faults import Task, overdue, verdicts
+from ._futures import AwaitableFuture
 from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
 from ._turns import PollTurns
 from ._workerproc import (
@@ -76,7 +77,7 @@ class EngineState(enum.Enum):
     CLOSED = "closed"
 
 
-class EngineFuture(Future[Any]):
+class EngineFuture(AwaitableFuture[Any]):
     """A ``Future`` whose ``result()`` reads its own result from the pipes.
 
     See :mod:`manycore._turns`: the waiting thread polls the engine itself when it

@@ -8,6 +8,7 @@ Every error that manycore raises on its own account derives from one base::
     ├── WorkerCrashed         a worker process died while running an item
     ├── TaskTimeout           an item ran longer than ``timeout`` (also a TimeoutError)
     ├── SerializationError    an argument, a function or a result could not be pickled
+    ├── UpstreamFailed        a task was not run because a task it needs failed
     └── RemoteError           a task's exception that could not travel back as itself
 
 An exception raised by the user's function reaches the caller as *that* exception
@@ -30,6 +31,7 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeout",
+    "UpstreamFailed",
     "WorkerCrashed",
     "add_note",
     "describe_exit",
@@ -83,6 +85,29 @@ class TaskTimeout(ManycoreError, TimeoutError):
 
 def _rebuild_timeout(message: str, timeout: float | None, index: int | None) -> TaskTimeout:
     return TaskTimeout(message, timeout=timeout, index=index)
+
+
+class UpstreamFailed(ManycoreError):
+    """A task was not run because one of its input tasks failed.
+
+    ``task`` names the input that failed and ``key`` is its number in the graph;
+    the input's own exception is this one's ``__cause__`` (itself an
+    ``UpstreamFailed`` further down a chain, so the traceback shows the path);
+    ``first`` is the error that started the chain.
+    """
+
+    def __init__(self, message: str, *, task: str | None = None, key: int | None = None):
+        super().__init__(message)
+        self.task = task
+        self.key = key
+        self.first: BaseException | None = None  # the error that started the chain
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_upstream, (str(self), self.task, self.key))
+
+
+def _rebuild_upstream(message: str, task: str | None, key: int | None) -> UpstreamFailed:
+    return UpstreamFailed(message, task=task, key=key)
 
 
 class SerializationError(ManycoreError, TypeError):

@@ -23,6 +23,7 @@ from ._failure import ERROR_POLICIES
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from .backends import Backend, BackendOptions, get_backend
+from .backends.aio import DEFAULT_CONCURRENCY
 
 __all__ = ["Pool", "PoolState"]
 
@@ -37,7 +38,10 @@ class PoolState(enum.Enum):
 
 
 def default_workers(backend: str) -> int:
-    """CPUs usable by this process; threads get a few more for I/O-bound work."""
+    """CPUs usable by this process; threads get a few more for I/O-bound work, and
+    asyncio runs many coroutines at once (they wait; they do not compute)."""
+    if backend == "asyncio":
+        return DEFAULT_CONCURRENCY
     cpus = usable_cpus()
     return min(32, cpus + 4) if backend == "threads" else cpus
 
@@ -46,7 +50,10 @@ class Pool(Executor):
     """Workers that stay up between calls.
 
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
-    ``"processes"``, ``"threads"`` or ``"serial"``. ``start_method``: ``"spawn"``
+    ``"processes"``, ``"threads"``, ``"asyncio"`` (``async def`` functions on an
+    event loop of the pool's own) or ``"serial"``. ``concurrency``: for asyncio,
+    how many coroutines run at once (default 100); the same as ``workers`` there,
+    so give either (both only if equal). ``start_method``: ``"spawn"``
     (default), ``"forkserver"`` (workers forked from a small server process: safe,
     and quick to replace) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
     worker (and each replacement) before its first task; what it returns is that
@@ -71,6 +78,7 @@ class Pool(Executor):
         workers: int | None = None,
         *,
         backend: str = "processes",
+        concurrency: int | None = None,
         start_method: str | None = None,
         init: Callable[..., Any] | None = None,
         init_args: Iterable[Any] = (),
@@ -84,7 +92,7 @@ class Pool(Executor):
         max_memory_per_worker: int | str | None = None,
         blas_threads: int | None = None,
     ):
-        workers = v.check_positive_int(workers, "workers")
+        workers = v.check_workers(workers, concurrency, backend)
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)
@@ -95,7 +103,7 @@ class Pool(Executor):
         backend_cls = get_backend(backend)
         limits = {"max_tasks_per_worker": max_tasks, "max_memory_per_worker": max_memory}
         for name, value in limits.items():
-            if value is not None and not backend_cls.supports_kill:
+            if value is not None and not backend_cls.replaces_workers:
                 raise ValueError(
                     f"{name} needs a backend whose workers can be restarted "
                     f"(backend='processes'), not backend={backend!r}"
@@ -165,6 +173,7 @@ class Pool(Executor):
         :meth:`schedule` to set them for one call.
         """
         v.check_callable(fn, "fn")
+        self._backend.check_fn(fn)
         return self._submit(fn, args, kwargs, self._defaults)
 
     def schedule(
@@ -184,12 +193,19 @@ class Pool(Executor):
             raise TypeError(f"args must be a tuple of arguments for fn, got {args!r:.80}")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
+        self._backend.check_fn(fn)
         policy = _policy(self._defaults, True, None, retries, retry_on, timeout)
         return self._submit(fn, tuple(args), kwargs or {}, policy)
 
     def _submit(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], policy: Policy
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: Policy,
+        fn_blob: bytes | None = None,
     ) -> Future[T]:
+        """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its calls)."""
         self._check_open()
         future: Future[T] = self._backend.new_future()
         future.add_done_callback(self._forget)
@@ -197,6 +213,7 @@ class Pool(Executor):
 
         def launch(first: bool) -> None:
             batch = Batch(fn, [args], 0, True, kwargs or None, submit=True, timeout=policy.timeout)
+            batch.fn_blob = fn_blob
             batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
             with self._lock:
                 self._batches[future] = batch
@@ -227,10 +244,15 @@ class Pool(Executor):
         launch(True)
         return future
 
+    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
+        """The policy of one call (checked options over the pool's defaults)."""
+        return _policy(self._defaults, True, None, retries, retry_on, timeout)
+
     def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
         """Cancel a ``submit`` future. A task that has not started is dropped (as
         ``future.cancel()`` does). With ``force=True`` a running task is stopped too,
-        where the backend can (processes: its worker is killed and replaced); its
+        where the backend can (processes: its worker is killed and replaced;
+        asyncio: its coroutine is cancelled); its
         future then raises ``CancelledError``. True if the task will not complete."""
         v.check_bool(force, "force")
         if future.cancel():
@@ -352,12 +374,13 @@ class Pool(Executor):
         options: tuple[int | None, Policy],
     ) -> MapRun:
         v.check_callable(fn, "fn")
+        self._backend.check_fn(fn)
         v.check_iterables(iterables, name)
         self._check_open()
         chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         source = InputSource(iterables, star)
-        planner = ChunkPlanner(self.workers, chunksize)
+        planner = ChunkPlanner.for_backend(self._backend, chunksize)
         return MapRun(self._backend, fn, source, planner, policy, fn_blob)
 
     # ------------------------------------------------------------- lifecycle
@@ -408,8 +431,8 @@ class Pool(Executor):
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled; running process tasks are killed
-        (their futures fail with ``CancelledError``). Threads cannot be killed: they
-        finish their current task in the background."""
+        and running coroutines cancelled (their futures fail with ``CancelledError``).
+        Threads cannot be killed: they finish their current task in the background."""
         if os.getpid() != self._pid:
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:

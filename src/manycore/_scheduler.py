@@ -60,6 +60,15 @@ class ChunkPlanner:
         self._seconds = 0.0
         self._largest_done = 1
 
+    @classmethod
+    def for_backend(cls, backend: Backend, chunksize: int | None) -> ChunkPlanner:
+        """The planner of a run on ``backend``. Items that mostly wait (asyncio) go
+        one per batch: they run side by side anyway, a batch's result waits for its
+        slowest item, and their wall time says nothing about the cost of batching."""
+        if chunksize is None and backend.one_item_per_batch:
+            chunksize = 1
+        return cls(backend.workers, chunksize)
+
     @property
     def cost(self) -> float | None:
         """Mean seconds per item so far, or None before the first measurement."""
@@ -254,6 +263,7 @@ class MapRun:
         self._delayed: list[tuple[float, int, Batch]] = []  # retries: heap by due time
         self._attempts: dict[int, int] = {}  # input index -> retries used
         self._delivered = 0  # items handed to the consumer so far
+        self._stopped = False  # stop() was called: end now, kill what runs
 
     def __iter__(self) -> Iterator[list[Any]]:
         # Ordered mode: start index -> (inputs the batch covered, values, error).
@@ -261,6 +271,8 @@ class MapRun:
         next_start = 0
         try:
             while True:
+                if self._stopped:
+                    raise CancelledError("the map was stopped")
                 self._fill(len(ready))
                 if not self._inflight and not self._delayed and not self._retry:
                     if self._source.error is not None:
@@ -290,7 +302,17 @@ class MapRun:
             self._cancel_inflight(kill=True)
             raise
         finally:
-            self._cancel_inflight()
+            self._cancel_inflight(kill=self._stopped)
+
+    def stop(self) -> None:
+        """End this run from any thread (an ``amap`` whose caller was cancelled):
+        its iteration raises CancelledError, and what runs for it is killed where
+        the backend can."""
+        self._stopped = True
+        # A batch no run sent (key -1): it wakes a waiting _wait, and _collect
+        # raises its CancelledError as a pool error.
+        self._done.put((Batch(self._fn, (), key=-1), CancelledError("the map was stopped")))
+        self._backend.wake()
 
     def _fill(self, buffered: int) -> None:
         """Send batches until the window is full; read the input only as needed."""
@@ -444,10 +466,20 @@ class MapRun:
         return True
 
     def _cancel_inflight(self, kill: bool = False) -> None:
-        stop = self._backend.kill if kill else self._backend.cancel
-        for batch in list(self._inflight.values()):
-            try:
-                stop(batch)
-            except Exception:
-                pass
+        batches = list(self._inflight.values())
         self._inflight.clear()
+        # What has not started is dropped first: a kill frees a worker (or a
+        # coroutine's slot), which would otherwise start a queued batch of this
+        # very run only for it to be killed in turn.
+        running = [b for b in batches if not _attempt(self._backend.cancel, b)]
+        if kill:
+            for batch in running:
+                _attempt(self._backend.kill, batch)
+
+
+def _attempt(stop: Callable[[Batch], bool], batch: Batch) -> bool:
+    """``stop(batch)``; False also if it failed (the pool closed meanwhile, ...)."""
+    try:
+        return stop(batch)
+    except Exception:
+        return False

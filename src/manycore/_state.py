@@ -32,6 +32,14 @@ def set_thread(state: Any, shared_obj: Any) -> tuple[Any, Any]:
     return previous
 
 
+def context() -> str | None:
+    """Where this code runs: ``"process"`` in a process worker, ``"thread"`` in
+    a task of the threads or serial backend, None elsewhere."""
+    if getattr(_local, "shared", _UNSET) is not _UNSET:
+        return "thread"
+    return "process" if "shared" in _process else None
+
+
 def _lookup(key: str, what: str) -> Any:
     value = getattr(_local, key, _UNSET)
     if value is _UNSET:

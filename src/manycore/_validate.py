@@ -22,6 +22,7 @@ __all__ = [
     "check_positive_int",
     "check_start_method",
     "check_timeout",
+    "check_workers",
 ]
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -44,6 +45,26 @@ def check_positive_int(value: Any, name: str) -> int | None:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
+    """``workers``, or ``concurrency`` (asyncio only: coroutines at once, the same
+    thing as workers there); None for the backend's default."""
+    count = check_positive_int(workers, "workers")
+    limit = check_positive_int(concurrency, "concurrency")
+    if limit is None:
+        return count
+    if backend != "asyncio":
+        raise ValueError(
+            f"concurrency={limit} applies only to backend='asyncio' (coroutines "
+            f"running at once); for backend={backend!r} give workers="
+        )
+    if count is not None and count != limit:
+        raise ValueError(
+            f"workers={count} and concurrency={limit} disagree: for "
+            "backend='asyncio' both are the number of coroutines running at once; give one"
+        )
+    return limit
 
 
 def check_count(value: Any, name: str) -> int:

@@ -8,6 +8,8 @@ subclass plus :func:`register_backend`; the scheduler does not change.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._batch import Batch, Done
+from .._futures import AwaitableFuture
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
@@ -43,12 +46,17 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: the batch's items and function must be picklable (checked before work starts)
     needs_pickling: ClassVar[bool] = False
-    #: a running task can be stopped by killing its worker
+    #: a running task can be stopped (its worker killed, its coroutine cancelled)
     supports_kill: ClassVar[bool] = False
+    #: workers can be replaced while the pool runs (max_tasks_per_worker, ...)
+    replaces_workers: ClassVar[bool] = False
     #: large buffers can travel through shared memory
     supports_shared_memory: ClassVar[bool] = False
     #: several batches can run at the same time
     concurrent: ClassVar[bool] = True
+    #: items mostly wait (asyncio) rather than compute: batching them would only
+    #: hold results back, so the scheduler sends one per batch unless told otherwise
+    one_item_per_batch: ClassVar[bool] = False
 
     def __init__(self, options: BackendOptions):
         self.options = options
@@ -57,13 +65,23 @@ class Backend(abc.ABC):
     def workers(self) -> int:
         return self.options.workers
 
+    def check_fn(self, fn: Callable[..., Any]) -> None:
+        """Refuse, before any work, a function this backend cannot run (a TypeError
+        naming ``fn``). By default: an ``async def`` function, which would only
+        return coroutine objects here."""
+        if is_async_callable(fn):
+            raise TypeError(
+                f"fn is an async function (async def); backend={self.name!r} would only "
+                "create coroutine objects: use backend='asyncio'"
+            )
+
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
 
     def new_future(self) -> Future[Any]:
         """The future that ``submit()`` returns (a backend may wait on it smarter)."""
-        return Future()
+        return AwaitableFuture()
 
     def cancel(self, batch: Batch) -> bool:
         """Drop a batch that has not started; True if it was dropped."""
@@ -104,6 +122,17 @@ class Backend(abc.ABC):
     def pids(self) -> list[int]:
         """Process ids of the workers, where the backend has processes."""
         return []
+
+
+def is_async_callable(fn: Any) -> bool:
+    """``fn(...)`` returns a coroutine: an ``async def`` function or method, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # An instance whose class defines ``async def __call__``.
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

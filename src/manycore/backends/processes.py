@@ -20,6 +20,7 @@ class ProcessBackend(Backend):
     name = "processes"
     needs_pickling = True
     supports_kill = True
+    replaces_workers = True
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
