@@ -369,9 +369,15 @@ def test_waits_accept_an_infinite_timeout() -> None:
     assert list(mc.as_completed([f], timeout=float("inf"))) == [f]
 
 
-def test_a_module_level_task_is_pickled_once() -> None:
+def test_a_task_is_pickled_once() -> None:
     first = tf.summed._pickled_call()
-    assert tf.summed._pickled_call() is first
+    assert tf.summed._pickled_call() is first  # by reference
+
+    def local(x: int) -> int:
+        return x
+
+    by_value = mc.task(local)
+    assert by_value._pickled_call() is by_value._pickled_call()
 
 
 def test_graph_text_is_escaped(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -16,7 +17,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 from . import _state
 from . import _validate as v
 from ._pool import PoolState
-from ._serialize import _by_reference, dumps_fn
+from ._serialize import PROTOCOL, _by_reference, dumps_fn, loads_code
 from ._taskrun import current_pool, futures_in
 from ._tasks import TaskFuture, TaskNode, help_along, next_key, run_here
 
@@ -77,6 +78,7 @@ class Task(Generic[P, R]):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
         self._blob: bytes | None = None
+        self._by_value: tuple[bytes, bytes] | None = None  # (fn pickled, call pickled)
         # Name and docstring of the function, but not its __dict__: attributes
         # of the function must not replace this task's options.
         functools.update_wrapper(self, fn, updated=())
@@ -124,12 +126,23 @@ class Task(Generic[P, R]):
         return await self.fn(*args, **kwargs)  # type: ignore[misc]
 
     def _pickled_call(self) -> bytes:
-        """:meth:`_call` pickled; once, if by reference: then the same bytes serve every call."""
+        """:meth:`_call` pickled for a worker. By reference: once, for every call.
+        By value (a script's function): the function goes through ``dumps_fn``,
+        which pickles it again only when its code or globals change, wrapped in a
+        few bytes that rebuild the task's call in the worker."""
         blob = self._blob
-        if blob is None:
-            blob = dumps_fn(self._call)
-            if _by_reference(self._call):  # else globals pickled by value may change
-                self._blob = blob
+        if blob is not None:
+            return blob
+        if _by_reference(self._call):
+            blob = self._blob = dumps_fn(self._call)
+            return blob
+        inner = dumps_fn(self.fn)
+        last = self._by_value
+        if last is not None and last[0] == inner:
+            return last[1]
+        options = (self.timeout, self.retries, self.retry_on, self.name)
+        blob = pickle.dumps(_CallByValue(inner, options), PROTOCOL)
+        self._by_value = (inner, blob)
         return blob
 
     def _chosen_pool(self) -> Any:
@@ -174,6 +187,21 @@ def _lookup(module: str, qualname: str) -> Any:
 def _rebuild_task(fn: Callable[..., Any], options: tuple[Any, ...]) -> Task[Any, Any]:
     timeout, retries, retry_on, name = options
     return Task(fn, timeout=timeout, retries=retries, retry_on=retry_on, name=name)
+
+
+class _CallByValue:
+    """Pickles as "load this function, make it a task, take its call"."""
+
+    def __init__(self, fn_blob: bytes, options: tuple[Any, ...]):
+        self.fn_blob = fn_blob
+        self.options = options
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_call_by_value, (self.fn_blob, self.options))
+
+
+def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., Any]:
+    return _rebuild_task(loads_code(fn_blob), options)._call
 
 
 # -------------------------------------------------------------- the decorator
