@@ -50,3 +50,9 @@ def shared_pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
     with mc.Pool(2, backend=name, start_method=method) as p:
         yield p
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Cluster tests last: Dask and Ray leave threads in this process, and the
+    other tests fork it."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)

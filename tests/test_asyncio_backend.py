@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -559,3 +560,268 @@ def test_aimap_checks_arguments_at_the_call() -> None:
             await mc.amap(abs, [1], backend="asyncio")
 
     asyncio.run(main())
+
+
+# ------------------------------------------- work a task gives to its own pool
+
+
+def test_amap_inside_tasks_that_fill_every_slot_of_the_same_pool() -> None:
+    # Three outer items, two slots: every slot is held by an item waiting for
+    # its inner map on the same default pool. The waiting items lend their slots.
+    peak = Peak()
+
+    async def outer(x: int) -> int:
+        inner = await mc.amap(peak, range(4), backend="asyncio", concurrency=2)
+        return x + sum(inner)
+
+    started = time.monotonic()
+    # timeout=: a hang fails the items instead of the test run.
+    out = mc.map(outer, range(3), backend="asyncio", concurrency=2, timeout=5)
+    assert out == [6, 7, 8]
+    assert time.monotonic() - started < 2
+    assert peak.peak <= 2  # the inner items still keep to the concurrency
+
+
+def test_submit_and_gather_inside_a_task_of_a_one_slot_pool() -> None:
+    with mc.Pool(backend="asyncio", concurrency=1, timeout=5) as pool:
+
+        async def one(x: int) -> int:
+            return await pool.submit(double, x)
+
+        async def many(x: int) -> int:
+            return sum(await asyncio.gather(*(pool.submit(double, i) for i in range(x))))
+
+        async def deep(n: int) -> int:
+            return 1 if n == 0 else sum(await mc.amap(deep, [n - 1] * 2, backend="asyncio"))
+
+        assert pool.map(one, range(3)) == [0, 2, 4]
+        assert pool.map(many, [3, 4]) == [6, 12]
+        assert mc.map(deep, [3, 2], backend="asyncio", concurrency=1, timeout=5) == [8, 4]
+        assert pool._backend._free == 1  # every lent slot came back
+
+
+def test_result_of_a_future_of_the_same_pool_inside_its_task_is_refused() -> None:
+    pool = mc.Pool(backend="asyncio", concurrency=4)
+    try:
+
+        async def blocking(x: int) -> int:
+            return pool.submit(double, x).result()  # would freeze the pool's loop
+
+        async def fine(x: int) -> int:
+            future = pool.submit(double, x)
+            await future
+            return future.result() + (future.exception() is None)
+
+        with pytest.raises(RuntimeError, match=r"await pool\.submit"):
+            pool.submit(blocking, 1).result(timeout=2)
+        assert pool.submit(fine, 1).result(timeout=2) == 3
+        assert pool.submit(double, 4).result(timeout=2) == 8  # the loop runs on
+    finally:
+        pool.terminate()
+
+
+async def cancelled_by_itself(x: int) -> int:
+    # The item awaits something that someone else cancels: not a timeout or a
+    # kill of manycore's, so it is this item's error, not a cancelled map.
+    if x == 1:
+        waited = asyncio.ensure_future(asyncio.sleep(10))
+        asyncio.get_running_loop().call_later(0.01, waited.cancel)
+        await waited
+    return x
+
+
+def test_an_item_that_ends_with_its_own_cancelled_error_fails_as_an_item() -> None:
+    with pytest.raises(RuntimeError, match="input item 1 ended with asyncio") as info:
+        mc.map(cancelled_by_itself, range(3), backend="asyncio")
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+    out = mc.map(cancelled_by_itself, range(3), backend="asyncio", on_error="collect")
+    assert out[::2] == [0, 2]
+    assert isinstance(out[1], mc.Failure) and isinstance(out[1].exception, RuntimeError)
+
+    tries = itertools.count()
+
+    async def once(x: int) -> int:
+        return await cancelled_by_itself(1 if next(tries) == 0 else x)
+
+    assert mc.map(once, [5], backend="asyncio", retries=1) == [5]
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="input item 1"):
+            await mc.amap(cancelled_by_itself, range(3), backend="asyncio")
+        task = asyncio.current_task()
+        assert task is not None
+        if sys.version_info >= (3, 11):
+            assert not task.cancelling()  # the caller was not cancelled
+
+    asyncio.run(main())
+
+
+def test_two_tasks_can_share_one_aimap() -> None:
+    async def main() -> tuple[list[int], list[int]]:
+        results = mc.aimap(nap, [0.01] * 20, backend="asyncio", concurrency=4)
+        got: tuple[list[float], list[float]] = ([], [])
+
+        async def consume(k: int) -> None:
+            async for y in results:
+                got[k].append(y)
+
+        tasks = [asyncio.create_task(consume(k)) for k in (0, 1)]
+        done, pending = await asyncio.wait(tasks, timeout=3)
+        for task in pending:
+            task.cancel()
+        return [len(done), len(pending)], sorted(got[0] + got[1])
+
+    counts, seen = asyncio.run(main())
+    assert counts == [2, 0]  # both consumers saw the end
+    assert seen == [0.01] * 20  # each result once
+
+
+def _check_no_pool_leaked(retired: list[mc.Pool]) -> None:
+    from manycore import _api
+
+    assert len(retired) == 2  # six pools, four kept: two evicted while in use
+    assert all(pool.state is mc.PoolState.CLOSED for pool in retired)  # closed after all
+    assert not _api._retired and not _api._leases
+
+
+def test_an_evicted_default_pool_closes_after_the_calls_that_use_it() -> None:
+    from manycore import _api
+
+    mc.shutdown_default_pools()
+    go, started = threading.Event(), itertools.count()
+
+    def item(x: int) -> int:
+        next(started)
+        go.wait(5)
+        return x
+
+    results: dict[int, Any] = {}
+
+    def call(workers: int) -> None:
+        try:
+            results[workers] = mc.map(item, range(3), backend="threads", workers=workers)
+        except Exception as exc:
+            results[workers] = exc
+
+    threads = [threading.Thread(target=call, args=(w,)) for w in range(1, 7)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while next(started) < 15 + 1 and time.monotonic() < deadline:  # 1+2+3*4 items running
+        time.sleep(0.01)
+    retired = list(getattr(_api, "_retired", ()))  # six pools: two evicted while in use
+    go.set()
+    for thread in threads:
+        thread.join(10)
+    try:
+        assert results == {w: [0, 1, 2] for w in range(1, 7)}
+        _check_no_pool_leaked(retired)
+    finally:
+        mc.shutdown_default_pools()
+
+
+def test_an_evicted_default_pool_closes_after_the_amaps_that_use_it() -> None:
+    from manycore import _api
+
+    mc.shutdown_default_pools()
+    retired: list[mc.Pool] = []
+
+    go, started = threading.Event(), itertools.count()
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+
+        async def item(x: int) -> int:
+            next(started)
+            while not go.is_set():
+                await asyncio.sleep(0.005)
+            return x
+
+        async def one(c: int) -> Any:
+            try:
+                return await mc.amap(item, range(3), backend="asyncio", concurrency=c)
+            except Exception as exc:
+                return exc
+
+        calls = asyncio.gather(*(one(c) for c in range(1, 7)))
+        deadline = loop.time() + 5
+        while next(started) < 15 + 1 and loop.time() < deadline:  # 1+2+3*4 items running
+            await asyncio.sleep(0.01)
+        retired.extend(getattr(_api, "_retired", ()))
+        go.set()
+        return list(await calls)
+
+    try:
+        assert asyncio.run(main()) == [[0, 1, 2]] * 6
+        _check_no_pool_leaked(retired)
+    finally:
+        mc.shutdown_default_pools()
+
+
+# ------------------------------------------------------ a loop that goes wrong
+
+
+def test_a_loop_stopped_under_the_pool_breaks_it_instead_of_hanging() -> None:
+    async def rogue(x: int) -> int:
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(0.1)
+        return x
+
+    pool = mc.Pool(backend="asyncio")
+    try:
+        slow = pool.submit(nap, 1.0)
+        with pytest.raises(mc.PoolBroken, match="event loop ended unexpectedly"):
+            pool.submit(rogue, 1).result(timeout=2)
+        with pytest.raises(mc.PoolBroken):
+            slow.result(timeout=2)  # what ran alongside fails too
+        with pytest.raises(mc.PoolBroken):
+            pool.submit(double, 2)  # refused, not queued onto a dead loop
+        with pytest.raises(mc.PoolBroken):
+            pool.map(double, range(3))
+    finally:
+        pool.shutdown()
+
+
+def _exit_raises_system_exit() -> None:
+    raise SystemExit(3)
+
+
+async def _exit_is_cancelled() -> None:
+    waited = asyncio.ensure_future(asyncio.sleep(5))
+    asyncio.get_running_loop().call_soon(waited.cancel)
+    await waited
+
+
+@pytest.mark.parametrize("exit_fn", [_exit_raises_system_exit, _exit_is_cancelled])
+def test_an_exit_that_raises_a_base_exception_is_reported_not_fatal(
+    exit_fn: Callable[[], Any],
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    died: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+
+    async def agen() -> Any:
+        try:
+            yield 1
+            await asyncio.sleep(10)
+        finally:
+            closed.set()
+
+    closed = threading.Event()
+    gens = []
+
+    async def open_gen(x: int) -> int:
+        gen = agen()  # left open: the loop closes it at the end
+        gens.append(gen)
+        return await gen.__anext__() + x
+
+    pool = mc.Pool(backend="asyncio", exit=exit_fn)
+    assert pool.map(open_gen, [1, 2]) == [2, 3]
+    started = time.monotonic()
+    pool.shutdown()
+    assert time.monotonic() - started < 2
+    assert died == []  # the loop thread ended normally
+    assert closed.is_set()  # and finished its work: open async generators were closed
+    err = capfd.readouterr().err
+    assert "SystemExit: 3" in err or "CancelledError" in err

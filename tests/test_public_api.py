@@ -58,7 +58,7 @@ def test_worker_imports_stay_lean() -> None:
 
 
 def test_backends_are_registered() -> None:
-    assert mc.backend_names() == ["asyncio", "processes", "serial", "threads"]
+    assert mc.backend_names() == ["asyncio", "dask", "processes", "ray", "serial", "threads"]
 
 
 def test_keyword_only_options() -> None:

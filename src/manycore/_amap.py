@@ -13,6 +13,7 @@ cancelled; threads: the call finishes in the background, its result dropped).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import weakref
 from collections import deque
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from . import _validate as v
-from ._api import _default_pool
+from ._api import _lease_default_pool
 from ._scheduler import MapRun
 
 __all__ = ["aimap", "amap"]
@@ -79,16 +80,21 @@ def aimap(
     Results come as they are ready (in input order unless ``ordered=False``); the
     input is read only as far ahead as the consumer has got. Leaving the loop
     early (``break``, an error, a cancelled task) stops the map once the iterator
-    is dropped, or at once with ``await results.aclose()``.
+    is dropped, or at once with ``await results.aclose()``. Several tasks may pull
+    from one iterator: each result goes to one of them.
     """
     return _Results(_planner(fn, iterables, "aimap", locals()))
 
 
+_Make = Callable[[], tuple[MapRun, Callable[[], None]]]
+
+
 def _planner(
     fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], name: str, args: dict[str, Any]
-) -> Callable[[], MapRun]:
+) -> _Make:
     """Check what is cheap to check now; the function that builds the run (in the
-    relay's thread: it may start the pool's processes)."""
+    relay's thread: it may start the pool's processes), and the function to call
+    once the run is over (the default pool is kept open for it until then)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, name)
     v.check_backend(args["backend"])
@@ -98,12 +104,16 @@ def _planner(
         k: args[k] for k in ("chunksize", "ordered", "on_error", "retries", "retry_on", "timeout")
     }
 
-    def make() -> MapRun:
-        pool = _default_pool(
+    def make() -> tuple[MapRun, Callable[[], None]]:
+        lease = _lease_default_pool(
             args["backend"], args["workers"], args["start_method"], args["concurrency"]
         )
-        checked = pool._map_options(**options)
-        return pool._run(fn, iterables, False, name, checked)
+        try:
+            checked = lease.pool._map_options(**options)
+            return lease.pool._run(fn, iterables, False, name, checked), lease.release
+        except BaseException:
+            lease.release()
+            raise
 
     return make
 
@@ -116,11 +126,12 @@ class _Relay:
     while ``ahead`` results are unread (the map reads lazy input no further).
     Chunks handed over while the loop has not yet picked up the last ones go in
     the same wake-up: one per chunk would cost a round trip per result.
+
+    The thread runs in a copy of the caller's context: a map called from inside
+    a task of an asyncio pool is then known to that pool as the task's own work.
     """
 
-    def __init__(
-        self, make: Callable[[], MapRun], loop: asyncio.AbstractEventLoop, ahead: int | None
-    ):
+    def __init__(self, make: _Make, loop: asyncio.AbstractEventLoop, ahead: int | None):
         self._make = make
         self._loop = loop
         self._ahead = ahead
@@ -134,9 +145,12 @@ class _Relay:
         self._chunks: deque[list[Any]] = deque()
         self._error: BaseException | None = None
         self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []  # one per task awaiting next_chunk()
         self._finished: asyncio.Future[None] = loop.create_future()
-        threading.Thread(target=self._work, name="manycore-amap", daemon=True).start()
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(self._work,), name="manycore-amap", daemon=True
+        ).start()
 
     # ------------------------------------------------------------ thread side
 
@@ -144,8 +158,9 @@ class _Relay:
         collected: list[Any] = []
         error: BaseException | None = None
         chunks: Generator[list[Any], None, None] | None = None
+        release: Callable[[], None] | None = None
         try:
-            run = self._make()
+            run, release = self._make()
             with self._cond:
                 self._run = run
                 stopped = self._stopped
@@ -159,8 +174,12 @@ class _Relay:
         except BaseException as exc:  # the map's own error: the awaiting side raises it
             error = exc
         finally:
-            if chunks is not None:
-                chunks.close()  # a consumer that left early: the rest is cancelled
+            try:
+                if chunks is not None:
+                    chunks.close()  # a consumer that left early: the rest is cancelled
+            finally:
+                if release is not None:
+                    release()  # an evicted default pool may close now
         self._post(self._end, collected, error)
 
     def _hand_over(self, values: list[Any], ahead: int) -> bool:
@@ -203,8 +222,10 @@ class _Relay:
         self._finished.set_result(None)
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def next_chunk(self) -> list[Any] | None:
         """The next chunk of results; None at the end; the map's error, if it raised."""
@@ -214,11 +235,14 @@ class _Relay:
                 if error is not None:
                     raise error
                 return None
-            self._waiter = self._loop.create_future()
+            # Every task waiting here is woken (several may share one aimap).
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         values = self._chunks.popleft()
         with self._cond:
             self._unread -= len(values)
@@ -243,7 +267,7 @@ class _Relay:
 class _Results(AsyncIterator[Any]):
     """What ``aimap`` returns: results one by one, a relay started on first use."""
 
-    def __init__(self, make: Callable[[], MapRun]):
+    def __init__(self, make: _Make):
         self._make = make
         self._relay: _Relay | None = None
         self._values: deque[Any] = deque()

@@ -2,7 +2,9 @@
 
 The first call starts the pool; later calls reuse it, so ``mc.map`` in a loop pays
 process start-up once. The pools are shut down at interpreter exit, and forgotten
-in a child created by ``os.fork`` (their threads do not exist there).
+in a child created by ``os.fork`` (their threads do not exist there). At most
+``_MAX_DEFAULT_POOLS`` are kept: the least recently used is shut down to make
+room, or, while calls still use it, as soon as the last of them ends.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import atexit
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -23,28 +26,83 @@ T = TypeVar("T")
 _MAX_DEFAULT_POOLS = 4
 
 _lock = threading.Lock()
-# (backend, workers, start_method) -> pool; most recently used last.
-_pools: dict[tuple[str, int | None, str | None], Pool] = {}
+# (backend, workers, start_method, address) -> pool; most recently used last.
+_pools: dict[tuple[str, int | None, str | None, str | None], Pool] = {}
+_leases: dict[Pool, int] = {}  # pools that calls still use, and how many calls
+_retired: set[Pool] = set()  # evicted while in use: shut down when the last call ends
+
+
+class _Lease:
+    """A default pool held open for one call (a map, an imap, an amap): evicting
+    it meanwhile defers its shutdown to the end of its last call."""
+
+    def __init__(self, pool: Pool, held: bool):
+        self.pool = pool
+        self._held = held
+
+    def release(self) -> None:
+        """The call is over (calling it again is harmless)."""
+        with _lock:
+            if not self._held:
+                return
+            self._held = False
+            left = _leases.pop(self.pool, 1) - 1
+            if left:
+                _leases[self.pool] = left
+                return
+            if self.pool not in _retired:
+                return
+            _retired.discard(self.pool)
+        self.pool.shutdown(wait=False)
 
 
 def _default_pool(
     backend: str, workers: int | None, start_method: str | None, concurrency: int | None = None
 ) -> Pool:
+    return _get_pool(backend, workers, start_method, concurrency, False).pool
+
+
+def _lease_default_pool(
+    backend: str,
+    workers: int | None,
+    start_method: str | None,
+    concurrency: int | None = None,
+    address: str | None = None,
+) -> _Lease:
+    """The default pool, held open for a call until ``release()``."""
+    return _get_pool(backend, workers, start_method, concurrency, True, address)
+
+
+def _get_pool(
+    backend: str,
+    workers: int | None,
+    start_method: str | None,
+    concurrency: int | None,
+    lease: bool,
+    address: str | None = None,
+) -> _Lease:
     v.check_backend(backend)
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
-    key = (backend, workers, start_method)
+    v.check_cluster(backend, address, None, workers)
+    key = (backend, workers, start_method, address)
     evicted: list[Pool] = []
     with _lock:
         pool = _pools.pop(key, None)
         if pool is None or pool.state is not PoolState.RUNNING:
-            pool = Pool(workers, backend=backend, start_method=start_method)
+            pool = Pool(workers, backend=backend, start_method=start_method, address=address)
         _pools[key] = pool
+        if lease:  # taken here, under the lock: no eviction can come in between
+            _leases[pool] = _leases.get(pool, 0) + 1
         while len(_pools) > _MAX_DEFAULT_POOLS:
-            evicted.append(_pools.pop(next(iter(_pools))))
+            old = _pools.pop(next(iter(_pools)))
+            if old in _leases:
+                _retired.add(old)  # calls still use it: the last one to end closes it
+            else:
+                evicted.append(old)
     for old in evicted:
         old.shutdown(wait=False)
-    return pool
+    return _Lease(pool, lease)
 
 
 def map(
@@ -53,6 +111,7 @@ def map(
     workers: int | None = None,
     backend: str = "processes",
     concurrency: int | None = None,
+    address: str | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -65,14 +124,18 @@ def map(
     completion order). Several iterables are zipped, as with the built-in ``map``.
     ``backend="asyncio"`` runs an ``async def`` ``fn``, ``concurrency`` (default
     100) coroutines at once; from a coroutine, ``await mc.amap(...)``.
+    ``backend="dask"`` or ``"ray"`` runs it on a cluster: ``address`` names a
+    running one, else a local cluster is started (kept, like every default pool,
+    until :func:`shutdown_default_pools` or exit).
     ``timeout``: seconds an item may run (it then fails with
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
-    pool = _default_pool(backend, workers, start_method, concurrency)
-    with _stop_on_interrupt(pool):
+    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    pool = lease.pool
+    with _stop_on_interrupt(pool, lease):
         return pool.map(
             fn,
             *iterables,
@@ -91,6 +154,7 @@ def imap(
     workers: int | None = None,
     backend: str = "processes",
     concurrency: int | None = None,
+    address: str | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -103,18 +167,25 @@ def imap(
     results are yielded as they are ready."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
-    pool = _default_pool(backend, workers, start_method, concurrency)
-    results = pool.imap(
-        fn,
-        *iterables,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        retry_on=retry_on,
-        on_error=on_error,
-    )
-    return _guarded(pool, results)
+    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    try:
+        results = lease.pool.imap(
+            fn,
+            *iterables,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+        )
+    except BaseException:
+        lease.release()
+        raise
+    guarded = _guarded(lease, results)
+    # An iterator dropped before it was started never runs its finally block.
+    weakref.finalize(guarded, lease.release).atexit = False
+    return guarded
 
 
 def starmap(
@@ -124,6 +195,7 @@ def starmap(
     workers: int | None = None,
     backend: str = "processes",
     concurrency: int | None = None,
+    address: str | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
@@ -135,8 +207,9 @@ def starmap(
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
-    pool = _default_pool(backend, workers, start_method, concurrency)
-    with _stop_on_interrupt(pool):
+    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    pool = lease.pool
+    with _stop_on_interrupt(pool, lease):
         return pool.starmap(
             fn,
             iterable,
@@ -150,9 +223,10 @@ def starmap(
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(pool: Pool) -> Iterator[None]:
+def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
     """Ctrl-C during a call: kill the default pool's workers at once (no process
-    is left behind, whatever the caller does next); the next call starts afresh."""
+    is left behind, whatever the caller does next); the next call starts afresh.
+    In any case the call's hold on the pool ends with the call."""
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
@@ -162,35 +236,42 @@ def _stop_on_interrupt(pool: Pool) -> Iterator[None]:
                     del _pools[key]
         pool.terminate()
         raise
+    finally:
+        lease.release()
 
 
-def _guarded(pool: Pool, results: Iterator[T]) -> Iterator[T]:
-    with _stop_on_interrupt(pool):
+def _guarded(lease: _Lease, results: Iterator[T]) -> Iterator[T]:
+    with _stop_on_interrupt(lease.pool, lease):
         yield from results
+
+
+def _take_all() -> list[Pool]:
+    """Every default pool, in use or not; none is known from now on."""
+    with _lock:
+        pools = [*_pools.values(), *_retired]
+        _pools.clear()
+        _retired.clear()
+    return pools
 
 
 def shutdown_default_pools(wait: bool = True) -> None:
     """Shut down the warm pools behind ``mc.map``; the next call starts fresh ones."""
-    with _lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
+    for pool in _take_all():
         pool.shutdown(wait=wait, cancel_pending=True)
 
 
 def _stop_at_exit() -> None:
     # At exit nobody is left to read results: a task still running (a hang, or a
     # map interrupted by Ctrl-C) must not hold the interpreter open.
-    with _lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
+    for pool in _take_all():
         pool.terminate()
 
 
 def _forget_in_child() -> None:
     # The pools' I/O threads and pipes belong to the parent; a forked child starts over.
     _pools.clear()
+    _leases.clear()
+    _retired.clear()
     global _lock
     _lock = threading.Lock()
 

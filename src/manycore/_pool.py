@@ -91,8 +91,11 @@ class Pool(Executor):
         max_tasks_per_worker: int | None = None,
         max_memory_per_worker: int | str | None = None,
         blas_threads: int | None = None,
+        address: str | None = None,
+        client: Any = None,
     ):
         workers = v.check_workers(workers, concurrency, backend)
+        v.check_cluster(backend, address, client, workers)
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)
@@ -126,6 +129,8 @@ class Pool(Executor):
             blas_threads=blas_threads,
             exit=exit,
             shared=shared,
+            address=address,
+            client=client,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING
@@ -144,7 +149,7 @@ class Pool(Executor):
 
     @property
     def workers(self) -> int:
-        return self._options.workers
+        return self._backend.workers
 
     @property
     def start_method(self) -> str | None:
@@ -204,8 +209,10 @@ class Pool(Executor):
         kwargs: dict[str, Any],
         policy: Policy,
         fn_blob: bytes | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
     ) -> Future[T]:
-        """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its calls)."""
+        """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
+        calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
         future: Future[T] = self._backend.new_future()
         future.add_done_callback(self._forget)
@@ -215,6 +222,8 @@ class Pool(Executor):
             batch = Batch(fn, [args], 0, True, kwargs or None, submit=True, timeout=policy.timeout)
             batch.fn_blob = fn_blob
             batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
+            if on_batch is not None:
+                on_batch(batch)
             with self._lock:
                 self._batches[future] = batch
                 if policy.retries:
@@ -380,7 +389,7 @@ class Pool(Executor):
         chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         source = InputSource(iterables, star)
-        planner = ChunkPlanner.for_backend(self._backend, chunksize)
+        planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
         return MapRun(self._backend, fn, source, planner, policy, fn_blob)
 
     # ------------------------------------------------------------- lifecycle

@@ -61,13 +61,17 @@ class ChunkPlanner:
         self._largest_done = 1
 
     @classmethod
-    def for_backend(cls, backend: Backend, chunksize: int | None) -> ChunkPlanner:
+    def for_backend(
+        cls, backend: Backend, chunksize: int | None, timed: bool = False
+    ) -> ChunkPlanner:
         """The planner of a run on ``backend``. Items that mostly wait (asyncio) go
         one per batch: they run side by side anyway, a batch's result waits for its
         slowest item, and their wall time says nothing about the cost of batching."""
-        if chunksize is None and backend.one_item_per_batch:
+        if chunksize is None and (
+            backend.one_item_per_batch or (timed and backend.one_item_when_timed)
+        ):
             chunksize = 1
-        return cls(backend.workers, chunksize)
+        return cls(backend.workers, chunksize, backend.batch_seconds)
 
     @property
     def cost(self) -> float | None:

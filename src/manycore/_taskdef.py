@@ -158,9 +158,11 @@ class Task(Generic[P, R]):
         return None
 
     def _default_pool(self) -> Any:
-        from ._api import _default_pool
+        """The default pool for this task's backend, held (a lease) until the
+        call settles, so that evicting it meanwhile does not close it under us."""
+        from ._api import _lease_default_pool
 
-        return _default_pool(self.backend or "processes", None, None)
+        return _lease_default_pool(self.backend or "processes", None, None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         module = getattr(self.fn, "__module__", None)

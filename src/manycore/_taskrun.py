@@ -136,18 +136,21 @@ def futures_in(obj: Any, found: list[Future[Any]] | None = None) -> list[Future[
     return found
 
 
-def resolve(obj: Any) -> Any:
-    """``obj`` with each (done) future replaced by its result."""
+def resolve(obj: Any, instead: dict[int, Any] | None = None) -> Any:
+    """``obj`` with each (done) future replaced by its result, or by what
+    ``instead`` gives for its id (a reference to the result on a cluster)."""
     if isinstance(obj, Future):
+        if instead is not None and id(obj) in instead:
+            return instead[id(obj)]
         return obj.result()
     if isinstance(obj, list):
-        return [resolve(x) for x in obj]
+        return [resolve(x, instead) for x in obj]
     if isinstance(obj, tuple):
-        items = [resolve(x) for x in obj]
+        items = [resolve(x, instead) for x in obj]
         return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
     if isinstance(obj, dict):
         out = obj.copy()
         for key, value in obj.items():
-            out[key] = resolve(value)
+            out[key] = resolve(value, instead)
         return out
     return obj

@@ -118,6 +118,8 @@ class TaskFuture(AwaitableFuture[R]):
         self._sent_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # to take back
         self._cancelling = False  # cancel() asked while SUBMITTED: no taking back
         self._dependents: list[TaskFuture[Any]] = []  # for cancel(): until settled
+        self._batch: Any = None  # the last batch sent for it (its result's place on a cluster)
+        self._lease: Any = None  # holds a default pool open until this call settles
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.node.name} #{self.node.key} {self.node.state.value}>"
@@ -167,7 +169,8 @@ class TaskFuture(AwaitableFuture[R]):
             return
         if self._pool is None:
             try:
-                self._pool = self.task._default_pool()
+                self._lease = self.task._default_pool()
+                self._pool = self._lease.pool
             except BaseException as exc:
                 if self._claim(TaskState.READY, TaskState.FAILED):
                     self._finish(None, exc)
@@ -218,7 +221,8 @@ class TaskFuture(AwaitableFuture[R]):
         assert call is not None
         pool, t = self._pool, self.task
         try:
-            args, kwargs = resolve(call[0]), resolve(call[1])
+            on_cluster = self._results_on_cluster(pool)
+            args, kwargs = resolve(call[0], on_cluster), resolve(call[1], on_cluster)
             if is_async_callable(t.fn):  # for backend="asyncio" (others refuse it)
                 fn, blob = t._acall, None
             elif pool._backend.needs_pickling:
@@ -228,7 +232,7 @@ class TaskFuture(AwaitableFuture[R]):
             pool._backend.check_fn(fn)
             pool._check_open()
             policy = pool._call_policy(t.timeout, t.retries, t.retry_on)
-            pool_future = pool._submit(fn, args, kwargs, policy, blob)
+            pool_future = pool._submit(fn, args, kwargs, policy, blob, self._note_batch)
         except BaseException as exc:
             with self._lock:
                 self.node.move(TaskState.FAILED)
@@ -241,6 +245,23 @@ class TaskFuture(AwaitableFuture[R]):
         self._pool_future = pool_future
         self._sent.set()
         pool_future.add_done_callback(self._pool_done)
+
+    def _note_batch(self, batch: Any) -> None:
+        self._batch = batch
+
+    def _results_on_cluster(self, pool: Any) -> dict[int, Any] | None:
+        """Inputs computed on the same cluster pool: references to their results
+        there, which the engine resolves on the worker (no upload from here)."""
+        handle_of = getattr(pool._backend, "result_ref", None)
+        if handle_of is None:
+            return None
+        refs = {}
+        for f in self._inputs:
+            if isinstance(f, TaskFuture) and f._pool is pool and f._batch is not None:
+                ref = handle_of(f._batch)
+                if ref is not None:
+                    refs[id(f)] = ref
+        return refs
 
     def _pool_done(self, pool_future: Future[Any]) -> None:
         cancelled = pool_future.cancelled()
@@ -277,6 +298,9 @@ class TaskFuture(AwaitableFuture[R]):
         self.node.probe = None
         with self._lock:
             self._dependents = []
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     # ------------------------------------------------------- the user's side
 

@@ -47,6 +47,34 @@ def check_positive_int(value: Any, name: str) -> int | None:
     return value
 
 
+_CLUSTERS = ("dask", "ray")
+
+
+def check_cluster(backend: str, address: Any, client: Any, workers: int | None) -> None:
+    """``address=`` (dask, ray) and ``client=`` (dask) name an existing cluster,
+    whose size then decides the workers."""
+    if address is not None:
+        if backend not in _CLUSTERS:
+            raise ValueError(
+                f"address= connects to a cluster: it needs backend='dask' or 'ray', "
+                f"not backend={backend!r}"
+            )
+        if not isinstance(address, str) or not address:
+            raise TypeError(f"address must be a cluster address string, got {address!r:.80}")
+    if client is not None:
+        if backend != "dask":
+            raise ValueError(
+                f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
+            )
+        if address is not None:
+            raise ValueError("give address= or client=, not both")
+    if workers is not None and (address is not None or client is not None):
+        raise ValueError(
+            f"workers={workers} with an existing cluster: its workers are the cluster's "
+            "(start more workers there instead)"
+        )
+
+
 def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
     """``workers``, or ``concurrency`` (asyncio only: coroutines at once, the same
     thing as workers there); None for the backend's default."""

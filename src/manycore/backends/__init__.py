@@ -2,6 +2,8 @@
 
 from ._base import Backend, BackendOptions, backend_names, get_backend, register_backend
 from .aio import AsyncioBackend
+from .cluster_dask import DaskBackend
+from .cluster_ray import RayBackend
 from .processes import ProcessBackend
 from .serial import SerialBackend
 from .threads import ThreadBackend
@@ -10,7 +12,9 @@ __all__ = [
     "AsyncioBackend",
     "Backend",
     "BackendOptions",
+    "DaskBackend",
     "ProcessBackend",
+    "RayBackend",
     "SerialBackend",
     "ThreadBackend",
     "backend_names",

@@ -33,6 +33,8 @@ class BackendOptions:
     blas_threads: int | None = None  # threads per BLAS/OpenMP library in each worker
     exit: Callable[..., Any] | None = None  # runs in each worker as it stops
     shared: Any = None  # the object mc.shared() returns in tasks
+    address: str | None = None  # a cluster to connect to (dask, ray)
+    client: Any = None  # an existing distributed.Client to use (dask)
 
 
 class Backend(abc.ABC):
@@ -57,6 +59,10 @@ class Backend(abc.ABC):
     #: items mostly wait (asyncio) rather than compute: batching them would only
     #: hold results back, so the scheduler sends one per batch unless told otherwise
     one_item_per_batch: ClassVar[bool] = False
+    #: a timed run goes one item per batch (the backend times batches, not items)
+    one_item_when_timed: ClassVar[bool] = False
+    #: how long a batch should take: long enough that per-batch overhead is small
+    batch_seconds: ClassVar[float] = 0.02
 
     def __init__(self, options: BackendOptions):
         self.options = options

@@ -9,23 +9,29 @@ fails with TaskTimeout, and ``kill`` cancels a running batch; either way its slo
 is freed at once, so a coroutine that ignores the cancel stalls nothing. One that
 blocks without awaiting holds up the whole loop. ``init`` (which may be ``async
 def``) runs once, on the loop: its result is ``mc.worker_state()`` in every task.
+
+Work a task gives to its own pool (``await mc.amap(...)``, ``await pool.submit(...)``)
+would wait forever once the waiting tasks hold every slot: such nested work goes
+first in line, and the task that waits for it lends it its own slot meanwhile.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _state
 from .._batch import Batch, BatchResult, _from_user_code
 from .._errors import PoolBroken, PoolClosed, TaskTimeout
+from .._futures import AwaitableFuture
 from ._base import Backend, BackendOptions, Done, is_async_callable, register_backend
 
 if TYPE_CHECKING:
@@ -35,7 +41,29 @@ __all__ = ["DEFAULT_CONCURRENCY", "AsyncioBackend"]
 
 DEFAULT_CONCURRENCY = 100  # coroutines at once when neither workers nor concurrency is given
 _GRACE = 1.0  # seconds cancelled coroutines get to finish before the loop closes
-_CATCH = (Exception, SystemExit, KeyboardInterrupt)
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Item:
+    """One running item, and the slot it holds (guarded by its backend's lock).
+
+    An item that gives work to its own pool lends its slot to that work while
+    any of it is unfinished: it is waiting for it, and the work would otherwise
+    wait for the slot (with every slot taken by such items: forever).
+    """
+
+    owner: AsyncioBackend
+    outer: _Item | None  # the item that submitted this one's batch (of any asyncio pool)
+    nested: int = 0  # jobs submitted to ``owner`` from inside this item, not yet reported
+    lent: bool = False  # its slot is counted free while those jobs are out
+    ended: bool = False  # its outcome is settled: the slot is no longer its own
+
+
+# The item whose task (or a thread it started, an amap's among them) runs now.
+_ITEM: contextvars.ContextVar[_Item | None] = contextvars.ContextVar(
+    "manycore_asyncio_item", default=None
+)
 
 
 @dataclass(eq=False)
@@ -46,11 +74,14 @@ class _Job:
     done: Done
     values: list[Any]
     left: int  # items without an outcome yet
+    caller: _Item | None = None  # the item it was submitted from, if any
+    parent: _Item | None = None  # the item of this pool that waits for it, if any
     failures: dict[int, BaseException] | None = None
     begun: int = 0  # items started; the next to start is items[begun]
     claimed: bool = False  # claim() was called: the batch counts as started
     reported: bool = False  # done() was called, or will be by whoever set this
-    tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)  # running, by offset
+    # running, by offset: the task, and the item whose slot it holds
+    tasks: dict[int, tuple[asyncio.Task[None], _Item]] = field(default_factory=dict)
     started: float = 0.0
 
     def result(self) -> BatchResult:
@@ -68,13 +99,14 @@ class AsyncioBackend(Backend):
         self._lock = threading.Lock()
         self._jobs: dict[Batch, _Job] = {}  # not reported yet
         self._queue: deque[_Job] = deque()  # with items not started yet, in order
+        self._nested: deque[_Job] = deque()  # the same, submitted by this pool's items: first
         self._free = options.workers  # slots for coroutines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = False  # init has run: items may start
         self._pumping = False  # a _pump() is already on its way to the loop
         self._closing = False
-        self._init_error: BaseException | None = None
+        self._failure: PoolBroken | None = None  # init raised, or the loop died
         self._state: Any = None  # what init returned
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
@@ -90,10 +122,17 @@ class AsyncioBackend(Backend):
 
     # ----------------------------------------------------------------- caller
 
+    def new_future(self) -> Future[Any]:
+        return _LoopFuture(self)
+
     def submit(self, batch: Batch, done: Done) -> None:
+        caller = _ITEM.get()
+        parent = caller
+        while parent is not None and parent.owner is not self:
+            parent = parent.outer
         with self._lock:
-            if self._init_error is not None:
-                raise self._broken()
+            if self._failure is not None:
+                raise self._failure
             if self._closing:
                 raise PoolClosed("the pool has been shut down and accepts no new work")
             if not batch.submit and threading.current_thread() is self._thread:
@@ -106,9 +145,19 @@ class AsyncioBackend(Backend):
             if len(batch):
                 if self._loop is None:
                     self._start_locked()
-                job = _Job(batch, done, [None] * len(batch), len(batch))
+                job = _Job(batch, done, [None] * len(batch), len(batch), caller)
                 self._jobs[batch] = job
-                self._queue.append(job)
+                if parent is not None and not parent.ended:
+                    # Work that an item of this pool waits for: it goes first, and
+                    # the item's slot is free for it until all such work is done.
+                    job.parent = parent
+                    parent.nested += 1
+                    if not parent.lent:
+                        parent.lent = True
+                        self._free += 1
+                    self._nested.append(job)
+                else:
+                    self._queue.append(job)
                 wake = self._ready and self._free > 0 and not self._pumping
                 self._pumping = self._pumping or wake
         if not len(batch):
@@ -138,9 +187,14 @@ class AsyncioBackend(Backend):
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         with self._lock:
             self._closing = True
-            dropped = [j for j in self._queue if not j.claimed] if cancel_pending else []
-            if dropped:  # in one pass: removing jobs one by one from a long queue is slow
-                self._queue = deque(j for j in self._queue if j.claimed)
+            dropped: list[_Job] = []
+            for queue in (self._nested, self._queue) if cancel_pending else ():
+                waiting = [j for j in queue if not j.claimed]
+                if waiting:  # in one pass: removing jobs one by one from a long queue is slow
+                    kept = [j for j in queue if j.claimed]
+                    queue.clear()
+                    queue.extend(kept)
+                    dropped += waiting
             for job in dropped:
                 self._drop_locked(job)
             thread = self._thread
@@ -157,24 +211,51 @@ class AsyncioBackend(Backend):
     def terminate(self) -> None:
         with self._lock:
             self._closing = True
-            jobs = list(self._jobs.values())
-            self._queue.clear()
+            jobs = self._clear_locked()
             tasks = [t for job in jobs for t in self._drop_locked(job)]
         for job in jobs:
             job.done(job.batch, CancelledError())
         self._call(self._cancel, tasks)
+
+    def _clear_locked(self) -> list[_Job]:
+        """Every job not reported yet; the queues emptied (the caller drops them)."""
+        self._queue.clear()
+        self._nested.clear()
+        return list(self._jobs.values())
 
     def _drop_locked(self, job: _Job) -> list[asyncio.Task[None]]:
         """Take ``job`` off the books (its caller reports it); its running tasks,
         whose slots are free from now on, whatever the tasks do with the cancel."""
         job.reported = True
         self._jobs.pop(job.batch, None)
-        if job.begun < len(job.batch) and job in self._queue:
-            self._queue.remove(job)
-        tasks = list(job.tasks.values())
+        queue = self._queue if job.parent is None else self._nested
+        if job.begun < len(job.batch) and job in queue:
+            queue.remove(job)
+        tasks = []
+        for task, item in job.tasks.values():
+            self._release_locked(item)
+            tasks.append(task)
         job.tasks.clear()
-        self._free += len(tasks)
+        self._job_over_locked(job)
         return tasks
+
+    def _release_locked(self, item: _Item) -> None:
+        """``item`` has its outcome: its slot is free (it already is while lent)."""
+        item.ended = True
+        if not item.lent:
+            self._free += 1
+
+    def _job_over_locked(self, job: _Job) -> None:
+        """``job`` is reported: the item waiting for it takes its slot back when
+        none of its work is left."""
+        parent, job.parent = job.parent, None
+        if parent is None:
+            return
+        parent.nested -= 1
+        if not parent.nested and parent.lent:
+            parent.lent = False
+            if not parent.ended:
+                self._free -= 1
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop, from any thread."""
@@ -186,10 +267,19 @@ class AsyncioBackend(Backend):
         except RuntimeError:
             pass  # the loop has closed: nothing is left there to wake
 
-    def _broken(self) -> PoolBroken:
-        err = PoolBroken(f"the init function raised {self._init_error!r}; the pool is broken")
-        err.__cause__ = self._init_error
-        return err
+    def _break(self, message: str, cause: BaseException) -> None:
+        """The pool runs nothing more: fail what waits and what runs with PoolBroken."""
+        err = PoolBroken(message)
+        err.__cause__ = cause
+        with self._lock:
+            if self._failure is None:
+                self._failure = err
+            jobs = self._clear_locked()
+            tasks = [t for job in jobs for t in self._drop_locked(job)]
+        for job in jobs:
+            job.done(job.batch, err)
+        for task in tasks:
+            task.cancel()
 
     # ------------------------------------------------------------------- loop
 
@@ -211,9 +301,25 @@ class AsyncioBackend(Backend):
             # Async generators left open by tasks get to run their finally blocks.
             closing = loop.create_task(loop.shutdown_asyncgens())
             loop.run_until_complete(asyncio.wait([closing], timeout=_GRACE))
+        except BaseException as exc:  # the loop was stopped under us (or a bug of ours)
+            self._break(f"the pool's event loop ended unexpectedly ({exc!r})", exc)
+            self._wind_down(loop)
         finally:
             asyncio.set_event_loop(None)
             loop.close()  # also shuts the default executor down, without waiting
+
+    def _wind_down(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After the loop died: give the cancelled coroutines a bounded chance to
+        run their finally blocks (the loop may be stopped again: then leave it)."""
+        import asyncio
+
+        live = [t for t in self._live if not t.done()]
+        if not live:
+            return
+        try:
+            loop.run_until_complete(asyncio.wait(live, timeout=_GRACE))
+        except BaseException:
+            pass
 
     async def _main(self) -> None:
         import asyncio
@@ -248,15 +354,7 @@ class AsyncioBackend(Backend):
             if inspect.isawaitable(state):
                 state = await state
         except BaseException as exc:
-            with self._lock:
-                self._init_error = exc
-                jobs = list(self._jobs.values())
-                self._queue.clear()
-                for job in jobs:
-                    self._drop_locked(job)
-            err = self._broken()
-            for job in jobs:
-                job.done(job.batch, err)
+            self._break(f"the init function raised {exc!r}; the pool is broken", exc)
             return False
         self._state = state
         return True
@@ -266,15 +364,16 @@ class AsyncioBackend(Backend):
         while True:
             with self._lock:
                 self._pumping = False
-                if not self._ready or self._free <= 0 or not self._queue:
+                queue = self._nested or self._queue
+                if not self._ready or self._free <= 0 or not queue:
                     return
-                job = self._queue[0]
+                job = queue[0]
                 if not job.claimed:
                     job.claimed = True  # cancel() leaves it alone from here on
                     claim = job.batch.claim
                 else:
                     claim = None
-                    self._start_locked_items(job)
+                    self._start_locked_items(job, queue)
             if claim is None:
                 continue
             try:
@@ -289,7 +388,7 @@ class AsyncioBackend(Backend):
                 if dropped and error is not None:
                     job.done(job.batch, error)
 
-    def _start_locked_items(self, job: _Job) -> None:
+    def _start_locked_items(self, job: _Job, queue: deque[_Job]) -> None:
         if job.begun == 0:
             job.started = time.perf_counter()
         assert self._loop is not None
@@ -297,16 +396,18 @@ class AsyncioBackend(Backend):
             offset = job.begun
             job.begun += 1
             self._free -= 1
-            task = self._loop.create_task(self._run_item(job, offset))
-            job.tasks[offset] = task
+            item = _Item(self, job.caller)
+            task = self._loop.create_task(self._run_item(job, offset, item))
+            job.tasks[offset] = (task, item)
             self._live.add(task)
             task.add_done_callback(self._live.discard)
         if job.begun == len(job.batch):
-            self._queue.popleft()
+            queue.popleft()
 
-    async def _run_item(self, job: _Job, offset: int) -> None:
+    async def _run_item(self, job: _Job, offset: int, item: _Item) -> None:
         import asyncio
 
+        _ITEM.set(item)  # this task's own context: what it submits to this pool is nested
         batch = job.batch
         timer = None
         if batch.timeout is not None:
@@ -316,11 +417,17 @@ class AsyncioBackend(Backend):
         value = None
         try:
             value = await _call(batch, offset)
-        except asyncio.CancelledError as exc:
-            # A timeout or a kill settled the item already; else the coroutine
-            # itself raised it, and that is its outcome.
-            error = exc
-        except _CATCH as exc:
+        except (asyncio.CancelledError, CancelledError) as exc:
+            # After a timeout or a kill the item is settled already, and this is
+            # ignored. Else the coroutine ended so on its own (it awaited something
+            # that was cancelled): an error of the item, not a cancelled map.
+            error = RuntimeError(
+                f"{batch.name_item(offset)} ended with {type(exc).__module__}."
+                f"{type(exc).__name__}: something it awaited was cancelled (not by a "
+                "timeout or a kill of this item)"
+            )
+            error.__cause__ = _from_user_code(exc)
+        except BaseException as exc:  # the item's outcome, whatever it is
             error = _from_user_code(exc)
         finally:
             if timer is not None:
@@ -329,9 +436,10 @@ class AsyncioBackend(Backend):
 
     def _settle(self, job: _Job, offset: int, value: Any, error: BaseException | None) -> None:
         with self._lock:
-            if job.tasks.pop(offset, None) is None:
+            entry = job.tasks.pop(offset, None)
+            if entry is None:
                 return  # settled by a timeout, or dropped by a kill: the slot is free
-            self._free += 1
+            self._release_locked(entry[1])
             job.values[offset] = value
             if error is not None:
                 job.failures = job.failures or {}
@@ -342,10 +450,11 @@ class AsyncioBackend(Backend):
     def _expire(self, job: _Job, offset: int) -> None:
         """An item overstayed its timeout: it fails now, and its task is cancelled."""
         with self._lock:
-            task = job.tasks.pop(offset, None)
-            if task is None:
+            entry = job.tasks.pop(offset, None)
+            if entry is None:
                 return
-            self._free += 1
+            task, item = entry
+            self._release_locked(item)
             timeout = job.batch.timeout
             assert timeout is not None
             job.failures = job.failures or {}
@@ -366,6 +475,7 @@ class AsyncioBackend(Backend):
             return False
         job.reported = True
         del self._jobs[job.batch]
+        self._job_over_locked(job)
         return True
 
     def _cancel(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -410,5 +520,30 @@ async def _run_exit(exit_fn: Callable[[], Any] | None) -> None:
         out = exit_fn()
         if inspect.isawaitable(out):
             await out
-    except Exception:
-        traceback.print_exc()  # the loop is ending anyway: say it, do not raise
+    except BaseException:  # SystemExit, a cancel...: the loop ends anyway
+        traceback.print_exc()  # say it, do not raise: the loop still has to close
+
+
+class _LoopFuture(AwaitableFuture[T]):
+    """A ``submit()`` future of an asyncio pool: waiting for it with ``result()``
+    on the pool's own loop would stop the loop that is to settle it."""
+
+    def __init__(self, backend: AsyncioBackend):
+        super().__init__()
+        self._backend = backend
+
+    def _check_thread(self, what: str) -> None:
+        if not self.done() and threading.current_thread() is self._backend._thread:
+            raise RuntimeError(
+                f"future.{what}() inside a task of the same asyncio pool would block its "
+                "event loop, the one that is to settle the future, forever; "
+                "use `await pool.submit(...)`"
+            )
+
+    def result(self, timeout: float | None = None) -> T:
+        self._check_thread("result")
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._check_thread("exception")
+        return super().exception(timeout)

@@ -1,0 +1,91 @@
+"""``backend="dask"``: batches run as tasks of a Dask distributed cluster.
+
+``address=`` names a running scheduler (``"tcp://host:8786"``); ``client=`` reuses
+a ``distributed.Client``; with neither, the pool starts a ``LocalCluster`` of
+``workers`` single-threaded worker processes on the loopback interface and
+closes it with the pool. See :mod:`manycore.backends._cluster` for what this
+backend shares with Ray's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import BackendOptions, register_backend
+from ._cluster import ClusterBackend, _Running, run_remote
+
+__all__ = ["DaskBackend"]
+
+
+def _import() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(
+            "backend='dask' needs dask.distributed: pip install 'manycore[dask]'"
+        ) from None
+    return distributed
+
+
+@register_backend
+class DaskBackend(ClusterBackend):
+    name = "dask"
+    supports_kill = False  # Dask cannot stop a task that runs
+
+    def __init__(self, options: BackendOptions):
+        self._workers = options.workers
+        self._client: Any = None
+        self._owned: list[Any] = []  # what this pool started: closed with it
+        super().__init__(options)
+
+    def _connect(self) -> None:
+        distributed = _import()
+        opts = self.options
+        if opts.client is not None:
+            self._client = opts.client
+        elif opts.address is not None:
+            self._client = distributed.Client(opts.address, set_as_default=False)
+            self._owned.append(self._client)
+        else:
+            cluster = distributed.LocalCluster(
+                n_workers=opts.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            )
+            self._owned.append(cluster)
+            self._client = distributed.Client(cluster, set_as_default=False)
+            self._owned.insert(0, self._client)
+        if opts.client is not None or opts.address is not None:
+            threads = sum(self._client.nthreads().values())
+            self._workers = max(1, int(threads))
+        else:
+            self._workers = opts.workers
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def _put(self, obj: Any) -> Any:
+        return self._client.scatter(obj, broadcast=False, hash=False)
+
+    def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
+        future = self._client.submit(run_remote, *args, pure=False, retries=0)
+        future.add_done_callback(lambda _: self._finished(record))
+        return future
+
+    def _outcome(self, handle: Any) -> Any:
+        return handle.result()
+
+    def _stop(self, handle: Any, force: bool) -> None:
+        if handle is not None:
+            handle.cancel()
+
+    def _disconnect(self) -> None:
+        for thing in self._owned:
+            try:
+                thing.close()
+            except Exception:  # closing twice, a scheduler already gone: nothing to do
+                pass
+        self._owned = []

@@ -1,0 +1,85 @@
+"""``backend="ray"``: batches run as Ray tasks.
+
+``address=`` connects to a running cluster (``"auto"``, or ``"ray://host:10001"``);
+a Ray runtime the program has already initialised is reused; with neither, the
+pool starts a local one with ``workers`` CPUs and shuts it down with the pool.
+A task past its timeout is force-cancelled (Ray kills the worker running it).
+See :mod:`manycore.backends._cluster` for what this backend shares with Dask's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import BackendOptions, register_backend
+from ._cluster import ClusterBackend, _Running, run_remote
+
+__all__ = ["RayBackend"]
+
+
+def _import() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("backend='ray' needs ray: pip install 'manycore[ray]'") from None
+    return ray
+
+
+@register_backend
+class RayBackend(ClusterBackend):
+    name = "ray"
+    supports_kill = True  # ray.cancel(force=True) kills the worker running the task
+
+    def __init__(self, options: BackendOptions):
+        self._workers = options.workers
+        self._ray: Any = None
+        self._remote: Any = None
+        self._started = False
+        super().__init__(options)
+
+    def _connect(self) -> None:
+        ray = self._ray = _import()
+        opts = self.options
+        if opts.client is not None:
+            raise ValueError("client= is for backend='dask'; Ray is reused when initialised")
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if opts.address is not None:
+                kwargs["address"] = opts.address
+            else:
+                kwargs["num_cpus"] = opts.workers
+            ray.init(**kwargs)
+            self._started = True
+        # Ray retries a task whose worker died on its own; manycore's retries=
+        # decide that here, as on the other backends.
+        self._remote = ray.remote(max_retries=0)(run_remote)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self._workers = opts.workers if self._started and opts.address is None else max(1, cpus)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def _put(self, obj: Any) -> Any:
+        return self._ray.put(obj)
+
+    def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
+        ref = self._remote.remote(*args)
+        ref.future().add_done_callback(lambda _: self._finished(record))
+        return ref
+
+    def _outcome(self, handle: Any) -> Any:
+        return self._ray.get(handle, timeout=60)
+
+    def _stop(self, handle: Any, force: bool) -> None:
+        if handle is None:
+            return
+        try:
+            self._ray.cancel(handle, force=force)
+        except Exception:  # already finished, or the runtime is going down
+            pass
+
+    def _disconnect(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False

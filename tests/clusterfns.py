@@ -1,0 +1,64 @@
+"""Functions for tests/test_cluster.py (importable by cluster workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import manycore as mc
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def flaky(path: str, failures: int) -> int:
+    with open(path, "a+") as f:
+        f.seek(0)
+        attempt = len(f.read().splitlines()) + 1
+        f.write("x\n")
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt}")
+    return attempt
+
+
+def scaled_sum(arr: Any, factor: int) -> float:
+    return float(arr.sum()) * factor
+
+
+def load_state(value: int) -> dict[str, int]:
+    return {"value": value, "pid": os.getpid()}
+
+
+def state_value(_: Any) -> int:
+    return int(mc.worker_state()["value"])
+
+
+def shared_sum(_: Any) -> float:
+    return float(mc.shared().sum())
+
+
+def make_big(n: int) -> Any:
+    import numpy as np
+
+    return np.full(n, 2.0)
+
+
+def total(arr: Any, extra: float = 0.0) -> float:
+    return float(arr.sum()) + extra

@@ -1,0 +1,230 @@
+"""backend="dask" and backend="ray" on real local clusters (each skipped, with its
+reason, where the engine is not installed). The clusters start once per session;
+these tests run after all others (see conftest), because the engines leave
+threads in this process and other tests fork."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import clusterfns as cf
+import manycore as mc
+
+pytestmark = pytest.mark.cluster
+
+np = pytest.importorskip("numpy")
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[Any]:
+    ray = pytest.importorskip("ray", reason="ray is not installed")
+    tests = str(Path(__file__).resolve().parent)  # Ray's workers must find clusterfns
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": tests}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(params=["dask", "ray"])
+def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Pool options that reuse the session's cluster of this engine."""
+    if request.param == "dask":
+        return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    request.getfixturevalue("ray_runtime")
+    return {"backend": "ray"}
+
+
+@pytest.fixture
+def pool(engine: dict[str, Any]) -> Iterator[mc.Pool]:
+    with mc.Pool(**engine) as p:
+        yield p
+
+
+def test_map_imap_starmap_submit(pool: mc.Pool) -> None:
+    assert pool.workers == 2
+    assert pool.map(cf.square, range(1000)) == [x * x for x in range(1000)]
+    assert sorted(pool.imap(cf.square, range(50), ordered=False)) == [x * x for x in range(50)]
+    assert list(pool.imap(cf.square, iter(range(20)))) == [x * x for x in range(20)]
+    assert pool.starmap(cf.add, [(1, 2), (3, 4)]) == [3, 7]
+    assert pool.map(cf.square, []) == []
+    assert pool.submit(cf.add, 1, b=5).result(timeout=60) == 6
+    assert pool.schedule(cf.add, (2,), {"b": 3}).result(timeout=60) == 5
+
+
+def test_many_tiny_items_go_in_batches(pool: mc.Pool) -> None:
+    sent: list[int] = []
+    send = pool._backend._send  # type: ignore[attr-defined]
+
+    def counting(args: Any, record: Any) -> Any:
+        sent.append(len(record.batch))
+        return send(args, record)
+
+    pool._backend._send = counting  # type: ignore[attr-defined]
+    assert pool.map(cf.square, range(20_000)) == [x * x for x in range(20_000)]
+    assert sum(sent) == 20_000 and len(sent) < 400  # not one remote task per item
+
+
+def test_errors_keep_their_type_and_remote_traceback(pool: mc.Pool) -> None:
+    with pytest.raises(ValueError, match="three is not allowed") as info:
+        pool.map(cf.fail_on_three, range(6))
+    assert type(info.value.__cause__).__name__ == "RemoteTraceback"
+    out = pool.map(cf.fail_on_three, range(6), on_error="collect")
+    assert isinstance(out[3], mc.Failure) and out[3].index == 3
+    assert [x for i, x in enumerate(out) if i != 3] == [0, 1, 2, 4, 5]
+    assert pool.map(cf.fail_on_three, range(6), on_error="skip") == [0, 1, 2, 4, 5]
+
+
+def test_retries(pool: mc.Pool, tmp_path: Path) -> None:
+    future = pool.schedule(cf.flaky, (str(tmp_path / "n"), 2), retries=2)
+    assert future.result(timeout=60) == 3
+    out = pool.map(cf.flaky, [str(tmp_path / "m")], [5], retries=1, on_error="collect")
+    assert isinstance(out[0], mc.Failure) and isinstance(out[0].exception, ConnectionError)
+
+
+def test_a_timeout_does_not_block_the_caller(pool: mc.Pool) -> None:
+    start = time.monotonic()
+    out = pool.map(cf.nap, [0.05, 3.0, 0.05], timeout=0.5, on_error="collect")
+    assert time.monotonic() - start < 2.5  # not the item's 3 s (Dask lets it run on)
+    assert out[0] == 0.05 and out[2] == 0.05
+    assert isinstance(out[1], mc.Failure) and isinstance(out[1].exception, mc.TaskTimeout)
+    assert out[1].exception.index == 1
+
+
+def test_a_big_argument_shared_by_many_items_is_sent_once(pool: mc.Pool) -> None:
+    big = np.ones(1 << 18)  # 2 MB
+    puts: list[Any] = []
+    put = pool._backend._put  # type: ignore[attr-defined]
+    pool._backend._put = lambda obj: puts.append(obj) or put(obj)  # type: ignore[attr-defined]
+    items = [(big, i) for i in range(40)]
+    assert pool.starmap(cf.scaled_sum, items, chunksize=4) == [
+        float(1 << 18) * i for i in range(40)
+    ]
+    assert len(puts) == 1 and puts[0] is big
+
+
+def test_worker_state_and_shared(engine: dict[str, Any]) -> None:
+    with mc.Pool(**engine, init=cf.load_state, init_args=(7,)) as p:
+        assert p.map(cf.state_value, range(8)) == [7] * 8
+    data = np.arange(10.0)
+    with mc.Pool(**engine, shared=data) as p:
+        assert p.map(cf.shared_sum, range(4)) == [45.0] * 4
+
+
+def test_task_graphs(pool: mc.Pool) -> None:
+    square, add = mc.task(cf.square, pool=pool), mc.task(cf.add, pool=pool)
+    left, right = square(3), square(4)
+    assert add(left, right).result(timeout=60) == 25
+    assert mc.graph(add(left, right)).counts()["done"] >= 2
+
+
+def test_cancel(engine: dict[str, Any]) -> None:
+    with mc.Pool(**engine) as p:
+        running = p.submit(cf.nap, 3.0)
+        time.sleep(1.0)
+        killed = p.cancel(running, force=True)
+        if engine["backend"] == "ray":
+            assert killed
+            with pytest.raises(CancelledError):
+                running.result(timeout=30)
+        else:
+            assert not killed  # Dask cannot stop a running task
+        p.terminate()
+
+
+def test_a_pool_on_an_address_leaves_the_cluster_running(dask_client: Any) -> None:
+    address = dask_client.scheduler.address
+    with mc.Pool(backend="dask", address=address) as p:
+        assert p.workers == 2
+        assert p.map(cf.square, range(10)) == [x * x for x in range(10)]
+    assert dask_client.submit(cf.square, 5).result(timeout=30) == 25
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        (
+            {"backend": "processes", "address": "tcp://x:1"},
+            ValueError,
+            "needs backend='dask' or 'ray'",
+        ),
+        ({"backend": "ray", "client": object()}, ValueError, "for backend='dask' only"),
+        ({"backend": "dask", "address": 5}, TypeError, "address must be"),
+        ({"backend": "dask", "address": "tcp://x:1", "workers": 3}, ValueError, "workers=3"),
+        ({"backend": "dask", "address": "a", "client": object()}, ValueError, "not both"),
+        ({"backend": "dask", "exit": print}, ValueError, "exit= is not supported"),
+        ({"backend": "ray", "max_tasks_per_worker": 3}, ValueError, "max_tasks_per_worker"),
+    ],
+)
+def test_bad_options(options: dict[str, Any], error: type, match: str) -> None:
+    if options.get("backend") == "dask" and "exit" in options:
+        pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    with pytest.raises(error, match=match):
+        mc.Pool(**options)
+
+
+def test_task_results_stay_on_the_cluster(pool: mc.Pool) -> None:
+    sent: list[Any] = []
+    send = pool._backend._send  # type: ignore[attr-defined]
+
+    def recording(args: Any, record: Any) -> Any:
+        sent.append(args)
+        return send(args, record)
+
+    pool._backend._send = recording  # type: ignore[attr-defined]
+    puts: list[Any] = []
+    put = pool._backend._put  # type: ignore[attr-defined]
+    pool._backend._put = lambda obj: puts.append(obj) or put(obj)  # type: ignore[attr-defined]
+    make, total = mc.task(cf.make_big, pool=pool), mc.task(cf.total, pool=pool)
+    big = make(1 << 20)  # 8 MB, made on a worker
+    assert total(big).result(timeout=60) == 2.0 * (1 << 20)
+    assert total(big, extra=big.result().sum() * 0 + 1.0).result(timeout=60) == 2.0 * (1 << 20) + 1
+    assert total(arr=big).result(timeout=60) == 2.0 * (1 << 20)  # in kwargs too
+    # The consumers' calls carried a reference to the array, never the array, and
+    # it was not sent up again from here either.
+    assert puts == []
+    consumers = sent[1:]
+    assert len(consumers) == 3
+    assert all(
+        not any(getattr(x, "nbytes", 0) > 1000 for x in _flatten(args)) for args in consumers
+    )
+
+
+def _flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [y for x in obj for y in _flatten(x)]
+    if isinstance(obj, dict):
+        return [y for x in obj.values() for y in _flatten(x)]
+    return [obj]
+
+
+def test_top_level_map_on_an_address(dask_client: Any) -> None:
+    address = dask_client.scheduler.address
+    try:
+        assert mc.map(cf.square, range(5), backend="dask", address=address) == [0, 1, 4, 9, 16]
+        assert list(mc.imap(cf.square, range(3), backend="dask", address=address)) == [0, 1, 4]
+    finally:
+        mc.shutdown_default_pools()
+    with pytest.raises(ValueError, match="backend='dask' or"):
+        mc.map(cf.square, range(3), address=address)
