@@ -62,3 +62,19 @@ def make_big(n: int) -> Any:
 
 def total(arr: Any, extra: float = 0.0) -> float:
     return float(arr.sum()) + extra
+
+
+def kind_of(x: Any) -> str:
+    return type(x).__name__
+
+
+def bad_init() -> None:
+    raise RuntimeError("no model here")
+
+
+def first_of(arr: Any) -> float:
+    return float(arr[0])
+
+
+def shared_len(_: Any) -> int:
+    return len(mc.shared())

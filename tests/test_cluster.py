@@ -228,3 +228,48 @@ def test_top_level_map_on_an_address(dask_client: Any) -> None:
         mc.shutdown_default_pools()
     with pytest.raises(ValueError, match="backend='dask' or"):
         mc.map(cf.square, range(3), address=address)
+
+
+# ------------------------------------------------------- found by a review
+
+
+def test_timed_items_wait_their_turn_without_timing_out(engine: dict[str, Any]) -> None:
+    with mc.Pool(**engine) as p:
+        # 6 items of 0.4 s on 2 workers with a 1 s timeout: the later ones wait
+        # in line longer than 1 s, yet none of them overstays once started.
+        assert p.map(cf.nap, [0.4] * 6, timeout=1.0) == [0.4] * 6
+        # With chunksize= too, the timeout is per item, and names the right one.
+        out = p.map(cf.nap, [0.01, 3.0, 0.01, 0.01], timeout=0.8, chunksize=4, on_error="collect")
+        assert out[0] == out[2] == out[3] == 0.01
+        assert isinstance(out[1], mc.Failure) and out[1].exception.index == 1
+
+
+def test_argument_types_are_kept(pool: mc.Pool) -> None:
+    import collections
+
+    point = collections.namedtuple("point", "x y")
+    big = np.zeros(1 << 18)
+    items = [point(1, 2), collections.OrderedDict(a=1), [1], (big, point(3, 4))]
+    assert pool.map(cf.kind_of, items) == ["point", "OrderedDict", "list", "tuple"]
+
+
+def test_an_array_changed_between_two_maps_is_sent_again(pool: mc.Pool) -> None:
+    big = np.zeros(1 << 18)
+    assert pool.map(cf.first_of, [big]) == [0.0]
+    big[0] = 5.0
+    assert pool.map(cf.first_of, [big]) == [5.0]
+
+
+def test_a_failing_init_is_a_broken_pool(engine: dict[str, Any]) -> None:
+    with (
+        mc.Pool(**engine, init=cf.bad_init) as p,
+        pytest.raises(mc.PoolBroken, match="no model here"),
+    ):
+        p.map(cf.square, range(3))
+
+
+def test_shared_list_goes_whole(engine: dict[str, Any]) -> None:
+    with mc.Pool(**engine, shared=list(range(5000))) as p:
+        start = time.monotonic()
+        assert p.map(cf.shared_len, range(3)) == [5000] * 3
+        assert time.monotonic() - start < 5

@@ -67,9 +67,9 @@ class ChunkPlanner:
         """The planner of a run on ``backend``. Items that mostly wait (asyncio) go
         one per batch: they run side by side anyway, a batch's result waits for its
         slowest item, and their wall time says nothing about the cost of batching."""
-        if chunksize is None and (
-            backend.one_item_per_batch or (timed and backend.one_item_when_timed)
-        ):
+        if timed and backend.one_item_when_timed:
+            chunksize = 1  # whatever was asked: the backend times batches, not items
+        elif chunksize is None and backend.one_item_per_batch:
             chunksize = 1
         return cls(backend.workers, chunksize, backend.batch_seconds)
 

@@ -3,23 +3,26 @@ by the client, and large objects sent to the cluster once.
 
 ::
 
-    batch ─► big arrays in its items? ─► put once (scatter / ray.put), by identity
+    batch ─► big arrays in its items? ─► put once per run (scatter / ray.put)
         │                                         │ refs, as top-level arguments
-        └─► engine.submit(run_remote, fn_ref, items with placeholders, *refs)
+        └─► engine.submit(run_remote, fn, items with placeholders, *refs)
                    │ (the engine resolves the refs on the worker)
                    ▼
             run_remote: placeholders ─► objects; run_batch; errors packed
-                   │
+                   │                      (manycore.backends._remote_run)
     done-callback ◄┘  values + packed errors ─► BatchResult ─► done(batch, ...)
 
-* Per-item timeouts: a timed run goes one item per batch (see
-  ``Backend.one_item_when_timed``); a watchdog thread here fails an item whose
-  deadline passes with ``TaskTimeout`` at once, whatever the engine does with it
-  (Ray kills the worker running it; Dask cannot stop a running task: it runs on,
-  and its result is dropped).
+* Timeouts. A timed run goes one item per batch, and only as many timed tasks
+  are out as the cluster has worker slots, so that an item's clock starts about
+  when it does (not while it waits in the engine's queue). A watchdog thread
+  fails an item past its deadline with ``TaskTimeout`` at once. Ray then kills
+  the worker running it; Dask cannot stop a running task, so its slot counts as
+  busy until the task really ends.
+* Objects put on the cluster are shared by the batches in flight that carry
+  them, and dropped when the last such batch ends: a later run sends them again
+  (an array changed in place between two maps is seen changed).
 * Worker state: ``init`` runs once per worker process, on its first batch of
-  this pool (engines have no hook that runs before it); ``mc.worker_state()``
-  and ``mc.shared()`` work in tasks.
+  this pool; a failing ``init`` fails the batch with ``PoolBroken``.
 """
 
 from __future__ import annotations
@@ -31,106 +34,32 @@ import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
+from collections import deque
 from concurrent.futures import CancelledError
 from typing import Any
 
 from .._batch import Batch, BatchResult, pinned
-from .._errors import PoolClosed, TaskTimeout, WorkerCrashed
-from .._remote import pack_exception, rebuild
+from .._errors import PoolBroken, PoolClosed, TaskTimeout, WorkerCrashed
+from .._remote import rebuild
 from ._base import Backend, BackendOptions, Done
+from ._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
 
-__all__ = ["ClusterBackend", "run_remote"]
+__all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
-_FN_CACHE = 32  # functions (and shared arrays) kept on the cluster by one pool
-
-
-class _Placeholder:
-    """Stands in a batch's items for an object sent apart (index in refs); with
-    ``first_value``, the ref is another batch's outcome, and its first value is meant."""
-
-    __slots__ = ("first_value", "index")
-
-    def __init__(self, index: int, first_value: bool = False):
-        self.index = index
-        self.first_value = first_value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Placeholder, (self.index, self.first_value))
-
-
-class ResultRef:
-    """A task's argument that is the result of a finished one-item batch of the
-    same pool, left on the cluster (see ``ClusterBackend.result_ref``)."""
-
-    __slots__ = ("handle",)
-
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-
-# ---------------------------------------------------------------- worker side
-
-_inited: dict[str, tuple[Any, Any]] = {}  # pool token -> (state, shared), per process
-_init_lock = threading.Lock()
-
-
-def run_remote(
-    fn: Any, items: Any, star: bool, kwargs: Any, setup: Any, shared: Any, *refs: Any
-) -> tuple[list[Any], dict[int, Any] | None, float]:
-    """Run a batch on a cluster worker (the engine has resolved ``refs``)."""
-    from .. import _state
-    from .._batch import run_batch
-
-    if refs:
-        items = [_fill(x, refs) for x in items]
-        kwargs = _fill(kwargs, refs) if kwargs else kwargs
-    previous = _state.set_thread(*_worker_state(setup, shared))
-    try:
-        result = run_batch(fn, items, star, kwargs, Exception)
-    finally:
-        _state.set_thread(*previous)
-    packed = None
-    if result.failures:
-        packed = {k: pack_exception(e) for k, e in result.failures.items()}
-    return result.values, packed, result.elapsed
-
-
-def _worker_state(setup: Any, shared: Any) -> tuple[Any, Any]:
-    if setup is None:
-        return None, shared
-    token, init, init_args = setup
-    with _init_lock:  # several threads of one Dask worker: init once
-        if token not in _inited:
-            _inited[token] = (init(*init_args) if init is not None else None, shared)
-        return _inited[token]
-
-
-def _fill(item: Any, refs: tuple[Any, ...]) -> Any:
-    if isinstance(item, _Placeholder):
-        ref = refs[item.index]
-        return ref[0][0] if item.first_value else ref
-    if isinstance(item, tuple):
-        return tuple(_fill(x, refs) for x in item)
-    if isinstance(item, list):
-        return [_fill(x, refs) for x in item]
-    if isinstance(item, dict):
-        return {k: _fill(x, refs) for k, x in item.items()}
-    return item
-
-
-# ---------------------------------------------------------------- client side
 
 
 class _Running:
-    __slots__ = ("batch", "done", "handle", "settled")
+    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed")
 
     def __init__(self, batch: Batch, done: Done):
         self.batch = batch
         self.done = done
         self.handle: Any = None
         self.settled = False
+        self.stop_asked = False  # a CancelledError from the engine is then ours
+        self.timed = batch.timeout is not None
+        self.puts: list[int] = []  # keys of the cached puts this batch uses
 
 
 class ClusterBackend(Backend):
@@ -153,7 +82,9 @@ class ClusterBackend(Backend):
         # Each batch's handle while the batch lives: a later task can take its
         # result on the cluster (the handle keeps it there).
         self._handles: weakref.WeakKeyDictionary[Batch, Any] = weakref.WeakKeyDictionary()
-        self._put_cache: OrderedDict[int, tuple[Any, Any]] = OrderedDict()  # id -> (obj, ref)
+        self._puts: dict[int, list[Any]] = {}  # id(obj) -> [obj, ref, batches using it]
+        self._timed_waiting: deque[tuple[_Running, tuple[Any, ...]]] = deque()
+        self._timed_out = 0  # timed tasks out on the cluster (also ones that timed out)
         self._deadlines: list[tuple[float, int, _Running]] = []
         self._seq = itertools.count()
         self._alarm = threading.Condition(self._lock)
@@ -163,13 +94,17 @@ class ClusterBackend(Backend):
             None if options.init is None else (token, options.init, tuple(options.init_args))
         )
         self._connect()
-        self._shared_ref = None if options.shared is None else self._put(options.shared)
+        try:
+            self._shared_ref = None if options.shared is None else self._put(options.shared)
+        except BaseException:
+            self._disconnect()  # nothing may stay up behind a pool that failed to start
+            raise
 
     # ------------------------------------------------------- engine-specific
 
     @abc.abstractmethod
     def _connect(self) -> None:
-        """Connect to (or start) the engine; set ``self.options.workers`` if unset."""
+        """Connect to (or start) the engine; set ``self._workers``."""
 
     @abc.abstractmethod
     def _put(self, obj: Any) -> Any:
@@ -186,7 +121,12 @@ class ClusterBackend(Backend):
 
     @abc.abstractmethod
     def _stop(self, handle: Any, force: bool) -> None:
-        """Cancel a remote call (``force``: even if it runs, where the engine can)."""
+        """Cancel a remote call (``force``: even if it runs, where the engine can);
+        never raises."""
+
+    @abc.abstractmethod
+    def _alive(self) -> bool:
+        """Whether the engine can still report on tasks (not shut down under us)."""
 
     @abc.abstractmethod
     def _disconnect(self) -> None:
@@ -200,37 +140,61 @@ class ClusterBackend(Backend):
                 raise PoolClosed("the pool has been shut down and accepts no new work")
         if batch.claim is not None and not batch.claim():
             return
-        items, kwargs, refs = self._lift_big(list(batch.items), batch.kwargs)
-        shared = self._shared_ref
-        args = (self._fn_ref(batch), items, batch.star, kwargs, self._setup, shared)
         record = _Running(batch, done)
+        items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
+        args = (self._fn_ref(record), items, batch.star, kwargs, self._setup, self._shared_ref)
         with self._lock:
             self._running[id(batch)] = record
+            if record.timed and self._timed_out >= self.workers:
+                self._timed_waiting.append((record, (*args, *refs)))
+                return  # sent when a timed task ends
+            if record.timed:
+                self._timed_out += 1
+        self._launch(record, (*args, *refs))
+
+    def _launch(self, record: _Running, args: tuple[Any, ...]) -> None:
         try:
-            record.handle = self._send((*args, *refs), record)
-            self._handles[batch] = record.handle
-        except BaseException:
-            with self._lock:
-                self._running.pop(id(batch), None)
-            raise
-        if batch.timeout is not None:
-            self._arm(record, time.monotonic() + batch.timeout * max(1, len(batch)))
+            record.handle = self._send(args, record)
+            self._handles[record.batch] = record.handle
+        except BaseException as exc:
+            if not record.timed:
+                with self._lock:
+                    self._running.pop(id(record.batch), None)
+                self._release_puts(record)
+                raise
+            self._settle(record, exc)  # (from the queue: nobody to raise to)
+            self._ended(record)
+            return
+        if record.timed:
+            assert record.batch.timeout is not None
+            self._arm(record, time.monotonic() + record.batch.timeout)
 
     def _finished(self, record: _Running) -> None:
-        """The remote call ended: report it, unless a timeout or kill already did."""
-        if record.settled:
-            return
+        """The remote call ended (done-callback): report it, unless a timeout or
+        a kill already did; free its timed slot."""
         try:
-            values, packed, elapsed = self._outcome(record.handle)
-            failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
-            outcome: BatchResult | BaseException = BatchResult(values, failures, elapsed)
-        except CancelledError as exc:
-            outcome = exc
-        except BaseException as exc:  # the engine lost the task: a worker died, ...
-            outcome = self._lost(record.batch, exc)
-        self._settle(record, outcome)
+            if not record.settled:
+                self._settle(record, self._read(record))
+        finally:
+            self._ended(record)
 
-    def _lost(self, batch: Batch, exc: BaseException) -> BaseException:
+    def _read(self, record: _Running) -> BatchResult | BaseException:
+        try:
+            answer = self._outcome(record.handle)
+        except BaseException as exc:  # the engine lost it, or we cancelled it
+            if record.stop_asked and isinstance(exc, CancelledError):
+                return CancelledError()
+            self._lost(record)
+            return self._crashed(record.batch, exc)
+        if answer[0] == INIT_FAILED:
+            err = PoolBroken(f"the pool's init function raised {rebuild(answer[1])!r}")
+            err.__cause__ = rebuild(answer[1])
+            return err
+        values, packed, elapsed = answer
+        failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
+        return BatchResult(values, failures, elapsed)
+
+    def _crashed(self, batch: Batch, exc: BaseException) -> BaseException:
         err = WorkerCrashed(
             f"{batch.name_item(0)}: the {self.name} task running it failed ({exc!r:.300}); "
             "its items were not computed. A worker died, or the engine could not run "
@@ -239,6 +203,20 @@ class ClusterBackend(Backend):
         err.__cause__ = exc
         return err
 
+    def _lost(self, record: _Running) -> None:
+        """A task the engine lost: what it carried may be lost with its worker
+        (scattered data cannot be recomputed), so send it again next time."""
+        with self._lock:
+            for key in record.puts:
+                self._puts.pop(key, None)
+            record.puts = []
+        shared = self.options.shared
+        if shared is not None:
+            try:
+                self._shared_ref = self._put(shared)
+            except Exception:  # the engine is going: later batches will say so
+                pass
+
     def _settle(self, record: _Running, outcome: BatchResult | BaseException) -> None:
         with self._lock:
             if record.settled:
@@ -246,7 +224,21 @@ class ClusterBackend(Backend):
             record.settled = True
             self._running.pop(id(record.batch), None)
             self._alarm.notify_all()
+        self._release_puts(record)
         record.done(record.batch, outcome)
+
+    def _ended(self, record: _Running) -> None:
+        """A timed task left the cluster: its slot goes to the next one waiting."""
+        if not record.timed:
+            return
+        with self._lock:
+            record.timed = False  # count each task once
+            self._timed_out -= 1
+            nxt = self._timed_waiting.popleft() if self._timed_waiting else None
+            if nxt is not None:
+                self._timed_out += 1
+        if nxt is not None:
+            self._launch(*nxt)
 
     def result_ref(self, batch: Batch) -> ResultRef | None:
         """A reference to the value of a finished one-item ``batch`` of this pool,
@@ -259,10 +251,21 @@ class ClusterBackend(Backend):
             record = self._running.get(id(batch))
         if record is None or not self.supports_kill:
             return False
-        # Settled first: stopping it may call _finished at once, with the engine's error.
-        self._settle(record, CancelledError())
-        self._stop(record.handle, force=True)
+        self._cancel(record)
         return True
+
+    def _cancel(self, record: _Running) -> None:
+        # Settled first: stopping it may call _finished at once, with the engine's error.
+        record.stop_asked = True
+        self._settle(record, CancelledError())
+        with self._lock:
+            waiting = [w for w in self._timed_waiting if w[0] is record]
+            for w in waiting:
+                self._timed_waiting.remove(w)
+        if waiting:
+            return  # never sent
+        if record.handle is not None:
+            self._stop(record.handle, force=self.supports_kill)
 
     # --------------------------------------------------------------- timeouts
 
@@ -290,10 +293,11 @@ class ClusterBackend(Backend):
                         break
                     wait = self._deadlines[0][0] - now if self._deadlines else 1.0
                     self._alarm.wait(min(wait, 1.0))
-            self._settle(record, self._timed_out(record.batch))
+            record.stop_asked = True
+            self._settle(record, self._timed_out_result(record.batch))
             self._stop(record.handle, force=True)
 
-    def _timed_out(self, batch: Batch) -> BatchResult:
+    def _timed_out_result(self, batch: Batch) -> BatchResult:
         assert batch.timeout is not None
         what = (
             "its worker was killed"
@@ -309,60 +313,70 @@ class ClusterBackend(Backend):
 
     # ------------------------------------------------------------ big objects
 
-    def _lift_big(
-        self, items: list[Any], kwargs: dict[str, Any] | None
+    def _lift(
+        self, record: _Running, items: list[Any], kwargs: dict[str, Any] | None
     ) -> tuple[list[Any], dict[str, Any] | None, list[Any]]:
         """Large arrays (and results left on the cluster) in ``items`` and
         ``kwargs`` replaced by placeholders; their refs, each array put on the
-        cluster once for all the batches that carry it."""
+        cluster once for all the batches in flight that carry it."""
         refs: list[Any] = []
         seen: dict[int, int] = {}
 
-        def lift(x: Any) -> Any:
+        def leaf(x: Any) -> Any:
             if isinstance(x, ResultRef):
                 refs.append(x.handle)
-                return _Placeholder(len(refs) - 1, first_value=True)
+                return Placeholder(len(refs) - 1, first_value=True)
             nbytes = getattr(x, "nbytes", None)
-            if isinstance(nbytes, int) and nbytes >= BIG and hasattr(x, "__array_interface__"):
-                key = id(x)
-                if key not in seen:
-                    seen[key] = len(refs)
-                    refs.append(self._cached_put(x))
-                return _Placeholder(seen[key])
-            if isinstance(x, tuple):
-                return tuple(lift(y) for y in x)
-            if isinstance(x, list):
-                return [lift(y) for y in x]
-            if isinstance(x, dict):
-                return {k: lift(y) for k, y in x.items()}
-            return x
+            if not (isinstance(nbytes, int) and nbytes >= BIG):
+                return x
+            if not hasattr(x, "__array_interface__"):
+                return x
+            if id(x) not in seen:
+                seen[id(x)] = len(refs)
+                refs.append(self._cached_put(record, x))
+            return Placeholder(seen[id(x)])
 
-        lifted = [lift(x) for x in items]
-        return lifted, (None if kwargs is None else lift(kwargs)), refs
+        lifted = [replace(x, leaf) for x in items]
+        return lifted, (None if kwargs is None else replace(kwargs, leaf)), refs
 
-    def _fn_ref(self, batch: Batch) -> Any:
+    def _fn_ref(self, record: _Running) -> Any:
         """The function, or for a big one (a closure over a large array) its ref:
         the engine pickles what it is given once per task."""
-        blob = batch.fn_blob
+        blob = record.batch.fn_blob
         if blob is None or len(blob) < BIG:
-            return batch.fn
-        return self._cached_put(batch.fn)
+            return record.batch.fn
+        return self._cached_put(record, record.batch.fn)
 
-    def _cached_put(self, obj: Any) -> Any:
-        """``obj`` on the cluster, once while this pool holds it (by identity: the
-        cache keeps the object, so its id is not reused meanwhile)."""
+    def _cached_put(self, record: _Running, obj: Any) -> Any:
+        """``obj`` on the cluster: put once while batches in flight carry it (the
+        entry holds the object, so its id is not reused meanwhile)."""
         key = id(obj)
         with self._lock:
-            hit = self._put_cache.get(key)
-            if hit is not None and hit[0] is obj:
-                self._put_cache.move_to_end(key)
-                return hit[1]
+            entry = self._puts.get(key)
+            if entry is not None and entry[0] is obj:
+                entry[2] += 1
+                record.puts.append(key)
+                return entry[1]
         ref = self._put(obj)
         with self._lock:
-            self._put_cache[key] = (obj, ref)
-            while len(self._put_cache) > _FN_CACHE:
-                self._put_cache.popitem(last=False)
+            entry = self._puts.get(key)
+            if entry is not None and entry[0] is obj:
+                entry[2] += 1  # another thread put it meanwhile: share that one
+                ref = entry[1]
+            else:
+                self._puts[key] = [obj, ref, 1]
+            record.puts.append(key)
         return ref
+
+    def _release_puts(self, record: _Running) -> None:
+        with self._lock:
+            for key in record.puts:
+                entry = self._puts.get(key)
+                if entry is not None:
+                    entry[2] -= 1
+                    if entry[2] <= 0:
+                        del self._puts[key]
+            record.puts = []
 
     # --------------------------------------------------------------- shutdown
 
@@ -374,16 +388,22 @@ class ClusterBackend(Backend):
             self._alarm.notify_all()
         if cancel_pending:
             for record in records:
-                self._settle(record, CancelledError())
-                self._stop(record.handle, force=self.supports_kill)
+                self._cancel(record)
         if wait:
-            with self._lock:
-                while self._running:
-                    self._alarm.wait(1.0)
+            self._wait_for_running()
         if first:
-            with self._lock:
-                self._put_cache.clear()
             self._disconnect()
+
+    def _wait_for_running(self) -> None:
+        while True:
+            with self._lock:
+                if not self._running:
+                    return
+                self._alarm.wait(1.0)
+                records = list(self._running.values())
+            if records and not self._alive():  # the engine went away under us
+                for record in records:
+                    self._settle(record, self._crashed(record.batch, PoolClosed("engine gone")))
 
     def terminate(self) -> None:
         self.shutdown(wait=False, cancel_pending=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import BackendOptions, register_backend
-from ._cluster import ClusterBackend, _Running, run_remote
+from ._cluster import ClusterBackend, _Running
+from ._remote_run import run_remote
 
 __all__ = ["DaskBackend"]
 
@@ -47,13 +48,18 @@ class DaskBackend(ClusterBackend):
             self._client = distributed.Client(opts.address, set_as_default=False)
             self._owned.append(self._client)
         else:
-            cluster = distributed.LocalCluster(
-                n_workers=opts.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            )
+            import dask
+
+            # A task whose worker dies is not run again by the scheduler (it would
+            # be, three times, by default): manycore's retries= decide that.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                cluster = distributed.LocalCluster(
+                    n_workers=opts.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
             self._owned.append(cluster)
             self._client = distributed.Client(cluster, set_as_default=False)
             self._owned.insert(0, self._client)
@@ -68,7 +74,8 @@ class DaskBackend(ClusterBackend):
         return self._workers
 
     def _put(self, obj: Any) -> Any:
-        return self._client.scatter(obj, broadcast=False, hash=False)
+        # In a list: scatter() would split a list, tuple or dict into its elements.
+        return self._client.scatter([obj], broadcast=False, hash=False)[0]
 
     def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
         future = self._client.submit(run_remote, *args, pure=False, retries=0)
@@ -79,8 +86,15 @@ class DaskBackend(ClusterBackend):
         return handle.result()
 
     def _stop(self, handle: Any, force: bool) -> None:
-        if handle is not None:
+        if handle is None:
+            return
+        try:
             handle.cancel()
+        except Exception:  # the client is closed already: nothing left to stop
+            pass
+
+    def _alive(self) -> bool:
+        return self._client is not None and self._client.status == "running"
 
     def _disconnect(self) -> None:
         for thing in self._owned:

@@ -9,12 +9,36 @@ See :mod:`manycore.backends._cluster` for what this backend shares with Dask's.
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import Any
 
 from ._base import BackendOptions, register_backend
-from ._cluster import ClusterBackend, _Running, run_remote
+from ._cluster import ClusterBackend, _Running
+from ._remote_run import run_remote
 
 __all__ = ["RayBackend"]
+
+
+# Pools using the Ray runtime that manycore started: the last one to close shuts it
+# down (a runtime the program started itself is left alone).
+_users = 0
+_users_lock = threading.Lock()
+_CONNECT_TIMEOUT = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, naming the address, where ``ray.init`` would wait for minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), _CONNECT_TIMEOUT).close()
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(
+            f"address={address!r}: no Ray cluster answers there ({exc}); start one with "
+            "`ray start --head`, or check the host and port"
+        ) from None
 
 
 def _import() -> Any:
@@ -42,19 +66,26 @@ class RayBackend(ClusterBackend):
         opts = self.options
         if opts.client is not None:
             raise ValueError("client= is for backend='dask'; Ray is reused when initialised")
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if opts.address is not None:
-                kwargs["address"] = opts.address
-            else:
-                kwargs["num_cpus"] = opts.workers
-            ray.init(**kwargs)
-            self._started = True
+        global _users
+        with _users_lock:
+            if not ray.is_initialized():
+                kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                if opts.address is not None:
+                    _check_reachable(opts.address)
+                    kwargs["address"] = opts.address
+                else:
+                    kwargs["num_cpus"] = opts.workers
+                ray.init(**kwargs)
+                _users = 1
+                self._started = True
+            elif _users > 0:  # manycore's own runtime: shared, closed by its last user
+                _users += 1
+                self._started = True
         # Ray retries a task whose worker died on its own; manycore's retries=
         # decide that here, as on the other backends.
         self._remote = ray.remote(max_retries=0)(run_remote)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self._workers = opts.workers if self._started and opts.address is None else max(1, cpus)
+        self._workers = max(1, cpus)  # the runtime's CPUs (workers= when it is ours)
 
     @property
     def workers(self) -> int:
@@ -79,7 +110,16 @@ class RayBackend(ClusterBackend):
         except Exception:  # already finished, or the runtime is going down
             pass
 
+    def _alive(self) -> bool:
+        return bool(self._ray.is_initialized())
+
     def _disconnect(self) -> None:
-        if self._started:
-            self._ray.shutdown()
+        global _users
+        with _users_lock:
+            if not self._started:
+                return
             self._started = False
+            _users -= 1
+            if _users > 0:
+                return
+        self._ray.shutdown()

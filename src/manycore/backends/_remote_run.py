@@ -1,0 +1,122 @@
+"""The cluster backends' worker side: what runs inside a Dask or Ray task, and the
+placeholders that stand, in a batch's arguments, for objects sent apart.
+
+Containers are rebuilt only where a placeholder was put in or taken out, so
+every other argument reaches the function as it was given (a namedtuple stays
+a namedtuple, an ``OrderedDict`` an ``OrderedDict``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._remote import pack_exception
+
+__all__ = ["INIT_FAILED", "Placeholder", "ResultRef", "replace", "run_remote"]
+
+INIT_FAILED = "manycore:init-failed"  # first element of run_remote's answer then
+
+
+class Placeholder:
+    """Stands in for an object sent apart (``refs[index]`` in ``run_remote``);
+    with ``first_value``, that ref is another batch's answer and its first value
+    is meant."""
+
+    __slots__ = ("first_value", "index")
+
+    def __init__(self, index: int, first_value: bool = False):
+        self.index = index
+        self.first_value = first_value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Placeholder, (self.index, self.first_value))
+
+
+class ResultRef:
+    """An argument that is the value of a finished one-item batch of the same
+    pool, left on the cluster (see ``ClusterBackend.result_ref``)."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+
+def replace(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``obj`` with ``leaf(x)`` for each element ``x`` inside tuples, lists and
+    dict values (``leaf`` returns ``x`` itself to keep it); a container is
+    rebuilt, as its own type, only if something in it changed."""
+    if isinstance(obj, (tuple, list)):
+        items = [replace(x, leaf) for x in obj]
+        if all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        if isinstance(obj, tuple) and hasattr(obj, "_make"):  # a namedtuple
+            return obj._make(items)
+        return type(obj)(items)
+    if isinstance(obj, dict):
+        changed = {k: replace(x, leaf) for k, x in obj.items()}
+        if all(changed[k] is x for k, x in obj.items()):
+            return obj
+        out = obj.copy()
+        out.update(changed)
+        return out
+    return leaf(obj)
+
+
+# ---------------------------------------------------------------- worker side
+
+_inited: dict[str, tuple[Any, Any, BaseException | None]] = {}  # token -> state, shared, error
+_init_lock = threading.Lock()
+_KEEP_STATES = 16  # pools whose worker state one process keeps, at most
+
+
+def run_remote(
+    fn: Any, items: Any, star: bool, kwargs: Any, setup: Any, shared: Any, *refs: Any
+) -> tuple[Any, ...]:
+    """Run a batch on a cluster worker (the engine has resolved ``refs``): its
+    values, its errors packed, the compute time; or ``(INIT_FAILED, error)``."""
+    from .. import _state
+    from .._batch import run_batch
+
+    if refs:
+        items = [replace(x, lambda leaf: _fill(leaf, refs)) for x in items]
+        if kwargs:
+            kwargs = replace(kwargs, lambda leaf: _fill(leaf, refs))
+    state, shared, error = _worker_state(setup, shared)
+    if error is not None:
+        return (INIT_FAILED, pack_exception(error))
+    previous = _state.set_thread(state, shared)
+    try:
+        result = run_batch(fn, items, star, kwargs, Exception)
+    finally:
+        _state.set_thread(*previous)
+    packed = None
+    if result.failures:
+        packed = {k: pack_exception(e) for k, e in result.failures.items()}
+    return result.values, packed, result.elapsed
+
+
+def _fill(leaf: Any, refs: tuple[Any, ...]) -> Any:
+    if not isinstance(leaf, Placeholder):
+        return leaf
+    ref = refs[leaf.index]
+    return ref[0][0] if leaf.first_value else ref
+
+
+def _worker_state(setup: Any, shared: Any) -> tuple[Any, Any, BaseException | None]:
+    """This pool's worker state in this process: ``init`` runs once (a failure
+    too is remembered, not retried for every batch)."""
+    if setup is None:
+        return None, shared, None
+    token, init, init_args = setup
+    with _init_lock:  # several threads of one Dask worker: init once
+        if token not in _inited:
+            try:
+                _inited[token] = (init(*init_args), shared, None)
+            except Exception as exc:
+                _inited[token] = (None, shared, exc)
+            while len(_inited) > _KEEP_STATES:  # pools long gone, on a long-lived worker
+                del _inited[next(iter(_inited))]
+        return _inited[token]
