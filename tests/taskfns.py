@@ -121,7 +121,7 @@ def pids_of_nested(n: int, pool: Any) -> set[int]:
 
 def wait_with_timeout(seconds: float) -> str:
     """A task waiting, with a timeout, for a nested task that takes longer."""
-    slow_one = mc.task(slow)(1, 2.0)
+    slow_one = mc.task(slow)(1, 1.0)
     try:
         slow_one.result(timeout=seconds)
     except TimeoutError:
