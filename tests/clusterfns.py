@@ -78,3 +78,38 @@ def first_of(arr: Any) -> float:
 
 def shared_len(_: Any) -> int:
     return len(mc.shared())
+
+
+def count_up(counter: Any, times: int) -> int:
+    for _ in range(times):
+        counter.increment()
+    return times
+
+
+def locked_add(args: tuple[Any, Any]) -> int:
+    """Read-modify-write of a Value under its lock: no lost update."""
+    value, lock = args
+    with lock:
+        current = value.value
+        time.sleep(0.001)
+        value.value = current + 1
+    return 1
+
+
+def limited(args: tuple[Any, Any, Any]) -> int:
+    """Holds a semaphore slot while the counter says how many hold one."""
+    sem, inside, peak = args
+    with sem:
+        now = inside.increment()
+        if now > peak.value:
+            peak.value = now  # a rough peak: good enough to see more than 2
+        time.sleep(0.05)
+        inside.increment(-1)
+    return 1
+
+
+def produce(args: tuple[Any, int]) -> int:
+    queue, n = args
+    for i in range(n):
+        queue.put(i)
+    return n

@@ -273,3 +273,32 @@ def test_shared_list_goes_whole(engine: dict[str, Any]) -> None:
         start = time.monotonic()
         assert p.map(cf.shared_len, range(3)) == [5000] * 3
         assert time.monotonic() - start < 5
+
+
+def test_pool_primitives_on_the_cluster(pool: mc.Pool) -> None:
+    # Built on the engine's own primitives (they work across machines), and
+    # usable from the parent as well as from tasks.
+    counter = pool.Counter()
+    assert type(counter).__module__.endswith("_cluster_sync")  # not a machine-local one
+    assert pool.map(cf.count_up, [counter] * 4, [25] * 4) == [25] * 4
+    assert counter.value == 100
+    value, lock = pool.Value("q", 0), pool.Lock()
+    assert sum(pool.map(cf.locked_add, [(value, lock)] * 20)) == 20
+    assert value.value == 20
+    assert lock.acquire(timeout=5) and lock.locked()
+    lock.release()
+    queue = pool.Queue()
+    assert pool.map(cf.produce, [(queue, 5), (queue, 5)]) == [5, 5]
+    assert sorted(queue.get(timeout=10) for _ in range(10)) == sorted([*range(5), *range(5)])
+    with pytest.raises(__import__("queue").Empty):
+        queue.get(timeout=0.2)
+    sem, inside, peak = pool.Semaphore(1), pool.Counter(), pool.Value("q", 0)
+    assert sum(pool.map(cf.limited, [(sem, inside, peak)] * 4, chunksize=1)) == 4
+    assert peak.value == 1
+
+
+def test_pool_primitives_on_local_backends() -> None:
+    with mc.Pool(1, backend="threads") as p:
+        assert type(p.Lock()).__name__ == "Lock" and type(p.Counter()).__name__ == "Counter"
+        with pytest.raises(ValueError, match="value"):
+            p.Semaphore(-1)

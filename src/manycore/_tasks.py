@@ -313,10 +313,13 @@ class TaskFuture(AwaitableFuture[R]):
             elif state is TaskState.SUBMITTED:
                 self._cancelling = True
         if state in (TaskState.WAITING, TaskState.READY):
+            # Everything downstream is listed before anything settles: settling
+            # wakes the dispatcher, which may cancel some of them meanwhile and
+            # drop their lists of dependents.
+            downstream = _downstream_of(self)
             self._sent.set()
-            downstream = self._dependents
             self._cancelled()
-            _cancel_downstream(downstream)
+            _cancel_all(downstream)
             return True
         if state is TaskState.SUBMITTED:
             self._sent.wait()
@@ -407,16 +410,28 @@ class TaskFuture(AwaitableFuture[R]):
         self._finish(value, error)
 
 
-def _cancel_downstream(stack: list[TaskFuture[Any]]) -> None:
-    """Cancel what waits for a cancelled task, now, in a loop (not recursion)."""
-    stack = list(stack)
+def _downstream_of(root: TaskFuture[Any]) -> list[TaskFuture[Any]]:
+    """Every task that waits, directly or not, for ``root`` (a loop, not recursion)."""
+    found: dict[int, TaskFuture[Any]] = {}
+    with root._lock:
+        stack = list(root._dependents)
     while stack:
         f = stack.pop()
+        if f.node.key in found:
+            continue
+        found[f.node.key] = f
+        with f._lock:
+            stack.extend(f._dependents)
+    return [found[k] for k in sorted(found)]
+
+
+def _cancel_all(futures: list[TaskFuture[Any]]) -> None:
+    """Cancel those of ``futures`` that have not started, now."""
+    for f in futures:
         with f._lock:
             if f.node.state not in (TaskState.WAITING, TaskState.READY):
                 continue
             f.node.move(TaskState.CANCELLED)
-            stack.extend(f._dependents)
         f._sent.set()
         f._cancelled()
 

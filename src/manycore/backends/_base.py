@@ -81,6 +81,13 @@ class Backend(abc.ABC):
                 "create coroutine objects: use backend='asyncio'"
             )
 
+    def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
+        """A lock, semaphore, value, counter or queue (``kind``) that this
+        backend's tasks can share: the machine-wide ones of ``manycore._sync``."""
+        from .. import _sync
+
+        return getattr(_sync, kind)(*args)
+
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""

@@ -240,6 +240,12 @@ class ClusterBackend(Backend):
         if nxt is not None:
             self._launch(*nxt)
 
+    def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
+        """``pool.Lock()`` and friends: built on the engine's own primitives."""
+        from ._cluster_sync import make
+
+        return make(self.name, kind, args, getattr(self, "_client", None))
+
     def result_ref(self, batch: Batch) -> ResultRef | None:
         """A reference to the value of a finished one-item ``batch`` of this pool,
         on the cluster, for another task's arguments."""
