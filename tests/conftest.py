@@ -5,7 +5,11 @@ Select one combination with ``-k``, e.g. ``pytest -k processes-spawn``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +27,15 @@ if "forkserver" in mc.START_METHODS:
 
 PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "processes"]
 
+# Dask, where installed: the `pool` and `shared_pool` fixtures run on a local
+# Dask cluster too (one per session; these cases run after all others). Ray is
+# covered by test_cluster.py alone: its runtime is slow to start and heavy.
+CLUSTERS = [
+    pytest.param(("dask", None), id="dask", marks=pytest.mark.cluster)
+    for _ in [0]
+    if importlib.util.find_spec("distributed") is not None
+]
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
@@ -30,11 +43,58 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     return request.param  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def pool(backend: tuple[str, str | None]) -> Iterator[mc.Pool]:
-    name, method = backend
-    with mc.Pool(2, backend=name, start_method=method) as p:
+@pytest.fixture(params=BACKENDS + CLUSTERS)
+def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
+    with _pool_for(request) as p:
         yield p
+
+
+@contextlib.contextmanager
+def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
+    name, method = request.param
+    if name not in ("dask", "ray"):
+        with mc.Pool(2, backend=name, start_method=method) as p:
+            yield p
+        return
+    if "faults" in str(request.node.path):
+        pytest.skip("the fault suite checks this machine's processes; clusters: test_cluster.py")
+    options = cluster_options(request, name)
+    with mc.Pool(**options) as p:
+        yield p
+
+
+def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, Any]:
+    """Pool options reusing this session's cluster of ``engine``."""
+    if engine == "dask":
+        return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    request.getfixturevalue("ray_runtime")
+    return {"backend": "ray"}
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime() -> Iterator[Any]:
+    ray = pytest.importorskip("ray", reason="ray is not installed")
+    tests = str(Path(__file__).resolve().parent)  # Ray's workers must find the test modules
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": tests}},
+    )
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
@@ -44,11 +104,10 @@ def process_pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
         yield p
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS + CLUSTERS)
 def shared_pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     """One pool per backend for a whole module (property tests run many examples)."""
-    name, method = request.param
-    with mc.Pool(2, backend=name, start_method=method) as p:
+    with _pool_for(request) as p:
         yield p
 
 

@@ -21,32 +21,6 @@ pytestmark = pytest.mark.cluster
 np = pytest.importorskip("numpy")
 
 
-@pytest.fixture(scope="session")
-def dask_client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    )
-    client = distributed.Client(cluster, set_as_default=False)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="session")
-def ray_runtime() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="ray is not installed")
-    tests = str(Path(__file__).resolve().parent)  # Ray's workers must find clusterfns
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": tests}},
-    )
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture(params=["dask", "ray"])
 def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Pool options that reuse the session's cluster of this engine."""

@@ -92,13 +92,13 @@ def test_pool_default_timeout_and_override(backend: tuple[str, str | None]) -> N
 
 def test_timeout_is_retried(pool: mc.Pool, tmp_path: Path) -> None:
     items = [(str(tmp_path), x) for x in range(6)]
-    out = pool.map(once_slow, items, timeout=1.0, retries=1)
+    out = pool.map(once_slow, items, timeout=0.5, retries=1)
     assert out == [x * GOOD for x in range(6)]
     # retry_on without TimeoutError: the timeout is final.
     for f in tmp_path.iterdir():
         f.unlink()
     with pytest.raises(mc.TaskTimeout):
-        pool.map(once_slow, items, timeout=1.0, retries=1, retry_on=ValueError)
+        pool.map(once_slow, items, timeout=0.5, retries=1, retry_on=ValueError)
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), "1", True])
