@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from typing import Any
@@ -113,3 +114,6 @@ def produce(args: tuple[Any, int]) -> int:
     for i in range(n):
         queue.put(i)
     return n
+
+
+Point = collections.namedtuple("Point", "x y")

@@ -276,3 +276,24 @@ def test_pool_primitives_on_local_backends() -> None:
         assert type(p.Lock()).__name__ == "Lock" and type(p.Counter()).__name__ == "Counter"
         with pytest.raises(ValueError, match="value"):
             p.Semaphore(-1)
+
+
+def test_pool_primitives_match_the_local_methods(pool: mc.Pool) -> None:
+    import queue as stdqueue
+
+    q = pool.Queue(maxsize=1)
+    q.put_nowait(cf.Point(1, 2))
+    assert q.full()
+    with pytest.raises(stdqueue.Full):
+        q.put_nowait(3)  # at once, not a wait
+    got = q.get(timeout=10)
+    assert got == cf.Point(1, 2) and type(got) is cf.Point
+    sem = pool.Semaphore(2)
+    assert sem.acquire(timeout=5) and sem.get_value() == 1
+    sem.release()
+    with pytest.raises(ValueError, match="timeout"):
+        sem.acquire(timeout=-1)
+    counter = pool.Counter(5)
+    with counter.get_lock():
+        counter.value = counter.value * 2
+    assert counter.increment() == 11

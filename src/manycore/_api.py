@@ -119,6 +119,7 @@ def map(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
+    progress: bool = False,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -130,7 +131,8 @@ def map(
     ``timeout``: seconds an item may run (it then fails with
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
-    items, or "collect" a :class:`manycore.Failure` in their place."""
+    items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
+    a tqdm bar (items done, rate, ETA, failures so far)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
@@ -145,6 +147,7 @@ def map(
             retries=retries,
             retry_on=retry_on,
             on_error=on_error,
+            progress=progress,
         )
 
 
@@ -162,6 +165,7 @@ def imap(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
+    progress: bool = False,
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
     results are yielded as they are ready."""
@@ -178,6 +182,7 @@ def imap(
             retries=retries,
             retry_on=retry_on,
             on_error=on_error,
+            progress=progress,
         )
     except BaseException:
         lease.release()
@@ -203,6 +208,7 @@ def starmap(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
+    progress: bool = False,
 ) -> list[T]:
     """``[fn(*args) for args in iterable]`` in parallel, as a list."""
     v.check_callable(fn, "fn")
@@ -219,6 +225,7 @@ def starmap(
             retries=retries,
             retry_on=retry_on,
             on_error=on_error,
+            progress=progress,
         )
 
 

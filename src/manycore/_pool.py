@@ -6,6 +6,7 @@ A Pool is a :class:`concurrent.futures.Executor`, so ``submit`` returns a standa
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import threading
@@ -339,6 +340,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
+        progress: bool = False,
     ) -> list[T]:
         """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
 
@@ -349,10 +351,13 @@ class Pool(Executor):
         after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
+        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far).
         Options left at ``None`` take the pool's defaults.
         """
         out: list[T] = []
-        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+        )
         for values in self._run(fn, iterables, False, "map", options):
             out.extend(values)
         return out
@@ -367,9 +372,12 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
+        progress: bool = False,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+        )
         return _flatten(self._run(fn, iterables, False, "imap", options))
 
     def starmap(
@@ -383,21 +391,33 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
+        progress: bool = False,
     ) -> list[T]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
         out: list[T] = []
-        options = self._map_options(chunksize, ordered, on_error, retries, retry_on, timeout)
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+        )
         for values in self._run(fn, (iterable,), True, "starmap", options):
             out.extend(values)
         return out
 
     def _map_options(
-        self, chunksize: Any, ordered: Any, on_error: Any, retries: Any, retry_on: Any, timeout: Any
+        self,
+        chunksize: Any,
+        ordered: Any,
+        on_error: Any,
+        retries: Any,
+        retry_on: Any,
+        timeout: Any,
+        progress: Any = False,
     ) -> tuple[int | None, Policy]:
         """Check a map call's options (clear errors before any work) and bundle them."""
         chunksize = v.check_positive_int(chunksize, "chunksize")
         v.check_bool(ordered, "ordered")
-        return chunksize, _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
+        v.check_bool(progress, "progress")
+        policy = _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
+        return chunksize, dataclasses.replace(policy, progress=progress)
 
     def _run(
         self,

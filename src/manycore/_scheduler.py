@@ -231,6 +231,7 @@ class Policy:
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     timeout: float | None = None
+    progress: bool = False  # a tqdm bar (see manycore._progress)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
@@ -268,11 +269,16 @@ class MapRun:
         self._attempts: dict[int, int] = {}  # input index -> retries used
         self._delivered = 0  # items handed to the consumer so far
         self._stopped = False  # stop() was called: end now, kill what runs
+        self._bar: Any = None  # the progress bar, while the run is iterated
 
     def __iter__(self) -> Iterator[list[Any]]:
         # Ordered mode: start index -> (inputs the batch covered, values, error).
         ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
         next_start = 0
+        if self._policy.progress:
+            from ._progress import Progress
+
+            self._bar = Progress(self._source.total, "manycore", self._policy.on_error)
         try:
             while True:
                 if self._stopped:
@@ -283,6 +289,8 @@ class MapRun:
                         raise self._source.error
                     break
                 for start, covered, out, error in self._collect():
+                    if self._bar is not None:
+                        self._bar.advance(covered, out, error)
                     if not self._policy.ordered:
                         if out:
                             self._delivered += len(out)
@@ -307,6 +315,8 @@ class MapRun:
             raise
         finally:
             self._cancel_inflight(kill=self._stopped)
+            if self._bar is not None:
+                self._bar.close()
 
     def stop(self) -> None:
         """End this run from any thread (an ``amap`` whose caller was cancelled):

@@ -316,10 +316,14 @@ class TaskFuture(AwaitableFuture[R]):
             # Everything downstream is listed before anything settles: settling
             # wakes the dispatcher, which may cancel some of them meanwhile and
             # drop their lists of dependents.
-            downstream = _downstream_of(self)
+            # Two phases: every one is marked CANCELLED before any is settled, so
+            # that settling wakes no dependent into the dispatcher's hands.
+            downstream = _mark_cancelled(_downstream_of(self))
             self._sent.set()
             self._cancelled()
-            _cancel_all(downstream)
+            for f in downstream:
+                f._sent.set()
+                f._cancelled()
             return True
         if state is TaskState.SUBMITTED:
             self._sent.wait()
@@ -425,15 +429,15 @@ def _downstream_of(root: TaskFuture[Any]) -> list[TaskFuture[Any]]:
     return [found[k] for k in sorted(found)]
 
 
-def _cancel_all(futures: list[TaskFuture[Any]]) -> None:
-    """Cancel those of ``futures`` that have not started, now."""
+def _mark_cancelled(futures: list[TaskFuture[Any]]) -> list[TaskFuture[Any]]:
+    """Move those of ``futures`` that have not started to CANCELLED; them."""
+    marked = []
     for f in futures:
         with f._lock:
-            if f.node.state not in (TaskState.WAITING, TaskState.READY):
-                continue
-            f.node.move(TaskState.CANCELLED)
-        f._sent.set()
-        f._cancelled()
+            if f.node.state in (TaskState.WAITING, TaskState.READY):
+                f.node.move(TaskState.CANCELLED)
+                marked.append(f)
+    return marked
 
 
 def help_along(futures: list[Future[Any]], deadline: float | None, first: bool = False) -> None:

@@ -16,6 +16,7 @@ from the parent as well as from tasks; they pickle by name.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import queue
 import time
 import uuid
@@ -24,6 +25,11 @@ from typing import Any
 __all__ = ["make"]
 
 _POLL_MAX = 0.05
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
 
 
 def make(engine: str, kind: str, args: tuple[Any, ...], client: Any = None) -> Any:
@@ -101,8 +107,13 @@ class DaskSemaphore(_DaskObject):
         return (self.name, self.max)
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        _check_timeout(timeout)
         with self._here():
             return bool(self._sem.acquire(timeout=timeout if block else 0))
+
+    def get_value(self) -> int:
+        with self._here():
+            return int(self.max - self._sem.get_value())
 
     def release(self) -> None:
         with self._here():
@@ -158,19 +169,32 @@ class DaskCounter(DaskValue):
 class DaskQueue(_DaskObject):
     def __init__(self, name: str, maxsize: int = 0, client: Any = None):
         super().__init__(name, client)
+        self.maxsize = maxsize
         self._queue = _distributed().Queue(name, client=client, maxsize=maxsize)
 
+    def _state(self) -> tuple[Any, ...]:
+        return (self.name, self.maxsize)
+
+    # Items go pickled: Dask's queue would send them through msgpack, which turns
+    # a namedtuple into a tuple.
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if not block and self.full():
+            raise queue.Full
         try:
-            self._queue.put(item, timeout=timeout if block else 0)
+            self._queue.put(pickle.dumps(item, 5), timeout=timeout if block else 0)
         except TimeoutError:
             raise queue.Full from None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block and self.empty():  # (no scheduler error log for a plain miss)
+            raise queue.Empty
         try:
-            return self._queue.get(timeout=timeout if block else 0)
+            return pickle.loads(self._queue.get(timeout=timeout if block else 0))
         except TimeoutError:
             raise queue.Empty from None
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= self.qsize()
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -206,7 +230,8 @@ class _SyncState:
 
         self.kind = kind
         self.leases = 0
-        self.limit = 1 if kind == "Lock" else (args[0] if args else 1)  # also a queue's maxsize
+        # Leases (a Value's or Counter's lease is its get_lock()); a queue's maxsize.
+        self.limit = args[0] if kind in ("Semaphore", "Queue") and args else 1
         if kind == "Value":
             self.value = args[1] if len(args) > 1 else 0
         else:
@@ -248,6 +273,12 @@ class _SyncState:
 
     def size(self) -> int:
         return len(self.items)
+
+    def is_full(self) -> bool:
+        return 0 < self.limit <= len(self.items)
+
+    def free(self) -> int:
+        return int(self.limit - self.leases)
 
 
 _actor_class: Any = None
@@ -296,10 +327,14 @@ class _RayObject:
 
 class RaySemaphore(_RayObject):
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        _check_timeout(timeout)
         return bool(_poll(lambda: self._call("try_acquire"), block, timeout))
 
     def release(self) -> None:
         self._call("release")
+
+    def get_value(self) -> int:
+        return int(self._call("free"))
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -314,6 +349,10 @@ class RayLock(RaySemaphore):
 
 
 class RayValue(_RayObject):
+    def get_lock(self) -> RayLock:
+        """The value's own lock (the same actor): ``increment`` takes it too."""
+        return RayLock(self.actor)
+
     @property
     def value(self) -> Any:
         return self._call("get")
@@ -325,7 +364,8 @@ class RayValue(_RayObject):
 
 class RayCounter(RayValue):
     def increment(self, by: int = 1) -> int:
-        return int(self._call("add", by))  # one actor call: atomic
+        with self.get_lock():  # excludes a read-modify-write under get_lock()
+            return int(self._call("add", by))
 
 
 class RayQueue(_RayObject):
@@ -340,13 +380,16 @@ class RayQueue(_RayObject):
         return item
 
     def put_nowait(self, item: Any) -> None:
-        self.put(item)
+        self.put(item, block=False)
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
 
     def qsize(self) -> int:
         return int(self._call("size"))
+
+    def full(self) -> bool:
+        return bool(self._call("is_full"))
 
     def empty(self) -> bool:
         return self.qsize() == 0

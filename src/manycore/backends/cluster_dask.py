@@ -58,7 +58,7 @@ class DaskBackend(ClusterBackend):
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 )
             self._owned.append(cluster)
             self._client = distributed.Client(cluster, set_as_default=False)

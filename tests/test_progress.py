@@ -1,0 +1,51 @@
+"""progress=True: a tqdm bar on stderr, on every backend."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import manycore as mc
+
+
+def fail_on(x: int) -> int:
+    if x in (3, 7):
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def bar_lines(err: str) -> str:
+    return err.replace("\r", "\n")
+
+
+def test_progress_bar_counts_items(pool: mc.Pool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pool.map(abs, range(-50, 50), progress=True) == [abs(x) for x in range(-50, 50)]
+    err = bar_lines(capsys.readouterr().err)
+    assert re.search(r"100/100 \[", err), err
+    assert "item/s" in err or "s/item" in err
+
+
+def test_progress_bar_counts_failures(pool: mc.Pool, capsys: pytest.CaptureFixture[str]) -> None:
+    out = pool.map(fail_on, range(20), on_error="collect", progress=True)
+    assert sum(isinstance(x, mc.Failure) for x in out) == 2
+    assert "failed=2" in bar_lines(capsys.readouterr().err)
+    kept = pool.map(fail_on, range(20), on_error="skip", progress=True)
+    assert len(kept) == 18 and kept[:3] == [0, 1, 2]
+    err = bar_lines(capsys.readouterr().err)
+    assert "failed=2" in err and "20/20" in err
+
+
+def test_progress_on_imap_of_unknown_length(capsys: pytest.CaptureFixture[str]) -> None:
+    with mc.Pool(2, backend="threads") as pool:
+        got = list(pool.imap(abs, (x for x in range(30)), progress=True))
+    assert got == list(range(30))
+    # An input of unknown length: no total, the bar counts up.
+    assert "30item" in bar_lines(capsys.readouterr().err)
+
+
+def test_no_bar_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mc.map(abs, [-1, -2], backend="serial") == [1, 2]
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="progress"):
+        mc.map(abs, [1], backend="serial", progress="yes")
