@@ -1,7 +1,8 @@
 """The ``manycore`` command (also ``python -m manycore``).
 
 ``manycore demo`` times the classic parallel-processing workloads sequentially and
-with ``manycore.map`` and prints what parallelism gains on this machine.
+with ``manycore.map`` and prints what parallelism gains on this machine;
+``manycore info`` says what this machine gives manycore.
 """
 
 from __future__ import annotations
@@ -56,12 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick", action="store_true", help="smaller sizes: a few seconds (for tests)"
     )
+    info = commands.add_parser(
+        "info",
+        help="what this machine gives manycore: CPUs, start methods, BLAS, backends",
+        description=(
+            "Print the CPUs this process may use (and why: affinity, cgroup quota), the "
+            "start methods, the BLAS/OpenMP libraries NumPy loads and their threads, "
+            "whether this Python is a free-threading build, and which backends are ready."
+        ),
+    )
+    info.add_argument("--json", action="store_true", help="print the facts as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``manycore`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "info":
+        from ._info import main as info_main
+
+        return info_main(args.json)
     if args.command == "demo":
         from ._demo import DemoError, run_demo
 
