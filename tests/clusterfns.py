@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import manycore as mc
+from taskfns import flaky as flaky  # shared with the task tests
 
 
 def square(x: int) -> int:
@@ -27,16 +28,6 @@ def fail_on_three(x: int) -> int:
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
-
-
-def flaky(path: str, failures: int) -> int:
-    with open(path, "a+") as f:
-        f.seek(0)
-        attempt = len(f.read().splitlines()) + 1
-        f.write("x\n")
-    if attempt <= failures:
-        raise ConnectionError(f"attempt {attempt}")
-    return attempt
 
 
 def scaled_sum(arr: Any, factor: int) -> float:

@@ -50,7 +50,8 @@ from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed
 from ._faults import Task, overdue, verdicts
 from ._futures import AwaitableFuture
-from ._serialize import describe_batch, dumps, dumps_code, dumps_fn
+from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
+from ._serialize import dumps_code, dumps_fn
 from ._turns import PollTurns
 from ._workerproc import (
     WorkerHandle,
@@ -65,7 +66,6 @@ __all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
 
 
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
-_FN_LIMIT = 128  # functions a worker caches before the parent tells it to forget
 _STOP_GRACE = 5.0  # seconds a closing worker gets to exit before it is killed
 _HANDOVER_WAIT = 0.01  # how long a caller waits for the I/O thread to step aside
 
@@ -124,8 +124,7 @@ class ProcessEngine:
         init_blob = None
         if init is not None or exit is not None:
             init_blob = dumps_code((init, tuple(init_args), exit))
-        self._shared_segment: _shm.Segment | None = None
-        shared_blob = self._pack_shared(shared)
+        shared_blob, self._shared_segment = pack_shared(shared)
         self._spec = WorkerSpec(
             start_method, init_blob, max_tasks, max_memory, blas_threads, shared_blob
         )
@@ -135,8 +134,7 @@ class ProcessEngine:
         self._pending: deque[Task] = deque()
         self._ready: deque[tuple[Task, BatchResult | BaseException]] = deque()
         self._workers: list[WorkerHandle] = []
-        self._fn_ids: dict[bytes, int] = {}
-        self._next_fn_id = 0
+        self._fn_ids = FnIds()
         self._next_key = 0
         self._segments = _shm.SegmentPool()
         _shm.remove_orphans()  # left by processes killed before they could clean up
@@ -161,22 +159,6 @@ class ProcessEngine:
         self._thread.start()
         _LIVE.add(self)
 
-    def _pack_shared(self, obj: Any) -> tuple[bytes, str | None, Any] | None:
-        """``Pool(shared=obj)`` pickled once for every worker; its large buffers
-        go into one segment that the workers map read-only, for the pool's life."""
-        if obj is None:
-            return None
-        big: list[memoryview] | None = [] if _shm.available() else None
-        data = dumps(obj, big)
-        if not big:
-            return (data, None, None)
-        try:
-            segment, spans = _shm.pack(big)
-        except OSError:  # no room in /dev/shm: each worker gets its own copy
-            return (dumps(obj), None, None)
-        self._shared_segment = segment
-        return (data, segment.name, spans)
-
     # ----------------------------------------------------------- caller side
 
     @property
@@ -185,38 +167,15 @@ class ProcessEngine:
 
     def submit(self, batch: Batch, done: Done) -> None:
         """Queue ``batch``; ``done`` is called exactly once, from the polling thread.
-
-        Pickling happens here, in the caller's thread, so that an argument that
-        cannot be pickled raises at once and names itself.
-        """
+        Its pickling happens here (:mod:`manycore._payload`)."""
         fn_blob = batch.fn_blob if batch.fn_blob is not None else dumps_fn(batch.fn)
-        big: list[memoryview] | None = [] if _shm.available() else None
-        try:
-            body = dumps((batch.items, batch.kwargs), big)
-        except Exception:
-            raise describe_batch(batch) from None
-        segment = None
-        oob = None
-        if big:  # large buffers: one copy into shared memory, not through the pipe
-            try:
-                segment = self._segments.take(_shm.layout(big)[1])
-                segment, spans = _shm.pack(big, segment)
-                oob = (segment.name, spans)
-            except OSError:  # no room in /dev/shm (a small container): use the pipe
-                segment = None
-                body = dumps((batch.items, batch.kwargs))
-            del big
+        body, oob, segment = encode_args(batch, self._segments)
         with self._lock:
             if self._state is not EngineState.RUNNING:
                 if segment is not None:
                     self._segments.give(segment, reusable=False)
                 raise self._refusal()
             fn_id = self._fn_ids.get(fn_blob)
-            if fn_id is None:
-                if len(self._fn_ids) >= _FN_LIMIT:
-                    self._fn_ids.clear()  # ids are never reused: this only re-sends
-                self._next_fn_id += 1
-                fn_id = self._fn_ids[fn_blob] = self._next_fn_id
             self._pending.append(Task(batch, done, fn_id, fn_blob, body, oob, segment))
             if batch.timeout is not None:
                 self._timed += 1
@@ -375,7 +334,7 @@ class ProcessEngine:
             track,
             task.oob,
             task.body,
-            _FN_LIMIT,
+            FN_LIMIT,
         )
         if sent is None:
             # The worker died while idle: the task never reached it. Put it back for

@@ -89,17 +89,8 @@ class Task(Generic[P, R]):
     def options(self, **changes: Any) -> Task[P, R]:
         """The same function as a task with some options changed, e.g.
         ``load.options(timeout=5)(path)`` or ``load.options(pool=pool)``."""
-        current: dict[str, Any] = {
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "retry_on": self.retry_on,
-            "backend": self.backend,
-            "pool": self.pool,
-            "name": self.name,
-        }
-        unknown = set(changes) - set(current)
-        if unknown:
-            raise TypeError(f"options() got unexpected options: {', '.join(sorted(unknown))}")
+        _check_options(changes, "options")
+        current: dict[str, Any] = {key: getattr(self, key) for key in OPTIONS}
         if "pool" in changes:
             current["backend"] = None
         if "backend" in changes:
@@ -208,6 +199,14 @@ def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., An
 
 # -------------------------------------------------------------- the decorator
 
+OPTIONS = ("timeout", "retries", "retry_on", "backend", "pool", "name")
+
+
+def _check_options(given: dict[str, Any], where: str) -> None:
+    unknown = set(given) - set(OPTIONS)
+    if unknown:
+        raise TypeError(f"{where}() got unexpected options: {', '.join(sorted(unknown))}")
+
 
 @overload
 def task(
@@ -246,9 +245,7 @@ def task(fn: Any = None, /, **options: Any) -> Any:
     ``mc.map``; ``"processes"`` unless given) or ``pool`` (a :class:`Pool`),
     and ``name`` (shown in errors and by :func:`manycore.graph`).
     """
-    unknown = set(options) - {"timeout", "retries", "retry_on", "backend", "pool", "name"}
-    if unknown:
-        raise TypeError(f"task() got unexpected options: {', '.join(sorted(unknown))}")
+    _check_options(options, "task")
     if fn is None:
         return lambda f: Task(f, **options)
     return Task(fn, **options)
