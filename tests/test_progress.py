@@ -7,6 +7,7 @@ import re
 import pytest
 
 import manycore as mc
+from tests import taskfns
 
 
 def fail_on(x: int) -> int:
@@ -49,3 +50,31 @@ def test_no_bar_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == ""
     with pytest.raises(TypeError, match="progress"):
         mc.map(abs, [1], backend="serial", progress="yes")
+
+
+def test_progress_of_a_task_graph(capsys: pytest.CaptureFixture[str]) -> None:
+    with mc.Pool(2, backend="threads") as pool:
+        add = mc.task(taskfns.add, pool=pool)
+        slow = mc.task(taskfns.slow, pool=pool)
+        fail = mc.task(taskfns.fail, pool=pool)
+        leaves = [slow(x, 0.05) for x in range(6)]
+        total = add(add(leaves[0], leaves[1]), leaves[2])
+        broken = fail("no")
+        done, not_done = mc.wait([total, broken, pool.submit(abs, -3)], progress=True)
+    assert not not_done and total.result() == 0 + 1 + 2
+    err = bar_lines(capsys.readouterr().err)
+    # Every task behind the futures waited for counts (the leaves they need),
+    # the plain submit() future too; the unrelated leaves 3..5 do not.
+    assert re.search(r"7/7 \[", err), err
+    assert "failed=1" in err and "task" in err
+
+
+def test_graph_progress_stops_at_the_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    with mc.Pool(1, backend="threads") as pool:
+        slow = mc.task(taskfns.slow, pool=pool)
+        f = slow(1, 0.5)
+        done, not_done = mc.wait([f], timeout=0.15, progress=True)
+        assert not_done == {f}
+        assert re.search(r"0/1 \[", bar_lines(capsys.readouterr().err))
+        with pytest.raises(TypeError, match="progress"):
+            mc.wait([f], progress=1)

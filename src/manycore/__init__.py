@@ -32,6 +32,8 @@ __all__ = [
     "RemoteTraceback",
     "Semaphore",
     "SerializationError",
+    "SlowItem",
+    "Stats",
     "Task",
     "TaskFuture",
     "TaskGraph",
@@ -39,6 +41,7 @@ __all__ = [
     "UpstreamFailed",
     "Value",
     "WorkerCrashed",
+    "WorkerStats",
     "__version__",
     "aimap",
     "amap",
@@ -86,6 +89,9 @@ _SOURCES = {
     "register_backend": "backends",
     "shared_array": "_shared",
     "shared": "_state",
+    "SlowItem": "_stats",
+    "Stats": "_stats",
+    "WorkerStats": "_stats",
     "Counter": "_sync",
     "Lock": "_sync",
     "Queue": "_sync",
@@ -121,6 +127,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._pool import Pool, PoolState
     from ._shared import shared_array
     from ._state import shared, worker_state
+    from ._stats import SlowItem, Stats, WorkerStats
     from ._sync import Counter, Lock, Queue, Semaphore, Value
     from ._taskdef import Task, as_completed, task, wait
     from ._taskgraph import TaskGraph, graph

@@ -15,10 +15,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._pool import Pool, PoolState
+from ._stats import Stats
 
 __all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
 
@@ -105,7 +106,27 @@ def _get_pool(
     return _Lease(pool, lease)
 
 
+@overload
 def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[False] = ..., **options: Any
+) -> list[T]: ...
+
+
+@overload
+def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+) -> tuple[list[T], Stats]: ...
+
+
+@overload
+def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+) -> list[T] | tuple[list[T], Stats]: ...
+
+
+# The overloads above only tell ``stats=True`` apart (it returns a pair); the
+# keywords themselves are checked here, at run time.
+def map(  # type: ignore[misc]
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     workers: int | None = None,
@@ -120,7 +141,8 @@ def map(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
-) -> list[T]:
+    stats: bool = False,
+) -> list[T] | tuple[list[T], Stats]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
     ``backend="asyncio"`` runs an ``async def`` ``fn``, ``concurrency`` (default
@@ -132,7 +154,9 @@ def map(
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
-    a tqdm bar (items done, rate, ETA, failures so far)."""
+    a tqdm bar (items done, rate, ETA, failures so far). ``stats``: return
+    ``(results, stats)``, a :class:`manycore.Stats` of this call (per worker:
+    busy, moving and idle seconds, items, restarts; the slowest items)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
@@ -148,6 +172,7 @@ def map(
             retry_on=retry_on,
             on_error=on_error,
             progress=progress,
+            stats=stats,
         )
 
 
@@ -193,7 +218,29 @@ def imap(
     return guarded
 
 
+@overload
 def starmap(
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[Any]],
+    *,
+    stats: Literal[False] = ...,
+    **options: Any,
+) -> list[T]: ...
+
+
+@overload
+def starmap(
+    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: Literal[True], **options: Any
+) -> tuple[list[T], Stats]: ...
+
+
+@overload
+def starmap(
+    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: bool, **options: Any
+) -> list[T] | tuple[list[T], Stats]: ...
+
+
+def starmap(  # type: ignore[misc]  # (see map)
     fn: Callable[..., T],
     iterable: Iterable[Iterable[Any]],
     *,
@@ -209,8 +256,10 @@ def starmap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
-) -> list[T]:
-    """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+    stats: bool = False,
+) -> list[T] | tuple[list[T], Stats]:
+    """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``:
+    with the call's :class:`manycore.Stats`, as ``map``)."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
@@ -226,6 +275,7 @@ def starmap(
             retry_on=retry_on,
             on_error=on_error,
             progress=progress,
+            stats=stats,
         )
 
 

@@ -7,6 +7,7 @@ somewhere with :func:`run_batch` and reports a :class:`BatchResult`.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class Batch:
     claim: Callable[[], bool] | None = field(default=None, repr=False)
     # Seconds one item may run (None: no limit); the backend enforces it per item.
     timeout: float | None = None
+    # Time each item (for the slowest items of pool.stats()); costs two clock
+    # reads per item, so only asked for where that is cheap (see _stats).
+    time_items: bool = False
 
     def part(self, lo: int, hi: int) -> Batch:
         """Items ``lo:hi`` of this batch as a batch of their own (to run again)."""
@@ -53,6 +57,7 @@ class Batch:
             submit=self.submit,
             fn_blob=self.fn_blob,
             timeout=self.timeout,
+            time_items=self.time_items,
         )
 
     def __len__(self) -> int:
@@ -76,12 +81,20 @@ class BatchResult:
     offset ranges whose items have no outcome and must be run again: a worker that
     retired after its task quota, or that was killed for another item's timeout or
     crash (those items are innocent, and re-running them is not a retry).
+
+    For :mod:`manycore._stats`: ``slowest`` lists ``(offset, seconds)`` of the
+    batch's slowest items when they were timed one by one; ``moving`` is the
+    seconds spent pickling, copying and loading the batch's data; ``worker`` is
+    the slot (or cluster address) of the worker that ran it.
     """
 
     values: list[Any]
     failures: dict[int, BaseException] | None
     elapsed: float
     unrun: list[tuple[int, int]] | None = None
+    slowest: list[tuple[int, float]] | None = None
+    moving: float = 0.0
+    worker: int | str | None = None
 
 
 def run_batch(
@@ -90,12 +103,17 @@ def run_batch(
     star: bool,
     kwargs: dict[str, Any] | None,
     catch: type[BaseException] | tuple[type[BaseException], ...],
+    time_items: bool = False,
 ) -> BatchResult:
     """Run ``fn`` over ``items``; a failing item never loses the others' values.
 
     The common case is a tight loop with the ``try`` outside it; after a failure the
     loop resumes at the next item (items are sliceable), so the fast path stays fast.
+    ``time_items``: time each item, for ``BatchResult.slowest`` (the slower loop
+    of :func:`run_tracked`).
     """
+    if time_items:
+        return run_tracked(fn, items, star, kwargs, catch, None)
     started = time.perf_counter()
     values: list[Any] = []
     append = values.append
@@ -137,25 +155,30 @@ def run_tracked(
     star: bool,
     kwargs: dict[str, Any] | None,
     catch: type[BaseException] | tuple[type[BaseException], ...],
-    mark: Callable[[int], bool],
+    mark: Callable[[int], bool] | None,
 ) -> BatchResult:
-    """:func:`run_batch` that calls ``mark(offset)`` before each item.
+    """:func:`run_batch` that times each item and calls ``mark(offset)`` (if
+    given) before it.
 
     The mark records which item runs since when (for timeouts), or stops the batch
     by returning False (a worker past its memory limit): the items from there on
     are reported in ``unrun``. Slower per item than :func:`run_batch`, so it is
     used only when a batch needs it.
     """
-    started = time.perf_counter()
+    clock = time.perf_counter
+    started = clock()
     values: list[Any] = []
     failures: dict[int, BaseException] | None = None
+    took: list[float] = []
     n = len(items)
     for offset in range(n):
-        if not mark(offset):
+        if mark is not None and not mark(offset):
             values.extend([None] * (n - offset))
-            elapsed = time.perf_counter() - started
-            return BatchResult(values, failures, elapsed, [(offset, n)])
+            result = BatchResult(values, failures, clock() - started, [(offset, n)])
+            result.slowest = _slowest(took)
+            return result
         args = items[offset]
+        began = clock()
         try:
             if kwargs:
                 values.append(fn(*args, **kwargs))
@@ -168,7 +191,17 @@ def run_tracked(
                 failures = {}
             failures[offset] = _from_user_code(exc)
             values.append(None)
-    return BatchResult(values, failures, time.perf_counter() - started)
+        took.append(clock() - began)
+    result = BatchResult(values, failures, clock() - started)
+    result.slowest = _slowest(took)
+    return result
+
+
+def _slowest(took: list[float], keep: int = 5) -> list[tuple[int, float]]:
+    """The ``keep`` slowest ``(offset, seconds)`` of a batch (few travel back)."""
+    if len(took) <= keep:
+        return list(enumerate(took))
+    return heapq.nlargest(keep, enumerate(took), key=lambda pair: pair[1])
 
 
 def pinned(batch: Batch, offset: int, error: BaseException) -> BatchResult:

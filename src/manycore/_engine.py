@@ -121,6 +121,7 @@ class ProcessEngine:
         self.workers = workers
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
+        self.restarts_by_slot: dict[int, int] = {}
         init_blob = None
         if init is not None or exit is not None:
             init_blob = dumps_code((init, tuple(init_args), exit))
@@ -150,8 +151,8 @@ class ProcessEngine:
             _launch.ENGINE_FDS.add(fd)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         try:
-            for _ in range(workers):
-                self._add_worker(start_worker(self._spec))
+            for index in range(workers):
+                self._add_worker(start_worker(self._spec), index)
         except BaseException:
             self._close_everything()
             raise
@@ -168,15 +169,18 @@ class ProcessEngine:
     def submit(self, batch: Batch, done: Done) -> None:
         """Queue ``batch``; ``done`` is called exactly once, from the polling thread.
         Its pickling happens here (:mod:`manycore._payload`)."""
+        began = time.perf_counter()
         fn_blob = batch.fn_blob if batch.fn_blob is not None else dumps_fn(batch.fn)
         body, oob, segment = encode_args(batch, self._segments)
+        encoding = time.perf_counter() - began
         with self._lock:
             if self._state is not EngineState.RUNNING:
                 if segment is not None:
                     self._segments.give(segment, reusable=False)
                 raise self._refusal()
             fn_id = self._fn_ids.get(fn_blob)
-            self._pending.append(Task(batch, done, fn_id, fn_blob, body, oob, segment))
+            task = Task(batch, done, fn_id, fn_blob, body, oob, segment, moving=encoding)
+            self._pending.append(task)
             if batch.timeout is not None:
                 self._timed += 1
             self._dispatch_locked()
@@ -335,6 +339,7 @@ class ProcessEngine:
             task.oob,
             task.body,
             FN_LIMIT,
+            task.batch.time_items,
         )
         if sent is None:
             # The worker died while idle: the task never reached it. Put it back for
@@ -441,7 +446,9 @@ class ProcessEngine:
             dead.append(w)
             return
         for payload in w.frames.feed(data):
+            began = time.perf_counter()
             decoded = decode_result(payload)
+            decoding = time.perf_counter() - began
             if decoded.init_error is not None:
                 self._break(decoded.init_error)
                 continue
@@ -458,6 +465,9 @@ class ProcessEngine:
                     continue
                 outcome = decoded.outcome
                 assert outcome is not None
+                if isinstance(outcome, BatchResult):
+                    outcome.worker = w.index
+                    outcome.moving += task.moving + decoding
                 if w.doom is not None and w.doom[1] is task:
                     # It finished as we killed it: a timed-out item made it after
                     # all; a force-cancelled one stays cancelled.
@@ -597,6 +607,9 @@ class ProcessEngine:
                     self._release_segment(task)
             lost = [t for t in lost if not t.dropped]  # settled already
             outcomes = verdicts(w, lost, exitcode)
+            for outcome in outcomes.values():
+                if isinstance(outcome, BatchResult):
+                    outcome.worker = w.index
             self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
             replace = self._state is EngineState.RUNNING or (
                 self._state is EngineState.CLOSING and bool(self._pending)
@@ -610,15 +623,17 @@ class ProcessEngine:
                 self._break(exc)
             else:
                 with self._lock:
-                    self._add_worker(fresh)
+                    self._add_worker(fresh, w.index)
                     self.restarts += 1
+                    self.restarts_by_slot[w.index] = self.restarts_by_slot.get(w.index, 0) + 1
         if outcomes:
             with self._lock:
                 self._ready.extend(outcomes.items())
 
     # ------------------------------------------------------------ lifecycle
 
-    def _add_worker(self, w: WorkerHandle) -> None:
+    def _add_worker(self, w: WorkerHandle, index: int) -> None:
+        w.index = index
         self._workers.append(w)
         self._selector.register(w.result_fd, selectors.EVENT_READ, w)
 

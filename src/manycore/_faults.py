@@ -33,6 +33,7 @@ class Task:
     claimed: bool = False  # its future was marked running (done once, even if re-sent)
     wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
     dropped: bool = False  # force-cancelled: settled already; ignore its result
+    moving: float = 0.0  # seconds the parent spent pickling and loading its data
 
 
 def overdue(w: WorkerHandle, now: float) -> tuple[int | None, float | None]:

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._batch import Batch, BatchResult
@@ -23,6 +23,7 @@ from ._errors import PoolBroken, PoolClosed
 from ._failure import ERROR_POLICIES
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
+from ._stats import Stats, StatsRecorder
 from .backends import Backend, BackendOptions, get_backend
 from .backends.aio import DEFAULT_CONCURRENCY
 
@@ -142,6 +143,7 @@ class Pool(Executor):
         self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
+        self._recorder = self._new_recorder()
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -163,6 +165,22 @@ class Pool(Executor):
     def pids(self) -> list[int]:
         """Process ids of the current workers (empty for threads and serial)."""
         return self._backend.pids()
+
+    def stats(self, *, reset: bool = False) -> Stats:
+        """What the workers did since the pool started (or the last ``reset``): per
+        worker, seconds busy running the function, moving data and idle, items
+        run and restarts; the slowest items with their input indices. See
+        :class:`manycore.Stats`. ``reset``: start counting afresh after this."""
+        v.check_bool(reset, "reset")
+        recorder = self._recorder
+        if reset:
+            self._recorder = self._new_recorder()
+        return recorder.snapshot(self._backend.restarts())
+
+    def _new_recorder(self) -> StatsRecorder:
+        backend = self._backend
+        slots = backend.workers if backend.numbered_workers else 0
+        return StatsRecorder(slots, backend.restarts())
 
     # --------------------------------------------------- shared primitives
 
@@ -260,8 +278,9 @@ class Pool(Executor):
                 self._forget(future)
                 raise
 
-        def done(_: Batch, result: BatchResult | BaseException) -> None:
+        def done(batch: Batch, result: BatchResult | BaseException) -> None:
             nonlocal attempts
+            self._recorder.record(batch, result)
             error: Any = result
             if isinstance(result, BatchResult):
                 error = result.failures.get(0) if result.failures else None
@@ -330,7 +349,28 @@ class Pool(Executor):
             self._retrying[timer] = future
         timer.start()
 
-    def map(  # type: ignore[override]
+    @overload  # type: ignore[override]
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        stats: Literal[False] = ...,
+        **options: Any,
+    ) -> list[T]: ...
+
+    @overload
+    def map(
+        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+    ) -> tuple[list[T], Stats]: ...
+
+    @overload
+    def map(
+        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+    ) -> list[T] | tuple[list[T], Stats]: ...
+
+    # The overloads above only tell ``stats=True`` apart (it returns a pair);
+    # the keywords themselves are checked here, at run time.
+    def map(  # type: ignore[misc]
         self,
         fn: Callable[..., T],
         *iterables: Iterable[Any],
@@ -341,7 +381,8 @@ class Pool(Executor):
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
         progress: bool = False,
-    ) -> list[T]:
+        stats: bool = False,
+    ) -> list[T] | tuple[list[T], Stats]:
         """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
 
         ``timeout``: seconds one item may run before it fails with
@@ -352,14 +393,15 @@ class Pool(Executor):
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
         ``progress``: show a tqdm bar (items done, rate, ETA, failures so far).
+        ``stats``: return ``(results, stats)``, the :class:`manycore.Stats` of
+        this call (each item timed, to name the slowest).
         Options left at ``None`` take the pool's defaults.
         """
-        out: list[T] = []
         options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
         )
-        for values in self._run(fn, iterables, False, "map", options):
-            out.extend(values)
+        out: list[T] | tuple[list[T], Stats]
+        out = self._gather(self._run(fn, iterables, False, "map", options))
         return out
 
     def imap(
@@ -380,7 +422,37 @@ class Pool(Executor):
         )
         return _flatten(self._run(fn, iterables, False, "imap", options))
 
+    @overload
     def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: Literal[False] = ...,
+        **options: Any,
+    ) -> list[T]: ...
+
+    @overload
+    def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: Literal[True],
+        **options: Any,
+    ) -> tuple[list[T], Stats]: ...
+
+    @overload
+    def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: bool,
+        **options: Any,
+    ) -> list[T] | tuple[list[T], Stats]: ...
+
+    def starmap(  # type: ignore[misc]  # (see map)
         self,
         fn: Callable[..., T],
         iterable: Iterable[Iterable[Any]],
@@ -392,15 +464,23 @@ class Pool(Executor):
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
         progress: bool = False,
-    ) -> list[T]:
+        stats: bool = False,
+    ) -> list[T] | tuple[list[T], Stats]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list."""
-        out: list[T] = []
         options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
         )
-        for values in self._run(fn, (iterable,), True, "starmap", options):
-            out.extend(values)
+        out: list[T] | tuple[list[T], Stats]
+        out = self._gather(self._run(fn, (iterable,), True, "starmap", options))
         return out
+
+    @staticmethod
+    def _gather(run: MapRun) -> Any:
+        """A run's values as one list; with its stats when the call asked."""
+        out: list[Any] = []
+        for values in run:
+            out.extend(values)
+        return (out, run.stats()) if run.call_stats is not None else out
 
     def _map_options(
         self,
@@ -411,13 +491,15 @@ class Pool(Executor):
         retry_on: Any,
         timeout: Any,
         progress: Any = False,
+        stats: Any = False,
     ) -> tuple[int | None, Policy]:
         """Check a map call's options (clear errors before any work) and bundle them."""
         chunksize = v.check_positive_int(chunksize, "chunksize")
         v.check_bool(ordered, "ordered")
         v.check_bool(progress, "progress")
+        v.check_bool(stats, "stats")
         policy = _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
-        return chunksize, dataclasses.replace(policy, progress=progress)
+        return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)
 
     def _run(
         self,
@@ -435,7 +517,10 @@ class Pool(Executor):
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         source = InputSource(iterables, star)
         planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
-        return MapRun(self._backend, fn, source, planner, policy, fn_blob)
+        recorders = [self._recorder]
+        if policy.stats:
+            recorders.append(self._new_recorder())
+        return MapRun(self._backend, fn, source, planner, policy, fn_blob, recorders)
 
     # ------------------------------------------------------------- lifecycle
 

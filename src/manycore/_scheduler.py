@@ -23,6 +23,7 @@ from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, PoolClosed, SerializationError, WorkerCrashed
 from ._failure import Failure
 from ._remote import tag_with_index
+from ._stats import Stats, StatsRecorder
 from .backends import Backend
 
 __all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
@@ -36,6 +37,9 @@ _BACKOFF_FIRST = 0.05  # seconds before the first retry of an item; doubles each
 _BACKOFF_MAX = 2.0
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
 _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
+# Items are timed one by one (for the slowest items of pool.stats()) once they are
+# known to cost this much: two clock reads are then under 1% of an item.
+_TIME_ITEMS_FROM = 20e-6
 
 
 class ChunkPlanner:
@@ -232,6 +236,7 @@ class Policy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     timeout: float | None = None
     progress: bool = False  # a tqdm bar (see manycore._progress)
+    stats: bool = False  # the call returns its own Stats (see manycore._stats)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
@@ -250,8 +255,12 @@ class MapRun:
         planner: ChunkPlanner,
         policy: Policy,
         fn_blob: bytes | None = None,
+        recorders: Sequence[StatsRecorder] = (),
     ):
         self._backend = backend
+        # The pool's stats, and the call's own last when it asked for stats=True.
+        self._recorders = tuple(recorders)
+        self.call_stats = self._recorders[-1] if policy.stats and recorders else None
         self._fn = fn
         self._fn_blob = fn_blob
         self._source = source
@@ -318,6 +327,11 @@ class MapRun:
             if self._bar is not None:
                 self._bar.close()
 
+    def stats(self) -> Stats:
+        """The :class:`Stats` of this run so far (a run made with ``stats=True``)."""
+        assert self.call_stats is not None
+        return self.call_stats.snapshot(self._backend.restarts())
+
     def stop(self) -> None:
         """End this run from any thread (an ``amap`` whose caller was cancelled):
         its iteration raises CancelledError, and what runs for it is killed where
@@ -357,6 +371,7 @@ class MapRun:
                     self._exhausted = True
                     return
                 start, items = taken
+                cost = self._planner.cost
                 batch = Batch(
                     self._fn,
                     items,
@@ -364,6 +379,8 @@ class MapRun:
                     self._source.star,
                     fn_blob=self._fn_blob,
                     timeout=self._policy.timeout,
+                    time_items=self._policy.stats
+                    or (cost is not None and cost >= _TIME_ITEMS_FROM),
                 )
             batch.key = next(self._keys)
             self._inflight[batch.key] = batch
@@ -393,6 +410,8 @@ class MapRun:
             return []
         batch, result = got
         self._inflight.pop(batch.key, None)
+        for recorder in self._recorders:
+            recorder.record(batch, result)
         if isinstance(result, WorkerCrashed) and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.

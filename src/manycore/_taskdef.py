@@ -263,18 +263,55 @@ _RETURN_WHEN = ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
 
 
 def wait(
-    futures: Iterable[Future[Any]], timeout: float | None = None, return_when: str = "ALL_COMPLETED"
+    futures: Iterable[Future[Any]],
+    timeout: float | None = None,
+    return_when: str = "ALL_COMPLETED",
+    *,
+    progress: bool = False,
 ) -> DoneAndNotDone:
     """``concurrent.futures.wait`` for any futures (task futures, ``submit``
     futures); ``return_when`` is ``"FIRST_COMPLETED"``, ``"FIRST_EXCEPTION"``
     or ``"ALL_COMPLETED"``. Inside a task on threads, tasks waited for that no
-    worker has started run in the waiting thread (no deadlock)."""
+    worker has started run in the waiting thread (no deadlock). ``progress``: a
+    tqdm bar over every task call behind ``futures`` (their inputs too): tasks
+    settled, rate, failures so far."""
     fs = _check_futures(futures, "wait")
     v.check_choice(return_when, "return_when", _RETURN_WHEN)
+    v.check_bool(progress, "progress")
     deadline = _deadline(timeout)
     help_along(fs, deadline, first=return_when == "FIRST_COMPLETED")
+    if progress:
+        return _wait_showing(fs, deadline, return_when)
     done, not_done = _wait(fs, _left(deadline), return_when)
     return DoneAndNotDone(done, not_done)
+
+
+def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> DoneAndNotDone:
+    """``wait`` with a bar, refreshed every ``_BAR_TICK`` seconds while it waits."""
+    from ._progress import GraphProgress
+    from ._taskgraph import nodes_behind
+
+    bar = GraphProgress(nodes_behind(fs), [f for f in fs if not isinstance(f, TaskFuture)])
+    try:
+        while True:
+            left = _left(deadline)
+            tick = _BAR_TICK if left is None else min(left, _BAR_TICK)
+            done, not_done = _wait(fs, tick, when)
+            bar.refresh()
+            if _satisfied(done, not_done, when) or left is not None and left <= tick:
+                return DoneAndNotDone(done, not_done)
+    finally:
+        bar.close()
+
+
+def _satisfied(done: set[Future[Any]], not_done: set[Future[Any]], when: str) -> bool:
+    if not not_done:
+        return True
+    if when == "FIRST_COMPLETED":
+        return bool(done)
+    if when == "FIRST_EXCEPTION":
+        return any(not f.cancelled() and f.exception() is not None for f in done)
+    return False
 
 
 def as_completed(
@@ -289,6 +326,9 @@ def as_completed(
 def _completed(fs: list[Future[Any]], deadline: float | None) -> Iterator[Future[Any]]:
     help_along(fs, deadline)  # (inside a task: run what no worker has started)
     yield from _as_completed(fs, _left(deadline))
+
+
+_BAR_TICK = 0.1  # seconds between refreshes of a waiting graph's progress bar
 
 
 def _check_futures(futures: Any, name: str) -> list[Future[Any]]:

@@ -209,19 +209,25 @@ def graph(
     roots = [futures] if isinstance(futures, Future) else list(_check(futures))
     nodes: dict[int, GraphNode] = {}
     edges: list[tuple[int, int]] = []
-    stack = [f.node for f in roots if isinstance(f, TaskFuture)]
-    while stack:
-        node = stack.pop()
-        if node.key in nodes:
-            continue
+    for node in nodes_behind(roots):
         nodes[node.key] = GraphNode(node.key, node.name, _shown(node), node.error)
-        for dep in node.deps:
-            edges.append((dep.key, node.key))
-            stack.append(dep)
+        edges.extend((dep.key, node.key) for dep in node.deps)
     result = TaskGraph(dict(sorted(nodes.items())), sorted(set(edges)))
     if path is not None:
         result.save(path, format)
     return result
+
+
+def nodes_behind(futures: Iterable[Future[Any]]) -> list[TaskNode]:
+    """The task calls of ``futures`` and every call they need, each once."""
+    seen: dict[int, TaskNode] = {}
+    stack = [f.node for f in futures if isinstance(f, TaskFuture)]
+    while stack:
+        node = stack.pop()
+        if node.key not in seen:
+            seen[node.key] = node
+            stack.extend(node.deps)
+    return list(seen.values())
 
 
 def _check(futures: Any) -> list[Future[Any]]:

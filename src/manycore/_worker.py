@@ -50,7 +50,8 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     failures = None
     if result.failures:
         failures = {i: pack_exception(e) for i, e in result.failures.items()}
-    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, kept)
+    tail = (kept, result.slowest, result.moving)
+    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, *tail)
     try:
         return _with_big_buffers(message)
     except Exception:
@@ -70,7 +71,7 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
                 f"back from the worker: {exc}"
             )
             failures[i] = pack_exception(err)
-    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, kept)
+    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, *tail)
     return _with_big_buffers(message)
 
 
@@ -103,7 +104,9 @@ class _Limits:
         self._gen = 0  # the slot's seqlock counter (see _wire)
         self._statm = -1
 
-    def run(self, fn: Any, items: Any, star: bool, kwargs: Any, track: bool) -> tuple[Any, bool]:
+    def run(
+        self, fn: Any, items: Any, star: bool, kwargs: Any, track: bool, time_items: bool
+    ) -> tuple[Any, bool]:
         """Run a batch within the limits: (BatchResult, whether to retire after it)."""
         n = len(items)
         budget = n if self.max_tasks is None else min(n, self.max_tasks - self.done)
@@ -114,7 +117,7 @@ class _Limits:
             # item's timeout, nor a stale record against the next batch.
             self._publish(0, -1, 0.0)
         else:
-            result = run_batch(fn, todo, star, kwargs, BaseException)
+            result = run_batch(fn, todo, star, kwargs, BaseException, time_items)
         ran = len(todo) - sum(hi - lo for lo, hi in result.unrun or ())
         if budget < n:
             result.values.extend([None] * (n - budget))
@@ -269,13 +272,19 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Any] = {}
+    clock = time.perf_counter
+    # Seconds spent pickling the previous result: it is known only once that
+    # result is gone, so it travels with the next one (for pool.stats()).
+    encoding = 0.0
     while True:
         data = _wire.read_frame(task_fd)
         if data is None:
             return 0
+        began = clock()
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)
-        key, fn_id, fn_blob, reset, star, track, oob = pickle.loads(view[4 : 4 + head_size])
+        head = pickle.loads(view[4 : 4 + head_size])
+        key, fn_id, fn_blob, reset, star, track, oob, time_items = head
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
@@ -292,16 +301,21 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         finally:
             del view, data
         fn = fns[fn_id]
+        loading = clock() - began
         if plain and not track:
-            result, retire = run_batch(fn, items, star, kwargs, BaseException), False
+            result = run_batch(fn, items, star, kwargs, BaseException, time_items)
+            retire = False
         else:
             limits.key = key
-            result, retire = limits.run(fn, items, star, kwargs, track)
+            result, retire = limits.run(fn, items, star, kwargs, track, time_items)
         del items, kwargs, fn
         # An array the task (or its result) still holds keeps the mapping open:
         # then the parent must not reuse the segment for another task.
         kept = segment is not None and not mappings.give(segment)
+        result.moving = loading + encoding
+        began = clock()
         _send(result_fd, _encode_result(key, result, kept))
+        encoding = clock() - began
         if retire:  # a message of its own: it must arrive even if the result won't load
             _send(result_fd, pickle.dumps((_wire.RETIRE,), 5))
             return 0
@@ -334,7 +348,8 @@ def _encode_failure(key: int, exc: BaseException) -> bytes:
     err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
     err.__cause__ = exc
     # Every item of the batch gets the error (values None: "the whole batch").
-    return pickle.dumps((_wire.RESULT, key, None, pack_exception(err), 0.0, None, True), 5)
+    message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
+    return pickle.dumps(message, 5)
 
 
 def _close_in_child(*fds: int) -> None:

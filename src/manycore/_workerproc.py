@@ -60,6 +60,7 @@ class WorkerHandle:
     retiring: bool = False  # it said it exits after its last result (task/memory limit)
     # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
     doom: tuple[Any, ...] | None = None
+    index: int = 0  # its slot, 0..workers-1: a replacement takes over the slot
 
     def skip(self, key: int) -> None:
         """Ask the worker not to run the batch sent as ``key`` (queued in its pipe)."""
@@ -100,6 +101,7 @@ class WorkerHandle:
         oob: tuple[str, list[tuple[int, int]]] | None,
         body: bytes,
         fn_limit: int,
+        time_items: bool = False,
     ) -> bool | None:
         """Frame one task and write what the pipe takes now (never blocks).
 
@@ -115,7 +117,7 @@ class WorkerHandle:
                 reset = True
             self.known.add(fn_id)
             blob = fn_blob
-        head = pickle.dumps((key, fn_id, blob, reset, star, track, oob), 5)
+        head = pickle.dumps((key, fn_id, blob, reset, star, track, oob, time_items), 5)
         prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
         buffers = [prefix + body] if len(body) < 65536 else [prefix, body]
@@ -265,11 +267,11 @@ def decode_result(payload: bytes) -> Decoded:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
     if message[0] == _wire.RETIRE:
         return Decoded(None, retire=True)
-    _, _key, values, failures, elapsed, unrun, kept = message
+    _, _key, values, failures, elapsed, unrun, kept, slowest, moved = message
     if values is None:  # the worker could not load the batch's arguments
         return Decoded(rebuild(failures), kept=kept)
     errors = {i: rebuild(e) for i, e in failures.items()} if failures else None
-    return Decoded(BatchResult(values, errors, elapsed, unrun), kept=kept)
+    return Decoded(BatchResult(values, errors, elapsed, unrun, slowest, moved), kept=kept)
 
 
 def crash_error(

@@ -63,6 +63,9 @@ class Backend(abc.ABC):
     one_item_when_timed: ClassVar[bool] = False
     #: how long a batch should take: long enough that per-batch overhead is small
     batch_seconds: ClassVar[float] = 0.02
+    #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
+    #: slot, idle ones too); else by a name of the backend's (a cluster address)
+    numbered_workers: ClassVar[bool] = True
 
     def __init__(self, options: BackendOptions):
         self.options = options
@@ -135,6 +138,10 @@ class Backend(abc.ABC):
     def pids(self) -> list[int]:
         """Process ids of the workers, where the backend has processes."""
         return []
+
+    def restarts(self) -> dict[Any, int]:
+        """Times each worker slot was replaced since the backend started."""
+        return {}
 
 
 def is_async_callable(fn: Any) -> bool:

@@ -67,6 +67,7 @@ class ClusterBackend(Backend):
 
     needs_pickling = True
     one_item_when_timed = True
+    numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
 
     def __init__(self, options: BackendOptions):
@@ -142,7 +143,8 @@ class ClusterBackend(Backend):
             return
         record = _Running(batch, done)
         items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
-        args = (self._fn_ref(record), items, batch.star, kwargs, self._setup, self._shared_ref)
+        how = (batch.star, batch.time_items)
+        args = (self._fn_ref(record), items, how, kwargs, self._setup, self._shared_ref)
         with self._lock:
             self._running[id(batch)] = record
             if record.timed and self._timed_out >= self.workers:
@@ -190,9 +192,9 @@ class ClusterBackend(Backend):
             err = PoolBroken(f"the pool's init function raised {rebuild(answer[1])!r}")
             err.__cause__ = rebuild(answer[1])
             return err
-        values, packed, elapsed = answer
+        values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
-        return BatchResult(values, failures, elapsed)
+        return BatchResult(values, failures, elapsed, slowest=slowest, worker=where)
 
     def _crashed(self, batch: Batch, exc: BaseException) -> BaseException:
         err = WorkerCrashed(

@@ -73,10 +73,14 @@ _KEEP_STATES = 16  # pools whose worker state one process keeps, at most
 
 
 def run_remote(
-    fn: Any, items: Any, star: bool, kwargs: Any, setup: Any, shared: Any, *refs: Any
+    fn: Any, items: Any, how: tuple[bool, bool], kwargs: Any, setup: Any, shared: Any, *refs: Any
 ) -> tuple[Any, ...]:
     """Run a batch on a cluster worker (the engine has resolved ``refs``): its
-    values, its errors packed, the compute time; or ``(INIT_FAILED, error)``."""
+    values, its errors packed, the compute time, where it ran (host:pid) and
+    its slowest items (``how``: star-args, time items); or ``(INIT_FAILED, error)``."""
+    import os
+    import socket
+
     from .. import _state
     from .._batch import run_batch
 
@@ -89,13 +93,15 @@ def run_remote(
         return (INIT_FAILED, pack_exception(error))
     previous = _state.set_thread(state, shared)
     try:
-        result = run_batch(fn, items, star, kwargs, Exception)
+        star, time_items = how
+        result = run_batch(fn, items, star, kwargs, Exception, time_items)
     finally:
         _state.set_thread(*previous)
     packed = None
     if result.failures:
         packed = {k: pack_exception(e) for k, e in result.failures.items()}
-    return result.values, packed, result.elapsed
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return result.values, packed, result.elapsed, where, result.slowest
 
 
 def _fill(leaf: Any, refs: tuple[Any, ...]) -> Any:

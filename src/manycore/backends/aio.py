@@ -85,7 +85,8 @@ class _Job:
     started: float = 0.0
 
     def result(self) -> BatchResult:
-        return BatchResult(self.values, self.failures, time.perf_counter() - self.started)
+        elapsed = time.perf_counter() - self.started
+        return BatchResult(self.values, self.failures, elapsed, worker="loop")
 
 
 @register_backend
@@ -93,6 +94,7 @@ class AsyncioBackend(Backend):
     name = "asyncio"
     supports_kill = True  # a running coroutine is cancelled
     one_item_per_batch = True
+    numbered_workers = False  # coroutines share one loop: stats list it as "loop"
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)

@@ -65,3 +65,6 @@ class ProcessBackend(Backend):
 
     def pids(self) -> list[int]:
         return self._engine.pids()
+
+    def restarts(self) -> dict[Any, int]:
+        return dict(self._engine.restarts_by_slot)

@@ -42,7 +42,9 @@ class SerialBackend(Backend):
         previous = _state.set_thread(self._state, self.options.shared)
         try:
             if batch.timeout is None:
-                result = run_batch(batch.fn, batch.items, batch.star, batch.kwargs, Exception)
+                result = run_batch(
+                    batch.fn, batch.items, batch.star, batch.kwargs, Exception, batch.time_items
+                )
             else:
                 result = _run_timed(batch, batch.timeout)
         finally:

@@ -12,6 +12,7 @@ replace a thread that is stuck nor tell which item a thread is running.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -54,6 +55,10 @@ class ThreadBackend(Backend):
         self._drained = threading.Condition(lock)  # a thread left: shutdown may be done
         self._work: deque[tuple[Batch, Done]] = deque()
         self._threads: set[threading.Thread] = set()  # not abandoned
+        # Each thread's slot, 0..workers-1 (for pool.stats()): a replacement for a
+        # thread abandoned after a timeout takes over its slot.
+        self._slot_of: dict[threading.Thread, int] = {}
+        self._restarts: dict[int, int] = {}
         self._idle = 0
         self._running: dict[Batch, _Running] = {}
         self._closing = False
@@ -114,9 +119,16 @@ class ThreadBackend(Backend):
     # ----------------------------------------------------------------- threads
 
     def _start_thread_locked(self) -> None:
-        t = threading.Thread(target=self._serve, name="manycore-thread", daemon=True)
+        used = {self._slot_of[t] for t in self._threads}
+        slot = next(i for i in itertools.count() if i not in used)
+        t = threading.Thread(target=self._serve, name=f"manycore-thread-{slot}", daemon=True)
         self._threads.add(t)
+        self._slot_of[t] = slot
         t.start()
+
+    def restarts(self) -> dict[Any, int]:
+        with self._cond:
+            return dict(self._restarts)
 
     def _serve(self) -> None:
         me = threading.current_thread()
@@ -137,19 +149,24 @@ class ThreadBackend(Backend):
                 batch, done = self._work.popleft()
             if batch.claim is not None and not batch.claim():
                 continue
-            if not self._run(batch, done, me):
+            if not self._run(batch, done, me, self._slot_of[me]):
                 return  # abandoned after a timeout: a replacement took over
         if self.options.exit is not None:
             _run_exit(self.options.exit)
         with self._cond:
             self._threads.discard(me)
+            self._slot_of.pop(me, None)
             self._alarm.notify()  # the watchdog may stop when none is left
             self._drained.notify_all()
 
-    def _run(self, batch: Batch, done: Done, me: threading.Thread) -> bool:
+    def _run(self, batch: Batch, done: Done, me: threading.Thread, slot: int) -> bool:
         """Run one batch; False if this thread was abandoned meanwhile."""
         if batch.timeout is None:
-            done(batch, run_batch(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH))
+            result = run_batch(
+                batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
+            )
+            result.worker = slot
+            done(batch, result)
             return True
         run = _Running(batch, done, me)
         with self._cond:
@@ -163,6 +180,7 @@ class ThreadBackend(Backend):
             return True
 
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
+        result.worker = slot
         with self._cond:
             self._running.pop(batch, None)
             if run.abandoned:
@@ -182,6 +200,7 @@ class ThreadBackend(Backend):
                 dropped = list(self._work)
                 self._work.clear()
                 self._threads.discard(threading.current_thread())
+                self._slot_of.pop(threading.current_thread(), None)
                 self._drained.notify_all()
             err = self._broken()
             for batch, done in dropped:
@@ -200,7 +219,7 @@ class ThreadBackend(Backend):
     def _watch(self) -> None:
         """Fail items that overstay their timeout and replace their threads."""
         while True:
-            expired: list[tuple[_Running, int]] = []
+            expired: list[tuple[_Running, int, int]] = []
             with self._cond:
                 if self._closing and not self._threads and not self._work:
                     self._watchdog = None
@@ -215,19 +234,23 @@ class ThreadBackend(Backend):
                     left = limit if seen is None else seen[1] + limit - now
                     if left <= 0 and seen is not None:
                         run.abandoned = True
-                        expired.append((run, seen[0]))
                         self._threads.discard(run.thread)
+                        slot = self._slot_of.pop(run.thread)
+                        expired.append((run, seen[0], slot))
                         if not self._closing or self._work:
                             self._start_thread_locked()
+                            self._restarts[slot] = self._restarts.get(slot, 0) + 1
                         self._drained.notify_all()
                     else:
                         wait = left if wait is None else min(wait, left)
-                for run, _ in expired:
+                for run, _, _ in expired:
                     self._running.pop(run.batch, None)
                 if not expired:
                     self._alarm.wait(wait)
-            for run, offset in expired:
-                run.done(run.batch, _timed_out(run.batch, offset))
+            for run, offset, slot in expired:
+                late = _timed_out(run.batch, offset)
+                late.worker = slot
+                run.done(run.batch, late)
 
 
 def _run_exit(exit_fn: Any) -> None:
