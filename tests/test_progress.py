@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from tests import taskfns
 
 import manycore as mc
-from tests import taskfns
 
 
 def fail_on(x: int) -> int:
@@ -60,7 +60,7 @@ def test_progress_of_a_task_graph(capsys: pytest.CaptureFixture[str]) -> None:
         leaves = [slow(x, 0.05) for x in range(6)]
         total = add(add(leaves[0], leaves[1]), leaves[2])
         broken = fail("no")
-        done, not_done = mc.wait([total, broken, pool.submit(abs, -3)], progress=True)
+        _done, not_done = mc.wait([total, broken, pool.submit(abs, -3)], progress=True)
     assert not not_done and total.result() == 0 + 1 + 2
     err = bar_lines(capsys.readouterr().err)
     # Every task behind the futures waited for counts (the leaves they need),
@@ -73,7 +73,7 @@ def test_graph_progress_stops_at_the_timeout(capsys: pytest.CaptureFixture[str])
     with mc.Pool(1, backend="threads") as pool:
         slow = mc.task(taskfns.slow, pool=pool)
         f = slow(1, 0.5)
-        done, not_done = mc.wait([f], timeout=0.15, progress=True)
+        _done, not_done = mc.wait([f], timeout=0.15, progress=True)
         assert not_done == {f}
         assert re.search(r"0/1 \[", bar_lines(capsys.readouterr().err))
         with pytest.raises(TypeError, match="progress"):

@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
+from tests import faulty
 
 import manycore as mc
 from manycore._batch import Batch, BatchResult
 from manycore._stats import StatsRecorder
-from tests import faulty
 
 SLOW = 7
 

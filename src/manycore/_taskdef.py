@@ -298,7 +298,7 @@ def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> D
             tick = _BAR_TICK if left is None else min(left, _BAR_TICK)
             done, not_done = _wait(fs, tick, when)
             bar.refresh()
-            if _satisfied(done, not_done, when) or left is not None and left <= tick:
+            if _satisfied(done, not_done, when) or (left is not None and left <= tick):
                 return DoneAndNotDone(done, not_done)
     finally:
         bar.close()
