@@ -78,3 +78,13 @@ def test_graph_progress_stops_at_the_timeout(capsys: pytest.CaptureFixture[str])
         assert re.search(r"0/1 \[", bar_lines(capsys.readouterr().err))
         with pytest.raises(TypeError, match="progress"):
             mc.wait([f], progress=1)
+
+
+def test_progress_on_asyncio(capsys: pytest.CaptureFixture[str]) -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert mc.map(double, range(12), backend="asyncio", progress=True) == [
+        2 * x for x in range(12)
+    ]
+    assert re.search(r"12/12 \[", bar_lines(capsys.readouterr().err))
