@@ -1,4 +1,4 @@
-"""``manycore run``: a handful of real commands as subprocesses,
+"""``manycore run`` and ``manycore bench``: a handful of real commands as subprocesses,
 the rest (argument errors, output details) in this process through ``main(argv)``
 on the serial and threads backends, which start no process."""
 
@@ -143,9 +143,10 @@ def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...], message: str)
     assert error.startswith("manycore run: error: ") and message in error, proc.stderr
 
 
-def test_help_of_run() -> None:
+def test_help_of_run_and_bench() -> None:
     for command, words in [
         ("run", ("MODULE:FUNCTION", "--on-error", "examples:", "exit status:")),
+        ("bench", ("--quick", "--plot", "examples:")),
     ]:
         proc = manycore(command, "--help")
         assert proc.returncode == 0, proc.stderr
@@ -185,6 +186,29 @@ def test_output_closed_early_exits_quietly() -> None:
         err = proc.stderr.read()
     assert proc.wait(timeout=30) == 141
     assert err == b""
+
+
+@pytest.mark.timeout(60)
+def test_bench_writes_the_table(tmp_path: Path) -> None:
+    table, chart = tmp_path / "bench.md", tmp_path / "bench.png"
+    proc = manycore(
+        "bench", "--quick", "--only", "f", "--repeat", "1", "--output", str(table), cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = table.read_text()
+    assert text.startswith("# manycore benchmarks\n")
+    assert "- Command: `manycore bench --quick --only f --repeat 1 --output " in text
+    assert "## (f) cold start: pool creation to first result (median of 1)" in text
+    assert "| runner | first result (median) | min - max | shutdown (median) |" in text
+    assert "| manycore Pool | " in text
+    assert text in proc.stdout  # the report is printed too
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert 'the plot needs matplotlib: pip install "manycore[plot]"' in proc.stderr
+        assert not chart.exists()
+    else:
+        assert chart.read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.skipif(not map_takes_checkpoint(), reason="mc.map has no checkpoint= yet")

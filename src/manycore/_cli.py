@@ -1,10 +1,10 @@
 """The ``manycore`` command (also ``python -m manycore``).
 
 ``manycore run`` maps a function of yours over inputs (``_clirun``); ``manycore
-demo`` times the classic parallel-processing workloads sequentially and with
-``manycore.map`` and prints what parallelism gains on this machine; ``manycore
-info`` says what this machine gives manycore. This module only wires the
-commands' parsers.
+bench`` runs the benchmark suite (``_clibench``); ``manycore demo`` times the
+classic parallel-processing workloads sequentially and with ``manycore.map`` and
+prints what parallelism gains on this machine; ``manycore info`` says what this
+machine gives manycore. This module only wires the commands' parsers.
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"manycore {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from . import _clirun
+    from . import _clibench, _clirun
 
     _clirun.add_parser(commands, whole_number, seconds)
+    _clibench.add_parser(commands, whole_number)
     demo = commands.add_parser(
         "demo",
         help="time classic workloads sequentially and with manycore.map",
@@ -117,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._clirun import main as run_main
 
         return run_main(args)
+    if args.command == "bench":
+        from ._clibench import main as bench_main
+
+        return bench_main(args, argv)
     if args.command == "info":
         from ._info import main as info_main
 

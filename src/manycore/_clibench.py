@@ -1,17 +1,46 @@
-"""The benchmark suite's command line (``manycore._bench``): its options, the run,
-the report and the plot; ``benchmarks/run.py`` calls :func:`script_main`.
+"""``manycore bench``: the benchmark suite (``manycore._bench``), its table and a plot.
+
+``benchmarks/run.py`` in the repository runs the same suite through
+:func:`script_main`, with its own defaults (the same options, from
+:func:`add_arguments`, and the same :func:`run_suite`).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._bench.work import ALL_WORKLOADS, Work
 
-__all__ = ["add_arguments", "run_suite", "script_main", "write_report"]
+__all__ = ["add_arguments", "add_parser", "main", "run_suite", "write_report"]
+
+PROG = "manycore bench"
+DEFAULT_OUTPUT = Path("manycore-bench.md")
+
+DESCRIPTION = """\
+Run manycore's benchmark suite: six workloads on a plain loop, on manycore
+(mc.map and mc.Pool) and on its peers (multiprocessing.Pool,
+ProcessPoolExecutor, joblib, mpire), with the same workers, in one run; a peer
+that is not installed is skipped with a note. Prints a markdown report, writes
+it to --output, and draws a bar chart of each runner's time relative to a
+reference (the sequential loop for (a)-(d)).
+
+  (a) 1,000,000 x x*x                 (b) 2,000 x ~1 ms of pure-Python work
+  (c) 4 x ~0.5 s of pure-Python work  (d) 64 NumPy arrays of 8 MB -> a.sum()
+  (e) one submit(f, x).result() round trip, against a raw multiprocessing.Pipe
+  (f) cold start: pool creation to the first result"""
+
+EPILOG = """\
+examples:
+  manycore bench                     full run (minutes): manycore-bench.md, .png
+  manycore bench --quick --only a,e  smoke run (seconds), stdout only
+  manycore bench --only b,c --workers 4 --output b.md --plot b.svg
+
+The peers: pip install "manycore[bench]"; the plot: pip install "manycore[plot]"
+(without matplotlib the table is still written, with a note)."""
 
 
 def add_arguments(
@@ -57,6 +86,43 @@ def _workload_letters(text: str) -> str:
             f"takes letters from {','.join(ALL_WORKLOADS)}, got {text!r}"
         )
     return letters
+
+
+def add_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    whole_number: Callable[[int], Callable[[str], int]],
+) -> None:
+    """The ``bench`` subcommand's arguments (``_cli`` wires it in)."""
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark suite against peers; a markdown table and a plot",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(
+        bench,
+        whole_number,
+        output_help=f"markdown report (default: {DEFAULT_OUTPUT} here; none with --quick)",
+        plot_help="bar chart, .png/.svg/.pdf (default: next to the report, as .png)",
+    )
+    bench.add_argument("--no-plot", action="store_true", help="draw no chart")
+
+
+def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``manycore bench`` (``argv``: its command line, for the report): the exit status."""
+    try:
+        return run_suite(
+            args,
+            work=None,
+            command=f"Command: `manycore {shlex.join(argv)}`",
+            default_output=DEFAULT_OUTPUT,
+            plot_by_default=not args.no_plot,
+            prog=PROG,
+        )
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 def run_suite(
