@@ -18,6 +18,7 @@ __all__ = [
     "Inputs",
     "JsonLines",
     "UsageError",
+    "describe",
     "dumps",
     "open_inputs",
 ]
@@ -282,3 +283,12 @@ def _jsonable(value: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(default=_jsonable)  # built once: json.dumps(default=) builds one a call
+
+
+def describe(exc: BaseException, with_type: bool = True) -> str:
+    """``Type: first line of the message`` (one line)."""
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else ""
+    if not with_type:
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

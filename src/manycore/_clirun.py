@@ -14,21 +14,19 @@ line naming it and exits with status 1, the results before it already written.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
 
-from ._cliio import BadInput, Inputs, JsonLines, UsageError, open_inputs
+from ._cliio import Inputs, JsonLines, UsageError, describe, open_inputs
+from ._clitarget import AsyncCall, Call, load_function
 
-__all__ = ["Call", "UsageError", "add_parser", "load_function", "main"]
+__all__ = ["add_parser", "load_function", "main", "map_takes_checkpoint"]
 
 PROG = "manycore run"
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
@@ -90,7 +88,13 @@ def add_parser(
         metavar="INPUT",
         help="the inputs, one per argument; none, or '-': read lines from stdin",
     )
-    source = run.add_argument_group("inputs")
+    _add_input_options(run.add_argument_group("inputs"))
+    _add_run_options(run.add_argument_group("running"), whole_number, seconds)
+    output = run.add_argument_group("output")
+    output.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+
+
+def _add_input_options(source: argparse._ArgumentGroup) -> None:
     source.add_argument(
         "-i", "--input", metavar="FILE", help="read the inputs from FILE, one per line ('-': stdin)"
     )
@@ -107,7 +111,13 @@ def add_parser(
         help="call FUNCTION(*value): each input, a JSON array, gives the positional "
         "arguments (needs --json; an object stays one dict argument without --star)",
     )
-    running = run.add_argument_group("running")
+
+
+def _add_run_options(
+    running: argparse._ArgumentGroup,
+    whole_number: Callable[[int], Callable[[str], int]],
+    seconds: Callable[[str], float],
+) -> None:
     running.add_argument(
         "--workers", type=whole_number(1), metavar="N", help="workers (default: usable CPUs)"
     )
@@ -154,111 +164,6 @@ def add_parser(
         help="with --checkpoint: manycore.map's resume=True (yes, the default), "
         "'force' or False (no: start over)",
     )
-    output = run.add_argument_group("output")
-    output.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
-
-
-# ------------------------------------------------------------------ the function
-
-
-def load_function(target: str) -> Callable[..., Any]:
-    """``MODULE:FUNCTION`` imported as ``python -m`` would (the current directory on
-    ``sys.path``); MODULE may be a dotted name or a path to a ``.py`` file."""
-    module_name, sep, attr = target.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"expected MODULE:FUNCTION (e.g. mytasks:process), got {target!r}")
-    module = _import(module_name)
-    obj: Any = module
-    for i, part in enumerate(attr.split(".")):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            where = ".".join([module_name, *attr.split(".")[:i]])
-            raise UsageError(f"{where} has no attribute {part!r}") from None
-    if not callable(obj):
-        raise UsageError(f"{target} is not callable (it is {type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
-
-
-def _import(name: str) -> ModuleType:
-    if name.endswith(".py") or os.sep in name or (os.altsep and os.altsep in name):
-        return _import_file(Path(name))
-    _put_first_on_path(os.getcwd())
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(
-                f"no module named {name!r} (looked in the current directory and sys.path)"
-            ) from None
-        raise UsageError(_import_failed(name, exc)) from None
-    except Exception as exc:  # a SyntaxError, or what the module raised as it ran
-        raise UsageError(_import_failed(name, exc)) from None
-
-
-def _import_file(path: Path) -> ModuleType:
-    """A ``.py`` file, imported by its name from its folder (put first on ``sys.path``,
-    as ``python FILE`` does) so that worker processes can import it too."""
-    if not path.is_file():
-        raise UsageError(f"no such file: {path}")
-    if path.suffix != ".py":
-        raise UsageError(f"{path}: a module file's name must end in .py")
-    _put_first_on_path(str(path.resolve().parent))
-    try:
-        module = importlib.import_module(path.stem)
-    except Exception as exc:
-        raise UsageError(_import_failed(str(path), exc)) from None
-    found = getattr(module, "__file__", None)
-    if found is None or Path(found).resolve() != path.resolve():
-        raise UsageError(
-            f"{path} would be imported as module {path.stem!r}, which is already "
-            f"{found or 'a built-in module'}: rename the file"
-        )
-    return module
-
-
-def _put_first_on_path(folder: str) -> None:
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-
-
-def _import_failed(name: str, exc: BaseException) -> str:
-    where = ""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f" ({exc.filename}, line {exc.lineno})"
-    else:  # the last frame of the user's code, not of the import machinery
-        frames = traceback.extract_tb(exc.__traceback__)
-        mine = [f for f in frames if not f.filename.startswith("<frozen ")]
-        if mine and mine[-1].filename != __file__:
-            where = f" ({mine[-1].filename}, line {mine[-1].lineno})"
-    return f"importing {name} failed: {describe(exc)}{where}"
-
-
-class Call:
-    """FUNCTION as ``manycore run`` calls it: an input line that could not be read
-    fails its item, and with ``--star`` a list gives the positional arguments."""
-
-    def __init__(self, fn: Callable[..., Any], star: bool):
-        self.fn = fn
-        self.star = star
-        name = getattr(fn, "__qualname__", None) or type(fn).__name__
-        self.__name__ = self.__qualname__ = name  # what mc's messages call it
-
-    def __call__(self, item: Any) -> Any:
-        if isinstance(item, BadInput):
-            raise InputError(item.message)
-        return self.fn(*item) if self.star else self.fn(item)
-
-
-class AsyncCall(Call):
-    """:class:`Call` for an ``async def`` FUNCTION (the asyncio backend)."""
-
-    async def __call__(self, item: Any) -> Any:
-        return await super().__call__(item)
-
-
-class InputError(ValueError):
-    """An input line that is not JSON, or not a JSON array under ``--star``."""
 
 
 # ------------------------------------------------------------------------ the run
@@ -440,15 +345,6 @@ def item_index(exc: BaseException) -> int | None:
             return int(found.group(1))
     index = getattr(exc, "index", None)
     return index if isinstance(index, int) else None
-
-
-def describe(exc: BaseException, with_type: bool = True) -> str:
-    """``Type: first line of the message`` (one line)."""
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    if not with_type:
-        return message or type(exc).__name__
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _describe_failure(exc: BaseException, inputs: Inputs) -> str:
