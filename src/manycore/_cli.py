@@ -1,29 +1,51 @@
 """The ``manycore`` command (also ``python -m manycore``).
 
-``manycore demo`` times the classic parallel-processing workloads sequentially and
-with ``manycore.map`` and prints what parallelism gains on this machine;
-``manycore info`` says what this machine gives manycore.
+``manycore run`` maps a function of yours over inputs (``_clirun``); ``manycore
+bench`` runs the benchmark suite (``_clibench``); ``manycore demo`` times the
+classic parallel-processing workloads sequentially and with ``manycore.map`` and
+prints what parallelism gains on this machine; ``manycore info`` says what this
+machine gives manycore. This module only wires the commands' parsers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["build_parser", "main"]
 
 
-def _workers(text: str) -> int:
-    """argparse type for ``--workers``: a whole number of at least 1."""
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at least {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at least {minimum}, got {value}"
+            )
+        return value
+
+    return parse
+
+
+_workers = whole_number(1)  # ``--workers``
+
+
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds above 0."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of at least 1, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value}")
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
     return value
 
 
@@ -37,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"manycore {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from . import _clibench, _clirun
+
+    _clirun.add_parser(commands, whole_number, seconds)
+    _clibench.add_parser(commands, whole_number)
     demo = commands.add_parser(
         "demo",
         help="time classic workloads sequentially and with manycore.map",
@@ -70,9 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise LookupError(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``manycore`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv[:1] == ["run"]:
+        # Options may come between the inputs (manycore run f 1 2 --json 3): argparse
+        # parses those intermixed only on a parser without subcommands.
+        run = _subparser(parser, "run")
+        args = run.parse_intermixed_args(argv[1:], argparse.Namespace(command="run"))
+    else:
+        args = parser.parse_args(argv)
+    if args.command == "run":
+        from ._clirun import main as run_main
+
+        return run_main(args)
+    if args.command == "bench":
+        from ._clibench import main as bench_main
+
+        return bench_main(args, argv)
     if args.command == "info":
         from ._info import main as info_main
 
