@@ -120,6 +120,8 @@ def map(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -132,9 +134,13 @@ def map(
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
-    a tqdm bar (items done, rate, ETA, failures so far)."""
+    a tqdm bar (items done, rate, ETA, failures so far). ``checkpoint``: an
+    SQLite file keeping each finished item, so that the same call run again
+    after a crash or a kill computes only the rest; ``resume``: True, "force" or
+    False (see :meth:`manycore.Pool.map`; ``imap`` takes no checkpoint)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
+    v.check_checkpoint(checkpoint, resume)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -148,6 +154,8 @@ def map(
             retry_on=retry_on,
             on_error=on_error,
             progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
         )
 
 
@@ -209,10 +217,14 @@ def starmap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
 ) -> list[T]:
-    """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+    """``[fn(*args) for args in iterable]`` in parallel, as a list (``checkpoint``,
+    ``resume``: as for :func:`map`)."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
+    v.check_checkpoint(checkpoint, resume)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -226,6 +238,8 @@ def starmap(
             retry_on=retry_on,
             on_error=on_error,
             progress=progress,
+            checkpoint=checkpoint,
+            resume=resume,
         )
 
 

@@ -14,7 +14,7 @@ import itertools
 import queue
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
@@ -280,7 +280,7 @@ class MapRun:
         finally:
             stream.close()  # its own finally block cancels what is still out
 
-    def indexed(self) -> Iterator[tuple[int, list[Any]]]:
+    def indexed(self) -> Generator[tuple[int, list[Any]], None, None]:
         """``(index of the first, values)`` for each finished stretch of input, as
         batches finish (a checkpoint stores each where it belongs). Only for an
         unordered run collecting failures: then ``values`` holds one entry per
@@ -288,7 +288,7 @@ class MapRun:
         assert not self._policy.ordered and self._policy.on_error == "collect"
         return self._stream()
 
-    def _stream(self) -> Iterator[tuple[int, list[Any]]]:
+    def _stream(self) -> Generator[tuple[int, list[Any]], None, None]:
         # Ordered mode: start index -> (inputs the batch covered, values, error).
         ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
         next_start = 0
