@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -110,26 +110,33 @@ class _Source(InputSource):
 
 
 def _match_stored(
-    source: _Source, rows: Iterator[tuple[int, bytes, bytes]], results: list[Any]
+    source: _Source, store: CheckpointFile, results: list[Any]
 ) -> tuple[int, list[int]]:
-    """Read the input as far as the file holds results, both in index order. An
-    item whose stored fingerprint is its own is done: its value goes into
-    ``results``; the others are kept in ``source`` to run. Returns how many are
-    done and the indices whose input changed."""
+    """Read the input as far as the file holds results. An item whose stored
+    fingerprint is its own is done: its value goes into ``results``; the others
+    are kept in ``source`` to run. Returns how many are done and the indices
+    whose input changed. (Stored items past the end of a shorter input are
+    simply not used.)"""
     done = 0
     changed: list[int] = []
-    row = next(rows, None)
-    while row is not None:
+    last = store.last_done()
+    while last is not None and source.position <= last:
         got = source.read(_PREPASS_CHUNK)
         if got is None:
-            break  # the input is shorter now: rows past its end are simply not used
+            break
         start, items, digests = got
         end = start + len(items)
         _grow(results, end)
+        rows = store.done_in(start, end)
+        if len(rows) == len(items) and [row[1] for row in rows] == digests:
+            try:  # the common case: all stored, none changed
+                results[start:end] = [pickle.loads(row[2]) for row in rows]
+                done += len(rows)
+                continue
+            except Exception:
+                pass  # one no longer loads: see which, below
         lo = 0  # the first offset of the stretch not done
-        while row is not None and row[0] < end:
-            index, stored, payload = row
-            row = next(rows, None)
+        for index, stored, payload in rows:
             if stored != digests[index - start]:
                 changed.append(index)
                 continue
@@ -183,9 +190,7 @@ def run_checkpointed(
         source = _Source(iterables, star)
         results: list[Any] = []
         if resume is not False:
-            rows = store.done_rows()
-            with contextlib.closing(rows):
-                source.done, changed = _match_stored(source, rows, results)
+            source.done, changed = _match_stored(source, store, results)
             if changed and resume is True:
                 more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
                 raise store.mismatch(

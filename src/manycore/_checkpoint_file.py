@@ -11,7 +11,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ._errors import CheckpointMismatch
 
@@ -24,7 +24,6 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS items (idx INTEGER PRIMARY KEY, input_hash BLOB NOT NULL,"
     " ok INTEGER NOT NULL, payload BLOB)",
 )
-_CHUNK = 4096  # rows fetched at a time
 _PER_INSERT = 100  # rows stored by one INSERT statement
 _FOREIGN = "refusing to write into it: choose another path"
 
@@ -85,18 +84,23 @@ class CheckpointFile:
             "(or the code of a function it calls) changed since, or map became starmap"
         )
 
-    def done_rows(self) -> Generator[tuple[int, bytes, bytes], None, None]:
-        """(index, input fingerprint, payload) of each stored success, in index order."""
+    def last_done(self) -> int | None:
+        """The highest index of a stored success, if any."""
         if not self.meta:
-            return
-        cursor = self._db.execute(
-            "SELECT idx, input_hash, payload FROM items WHERE ok = 1 ORDER BY idx"
-        )
-        try:
-            while rows := cursor.fetchmany(_CHUNK):
-                yield from rows
-        finally:
-            cursor.close()  # ends the read, so that writes can follow
+            return None
+        row = self._db.execute(
+            "SELECT idx FROM items WHERE ok = 1 ORDER BY idx DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def done_in(self, lo: int, hi: int) -> list[tuple[int, bytes, bytes]]:
+        """(index, input fingerprint, payload) of the stored successes from ``lo``
+        to ``hi`` (excluded), in index order."""
+        return self._db.execute(
+            "SELECT idx, input_hash, payload FROM items WHERE idx >= ? AND idx < ? AND ok = 1"
+            " ORDER BY idx",
+            (lo, hi),
+        ).fetchall()
 
     def all_rows(self) -> list[tuple[int, int, bytes]]:
         return self._db.execute("SELECT idx, ok, payload FROM items ORDER BY idx").fetchall()
