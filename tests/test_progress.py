@@ -84,7 +84,5 @@ def test_progress_on_asyncio(capsys: pytest.CaptureFixture[str]) -> None:
     async def double(x: int) -> int:
         return 2 * x
 
-    assert mc.map(double, range(12), backend="asyncio", progress=True) == [
-        2 * x for x in range(12)
-    ]
+    assert mc.map(double, range(12), backend="asyncio", progress=True) == [2 * x for x in range(12)]
     assert re.search(r"12/12 \[", bar_lines(capsys.readouterr().err))

@@ -19,6 +19,7 @@ __all__ = [
     "START_METHODS",
     "Backend",
     "BackendOptions",
+    "CheckpointMismatch",
     "Counter",
     "Failure",
     "Lock",
@@ -70,6 +71,7 @@ _SOURCES = {
     "shutdown_default_pools": "_api",
     "starmap": "_api",
     "usable_cpus": "_cpus",
+    "CheckpointMismatch": "_errors",
     "ManycoreError": "_errors",
     "PoolBroken": "_errors",
     "PoolClosed": "_errors",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api import imap, map, shutdown_default_pools, starmap
     from ._cpus import usable_cpus
     from ._errors import (
+        CheckpointMismatch,
         ManycoreError,
         PoolBroken,
         PoolClosed,

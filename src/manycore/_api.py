@@ -142,6 +142,8 @@ def map(  # type: ignore[misc]
     on_error: str = "raise",
     progress: bool = False,
     stats: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
 ) -> list[T] | tuple[list[T], Stats]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -156,9 +158,14 @@ def map(  # type: ignore[misc]
     items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
     a tqdm bar (items done, rate, ETA, failures so far). ``stats``: return
     ``(results, stats)``, a :class:`manycore.Stats` of this call (per worker:
-    busy, moving and idle seconds, items, restarts; the slowest items)."""
+    busy, moving and idle seconds, items, restarts; the slowest items).
+    ``checkpoint``: an SQLite file keeping each finished item, so that the same
+    call run again after a crash or a kill computes only the rest; ``resume``:
+    True, "force" or False (see :meth:`manycore.Pool.map`; ``imap`` takes no
+    checkpoint)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
+    v.check_checkpoint(checkpoint, resume)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -173,6 +180,8 @@ def map(  # type: ignore[misc]
             on_error=on_error,
             progress=progress,
             stats=stats,
+            checkpoint=checkpoint,
+            resume=resume,
         )
 
 
@@ -257,11 +266,14 @@ def starmap(  # type: ignore[misc]  # (see map)
     on_error: str = "raise",
     progress: bool = False,
     stats: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
 ) -> list[T] | tuple[list[T], Stats]:
-    """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``:
-    with the call's :class:`manycore.Stats`, as ``map``)."""
+    """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
+    ``checkpoint``, ``resume``: as for :func:`map`)."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
+    v.check_checkpoint(checkpoint, resume)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -276,6 +288,8 @@ def starmap(  # type: ignore[misc]  # (see map)
             on_error=on_error,
             progress=progress,
             stats=stats,
+            checkpoint=checkpoint,
+            resume=resume,
         )
 
 

@@ -9,7 +9,9 @@ Every error that manycore raises on its own account derives from one base::
     ├── TaskTimeout           an item ran longer than ``timeout`` (also a TimeoutError)
     ├── SerializationError    an argument, a function or a result could not be pickled
     ├── UpstreamFailed        a task was not run because a task it needs failed
-    └── RemoteError           a task's exception that could not travel back as itself
+    ├── RemoteError           a task's exception that could not travel back as itself
+    └── CheckpointMismatch    a checkpoint file was written by another function or input
+                              (also a ValueError)
 
 An exception raised by the user's function reaches the caller as *that* exception
 (same type), with the worker's traceback text attached as ``__cause__`` through a
@@ -24,6 +26,7 @@ import sys
 from typing import Any
 
 __all__ = [
+    "CheckpointMismatch",
     "ManycoreError",
     "PoolBroken",
     "PoolClosed",
@@ -130,6 +133,27 @@ class RemoteError(ManycoreError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteError, (self.type_name, str(self).partition(": ")[2]))
+
+
+class CheckpointMismatch(ManycoreError, ValueError):
+    """A ``checkpoint=`` file holds results of another function or another input.
+
+    The message names the file, what changed (the function, or the first input
+    item that differs) and how to go on: ``resume="force"`` keeps the stored
+    results, ``resume=False`` (or deleting the file) starts over. ``path`` is the
+    file.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_mismatch, (str(self), self.path))
+
+
+def _rebuild_mismatch(message: str, path: str | None) -> CheckpointMismatch:
+    return CheckpointMismatch(message, path=path)
 
 
 class RemoteTraceback(Exception):

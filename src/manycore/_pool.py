@@ -382,6 +382,8 @@ class Pool(Executor):
         on_error: str | None = None,
         progress: bool = False,
         stats: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool | str = True,
     ) -> list[T] | tuple[list[T], Stats]:
         """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
 
@@ -396,10 +398,24 @@ class Pool(Executor):
         ``stats``: return ``(results, stats)``, the :class:`manycore.Stats` of
         this call (each item timed, to name the slowest).
         Options left at ``None`` take the pool's defaults.
+
+        ``checkpoint``: an SQLite file where each finished item is stored as it
+        arrives; the same call run again (after a crash, a Ctrl-C, even a
+        ``kill -9``) computes only what the file does not hold. ``resume``: True
+        (use the file if it was written by this function for these inputs, else
+        raise :class:`~manycore.CheckpointMismatch`), ``"force"`` (use it even
+        though the function changed; items whose input changed are computed
+        again) or False (start over). With a checkpoint, the result is always in
+        input order, every item is run before ``on_error="raise"`` raises the
+        first failure, and failures stored by an earlier run are computed again.
+        (``imap`` takes no checkpoint.)
         """
         options = self._map_options(
             chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
         )
+        path = v.check_checkpoint(checkpoint, resume)
+        if path is not None:
+            return self._checkpointed(fn, iterables, False, "map", options, path, resume)
         out: list[T] | tuple[list[T], Stats]
         out = self._gather(self._run(fn, iterables, False, "map", options))
         return out
@@ -465,11 +481,17 @@ class Pool(Executor):
         on_error: str | None = None,
         progress: bool = False,
         stats: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool | str = True,
     ) -> list[T] | tuple[list[T], Stats]:
-        """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+        """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
+        ``checkpoint`` and ``resume``: as for :meth:`map`)."""
         options = self._map_options(
             chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
         )
+        path = v.check_checkpoint(checkpoint, resume)
+        if path is not None:
+            return self._checkpointed(fn, (iterable,), True, "starmap", options, path, resume)
         out: list[T] | tuple[list[T], Stats]
         out = self._gather(self._run(fn, (iterable,), True, "starmap", options))
         return out
@@ -509,18 +531,51 @@ class Pool(Executor):
         name: str,
         options: tuple[int | None, Policy],
     ) -> MapRun:
+        self._check_call(fn, iterables, name)
+        return self._start(fn, InputSource(iterables, star), options)
+
+    def _check_call(self, fn: Any, iterables: tuple[Iterable[Any], ...], name: str) -> None:
         v.check_callable(fn, "fn")
         self._backend.check_fn(fn)
         v.check_iterables(iterables, name)
         self._check_open()
+
+    def _start(
+        self, fn: Callable[..., Any], source: InputSource, options: tuple[int | None, Policy]
+    ) -> MapRun:
+        """A run of ``fn`` over what ``source`` hands out."""
         chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
-        source = InputSource(iterables, star)
         planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
         recorders = [self._recorder]
         if policy.stats:
             recorders.append(self._new_recorder())
         return MapRun(self._backend, fn, source, planner, policy, fn_blob, recorders)
+
+    def _checkpointed(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        name: str,
+        options: tuple[int | None, Policy],
+        path: str,
+        resume: bool | str,
+    ) -> list[Any] | tuple[list[Any], Stats]:
+        """A map whose finished items are kept in the file at ``path`` (see
+        ``manycore._checkpoint``); the scheduler runs what is not done yet."""
+        from ._checkpoint import run_checkpointed
+
+        self._check_call(fn, iterables, name)
+        chunksize = options[0]
+        runs: list[MapRun] = []
+
+        def start(source: InputSource, policy: Policy) -> MapRun:
+            runs.append(self._start(fn, source, (chunksize, policy)))
+            return runs[-1]
+
+        out = run_checkpointed(fn, iterables, star, options[1], path, resume, start)
+        return (out, runs[-1].stats()) if options[1].stats else out
 
     # ------------------------------------------------------------- lifecycle
 

@@ -17,11 +17,19 @@ __all__ = ["GraphProgress", "Progress"]
 
 
 class Progress:
-    def __init__(self, total: int | None, what: str, on_error: str):
+    def __init__(self, total: int | None, what: str, on_error: str, initial: int = 0):
+        """``initial``: items done before the bar starts (a resumed checkpoint's);
+        the rate and ETA count only the items done from now on."""
         from tqdm.auto import tqdm
 
         self._bar: Any = tqdm(
-            total=total, desc=what, unit="item", mininterval=0.1, smoothing=0.05, leave=True
+            total=total,
+            initial=initial,
+            desc=what,
+            unit="item",
+            mininterval=0.1,
+            smoothing=0.05,
+            leave=True,
         )
         self._collect = on_error == "collect"
         self.failed = 0

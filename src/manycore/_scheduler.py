@@ -14,7 +14,7 @@ import itertools
 import queue
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +175,7 @@ class InputSource:
         self._iter: Iterator[Any] | None = None
         self.error: Exception | None = None  # what a lazy input raised, if it did
         self.item_bytes = 0  # array bytes in one item, when items are big arrays
+        self.done = 0  # items done before the run began (a resumed checkpoint)
         only: Any = iterables[0] if len(iterables) == 1 else None
         if isinstance(only, (range, list, tuple)) or _is_array(only):
             self._seq = only
@@ -281,13 +282,31 @@ class MapRun:
         self._bar: Any = None  # the progress bar, while the run is iterated
 
     def __iter__(self) -> Iterator[list[Any]]:
+        stream = self._stream()
+        try:
+            for _, out in stream:
+                yield out
+        finally:
+            stream.close()  # its own finally block cancels what is still out
+
+    def indexed(self) -> Generator[tuple[int, list[Any]], None, None]:
+        """``(index of the first, values)`` for each finished stretch of input, as
+        batches finish (a checkpoint stores each where it belongs). Only for an
+        unordered run collecting failures: then ``values`` holds one entry per
+        input, a :class:`Failure` for a failed one, and the stretch is whole."""
+        assert not self._policy.ordered and self._policy.on_error == "collect"
+        return self._stream()
+
+    def _stream(self) -> Generator[tuple[int, list[Any]], None, None]:
         # Ordered mode: start index -> (inputs the batch covered, values, error).
         ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
         next_start = 0
         if self._policy.progress:
             from ._progress import Progress
 
-            self._bar = Progress(self._source.total, "manycore", self._policy.on_error)
+            self._bar = Progress(
+                self._source.total, "manycore", self._policy.on_error, self._source.done
+            )
         try:
             while True:
                 if self._stopped:
@@ -303,7 +322,7 @@ class MapRun:
                     if not self._policy.ordered:
                         if out:
                             self._delivered += len(out)
-                            yield out
+                            yield start, out
                         if error is not None:
                             raise error
                         continue
@@ -311,11 +330,12 @@ class MapRun:
                 # Results are handed out in input order; a failure is raised when
                 # its turn comes, after every result before it.
                 while next_start in ready:
-                    covered, out, error = ready.pop(next_start)
+                    start = next_start
+                    covered, out, error = ready.pop(start)
                     next_start += covered
                     if out:
                         self._delivered += len(out)
-                        yield out
+                        yield start, out
                     if error is not None:
                         raise error
         except (KeyboardInterrupt, SystemExit):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,7 @@ __all__ = [
     "check_backend",
     "check_bool",
     "check_callable",
+    "check_checkpoint",
     "check_choice",
     "check_count",
     "check_exception_types",
@@ -123,6 +125,28 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name}={value!r} is not valid; choose one of {valid}")
     return str(value)
+
+
+def check_checkpoint(checkpoint: Any, resume: Any) -> str | None:
+    """``checkpoint``: None or a file path (str or ``os.PathLike``), as a str.
+    ``resume``: True, False or "force" (checked even without a checkpoint)."""
+    if not (isinstance(resume, bool) or (isinstance(resume, str) and resume == "force")):
+        raise ValueError(
+            f"resume={resume!r} is not valid; choose True (use what the checkpoint file "
+            "holds if it matches), 'force' (use it even though the function or some "
+            "inputs changed) or False (discard it and start over)"
+        )
+    if checkpoint is None:
+        return None
+    path = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise TypeError(
+            f"checkpoint must be a file path (a str or os.PathLike) or None, got "
+            f"{type(checkpoint).__name__} {checkpoint!r:.80}"
+        )
+    if not path:
+        raise ValueError("checkpoint='' names no file; give a path such as 'run.sqlite'")
+    return path
 
 
 def check_backend(name: Any) -> None:
