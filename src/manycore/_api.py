@@ -120,6 +120,7 @@ def map(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    explain: bool = False,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -132,9 +133,18 @@ def map(
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
-    a tqdm bar (items done, rate, ETA, failures so far)."""
+    a tqdm bar (items done, rate, ETA, failures so far).
+
+    ``backend="auto"``: the first items (about 0.2 s of work) run inline, timed;
+    the rest runs inline, on threads (calls that mostly wait) or on processes
+    (calls that compute), whichever is estimated fastest; ``async def`` functions
+    go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
+    saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
+    if _is_auto(backend, explain):
+        auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
+        return [x for values in auto.run() for x in values]
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -166,11 +176,16 @@ def imap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    explain: bool = False,
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
-    results are yielded as they are ready."""
+    results are yielded as they are ready. ``backend="auto"``: as for ``map``
+    (the sample is taken when iteration starts)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
+    if _is_auto(backend, explain):
+        auto = _auto_map(fn, iterables, False, "imap", locals())
+        return (x for values in auto.run() for x in values)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     try:
         results = lease.pool.imap(
@@ -209,10 +224,15 @@ def starmap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    explain: bool = False,
 ) -> list[T]:
-    """``[fn(*args) for args in iterable]`` in parallel, as a list."""
+    """``[fn(*args) for args in iterable]`` in parallel, as a list.
+    ``backend="auto"`` and ``explain``: as for ``map``."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
+    if _is_auto(backend, explain):
+        auto = _auto_map(fn, (iterable,), True, "starmap", locals())
+        return [x for values in auto.run() for x in values]
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -227,6 +247,36 @@ def starmap(
             on_error=on_error,
             progress=progress,
         )
+
+
+def _is_auto(backend: Any, explain: Any) -> bool:
+    """``backend="auto"``: the call picks its backend (see :mod:`manycore._auto`)."""
+    v.check_bool(explain, "explain")
+    v.check_backend(backend, auto=True)
+    if backend == "auto":
+        return True
+    if explain:
+        raise ValueError(
+            f"explain=True tells what backend='auto' picked; with backend={backend!r} "
+            "nothing is picked: pass backend='auto' or leave explain out"
+        )
+    return False
+
+
+def _auto_map(
+    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], star: bool, name: str,
+    args: dict[str, Any],
+) -> Any:  # fmt: skip
+    from ._auto import AutoMap  # loaded on first use: most calls name their backend
+
+    return AutoMap(fn, iterables, star, name, args)
+
+
+def _is_running(backend: str, workers: int | None, start_method: str | None) -> bool:
+    """A default pool for these arguments is up already (no start-up to pay)."""
+    with _lock:
+        pool = _pools.get((backend, workers, start_method, None))
+    return pool is not None and pool.state is PoolState.RUNNING
 
 
 @contextlib.contextmanager

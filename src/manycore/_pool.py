@@ -72,6 +72,9 @@ class Pool(Executor):
     ``blas_threads``: threads each BLAS/OpenMP library (NumPy's linear algebra,
     MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
     workers, so that workers x threads never oversubscribes the machine.
+
+    The backend is fixed for the pool's life: ``backend="auto"``, which picks one
+    per call, is for ``mc.map``/``imap``/``starmap``.
     """
 
     def __init__(
@@ -413,11 +416,9 @@ class Pool(Executor):
         progress: Any = False,
     ) -> tuple[int | None, Policy]:
         """Check a map call's options (clear errors before any work) and bundle them."""
-        chunksize = v.check_positive_int(chunksize, "chunksize")
-        v.check_bool(ordered, "ordered")
-        v.check_bool(progress, "progress")
-        policy = _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
-        return chunksize, dataclasses.replace(policy, progress=progress)
+        return map_options(
+            self._defaults, chunksize, ordered, on_error, retries, retry_on, timeout, progress
+        )
 
     def _run(
         self,
@@ -426,14 +427,18 @@ class Pool(Executor):
         star: bool,
         name: str,
         options: tuple[int | None, Policy],
+        source: InputSource | None = None,
     ) -> MapRun:
+        """The run of one map call; ``source``: go on reading one that an earlier
+        run (``backend="auto"``'s inline sample) started on."""
         v.check_callable(fn, "fn")
         self._backend.check_fn(fn)
         v.check_iterables(iterables, name)
         self._check_open()
         chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
-        source = InputSource(iterables, star)
+        if source is None:
+            source = InputSource(iterables, star)
         planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
         return MapRun(self._backend, fn, source, planner, policy, fn_blob)
 
@@ -507,6 +512,25 @@ class Pool(Executor):
             return
         # Leaving the block because of an error: do not run the queued rest.
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
+
+
+def map_options(
+    defaults: Policy,
+    chunksize: Any,
+    ordered: Any,
+    on_error: Any,
+    retries: Any,
+    retry_on: Any,
+    timeout: Any,
+    progress: Any = False,
+) -> tuple[int | None, Policy]:
+    """A map call's options checked (clear errors before any work) over ``defaults``:
+    (chunksize, policy)."""
+    chunksize = v.check_positive_int(chunksize, "chunksize")
+    v.check_bool(ordered, "ordered")
+    v.check_bool(progress, "progress")
+    policy = _policy(defaults, ordered, on_error, retries, retry_on, timeout)
+    return chunksize, dataclasses.replace(policy, progress=progress)
 
 
 def _policy(

@@ -16,11 +16,18 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    def __init__(self, total: int | None, what: str, on_error: str):
+    def __init__(self, total: int | None, what: str, on_error: str, done: int = 0):
+        """``done``: items finished before this bar started (by an earlier run)."""
         from tqdm.auto import tqdm
 
         self._bar: Any = tqdm(
-            total=total, desc=what, unit="item", mininterval=0.1, smoothing=0.05, leave=True
+            total=total,
+            desc=what,
+            unit="item",
+            mininterval=0.1,
+            smoothing=0.05,
+            leave=True,
+            initial=done,
         )
         self._collect = on_error == "collect"
         self.failed = 0

@@ -297,8 +297,16 @@ def _predict(m: Measurements) -> Recommendation:
             f"{sampled} took {fmt_seconds(per_call)} per call and their data does not "
             "pickle: processes are out, and threads would not overlap anything",
         )
+    if workers < 2:
+        return Recommendation(
+            "serial",
+            1,
+            None,
+            f"{sampled} took {fmt_seconds(per_call)} per call, but with workers=1 nothing "
+            "runs side by side: the rest runs inline",
+        )
     gain = per_call / parallel if parallel > 0 else 1.0
-    if gain < _MIN_GAIN or workers < 2:
+    if gain < _MIN_GAIN:
         return Recommendation(
             "serial",
             1,
