@@ -15,10 +15,13 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _validate as v
 from ._pool import Pool, PoolState
+
+if TYPE_CHECKING:
+    from ._auto import AutoMap
 
 __all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
 
@@ -264,9 +267,12 @@ def _is_auto(backend: Any, explain: Any) -> bool:
 
 
 def _auto_map(
-    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], star: bool, name: str,
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    star: bool,
+    name: str,
     args: dict[str, Any],
-) -> Any:  # fmt: skip
+) -> AutoMap:
     from ._auto import AutoMap  # loaded on first use: most calls name their backend
 
     return AutoMap(fn, iterables, star, name, args)

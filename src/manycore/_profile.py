@@ -4,7 +4,8 @@ It runs a sample of ``items`` sequentially (wall and CPU time of each call), the
 on each backend at several worker counts (1, 2, 4, ... up to the workers usable),
 each on a pool started and warmed beforehand so that start-up is reported apart
 from the per-map time. From those runs :func:`manycore._recommend.decide` picks
-the backend and worker count; :mod:`manycore._profile_report` prints and plots.
+the backend and worker count; :class:`~manycore._profile_report.Profile` holds
+the figures, prints and plots them.
 
 Every timing is the best of two runs: on a shared machine another program's
 burst of work only ever adds time. Time is bounded: the default sample is about
@@ -25,18 +26,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import _validate as v
-from ._recommend import (
-    Measurements,
-    Recommendation,
-    Run,
-    cheapest_first,
-    decide,
-    overhead,
-)
+from ._profile_report import Profile, ProfileRow
+from ._recommend import Measurements, Run, cheapest_first, decide
 from .backends._base import is_async_callable
 
 __all__ = ["Profile", "ProfileRow", "profile"]
@@ -54,98 +48,6 @@ _ASYNC_MAX = 64  # the largest concurrency tried for an async function
 _BLOCK_SECONDS = 0.01  # sequential calls are timed in blocks of about this much work
 _KEEP = 8  # results kept from the sequential run, to size the data a task moves
 _CLOSE = 1.10  # a count not 10% faster than the one before: more workers stopped helping
-
-
-@dataclass(frozen=True)
-class ProfileRow:
-    """One line of the table: the sample run by ``workers`` workers of ``backend``."""
-
-    backend: str
-    workers: int
-    seconds: float  # wall time of the whole sample (pool start-up not included)
-    speedup: float  # sequential time / seconds
-    efficiency: float  # speedup / workers
-    overhead: float  # seconds lost per task against perfect scaling
-    bytes_per_task: int  # pickled item + result (processes; 0 where nothing is pickled)
-    startup: float  # seconds to start and warm the pool
-
-
-class Profile:
-    """What :func:`profile` measured and what it recommends; ``print()`` it.
-
-    ``items``: calls in the sample. ``seconds_per_item``, ``cpu_per_item``: one
-    sequential call's wall and CPU time. ``waiting``: the fraction of a call spent
-    off the CPU (sleep, I/O). ``holds_gil``: True if it computes and threads never
-    ran it on two CPUs at once, False if it waits or runs in parallel on threads,
-    None if not measured. ``bytes_per_task``: pickled size of an item and its
-    result (None: they do not pickle). ``rows``: a :class:`ProfileRow` per
-    (backend, workers), serial first. ``recommendation``: backend, workers,
-    chunksize, reason. ``notes``: runs skipped, and why. ``elapsed``: seconds
-    the profiling took. ``plot(path)`` saves a speedup-vs-workers chart.
-    """
-
-    def __init__(
-        self,
-        function: str,
-        measured: Measurements,
-        recommendation: Recommendation,
-        notes: Sequence[str],
-        elapsed: float,
-        cpus: int,
-    ):
-        self.function = function
-        self.measured = measured
-        self.recommendation = recommendation
-        self.notes = list(notes)
-        self.elapsed = elapsed
-        self.cpus = cpus
-        self.items = measured.items
-        self.seconds_per_item = measured.per_call
-        self.cpu_per_item = measured.cpu_per_call
-        self.waiting = measured.waiting
-        self.holds_gil = measured.holds_gil()
-        self.bytes_per_task = measured.bytes_per_task
-        self.rows = _rows(measured)
-
-    def __str__(self) -> str:
-        from ._profile_report import text
-
-        return text(self)
-
-    def __repr__(self) -> str:
-        rec = self.recommendation
-        return (
-            f"<manycore.Profile {self.function} items={self.items} "
-            f"recommends backend={rec.backend!r} workers={rec.workers}>"
-        )
-
-    def _repr_html_(self) -> str:
-        from ._profile_report import html
-
-        return html(self)
-
-    def plot(self, path: str | Path) -> Path:
-        """Save a speedup-vs-workers chart (one line per backend, the ideal
-        diagonal) to ``path``, as PNG, SVG or PDF after its suffix. Needs
-        matplotlib: ``pip install "manycore[plot]"``."""
-        from ._profile_report import plot
-
-        return plot(self, Path(path))
-
-
-def _rows(m: Measurements) -> list[ProfileRow]:
-    # The baseline first: the plain loop (for an async fn: awaiting each call in turn).
-    rows = [ProfileRow("serial", 1, m.wall, 1.0, 1.0, 0.0, 0, 0.0)]
-    for r in m.runs:
-        speedup = m.speedup(r)
-        moved = (m.bytes_per_task or 0) if r.backend == "processes" else 0
-        rows.append(
-            ProfileRow(
-                r.backend, r.workers, r.seconds, speedup, speedup / r.workers,
-                overhead(m, r), moved, r.startup,
-            )
-        )  # fmt: skip
-    return rows
 
 
 def profile(

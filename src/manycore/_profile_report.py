@@ -1,22 +1,115 @@
-"""How a :class:`manycore.Profile` shows itself: text (``print``), HTML (Jupyter)
-and a speedup-vs-workers chart (matplotlib, the optional ``plot`` extra)."""
+""":class:`manycore.Profile`, what ``mc.profile`` returns: the figures, and how
+they show: text (``print``), HTML (Jupyter) and a speedup-vs-workers chart
+(matplotlib, the optional ``plot`` extra)."""
 
 from __future__ import annotations
 
 import html as _html
 import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._recommend import cheapest_first, fmt_bytes, fmt_seconds
+from ._recommend import (
+    Measurements,
+    Recommendation,
+    cheapest_first,
+    fmt_bytes,
+    fmt_seconds,
+    overhead,
+)
 
-if TYPE_CHECKING:
-    from ._profile import Profile
-
-__all__ = ["html", "plot", "text"]
+__all__ = ["Profile", "ProfileRow", "html", "plot", "text"]
 
 _BATCH_SECONDS = 0.02  # what the adaptive planner aims at per batch (_scheduler)
 _HEADER = ("backend", "workers", "time", "speedup", "efficiency", "overhead/task", "start-up")
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One line of the table: the sample run by ``workers`` workers of ``backend``."""
+
+    backend: str
+    workers: int
+    seconds: float  # wall time of the whole sample (pool start-up not included)
+    speedup: float  # sequential time / seconds
+    efficiency: float  # speedup / workers
+    overhead: float  # seconds lost per task against perfect scaling
+    bytes_per_task: int  # pickled item + result (processes; 0 where nothing is pickled)
+    startup: float  # seconds to start and warm the pool
+
+
+class Profile:
+    """What :func:`manycore.profile` measured and what it recommends; ``print()`` it.
+
+    ``items``: calls in the sample. ``seconds_per_item``, ``cpu_per_item``: one
+    sequential call's wall and CPU time. ``waiting``: the fraction of a call spent
+    off the CPU (sleep, I/O). ``holds_gil``: True if it computes and threads never
+    ran it on two CPUs at once, False if it waits or runs in parallel on threads,
+    None if not measured. ``bytes_per_task``: pickled size of an item and its
+    result (None: they do not pickle). ``rows``: a :class:`ProfileRow` per
+    (backend, workers), serial first. ``recommendation``: backend, workers,
+    chunksize, reason. ``notes``: runs skipped, and why. ``elapsed``: seconds
+    the profiling took. ``plot(path)`` saves a speedup-vs-workers chart.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        measured: Measurements,
+        recommendation: Recommendation,
+        notes: Sequence[str],
+        elapsed: float,
+        cpus: int,
+    ):
+        self.function = function
+        self.measured = measured
+        self.recommendation = recommendation
+        self.notes = list(notes)
+        self.elapsed = elapsed
+        self.cpus = cpus
+        self.items = measured.items
+        self.seconds_per_item = measured.per_call
+        self.cpu_per_item = measured.cpu_per_call
+        self.waiting = measured.waiting
+        self.holds_gil = measured.holds_gil()
+        self.bytes_per_task = measured.bytes_per_task
+        self.rows = _rows(measured)
+
+    def __str__(self) -> str:
+        return text(self)
+
+    def __repr__(self) -> str:
+        rec = self.recommendation
+        return (
+            f"<manycore.Profile {self.function} items={self.items} "
+            f"recommends backend={rec.backend!r} workers={rec.workers}>"
+        )
+
+    def _repr_html_(self) -> str:
+        return html(self)
+
+    def plot(self, path: str | Path) -> Path:
+        """Save a speedup-vs-workers chart (one line per backend, the ideal
+        diagonal) to ``path``, as PNG, SVG or PDF after its suffix. Needs
+        matplotlib: ``pip install "manycore[plot]"``."""
+        return plot(self, Path(path))
+
+
+def _rows(m: Measurements) -> list[ProfileRow]:
+    # The baseline first: the plain loop (for an async fn: awaiting each call in turn).
+    rows = [ProfileRow("serial", 1, m.wall, 1.0, 1.0, 0.0, 0, 0.0)]
+    for r in m.runs:
+        speedup = m.speedup(r)
+        moved = (m.bytes_per_task or 0) if r.backend == "processes" else 0
+        rows.append(
+            ProfileRow(
+                r.backend, r.workers, r.seconds, speedup, speedup / r.workers,
+                overhead(m, r), moved, r.startup,
+            )
+        )  # fmt: skip
+    return rows
 
 
 def _summary(p: Profile) -> list[str]:

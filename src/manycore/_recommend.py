@@ -141,11 +141,16 @@ def _from_runs(m: Measurements) -> Recommendation:
         if fallback and (r.workers == 1 or (gil and r.backend == "threads")):
             continue
         options.append((r.backend, r.workers, m.speedup(r)))
+    if not options:  # nothing but runs that the budget or pickling ruled out
+        fallback_backend = "asyncio" if m.is_async else m.candidates[0]
+        return Recommendation(
+            fallback_backend, 1, None, "no parallel run could be measured (see the notes)"
+        )
     best = max(s for _, _, s in options)
     options.sort(key=lambda o: (_COST_ORDER.get(o[0], 9), o[1]))
     backend, workers, _ = next(o for o in options if o[2] * _CLOSE >= best)
     if backend == "serial":
-        return Recommendation("serial", 1, None, _serial_reason(m, best))
+        return Recommendation("serial", 1, None, _serial_reason(m))
     run = next(r for r in m.runs if (r.backend, r.workers) == (backend, workers))
     if backend == "asyncio":
         reason = _asyncio_reason(m, run)
@@ -160,19 +165,16 @@ def _usage(m: Measurements) -> str:
     return f"CPU {fmt_seconds(m.cpu_per_call)} of {fmt_seconds(m.per_call)} per call"
 
 
-def _best_of(m: Measurements, backend: str) -> tuple[Run | None, float]:
-    runs = [r for r in m.runs if r.backend == backend]
-    if not runs:
-        return None, 0.0
-    run = max(runs, key=m.speedup)
-    return run, m.speedup(run)
+def _best_of(m: Measurements, backend: str) -> float:
+    """The best speedup measured on ``backend`` (0 if it was not run)."""
+    return max((m.speedup(r) for r in m.runs if r.backend == backend), default=0.0)
 
 
-def _serial_reason(m: Measurements, best: float) -> str:
+def _serial_reason(m: Measurements) -> str:
     if not m.runs:
         return "only the plain loop was measured: there is nothing to compare it with"
-    ranked = sorted(m.runs, key=m.speedup, reverse=True)
-    at_best = f"{_who(ranked[0])} ran it {m.speedup(ranked[0]):.2f}x" if ranked else "nothing ran"
+    top = max(m.runs, key=m.speedup)
+    at_best = f"{_who(top)} ran it {m.speedup(top):.2f}x"
     if m.per_call < 50e-6:
         return (
             f"each call takes only {fmt_seconds(m.per_call)}: handing items to workers "
@@ -209,7 +211,7 @@ def _threads_reason(m: Measurements, run: Run) -> str:
             f"threads overlap the waiting without pickling; {_who(run)} ran it "
             f"{speedup:.1f}x faster than a loop{_more_may_help(m, run)}"
         )
-    _, procs = _best_of(m, "processes")
+    procs = _best_of(m, "processes")
     versus = f", as fast as processes ({procs:.1f}x)" if procs else ""
     if m.holds_gil() is False:
         busy = (run.cpu or 0.0) / run.seconds if run.seconds > 0 else 0.0
@@ -227,7 +229,7 @@ def _processes_reason(m: Measurements, run: Run) -> str:
         f"{speedup / run.workers:.0%} efficiency, {fmt_seconds(overhead(m, run))} overhead "
         f"and {fmt_bytes(m.bytes_per_task or 0)} moved per task"
     )
-    _, threads = _best_of(m, "threads")
+    threads = _best_of(m, "threads")
     if m.holds_gil():
         lead = (
             f"the function computes ({_usage(m)}) and holds the GIL, so threads cannot "
@@ -311,11 +313,17 @@ def _predict(m: Measurements) -> Recommendation:
             "serial",
             1,
             None,
-            f"{sampled} took {fmt_seconds(per_call)} per call ({1 - m.waiting:.0%} of it "
-            f"on the CPU): {backend} would gain {gain:.1f}x at best, too little to hand the "
-            "items over; the rest runs inline",
+            f"{sampled} took {fmt_seconds(per_call)} per call{_cpu_share(m)}: {backend} "
+            f"would gain {gain:.1f}x at best, too little to hand the items over; the rest "
+            "runs inline",
         )
     return Recommendation(backend, workers, None, f"{why} (estimated {gain:.1f}x)")
+
+
+def _cpu_share(m: Measurements) -> str:
+    """The CPU's share of a call, for a reason; left out for calls so short that
+    reading the clocks around them makes the share meaningless."""
+    return f" ({1 - m.waiting:.0%} of it on the CPU)" if m.per_call >= 10e-6 else ""
 
 
 # ------------------------------------------------------------------ formatting
