@@ -28,6 +28,7 @@ __all__ = [
     "PoolBroken",
     "PoolClosed",
     "PoolState",
+    "Profile",
     "Queue",
     "RemoteError",
     "RemoteTraceback",
@@ -51,6 +52,7 @@ __all__ = [
     "graph",
     "imap",
     "map",
+    "profile",
     "register_backend",
     "shared",
     "shared_array",
@@ -85,6 +87,8 @@ _SOURCES = {
     "Failure": "_failure",
     "Pool": "_pool",
     "PoolState": "_pool",
+    "Profile": "_profile",
+    "profile": "_profile",
     "Backend": "backends",
     "BackendOptions": "backends",
     "backend_names": "backends",
@@ -128,6 +132,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._failure import Failure
     from ._launch import START_METHODS
     from ._pool import Pool, PoolState
+    from ._profile import Profile, profile
     from ._shared import shared_array
     from ._state import shared, worker_state
     from ._stats import SlowItem, Stats, WorkerStats

@@ -15,11 +15,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._pool import Pool, PoolState
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from ._auto import AutoMap
 
 __all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
 
@@ -144,6 +147,7 @@ def map(  # type: ignore[misc]
     stats: bool = False,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool | str = True,
+    explain: bool = False,
 ) -> list[T] | tuple[list[T], Stats]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
@@ -162,10 +166,19 @@ def map(  # type: ignore[misc]
     ``checkpoint``: an SQLite file keeping each finished item, so that the same
     call run again after a crash or a kill computes only the rest; ``resume``:
     True, "force" or False (see :meth:`manycore.Pool.map`; ``imap`` takes no
-    checkpoint)."""
+    checkpoint).
+
+    ``backend="auto"``: the first items (about 0.2 s of work) run inline, timed;
+    the rest runs inline, on threads (calls that mostly wait) or on processes
+    (calls that compute), whichever is estimated fastest; ``async def`` functions
+    go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
+    saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     v.check_checkpoint(checkpoint, resume)
+    if _is_auto(backend, explain, stats, checkpoint):
+        auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
+        return [x for values in auto.run() for x in values]
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -200,11 +213,16 @@ def imap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
     progress: bool = False,
+    explain: bool = False,
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
-    results are yielded as they are ready."""
+    results are yielded as they are ready. ``backend="auto"``: as for ``map``
+    (the sample is taken when iteration starts)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
+    if _is_auto(backend, explain):
+        auto = _auto_map(fn, iterables, False, "imap", locals())
+        return (x for values in auto.run() for x in values)
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     try:
         results = lease.pool.imap(
@@ -268,12 +286,17 @@ def starmap(  # type: ignore[misc]  # (see map)
     stats: bool = False,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool | str = True,
+    explain: bool = False,
 ) -> list[T] | tuple[list[T], Stats]:
     """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
-    ``checkpoint``, ``resume``: as for :func:`map`)."""
+    ``checkpoint``, ``resume``, ``backend="auto"`` and ``explain``: as for
+    :func:`map`)."""
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     v.check_checkpoint(checkpoint, resume)
+    if _is_auto(backend, explain, stats, checkpoint):
+        auto = _auto_map(fn, (iterable,), True, "starmap", locals())
+        return [x for values in auto.run() for x in values]
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -291,6 +314,45 @@ def starmap(  # type: ignore[misc]  # (see map)
             checkpoint=checkpoint,
             resume=resume,
         )
+
+
+def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:
+    """``backend="auto"``: the call picks its backend (see :mod:`manycore._auto`)."""
+    v.check_bool(explain, "explain")
+    v.check_backend(backend, auto=True)
+    if backend == "auto":
+        for name, given in (("stats=True", stats is True), ("checkpoint=", checkpoint)):
+            if given:
+                raise ValueError(
+                    f"backend='auto' runs a call on two backends in turn, which {name} "
+                    "does not follow: name the backend (mc.profile can tell which)"
+                )
+        return True
+    if explain:
+        raise ValueError(
+            f"explain=True tells what backend='auto' picked; with backend={backend!r} "
+            "nothing is picked: pass backend='auto' or leave explain out"
+        )
+    return False
+
+
+def _auto_map(
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    star: bool,
+    name: str,
+    args: dict[str, Any],
+) -> AutoMap:
+    from ._auto import AutoMap  # loaded on first use: most calls name their backend
+
+    return AutoMap(fn, iterables, star, name, args)
+
+
+def _is_running(backend: str, workers: int | None, start_method: str | None) -> bool:
+    """A default pool for these arguments is up already (no start-up to pay)."""
+    with _lock:
+        pool = _pools.get((backend, workers, start_method, None))
+    return pool is not None and pool.state is PoolState.RUNNING
 
 
 @contextlib.contextmanager

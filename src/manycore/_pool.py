@@ -73,6 +73,9 @@ class Pool(Executor):
     ``blas_threads``: threads each BLAS/OpenMP library (NumPy's linear algebra,
     MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
     workers, so that workers x threads never oversubscribes the machine.
+
+    The backend is fixed for the pool's life: ``backend="auto"``, which picks one
+    per call, is for ``mc.map``/``imap``/``starmap``.
     """
 
     def __init__(
@@ -516,12 +519,17 @@ class Pool(Executor):
         stats: Any = False,
     ) -> tuple[int | None, Policy]:
         """Check a map call's options (clear errors before any work) and bundle them."""
-        chunksize = v.check_positive_int(chunksize, "chunksize")
-        v.check_bool(ordered, "ordered")
-        v.check_bool(progress, "progress")
-        v.check_bool(stats, "stats")
-        policy = _policy(self._defaults, ordered, on_error, retries, retry_on, timeout)
-        return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)
+        return map_options(
+            self._defaults,
+            chunksize,
+            ordered,
+            on_error,
+            retries,
+            retry_on,
+            timeout,
+            progress,
+            stats,
+        )
 
     def _run(
         self,
@@ -530,9 +538,14 @@ class Pool(Executor):
         star: bool,
         name: str,
         options: tuple[int | None, Policy],
+        source: InputSource | None = None,
     ) -> MapRun:
+        """The run of one map call; ``source``: go on reading one that an earlier
+        run (``backend="auto"``'s inline sample) started on."""
         self._check_call(fn, iterables, name)
-        return self._start(fn, InputSource(iterables, star), options)
+        if source is None:
+            source = InputSource(iterables, star)
+        return self._start(fn, source, options)
 
     def _check_call(self, fn: Any, iterables: tuple[Iterable[Any], ...], name: str) -> None:
         v.check_callable(fn, "fn")
@@ -647,6 +660,27 @@ class Pool(Executor):
             return
         # Leaving the block because of an error: do not run the queued rest.
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
+
+
+def map_options(
+    defaults: Policy,
+    chunksize: Any,
+    ordered: Any,
+    on_error: Any,
+    retries: Any,
+    retry_on: Any,
+    timeout: Any,
+    progress: Any = False,
+    stats: Any = False,
+) -> tuple[int | None, Policy]:
+    """A map call's options checked (clear errors before any work) over ``defaults``:
+    (chunksize, policy)."""
+    chunksize = v.check_positive_int(chunksize, "chunksize")
+    v.check_bool(ordered, "ordered")
+    v.check_bool(progress, "progress")
+    v.check_bool(stats, "stats")
+    policy = _policy(defaults, ordered, on_error, retries, retry_on, timeout)
+    return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)
 
 
 def _policy(

@@ -166,11 +166,18 @@ def _array_bytes(item: Any) -> int:
 
 
 class InputSource:
-    """Cuts the input into slices: sequences by slicing, iterators lazily."""
+    """Cuts the input into slices: sequences by slicing, iterators lazily.
+
+    Several runs may read one source in turn (``backend="auto"`` runs the first
+    items inline, then the rest elsewhere): ``until`` ends the input for the
+    current run at that index, and a run started later goes on from
+    ``position``, with the indexes of the whole input.
+    """
 
     def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
         self.star = star or len(iterables) > 1
         self.position = 0
+        self.until: int | None = None  # take nothing at or past this index (None: no end)
         self._seq: Sequence[Any] | None = None
         self._iter: Iterator[Any] | None = None
         self.error: Exception | None = None  # what a lazy input raised, if it did
@@ -195,6 +202,10 @@ class InputSource:
     def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
         """The next ``n`` items (fewer at the end) and the index of the first."""
         start = self.position
+        if self.until is not None:
+            n = min(n, self.until - start)
+            if n <= 0:
+                return None
         if self._seq is not None:
             items = self._seq[start : start + n]
         else:
@@ -213,6 +224,21 @@ class InputSource:
             self.item_bytes = _array_bytes(items[0])
         self.position = start + len(items)
         return start, items
+
+    def at_end(self) -> bool:
+        """True if no item is left. A lazy input reads one item ahead for this and
+        keeps it for the next ``take`` (an error reading it is kept for the run)."""
+        if self._seq is not None:
+            return self.position >= len(self._seq)
+        assert self._iter is not None
+        try:
+            for item in self._iter:
+                self._iter = itertools.chain((item,), self._iter)
+                return False
+        except Exception as exc:
+            self.error = exc  # raised by the next run once it has nothing else to do
+            self._iter = iter(())
+        return True
 
 
 @dataclass(frozen=True)
@@ -280,6 +306,7 @@ class MapRun:
         self._delivered = 0  # items handed to the consumer so far
         self._stopped = False  # stop() was called: end now, kill what runs
         self._bar: Any = None  # the progress bar, while the run is iterated
+        self._first = source.position  # 0, unless an earlier run took the first items
 
     def __iter__(self) -> Iterator[list[Any]]:
         stream = self._stream()
@@ -300,7 +327,7 @@ class MapRun:
     def _stream(self) -> Generator[tuple[int, list[Any]], None, None]:
         # Ordered mode: start index -> (inputs the batch covered, values, error).
         ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
-        next_start = 0
+        next_start = self._first
         if self._policy.progress:
             from ._progress import Progress
 

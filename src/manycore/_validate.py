@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._launch import START_METHODS
-from .backends import get_backend
+from .backends import backend_names, get_backend
 
 __all__ = [
     "check_backend",
@@ -149,9 +149,19 @@ def check_checkpoint(checkpoint: Any, resume: Any) -> str | None:
     return path
 
 
-def check_backend(name: Any) -> None:
+def check_backend(name: Any, *, auto: bool = False) -> None:
+    """A registered backend's name, or ``"auto"`` where the caller supports it
+    (``auto=True``: mc.map/imap/starmap, which pick a backend per call)."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a backend name (a str), got {name!r:.80}")
+    if name == "auto":
+        if auto:
+            return
+        valid = ", ".join(repr(n) for n in backend_names())
+        raise ValueError(
+            "backend='auto' picks a backend per call, so it is for mc.map, mc.imap and "
+            f"mc.starmap only; here choose one of {valid}"
+        )
     get_backend(name)  # raises ValueError listing the valid names
 
 

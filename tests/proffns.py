@@ -1,0 +1,58 @@
+"""Functions for tests/test_profile.py: importable, so that spawned workers find them.
+
+Each stands for one kind of work: waiting (sleep, like I/O), computing in pure
+Python (holds the GIL), and work too small to be worth handing to a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+def wait(x: int, seconds: float = 0.01) -> int:
+    """Sleep-bound: the GIL is released while it waits."""
+    time.sleep(seconds)
+    return x
+
+
+def spin(x: int, seconds: float = 0.005) -> int:
+    """CPU-bound pure Python for about ``seconds`` of CPU time: holds the GIL."""
+    end = time.thread_time() + seconds
+    n = 0
+    while time.thread_time() < end:
+        n += 1
+    return x
+
+
+def add1(x: int) -> int:
+    """Trivially cheap."""
+    return x + 1
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail_on_3(x: int) -> int:
+    if x == 3:
+        raise ValueError("bad item 3")
+    return x * 10
+
+
+async def await_wait(x: int, seconds: float = 0.01) -> int:
+    await asyncio.sleep(seconds)
+    return x
+
+
+def wait_or_fail(x: int, bad: int = 50) -> int:
+    """Sleep-bound, and fails on one item (far enough in to run after the sample)."""
+    time.sleep(0.01)
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
