@@ -45,7 +45,7 @@ async def await_wait(x: int, seconds: float = 0.01) -> int:
     return x
 
 
-def wait_or_fail(x: int, bad: int = 50) -> int:
+def wait_or_fail(x: int, bad: int = 40) -> int:
     """Sleep-bound, and fails on one item (far enough in to run after the sample)."""
     time.sleep(0.01)
     if x == bad:

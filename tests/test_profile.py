@@ -253,7 +253,7 @@ def test_a_failing_call_is_raised() -> None:
 
 def test_plot_saves_a_chart(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    p = mc.profile(proffns.wait, range(100), sample=8, backends=("serial", "threads"))
+    p = mc.profile(proffns.add1, range(100), backends=("serial", "threads"))
     for name in ("speedup.png", "speedup.svg"):
         path = p.plot(tmp_path / name)
         assert path.stat().st_size > 1000
@@ -337,15 +337,14 @@ def test_auto_async_function_goes_to_asyncio(capsys: pytest.CaptureFixture[str])
     assert picked(err) == "asyncio" and "concurrency=10" in err
 
 
-@pytest.mark.parametrize("bad", [3, 50])  # in the inline sample / in the rest, on threads
+@pytest.mark.parametrize("bad", [3, 40])  # in the inline sample / in the rest, on threads
 def test_auto_failures_are_handled_as_in_any_map(bad: int) -> None:
     def fails(x: int) -> int:
         return proffns.wait_or_fail(x, bad)
 
-    xs = range(70)
-    expected = mc.map(fails, xs, backend="threads", on_error="collect")
+    xs = range(60)
     got = mc.map(fails, xs, backend="auto", on_error="collect")
-    assert [type(x) for x in got] == [type(x) for x in expected]
+    assert [type(x) for x in got] == [mc.Failure if x == bad else int for x in xs]
     failure = got[bad]
     assert isinstance(failure, mc.Failure) and failure.index == bad and failure.input == bad
     assert mc.map(fails, xs, backend="auto", on_error="skip") == [x for x in xs if x != bad]
