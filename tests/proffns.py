@@ -56,3 +56,9 @@ def wait_or_fail(x: int, bad: int = 40) -> int:
 def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def late_first(x: int) -> int:
+    """Item 0 outlasts a 0.3 s timeout in the sample; the others wait 10 ms."""
+    time.sleep(0.6 if x == 0 else 0.01)
+    return x

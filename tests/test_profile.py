@@ -396,3 +396,11 @@ def test_auto_refuses_options_it_cannot_follow(option: dict[str, Any], tmp_path:
     with pytest.raises(ValueError, match="backend='auto' runs a call on two backends"):
         mc.map(abs, [1, 2], backend="auto", **option)
     assert not (tmp_path / "run.sqlite").exists()
+
+
+def test_auto_call_abandoned_at_its_timeout_cuts_nothing_short() -> None:
+    # Item 0 times out in the sample; its thread ends later, after the sample:
+    # it must not end the input for the rest of the run.
+    out = mc.map(proffns.late_first, range(150), backend="auto", timeout=0.3, on_error="collect")
+    assert len(out) == 150 and isinstance(out[0], mc.Failure)
+    assert out[1:] == list(range(1, 150))

@@ -46,7 +46,9 @@ def test_stats_add_up_to_the_wall_time(pool: mc.Pool) -> None:
         # no worker can have run longer than the call lasted.
         assert w.busy + w.moving <= stats.wall * 1.02 + 0.005, (w, stats.wall)
         assert w.busy + w.moving + w.idle == pytest.approx(stats.wall, rel=0.02, abs=0.005)
-    if pool.backend_name in ("serial", "threads", "processes"):
+    if pool.backend_name == "serial":
+        assert [w.worker for w in stats.workers] == [0]  # one call at a time
+    elif pool.backend_name in ("threads", "processes"):
         assert [w.worker for w in stats.workers] == list(range(pool.workers))
     else:  # a cluster names the worker that ran each batch
         assert all(isinstance(w.worker, str) for w in stats.workers if w.items)
@@ -95,6 +97,7 @@ def test_restarts_are_counted_per_worker(process_pool: mc.Pool) -> None:
     args = [("exit", x) for x in range(6)]
     out, stats = process_pool.map(faulty.die_on, args, on_error="collect", stats=True)
     assert isinstance(out[3], mc.Failure)
+    assert stats.failed == 1 and stats.items == 6  # the crashed item ran, and failed
     assert stats.restarts == 1
     assert sum(w.restarts for w in stats.workers) == 1
     assert process_pool.stats().restarts == 1
@@ -119,6 +122,7 @@ def test_asyncio_stats() -> None:
     assert out == list(range(10))
     assert stats.items == 10
     assert [w.worker for w in stats.workers] == ["loop"]
+    assert 0.0 < stats.utilization <= 1.0  # overlapping coroutines over the slots
 
 
 def test_report_and_plain_data() -> None:
@@ -172,3 +176,27 @@ def test_recorder_counts_only_items_that_ran() -> None:
     assert stats.items == 2 and stats.failed == 1
     assert stats.restarts == 1  # counted from the recorder's start
     assert stats.slowest == ()  # a cut-short batch of one slot names no item
+
+
+@pytest.mark.parametrize("name", ["threads", "processes"])
+def test_a_timed_out_item_is_among_the_slowest(name: str) -> None:
+    with mc.Pool(2, backend=name) as pool:
+        out, stats = pool.map(faulty.hang_on, range(8), timeout=0.3, on_error="collect", stats=True)
+    assert isinstance(out[5], mc.Failure)
+    assert stats.slowest[0].index == 5 and stats.slowest[0].seconds >= 0.29
+    assert stats.failed == 1
+
+
+def test_serial_counts_one_worker() -> None:
+    out, stats = mc.map(abs, range(-3, 3), backend="serial", workers=2, stats=True)
+    assert out == [3, 2, 1, 0, 1, 2] and [w.worker for w in stats.workers] == [0]
+
+
+def test_reset_keeps_counting_a_run_under_way() -> None:
+    with mc.Pool(2, backend="threads") as pool:
+        results = pool.imap(nap, range(30))
+        first = [next(results) for _ in range(5)]
+        pool.stats(reset=True)
+        rest = list(results)
+        assert first + rest == list(range(30))
+        assert 20 <= pool.stats().items <= 30  # what ran after the reset, none lost

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -84,6 +85,7 @@ class AutoMap:
         source.until = _SAMPLE_ITEMS
         sampler = _Sampler(self.fn, source)
         yield from self._sample(sampler, source)
+        sampler.close()
         source.until = None
         source.done = source.position  # the rest's progress bar starts past the sample
         choice = decide(self._measured(sampler, source))
@@ -157,6 +159,15 @@ class _Sampler:
         self.wall = 0.0
         self.cpu = 0.0
         self.first: tuple[tuple[Any, ...], Any] | None = None  # a call's args and result
+        # A call abandoned at its timeout ends in its own time, maybe after the
+        # sample: once closed, it must not cut the input short for the rest.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """The sample is over: calls that end from now on change nothing."""
+        with self._lock:
+            self._closed = True
 
     def __call__(self, *args: Any) -> Any:
         w0, c0 = time.perf_counter(), time.thread_time()
@@ -165,15 +176,20 @@ class _Sampler:
         finally:
             cpu = time.thread_time() - c0
             wall = time.perf_counter() - w0
-            # Reading the clocks costs about a microsecond, as much as a cheap call.
-            self.cpu += max(0.0, cpu - _CLOCKS[1])
-            self.wall += max(0.0, wall - _CLOCKS[0])
-            self.calls += 1
-            if self.wall >= _SAMPLE_SECONDS:
-                self._source.until = self._source.position  # take nothing more
+            with self._lock:
+                if not self._closed:
+                    self._count(wall, cpu)
         if self.first is None:
             self.first = (args, result)
         return result
+
+    def _count(self, wall: float, cpu: float) -> None:
+        # Reading the clocks costs about a microsecond, as much as a cheap call.
+        self.cpu += max(0.0, cpu - _CLOCKS[1])
+        self.wall += max(0.0, wall - _CLOCKS[0])
+        self.calls += 1
+        if self.wall >= _SAMPLE_SECONDS:
+            self._source.until = self._source.position  # take nothing more
 
 
 def _clock_cost(rounds: int = 200) -> tuple[float, float]:

@@ -155,6 +155,7 @@ def _run_timed(
     append, stamp = values.append, stamps.append
     failures: dict[int, BaseException] | None = None
     call = _caller(fn, star, kwargs)
+    frames = 1 if call is fn else 2  # this loop, and the wrapper around fn
     started = clock()
     for args in items:
         try:
@@ -162,7 +163,7 @@ def _run_timed(
         except catch as exc:
             if failures is None:
                 failures = {}
-            failures[len(values)] = _from_user_code(exc)
+            failures[len(values)] = _from_user_code(exc, frames)
             append(None)
         stamp(clock())
     last = stamps[-1] if stamps else started
@@ -183,11 +184,14 @@ def _caller(
     return fn
 
 
-def _from_user_code(exc: BaseException) -> BaseException:
-    """Start the traceback at the user's function, not at the loop that called it."""
+def _from_user_code(exc: BaseException, frames: int = 1) -> BaseException:
+    """Start the traceback at the user's function, not at the loop (``frames``
+    of ours) that called it."""
     tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        exc.__traceback__ = tb.tb_next
+    for _ in range(frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    exc.__traceback__ = tb
     return exc
 
 
@@ -254,13 +258,16 @@ def _slowest(took: list[float], keep: int = 5) -> list[tuple[int, float]]:
     return out
 
 
-def pinned(batch: Batch, offset: int, error: BaseException) -> BatchResult:
+def pinned(batch: Batch, offset: int, error: BaseException, seconds: float = 0.0) -> BatchResult:
     """The outcome of a batch stopped at item ``offset`` (a timeout, or a crash
     that took the worker with it): that item fails; every other one has no
-    outcome and is to be run again."""
+    outcome and is to be run again. ``seconds``: how long that item had run
+    (a timed-out item is among the slowest, not the fastest)."""
     n = len(batch)
     unrun = [r for r in ((0, offset), (offset + 1, n)) if r[0] < r[1]]
-    return BatchResult([None] * n, {offset: error}, 0.0, unrun or None)
+    result = BatchResult([None] * n, {offset: error}, seconds, unrun or None)
+    result.slowest = [(offset, seconds)]
+    return result
 
 
 # How a backend reports a batch: its result, or an exception that failed it whole.

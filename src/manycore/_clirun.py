@@ -325,8 +325,17 @@ def _start(plan: Plan) -> Iterator[Any]:
 
 
 def _later(run: Callable[[], list[Any]]) -> Iterator[Any]:
+    from ._errors import CheckpointMismatch
+
     try:
         results = run()
+    except CheckpointMismatch as exc:
+        # Its advice names the Python keywords; say it in this command's words.
+        text = describe(exc, with_type=False)
+        text = text.replace('resume="force"', "--resume force").replace(
+            "resume=False", "--resume no"
+        )
+        raise UsageError(text) from None
     except (ValueError, TypeError, ImportError) as exc:
         if item_index(exc) is None:  # refused before any work, not an item's error
             raise UsageError(describe(exc, with_type=False)) from None

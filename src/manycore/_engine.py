@@ -47,7 +47,7 @@ from typing import Any
 
 from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
-from ._errors import PoolBroken, PoolClosed
+from ._errors import PoolBroken, PoolClosed, WorkerCrashed
 from ._faults import Task, overdue, verdicts
 from ._futures import AwaitableFuture
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
@@ -610,6 +610,8 @@ class ProcessEngine:
             for outcome in outcomes.values():
                 if isinstance(outcome, BatchResult):
                     outcome.worker = w.index
+                elif isinstance(outcome, WorkerCrashed):  # pool.stats() counts it here
+                    outcome.worker_slot = w.index
             self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
             replace = self._state is EngineState.RUNNING or (
                 self._state is EngineState.CLOSING and bool(self._pending)

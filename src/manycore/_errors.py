@@ -60,6 +60,7 @@ class WorkerCrashed(ManycoreError):
         super().__init__(message)
         self.exitcode = exitcode
         self.index = index
+        self.worker_slot: int | None = None  # the slot of the worker that died (stats)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_crash, (str(self), self.exitcode, self.index))

@@ -6,6 +6,7 @@ run). Nothing here reads a pipe or starts a process; the engine does that.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
@@ -72,10 +73,12 @@ def verdicts(
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
         late = timeout_error(timed_out.batch, doom[2], pid)
-        return {timed_out: pinned(timed_out.batch, doom[2], late)}
+        limit = timed_out.batch.timeout or 0.0  # it ran at least that long
+        return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}
     seen = w.read_slot() if first.batch.timeout is not None else None
     if seen is not None and seen[0] == first.wire_key:
         offset = seen[1]  # the slot says which item it was running
         error = crash_error(first.batch, pid, exitcode, offset)
-        return {first: pinned(first.batch, offset, error)}
+        ran = max(0.0, time.monotonic() - seen[2])
+        return {first: pinned(first.batch, offset, error, ran)}
     return {first: crash_error(first.batch, pid, exitcode)}

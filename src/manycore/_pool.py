@@ -175,15 +175,18 @@ class Pool(Executor):
         run and restarts; the slowest items with their input indices. See
         :class:`manycore.Stats`. ``reset``: start counting afresh after this."""
         v.check_bool(reset, "reset")
-        recorder = self._recorder
+        restarts = self._backend.restarts()
+        stats = self._recorder.snapshot(restarts)
         if reset:
-            self._recorder = self._new_recorder()
-        return recorder.snapshot(self._backend.restarts())
+            self._recorder.reset(restarts)
+        return stats
 
     def _new_recorder(self) -> StatsRecorder:
         backend = self._backend
-        slots = backend.workers if backend.numbered_workers else 0
-        return StatsRecorder(slots, backend.restarts())
+        # Serial runs one call at a time whatever its worker count says.
+        capacity = backend.workers if backend.concurrent else 1
+        slots = capacity if backend.numbered_workers else 0
+        return StatsRecorder(slots, backend.restarts(), capacity)
 
     # --------------------------------------------------- shared primitives
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ._batch import Batch, BatchResult
+from ._errors import WorkerCrashed
 
 __all__ = ["SlowItem", "Stats", "StatsRecorder", "WorkerStats"]
 
@@ -36,8 +37,8 @@ class WorkerStats:
     (a replacement keeps the slot of the worker it replaces), the worker's
     address on a cluster. ``busy``: seconds running the function; ``moving``:
     seconds moving its data (pickling, copying, loading); ``idle``: the rest of
-    the wall time. ``items``: items it ran (failed ones included), ``failed``
-    of them; ``restarts``: times its process was replaced (crash, timeout,
+    the wall time. ``items``: items it ran, failed ones included (an item run
+    again under ``retries`` counts each time), ``failed`` of them; ``restarts``: times its process was replaced (crash, timeout,
     ``max_tasks_per_worker``, ``max_memory_per_worker``)."""
 
     worker: int | str
@@ -72,6 +73,8 @@ class Stats:
     restarts: int
     workers: tuple[WorkerStats, ...]
     slowest: tuple[SlowItem, ...]
+    #: calls that can run at once: the workers (asyncio: its concurrency)
+    capacity: int = 1
 
     @property
     def busy(self) -> float:
@@ -90,8 +93,8 @@ class Stats:
     @property
     def utilization(self) -> float:
         """Busy time over the workers' total wall time: 1.0 when every worker ran
-        the function all the time."""
-        total = self.wall * max(1, len(self.workers))
+        the function all the time (asyncio: every slot of its concurrency)."""
+        total = self.wall * max(1, self.capacity)
         return self.busy / total if total > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,7 +107,7 @@ class Stats:
     def __str__(self) -> str:
         lines = [
             f"{self.items} items ({self.failed} failed) in {self.wall:.3f} s on "
-            f"{len(self.workers)} workers: {self.utilization:.0%} busy, "
+            f"{self.capacity} workers: {self.utilization:.0%} busy, "
             f"{self.restarts} restarts",
             f"{'worker':>10} {'items':>8} {'busy s':>9} {'moving s':>9} {'idle s':>9} "
             f"{'restarts':>8}",
@@ -133,8 +136,11 @@ class _Tally:
 class StatsRecorder:
     """Adds up finished batches per worker (any thread may call ``record``)."""
 
-    def __init__(self, slots: int, restarts: Mapping[Any, int] | None = None):
+    def __init__(
+        self, slots: int, restarts: Mapping[Any, int] | None = None, capacity: int | None = None
+    ):
         self._slots = slots
+        self._capacity = capacity or max(1, slots)
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._tallies: dict[Any, _Tally] = {}
@@ -142,9 +148,20 @@ class StatsRecorder:
         self._seq = 0
         self._restarts_base = dict(restarts or {})
 
+    def reset(self, restarts: Mapping[Any, int] | None = None) -> None:
+        """Start counting afresh. In place: runs under way hold this recorder."""
+        with self._lock:
+            self._start = time.monotonic()
+            self._tallies.clear()
+            self._slow.clear()
+            self._restarts_base = dict(restarts or {})
+
     def record(self, batch: Batch, result: BatchResult | BaseException) -> None:
+        if isinstance(result, WorkerCrashed) and len(batch) == 1:
+            # The crash of a batch of one is that item's outcome: it ran, and failed.
+            result = BatchResult([None], {0: result}, 0.0, worker=result.worker_slot)
         if not isinstance(result, BatchResult):
-            return  # a batch failed whole (crash, cancel): it ran no item to count
+            return  # a batch failed whole (cancelled, a crash to split): no item to count
         ran = len(result.values) - sum(hi - lo for lo, hi in result.unrun or ())
         worker = result.worker if result.worker is not None else 0
         with self._lock:
@@ -208,4 +225,5 @@ class StatsRecorder:
             sum(w.restarts for w in workers),
             tuple(workers),
             slowest,
+            self._capacity,
         )

@@ -317,7 +317,7 @@ class ClusterBackend(Backend):
             timeout=batch.timeout,
             index=batch.start,
         )
-        return pinned(batch, 0, error)
+        return pinned(batch, 0, error, batch.timeout)
 
     # ------------------------------------------------------------ big objects
 

@@ -248,7 +248,7 @@ class ThreadBackend(Backend):
                 if not expired:
                     self._alarm.wait(wait)
             for run, offset, slot in expired:
-                late = _timed_out(run.batch, offset)
+                late = _timed_out(run.batch, offset, now - run.now[1] if run.now else 0.0)
                 late.worker = slot
                 run.done(run.batch, late)
 
@@ -262,7 +262,7 @@ def _run_exit(exit_fn: Any) -> None:
         traceback.print_exc()  # the thread is ending anyway: say it, do not raise
 
 
-def _timed_out(batch: Batch, offset: int) -> BatchResult:
+def _timed_out(batch: Batch, offset: int, seconds: float) -> BatchResult:
     assert batch.timeout is not None
     error = TaskTimeout(
         f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s. A "
@@ -271,4 +271,4 @@ def _timed_out(batch: Batch, offset: int) -> BatchResult:
         timeout=batch.timeout,
         index=batch.start + offset,
     )
-    return pinned(batch, offset, error)
+    return pinned(batch, offset, error, seconds)
