@@ -38,7 +38,8 @@ class WorkerStats:
     address on a cluster. ``busy``: seconds running the function; ``moving``:
     seconds moving its data (pickling, copying, loading); ``idle``: the rest of
     the wall time. ``items``: items it ran, failed ones included (an item run
-    again under ``retries`` counts each time), ``failed`` of them; ``restarts``: times its process was replaced (crash, timeout,
+    again under ``retries`` counts each time), ``failed`` of them;
+    ``restarts``: times its process was replaced (crash, timeout,
     ``max_tasks_per_worker``, ``max_memory_per_worker``)."""
 
     worker: int | str
