@@ -62,3 +62,15 @@ def late_first(x: int) -> int:
     """Item 0 outlasts a 0.3 s timeout in the sample; the others wait 10 ms."""
     time.sleep(0.6 if x == 0 else 0.01)
     return x
+
+
+def hang_at_100(x: int) -> int:
+    """Cheap, except item 100, which outlasts any timeout a test gives."""
+    if x == 100:
+        time.sleep(5)
+    return x
+
+
+def always_hangs(x: int) -> int:
+    time.sleep(5)
+    return x

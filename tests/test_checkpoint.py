@@ -173,7 +173,7 @@ def test_changed_function_is_refused_then_forced(tmp_path: Path) -> None:
     with pytest.raises(mc.CheckpointMismatch) as info:
         mc.map(new, range(10), checkpoint=path, backend="serial")
     message = str(info.value)
-    assert "'work'" in message and str(path) in message and info.value.path == str(path)
+    assert "'userlib.work'" in message and str(path) in message and info.value.path == str(path)
     assert 'resume="force"' in message and "resume=False" in message
     assert isinstance(info.value, ValueError) and isinstance(info.value, mc.ManycoreError)
     # Forced: the stored results are kept, only new items run with the new code.
@@ -183,7 +183,7 @@ def test_changed_function_is_refused_then_forced(tmp_path: Path) -> None:
     assert mc.map(new, range(12), checkpoint=path, backend="serial") == forced
     # Another function altogether is named as such.
     other = make("def other(x):\n    return x\n", "other")
-    with pytest.raises(mc.CheckpointMismatch, match="'work', not of 'other'"):
+    with pytest.raises(mc.CheckpointMismatch, match="'userlib.work', not of 'userlib.other'"):
         mc.map(other, range(12), checkpoint=path, backend="serial")
     # resume=False starts over: everything is computed again.
     assert mc.map(new, range(12), checkpoint=path, backend="serial", resume=False) == [
@@ -231,6 +231,11 @@ def test_fingerprint_follows_the_code() -> None:
     one = functools.partial(ckptfns.power, exp=2)
     assert fingerprint(one, False) == fingerprint(functools.partial(ckptfns.power, exp=2), False)
     assert fingerprint(one, False) != fingerprint(functools.partial(ckptfns.power, exp=3), False)
+    # Through a functools.cache wrapper, and a class called per item (its methods).
+    cached = "import functools\n@functools.cache\ndef work(x):\n    return x * {}\n"
+    assert fingerprint(make(cached.format(2)), False) != fingerprint(make(cached.format(3)), False)
+    klass = "class work:\n    def __init__(self, x):\n        self.v = x * {}\n"
+    assert fingerprint(make(klass.format(2)), False) != fingerprint(make(klass.format(3)), False)
 
 
 def test_fingerprints_are_the_same_in_another_process() -> None:
@@ -382,3 +387,13 @@ def test_stats_with_a_checkpoint(tmp_path: Path) -> None:
     assert out == [abs(x) for x in range(-5, 5)] and stats.items == 10
     again, stats = mc.map(abs, range(-5, 5), backend="threads", checkpoint=path, stats=True)
     assert again == out and stats.items == 0  # nothing left to compute
+
+
+def test_a_function_is_named_with_its_module(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    mc.starmap(ckptfns.power, [(1, 2), (2, 2)], backend="threads", checkpoint=path)
+    other = make("def power(b, e):\n    return b * e\n", "power")  # module "userlib"
+    with pytest.raises(
+        mc.CheckpointMismatch, match="'ckptfns.power'.*'userlib.power'|'userlib.power'"
+    ):
+        mc.starmap(other, [(1, 2), (2, 2)], backend="threads", checkpoint=path)

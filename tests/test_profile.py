@@ -404,3 +404,36 @@ def test_auto_call_abandoned_at_its_timeout_cuts_nothing_short() -> None:
     out = mc.map(proffns.late_first, range(150), backend="auto", timeout=0.3, on_error="collect")
     assert len(out) == 150 and isinstance(out[0], mc.Failure)
     assert out[1:] == list(range(1, 150))
+
+
+def test_auto_with_a_timeout_never_runs_the_rest_inline(capsys: pytest.CaptureFixture[str]) -> None:
+    # Cheap items would go inline, where no call can be stopped: with timeout=
+    # they go to a thread of their own, which abandons the hung one.
+    start = time.monotonic()
+    out = mc.map(
+        proffns.hang_at_100,
+        range(150),
+        backend="auto",
+        timeout=0.3,
+        on_error="collect",
+        explain=True,
+    )
+    assert time.monotonic() - start < 3
+    assert isinstance(out[100], mc.Failure)
+    assert [x for i, x in enumerate(out) if i != 100] == [x for x in range(150) if x != 100]
+    assert "picked threads (1 workers)" in capsys.readouterr().err
+
+
+def test_auto_when_no_sampled_call_ends_in_time(capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.monotonic()
+    out = mc.map(
+        proffns.always_hangs,
+        range(12),
+        backend="auto",
+        timeout=0.2,
+        on_error="collect",
+        explain=True,
+    )
+    assert time.monotonic() - start < 4  # the sample ends on the clock, not after 12 timeouts
+    assert all(isinstance(x, mc.Failure) for x in out)
+    assert "no sampled call ended within timeout" in capsys.readouterr().err

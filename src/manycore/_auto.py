@@ -88,9 +88,29 @@ class AutoMap:
         sampler.close()
         source.until = None
         source.done = source.position  # the rest's progress bar starts past the sample
-        choice = decide(self._measured(sampler, source))
+        choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
         self._say(choice)
-        yield from self._rest(choice.backend, source)
+        if self.policy.timeout is not None and choice.backend == "threads" and choice.workers == 1:
+            yield from self._on_own_thread(self.fn, self.policy, self.chunksize, source)
+        else:
+            yield from self._rest(choice.backend, source)
+
+    def _timed_choice(self, choice: Recommendation, sampler: _Sampler) -> Recommendation:
+        """With ``timeout=``, never the caller's thread: no call could be stopped
+        there (serial only notices an overstay once the call returns)."""
+        limit = self.policy.timeout
+        if limit is None or choice.backend not in ("serial",):
+            return choice
+        if sampler.calls == 0:
+            workers = self.workers or default_workers("threads")
+            why = (
+                f"no sampled call ended within timeout={limit:g} s: threads, which abandon "
+                "a call that overstays and go on with the others"
+            )
+            return dataclasses.replace(choice, backend="threads", workers=workers, reason=why)
+        why = choice.reason.replace("the rest runs inline", "the rest runs on one thread")
+        why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
+        return dataclasses.replace(choice, backend="threads", workers=1, reason=why)
 
     def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
         """The first items, one per batch (the sample can end after any of them),
@@ -103,9 +123,18 @@ class AutoMap:
                     sampler, self.iterables, self.star, self.name, (1, policy), source
                 )
             return
-        pool = Pool(1, backend="threads")  # a call past its timeout is abandoned, not awaited
+        yield from self._on_own_thread(sampler, policy, 1, source)
+
+    def _on_own_thread(
+        self, fn: Callable[..., Any], policy: Policy, chunksize: int | None, source: InputSource
+    ) -> Iterator[list[Any]]:
+        """Run on one thread of a pool of its own: a call past its timeout is
+        abandoned (it ends in the background), not awaited."""
+        pool = Pool(1, backend="threads")
         try:
-            yield from pool._run(sampler, self.iterables, self.star, self.name, (1, policy), source)
+            yield from pool._run(
+                fn, self.iterables, self.star, self.name, (chunksize, policy), source
+            )
         finally:
             pool.shutdown(wait=False)
 
@@ -163,6 +192,7 @@ class _Sampler:
         # sample: once closed, it must not cut the input short for the rest.
         self._lock = threading.Lock()
         self._closed = False
+        self._began: float | None = None  # when the first sampled call started
 
     def close(self) -> None:
         """The sample is over: calls that end from now on change nothing."""
@@ -170,6 +200,13 @@ class _Sampler:
             self._closed = True
 
     def __call__(self, *args: Any) -> Any:
+        with self._lock:
+            # Calls abandoned at a timeout never add their time: the sample also
+            # ends on the clock, or it could last 64 timeouts.
+            if self._began is None:
+                self._began = time.perf_counter()
+            elif not self._closed and time.perf_counter() - self._began >= _SAMPLE_SECONDS:
+                self._source.until = self._source.position  # take nothing more
         w0, c0 = time.perf_counter(), time.thread_time()
         try:
             result = self._fn(*args)

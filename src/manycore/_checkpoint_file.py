@@ -50,6 +50,8 @@ class CheckpointFile:
             self.meta = dict(meta)
         except sqlite3.Error as exc:
             self.close()
+            if _unwritable(exc):
+                raise _permission(path, exc) from exc
             raise self.mismatch(f"is not a manycore checkpoint ({exc})", _FOREIGN) from exc
         if tables - {"meta", "items"} or (tables and self.meta.get("format") != FORMAT):
             self.close()  # another program's database: never write into it
@@ -110,13 +112,18 @@ class CheckpointFile:
         meta = {"format": FORMAT, "version": VERSION, "fn": fn_hash, "fn_name": fn_name}
         if total is not None:
             meta["total"] = total
-        with self._transaction() as db:
-            if fresh:  # (dropped rather than emptied: another version's schema goes too)
-                db.execute("DROP TABLE IF EXISTS items")
-                db.execute("DROP TABLE IF EXISTS meta")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+        try:
+            with self._transaction() as db:
+                if fresh:  # (dropped, not emptied: another version's schema goes too)
+                    db.execute("DROP TABLE IF EXISTS items")
+                    db.execute("DROP TABLE IF EXISTS meta")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+        except sqlite3.Error as exc:
+            if _unwritable(exc):
+                raise _permission(self.path, exc) from exc
+            raise
 
     def put(self, rows: Iterable[tuple[int, bytes, int, bytes]]) -> None:
         """Store rows (one finished batch) in one transaction. They go
@@ -153,3 +160,16 @@ class CheckpointFile:
 @functools.cache
 def _insert(rows: int) -> str:
     return "INSERT OR REPLACE INTO items VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
+    """The file or its folder cannot be written (SQLite's WAL needs both)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"))
+
+
+def _permission(path: str, exc: sqlite3.Error) -> PermissionError:
+    return PermissionError(
+        f"checkpoint={path!r} cannot be written ({exc}): the file and its folder must "
+        "be writable (SQLite keeps a -wal and a -shm file beside it)"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import pickle
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -60,7 +61,9 @@ def _slow_digest(obj: Any) -> bytes:
         data = cloudpickle.dumps(obj, 5, buffer_callback=bufs.append)
     except Exception:
         bufs.clear()
-        data = f"{type(obj).__module__}.{type(obj).__qualname__}:{obj!r}".encode()
+        # Its repr() may hold a memory address, different in every process: the
+        # type alone, so that a resume does not see a change that is not there.
+        data = f"{type(obj).__module__}.{type(obj).__qualname__}".encode()
     return _digest(data, bufs)
 
 
@@ -93,6 +96,18 @@ def _feed_callable(digest: Any, fn: Any, seen: set[int]) -> None:
         _feed_callable(digest, fn.__func__, seen)
         digest.update(input_digest(fn.__self__))
         return
+    wrapped = getattr(fn, "__wrapped__", None)  # functools.cache, lru_cache, wraps
+    if callable(wrapped):
+        _feed_callable(digest, wrapped, seen)
+    if isinstance(fn, type):  # a class called per item: its methods' code counts
+        for klass in fn.__mro__:
+            if klass.__module__ != "builtins":
+                for attr in sorted(vars(klass)):
+                    method = vars(klass)[attr]
+                    method = getattr(method, "__func__", method)  # static/class methods
+                    method = inspect.unwrap(method) if callable(method) else method
+                    if isinstance(method, types.FunctionType):
+                        _feed_callable(digest, method, seen)
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     digest.update(f"{getattr(fn, '__module__', None)}.{name}".encode())
     if isinstance(fn, types.FunctionType):
@@ -150,7 +165,10 @@ def _helpers(fn: types.FunctionType) -> Iterator[types.FunctionType]:
 
 
 def function_name(fn: Any) -> str:
-    """How messages name ``fn`` (a partial: by the function inside)."""
+    """How messages name ``fn`` (a partial: by the function inside), with its
+    module: two functions of one name in two modules are told apart."""
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "__main__" else name
