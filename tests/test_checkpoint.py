@@ -183,7 +183,7 @@ def test_changed_function_is_refused_then_forced(tmp_path: Path) -> None:
     assert mc.map(new, range(12), checkpoint=path, backend="serial") == forced
     # Another function altogether is named as such.
     other = make("def other(x):\n    return x\n", "other")
-    with pytest.raises(mc.CheckpointMismatch, match="'userlib.work', not of 'userlib.other'"):
+    with pytest.raises(mc.CheckpointMismatch, match=r"'userlib\.work', not of 'userlib\.other'"):
         mc.map(other, range(12), checkpoint=path, backend="serial")
     # resume=False starts over: everything is computed again.
     assert mc.map(new, range(12), checkpoint=path, backend="serial", resume=False) == [
@@ -393,7 +393,5 @@ def test_a_function_is_named_with_its_module(tmp_path: Path) -> None:
     path = tmp_path / "run.sqlite"
     mc.starmap(ckptfns.power, [(1, 2), (2, 2)], backend="threads", checkpoint=path)
     other = make("def power(b, e):\n    return b * e\n", "power")  # module "userlib"
-    with pytest.raises(
-        mc.CheckpointMismatch, match="'ckptfns.power'.*'userlib.power'|'userlib.power'"
-    ):
+    with pytest.raises(mc.CheckpointMismatch, match=r"'userlib\.power'"):
         mc.starmap(other, [(1, 2), (2, 2)], backend="threads", checkpoint=path)
