@@ -238,10 +238,15 @@ def test_fingerprint_follows_the_code() -> None:
     assert fingerprint(make(klass.format(2)), False) != fingerprint(make(klass.format(3)), False)
 
 
+# Sets of strings pickle in an order that PYTHONHASHSEED changes.
+ITEMS = ["x", 10**6, (1, "a"), {"alpha", "beta", "gamma", "delta"}, [{"k": frozenset("xyzw")}]]
+
+
 def test_fingerprints_are_the_same_in_another_process() -> None:
     code = (
+        f"ITEMS = {ITEMS!r}; "
         "import ckptfns; from manycore._fingerprint import fingerprint, input_digests; "
-        "print(fingerprint(ckptfns.in_set, False), input_digests(['x', 10**6, (1, 'a')]))"
+        "print(fingerprint(ckptfns.in_set, False), input_digests(ITEMS))"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     outs = {
@@ -252,9 +257,9 @@ def test_fingerprints_are_the_same_in_another_process() -> None:
             text=True,
             check=True,
         ).stdout
-        for seed in ("1", "2")
+        for seed in ("1", "2", "3")
     }
-    here = f"{fingerprint(ckptfns.in_set, False)} {input_digests(['x', 10**6, (1, 'a')])}\n"
+    here = f"{fingerprint(ckptfns.in_set, False)} {input_digests(ITEMS)}\n"
     assert outs == {here}
 
 

@@ -34,12 +34,21 @@ def input_digests(items: Iterable[Any]) -> list[bytes]:
     bufs: list[pickle.PickleBuffer] = []
     keep = bufs.append
     dumps = pickle.dumps
+    empty_set, frozen_set = _SET_OPS
+    scalars = _SCALARS
     for obj in items:
         try:
             data = dumps(obj, 5, buffer_callback=keep)
         except Exception:
             out.append(_slow_digest(obj))
             continue
+        if type(obj) not in scalars and (empty_set in data or frozen_set in data):
+            # Perhaps a set of two or more: pickled in the order of its hashes,
+            # which string hash randomisation changes from process to process. (A
+            # byte that only looks like the opcode costs a slower pickle, never a
+            # wrong one. Numbers and strings hold no set: not even looked at.)
+            bufs.clear()
+            data = _canonical(obj, keep)
         if bufs:
             out.append(_digest(data, bufs))
             bufs.clear()
@@ -53,6 +62,31 @@ def input_digests(items: Iterable[Any]) -> list[bytes]:
 def input_digest(obj: Any) -> bytes:
     """The fingerprint of one item (see :func:`input_digests`)."""
     return input_digests((obj,))[0]
+
+
+_SET_OPS = (b"\x8f", b"\x91")  # EMPTY_SET and FROZENSET, pickle protocol 4+
+_SCALARS = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def _canonical(obj: Any, keep: Callable[[pickle.PickleBuffer], Any] | None) -> bytes:
+    """The pickle of ``obj`` with every set in it (through lists, tuples and
+    dicts) written as a sorted tuple: the same in every process. (Picklers do
+    not let a set be reduced another way: it is rewritten before.)"""
+    return pickle.dumps(_sets_sorted(obj), 5, buffer_callback=keep)
+
+
+def _sets_sorted(obj: Any) -> Any:
+    kind = type(obj)
+    if kind is set or kind is frozenset:
+        parts = sorted((_sets_sorted(x) for x in obj), key=lambda x: pickle.dumps(x, 5))
+        return (kind.__name__, tuple(parts))
+    if kind is list:
+        return [_sets_sorted(x) for x in obj]
+    if kind is tuple:
+        return tuple(_sets_sorted(x) for x in obj)
+    if kind is dict:
+        return {_sets_sorted(k): _sets_sorted(v) for k, v in obj.items()}
+    return obj
 
 
 def _slow_digest(obj: Any) -> bytes:
