@@ -26,7 +26,8 @@ from typing import Any
 
 from . import _api
 from . import _validate as v
-from ._pool import Pool, default_workers, map_options
+from ._options import default_workers, map_options
+from ._pool import Pool
 from ._recommend import Measurements, Recommendation, decide
 from ._scheduler import InputSource, Policy
 from .backends._base import is_async_callable

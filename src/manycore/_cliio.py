@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import bisect
 import json
 import sys
@@ -48,14 +49,14 @@ class BadInput:
         return (BadInput, (self.text, self.message))
 
 
-class Inputs:
+class Inputs(abc.ABC):
     """The items of a run, and where each came from."""
 
     from_lines = False
 
+    @abc.abstractmethod
     def items(self) -> Iterable[Any]:
         """What ``mc.imap`` gets: a list, or a generator reading the lines as needed."""
-        raise NotImplementedError
 
     def line_of(self, index: int) -> int | None:
         """The line (from 1) that item ``index`` (from 0) was read from."""
@@ -72,8 +73,8 @@ class Inputs:
         record["error"] = error
         return record
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (optional: only a file input has one)
+        """Close what the inputs were read from."""
 
 
 class ArgInputs(Inputs):

@@ -49,10 +49,9 @@ from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed, WorkerCrashed
 from ._faults import Task, overdue, verdicts
-from ._futures import AwaitableFuture
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
 from ._serialize import dumps_code, dumps_fn
-from ._turns import PollTurns
+from ._turns import PollTurns, WakePipe
 from ._workerproc import (
     WorkerHandle,
     WorkerSpec,
@@ -62,7 +61,7 @@ from ._workerproc import (
     stop_workers,
 )
 
-__all__ = ["EngineFuture", "EngineState", "ProcessEngine"]
+__all__ = ["EngineState", "ProcessEngine"]
 
 
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
@@ -75,32 +74,6 @@ class EngineState(enum.Enum):
     BROKEN = "broken"  # a worker's init failed: every task fails with PoolBroken
     CLOSING = "closing"  # no new work; finishing what was accepted
     CLOSED = "closed"
-
-
-class EngineFuture(AwaitableFuture[Any]):
-    """A ``Future`` whose ``result()`` reads its own result from the pipes.
-
-    See :mod:`manycore._turns`: the waiting thread polls the engine itself when it
-    can, which saves the hand-off through the I/O thread on every round trip.
-    """
-
-    def __init__(self, engine: ProcessEngine):
-        super().__init__()
-        self._engine = engine
-
-    def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._wait(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._wait(timeout))
-
-    def _wait(self, timeout: float | None) -> float | None:
-        """Poll until done or ``timeout``; the time left, for the base class."""
-        if self.done():
-            return timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._engine.wait_for(self, timeout)
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class ProcessEngine:
@@ -142,14 +115,8 @@ class ProcessEngine:
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
-        # The wake-up pipe's write end is used from any thread, also after close:
-        # its own lock and -1 once closed keep a stale fd number from being hit.
-        self._wake_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-            _launch.ENGINE_FDS.add(fd)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._waker = WakePipe(_launch.ENGINE_FDS)
+        self._selector.register(self._waker.fileno(), selectors.EVENT_READ, None)
         try:
             for index in range(workers):
                 self._add_worker(start_worker(self._spec), index)
@@ -294,13 +261,7 @@ class ProcessEngine:
         return PoolClosed("the pool has been shut down and accepts no new work")
 
     def _wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, b"\0")
-            except OSError:
-                pass  # the pipe is full: a wake-up is pending anyway
+        self._waker.wake()
 
     # ------------------------------------------------------------- dispatch
 
@@ -402,7 +363,7 @@ class ProcessEngine:
         for key, mask in events:
             w = key.data
             if w is None:
-                self._drain_wake()
+                self._waker.drain()
                 continue
             if mask & selectors.EVENT_READ:
                 self._read(w, dead)
@@ -427,13 +388,6 @@ class ProcessEngine:
                 task, outcome = self._ready.popleft()
             delivered = True
             self._finish(task, outcome)
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except OSError:
-            pass
 
     def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
         try:
@@ -664,10 +618,7 @@ class ProcessEngine:
                 workers = list(self._workers)
                 self._workers.clear()
             self._selector.close()
-            with self._wake_lock:
-                close_fd(self._wake_r)
-                close_fd(self._wake_w)
-                self._wake_w = -1
+            self._waker.close()
         finally:
             self._turns.release()
         self._deliver()

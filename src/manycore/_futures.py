@@ -8,11 +8,15 @@ never blocked; ``result()``, ``wait()`` and ``as_completed()`` work as usual.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["AwaitableFuture"]
+if TYPE_CHECKING:
+    from ._engine import ProcessEngine
+
+__all__ = ["AwaitableFuture", "EngineFuture"]
 
 T = TypeVar("T")
 
@@ -24,3 +28,29 @@ class AwaitableFuture(Future[T]):
         import asyncio  # here: importing it costs start-up time nobody else needs
 
         return asyncio.wrap_future(self).__await__()
+
+
+class EngineFuture(AwaitableFuture[Any]):
+    """A ``Future`` whose ``result()`` reads its own result from the pipes.
+
+    See :mod:`manycore._turns`: the waiting thread polls the engine itself when it
+    can, which saves the hand-off through the I/O thread on every round trip.
+    """
+
+    def __init__(self, engine: ProcessEngine):
+        super().__init__()
+        self._engine = engine
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._wait(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._wait(timeout))
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """Poll until done or ``timeout``; the time left, for the base class."""
+        if self.done():
+            return timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._engine.wait_for(self, timeout)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -6,7 +6,6 @@ A Pool is a :class:`concurrent.futures.Executor`, so ``submit`` returns a standa
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import threading
@@ -18,14 +17,12 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._batch import Batch, BatchResult
-from ._cpus import usable_cpus
 from ._errors import PoolBroken, PoolClosed
-from ._failure import ERROR_POLICIES
+from ._options import call_policy, default_blas_threads, default_workers, map_options
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from ._stats import Stats, StatsRecorder
 from .backends import Backend, BackendOptions, get_backend
-from .backends.aio import DEFAULT_CONCURRENCY
 
 __all__ = ["Pool", "PoolState"]
 
@@ -37,15 +34,6 @@ _NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 class PoolState(enum.Enum):
     RUNNING = "running"
     CLOSED = "closed"
-
-
-def default_workers(backend: str) -> int:
-    """CPUs usable by this process; threads get a few more for I/O-bound work, and
-    asyncio runs many coroutines at once (they wait; they do not compute)."""
-    if backend == "asyncio":
-        return DEFAULT_CONCURRENCY
-    cpus = usable_cpus()
-    return min(32, cpus + 4) if backend == "threads" else cpus
 
 
 class Pool(Executor):
@@ -117,13 +105,10 @@ class Pool(Executor):
                     f"(backend='processes'), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
-        self._defaults = _policy(Policy(), True, on_error, retries, retry_on, timeout)
+        self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
-            # Workers x BLAS threads should not exceed the CPUs (no oversubscription);
-            # a lower limit the user set in the environment is kept.
-            blas_threads = max(1, usable_cpus() // workers)
-            blas_threads = min(blas_threads, _env_threads() or blas_threads)
+            blas_threads = default_blas_threads(workers)
         self._options = BackendOptions(
             workers=workers,
             start_method=start_method,
@@ -249,7 +234,7 @@ class Pool(Executor):
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
         self._backend.check_fn(fn)
-        policy = _policy(self._defaults, True, None, retries, retry_on, timeout)
+        policy = call_policy(self._defaults, True, None, retries, retry_on, timeout)
         return self._submit(fn, tuple(args), kwargs or {}, policy)
 
     def _submit(
@@ -306,7 +291,7 @@ class Pool(Executor):
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
         """The policy of one call (checked options over the pool's defaults)."""
-        return _policy(self._defaults, True, None, retries, retry_on, timeout)
+        return call_policy(self._defaults, True, None, retries, retry_on, timeout)
 
     def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
         """Cancel a ``submit`` future. A task that has not started is dropped (as
@@ -665,65 +650,11 @@ class Pool(Executor):
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
 
 
-def map_options(
-    defaults: Policy,
-    chunksize: Any,
-    ordered: Any,
-    on_error: Any,
-    retries: Any,
-    retry_on: Any,
-    timeout: Any,
-    progress: Any = False,
-    stats: Any = False,
-) -> tuple[int | None, Policy]:
-    """A map call's options checked (clear errors before any work) over ``defaults``:
-    (chunksize, policy)."""
-    chunksize = v.check_positive_int(chunksize, "chunksize")
-    v.check_bool(ordered, "ordered")
-    v.check_bool(progress, "progress")
-    v.check_bool(stats, "stats")
-    policy = _policy(defaults, ordered, on_error, retries, retry_on, timeout)
-    return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)
-
-
-def _policy(
-    base: Policy, ordered: bool, on_error: Any, retries: Any, retry_on: Any, timeout: Any
-) -> Policy:
-    """``base`` with the options that are not None checked and put in."""
-    if on_error is not None:
-        v.check_choice(on_error, "on_error", ERROR_POLICIES)
-    if retries is not None:
-        retries = v.check_count(retries, "retries")
-    if retry_on is not None:
-        retry_on = v.check_exception_types(retry_on, "retry_on")
-    limit = base.timeout if timeout is None else v.check_timeout(timeout)
-    return Policy(
-        ordered,
-        base.on_error if on_error is None else on_error,
-        base.retries if retries is None else retries,
-        base.retry_on if retry_on is None else retry_on,
-        limit,
-    )
-
-
 def _release(backend: Backend, owner: int) -> None:
     """A pool dropped without shutdown(). Not in a child made by os.fork(): its
     copy of the pool has no workers, and closing it would touch the parent's."""
     if os.getpid() == owner:
         backend.shutdown(wait=False, cancel_pending=True)
-
-
-def _env_threads() -> int | None:
-    """The lowest thread count set by OMP_NUM_THREADS and friends, if any."""
-    from ._launch import BLAS_ENV
-
-    found = []
-    for name in BLAS_ENV:
-        try:
-            found.append(int(os.environ.get(name, "")))
-        except ValueError:
-            continue
-    return min((n for n in found if n > 0), default=None)
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:

@@ -154,7 +154,7 @@ def _busy(cpus: int) -> list[str]:
 
 def _worker_counts(backend: str, workers: int | None) -> list[int]:
     """1, 2, 4, ... up to the largest count to try (itself included)."""
-    from ._pool import default_workers
+    from ._options import default_workers
 
     if workers is not None:
         top = workers

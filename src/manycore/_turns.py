@@ -29,12 +29,13 @@ never the other way round.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["PollTurns"]
+__all__ = ["PollTurns", "WakePipe"]
 
 
 class PollTurns:
@@ -152,3 +153,48 @@ class PollTurns:
         finally:
             self._parked = False
             self._deep = False
+
+
+class WakePipe:
+    """The pipe that wakes a poller out of ``select()``: one byte written to it
+    makes its read end ready. The write end is used from any thread, also after
+    close: its own lock, and -1 once closed, keep a stale descriptor number (reused
+    by then for something else) from being written to."""
+
+    def __init__(self, registry: set[int]):
+        self._lock = threading.Lock()
+        self._registry = registry
+        self._r, self._w = os.pipe()
+        for fd in (self._r, self._w):
+            os.set_blocking(fd, False)
+            registry.add(fd)  # descriptors a worker must not inherit
+
+    def fileno(self) -> int:
+        """The read end, for the selector."""
+        return self._r
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._w < 0:
+                return
+            try:
+                os.write(self._w, b"\0")
+            except OSError:
+                pass  # the pipe is full: a wake-up is pending anyway
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._r, self._w):
+                self._registry.discard(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._w = -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.metadata
 import multiprocessing
@@ -22,7 +23,7 @@ def mp_chunksize(n: int, workers: int) -> int:
     return max(1, chunksize + bool(extra))
 
 
-class Runner:
+class Runner(abc.ABC):
     """One way to run work. ``open`` builds the pool; ``close`` always follows it."""
 
     name = ""
@@ -35,17 +36,19 @@ class Runner:
     def __init__(self, workers: int):
         self.workers = workers
 
-    def open(self) -> None:
-        pass
+    def open(self) -> None:  # noqa: B027  (optional: most runners start a pool here)
+        """Start what the runner needs, outside the timing."""
 
+    @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        raise NotImplementedError
+        """``[fn(x) for x in items]`` the runner's way."""
 
     def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
-        raise NotImplementedError
+        """One ``fn(x)`` round trip (runners with a submit of their own override it)."""
+        return self.map(fn, [x])[0]
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (optional)
+        """Stop what ``open`` started."""
 
 
 class Sequential(Runner):

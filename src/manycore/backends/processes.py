@@ -8,7 +8,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from .._batch import Batch
-from .._engine import EngineFuture, ProcessEngine
+from .._engine import ProcessEngine
+from .._futures import EngineFuture
 from .._launch import default_start_method
 from ._base import Backend, BackendOptions, Done, register_backend
 
