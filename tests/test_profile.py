@@ -8,6 +8,7 @@ and assert what was recommended, never a speedup figure: the machine is shared.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import re
 import sys
@@ -149,6 +150,37 @@ def test_prediction_for_auto() -> None:
     assert huge.backend == "serial"
     one_cpu = decide(_sampled(0.005, 0.005, process_workers=1))
     assert one_cpu.backend == "serial"
+
+
+def test_a_wait_for_a_busy_cpu_counts_as_computing() -> None:
+    # Pure Python on a loaded machine: 5 ms of CPU in 16.6 ms, 11.6 ms of it
+    # ready to run but queued behind other programs. Not 70% waiting.
+    busy = _sampled(0.0166, 0.005, queued=10 * 0.0116)
+    assert busy.waiting < 0.01
+    rec = decide(busy)
+    assert rec.backend == "processes", rec.reason
+    assert "waiting for a CPU other programs kept busy" in rec.reason
+    # Where the kernel does not report the queue, the same figures still read as waiting.
+    assert decide(_sampled(0.0166, 0.005)).backend == "threads"
+    # x + 1, preempted once during the sample: a plain loop, not threads.
+    assert decide(_sampled(228e-6, 1e-7, queued=10 * 227.8e-6)).backend == "serial"
+    # A real wait (sleep, I/O) stays a wait, even with some queueing after it.
+    assert decide(_sampled(0.012, 0.0001, queued=10 * 0.002)).backend == "threads"
+
+
+def test_profile_counts_a_wait_for_a_busy_cpu_as_computing() -> None:
+    loaded = Measurements(
+        40,
+        0.60,
+        0.20,
+        (Run("threads", 2, 0.60, cpu=0.20), Run("processes", 2, 0.33)),
+        bytes_per_task=24,
+        queued=0.39,
+    )
+    assert loaded.holds_gil() is True
+    rec = decide(loaded)
+    assert rec.backend == "processes" and "holds the GIL" in rec.reason
+    assert dataclasses.replace(loaded, queued=0.0).holds_gil() is False  # read as waiting
 
 
 def test_formatting() -> None:

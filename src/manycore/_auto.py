@@ -2,7 +2,9 @@
 
 The first items (about ``_SAMPLE_SECONDS`` of work, at most ``_SAMPLE_ITEMS``) run
 inline through the ordinary scheduler on the serial backend, under the call's own
-policy (``on_error``, ``retries``, ``timeout``), each call timed (wall and CPU).
+policy (``on_error``, ``retries``, ``timeout``), each call timed: wall and CPU
+time, and how long it waited for a CPU that other programs kept busy (computing,
+not waiting).
 :func:`manycore._recommend.decide`, the same rules as ``mc.profile``'s, then
 picks inline, threads or processes for the rest, which goes on from the same
 input source on that backend's default pool. So no item runs twice, a failure
@@ -29,6 +31,7 @@ from . import _validate as v
 from ._options import default_workers, map_options
 from ._pool import Pool
 from ._recommend import Measurements, Recommendation, decide
+from ._runqueue import queued, queued_between
 from ._scheduler import InputSource, Policy
 from .backends._base import is_async_callable
 
@@ -148,6 +151,7 @@ class AutoMap:
             sampler.calls,
             sampler.wall,
             sampler.cpu,
+            queued=sampler.queued,
             bytes_per_task=_data_per_task(self.fn, sampler.first, source.star),
             predict=True,
             remaining=remaining,
@@ -179,8 +183,8 @@ class AutoMap:
 
 
 class _Sampler:
-    """``fn``, timing each call (wall and CPU, in the thread that runs it); it
-    ends the sample (``source.until``) once the calls have taken long enough."""
+    """``fn``, timing each call (wall, CPU and wait for a CPU, in the thread that
+    runs it); it ends the sample (``source.until``) once the calls have taken long enough."""
 
     def __init__(self, fn: Callable[..., Any], source: InputSource):
         self._fn = fn
@@ -188,6 +192,7 @@ class _Sampler:
         self.calls = 0
         self.wall = 0.0
         self.cpu = 0.0
+        self.queued = 0.0  # of wall: waiting for a CPU other programs kept busy
         self.first: tuple[tuple[Any, ...], Any] | None = None  # a call's args and result
         # A call abandoned at its timeout ends in its own time, maybe after the
         # sample: once closed, it must not cut the input short for the rest.
@@ -208,23 +213,28 @@ class _Sampler:
                 self._began = time.perf_counter()
             elif not self._closed and time.perf_counter() - self._began >= _SAMPLE_SECONDS:
                 self._source.until = self._source.position  # take nothing more
+        q0 = queued()
         w0, c0 = time.perf_counter(), time.thread_time()
         try:
             result = self._fn(*args)
         finally:
             cpu = time.thread_time() - c0
             wall = time.perf_counter() - w0
+            q1 = queued()
             with self._lock:
                 if not self._closed:
-                    self._count(wall, cpu)
+                    self._count(wall, cpu, q0, q1)
         if self.first is None:
             self.first = (args, result)
         return result
 
-    def _count(self, wall: float, cpu: float) -> None:
+    def _count(self, wall: float, cpu: float, q0: float | None, q1: float | None) -> None:
         # Reading the clocks costs about a microsecond, as much as a cheap call.
-        self.cpu += max(0.0, cpu - _CLOCKS[1])
-        self.wall += max(0.0, wall - _CLOCKS[0])
+        cpu = max(0.0, cpu - _CLOCKS[1])
+        wall = max(0.0, wall - _CLOCKS[0])
+        self.cpu += cpu
+        self.wall += wall
+        self.queued += queued_between(q0, q1, wall - cpu)
         self.calls += 1
         if self.wall >= _SAMPLE_SECONDS:
             self._source.until = self._source.position  # take nothing more

@@ -1,6 +1,7 @@
 """``mc.profile(fn, items)``: measure what parallelism buys a function, and say why.
 
-It runs a sample of ``items`` sequentially (wall and CPU time of each call), then
+It runs a sample of ``items`` sequentially (wall and CPU time of each call, less
+any wait for a CPU that other programs kept busy), then
 on each backend at several worker counts (1, 2, 4, ... up to the workers usable),
 each on a pool started and warmed beforehand so that start-up is reported apart
 from the per-map time. From those runs :func:`manycore._recommend.decide` picks
@@ -31,6 +32,7 @@ from typing import Any
 from . import _validate as v
 from ._profile_report import Profile, ProfileRow
 from ._recommend import Measurements, Run, cheapest_first, decide
+from ._runqueue import queued, queued_between
 from .backends._base import is_async_callable
 
 __all__ = ["Profile", "ProfileRow", "profile"]
@@ -88,7 +90,14 @@ def profile(
             notes.append("processes skipped: fn, an item or a result cannot be pickled")
     runs = _parallel(fn, taken, star, counts, started, notes)
     measured = Measurements(
-        len(taken.items), taken.wall, taken.cpu, tuple(runs), moved, is_async, backends
+        len(taken.items),
+        taken.wall,
+        taken.cpu,
+        tuple(runs),
+        moved,
+        is_async,
+        backends,
+        queued=taken.queued,
     )
     recommendation = decide(measured)
     elapsed = time.perf_counter() - started
@@ -182,6 +191,7 @@ class _Sample:
     wall: float  # total sequential wall time of the calls
     cpu: float  # ... and their CPU time
     results: list[Any]  # the first results, to size the data a task moves
+    queued: float = 0.0  # of wall: waiting for a CPU that other programs kept busy
 
 
 def _sequential(
@@ -225,7 +235,7 @@ def _loop(
     microsecond (thread_time is a system call), as much as a cheap call itself."""
     taken: list[Any] = []
     results: list[Any] = []
-    wall = cpu = 0.0
+    wall = cpu = waited = 0.0
     source = iter(items)
     limit = sample or _MAX_SAMPLE
     block = 1
@@ -240,10 +250,13 @@ def _loop(
         chunk = list(itertools.islice(source, min(block, limit - len(taken))))
         if not chunk:
             break
+        q0 = queued()
         w0, c0 = time.perf_counter(), time.thread_time()
         out = [call(*item) for item in chunk] if star else [call(item) for item in chunk]
-        cpu += time.thread_time() - c0
+        used = time.thread_time() - c0
         spent = time.perf_counter() - w0
+        waited += queued_between(q0, queued(), spent - used)
+        cpu += used
         wall += spent
         taken += chunk
         results += out[: _KEEP - len(results)]
@@ -251,7 +264,7 @@ def _loop(
             block *= 2
     if not taken:
         raise ValueError("items is empty: profile needs at least one item to run fn on")
-    return _Sample(taken, wall, cpu, results)
+    return _Sample(taken, wall, cpu, results, waited)
 
 
 def _data_per_task(fn: Callable[..., Any], taken: _Sample, star: bool) -> int | None:

@@ -44,8 +44,9 @@ class Profile:
     """What :func:`manycore.profile` measured and what it recommends; ``print()`` it.
 
     ``items``: calls in the sample. ``seconds_per_item``, ``cpu_per_item``: one
-    sequential call's wall and CPU time. ``waiting``: the fraction of a call spent
-    off the CPU (sleep, I/O). ``holds_gil``: True if it computes and threads never
+    sequential call's wall time (less any wait for a CPU that other programs kept
+    busy) and CPU time. ``waiting``: the fraction of a call spent off the CPU
+    (sleep, I/O). ``holds_gil``: True if it computes and threads never
     ran it on two CPUs at once, False if it waits or runs in parallel on threads,
     None if not measured. ``bytes_per_task``: pickled size of an item and its
     result (None: they do not pickle). ``rows``: a :class:`ProfileRow` per

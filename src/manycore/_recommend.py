@@ -23,6 +23,7 @@ __all__ = ["Measurements", "Recommendation", "Run", "decide", "fmt_bytes", "fmt_
 _CLOSE = 1.10  # options within 10% of the best count as equally fast: take the cheapest
 _MIN_GAIN = 1.25  # a predicted gain must be at least this to leave the plain loop
 _WAITING = 2 / 3  # a call whose CPU time is below a third of its wall time mostly waits
+_QUEUED_NOTE = 0.1  # a reason mentions the wait for a busy CPU past this share of the wall time
 _FREE_CPUS = 1.4  # threads keeping this many CPUs busy at once: the function releases the GIL
 # Rough costs for the prediction of backend="auto" (measured on a laptop and a
 # 2-core VM; they only need to be right within a factor of ~2): per item on a
@@ -63,10 +64,19 @@ class Measurements:
     process_workers: int = 1
     async_workers: int = 1  # (auto) coroutines at once
     processes_warm: bool = True  # (auto) the default process pool is running already
+    # Of ``wall``: seconds the calls were ready to run but waited for a CPU that
+    # other programs kept busy. Not the function's own waiting: on a loaded
+    # machine pure-Python work would otherwise read as I/O and go to threads.
+    queued: float = 0.0
+
+    @property
+    def own_wall(self) -> float:
+        """The calls' wall time less their wait for a CPU: their time on a free machine."""
+        return max(self.cpu, self.wall - self.queued)
 
     @property
     def per_call(self) -> float:
-        return self.wall / self.items if self.items else 0.0
+        return self.own_wall / self.items if self.items else 0.0
 
     @property
     def cpu_per_call(self) -> float:
@@ -74,8 +84,10 @@ class Measurements:
 
     @property
     def waiting(self) -> float:
-        """Fraction of a call's wall time not spent on a CPU (sleep, I/O, locks)."""
-        return max(0.0, 1.0 - self.cpu / self.wall) if self.wall > 0 else 0.0
+        """Fraction of a call's wall time not spent on a CPU (sleep, I/O, locks),
+        its wait for a busy CPU left out."""
+        wall = self.own_wall
+        return max(0.0, 1.0 - self.cpu / wall) if wall > 0 else 0.0
 
     def speedup(self, run: Run) -> float:
         return self.wall / run.seconds if run.seconds > 0 else float("inf")
@@ -162,7 +174,11 @@ def _from_runs(m: Measurements) -> Recommendation:
 
 
 def _usage(m: Measurements) -> str:
-    return f"CPU {fmt_seconds(m.cpu_per_call)} of {fmt_seconds(m.per_call)} per call"
+    usage = f"CPU {fmt_seconds(m.cpu_per_call)} of {fmt_seconds(m.per_call)} per call"
+    if m.items and m.queued > _QUEUED_NOTE * m.wall:
+        queued = fmt_seconds(m.queued / m.items)
+        usage += f", plus {queued} waiting for a CPU other programs kept busy"
+    return usage
 
 
 def _best_of(m: Measurements, backend: str) -> float:
