@@ -39,7 +39,7 @@ examples:
   manycore bench --quick --only a,e  smoke run (seconds), stdout only
   manycore bench --only b,c --workers 4 --output b.md --plot b.svg
 
-The peers: pip install "manycore[bench]"; the plot: pip install "manycore[plot]"
+The peers: pip install joblib mpire; the plot: pip install matplotlib
 (without matplotlib the table is still written, with a note)."""
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 __all__ = ["collect", "render"]
 
-# Backends that need an engine installed: (backend, module, pip extra)
-_ENGINES = (("dask", "distributed", "manycore[dask]"), ("ray", "ray", "manycore[ray]"))
+# Backends that need an engine installed: (backend, module, what to pip install).
+# The engine's own package: true however manycore was installed (it is not on
+# PyPI, so "manycore[dask]" would not be).
+_ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
 
 
 def collect() -> dict[str, Any]:

@@ -94,7 +94,7 @@ class Profile:
     def plot(self, path: str | Path) -> Path:
         """Save a speedup-vs-workers chart (one line per backend, the ideal
         diagonal) to ``path``, as PNG, SVG or PDF after its suffix. Needs
-        matplotlib: ``pip install "manycore[plot]"``."""
+        matplotlib: ``pip install matplotlib``."""
         return plot(self, Path(path))
 
 
@@ -197,7 +197,7 @@ def plot(p: Profile, path: Path) -> Path:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
-        raise ImportError('Profile.plot needs matplotlib: pip install "manycore[plot]"') from exc
+        raise ImportError("Profile.plot needs matplotlib: pip install matplotlib") from exc
     # A Figure of its own with the Agg canvas, not pyplot: no global state is
     # touched and no window opens, whatever backend the caller's matplotlib uses.
     fig: Any = Figure(figsize=(6, 4), dpi=100)

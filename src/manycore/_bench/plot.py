@@ -1,6 +1,6 @@
 """The report as a bar chart: each runner's time as a ratio, one panel per workload.
 
-Needs matplotlib (``pip install "manycore[plot]"``); drawn on a bare ``Figure``, so
+Needs matplotlib (``pip install matplotlib``); drawn on a bare ``Figure``, so
 no GUI backend and no global pyplot state are involved.
 """
 
@@ -14,7 +14,7 @@ from .runners import ManycorePool, Sequential
 
 __all__ = ["PLOT_HINT", "can_plot", "ratios", "write_plot"]
 
-PLOT_HINT = 'the plot needs matplotlib: pip install "manycore[plot]"'
+PLOT_HINT = "the plot needs matplotlib: pip install matplotlib"
 
 
 def can_plot() -> bool:

@@ -23,7 +23,7 @@ def _import() -> Any:
         import distributed
     except ImportError:
         raise ImportError(
-            "backend='dask' needs dask.distributed: pip install 'manycore[dask]'"
+            "backend='dask' needs dask.distributed: pip install 'dask[distributed]'"
         ) from None
     return distributed
 

@@ -45,7 +45,7 @@ def _import() -> Any:
     try:
         import ray
     except ImportError:
-        raise ImportError("backend='ray' needs ray: pip install 'manycore[ray]'") from None
+        raise ImportError("backend='ray' needs ray: pip install ray") from None
     return ray
 
 
