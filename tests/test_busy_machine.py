@@ -1,4 +1,4 @@
-"""backend="auto" on a machine whose CPUs other programs keep busy.
+"""backend="auto" and mc.profile on a machine whose CPUs other programs keep busy.
 
 Time a call spends ready to run, queued behind other programs for a CPU, is not
 the function waiting (sleep, I/O): counted as waiting, pure-Python work went to
@@ -117,3 +117,9 @@ def test_where_the_kernel_does_not_say_nothing_is_counted(
     assert [sampler(x) for x in range(4)] == [1, 2, 3, 4]
     assert sampler.calls == 4 and sampler.queued == 0.0
     assert mc.map(proffns.add1, range(100), backend="auto") == list(range(1, 101))
+
+
+def test_profile_reads_computing_as_computing_on_a_busy_machine(cpu_hogs: int) -> None:
+    report = mc.profile(proffns.spin, range(20), backends=("serial",), sample=20)
+    assert report.waiting < 0.2, str(report)
+    assert report.seconds_per_item < 0.02  # 5 ms of CPU a call, its wait for a CPU left out
