@@ -17,9 +17,12 @@ function uses are written into it when the function arrives.
 from __future__ import annotations
 
 import io
+import linecache
+import os
 import pickle
 import types
 import weakref
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,16 +94,82 @@ def _out_of_band(big: list[memoryview]) -> Callable[[pickle.PickleBuffer], bool]
     return keep_in_band
 
 
+_CLOUD_REDUCE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+_DYNAMIC_FILE = "<dynamic-code>"
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, with the real file name back.
+
+    cloudpickle 3 writes ``<dynamic-code>`` in place of ``co_filename`` (so that
+    pickles do not depend on where a function was defined); a worker's traceback
+    would then show neither the file nor the line's source. Source that no file
+    holds (an IPython cell, which IPython keeps in ``linecache``) travels along, so
+    that the worker's traceback can show its lines too.
+    """
+    ctor, args = _CLOUD_REDUCE_CODE(code)
+    filename = code.co_filename
+    if filename != _DYNAMIC_FILE and _DYNAMIC_FILE in args:
+        at = args.index(_DYNAMIC_FILE)  # co_filename comes before co_name
+        args = (*args[:at], filename, *args[at + 1 :])
+    lines = _unfiled_source(filename)
+    if lines is None:
+        return (ctor, args)
+    return (_code_with_source, (ctor, args, filename, lines))
+
+
+def _unfiled_source(filename: str) -> tuple[int, None, list[str], str] | None:
+    """The ``linecache`` entry of source that is in no file (an IPython cell)."""
+    entry = linecache.cache.get(filename)
+    if entry is None or len(entry) != 4 or os.path.exists(filename):
+        return None
+    size, _, lines, fullname = entry
+    return (size, None, lines, fullname)
+
+
+def _code_with_source(
+    ctor: Any, args: tuple[Any, ...], filename: str, entry: tuple[int, None, list[str], str]
+) -> types.CodeType:
+    """In the worker: a code object whose source is in no file; its lines go into
+    ``linecache`` (an mtime of None: ``checkcache`` keeps the entry)."""
+    linecache.cache.setdefault(filename, entry)
+    return ctor(*args)  # type: ignore[no-any-return]
+
+
 _MAIN_GLOBALS = "manycore:__main__.__dict__"
 # The keys cloudpickle copies into the fresh globals dict of a by-value function.
 _BASE_KEYS = frozenset({"__package__", "__name__", "__path__", "__file__"})
 
 
 class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    # Code objects keep their file name (see _reduce_code); the rest as cloudpickle does.
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
     def persistent_id(self, obj: Any) -> str | None:
         if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
             return _MAIN_GLOBALS
         return None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.MethodType:
+            by_name = _method_by_name(obj)
+            if by_name is not None:
+                return by_name
+        return super().reducer_override(obj)
+
+
+def _method_by_name(method: types.MethodType) -> tuple[Any, ...] | None:
+    """A bound method (a classmethod too) as ``getattr(its object, its name)``, as
+    plain pickle does. cloudpickle pickles a classmethod's function by value, and
+    that copy runs against a copy of its module's globals: a global that ``init``
+    set in the worker would not be seen, and its traceback would name no file."""
+    owner = method.__self__
+    name = method.__func__.__name__
+    try:
+        same = getattr(owner, name, None) == method
+    except Exception:  # an owner whose attribute lookup or __eq__ fails
+        return None
+    return (getattr, (owner, name)) if same else None
 
 
 class _FunctionUnpickler(pickle.Unpickler):
