@@ -74,3 +74,33 @@ def test_recursive_function_is_cached() -> None:
     fn, _ = _main_function("def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n", "fib")
     assert _serialize.dumps_fn(fn) is _serialize.dumps_fn(fn)
     assert isinstance(fn, types.FunctionType)
+
+
+def test_a_function_patched_in_place_is_pickled_again() -> None:
+    # IPython's autoreload gives the old function object the new code.
+    import serfns
+
+    first = _serialize.dumps_fn(serfns.set_value)
+    assert _serialize.dumps_fn(serfns.set_value) is first
+    saved = serfns.set_value.__code__
+    serfns.set_value.__code__ = serfns.K.static_get.__code__
+    try:
+        second = _serialize.dumps_fn(serfns.set_value)
+    finally:
+        serfns.set_value.__code__ = saved
+    assert second != first
+    assert _serialize.dumps_fn(serfns.set_value) == first
+
+
+def test_the_code_digest_is_the_same_in_every_process() -> None:
+    import subprocess
+    import sys
+
+    import serfns
+
+    script = "import serfns; from manycore import _serialize as s; "
+    script += "print(s.code_digest(serfns.K.fail.__func__.__code__))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.strip() == _serialize.code_digest(serfns.K.fail.__func__.__code__)

@@ -5,7 +5,9 @@ is what runs."""
 
 from __future__ import annotations
 
+import importlib
 import linecache
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,51 @@ def test_methods_of_an_importable_class_see_the_workers_globals(
     assert f'File "{serfns.__file__}"' in text
     assert "raise ValueError" in text
     assert serfns.VALUE == "parent"
+
+
+def _write_module(folder: Path, name: str, factor: int) -> None:
+    # Another size each time: a reload within the same second must not take the
+    # bytecode cached for the old source (checked by mtime and size).
+    padding = "#" * factor
+    (folder / f"{name}.py").write_text(f"def scale(x):\n    return x * {factor}  {padding}\n")
+
+
+@pytest.fixture
+def reloadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    name = f"reloadable_{tmp_path.name.replace('-', '_')}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    _write_module(tmp_path, name, 2)
+    module = importlib.import_module(name)
+    yield tmp_path, module
+    sys.modules.pop(name, None)
+
+
+def _reload(reloadable: Any, factor: int) -> Any:
+    folder, module = reloadable
+    _write_module(folder, module.__name__, factor)
+    return importlib.reload(module)
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_warm_pool_runs_a_reloaded_modules_new_code(
+    backend: tuple[str, str], reloadable: Any
+) -> None:
+    if backend[1] == "forkserver":
+        pytest.skip("the fork server keeps the sys.path it started with: no folder added later")
+    module = reloadable[1]
+    with mc.Pool(2, backend=backend[0], start_method=backend[1]) as pool:
+        assert pool.map(module.scale, range(4)) == [0, 2, 4, 6]
+        module = _reload(reloadable, 3)
+        assert pool.map(module.scale, range(4)) == [0, 3, 6, 9]
+        assert pool.submit(module.scale, 5).result(timeout=30) == 15
+        module = _reload(reloadable, 5)
+        assert pool.map(module.scale, range(4)) == [0, 5, 10, 15]
+
+
+def test_the_default_pool_runs_a_reloaded_modules_new_code(reloadable: Any) -> None:
+    module = reloadable[1]
+    assert mc.map(module.scale, range(4)) == [0, 2, 4, 6]
+    module = _reload(reloadable, 3)
+    assert mc.map(module.scale, range(4)) == [0, 3, 6, 9]
+    assert mc.map(module.scale, range(4), backend="threads") == [0, 3, 6, 9]
