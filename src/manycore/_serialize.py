@@ -16,13 +16,10 @@ function uses are written into it when the function arrives.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import io
 import linecache
 import os
 import pickle
-import sys
 import types
 import weakref
 from collections import ChainMap
@@ -31,7 +28,9 @@ from typing import Any
 
 import cloudpickle
 
+from . import _coderef
 from ._batch import Batch
+from ._coderef import by_reference_as, code_digest, current_function
 from ._errors import SerializationError
 from ._shm import THRESHOLD
 
@@ -141,6 +140,7 @@ def _code_with_source(
     return ctor(*args)  # type: ignore[no-any-return]
 
 
+_OWN = frozenset({__name__, _coderef.__name__})
 _MAIN_GLOBALS = "manycore:__main__.__dict__"
 # The keys cloudpickle copies into the fresh globals dict of a by-value function.
 _BASE_KEYS = frozenset({"__package__", "__name__", "__path__", "__file__"})
@@ -160,11 +160,11 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
             by_name = _method_by_name(obj)
             if by_name is not None:
                 return by_name
-        elif type(obj) is types.FunctionType and obj.__module__ != __name__:
-            # (This module's own rebuilders, named in the reductions, go by name.)
-            where = _importable_as(obj)
+        elif type(obj) is types.FunctionType and obj.__module__ not in _OWN:
+            # (Our own rebuilders, named in the reductions, go by name only.)
+            where = by_reference_as(obj)
             if where is not None:
-                return (_current_function, (*where, code_digest(obj.__code__)))
+                return (current_function, (*where, code_digest(obj.__code__)))
         return super().reducer_override(obj)
 
 
@@ -189,88 +189,6 @@ class _FunctionUnpickler(pickle.Unpickler):
 
             return __main__.__dict__
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-
-
-def _importable_as(fn: types.FunctionType) -> tuple[str, str] | None:
-    """``(module, qualname)`` of a function its module gives back by that name."""
-    name = fn.__module__
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    if module is None or name == "__main__" or "<locals>" in fn.__qualname__:
-        return None
-    if _registered_by_value(name):
-        return None
-    found: Any = module
-    try:
-        for part in fn.__qualname__.split("."):
-            found = getattr(found, part)
-    except Exception:
-        return None
-    return (name, fn.__qualname__) if found is fn else None
-
-
-def _registered_by_value(module_name: str) -> bool:
-    """Whether the user asked cloudpickle to pickle this module's functions by
-    value (``cloudpickle.register_pickle_by_value``)."""
-    registered = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ())
-    return any(module_name == m or module_name.startswith(m + ".") for m in registered)
-
-
-_digests: weakref.WeakKeyDictionary[types.CodeType, str] = weakref.WeakKeyDictionary()
-
-
-def code_digest(code: types.CodeType) -> str:
-    """A digest of what a code object does (bytecode, names, constants, nested
-    code, first line): the same in every process for the same source."""
-    digest = _digests.get(code)
-    if digest is None:
-        text = repr(_code_key(code)).encode()
-        digest = _digests[code] = hashlib.blake2b(text, digest_size=12).hexdigest()
-    return digest
-
-
-def _code_key(code: types.CodeType) -> tuple[Any, ...]:
-    consts = tuple(_const_key(c) for c in code.co_consts)
-    return (code.co_code, code.co_firstlineno, code.co_names, code.co_varnames, consts)
-
-
-def _const_key(const: Any) -> Any:
-    if isinstance(const, types.CodeType):
-        return _code_key(const)
-    if isinstance(const, frozenset):  # its order follows string hashing, per process
-        return sorted(repr(_const_key(c)) for c in const)
-    if isinstance(const, tuple):
-        return tuple(_const_key(c) for c in const)
-    return repr(const)
-
-
-_reloaded: set[tuple[str, str]] = set()  # (module, digest) reloads tried in this worker
-
-
-def _current_function(module_name: str, qualname: str, digest: str) -> Any:
-    """In the worker: the function ``module.qualname``, running the parent's code.
-
-    A module reloaded in the parent (``importlib.reload``, IPython's autoreload)
-    has new code that a worker which imported it earlier does not: the digest of
-    the parent's code tells, and the worker reloads its module once to catch up.
-    """
-    module = importlib.import_module(module_name)
-    fn = _attribute(module, qualname)
-    key = (module_name, digest)
-    code = getattr(fn, "__code__", None)
-    if not isinstance(code, types.CodeType) or code_digest(code) == digest or key in _reloaded:
-        return fn
-    _reloaded.add(key)
-    try:
-        module = importlib.reload(module)
-    except Exception:  # cannot reload here: run the code this worker has
-        return fn
-    return _attribute(module, qualname)
-
-
-def _attribute(obj: Any, qualname: str) -> Any:
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def dumps_code(obj: Any) -> bytes:
