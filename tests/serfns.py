@@ -31,3 +31,38 @@ class K:
         @classmethod
         def get(cls) -> str:
             return VALUE
+
+
+class Big:
+    """Stands for a large global (``nbytes`` says 8 MB): counts how often this
+    process pickles one, and (in ``REBUILT``) how often a worker rebuilds one."""
+
+    nbytes = 8 << 20
+    pickled = 0
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def __reduce__(self) -> tuple[object, ...]:
+        Big.pickled += 1
+        return (_rebuild_big, (self.tag,))
+
+
+REBUILT = 0
+
+
+def _rebuild_big(tag: str) -> Big:
+    global REBUILT
+    REBUILT += 1
+    return Big(tag)
+
+
+def rebuilt() -> int:
+    return REBUILT
+
+
+class Unpicklable:
+    nbytes = 8 << 20
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("this object refuses to be pickled")

@@ -130,3 +130,61 @@ def test_the_default_pool_runs_a_reloaded_modules_new_code(reloadable: Any) -> N
     module = _reload(reloadable, 3)
     assert mc.map(module.scale, range(4)) == [0, 3, 6, 9]
     assert mc.map(module.scale, range(4), backend="threads") == [0, 3, 6, 9]
+
+
+BIG_USER = """\
+def f(x):
+    return (BIG.tag, serfns.rebuilt(), x)
+"""
+
+
+def _big_user(big: Any) -> tuple[Any, dict[str, Any]]:
+    namespace: dict[str, Any] = {"__name__": "__main__", "BIG": big, "serfns": serfns}
+    exec(compile(BIG_USER, "<big-user>", "exec"), namespace)
+    return namespace["f"], namespace
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_is_pickled_once_and_sent_once_per_worker(
+    backend: tuple[str, str],
+) -> None:
+    f, _ = _big_user(serfns.Big("a"))
+    serfns.Big.pickled = 0
+    with mc.Pool(2, backend=backend[0], start_method=backend[1]) as pool:
+        results = [pool.submit(f, i).result(timeout=30) for i in range(10)]
+        results += [fu.result(timeout=30) for fu in [pool.submit(f, i) for i in range(10)]]
+        results += pool.map(f, range(20), chunksize=1) + pool.map(f, range(5))
+    # Each worker rebuilt it once, whatever it ran; this process pickled it once.
+    assert {r[:2] for r in results} == {("a", 1)}
+    assert serfns.Big.pickled == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_rebinding_a_large_global_sends_the_new_value(backend: tuple[str, str]) -> None:
+    f, namespace = _big_user(serfns.Big("a"))
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        assert pool.submit(f, 0).result(timeout=30) == ("a", 1, 0)
+        namespace["BIG"] = serfns.Big("b")
+        assert pool.submit(f, 1).result(timeout=30) == ("b", 2, 1)
+        assert pool.map(f, range(3)) == [("b", 2, 0), ("b", 2, 1), ("b", 2, 2)]
+
+
+def test_a_large_array_global_is_rebound_and_writable_in_the_worker() -> None:
+    np = pytest.importorskip("numpy")
+    source = "def f(i):\n    DATA[i] += 1\n    return int(DATA.sum())\n"
+    namespace: dict[str, Any] = {"__name__": "__main__", "DATA": np.zeros(1 << 18)}
+    exec(compile(source, "<array-user>", "exec"), namespace)
+    with mc.Pool(1) as pool:
+        assert pool.map(namespace["f"], range(3)) == [1, 2, 3]  # the worker keeps its copy
+        namespace["DATA"] = np.ones(1 << 18)
+        assert pool.submit(namespace["f"], 0).result(timeout=30) == (1 << 18) + 1
+    assert namespace["DATA"].sum() == 1 << 18  # the parent's is not touched
+
+
+@pytest.mark.parametrize("value", [serfns.Unpicklable(), __import__("threading").Lock()])
+def test_an_unpicklable_global_is_named(value: Any) -> None:
+    source = "def uses_it(x):\n    return (HELD, x)\n"
+    namespace: dict[str, Any] = {"__name__": "__main__", "HELD": value}
+    exec(compile(source, "<uses-it>", "exec"), namespace)
+    with mc.Pool(1) as pool, pytest.raises(mc.SerializationError, match="global 'HELD'"):
+        pool.submit(namespace["uses_it"], 1).result(timeout=30)

@@ -30,6 +30,9 @@ import cloudpickle
 
 from . import _coderef
 from ._batch import Batch
+from ._bigglobals import PID as BIG_PID
+from ._bigglobals import Shipment, big_globals, global_value, unpicklable_global
+from ._bigglobals import with_shipments as with_shipments
 from ._coderef import by_reference_as, code_digest, current_function
 from ._errors import SerializationError
 from ._shm import THRESHOLD
@@ -42,6 +45,7 @@ __all__ = [
     "dumps_fn",
     "loads",
     "loads_code",
+    "with_shipments",
 ]
 
 PROTOCOL = 5
@@ -150,9 +154,17 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
     # Code objects keep their file name (see _reduce_code); the rest as cloudpickle does.
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
-    def persistent_id(self, obj: Any) -> str | None:
+    def __init__(self, file: Any, protocol: int, big: dict[int, Shipment] | None = None):
+        super().__init__(file, protocol)
+        self._big = big or {}
+
+    def persistent_id(self, obj: Any) -> Any:
         if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
             return _MAIN_GLOBALS
+        if self._big:
+            shipment = self._big.get(id(obj))
+            if shipment is not None and shipment.value is obj:
+                return (BIG_PID, shipment.key, shipment.gid)
         return None
 
     def reducer_override(self, obj: Any) -> Any:
@@ -188,13 +200,16 @@ class _FunctionUnpickler(pickle.Unpickler):
             import __main__
 
             return __main__.__dict__
+        if type(pid) is tuple and pid[0] == BIG_PID:
+            return global_value(pid[1], pid[2])
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
-def dumps_code(obj: Any) -> bytes:
-    """Pickle functions (and what goes with them) so that ``__main__`` ones share globals."""
+def dumps_code(obj: Any, big: dict[int, Shipment] | None = None) -> bytes:
+    """Pickle functions (and what goes with them) so that ``__main__`` ones share
+    globals; the values in ``big`` (by id) are named, not pickled (see _bigglobals)."""
     buf = io.BytesIO()
-    _FunctionPickler(buf, PROTOCOL).dump(obj)
+    _FunctionPickler(buf, PROTOCOL, big).dump(obj)
     return buf.getvalue()
 
 
@@ -219,17 +234,14 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         cached = by_value = None
     if cached is not None and cached[0] is getattr(fn, "__code__", None):
         return cached[1]
-    fingerprint = _fingerprint(fn)
+    big = big_globals(fn, PROTOCOL)
+    fingerprint = _fingerprint(fn, (), big)
     if by_value is not None and fingerprint is not None and by_value[0] == fingerprint:
         return by_value[1]
     try:
-        data = dumps_code(fn)
+        data = with_shipments(dumps_code(fn, big), big.values())
     except Exception as exc:
-        raise SerializationError(
-            f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
-            f"to send it to a worker process: {exc}. Use backend='threads', or make "
-            "the function a plain module-level function."
-        ) from exc
+        raise _unpicklable_fn(fn, exc) from exc
     try:
         if _by_reference(fn):
             _fn_cache[fn] = (getattr(fn, "__code__", None), data)
@@ -243,7 +255,20 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
 
 
-def _fingerprint(fn: Any, chain: tuple[int, ...] = ()) -> tuple[Any, ...] | None:
+def _unpicklable_fn(fn: Any, exc: Exception) -> SerializationError:
+    err = unpicklable_global(fn)
+    if err is not None:
+        return err
+    return SerializationError(
+        f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
+        f"to send it to a worker process: {exc}. Use backend='threads', or make "
+        "the function a plain module-level function."
+    )
+
+
+def _fingerprint(
+    fn: Any, chain: tuple[int, ...] = (), big: dict[int, Shipment] | None = None
+) -> tuple[Any, ...] | None:
     """What a by-value function's pickle depends on, as comparable values; None
     when something it depends on is mutable (a list, a dict, an instance), since
     a change inside it would not show here and a cached pickle would be stale."""
@@ -258,32 +283,36 @@ def _fingerprint(fn: Any, chain: tuple[int, ...] = ()) -> tuple[Any, ...] | None
         *sorted((fn.__kwdefaults__ or {}).items()),
         *(cell.cell_contents for cell in (fn.__closure__ or ())),
     ):
-        key = _value_key(value, chain)
+        key = _value_key(value, chain, big)
         if key is None:
             return None
         parts.append(key)
     for name in _global_names(fn.__code__):
         if name in fn.__globals__:
-            key = _value_key(fn.__globals__[name], chain)
+            key = _value_key(fn.__globals__[name], chain, big)
             if key is None:
                 return None
             parts.append((name, key))
     return tuple(parts)
 
 
-def _value_key(value: Any, chain: tuple[int, ...]) -> Any:
-    """A comparable stand-in for an immutable value; None if it may change inside."""
+def _value_key(value: Any, chain: tuple[int, ...], big: dict[int, Shipment] | None) -> Any:
+    """A comparable stand-in for an immutable value; None if it may change inside.
+    A large global stands for itself: its shipment, made once."""
+    shipment = big.get(id(value)) if big else None
+    if shipment is not None and shipment.value is value:
+        return ("big", shipment.gid)
     if isinstance(value, _ATOMS):
         return (type(value), value)
     if isinstance(value, (tuple, frozenset)):
-        keys = [_value_key(v, chain) for v in value]
+        keys = [_value_key(v, chain, big) for v in value]
         return None if any(k is None for k in keys) else (type(value), tuple(keys))
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)  # pickled by reference: its name is all
     if isinstance(value, type) and value.__module__ != "__main__":
         return ("class", value.__module__, value.__qualname__)
     if isinstance(value, types.FunctionType):
-        return _fingerprint(value, chain)
+        return _fingerprint(value, chain, big)
     return None
 
 
