@@ -104,3 +104,23 @@ def test_the_code_digest_is_the_same_in_every_process() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
     )
     assert out.stdout.strip() == _serialize.code_digest(serfns.K.fail.__func__.__code__)
+
+
+def test_a_rebound_large_global_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    import serfns
+
+    source = "CONFIG = ()\ndef f(x):\n    return (BIG, CONFIG, x)\n"
+    fn, ns = _main_function(source, "f", {"BIG": serfns.Big("old")})
+    first = _serialize.dumps_fn(fn)
+    assert _serialize.dumps_fn(fn) is first  # cached: nothing in it can change unseen
+    assert len(first) < 1000  # the large global is named, not pickled in
+    old = weakref.ref(ns["BIG"])
+    ns["BIG"] = serfns.Big("new")
+    ns["CONFIG"] = {}  # mutable: the pickle cannot be cached any more
+    del first
+    _serialize.dumps_fn(fn)
+    gc.collect()
+    assert old() is None

@@ -223,8 +223,16 @@ def receive(head: tuple[Any, ...], body: memoryview) -> None:
     for n in sizes:
         buffers.append(body[at : at + n])
         at += n
-    value = bytes(buffers[0]) if size < 0 else pickle.loads(body[:size], buffers=buffers)
+    try:
+        value = bytes(buffers[0]) if size < 0 else pickle.loads(body[:size], buffers=buffers)
+    except Exception as exc:  # the function that names it fails to load, saying why
+        value = _Failed(exc)
     _received[key] = (gid, value)
+
+
+class _Failed:
+    def __init__(self, exc: Exception):
+        self.exc = exc
 
 
 def global_value(key: str, gid: int) -> Any:
@@ -232,4 +240,8 @@ def global_value(key: str, gid: int) -> Any:
     got = _received.get(key)
     if got is None or got[0] != gid:
         raise pickle.UnpicklingError(f"the global {key!r} (shipment {gid}) did not arrive")
+    if isinstance(got[1], _Failed):
+        raise pickle.UnpicklingError(
+            f"the global {key!r} could not be unpickled in the worker: {got[1].exc!r}"
+        )
     return got[1]

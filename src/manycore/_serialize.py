@@ -247,6 +247,8 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
             _fn_cache[fn] = (getattr(fn, "__code__", None), data)
         elif fingerprint is not None:
             _value_cache[fn] = (fingerprint, data)
+        elif by_value is not None:  # stale: it must not keep an old large global alive
+            del _value_cache[fn]
     except TypeError:
         pass
     return data
