@@ -85,10 +85,12 @@ def test_methods_of_an_importable_class_see_the_workers_globals(
 
 
 def _write_module(folder: Path, name: str, factor: int) -> None:
-    # Another size each time: a reload within the same second must not take the
+    # Only a module global changes: the function's own code stays the same. The
+    # size changes too: a worker's reload within the same second must not take
     # bytecode cached for the old source (checked by mtime and size).
     padding = "#" * factor
-    (folder / f"{name}.py").write_text(f"def scale(x):\n    return x * {factor}  {padding}\n")
+    source = f"FACTOR = {factor}  {padding}\n\n\ndef scale(x):\n    return x * FACTOR\n"
+    (folder / f"{name}.py").write_text(source)
 
 
 @pytest.fixture
@@ -122,6 +124,11 @@ def test_a_warm_pool_runs_a_reloaded_modules_new_code(
         assert pool.submit(module.scale, 5).result(timeout=30) == 15
         module = _reload(reloadable, 5)
         assert pool.map(module.scale, range(4)) == [0, 5, 10, 15]
+        # A script's function that calls into the module by its name.
+        uses = _script_function("def uses(x):\n    return mod.scale(x)\n", "<uses>", "uses")
+        uses.__globals__["mod"] = module
+        module = _reload(reloadable, 7)
+        assert pool.map(uses, range(4)) == [0, 7, 14, 21]
 
 
 def test_the_default_pool_runs_a_reloaded_modules_new_code(reloadable: Any) -> None:

@@ -1,25 +1,30 @@
-"""Functions that travel by reference, checked against the parent's code.
+"""Functions and modules that travel by reference, at the parent's version.
 
-A function of an importable module is pickled as its module and name, with a
-digest of the parent's code. A worker resolves the name in its own import of the
-module; when that import is older than the parent's (the parent ran
-``importlib.reload``, or IPython's autoreload patched the function), the digests
-differ and the worker reloads the module once, so the new code runs, as it does
-on threads.
+A function of an importable module is pickled as its module and name, a module
+as its name; both with the number of times the parent has seen the module
+reloaded. A worker resolves the name in its own import of the module; when that
+import is older than the parent's (the parent ran ``importlib.reload``, or
+IPython's autoreload did), the worker reloads the module once, so that the new
+code runs, as it does on threads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
+import threading
 import types
-import weakref
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["by_reference_as", "code_digest", "current_function"]
+__all__ = [
+    "by_reference_as",
+    "current_function",
+    "current_module",
+    "generation",
+    "importable_module",
+]
 
 
 def by_reference_as(fn: types.FunctionType) -> tuple[str, str] | None:
@@ -46,59 +51,62 @@ def _registered_by_value(module_name: str) -> bool:
     return any(module_name == m or module_name.startswith(m + ".") for m in registered)
 
 
-_digests: weakref.WeakKeyDictionary[types.CodeType, str] = weakref.WeakKeyDictionary()
+# module name -> (its __spec__ when last seen here, reloads seen since). A reload
+# makes a new spec. A forked worker inherits the table: it tells which version of
+# each module the worker's inherited copy is.
+_seen: dict[str, tuple[Any, int]] = {}
+_seen_lock = threading.Lock()
 
 
-def code_digest(code: types.CodeType) -> str:
-    """A digest of what a code object does (bytecode, names, constants, nested
-    code, first line): the same in every process for the same source."""
-    digest = _digests.get(code)
-    if digest is None:
-        text = repr(_code_key(code)).encode()
-        digest = _digests[code] = hashlib.blake2b(text, digest_size=12).hexdigest()
-    return digest
+def generation(module: types.ModuleType) -> int:
+    """How many reloads of ``module`` this process has seen (0 at first sight)."""
+    spec = getattr(module, "__spec__", None)
+    name = module.__name__
+    with _seen_lock:
+        entry = _seen.get(name)
+        if entry is None or entry[0] is not spec:
+            entry = _seen[name] = (spec, 0 if entry is None else entry[1] + 1)
+    return entry[1]
 
 
-def _code_key(code: types.CodeType) -> tuple[Any, ...]:
-    consts = tuple(_const_key(c) for c in code.co_consts)
-    return (code.co_code, code.co_firstlineno, code.co_names, code.co_varnames, consts)
+def importable_module(module: types.ModuleType) -> bool:
+    """Whether a worker can import ``module`` by its name (it is this process's)."""
+    name = module.__name__
+    return name != "__main__" and sys.modules.get(name) is module and not _registered_by_value(name)
 
 
-def _const_key(const: Any) -> Any:
-    if isinstance(const, types.CodeType):
-        return _code_key(const)
-    if isinstance(const, frozenset):  # its order follows string hashing, per process
-        return sorted(repr(_const_key(c)) for c in const)
-    if isinstance(const, tuple):
-        return tuple(_const_key(c) for c in const)
-    return repr(const)
+# In a worker: module name -> the generation of the parent's it is up to date with.
+_synced: dict[str, int] = {}
 
 
-_reloaded: set[tuple[str, str]] = set()  # (module, digest) reloads tried in this worker
+def current_module(name: str, gen: int) -> types.ModuleType:
+    """In the worker: module ``name``, as the parent's generation ``gen`` of it.
 
-
-def current_function(module_name: str, qualname: str, digest: str) -> Any:
-    """In the worker: the function ``module.qualname``, running the parent's code.
-
-    A module reloaded in the parent (``importlib.reload``, IPython's autoreload)
-    has new code that a worker which imported it earlier does not: the digest of
-    the parent's code tells, and the worker reloads its module once to catch up.
+    A module the parent reloaded since this worker imported it (``importlib.reload``,
+    IPython's autoreload) is reloaded here once, so that its new code and module
+    globals are what the worker runs, as threads would.
     """
-    module = importlib.import_module(module_name)
-    fn = _attribute(module, qualname)
-    key = (module_name, digest)
-    code = getattr(fn, "__code__", None)
-    if not isinstance(code, types.CodeType) or code_digest(code) == digest or key in _reloaded:
-        return fn
-    _reloaded.add(key)
-    try:
-        module = importlib.reload(module)
-    except Exception:  # cannot reload here: run the code this worker has
-        return fn
-    return _attribute(module, qualname)
+    module = sys.modules.get(name)
+    if module is None:
+        module = importlib.import_module(name)
+        _synced[name] = gen
+        return module
+    have = _synced.get(name)
+    if have is None:  # imported otherwise: inherited through fork, or fresh
+        entry = _seen.get(name)
+        have = entry[1] if entry is not None and entry[0] is module.__spec__ else gen
+    if have < gen:
+        try:
+            module = importlib.reload(module)
+        except Exception:  # cannot reload here: run the code this worker has
+            pass
+    _synced[name] = max(have, gen)
+    return module
 
 
-def _attribute(obj: Any, qualname: str) -> Any:
+def current_function(module_name: str, qualname: str, gen: int) -> Any:
+    """In the worker: the function ``module.qualname``, from an up-to-date module."""
+    obj: Any = current_module(module_name, gen)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj

@@ -20,6 +20,7 @@ import io
 import linecache
 import os
 import pickle
+import sys
 import types
 import weakref
 from collections import ChainMap
@@ -33,7 +34,13 @@ from ._batch import Batch
 from ._bigglobals import PID as BIG_PID
 from ._bigglobals import Shipment, big_globals, global_value, unpicklable_global
 from ._bigglobals import with_shipments as with_shipments
-from ._coderef import by_reference_as, code_digest, current_function
+from ._coderef import (
+    by_reference_as,
+    current_function,
+    current_module,
+    generation,
+    importable_module,
+)
 from ._errors import SerializationError
 from ._shm import THRESHOLD
 
@@ -51,8 +58,8 @@ __all__ = [
 PROTOCOL = 5
 loads = pickle.loads
 
-# A function pickled by reference, with the code it had then (a reload that patches
-# a function in place, as IPython's autoreload does, changes only its __code__).
+# A function pickled by reference, with its module's __spec__ then: a reload makes
+# a new one, and the pickle names the module's version (see _coderef).
 _fn_cache: weakref.WeakKeyDictionary[Any, tuple[Any, bytes]] = weakref.WeakKeyDictionary()
 _value_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
     weakref.WeakKeyDictionary()
@@ -176,7 +183,10 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
             # (Our own rebuilders, named in the reductions, go by name only.)
             where = by_reference_as(obj)
             if where is not None:
-                return (current_function, (*where, code_digest(obj.__code__)))
+                gen = generation(sys.modules[where[0]])
+                return (current_function, (*where, gen))
+        elif type(obj) is types.ModuleType and importable_module(obj):
+            return (current_module, (obj.__name__, generation(obj)))
         return super().reducer_override(obj)
 
 
@@ -203,6 +213,11 @@ class _FunctionUnpickler(pickle.Unpickler):
         if type(pid) is tuple and pid[0] == BIG_PID:
             return global_value(pid[1], pid[2])
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def _module_spec(fn: Any) -> Any:
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    return getattr(module, "__spec__", None)
 
 
 def dumps_code(obj: Any, big: dict[int, Shipment] | None = None) -> bytes:
@@ -232,7 +247,7 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         by_value = _value_cache.get(fn)
     except TypeError:  # not weak-referenceable or not hashable
         cached = by_value = None
-    if cached is not None and cached[0] is getattr(fn, "__code__", None):
+    if cached is not None and cached[0] is _module_spec(fn):
         return cached[1]
     big = big_globals(fn, PROTOCOL)
     fingerprint = _fingerprint(fn, (), big)
@@ -244,7 +259,7 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         raise _unpicklable_fn(fn, exc) from exc
     try:
         if _by_reference(fn):
-            _fn_cache[fn] = (getattr(fn, "__code__", None), data)
+            _fn_cache[fn] = (_module_spec(fn), data)
         elif fingerprint is not None:
             _value_cache[fn] = (fingerprint, data)
         elif by_value is not None:  # stale: it must not keep an old large global alive
