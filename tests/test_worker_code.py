@@ -127,6 +127,7 @@ def test_a_warm_pool_runs_a_reloaded_modules_new_code(
         # A script's function that calls into the module by its name.
         uses = _script_function("def uses(x):\n    return mod.scale(x)\n", "<uses>", "uses")
         uses.__globals__["mod"] = module
+        assert pool.map(uses, range(4)) == [0, 5, 10, 15]
         module = _reload(reloadable, 7)
         assert pool.map(uses, range(4)) == [0, 7, 14, 21]
 

@@ -324,8 +324,8 @@ def _value_key(value: Any, chain: tuple[int, ...], big: dict[int, Shipment] | No
     if isinstance(value, (tuple, frozenset)):
         keys = [_value_key(v, chain, big) for v in value]
         return None if any(k is None for k in keys) else (type(value), tuple(keys))
-    if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)  # pickled by reference: its name is all
+    if isinstance(value, types.ModuleType):  # by reference: its name and version
+        return ("module", value.__name__, generation(value))
     if isinstance(value, type) and value.__module__ != "__main__":
         return ("class", value.__module__, value.__qualname__)
     if isinstance(value, types.FunctionType):
