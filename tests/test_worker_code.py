@@ -196,3 +196,12 @@ def test_an_unpicklable_global_is_named(value: Any) -> None:
     exec(compile(source, "<uses-it>", "exec"), namespace)
     with mc.Pool(1) as pool, pytest.raises(mc.SerializationError, match="global 'HELD'"):
         pool.submit(namespace["uses_it"], 1).result(timeout=30)
+
+
+def test_a_large_bytearray_global_can_still_grow_in_the_parent() -> None:
+    source = "def size(x):\n    return len(BUF) + x\n"
+    namespace: dict[str, Any] = {"__name__": "__main__", "BUF": bytearray(2 << 20)}
+    exec(compile(source, "<grows>", "exec"), namespace)
+    with mc.Pool(1) as pool:
+        assert pool.submit(namespace["size"], 1).result(timeout=30) == (2 << 20) + 1
+        namespace["BUF"].extend(b"more")  # no view of it is kept

@@ -73,6 +73,9 @@ class Shipment:
 
 
 def _pickle(value: Any, buffers: list[memoryview], protocol: int) -> bytes:
+    if isinstance(value, bytearray):  # a view of it would stop the user resizing it
+        return pickle.dumps(value, protocol)
+
     def keep(buf: pickle.PickleBuffer) -> bool:
         try:
             view = buf.raw()
