@@ -135,11 +135,18 @@ def _child(runner: str, kind: str, mb: int, workers: int) -> None:
     print(json.dumps(figures))
 
 
-def _run(runner: str, kind: str, mb: int, workers: int) -> dict[str, float]:
+def _run(runner: str, kind: str, mb: int, workers: int, repeat: int) -> dict[str, float]:
+    """Median of each figure over ``repeat`` fresh children (the peak memory: the
+    largest)."""
     command = [sys.executable, __file__, "--child", runner, "--kinds", kind]
     command += ["--mb", str(mb), "--workers", str(workers)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    runs = []
+    for _ in range(repeat):
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["peak memory"] = max(r["peak memory"] for r in runs)
+    return out
 
 
 def _ms(seconds: float | None) -> str:
@@ -151,24 +158,25 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--kinds", default="bytes,numpy")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="fresh children per runner")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child, args.kinds, args.mb, args.workers)
         return
-    print(f"{args.mb} MB global, {args.workers} workers, manycore {mc.__version__}\n")
+    print(f"{args.mb} MB global, {args.workers} workers, medians of {args.repeat} runs\n")
     columns = ["global", "runner", "20 submits", "map #1", "map #2", "peak memory"]
     columns.append("20 submits / one shipment")
     print("| " + " | ".join(columns) + " |")
     print("|---" * len(columns) + "|")
     for kind in args.kinds.split(","):
-        ship = _run("one shipment", kind, args.mb, args.workers)
+        ship = _run("one shipment", kind, args.mb, args.workers, args.repeat)
         print(
             f"| {kind} | one shipment (reference) | {_ms(ship['one shipment'])} | - | - "
             f"| {ship['peak memory']:.2f}x | - |"
         )
         for runner in ("manycore", "ProcessPoolExecutor"):
-            got = _run(runner, kind, args.mb, args.workers)
+            got = _run(runner, kind, args.mb, args.workers, args.repeat)
             ratio = got["20 submits"] / ship["one shipment"]
             print(
                 f"| {kind} | {runner} | {_ms(got['20 submits'])} | {_ms(got['map #1'])} "
