@@ -10,6 +10,10 @@ What the frames hold:
 * parent -> worker, then one per batch: a 4-byte head size, the pickled head
   ``(key, fn_id, fn_blob or None, reset_cache, star)``, then the pickled body
   ``(items, kwargs)``, pickled once in the caller's thread and never copied;
+* parent -> worker, before the first batch of a function that reads a large
+  global of a script: the same framing, with the head
+  ``(None, key, gid, size, buffer sizes)`` and the global's bytes as the body
+  (see :mod:`manycore._bigglobals`);
 * worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed, unrun)``
   or of ``(INIT_FAILED, error_wire)``; ``(RETIRE,)`` after a worker's last result.
 """
