@@ -74,3 +74,38 @@ def test_recursive_function_is_cached() -> None:
     fn, _ = _main_function("def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n", "fib")
     assert _serialize.dumps_fn(fn) is _serialize.dumps_fn(fn)
     assert isinstance(fn, types.FunctionType)
+
+
+def test_a_reloaded_modules_function_is_pickled_again(monkeypatch: Any) -> None:
+    # A reload gives the module a new __spec__ (even where IPython's autoreload
+    # then patches the old function objects in place).
+    import copy
+
+    import serfns
+
+    first = _serialize.dumps_fn(serfns.set_value)
+    assert _serialize.dumps_fn(serfns.set_value) is first
+    monkeypatch.setattr(serfns, "__spec__", copy.copy(serfns.__spec__))
+    second = _serialize.dumps_fn(serfns.set_value)
+    assert second != first
+    assert _serialize.dumps_fn(serfns.set_value) is second
+
+
+def test_a_rebound_large_global_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    import serfns
+
+    source = "CONFIG = ()\ndef f(x):\n    return (BIG, CONFIG, x)\n"
+    fn, ns = _main_function(source, "f", {"BIG": serfns.Big("old")})
+    first = _serialize.dumps_fn(fn)
+    assert _serialize.dumps_fn(fn) is first  # cached: nothing in it can change unseen
+    assert len(first) < 1000  # the large global is named, not pickled in
+    old = weakref.ref(ns["BIG"])
+    ns["BIG"] = serfns.Big("new")
+    ns["CONFIG"] = {}  # mutable: the pickle cannot be cached any more
+    del first
+    _serialize.dumps_fn(fn)
+    gc.collect()
+    assert old() is None

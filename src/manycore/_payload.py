@@ -71,5 +71,6 @@ class FnIds:
             if len(self._ids) >= FN_LIMIT:
                 self._ids.clear()
             self._next += 1
-            fn_id = self._ids[fn_blob] = self._next
+            # Plain bytes: the table must not keep a blob's large globals alive.
+            fn_id = self._ids[bytes(fn_blob)] = self._next
         return fn_id

@@ -17,15 +17,30 @@ function uses are written into it when the function arrives.
 from __future__ import annotations
 
 import io
+import linecache
+import os
 import pickle
+import sys
 import types
 import weakref
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
 
+from . import _coderef
 from ._batch import Batch
+from ._bigglobals import PID as BIG_PID
+from ._bigglobals import Shipment, big_globals, global_value, unpicklable_global
+from ._bigglobals import with_shipments as with_shipments
+from ._coderef import (
+    by_reference_as,
+    current_function,
+    current_module,
+    generation,
+    importable_module,
+)
 from ._errors import SerializationError
 from ._shm import THRESHOLD
 
@@ -37,12 +52,15 @@ __all__ = [
     "dumps_fn",
     "loads",
     "loads_code",
+    "with_shipments",
 ]
 
 PROTOCOL = 5
 loads = pickle.loads
 
-_fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+# A function pickled by reference, with its module's __spec__ then: a reload makes
+# a new one, and the pickle names the module's version (see _coderef).
+_fn_cache: weakref.WeakKeyDictionary[Any, tuple[Any, bytes]] = weakref.WeakKeyDictionary()
 _value_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
     weakref.WeakKeyDictionary()
 )
@@ -91,16 +109,99 @@ def _out_of_band(big: list[memoryview]) -> Callable[[pickle.PickleBuffer], bool]
     return keep_in_band
 
 
+_CLOUD_REDUCE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+_DYNAMIC_FILE = "<dynamic-code>"
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reduction of a code object, with the real file name back.
+
+    cloudpickle 3 writes ``<dynamic-code>`` in place of ``co_filename`` (so that
+    pickles do not depend on where a function was defined); a worker's traceback
+    would then show neither the file nor the line's source. Source that no file
+    holds (an IPython cell, which IPython keeps in ``linecache``) travels along, so
+    that the worker's traceback can show its lines too.
+    """
+    ctor, args = _CLOUD_REDUCE_CODE(code)
+    filename = code.co_filename
+    if filename != _DYNAMIC_FILE and _DYNAMIC_FILE in args:
+        at = args.index(_DYNAMIC_FILE)  # co_filename comes before co_name
+        args = (*args[:at], filename, *args[at + 1 :])
+    lines = _unfiled_source(filename)
+    if lines is None:
+        return (ctor, args)
+    return (_code_with_source, (ctor, args, filename, lines))
+
+
+def _unfiled_source(filename: str) -> tuple[int, None, list[str], str] | None:
+    """The ``linecache`` entry of source that is in no file (an IPython cell)."""
+    entry = linecache.cache.get(filename)
+    if entry is None or len(entry) != 4 or os.path.exists(filename):
+        return None
+    size, _, lines, fullname = entry
+    return (size, None, lines, fullname)
+
+
+def _code_with_source(
+    ctor: Any, args: tuple[Any, ...], filename: str, entry: tuple[int, None, list[str], str]
+) -> types.CodeType:
+    """In the worker: a code object whose source is in no file; its lines go into
+    ``linecache`` (an mtime of None: ``checkcache`` keeps the entry)."""
+    linecache.cache.setdefault(filename, entry)
+    return ctor(*args)  # type: ignore[no-any-return]
+
+
+_OWN = frozenset({__name__, _coderef.__name__})
 _MAIN_GLOBALS = "manycore:__main__.__dict__"
 # The keys cloudpickle copies into the fresh globals dict of a by-value function.
 _BASE_KEYS = frozenset({"__package__", "__name__", "__path__", "__file__"})
 
 
 class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
-    def persistent_id(self, obj: Any) -> str | None:
+    # Code objects keep their file name (see _reduce_code); the rest as cloudpickle does.
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+    def __init__(self, file: Any, protocol: int, big: dict[int, Shipment] | None = None):
+        super().__init__(file, protocol)
+        self._big = big or {}
+
+    def persistent_id(self, obj: Any) -> Any:
         if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
             return _MAIN_GLOBALS
+        if self._big:
+            shipment = self._big.get(id(obj))
+            if shipment is not None and shipment.value is obj:
+                return (BIG_PID, shipment.key, shipment.gid)
         return None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.MethodType:
+            by_name = _method_by_name(obj)
+            if by_name is not None:
+                return by_name
+        elif type(obj) is types.FunctionType and obj.__module__ not in _OWN:
+            # (Our own rebuilders, named in the reductions, go by name only.)
+            where = by_reference_as(obj)
+            if where is not None:
+                gen = generation(sys.modules[where[0]])
+                return (current_function, (*where, gen))
+        elif type(obj) is types.ModuleType and importable_module(obj):
+            return (current_module, (obj.__name__, generation(obj)))
+        return super().reducer_override(obj)
+
+
+def _method_by_name(method: types.MethodType) -> tuple[Any, ...] | None:
+    """A bound method (a classmethod too) as ``getattr(its object, its name)``, as
+    plain pickle does. cloudpickle pickles a classmethod's function by value, and
+    that copy runs against a copy of its module's globals: a global that ``init``
+    set in the worker would not be seen, and its traceback would name no file."""
+    owner = method.__self__
+    name = method.__func__.__name__
+    try:
+        same = getattr(owner, name, None) == method
+    except Exception:  # an owner whose attribute lookup or __eq__ fails
+        return None
+    return (getattr, (owner, name)) if same else None
 
 
 class _FunctionUnpickler(pickle.Unpickler):
@@ -109,13 +210,21 @@ class _FunctionUnpickler(pickle.Unpickler):
             import __main__
 
             return __main__.__dict__
+        if type(pid) is tuple and pid[0] == BIG_PID:
+            return global_value(pid[1], pid[2])
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
-def dumps_code(obj: Any) -> bytes:
-    """Pickle functions (and what goes with them) so that ``__main__`` ones share globals."""
+def _module_spec(fn: Any) -> Any:
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    return getattr(module, "__spec__", None)
+
+
+def dumps_code(obj: Any, big: dict[int, Shipment] | None = None) -> bytes:
+    """Pickle functions (and what goes with them) so that ``__main__`` ones share
+    globals; the values in ``big`` (by id) are named, not pickled (see _bigglobals)."""
     buf = io.BytesIO()
-    _FunctionPickler(buf, PROTOCOL).dump(obj)
+    _FunctionPickler(buf, PROTOCOL, big).dump(obj)
     return buf.getvalue()
 
 
@@ -138,24 +247,23 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         by_value = _value_cache.get(fn)
     except TypeError:  # not weak-referenceable or not hashable
         cached = by_value = None
-    if cached is not None:
-        return cached
-    fingerprint = _fingerprint(fn)
+    if cached is not None and cached[0] is _module_spec(fn):
+        return cached[1]
+    big = big_globals(fn, PROTOCOL)
+    fingerprint = _fingerprint(fn, (), big)
     if by_value is not None and fingerprint is not None and by_value[0] == fingerprint:
         return by_value[1]
     try:
-        data = dumps_code(fn)
+        data = with_shipments(dumps_code(fn, big), big.values())
     except Exception as exc:
-        raise SerializationError(
-            f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
-            f"to send it to a worker process: {exc}. Use backend='threads', or make "
-            "the function a plain module-level function."
-        ) from exc
+        raise _unpicklable_fn(fn, exc) from exc
     try:
         if _by_reference(fn):
-            _fn_cache[fn] = data
+            _fn_cache[fn] = (_module_spec(fn), data)
         elif fingerprint is not None:
             _value_cache[fn] = (fingerprint, data)
+        elif by_value is not None:  # stale: it must not keep an old large global alive
+            del _value_cache[fn]
     except TypeError:
         pass
     return data
@@ -164,7 +272,20 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
 
 
-def _fingerprint(fn: Any, chain: tuple[int, ...] = ()) -> tuple[Any, ...] | None:
+def _unpicklable_fn(fn: Any, exc: Exception) -> SerializationError:
+    err = unpicklable_global(fn)
+    if err is not None:
+        return err
+    return SerializationError(
+        f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
+        f"to send it to a worker process: {exc}. Use backend='threads', or make "
+        "the function a plain module-level function."
+    )
+
+
+def _fingerprint(
+    fn: Any, chain: tuple[int, ...] = (), big: dict[int, Shipment] | None = None
+) -> tuple[Any, ...] | None:
     """What a by-value function's pickle depends on, as comparable values; None
     when something it depends on is mutable (a list, a dict, an instance), since
     a change inside it would not show here and a cached pickle would be stale."""
@@ -179,32 +300,36 @@ def _fingerprint(fn: Any, chain: tuple[int, ...] = ()) -> tuple[Any, ...] | None
         *sorted((fn.__kwdefaults__ or {}).items()),
         *(cell.cell_contents for cell in (fn.__closure__ or ())),
     ):
-        key = _value_key(value, chain)
+        key = _value_key(value, chain, big)
         if key is None:
             return None
         parts.append(key)
     for name in _global_names(fn.__code__):
         if name in fn.__globals__:
-            key = _value_key(fn.__globals__[name], chain)
+            key = _value_key(fn.__globals__[name], chain, big)
             if key is None:
                 return None
             parts.append((name, key))
     return tuple(parts)
 
 
-def _value_key(value: Any, chain: tuple[int, ...]) -> Any:
-    """A comparable stand-in for an immutable value; None if it may change inside."""
+def _value_key(value: Any, chain: tuple[int, ...], big: dict[int, Shipment] | None) -> Any:
+    """A comparable stand-in for an immutable value; None if it may change inside.
+    A large global stands for itself: its shipment, made once."""
+    shipment = big.get(id(value)) if big else None
+    if shipment is not None and shipment.value is value:
+        return ("big", shipment.gid)
     if isinstance(value, _ATOMS):
         return (type(value), value)
     if isinstance(value, (tuple, frozenset)):
-        keys = [_value_key(v, chain) for v in value]
+        keys = [_value_key(v, chain, big) for v in value]
         return None if any(k is None for k in keys) else (type(value), tuple(keys))
-    if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)  # pickled by reference: its name is all
+    if isinstance(value, types.ModuleType):  # by reference: its name and version
+        return ("module", value.__name__, generation(value))
     if isinstance(value, type) and value.__module__ != "__main__":
         return ("class", value.__module__, value.__qualname__)
     if isinstance(value, types.FunctionType):
-        return _fingerprint(value, chain)
+        return _fingerprint(value, chain, big)
     return None
 
 

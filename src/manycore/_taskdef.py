@@ -17,7 +17,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 from . import _state
 from . import _validate as v
 from ._pool import PoolState
-from ._serialize import PROTOCOL, _by_reference, dumps_fn, loads_code
+from ._serialize import PROTOCOL, _by_reference, dumps_fn, loads_code, with_shipments
 from ._taskrun import current_pool, futures_in
 from ._tasks import TaskFuture, TaskNode, help_along, next_key, run_here
 
@@ -132,7 +132,8 @@ class Task(Generic[P, R]):
         if last is not None and last[0] == inner:
             return last[1]
         options = (self.timeout, self.retries, self.retry_on, self.name)
-        blob = pickle.dumps(_CallByValue(inner, options), PROTOCOL)
+        # The large globals the function reads travel apart (see _bigglobals).
+        blob = with_shipments(pickle.dumps(_CallByValue(inner, options), PROTOCOL), inner)
         self._by_value = (inner, blob)
         return blob
 

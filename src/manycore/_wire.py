@@ -10,6 +10,10 @@ What the frames hold:
 * parent -> worker, then one per batch: a 4-byte head size, the pickled head
   ``(key, fn_id, fn_blob or None, reset_cache, star)``, then the pickled body
   ``(items, kwargs)``, pickled once in the caller's thread and never copied;
+* parent -> worker, before the first batch of a function that reads a large
+  global of a script: the same framing, with the head
+  ``(None, key, gid, size, buffer sizes)`` and the global's bytes as the body
+  (see :mod:`manycore._bigglobals`);
 * worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed, unrun)``
   or of ``(INIT_FAILED, error_wire)``; ``(RETIRE,)`` after a worker's last result.
 """
@@ -30,6 +34,7 @@ __all__ = [
 
 HEADER = struct.Struct("<Q")
 _SMALL = 1 << 16
+_BIG_READ = 1 << 24  # frames above this are read into one writable buffer
 
 # Kinds of the pickled messages (their first element).
 RESULT = 1
@@ -65,7 +70,9 @@ def write_all(fd: int, buffers: list[bytes]) -> None:
             view = view[n:]
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
+def _read_exact(fd: int, n: int) -> bytes | bytearray | None:
+    if n > _BIG_READ:  # one buffer, filled in place: no chunks to join (twice the memory)
+        return _read_into(fd, n)
     chunks = []
     while n:
         chunk = os.read(fd, min(n, 1 << 20))
@@ -76,7 +83,18 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_frame(fd: int) -> bytes | None:
+def _read_into(fd: int, n: int) -> bytearray | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    while view:
+        got = os.readv(fd, [view[: 1 << 24]])
+        if not got:
+            return None
+        view = view[got:]
+    return buf
+
+
+def read_frame(fd: int) -> bytes | bytearray | None:
     """Blocking read of one frame; ``None`` at end of file (the parent is gone)."""
     header = _read_exact(fd, HEADER.size)
     if header is None:

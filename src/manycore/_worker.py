@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _launch, _shm, _state, _wire
+from . import _bigglobals, _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._mapcache import Mappings
 from ._remote import pack_exception
@@ -284,6 +284,10 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)
         head = pickle.loads(view[4 : 4 + head_size])
+        if head[0] is None:  # a large global, ahead of the function that reads it
+            _bigglobals.receive(head, view[4 + head_size :])
+            del view, data
+            continue
         key, fn_id, fn_blob, reset, star, track, oob, time_items = head
         if reset:
             fns.clear()

@@ -53,6 +53,7 @@ class WorkerHandle:
     inflight: deque[Any] = field(default_factory=deque)  # sent, oldest first
     out: deque[memoryview] = field(default_factory=deque)  # bytes not yet written
     known: set[int] = field(default_factory=set)  # function ids this worker caches
+    globals: dict[str, int] = field(default_factory=dict)  # large global -> shipment it has
     frames: _wire.FrameBuffer = field(default_factory=_wire.FrameBuffer)
     writing: bool = False  # registered with the selector for write readiness
     dead: bool = False  # gets no more work (a write failed, or it is retiring)
@@ -120,7 +121,9 @@ class WorkerHandle:
         head = pickle.dumps((key, fn_id, blob, reset, star, track, oob, time_items), 5)
         prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
-        buffers = [prefix + body] if len(body) < 65536 else [prefix, body]
+        buffers: list[Any] = [prefix + body] if len(body) < 65536 else [prefix, body]
+        if blob is not None and getattr(blob, "shipments", None):
+            buffers[:0] = self._shipments(blob.shipments)  # type: ignore[attr-defined]
         if self.out:
             self.out.extend(memoryview(b) for b in buffers)
             return False
@@ -137,6 +140,21 @@ class WorkerHandle:
             self.out.append(memoryview(buf)[written:])
             written = 0
         return not self.out
+
+    def _shipments(self, shipments: Any) -> list[Any]:
+        """Frames of the large globals (see ``_bigglobals``) that a function about
+        to be sent names and this worker lacks: written from the objects' memory."""
+        buffers: list[Any] = []
+        for shipment in shipments:
+            if self.globals.get(shipment.key) == shipment.gid:
+                continue
+            self.globals[shipment.key] = shipment.gid
+            head, parts = shipment.frame_parts()
+            head_bytes = pickle.dumps(head, 5)
+            size = _HEAD.size + len(head_bytes) + sum(memoryview(p).nbytes for p in parts)
+            buffers.append(_wire.HEADER.pack(size) + _HEAD.pack(len(head_bytes)) + head_bytes)
+            buffers.extend(parts)
+        return buffers
 
     def flush(self) -> None:
         """Write what waits in ``out`` as far as the pipe takes it."""

@@ -351,7 +351,8 @@ class ClusterBackend(Backend):
         """The function, or for a big one (a closure over a large array) its ref:
         the engine pickles what it is given once per task."""
         blob = record.batch.fn_blob
-        if blob is None or len(blob) < BIG:
+        # (A script function's large globals are not in its blob but beside it.)
+        if blob is None or (len(blob) < BIG and not getattr(blob, "shipments", None)):
             return record.batch.fn
         return self._cached_put(record, record.batch.fn)
 

@@ -1,0 +1,112 @@
+"""Functions and modules that travel by reference, at the parent's version.
+
+A function of an importable module is pickled as its module and name, a module
+as its name; both with the number of times the parent has seen the module
+reloaded. A worker resolves the name in its own import of the module; when that
+import is older than the parent's (the parent ran ``importlib.reload``, or
+IPython's autoreload did), the worker reloads the module once, so that the new
+code runs, as it does on threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import types
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "by_reference_as",
+    "current_function",
+    "current_module",
+    "generation",
+    "importable_module",
+]
+
+
+def by_reference_as(fn: types.FunctionType) -> tuple[str, str] | None:
+    """``(module, qualname)`` of a function its module gives back by that name."""
+    name = fn.__module__
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is None or name == "__main__" or "<locals>" in fn.__qualname__:
+        return None
+    if _registered_by_value(name):
+        return None
+    found: Any = module
+    try:
+        for part in fn.__qualname__.split("."):
+            found = getattr(found, part)
+    except Exception:
+        return None
+    return (name, fn.__qualname__) if found is fn else None
+
+
+def _registered_by_value(module_name: str) -> bool:
+    """Whether the user asked cloudpickle to pickle this module's functions by
+    value (``cloudpickle.register_pickle_by_value``)."""
+    registered = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ())
+    return any(module_name == m or module_name.startswith(m + ".") for m in registered)
+
+
+# module name -> (its __spec__ when last seen here, reloads seen since). A reload
+# makes a new spec. A forked worker inherits the table: it tells which version of
+# each module the worker's inherited copy is.
+_seen: dict[str, tuple[Any, int]] = {}
+_seen_lock = threading.Lock()
+
+
+def generation(module: types.ModuleType) -> int:
+    """How many reloads of ``module`` this process has seen (0 at first sight)."""
+    spec = getattr(module, "__spec__", None)
+    name = module.__name__
+    with _seen_lock:
+        entry = _seen.get(name)
+        if entry is None or entry[0] is not spec:
+            entry = _seen[name] = (spec, 0 if entry is None else entry[1] + 1)
+    return entry[1]
+
+
+def importable_module(module: types.ModuleType) -> bool:
+    """Whether a worker can import ``module`` by its name (it is this process's)."""
+    name = module.__name__
+    return name != "__main__" and sys.modules.get(name) is module and not _registered_by_value(name)
+
+
+# In a worker: module name -> the generation of the parent's it is up to date with.
+_synced: dict[str, int] = {}
+
+
+def current_module(name: str, gen: int) -> types.ModuleType:
+    """In the worker: module ``name``, as the parent's generation ``gen`` of it.
+
+    A module the parent reloaded since this worker imported it (``importlib.reload``,
+    IPython's autoreload) is reloaded here once, so that its new code and module
+    globals are what the worker runs, as threads would.
+    """
+    module = sys.modules.get(name)
+    if module is None:
+        module = importlib.import_module(name)
+        _synced[name] = gen
+        return module
+    have = _synced.get(name)
+    if have is None:  # imported otherwise: inherited through fork, or fresh
+        entry = _seen.get(name)
+        have = entry[1] if entry is not None and entry[0] is module.__spec__ else gen
+    if have < gen:
+        try:
+            module = importlib.reload(module)
+        except Exception:  # cannot reload here: run the code this worker has
+            pass
+    _synced[name] = max(have, gen)
+    return module
+
+
+def current_function(module_name: str, qualname: str, gen: int) -> Any:
+    """In the worker: the function ``module.qualname``, from an up-to-date module."""
+    obj: Any = current_module(module_name, gen)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
