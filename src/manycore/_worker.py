@@ -220,7 +220,8 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey = pickle.loads(first)
+    _take_authkey(authkey)
     if blas_threads is not None:
         _limit_blas(blas_threads)
     slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
@@ -244,6 +245,14 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
     finally:
         if exit_fn is not None:
             _run_exit(exit_fn)
+
+
+def _take_authkey(authkey: bytes) -> None:
+    """Use the parent's multiprocessing key, before anything is unpickled: a
+    Manager proxy among the arguments connects to its manager as it is rebuilt."""
+    from multiprocessing import current_process
+
+    current_process().authkey = authkey
 
 
 def _load_shared(blob: tuple[bytes, str | None, Any] | None) -> Any:

@@ -203,6 +203,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         spec.max_memory,
         spec.blas_threads,
         spec.shared,
+        _authkey(),
     )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
@@ -210,6 +211,15 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
     os.set_blocking(task_w, False)
     os.set_blocking(result_r, False)
     return WorkerHandle(proc, task_w, result_r, slot=slot)
+
+
+def _authkey() -> bytes:
+    """This process's multiprocessing authentication key, for the worker to take
+    as its own: a ``multiprocessing.Manager()`` proxy passed to a task connects to
+    its manager with it (a spawned or fork-server worker has a random one)."""
+    from multiprocessing import current_process
+
+    return bytes(current_process().authkey)
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
