@@ -3,13 +3,21 @@ importable in workers under every start method."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-import manycore as mc
 
 
 def store_square(shared: Any, key: int) -> int:
     """Write into a multiprocessing.Manager() proxy (a dict)."""
     shared[key] = key * key
     return key
+
+
+def send_one(conn: Any) -> int:
+    conn.send(1)
+    return 1
+
+
+def make_pipe_end(_: Any) -> Any:
+    import multiprocessing
+
+    return multiprocessing.Pipe()[0]

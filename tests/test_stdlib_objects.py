@@ -12,7 +12,7 @@ import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
-from stdlibfns import store_square
+from stdlibfns import make_pipe_end, send_one, store_square
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +29,44 @@ def test_manager_proxy_as_an_argument(backend: tuple[str, str], manager: Any) ->
         assert pool.map(store_square, [shared] * 4, range(4), timeout=30) == [0, 1, 2, 3]
         assert pool.submit(store_square, shared, 5).result(timeout=30) == 5
     assert dict(shared) == {0: 0, 1: 1, 2: 4, 3: 9, 5: 25}
+
+
+def test_a_pipe_end_as_an_argument_is_refused_naming_it(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    here, there = multiprocessing.Pipe()
+    with mc.Pool(2) as pool:
+        with pytest.raises(mc.SerializationError, match=r"input item 0 of type 'Connection'"):
+            pool.map(send_one, [there], timeout=30)
+        with pytest.raises(mc.SerializationError, match=r"argument 0 of type 'Connection'.*Pipe"):
+            pool.submit(send_one, there)
+        with pytest.raises(mc.SerializationError, match=r"keyword argument 'conn'"):
+            pool.submit(send_one, conn=there)
+        # A result that is a pipe end fails that item alone.
+        out = pool.map(make_pipe_end, range(2), on_error="collect", timeout=30)
+        assert all(isinstance(o, mc.Failure) for o in out)
+        assert "Connection" in str(out[0].exception)
+        assert pool.map(abs, [-1, -2], timeout=30) == [1, 2]  # the pool is fine
+    assert not here.poll(0)  # nothing was written anywhere
+    here.close()
+    there.close()
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_string_naming_the_module_still_travels() -> None:
+    with mc.Pool(1) as pool:
+        text = "multiprocessing.connection"
+        assert pool.submit(str.upper, text).result(timeout=30) == text.upper()
+
+
+@pytest.mark.parametrize(
+    ("typecode", "value", "kind"),
+    [("i", [1, 2], TypeError), ("i", 2**40, ValueError), ("d", "x", TypeError)],
+)
+def test_value_that_does_not_fit_its_typecode(typecode: str, value: Any, kind: type) -> None:
+    with pytest.raises(kind, match=rf"Value value .* typecode {typecode!r}.*got"):
+        mc.Value(typecode, value)
+    shared = mc.Value(typecode)
+    with pytest.raises(kind, match=r"Value value"):
+        shared.value = value
+    assert shared.value == 0  # a refused value leaves the old one

@@ -29,8 +29,6 @@ import threading
 import time
 from typing import Any
 
-import cloudpickle
-
 from . import _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._mapcache import Mappings
@@ -63,7 +61,7 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     failures = dict(failures or {})
     for i, value in enumerate(values):
         try:
-            cloudpickle.dumps(value, 5)
+            dumps(value, to_worker=False)  # the same checks as the message
         except Exception as exc:
             values[i] = None
             err = SerializationError(
