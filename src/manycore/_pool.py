@@ -148,7 +148,8 @@ class Pool(Executor):
 
     @property
     def state(self) -> PoolState:
-        return self._state
+        # In a child made by os.fork() the copy of a pool has no workers: closed.
+        return self._state if os.getpid() == self._pid else PoolState.CLOSED
 
     def pids(self) -> list[int]:
         """Process ids of the current workers (empty for threads and serial)."""
@@ -581,6 +582,13 @@ class Pool(Executor):
     # ------------------------------------------------------------- lifecycle
 
     def _check_open(self) -> None:
+        if os.getpid() != self._pid:
+            raise PoolClosed(
+                f"this pool belongs to process {self._pid}; this is process {os.getpid()}, "
+                "a child made by os.fork(), where the pool's workers do not exist (waiting "
+                "for them would hang). Create a new Pool in the child (mc.map and the other "
+                "top-level functions start fresh default pools there by themselves)"
+            )
         if self._state is not PoolState.RUNNING:
             raise PoolClosed("the pool has been shut down and accepts no new work")
 
