@@ -3,7 +3,10 @@ importable in workers under every start method."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import manycore as mc
 
 
 def store_square(shared: Any, key: int) -> int:
@@ -21,3 +24,24 @@ def make_pipe_end(_: Any) -> Any:
     import multiprocessing
 
     return multiprocessing.Pipe()[0]
+
+
+def nested_map(n: int) -> tuple[list[int], int]:
+    """A map inside a task: its results and the processes this worker started for it."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    out = mc.map(abs, range(-n, 0))
+    started = {p.pid for p in me.children(recursive=True)} - before
+    return out, len(started)
+
+
+def nested_pool_sizes(_: Any) -> tuple[int, int | None, list[int]]:
+    """A Pool() made inside a task: its workers and BLAS threads (and that it runs)."""
+    with mc.Pool(start_method="fork") as pool:
+        return pool.workers, pool._options.blas_threads, pool.map(abs, [-1, -2])
+
+
+def worker_pid(_: Any) -> int:
+    return os.getpid()

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from . import _launch, _shm, _state, _wire
+from . import _cpus, _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._mapcache import Mappings
 from ._remote import pack_exception
@@ -222,6 +222,8 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
     _take_authkey(authkey)
     if blas_threads is not None:
         _limit_blas(blas_threads)
+    # Pools started from a task (a nested mc.map) keep within this worker's share.
+    _cpus.set_worker_share(blas_threads or 1)
     slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot_fd >= 0:
         os.close(slot_fd)
