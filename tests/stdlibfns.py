@@ -45,3 +45,29 @@ def nested_pool_sizes(_: Any) -> tuple[int, int | None, list[int]]:
 
 def worker_pid(_: Any) -> int:
     return os.getpid()
+
+
+_log: Any = None  # a worker's multiprocessing queue, from init_args
+
+
+def log_init(log: Any) -> None:
+    global _log
+    _log = log
+    log.put(f"init {os.getpid()}")
+
+
+def log_task(x: int) -> int:
+    _log.put(f"task {x}")
+    return x
+
+
+def log_exit() -> None:
+    _log.put(f"exit {os.getpid()}")
+
+
+def signal_init(event: Any, value: Any, conn: Any) -> None:
+    """Use a multiprocessing Event, Value and Pipe end given in init_args."""
+    with value.get_lock():
+        value.value += 1
+    conn.send(os.getpid())
+    event.set()

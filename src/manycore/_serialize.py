@@ -34,6 +34,7 @@ __all__ = [
     "describe_unpicklable",
     "dumps",
     "dumps_code",
+    "dumps_code_with",
     "dumps_fn",
     "loads",
     "loads_code",
@@ -301,3 +302,16 @@ def describe_batch(batch: Batch) -> SerializationError:
 
 def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def dumps_code_with(obj: Any, reducers: dict[type, Any]) -> bytes:
+    """:func:`dumps_code` with ``reducers`` (by type) before copyreg's: for what a
+    worker is given as it starts (see :mod:`manycore._inherit`)."""
+    from collections import ChainMap
+
+    class Pickler(_FunctionPickler):
+        dispatch_table = ChainMap(reducers, _FunctionPickler.dispatch_table)
+
+    buf = io.BytesIO()
+    Pickler(buf, PROTOCOL).dump(obj)
+    return buf.getvalue()

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from . import _cpus, _launch, _shm, _state, _wire
+from . import _cpus, _inherit, _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._mapcache import Mappings
 from ._remote import pack_exception
@@ -214,7 +214,9 @@ def _watch_parent(task_fd: int, parent: int, mappings: Mappings) -> None:
     os._exit(0)
 
 
-def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> int:
+def _serve(
+    task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings, inherited: Any = None
+) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
@@ -232,7 +234,9 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
         _state.set_process(shared_obj=_load_shared(shared_blob))
         state = None
         if init_blob is not None:
-            init, init_args, exit_fn = loads_code(init_blob)
+            inherited = loads_code(init_blob)
+        if inherited is not None:
+            init, init_args, exit_fn = inherited
             if init is not None:
                 state = init(*init_args)
         _state.set_process(state=state)
@@ -369,8 +373,16 @@ def _close_in_child(*fds: int) -> None:
             pass
 
 
-def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
-    """Entry point of a worker process; never returns."""
+def main(
+    task_fd: int,
+    result_fd: int,
+    slot_fd: int = -1,
+    fds: tuple[int, ...] = (),
+    inherited: Any = None,
+) -> None:
+    """Entry point of a worker process; never returns. ``fds``: the descriptors
+    its pickled init needs; ``inherited``: (init, init_args, exit) themselves,
+    in a forked worker (see :mod:`manycore._inherit`)."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -388,7 +400,8 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     ).start()
     code = 1
     try:
-        code = _serve(task_fd, result_fd, slot_fd, mappings)
+        _inherit.receive(fds)
+        code = _serve(task_fd, result_fd, slot_fd, mappings, inherited)
     except BrokenPipeError:
         code = 0  # the parent is gone: nobody to report to
     except BaseException:  # a broken pipe or a bug here: say so, then exit
@@ -396,6 +409,18 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
 
         traceback.print_exc()
     finally:
+        _finish_multiprocessing()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _finish_multiprocessing() -> None:
+    """What a multiprocessing child does as it exits: flush what tasks put in its
+    queues (a feeder thread writes them), close its manager connections. Bounded:
+    a queue nobody reads could block it, and a worker that overstays its close
+    is killed."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(Exception):
+            util._exit_function()
