@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed
+from ._errors import PoolBroken, PoolClosed, pool_of_another_process
 from ._options import call_policy, default_blas_threads, default_workers, map_options
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
@@ -583,12 +583,7 @@ class Pool(Executor):
 
     def _check_open(self) -> None:
         if os.getpid() != self._pid:
-            raise PoolClosed(
-                f"this pool belongs to process {self._pid}; this is process {os.getpid()}, "
-                "a child made by os.fork(), where the pool's workers do not exist (waiting "
-                "for them would hang). Create a new Pool in the child (mc.map and the other "
-                "top-level functions start fresh default pools there by themselves)"
-            )
+            raise pool_of_another_process(self._pid)
         if self._state is not PoolState.RUNNING:
             raise PoolClosed("the pool has been shut down and accepts no new work")
 
