@@ -10,8 +10,8 @@ makes ``Pool(init=setup_logging, init_args=(log_queue,))`` work as with
 
 * ``spawn`` and ``forkserver``: ``init`` and its arguments are pickled once,
   inside multiprocessing's spawning context with a stand-in for its Popen that
-  collects the descriptors to pass; every worker (and replacement) gets those
-  descriptors as it starts, and rebuilds the objects on them
+  collects the descriptors to pass; every worker (and replacement) gets copies
+  of them that the pool keeps, as it starts, and rebuilds the objects on them
   (:class:`InheritedFd`). Locks and semaphores travel by name.
 * ``fork``: nothing is pickled; the worker is a copy of this process and finds
   the objects themselves in its memory, as a forked ``multiprocessing`` child
@@ -23,6 +23,8 @@ makes ``Pool(init=setup_logging, init_args=(log_queue,))`` work as with
 from __future__ import annotations
 
 import io
+import os
+import weakref
 from typing import Any
 
 from ._errors import SerializationError
@@ -98,7 +100,20 @@ def dumps_init(setup: tuple[Any, tuple[Any, ...], Any], start_method: str) -> In
             f"init_args hold {len(spawning.fds)} file descriptors (pipes, queues); at most "
             f"{MAX_FDS} can be handed to each worker"
         )
-    return Inheritance(blob, tuple(spawning.fds))
+    # The pool's own copies: a replacement started after the user closed the
+    # object must not be handed whatever file reused the number meanwhile.
+    fds = tuple(os.dup(fd) for fd in spawning.fds)
+    inheritance = Inheritance(blob, fds)
+    weakref.finalize(inheritance, _close_all, fds)
+    return inheritance
+
+
+def _close_all(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _reducers() -> dict[type, Any]:
