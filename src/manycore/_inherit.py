@@ -117,19 +117,25 @@ def _close_all(fds: tuple[int, ...]) -> None:
 
 
 def _reducers() -> dict[type, Any]:
-    """multiprocessing's own reducers (a pipe end, as a queue holds two; the
-    memory of a shared Value or Array), which hand a descriptor to the child
-    being started. Only where multiprocessing is loaded: else there is no such
-    object to pickle."""
-    import copyreg
+    """multiprocessing's reducers of its own objects (a pipe end, as a queue holds
+    two; a shared Value or Array and its memory), which hand a descriptor to the
+    child being started. Not what other libraries registered with it (PyTorch's
+    tensors would move to shared memory), nor its reducers of methods and
+    partials: those pickle as they always did."""
     import sys
 
     if "multiprocessing.reduction" not in sys.modules:
-        return {}
+        return {}  # then there is no such object to pickle
     from multiprocessing.reduction import ForkingPickler
 
     table = ForkingPickler(io.BytesIO()).dispatch_table
-    return {t: r for t, r in table.items() if t not in copyreg.dispatch_table}
+    return {t: r for t, r in table.items() if _own(getattr(r, "__module__", None) or "")}
+
+
+def _own(module: str) -> bool:
+    # Connection, Arena, ctypes in shared memory: their reducers' modules. Methods,
+    # partials and sockets are multiprocessing.reduction's.
+    return module.startswith("multiprocessing.") and module != "multiprocessing.reduction"
 
 
 def _not_inheritable(exc: Exception, start_method: str) -> SerializationError:
