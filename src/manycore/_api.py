@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _validate as v
+from ._cpus import worker_share
 from ._pool import Pool, PoolState
 from ._stats import Stats
 
@@ -89,6 +90,11 @@ def _get_pool(
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
     v.check_cluster(backend, address, None, workers)
+    if backend == "processes" and workers is None and worker_share() is not None:
+        # A nested map in a worker process: it runs in the worker itself, which
+        # holds its share of the CPUs already (a pool per worker would start
+        # workers x CPUs processes). An explicit workers= still gets its pool.
+        backend, start_method = "serial", None
     key = (backend, workers, start_method, address)
     evicted: list[Pool] = []
     with _lock:

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["usable_cpus"]
+__all__ = ["cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
 
 
 def _affinity() -> int | None:
@@ -47,3 +47,25 @@ def usable_cpus() -> int:
     """CPUs available to this process: affinity and cgroup quota respected, at least 1."""
     limits = [n for n in (os.cpu_count(), _affinity(), _cgroup_quota()) if n]
     return max(1, min(limits)) if limits else 1
+
+
+# Set in a manycore worker process: the CPUs that worker may use, its share of the
+# machine (the pool's BLAS thread count: CPUs divided by workers, by default).
+_worker_share: int | None = None
+
+
+def set_worker_share(cpus: int) -> None:
+    global _worker_share
+    _worker_share = max(1, cpus)
+
+
+def worker_share() -> int | None:
+    """In a manycore worker process, the CPUs it may use; None elsewhere."""
+    return _worker_share
+
+
+def cpu_budget() -> int:
+    """CPUs that workers started from here may use between them: inside a worker
+    process only its share (nested pools must not multiply the processes and
+    threads on the machine), elsewhere :func:`usable_cpus`."""
+    return usable_cpus() if _worker_share is None else _worker_share

@@ -49,8 +49,9 @@ from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed, WorkerCrashed
 from ._faults import Task, overdue, verdicts
+from ._inherit import dumps_init
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
-from ._serialize import dumps_code, dumps_fn
+from ._serialize import dumps_fn
 from ._turns import PollTurns, WakePipe
 from ._workerproc import (
     WorkerHandle,
@@ -95,12 +96,12 @@ class ProcessEngine:
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
         self.restarts_by_slot: dict[int, int] = {}
-        init_blob = None
+        setup = None
         if init is not None or exit is not None:
-            init_blob = dumps_code((init, tuple(init_args), exit))
+            setup = dumps_init((init, tuple(init_args), exit), start_method)
         shared_blob, self._shared_segment = pack_shared(shared)
         self._spec = WorkerSpec(
-            start_method, init_blob, max_tasks, max_memory, blas_threads, shared_blob
+            start_method, setup, max_tasks, max_memory, blas_threads, shared_blob
         )
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING

@@ -38,6 +38,7 @@ __all__ = [
     "WorkerCrashed",
     "add_note",
     "describe_exit",
+    "pool_of_another_process",
 ]
 
 
@@ -193,3 +194,15 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit code {exitcode}"
+
+
+def pool_of_another_process(owner: int) -> PoolClosed:
+    """A pool used in a child made by ``os.fork()``: its workers are the parent's."""
+    import os
+
+    return PoolClosed(
+        f"this pool belongs to process {owner}; this is process {os.getpid()}, a child "
+        "made by os.fork(), where the pool's workers and threads do not exist (waiting "
+        "for them would hang). Create a new Pool in the child (mc.map and the other "
+        "top-level functions start fresh default pools there by themselves)"
+    )

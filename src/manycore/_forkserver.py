@@ -9,7 +9,8 @@ workers start in milliseconds and safely.
 
 Protocol on one Unix socket pair (the server holds one end, this process the
 other). This process sends a request per worker: a small message with the
-worker's three descriptors attached (``socket.send_fds``). The server answers
+worker's three descriptors (and those its init needs) attached
+(``socket.send_fds``). The server answers
 ``(STARTED, pid)``. It also reaps its children and sends ``(EXITED, pid, status)``
 for each, since only a process's parent can learn its exit status. The server
 exits when this process goes (end of file on the socket).
@@ -25,6 +26,7 @@ import threading
 import time
 
 from . import _shm
+from ._inherit import MAX_FDS
 
 __all__ = ["available", "launch"]
 
@@ -68,7 +70,7 @@ class _Server:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def start(self, fds: tuple[int, int, int], blas_threads: int | None) -> int:
+    def start(self, fds: tuple[int, ...], blas_threads: int | None) -> int:
         """A new worker with these descriptors; its pid."""
         with self._lock:
             if self.gone:
@@ -166,9 +168,12 @@ _server: _Server | None = None
 _server_lock = threading.Lock()
 
 
-def launch(task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None) -> ServedWorker:
+def launch(
+    task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None, more: tuple[int, ...] = ()
+) -> ServedWorker:
+    """A worker with these descriptors, and ``more`` that its init needs."""
     global _server
-    fds = (task_fd, result_fd, slot_fd)
+    fds = (task_fd, result_fd, slot_fd, *more)
     for attempt in range(2):
         with _server_lock:
             if _server is None or _server.gone:
@@ -224,7 +229,7 @@ def serve(fd: int) -> None:
         if not ready:
             continue
         try:
-            request, fds, _, _ = socket.recv_fds(sock, _REQUEST.size, 3)
+            request, fds, _, _ = socket.recv_fds(sock, _REQUEST.size, 3 + MAX_FDS)
         except OSError:
             request = b""
         if not request:  # our process is gone: so are we (the workers see it too)
@@ -249,7 +254,7 @@ def _run_worker(fds: list[int], blas_threads: int) -> None:  # pragma: no cover
                 os.environ[name] = str(blas_threads)
         from ._worker import main
 
-        main(fds[0], fds[1], fds[2])
+        main(fds[0], fds[1], fds[2], fds=tuple(fds[3:]))
     finally:
         os._exit(1)
 

@@ -18,7 +18,10 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._inherit import Inheritance
 
 __all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
 
@@ -149,22 +152,30 @@ BLAS_ENV = (
 
 
 def launch(
-    method: str, task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None = None
+    method: str,
+    task_fd: int,
+    result_fd: int,
+    slot_fd: int,
+    blas_threads: int | None = None,
+    setup: Inheritance | None = None,
 ) -> WorkerProcess:
     """Start a worker that reads tasks from ``task_fd`` and writes results to
     ``result_fd``; ``slot_fd`` is its progress slot (shared memory). With
-    ``blas_threads``, BLAS/OpenMP libraries it loads use that many threads."""
+    ``blas_threads``, BLAS/OpenMP libraries it loads use that many threads.
+    ``setup``: what the worker inherits as it starts (see :mod:`_inherit`): the
+    objects themselves (fork), or the descriptors its pickled ``init`` needs."""
     if method == "fork":
-        return _fork(task_fd, result_fd, slot_fd)
+        return _fork(task_fd, result_fd, slot_fd, None if setup is None else setup.objects)
+    fds = () if setup is None else setup.fds
     if method == "forkserver":
         from . import _forkserver
 
-        return _forkserver.launch(task_fd, result_fd, slot_fd, blas_threads)
+        return _forkserver.launch(task_fd, result_fd, slot_fd, blas_threads, fds)
     env = {} if blas_threads is None else dict.fromkeys(BLAS_ENV, str(blas_threads))
     popen = spawn_python(
-        "from manycore._worker import main;main(*map(int,sys.argv[1:4]))",
-        [str(task_fd), str(result_fd), str(slot_fd)],
-        pass_fds=(task_fd, result_fd, slot_fd),
+        "from manycore._worker import main;a=[*map(int,sys.argv[1:])];main(*a[:3],fds=(*a[3:],))",
+        [str(fd) for fd in (task_fd, result_fd, slot_fd, *fds)],
+        pass_fds=(task_fd, result_fd, slot_fd, *fds),
         env=env,
     )
     return _Spawned(popen)
@@ -187,7 +198,7 @@ def spawn_python(
     )
 
 
-def _fork(task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:
+def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Any) -> WorkerProcess:
     mine = (task_fd, result_fd, slot_fd)
     _KEEP_IN_CHILD.update(mine)
     with warnings.catch_warnings():
@@ -201,9 +212,11 @@ def _fork(task_fd: int, result_fd: int, slot_fd: int) -> WorkerProcess:
             _KEEP_IN_CHILD.difference_update(mine)
     if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
         try:
+            from ._inherit import adopt_after_fork
             from ._worker import main
 
-            main(task_fd, result_fd, slot_fd)
+            adopt_after_fork()
+            main(task_fd, result_fd, slot_fd, inherited=setup)
         finally:
             os._exit(1)
     return _Forked(pid)

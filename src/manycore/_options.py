@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from . import _validate as v
-from ._cpus import usable_cpus
+from ._cpus import cpu_budget
 from ._failure import ERROR_POLICIES
 from ._scheduler import Policy
 from .backends.aio import DEFAULT_CONCURRENCY
@@ -18,19 +18,20 @@ __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_option
 
 
 def default_workers(backend: str) -> int:
-    """CPUs usable by this process; threads get a few more for I/O-bound work, and
-    asyncio runs many coroutines at once (they wait; they do not compute)."""
+    """CPUs usable by this process (in a worker process: its share); threads get a
+    few more for I/O-bound work, and asyncio runs many coroutines at once (they
+    wait; they do not compute)."""
     if backend == "asyncio":
         return DEFAULT_CONCURRENCY
-    cpus = usable_cpus()
+    cpus = cpu_budget()
     return min(32, cpus + 4) if backend == "threads" else cpus
 
 
 def default_blas_threads(workers: int) -> int:
     """Threads each BLAS/OpenMP library may use in a worker: workers x threads
-    should not exceed the CPUs (no oversubscription); a lower limit the user set
-    in the environment is kept."""
-    threads = max(1, usable_cpus() // workers)
+    should not exceed the CPUs (no oversubscription; in a worker process, its
+    share of them); a lower limit the user set in the environment is kept."""
+    threads = max(1, cpu_budget() // workers)
     return min(threads, _env_threads() or threads)
 
 

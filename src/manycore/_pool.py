@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed
+from ._errors import PoolBroken, PoolClosed, pool_of_another_process
 from ._options import call_policy, default_blas_threads, default_workers, map_options
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
@@ -148,7 +148,8 @@ class Pool(Executor):
 
     @property
     def state(self) -> PoolState:
-        return self._state
+        # In a child made by os.fork() the copy of a pool has no workers: closed.
+        return self._state if os.getpid() == self._pid else PoolState.CLOSED
 
     def pids(self) -> list[int]:
         """Process ids of the current workers (empty for threads and serial)."""
@@ -581,6 +582,8 @@ class Pool(Executor):
     # ------------------------------------------------------------- lifecycle
 
     def _check_open(self) -> None:
+        if os.getpid() != self._pid:
+            raise pool_of_another_process(self._pid)
         if self._state is not PoolState.RUNNING:
             raise PoolClosed("the pool has been shut down and accepts no new work")
 

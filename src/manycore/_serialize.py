@@ -49,6 +49,7 @@ __all__ = [
     "describe_unpicklable",
     "dumps",
     "dumps_code",
+    "dumps_code_with",
     "dumps_fn",
     "loads",
     "loads_code",
@@ -75,6 +76,41 @@ def dumps(obj: Any, big: list[memoryview] | None = None, *, to_worker: bool = Tr
     ``to_worker=False`` (a result, on its way to the parent): references to
     ``__main__`` stay references, since the parent has that module.
     """
+    data = _dumps(obj, big, to_worker)
+    # A string that merely names the module costs one extra pickling, nothing more.
+    if _PIPE_ENDS in data:
+        _refuse_pipe_ends(obj)
+    return data
+
+
+# A multiprocessing Connection (a Pipe() end) pickles, by default, as its bare file
+# descriptor: a number that means nothing in another process, or another file.
+_PIPE_ENDS = b"multiprocessing.connection"
+
+
+def _refuse_pipe_ends(obj: Any) -> None:
+    """Raise TypeError if ``obj`` holds a multiprocessing Connection."""
+    from collections import ChainMap
+    from multiprocessing.connection import Connection
+
+    base = cloudpickle.Pickler
+
+    class Refusing(base):  # type: ignore[misc,valid-type]
+        dispatch_table = ChainMap({Connection: _refuse_connection}, base.dispatch_table)
+
+    Refusing(io.BytesIO(), PROTOCOL).dump(obj)
+
+
+def _refuse_connection(conn: Any) -> Any:
+    raise TypeError(
+        "a multiprocessing Connection (an end of multiprocessing.Pipe()) cannot travel "
+        "to another process as an argument or a result: it is a file descriptor of this "
+        "process. Pass it to the workers in init_args (Pool(init=..., init_args=(conn,))), "
+        "or use mc.Queue()"
+    )
+
+
+def _dumps(obj: Any, big: list[memoryview] | None, to_worker: bool) -> bytes:
     keep = None if big is None else _out_of_band(big)
     try:
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=keep)
@@ -391,3 +427,16 @@ def describe_batch(batch: Batch) -> SerializationError:
 
 def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def dumps_code_with(obj: Any, reducers: dict[type, Any]) -> bytes:
+    """:func:`dumps_code` with ``reducers`` (by type) before copyreg's: for what a
+    worker is given as it starts (see :mod:`manycore._inherit`)."""
+    from collections import ChainMap
+
+    class Pickler(_FunctionPickler):
+        dispatch_table = ChainMap(reducers, _FunctionPickler.dispatch_table)
+
+    buf = io.BytesIO()
+    Pickler(buf, PROTOCOL).dump(obj)
+    return buf.getvalue()

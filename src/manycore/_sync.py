@@ -157,6 +157,7 @@ class Value:
                 "Value typecode must be a struct type code such as 'i', 'q' or 'd', "
                 f"got {typecode!r}"
             ) from None
+        _check_value(fmt, typecode, value)  # before a segment exists to be left behind
         segment = _shm.Segment.create(fmt.size)
         weakref.finalize(self, _unlink_segment, segment.name, os.getpid())
         self._setup(segment, typecode, Lock())
@@ -175,6 +176,9 @@ class Value:
 
     @value.setter
     def value(self, new: Any) -> None:
+        # Checked whole before it is written: a failed pack_into has already
+        # zeroed the shared value.
+        _check_value(self._fmt, self._typecode, new)
         self._fmt.pack_into(self._segment.map, 0, new)
 
     def get_lock(self) -> Lock:
@@ -185,6 +189,18 @@ class Value:
 
     def __repr__(self) -> str:
         return f"<manycore.{type(self).__name__}({self._typecode!r}, {self.value!r})>"
+
+
+def _check_value(fmt: struct.Struct, typecode: str, value: Any) -> None:
+    """Refuse a value that typecode cannot hold, naming both (not a bare struct.error)."""
+    try:
+        fmt.pack(value)  # about 100 ns: no cost next to the shared write
+    except struct.error as exc:
+        kind = TypeError if not isinstance(value, (int, float, bytes)) else ValueError
+        raise kind(
+            f"Value value must be one number that typecode {typecode!r} can hold, got "
+            f"{value!r:.80} ({exc})"
+        ) from None
 
 
 class Counter(Value):

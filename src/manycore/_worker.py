@@ -29,9 +29,7 @@ import threading
 import time
 from typing import Any
 
-import cloudpickle
-
-from . import _bigglobals, _launch, _shm, _state, _wire
+from . import _bigglobals, _cpus, _inherit, _launch, _shm, _state, _wire
 from ._batch import BatchResult, run_batch, run_tracked
 from ._mapcache import Mappings
 from ._remote import pack_exception
@@ -63,7 +61,7 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     failures = dict(failures or {})
     for i, value in enumerate(values):
         try:
-            cloudpickle.dumps(value, 5)
+            dumps(value, to_worker=False)  # the same checks as the message
         except Exception as exc:
             values[i] = None
             err = SerializationError(
@@ -216,13 +214,18 @@ def _watch_parent(task_fd: int, parent: int, mappings: Mappings) -> None:
     os._exit(0)
 
 
-def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> int:
+def _serve(
+    task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings, inherited: Any = None
+) -> int:
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey = pickle.loads(first)
+    _take_authkey(authkey)
     if blas_threads is not None:
         _limit_blas(blas_threads)
+    # Pools started from a task (a nested mc.map) keep within this worker's share.
+    _cpus.set_worker_share(blas_threads or 1)
     slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot_fd >= 0:
         os.close(slot_fd)
@@ -231,7 +234,9 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
         _state.set_process(shared_obj=_load_shared(shared_blob))
         state = None
         if init_blob is not None:
-            init, init_args, exit_fn = loads_code(init_blob)
+            inherited = loads_code(init_blob)
+        if inherited is not None:
+            init, init_args, exit_fn = inherited
             if init is not None:
                 state = init(*init_args)
         _state.set_process(state=state)
@@ -244,6 +249,14 @@ def _serve(task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings) -> in
     finally:
         if exit_fn is not None:
             _run_exit(exit_fn)
+
+
+def _take_authkey(authkey: bytes) -> None:
+    """Use the parent's multiprocessing key, before anything is unpickled: a
+    Manager proxy among the arguments connects to its manager as it is rebuilt."""
+    from multiprocessing import current_process
+
+    current_process().authkey = authkey
 
 
 def _load_shared(blob: tuple[bytes, str | None, Any] | None) -> Any:
@@ -364,8 +377,16 @@ def _close_in_child(*fds: int) -> None:
             pass
 
 
-def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
-    """Entry point of a worker process; never returns."""
+def main(
+    task_fd: int,
+    result_fd: int,
+    slot_fd: int = -1,
+    fds: tuple[int, ...] = (),
+    inherited: Any = None,
+) -> None:
+    """Entry point of a worker process; never returns. ``fds``: the descriptors
+    its pickled init needs; ``inherited``: (init, init_args, exit) themselves,
+    in a forked worker (see :mod:`manycore._inherit`)."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -383,7 +404,8 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
     ).start()
     code = 1
     try:
-        code = _serve(task_fd, result_fd, slot_fd, mappings)
+        _inherit.receive(fds)
+        code = _serve(task_fd, result_fd, slot_fd, mappings, inherited)
     except BrokenPipeError:
         code = 0  # the parent is gone: nobody to report to
     except BaseException:  # a broken pipe or a bug here: say so, then exit
@@ -391,6 +413,18 @@ def main(task_fd: int, result_fd: int, slot_fd: int = -1) -> None:
 
         traceback.print_exc()
     finally:
+        _finish_multiprocessing()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _finish_multiprocessing() -> None:
+    """What a multiprocessing child does as it exits: flush what tasks put in its
+    queues (a feeder thread writes them), close its manager connections. Bounded:
+    a queue nobody reads could block it, and a worker that overstays its close
+    is killed."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        with contextlib.suppress(Exception):
+            util._exit_function()

@@ -15,6 +15,7 @@ from typing import Any
 from . import _launch, _shm, _wire
 from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, SerializationError, TaskTimeout, WorkerCrashed, describe_exit
+from ._inherit import Inheritance
 from ._remote import rebuild
 
 __all__ = [
@@ -187,7 +188,7 @@ class WorkerSpec:
     replacements."""
 
     start_method: str
-    init_blob: bytes | None = None
+    init: Inheritance | None = None  # the pool's init, init_args and exit
     max_tasks: int | None = None
     max_memory: int | None = None
     blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
@@ -204,7 +205,9 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE)
         _wire.enlarge_pipe(task_w)
         _wire.enlarge_pipe(result_w)
-        proc = _launch.launch(spec.start_method, task_r, result_w, slot_fd, spec.blas_threads)
+        proc = _launch.launch(
+            spec.start_method, task_r, result_w, slot_fd, spec.blas_threads, spec.init
+        )
     except BaseException:
         close_fd(task_w)
         close_fd(result_r)
@@ -216,11 +219,12 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         close_fd(slot_fd)  # the mapping stays valid without the descriptor
     settings = (
         _wire.CONFIG,
-        spec.init_blob,
+        None if spec.init is None else spec.init.blob,
         spec.max_tasks,
         spec.max_memory,
         spec.blas_threads,
         spec.shared,
+        _authkey(),
     )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
@@ -228,6 +232,15 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
     os.set_blocking(task_w, False)
     os.set_blocking(result_r, False)
     return WorkerHandle(proc, task_w, result_r, slot=slot)
+
+
+def _authkey() -> bytes:
+    """This process's multiprocessing authentication key, for the worker to take
+    as its own: a ``multiprocessing.Manager()`` proxy passed to a task connects to
+    its manager with it (a spawned or fork-server worker has a random one)."""
+    from multiprocessing import current_process
+
+    return bytes(current_process().authkey)
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:

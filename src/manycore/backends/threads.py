@@ -73,18 +73,47 @@ class ThreadBackend(Backend):
                 raise self._broken()
             if self._closing:
                 raise PoolClosed("the pool has been shut down and accepts no new work")
-            self._work.append((batch, done))
-            if self._idle:
-                self._cond.notify()
-            # A woken thread counts as idle until it takes its item: start another
-            # only when there are more items than takers.
-            if len(self._work) > self._idle and len(self._threads) < self.workers:
-                self._start_thread_locked()
-            if batch.timeout is not None and self._watchdog is None:
-                self._watchdog = threading.Thread(
-                    target=self._watch, name="manycore-thread-watchdog", daemon=True
-                )
-                self._watchdog.start()
+            inline = self._nested_without_taker_locked()
+            if not inline:
+                self._queue_locked(batch, done)
+        if inline:
+            self._run_inline(batch, done)
+
+    def _nested_without_taker_locked(self) -> bool:
+        """Work that one of this pool's own threads gives it (a task's nested map
+        or submit) while no other thread is free to take it: that thread will wait
+        for it, and if every thread did, none would be left to run it (a silent
+        deadlock). It runs the work itself instead, in the slot it holds."""
+        if threading.current_thread() not in self._threads:
+            return False
+        free = self._idle - len(self._work) + self.workers - len(self._threads)
+        return free <= 0
+
+    def _run_inline(self, batch: Batch, done: Done) -> None:
+        if batch.claim is not None and not batch.claim():
+            return
+        # Not timed: the thread that would overstay is the one waiting for it (a
+        # thread cannot be stopped; the outer call's timeout covers it).
+        result = run_batch(
+            batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
+        )
+        with self._cond:
+            result.worker = self._slot_of.get(threading.current_thread())
+        done(batch, result)
+
+    def _queue_locked(self, batch: Batch, done: Done) -> None:
+        self._work.append((batch, done))
+        if self._idle:
+            self._cond.notify()
+        # A woken thread counts as idle until it takes its item: start another
+        # only when there are more items than takers.
+        if len(self._work) > self._idle and len(self._threads) < self.workers:
+            self._start_thread_locked()
+        if batch.timeout is not None and self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name="manycore-thread-watchdog", daemon=True
+            )
+            self._watchdog.start()
 
     def cancel(self, batch: Batch) -> bool:
         with self._cond:

@@ -1,0 +1,73 @@
+"""Task functions for tests/test_stdlib_objects.py and tests/test_nesting.py:
+importable in workers under every start method."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import manycore as mc
+
+
+def store_square(shared: Any, key: int) -> int:
+    """Write into a multiprocessing.Manager() proxy (a dict)."""
+    shared[key] = key * key
+    return key
+
+
+def send_one(conn: Any) -> int:
+    conn.send(1)
+    return 1
+
+
+def make_pipe_end(_: Any) -> Any:
+    import multiprocessing
+
+    return multiprocessing.Pipe()[0]
+
+
+def nested_map(n: int) -> tuple[list[int], int]:
+    """A map inside a task: its results and the processes this worker started for it."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    out = mc.map(abs, range(-n, 0))
+    started = {p.pid for p in me.children(recursive=True)} - before
+    return out, len(started)
+
+
+def nested_pool_sizes(_: Any) -> tuple[int, int | None, list[int]]:
+    """A Pool() made inside a task: its workers and BLAS threads (and that it runs)."""
+    with mc.Pool(start_method="fork") as pool:
+        return pool.workers, pool._options.blas_threads, pool.map(abs, [-1, -2])
+
+
+def worker_pid(_: Any) -> int:
+    return os.getpid()
+
+
+_log: Any = None  # a worker's multiprocessing queue, from init_args
+
+
+def log_init(log: Any) -> None:
+    global _log
+    _log = log
+    log.put(f"init {os.getpid()}")
+
+
+def log_task(x: int) -> int:
+    _log.put(f"task {x}")
+    return x
+
+
+def log_exit() -> None:
+    _log.put(f"exit {os.getpid()}")
+
+
+def signal_init(event: Any, value: Any, conn: Any) -> None:
+    """Use a multiprocessing Event, Value and Pipe end given in init_args."""
+    with value.get_lock():
+        value.value += 1
+    conn.send(os.getpid())
+    event.set()

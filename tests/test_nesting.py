@@ -1,0 +1,108 @@
+"""Parallel calls inside tasks: they keep within the CPUs and never deadlock.
+
+A map inside a process worker runs in that worker (it holds its share of the
+CPUs already); a pool made there is sized to that share. Work that a thread of a
+threads pool gives its own pool runs in that thread when no other is free (each
+waiting thread would otherwise hold the slot its work needs).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import manycore as mc
+from conftest import PROCESS_BACKENDS
+from helpers import square
+from stdlibfns import nested_map, nested_pool_sizes
+
+_BOUND = 30.0  # seconds: a call that takes longer is taken as hung
+
+
+def _bounded(call: Callable[[], Any]) -> Any:
+    """``call()`` in a daemon thread: its result, or a failure (not a hung test
+    run) if it has not returned within ``_BOUND`` seconds."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(_BOUND)
+    assert not thread.is_alive(), "the nested call hung"
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+@pytest.fixture
+def fresh_defaults() -> Iterator[None]:
+    mc.shutdown_default_pools()
+    yield
+    mc.shutdown_default_pools(wait=False)
+
+
+# ------------------------------------------------------- inside a process worker
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_map_inside_a_process_worker_starts_no_processes(backend: tuple[str, str]) -> None:
+    with mc.Pool(2, start_method=backend[1]) as pool:
+        results = pool.map(nested_map, [8, 3], timeout=_BOUND)
+    assert results == [(list(range(8, 0, -1)), 0), ([3, 2, 1], 0)]
+
+
+def test_a_pool_made_inside_a_worker_is_sized_to_its_share() -> None:
+    if mc.usable_cpus() < 2:
+        pytest.skip("a share smaller than the machine needs 2 CPUs")
+    with mc.Pool(1, blas_threads=1, start_method="fork") as pool:
+        workers, blas, out = pool.submit(nested_pool_sizes, None).result(timeout=_BOUND)
+    # Its share is 1 CPU: one worker of one BLAS thread, not one per CPU.
+    assert (workers, blas, out) == (1, 1, [1, 2])
+
+
+# ------------------------------------------------------------- inside a thread
+
+
+def test_a_nested_threads_map_on_the_default_pool_does_not_deadlock(
+    fresh_defaults: None,
+) -> None:
+    def outer(x: int) -> int:
+        return x + sum(mc.map(square, range(8), backend="threads"))
+
+    n = mc.Pool(backend="threads").workers * 3  # more outer items than threads
+    out = _bounded(lambda: mc.map(outer, range(n), backend="threads", timeout=_BOUND))
+    assert out == [x + 140 for x in range(n)]
+
+
+def test_a_one_thread_pool_whose_task_maps_on_it() -> None:
+    with mc.Pool(1, backend="threads") as pool:
+
+        def outer(x: int) -> int:
+            nested = pool.map(square, range(4))
+            return x + sum(nested) + pool.submit(square, 3).result(timeout=_BOUND)
+
+        assert _bounded(lambda: pool.map(outer, range(3))) == [23, 24, 25]
+        assert _bounded(lambda: pool.submit(outer, 10).result(timeout=_BOUND)) == 33
+        stats = pool.stats()
+    assert stats.items == 3 + 1 + 3 * 5 + 5  # nested items are counted, on the one slot
+
+
+def test_nested_work_still_uses_free_threads() -> None:
+    barrier = threading.Barrier(2, timeout=_BOUND)
+
+    with mc.Pool(3, backend="threads") as pool:
+
+        def outer(_: int) -> int:
+            # Two nested items that must run at once: each waits for the other.
+            return sum(pool.map(lambda _: barrier.wait() + 1, range(2), chunksize=1))
+
+        assert _bounded(lambda: pool.submit(outer, 0).result(timeout=_BOUND)) == 3
