@@ -1,0 +1,96 @@
+"""Exceptions and objects that fight manycore: an exception class that refuses
+``__cause__``/``__traceback__``/notes, a result or argument that will not load,
+a ``__reduce__`` that raises ``SystemExit``. Each fails its own item, with the
+documented error, and the pool goes on working."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import manycore as mc
+from badpickle import (
+    GOOD,
+    ExitOnReduce,
+    FrozenError,
+    RefusingError,
+    Unloadable,
+    async_uncooperative_on,
+    exit_on_reduce_on,
+    times_good,
+    uncooperative_on,
+    unloadable_on,
+)
+
+KINDS = [("frozen", FrozenError), ("refusing", RefusingError)]
+
+
+def _arrived(err: BaseException, cls: type[BaseException]) -> None:
+    """The task's own exception, or a RemoteError naming its type, arrived."""
+    if isinstance(err, mc.RemoteError):
+        assert err.type_name.endswith(cls.__qualname__)
+    else:
+        assert type(err) is cls
+
+
+def _shutdown_returns() -> None:
+    t = threading.Thread(target=mc.shutdown_default_pools, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "shutdown_default_pools() hung"
+
+
+@pytest.mark.parametrize(("kind", "cls"), KINDS, ids=[k for k, _ in KINDS])
+def test_uncooperative_exception_arrives(
+    backend: tuple[str, str | None], kind: str, cls: type[BaseException]
+) -> None:
+    name, method = backend
+    items = [(kind, x) for x in range(6)]
+    with mc.Pool(2, backend=name, start_method=method) as pool:
+        out = pool.map(uncooperative_on, items, on_error="collect", timeout=30)
+        assert isinstance(out[2], mc.Failure)
+        _arrived(out[2].exception, cls)
+        assert [v for i, v in enumerate(out) if i != 2] == [x * GOOD for x in range(6) if x != 2]
+        with pytest.raises((cls, mc.RemoteError)) as info:
+            pool.map(uncooperative_on, items, timeout=30)
+        _arrived(info.value, cls)
+        future = pool.submit(uncooperative_on, (kind, 2))
+        with pytest.raises((cls, mc.RemoteError)):
+            future.result(timeout=30)
+        # The pool is still usable: a following map works.
+        assert pool.map(times_good, range(10), timeout=30) == [x * GOOD for x in range(10)]
+
+
+@pytest.mark.parametrize(("kind", "cls"), KINDS, ids=[k for k, _ in KINDS])
+def test_uncooperative_exception_default_pool(
+    backend: tuple[str, str | None], kind: str, cls: type[BaseException]
+) -> None:
+    name, method = backend
+    out = mc.map(
+        uncooperative_on,
+        [(kind, x) for x in range(4)],
+        backend=name,
+        start_method=method,
+        on_error="collect",
+        timeout=30,
+    )
+    _arrived(out[2].exception, cls)
+    assert mc.map(times_good, range(4), backend=name, start_method=method) == [0, 10, 20, 30]
+    _shutdown_returns()
+
+
+@pytest.mark.parametrize(("kind", "cls"), KINDS, ids=[k for k, _ in KINDS])
+def test_uncooperative_exception_asyncio(kind: str, cls: type[BaseException]) -> None:
+    items = [(kind, x) for x in range(4)]
+    with mc.Pool(2, backend="asyncio") as pool:
+        out = pool.map(async_uncooperative_on, items, on_error="collect", timeout=30)
+        _arrived(out[2].exception, cls)
+        assert pool.map(async_uncooperative_on, [(kind, 0)], timeout=30) == [0]
+
+    async def main() -> list[object]:
+        return await mc.amap(async_uncooperative_on, items, on_error="collect", backend="asyncio")
+
+    out = asyncio.run(main())
+    _arrived(out[2].exception, cls)  # type: ignore[attr-defined]
