@@ -28,8 +28,9 @@ def encode_args(
     big: list[memoryview] | None = [] if _shm.available() else None
     try:
         body = dumps((batch.items, batch.kwargs), big)
-    except Exception:
-        raise describe_batch(batch) from None
+    except BaseException:  # a __reduce__ that raises SystemExit must not end the caller
+        err = describe_batch(batch)
+        raise err from err.__cause__
     if not big:
         return body, None, None
     try:  # large buffers: one copy into shared memory, not through the pipe

@@ -460,9 +460,11 @@ class MapRun:
         self._inflight.pop(batch.key, None)
         for recorder in self._recorders:
             recorder.record(batch, result)
-        if isinstance(result, WorkerCrashed) and len(batch) > 1:
+        if isinstance(result, (WorkerCrashed, SerializationError)) and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.
+            # So does a batch whose arguments would not load in the worker, or whose
+            # results would not load here: one item's data spoils the whole pickle.
             for offset in reversed(range(len(batch))):
                 self._retry.append(batch.part(offset, offset + 1))
             return []

@@ -37,6 +37,7 @@ __all__ = [
     "dumps_fn",
     "loads",
     "loads_code",
+    "why",
 ]
 
 PROTOCOL = 5
@@ -145,10 +146,10 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         return by_value[1]
     try:
         data = dumps_code(fn)
-    except Exception as exc:
+    except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
         raise SerializationError(
             f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
-            f"to send it to a worker process: {exc}. Use backend='threads', or make "
+            f"to send it to a worker process: {why(exc)}. Use backend='threads', or make "
             "the function a plain module-level function."
         ) from exc
     try:
@@ -236,13 +237,23 @@ def _first_unpicklable(named: list[tuple[str, Any]]) -> SerializationError | Non
     for label, value in named:
         try:
             dumps(value)
-        except Exception as exc:
-            return SerializationError(
+        except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
+            err = SerializationError(
                 f"cannot pickle {label} of type {type(value).__name__!r} to send it to "
-                f"a worker process: {exc}. Pass something picklable, create the "
+                f"a worker process: {why(exc)}. Pass something picklable, create the "
                 "object inside the task, or use backend='threads'."
             )
+            err.__cause__ = exc
+            return err
     return None
+
+
+def why(exc: BaseException) -> str:
+    """An error's text for a message; a ``SystemExit`` or ``KeyboardInterrupt``
+    (raised by a ``__reduce__``) is named, not just its code."""
+    if isinstance(exc, Exception):
+        return str(exc)
+    return f"its __reduce__ raised {exc!r}"
 
 
 def describe_batch(batch: Batch) -> SerializationError:

@@ -94,3 +94,75 @@ def test_uncooperative_exception_asyncio(kind: str, cls: type[BaseException]) ->
 
     out = asyncio.run(main())
     _arrived(out[2].exception, cls)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------- one bad item's data in a batch
+
+
+def test_one_unloadable_result_fails_alone(process_pool: mc.Pool) -> None:
+    out = process_pool.map(unloadable_on, range(10_000), on_error="collect", timeout=60)
+    failed = [v for v in out if isinstance(v, mc.Failure)]
+    assert [f.index for f in failed] == [7000]
+    err = failed[0].exception
+    assert type(err) is mc.SerializationError
+    assert "unpickled in the parent" in str(err) and "item 7000 cannot be rebuilt" in str(err)
+    assert any("input item 7000" in note for note in err.__notes__)
+    assert [v for i, v in enumerate(out) if i != 7000] == [x * GOOD for x in range(10_000) if x != 7000]
+    assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
+
+
+def test_one_unloadable_argument_fails_alone(process_pool: mc.Pool) -> None:
+    items: list[object] = list(range(2_000))
+    items[1500] = Unloadable(1500)
+    out = process_pool.map(times_good, items, on_error="collect", timeout=60)
+    failed = [v for v in out if isinstance(v, mc.Failure)]
+    assert [f.index for f in failed] == [1500]
+    err = failed[0].exception
+    assert type(err) is mc.SerializationError
+    assert "unpickled in the worker" in str(err) and "item 1500 cannot be rebuilt" in str(err)
+    assert [v for i, v in enumerate(out) if i != 1500] == [x * GOOD for x in range(2_000) if x != 1500]
+    with pytest.raises(mc.SerializationError):
+        process_pool.submit(times_good, Unloadable(3)).result(timeout=30)
+    assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
+
+
+# ------------------------------------- a BaseException raised inside __reduce__
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_base_exception_pickling_an_argument(process_pool: mc.Pool, kind: str) -> None:
+    items: list[object] = list(range(6))
+    items[3] = ExitOnReduce(kind)
+    out = process_pool.map(times_good, items, on_error="collect", timeout=30)
+    assert isinstance(out[3], mc.Failure)
+    err = out[3].exception
+    assert type(err) is mc.SerializationError and "input item 3" in str(err)
+    assert "SystemExit" in str(err) or "KeyboardInterrupt" in str(err)
+    assert [v for i, v in enumerate(out) if i != 3] == [x * GOOD for x in range(6) if x != 3]
+    with pytest.raises(mc.SerializationError, match="argument 0"):
+        process_pool.submit(times_good, ExitOnReduce(kind))
+    assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_base_exception_pickling_a_result(process_pool: mc.Pool, kind: str) -> None:
+    items = [(kind, x) for x in range(6)]
+    out = process_pool.map(exit_on_reduce_on, items, on_error="collect", timeout=30)
+    assert isinstance(out[2], mc.Failure)
+    err = out[2].exception
+    assert type(err) is mc.SerializationError and "cannot pickle the result" in str(err)
+    assert [v for i, v in enumerate(out) if i != 2] == [x * GOOD for x in range(6) if x != 2]
+    with pytest.raises(mc.SerializationError):
+        process_pool.submit(exit_on_reduce_on, (kind, 2)).result(timeout=30)
+    assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
+
+
+def test_base_exception_pickling_an_exception(process_pool: mc.Pool) -> None:
+    items = [("error", x) for x in range(6)]
+    out = process_pool.map(exit_on_reduce_on, items, on_error="collect", timeout=30)
+    err = out[2].exception
+    assert isinstance(err, mc.RemoteError) and err.type_name.endswith("ExitOnReduceError")
+    assert "cannot travel" in str(err) and "ExitOnReduceError" in out[2].traceback
+    with pytest.raises(mc.RemoteError, match="cannot travel"):
+        process_pool.submit(exit_on_reduce_on, ("error", 2)).result(timeout=30)
+    assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
