@@ -94,3 +94,43 @@ def exit_on_reduce_on(arg: tuple[str, int], bad: int = 2) -> Any:
 def plain(x: Any) -> Any:
     """Identity on a good item; a placeholder the argument tests map over."""
     return x if isinstance(x, int) else "ran"
+
+
+def _in_worker() -> bool:
+    from manycore import _shared
+
+    return bool(_shared.IN_WORKER)
+
+
+def _exit_in_parent(cls: type[Any], message: str) -> Any:
+    """Rebuilds in a worker (manycore checks exceptions round-trip there); in the
+    parent it raises SystemExit, as a buggy ``__setstate__`` might."""
+    if not _in_worker():
+        raise SystemExit(7)
+    return cls(message)
+
+
+class ParentExitError(Exception):
+    """An exception whose rebuilding in the parent raises SystemExit."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_exit_in_parent, (ParentExitError, str(self)))
+
+
+class ParentExitValue:
+    def __init__(self, message: str):
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_exit_in_parent, (ParentExitValue, self.message))
+
+
+def parent_exit_on(arg: tuple[str, int], bad: int = 2) -> Any:
+    """On ``bad``: raises ('error') or returns ('value') something whose loading in
+    the parent raises SystemExit."""
+    kind, x = arg
+    if x == bad:
+        if kind == "error":
+            raise ParentExitError("will not load here")
+        return ParentExitValue("will not load here")
+    return x * GOOD

@@ -19,6 +19,7 @@ from badpickle import (
     Unloadable,
     async_uncooperative_on,
     exit_on_reduce_on,
+    parent_exit_on,
     times_good,
     uncooperative_on,
     unloadable_on,
@@ -107,7 +108,9 @@ def test_one_unloadable_result_fails_alone(process_pool: mc.Pool) -> None:
     assert type(err) is mc.SerializationError
     assert "unpickled in the parent" in str(err) and "item 7000 cannot be rebuilt" in str(err)
     assert any("input item 7000" in note for note in err.__notes__)
-    assert [v for i, v in enumerate(out) if i != 7000] == [x * GOOD for x in range(10_000) if x != 7000]
+    assert [v for i, v in enumerate(out) if i != 7000] == [
+        x * GOOD for x in range(10_000) if x != 7000
+    ]
     assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
 
 
@@ -120,7 +123,9 @@ def test_one_unloadable_argument_fails_alone(process_pool: mc.Pool) -> None:
     err = failed[0].exception
     assert type(err) is mc.SerializationError
     assert "unpickled in the worker" in str(err) and "item 1500 cannot be rebuilt" in str(err)
-    assert [v for i, v in enumerate(out) if i != 1500] == [x * GOOD for x in range(2_000) if x != 1500]
+    assert [v for i, v in enumerate(out) if i != 1500] == [
+        x * GOOD for x in range(2_000) if x != 1500
+    ]
     with pytest.raises(mc.SerializationError):
         process_pool.submit(times_good, Unloadable(3)).result(timeout=30)
     assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
@@ -166,3 +171,21 @@ def test_base_exception_pickling_an_exception(process_pool: mc.Pool) -> None:
     with pytest.raises(mc.RemoteError, match="cannot travel"):
         process_pool.submit(exit_on_reduce_on, ("error", 2)).result(timeout=30)
     assert process_pool.map(times_good, range(10)) == [x * GOOD for x in range(10)]
+
+
+@pytest.mark.parametrize("kind", ["error", "value"])
+def test_rebuild_failure_in_the_parent(process_pool: mc.Pool, kind: str) -> None:
+    """A task's exception or result whose loading in the parent raises SystemExit
+    fails its item; the in-flight task is not left stuck, the pool goes on."""
+    items = [(kind, x) for x in range(6)]
+    out = process_pool.map(parent_exit_on, items, on_error="collect", timeout=30)
+    assert isinstance(out[2], mc.Failure)
+    err = out[2].exception
+    if kind == "error":
+        assert isinstance(err, mc.RemoteError) and err.type_name.endswith("ParentExitError")
+    else:
+        assert type(err) is mc.SerializationError and "SystemExit" in str(err)
+    assert [v for i, v in enumerate(out) if i != 2] == [x * GOOD for x in range(6) if x != 2]
+    with pytest.raises((mc.RemoteError, mc.SerializationError)):
+        process_pool.submit(parent_exit_on, (kind, 2)).result(timeout=30)
+    assert process_pool.map(times_good, range(10), timeout=30) == [x * GOOD for x in range(10)]
