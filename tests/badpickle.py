@@ -134,3 +134,24 @@ def parent_exit_on(arg: tuple[str, int], bad: int = 2) -> Any:
             raise ParentExitError("will not load here")
         return ParentExitValue("will not load here")
     return x * GOOD
+
+
+class CtrlCOnce:
+    """The first pickling of any CtrlCOnce meets a real Ctrl-C (SIGINT to this
+    process), as if the user pressed it just then; later ones pickle fine."""
+
+    pressed = False
+
+    def __init__(self, x: int):
+        self.x = x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not CtrlCOnce.pressed:
+            import os
+            import signal
+            import time
+
+            CtrlCOnce.pressed = True
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises KeyboardInterrupt in here
+        return (CtrlCOnce, (self.x,))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
 import types
 import weakref
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from ._errors import SerializationError
 from ._shm import THRESHOLD
 
 __all__ = [
+    "ctrl_c",
     "describe_batch",
     "describe_unpicklable",
     "dumps",
@@ -147,6 +149,8 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
     try:
         data = dumps_code(fn)
     except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
+        if ctrl_c(exc, lambda: dumps_code(fn)):
+            raise
         raise SerializationError(
             f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
             f"to send it to a worker process: {why(exc)}. Use backend='threads', or make "
@@ -256,8 +260,9 @@ def why(exc: BaseException) -> str:
     return f"its __reduce__ raised {exc!r}"
 
 
-def describe_batch(batch: Batch) -> SerializationError:
-    """The error for a batch whose arguments did not pickle: which one, of what type."""
+def describe_batch(batch: Batch) -> SerializationError | None:
+    """The error for a batch whose arguments did not pickle: which one, of what
+    type; None if each pickles alone (what failed did not happen again)."""
     err: SerializationError | None
     if batch.submit:
         err = describe_unpicklable(batch.items[0], batch.kwargs, "argument")
@@ -272,7 +277,24 @@ def describe_batch(batch: Batch) -> SerializationError:
             err = _first_unpicklable(named)
             if err is not None:
                 break
-    return err or SerializationError("cannot pickle the task's arguments")
+    return err
+
+
+def ctrl_c(exc: BaseException, again: Callable[[], Any]) -> bool:
+    """Whether ``exc``, raised inside pickling or unpickling, is the user's
+    Ctrl-C rather than the object's own doing (a ``__reduce__`` that raises
+    ``KeyboardInterrupt``): a KeyboardInterrupt in the main thread, the only one
+    a signal reaches, that does not happen again when ``again`` repeats the
+    work. A Ctrl-C must stop the program, never become one failed item."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        again()
+    except BaseException:
+        return False
+    return True
 
 
 def _name(fn: Any) -> str:

@@ -23,6 +23,7 @@ from ._errors import (
     set_cause,
 )
 from ._remote import rebuild
+from ._serialize import ctrl_c
 
 __all__ = [
     "Decoded",
@@ -263,6 +264,8 @@ def decode_result(payload: bytes) -> Decoded:
     try:
         return _decode(payload)
     except BaseException as exc:  # the user's code ran in the loads: even SystemExit
+        if ctrl_c(exc, lambda: _decode(payload)):
+            raise
         err = SerializationError(
             f"a result could not be unpickled in the parent: {exc!r}. Is the class of "
             "the returned object importable here?"

@@ -13,6 +13,7 @@ import pytest
 import manycore as mc
 from badpickle import (
     GOOD,
+    CtrlCOnce,
     ExitOnReduce,
     FrozenError,
     RefusingError,
@@ -189,3 +190,15 @@ def test_rebuild_failure_in_the_parent(process_pool: mc.Pool, kind: str) -> None
     with pytest.raises((mc.RemoteError, mc.SerializationError)):
         process_pool.submit(parent_exit_on, (kind, 2)).result(timeout=30)
     assert process_pool.map(times_good, range(10), timeout=30) == [x * GOOD for x in range(10)]
+
+
+def test_real_ctrl_c_while_pickling_still_interrupts(process_pool: mc.Pool) -> None:
+    """Only what the object itself raises becomes a SerializationError: a Ctrl-C
+    that lands while the caller's thread pickles an argument stays a
+    KeyboardInterrupt (it does not happen again when manycore pickles once more)."""
+    CtrlCOnce.pressed = False
+    with pytest.raises(KeyboardInterrupt):
+        process_pool.submit(times_good, CtrlCOnce(1))
+    CtrlCOnce.pressed = False
+    with pytest.raises(KeyboardInterrupt):
+        mc.map(times_good, [1, CtrlCOnce(2), 3], backend="processes", workers=2)
