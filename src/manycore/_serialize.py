@@ -285,15 +285,18 @@ def ctrl_c(exc: BaseException, again: Callable[[], Any]) -> bool:
     Ctrl-C rather than the object's own doing (a ``__reduce__`` that raises
     ``KeyboardInterrupt``): a KeyboardInterrupt in the main thread, the only one
     a signal reaches, that does not happen again when ``again`` repeats the
-    work. A Ctrl-C must stop the program, never become one failed item."""
+    work (another error then, such as a result's segment already gone, does not
+    count). A Ctrl-C must stop the program, never become one failed item."""
     if not isinstance(exc, KeyboardInterrupt):
         return False
     if threading.current_thread() is not threading.main_thread():
         return False
     try:
         again()
-    except BaseException:
+    except KeyboardInterrupt:
         return False
+    except BaseException:
+        pass
     return True
 
 
