@@ -257,7 +257,7 @@ def why(exc: BaseException) -> str:
     (raised by a ``__reduce__``) is named, not just its code."""
     if isinstance(exc, Exception):
         return str(exc)
-    return f"its __reduce__ raised {exc!r}"
+    return f"pickling raised {exc!r}"
 
 
 def describe_batch(batch: Batch) -> SerializationError | None:
