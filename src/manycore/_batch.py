@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._errors import set_traceback
+
 __all__ = ["Batch", "BatchResult", "Done", "pinned", "run_batch", "run_tracked"]
 
 
@@ -191,7 +193,9 @@ def _from_user_code(exc: BaseException, frames: int = 1) -> BaseException:
     for _ in range(frames):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-    exc.__traceback__ = tb
+    # Not ``exc.__traceback__ = tb``: a frozen dataclass exception refuses that
+    # (its __setattr__ raises), and the error would end the worker or thread.
+    set_traceback(exc, tb)
     return exc
 
 

@@ -206,7 +206,7 @@ def unpicklable_global(fn: Any) -> SerializationError | None:
             continue  # a helper is checked through its own globals
         try:
             cloudpickle.dumps(value)
-        except Exception as exc:
+        except BaseException as exc:
             return unpicklable(name, value, exc)
     return None
 

@@ -232,7 +232,7 @@ def _rows(
         if type(value) is not Failure:
             try:
                 payload = _dump(value)
-            except Exception as exc:
+            except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
                 error = SerializationError(
                     f"the result of input item {index} ({type(value).__name__}) cannot be "
                     f"stored in the checkpoint: {exc}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from types import TracebackType
 from typing import Any
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "add_note",
     "describe_exit",
     "pool_of_another_process",
+    "set_cause",
+    "set_traceback",
 ]
 
 
@@ -169,19 +172,50 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb_text}"""'
 
 
+# The C-level slots of every exception: setting through them never runs a
+# class's own __setattr__ (a frozen dataclass exception refuses every attribute,
+# and the interpreter itself sets these slots the same way on ``raise ... from``).
+_CAUSE_SLOT: Any = BaseException.__dict__["__cause__"]
+
+
+def set_cause(exc: BaseException, cause: BaseException | None) -> bool:
+    """``exc.__cause__ = cause`` that never raises; False if it did not take."""
+    try:
+        _CAUSE_SLOT.__set__(exc, cause)
+    except Exception:
+        return False
+    return True
+
+
+def set_traceback(exc: BaseException, tb: TracebackType | None) -> None:
+    """``exc.__traceback__ = tb`` that never raises (``with_traceback`` is the C
+    slot's setter: no ``__setattr__`` of the class runs)."""
+    try:
+        exc.with_traceback(tb)
+    except Exception:
+        pass
+
+
 def add_note(exc: BaseException, note: str) -> None:
-    """Attach ``note`` to ``exc`` (``add_note`` on 3.11+, ``__notes__`` before)."""
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:  # pragma: no cover - exercised on 3.10 only
+    """Attach ``note`` to ``exc`` (``add_note`` on 3.11+, ``__notes__`` before).
+
+    Never raises: an exception whose class refuses new attributes gets its
+    ``__notes__`` list set past its ``__setattr__``; if even that fails, the note
+    is dropped (the item's index is still on its ``Failure``)."""
+    try:
+        if sys.version_info >= (3, 11):
+            exc.add_note(note)
+            return
+    except Exception:
+        pass
+    try:
         notes = getattr(exc, "__notes__", None)
         if not isinstance(notes, list):
             notes = []
-            try:
-                exc.__notes__ = notes  # type: ignore[attr-defined]
-            except AttributeError:
-                return
+            object.__setattr__(exc, "__notes__", notes)
         notes.append(note)
+    except Exception:
+        pass
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 from . import _shm
 from ._batch import Batch
-from ._serialize import describe_batch, dumps
+from ._errors import SerializationError
+from ._serialize import describe_batch, dumps, why
 
 __all__ = ["FN_LIMIT", "FnIds", "encode_args", "pack_shared"]
 
@@ -28,8 +29,14 @@ def encode_args(
     big: list[memoryview] | None = [] if _shm.available() else None
     try:
         body = dumps((batch.items, batch.kwargs), big)
-    except Exception:
-        raise describe_batch(batch) from None
+    except BaseException as exc:  # a __reduce__ that raises SystemExit must not end the caller
+        err = describe_batch(batch)  # pickles item by item: what fails again is the item's doing
+        if err is None:
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # a real Ctrl-C: it did not happen again
+            err = SerializationError(f"cannot pickle the task's arguments: {why(exc)}")
+            err.__cause__ = exc
+        raise err from err.__cause__
     if not big:
         return body, None, None
     try:  # large buffers: one copy into shared memory, not through the pipe

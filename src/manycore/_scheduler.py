@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed, SerializationError, WorkerCrashed
+from ._errors import PoolBroken, PoolClosed, SerializationError, WorkerCrashed, set_cause
 from ._failure import Failure
 from ._remote import tag_with_index
 from ._stats import Stats, StatsRecorder
@@ -116,11 +116,12 @@ def _own_copy(exc: BaseException, offset: int) -> BaseException:
         return exc
     try:
         twin = copy.copy(exc)
-    except Exception:
+        notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("manycore:")]
+        # Past the class's own __setattr__ (a frozen dataclass exception refuses it).
+        object.__setattr__(twin, "__notes__", notes)
+    except Exception:  # the user's class would not copy: share the one object
         return exc
-    twin.__cause__ = exc.__cause__
-    notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("manycore:")]
-    twin.__notes__ = notes  # type: ignore[attr-defined]  # (3.11+ attribute; set on 3.10 too)
+    set_cause(twin, exc.__cause__)
     return twin
 
 
@@ -459,9 +460,11 @@ class MapRun:
         self._inflight.pop(batch.key, None)
         for recorder in self._recorders:
             recorder.record(batch, result)
-        if isinstance(result, WorkerCrashed) and len(batch) > 1:
+        if isinstance(result, (WorkerCrashed, SerializationError)) and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.
+            # So does a batch whose arguments would not load in the worker, or whose
+            # results would not load here: one item's data spoils the whole pickle.
             for offset in reversed(range(len(batch))):
                 self._retry.append(batch.part(offset, offset + 1))
             return []

@@ -21,6 +21,7 @@ import linecache
 import os
 import pickle
 import sys
+import threading
 import types
 import weakref
 from collections import ChainMap
@@ -45,6 +46,7 @@ from ._errors import SerializationError
 from ._shm import THRESHOLD
 
 __all__ = [
+    "ctrl_c",
     "describe_batch",
     "describe_unpicklable",
     "dumps",
@@ -53,6 +55,7 @@ __all__ = [
     "dumps_fn",
     "loads",
     "loads_code",
+    "why",
     "with_shipments",
 ]
 
@@ -291,7 +294,9 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         return by_value[1]
     try:
         data = with_shipments(dumps_code(fn, big), big.values())
-    except Exception as exc:
+    except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
+        if ctrl_c(exc, lambda: dumps_code(fn, big)):
+            raise
         raise _unpicklable_fn(fn, exc) from exc
     try:
         if _by_reference(fn):
@@ -308,13 +313,13 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
 
 
-def _unpicklable_fn(fn: Any, exc: Exception) -> SerializationError:
+def _unpicklable_fn(fn: Any, exc: BaseException) -> SerializationError:
     err = unpicklable_global(fn)
     if err is not None:
         return err
     return SerializationError(
         f"cannot pickle the function {_name(fn)} of type {type(fn).__name__!r} "
-        f"to send it to a worker process: {exc}. Use backend='threads', or make "
+        f"to send it to a worker process: {why(exc)}. Use backend='threads', or make "
         "the function a plain module-level function."
     )
 
@@ -397,17 +402,28 @@ def _first_unpicklable(named: list[tuple[str, Any]]) -> SerializationError | Non
     for label, value in named:
         try:
             dumps(value)
-        except Exception as exc:
-            return SerializationError(
+        except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
+            err = SerializationError(
                 f"cannot pickle {label} of type {type(value).__name__!r} to send it to "
-                f"a worker process: {exc}. Pass something picklable, create the "
+                f"a worker process: {why(exc)}. Pass something picklable, create the "
                 "object inside the task, or use backend='threads'."
             )
+            err.__cause__ = exc
+            return err
     return None
 
 
-def describe_batch(batch: Batch) -> SerializationError:
-    """The error for a batch whose arguments did not pickle: which one, of what type."""
+def why(exc: BaseException) -> str:
+    """An error's text for a message; a ``SystemExit`` or ``KeyboardInterrupt``
+    (raised by a ``__reduce__``) is named, not just its code."""
+    if isinstance(exc, Exception):
+        return str(exc)
+    return f"pickling raised {exc!r}"
+
+
+def describe_batch(batch: Batch) -> SerializationError | None:
+    """The error for a batch whose arguments did not pickle: which one, of what
+    type; None if each pickles alone (what failed did not happen again)."""
     err: SerializationError | None
     if batch.submit:
         err = describe_unpicklable(batch.items[0], batch.kwargs, "argument")
@@ -422,7 +438,27 @@ def describe_batch(batch: Batch) -> SerializationError:
             err = _first_unpicklable(named)
             if err is not None:
                 break
-    return err or SerializationError("cannot pickle the task's arguments")
+    return err
+
+
+def ctrl_c(exc: BaseException, again: Callable[[], Any]) -> bool:
+    """Whether ``exc``, raised inside pickling or unpickling, is the user's
+    Ctrl-C rather than the object's own doing (a ``__reduce__`` that raises
+    ``KeyboardInterrupt``): a KeyboardInterrupt in the main thread, the only one
+    a signal reaches, that does not happen again when ``again`` repeats the
+    work (another error then, such as a result's segment already gone, does not
+    count). A Ctrl-C must stop the program, never become one failed item."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        again()
+    except KeyboardInterrupt:
+        return False
+    except BaseException:
+        pass
+    return True
 
 
 def _name(fn: Any) -> str:

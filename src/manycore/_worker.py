@@ -52,22 +52,24 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, *tail)
     try:
         return _with_big_buffers(message)
-    except Exception:
+    except BaseException:  # a result's __reduce__ ran: even SystemExit fails its item
         pass
     # Some value will not pickle: fail those items alone, keep the others.
-    from ._errors import SerializationError
+    from ._errors import SerializationError, set_cause
+    from ._serialize import why
 
     values = list(result.values)
     failures = dict(failures or {})
     for i, value in enumerate(values):
         try:
             dumps(value, to_worker=False)  # the same checks as the message
-        except Exception as exc:
+        except BaseException as exc:
             values[i] = None
             err = SerializationError(
                 f"cannot pickle the result of type {type(value).__name__!r} to send it "
-                f"back from the worker: {exc}"
+                f"back from the worker: {why(exc)}"
             )
+            set_cause(err, exc)
             failures[i] = pack_exception(err)
     message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, *tail)
     return _with_big_buffers(message)
@@ -312,7 +314,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
             continue
         try:
             segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
-        except Exception as exc:  # the batch fails, not the worker
+        except BaseException as exc:  # the batch fails, not the worker (even SystemExit)
             _send(result_fd, _encode_failure(key, exc))
             continue
         finally:
@@ -360,10 +362,10 @@ def _load_args(
 
 def _encode_failure(key: int, exc: BaseException) -> bytes:
     """A batch whose arguments could not be loaded here: it fails as a whole."""
-    from ._errors import SerializationError
+    from ._errors import SerializationError, set_cause
 
     err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
-    err.__cause__ = exc
+    set_cause(err, exc)
     # Every item of the batch gets the error (values None: "the whole batch").
     message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
     return pickle.dumps(message, 5)

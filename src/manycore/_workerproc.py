@@ -14,9 +14,17 @@ from typing import Any
 
 from . import _launch, _shm, _wire
 from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, SerializationError, TaskTimeout, WorkerCrashed, describe_exit
+from ._errors import (
+    PoolBroken,
+    SerializationError,
+    TaskTimeout,
+    WorkerCrashed,
+    describe_exit,
+    set_cause,
+)
 from ._inherit import Inheritance
 from ._remote import rebuild
+from ._serialize import ctrl_c
 
 __all__ = [
     "Decoded",
@@ -280,20 +288,27 @@ def _load_big(message: tuple[Any, ...]) -> Any:
 
 
 def decode_result(payload: bytes) -> Decoded:
+    """A worker's frame, decoded; never raises: an outcome that will not load
+    here becomes a SerializationError for its batch (the engine must always be
+    able to hand the in-flight task an outcome, or the task and the next call
+    on the pool would wait forever)."""
     try:
-        message = pickle.loads(payload)
-    except Exception as exc:
+        return _decode(payload)
+    except BaseException as exc:  # the user's code ran in the loads: even SystemExit
+        if ctrl_c(exc, lambda: _decode(payload)):
+            raise
         err = SerializationError(
             f"a result could not be unpickled in the parent: {exc!r}. Is the class of "
             "the returned object importable here?"
         )
+        set_cause(err, exc)
         return Decoded(err, kept=True)  # what the worker kept is unknown: assume it did
+
+
+def _decode(payload: bytes) -> Decoded:
+    message = pickle.loads(payload)
     if message[0] == _wire.RESULT_OOB:
-        try:
-            message = _load_big(message)
-        except Exception as exc:
-            err = SerializationError(f"a result could not be unpickled in the parent: {exc!r}")
-            return Decoded(err, kept=True)
+        message = _load_big(message)
     if message[0] == _wire.INIT_FAILED:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
     if message[0] == _wire.RETIRE:
