@@ -118,3 +118,29 @@ def type_error_on(x: int, bad: int = 2) -> int:
     if x == bad:
         raise TypeError("not retryable")
     return x
+
+
+def manycore_segments() -> set[str]:
+    """The manycore names in /dev/shm that this test run can own: those of this
+    process, of its children, or of processes gone. A segment named after a
+    live process outside this tree belongs to another program (another test run
+    on the same machine) and would make a leak check fail for nothing."""
+    import re
+
+    import psutil
+
+    try:
+        names = {n for n in os.listdir("/dev/shm") if "manycore-" in n}
+    except OSError:
+        return set()
+    me = psutil.Process()
+    family = {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+    def foreign(name: str) -> bool:
+        found = re.search(r"manycore-(\d+)n", name)
+        if found is None:
+            return False
+        pid = int(found.group(1))
+        return pid not in family and psutil.pid_exists(pid)
+
+    return {n for n in names if not foreign(n)}

@@ -20,12 +20,13 @@ from faulty import (  # noqa: E402
     stash_and_sum,
     stashed_sums,
 )
+from helpers import manycore_segments  # noqa: E402
 
 MB = 1 << 20
 
 
 def ours() -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith("manycore-")]
+    return sorted(n for n in manycore_segments() if n.startswith("manycore-"))
 
 
 def test_large_arguments_go_through_shared_memory(process_pool: mc.Pool) -> None:

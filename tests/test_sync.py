@@ -7,7 +7,6 @@ zero in the parent), a plain queue would never reach the consumer.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import manycore as mc
 from conftest import BACKENDS
 from faulty import bump, consume, limited, locked_write, produce, unsafe_bump
+from helpers import manycore_segments
 
 CONCURRENT = [p for p in BACKENDS if p.values[0][0] != "serial"]
 
@@ -119,7 +119,7 @@ def test_names_are_removed_with_the_objects() -> None:
     import gc
 
     def ours() -> set[str]:
-        return {n for n in os.listdir("/dev/shm") if "manycore-" in n}
+        return manycore_segments()
 
     before = ours()
     objects = [mc.Lock(), mc.Semaphore(3), mc.Counter(), mc.Value("d"), mc.Queue()]

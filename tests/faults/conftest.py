@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 import manycore as mc
+from helpers import manycore_segments
 
 
 def _fds() -> set[int]:
@@ -21,10 +22,7 @@ def _fds() -> set[int]:
 
 
 def _shm() -> set[str]:
-    try:
-        return {n for n in os.listdir("/dev/shm") if "manycore" in n}
-    except OSError:
-        return set()
+    return manycore_segments()
 
 
 @pytest.fixture(autouse=True)
