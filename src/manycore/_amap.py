@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from . import _validate as v
-from ._api import _lease_default_pool
+from ._api import _lease_default_pool, check_call_options, pick_backend
 from ._scheduler import MapRun
 
 __all__ = ["aimap", "amap"]
@@ -35,7 +35,7 @@ async def amap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
@@ -45,7 +45,8 @@ async def amap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
 ) -> list[Any]:
-    """``mc.map`` for a coroutine: ``await mc.amap(fn, items, backend="asyncio")``.
+    """``mc.map`` for a coroutine: ``await mc.amap(fn, items)`` (an ``async def``
+    ``fn`` runs on ``backend="asyncio"`` unless another backend is named).
 
     Takes the options of :func:`manycore.map` and works with every backend; the
     caller's event loop runs on while the map does. Cancelling the awaiting task
@@ -65,7 +66,7 @@ def aimap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
@@ -97,16 +98,18 @@ def _planner(
     once the run is over (the default pool is kept open for it until then)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, name)
-    v.check_backend(args["backend"])
-    v.check_workers(args["workers"], args["concurrency"], args["backend"])
-    v.check_start_method(args["start_method"], args["backend"])
+    backend = pick_backend(fn, args["backend"])
+    v.check_backend(backend)
+    v.check_workers(args["workers"], args["concurrency"], backend)
+    v.check_start_method(args["start_method"], backend)
     options = {
         k: args[k] for k in ("chunksize", "ordered", "on_error", "retries", "retry_on", "timeout")
     }
+    check_call_options(fn, backend, **options)  # before the pool starts: no worker for nothing
 
     def make() -> tuple[MapRun, Callable[[], None]]:
         lease = _lease_default_pool(
-            args["backend"], args["workers"], args["start_method"], args["concurrency"]
+            backend, args["workers"], args["start_method"], args["concurrency"]
         )
         try:
             checked = lease.pool._map_options(**options)

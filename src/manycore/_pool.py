@@ -371,7 +371,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
         stats: bool = False,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool | str = True,
@@ -385,7 +385,8 @@ class Pool(Executor):
         after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
-        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far).
+        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far);
+        a string labels the bar (``progress="Downloading"``).
         ``stats``: return ``(results, stats)``, the :class:`manycore.Stats` of
         this call (each item timed, to name the slowest).
         Options left at ``None`` take the pool's defaults.
@@ -421,7 +422,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
         options = self._map_options(
@@ -470,7 +471,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
         stats: bool = False,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool | str = True,

@@ -1,4 +1,4 @@
-"""``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so far),
+"""``progress=True`` (or a label, ``progress="Downloading"``): a tqdm bar for a map (items done, rate, ETA, failures so far),
 or for a task graph being waited for (tasks settled out of all those behind it).
 
 The scheduler calls :meth:`Progress.advance` once per finished batch, not per

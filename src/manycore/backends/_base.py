@@ -74,13 +74,15 @@ class Backend(abc.ABC):
     def workers(self) -> int:
         return self.options.workers
 
-    def check_fn(self, fn: Callable[..., Any]) -> None:
+    @classmethod
+    def check_fn(cls, fn: Callable[..., Any]) -> None:
         """Refuse, before any work, a function this backend cannot run (a TypeError
         naming ``fn``). By default: an ``async def`` function, which would only
-        return coroutine objects here."""
+        return coroutine objects here. A class method: ``mc.map`` asks before it
+        starts a pool."""
         if is_async_callable(fn):
             raise TypeError(
-                f"fn is an async function (async def); backend={self.name!r} would only "
+                f"fn is an async function (async def); backend={cls.name!r} would only "
                 "create coroutine objects: use backend='asyncio'"
             )
 

@@ -113,7 +113,8 @@ class AsyncioBackend(Backend):
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
 
-    def check_fn(self, fn: Callable[..., Any]) -> None:
+    @classmethod
+    def check_fn(cls, fn: Callable[..., Any]) -> None:
         if not is_async_callable(fn):
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
             raise TypeError(
