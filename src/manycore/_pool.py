@@ -428,7 +428,7 @@ class Pool(Executor):
         options = self._map_options(
             chunksize, ordered, on_error, retries, retry_on, timeout, progress
         )
-        return _flatten(self._run(fn, iterables, False, "imap", options))
+        return _flatten(self._run(fn, iterables, False, "imap", options), self)
 
     @overload
     def starmap(
@@ -670,7 +670,11 @@ def _still_wanted(future: Future[Any]) -> Callable[[], bool]:
     return lambda: not future.done()
 
 
-def _flatten(run: MapRun) -> Iterator[Any]:
+def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
+    """The values of ``run``. The iterator holds its ``pool``: one made just for it
+    (``list(mc.Pool(2).imap(f, xs))``) must not be finalized, its workers shut
+    down, while the iterator still runs; both go once neither is reachable. (The
+    generator's frame holds it, as an argument, until the generator is dropped.)"""
     for values in run:
         yield from values
 
