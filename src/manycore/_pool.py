@@ -251,42 +251,7 @@ class Pool(Executor):
         self._check_open()
         future: Future[T] = self._backend.new_future()
         future.add_done_callback(self._forget)
-        attempts = 0
-
-        def launch(first: bool) -> None:
-            batch = Batch(fn, [args], 0, True, kwargs or None, submit=True, timeout=policy.timeout)
-            batch.fn_blob = fn_blob
-            batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
-            if on_batch is not None:
-                on_batch(batch)
-            with self._lock:
-                self._batches[future] = batch
-                if policy.retries:
-                    self._may_retry.add(future)
-            try:
-                self._backend.submit(batch, done)
-            except BaseException:
-                self._forget(future)
-                raise
-
-        def done(batch: Batch, result: BatchResult | BaseException) -> None:
-            nonlocal attempts
-            self._recorder.record(batch, result)
-            error: Any = result
-            if isinstance(result, BatchResult):
-                error = result.failures.get(0) if result.failures else None
-            if (
-                isinstance(error, policy.retry_on)
-                and not isinstance(error, _NOT_RETRIED)
-                and attempts < policy.retries
-                and not future.done()
-            ):
-                attempts += 1
-                self._later(policy.backoff(attempts), future, lambda: launch(False))
-                return
-            _settle(future, result)
-
-        launch(True)
+        _Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch).launch(True)
         return future
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
@@ -649,6 +614,74 @@ class Pool(Executor):
             return
         # Leaving the block because of an error: do not run the queued rest.
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
+
+
+class _Submission:
+    """One ``submit()`` call: sends its batch, and again for each retry.
+
+    An object, not closures that call each other: those made a reference cycle
+    through the future, which then kept the result alive after the user dropped
+    it, until the cyclic GC ran. The backend holds ``done`` only while the batch
+    runs, and a retry's timer holds ``launch`` only while it waits.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: Policy,
+        fn_blob: bytes | None,
+        on_batch: Callable[[Batch], None] | None,
+    ):
+        self.pool = pool
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs or None
+        self.policy = policy
+        self.fn_blob = fn_blob
+        self.on_batch = on_batch
+        self.attempts = 0
+
+    def launch(self, first: bool) -> None:
+        pool, future, policy = self.pool, self.future, self.policy
+        batch = Batch(self.fn, [self.args], 0, True, self.kwargs, submit=True, timeout=policy.timeout)
+        batch.fn_blob = self.fn_blob
+        batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        with pool._lock:
+            pool._batches[future] = batch
+            if policy.retries:
+                pool._may_retry.add(future)
+        try:
+            pool._backend.submit(batch, self.done)
+        except BaseException:
+            pool._forget(future)
+            raise
+
+    def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
+        policy, future = self.policy, self.future
+        self.pool._recorder.record(batch, result)
+        error: Any = result
+        if isinstance(result, BatchResult):
+            error = result.failures.get(0) if result.failures else None
+        if (
+            isinstance(error, policy.retry_on)
+            and not isinstance(error, _NOT_RETRIED)
+            and self.attempts < policy.retries
+            and not future.done()
+        ):
+            self.attempts += 1
+            self.pool._later(policy.backoff(self.attempts), future, self._retry)
+            return
+        _settle(future, result)
+
+    def _retry(self) -> None:
+        self.launch(False)
 
 
 def _release(backend: Backend, owner: int) -> None:
