@@ -76,9 +76,9 @@ def test_stats_and_fn_are_checked_before_the_pool_starts() -> None:
     with pytest.raises(TypeError, match="stats must be True or False"):
         mc.starmap(abs, [(1,)], stats=1)
     # An async function on a backend that cannot run it: refused before a worker starts.
-    with pytest.raises(TypeError, match="async function.*backend='processes'"):
+    with pytest.raises(TypeError, match=r"async function.*backend='processes'"):
         mc.map(double, [1], backend="processes")
-    with pytest.raises(TypeError, match="async def.*backend='asyncio'"):
+    with pytest.raises(TypeError, match=r"async def.*backend='asyncio'"):
         mc.map(abs, [1], backend="asyncio")
 
 

@@ -138,14 +138,41 @@ def test_no_stale_references(backend: tuple[str, str | None]) -> None:
 
 
 def test_no_stale_references_asyncio() -> None:
-    with mc.Pool(2, backend="asyncio") as pool:
-        with _no_cyclic_gc():
-            result = pool.submit(make_thing_async, 7).result(timeout=30)
-            ref = weakref.ref(result)
-            del result
-            assert _freed(ref), "the result outlived its future and the user's reference"
-            thing = Thing(3)
-            ref = weakref.ref(thing)
-            pool.submit(_AsyncValueOf(thing), 0).result(timeout=30)
-            del thing
-            assert _freed(ref), "the task's argument outlived its finished task"
+    with mc.Pool(2, backend="asyncio") as pool, _no_cyclic_gc():
+        result = pool.submit(make_thing_async, 7).result(timeout=30)
+        ref = weakref.ref(result)
+        del result
+        assert _freed(ref), "the result outlived its future and the user's reference"
+        thing = Thing(3)
+        ref = weakref.ref(thing)
+        pool.submit(_AsyncValueOf(thing), 0).result(timeout=30)
+        del thing
+        assert _freed(ref), "the task's argument outlived its finished task"
+
+
+# Not serial: it runs the task inside submit(), so the first try's traceback
+# leads back through submit()'s own frames, which hold the future.
+@pytest.mark.parametrize(
+    ("name", "timeout"), [("threads", None), ("threads", 30.0), ("asyncio", None)]
+)
+def test_no_stale_reference_after_a_retry(name: str, timeout: float | None) -> None:
+    """The first try's exception lives on in a cycle (its traceback's frames):
+    none of those frames may hold the task, or its future and result."""
+    tries: list[int] = []
+
+    def flaky_thing(value: int) -> Thing:
+        tries.append(value)
+        if len(tries) == 1:
+            raise ValueError("first try fails")
+        return Thing(value)
+
+    async def flaky_thing_async(value: int) -> Thing:
+        return flaky_thing(value)
+
+    fn = flaky_thing_async if name == "asyncio" else flaky_thing
+    with mc.Pool(1, backend=name) as pool, _no_cyclic_gc():
+        result = pool.schedule(fn, (4,), retries=1, timeout=timeout).result(timeout=30)
+        assert result.value == 4 and tries == [4, 4]
+        ref = weakref.ref(result)
+        del result
+        assert _freed(ref), "the retried task's result outlived its future"

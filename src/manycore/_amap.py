@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 from . import _validate as v
 from ._api import _lease_default_pool, check_call_options, pick_backend
 from ._scheduler import MapRun
+from .backends._caller_loop import awaited_from
 
 __all__ = ["aimap", "amap"]
 
@@ -132,6 +133,8 @@ class _Relay:
 
     The thread runs in a copy of the caller's context: a map called from inside
     a task of an asyncio pool is then known to that pool as the task's own work.
+    An asyncio pool runs the map's coroutines on the caller's loop (see
+    ``backends._caller_loop``).
     """
 
     def __init__(self, make: _Make, loop: asyncio.AbstractEventLoop, ahead: int | None):
@@ -152,10 +155,15 @@ class _Relay:
         self._finished: asyncio.Future[None] = loop.create_future()
         context = contextvars.copy_context()
         threading.Thread(
-            target=context.run, args=(self._work,), name="manycore-amap", daemon=True
+            target=context.run, args=(self._serve,), name="manycore-amap", daemon=True
         ).start()
 
     # ------------------------------------------------------------ thread side
+
+    def _serve(self) -> None:
+        # An asyncio pool runs the map's coroutines on the loop that awaits it.
+        with awaited_from(self._loop):
+            self._work()
 
     def _work(self) -> None:
         collected: list[Any] = []

@@ -11,24 +11,23 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures import wait as futures_wait
 from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
-from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed
+from ._batch import Batch
+from ._errors import PoolClosed
 from ._options import call_policy, default_blas_threads, default_workers, map_options
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from ._stats import Stats, StatsRecorder
+from ._submission import Submission, fail
 from .backends import Backend, BackendOptions, get_backend
 
 __all__ = ["Pool", "PoolState"]
 
 T = TypeVar("T")
-# Errors that end a submit() at once, whatever retry_on says: the pool's own state.
-_NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 
 
 class PoolState(enum.Enum):
@@ -249,9 +248,12 @@ class Pool(Executor):
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
-        future: Future[T] = self._backend.new_future()
+        origin = self._backend.origin()
+        future: Future[T] = self._backend.new_future(origin)
         future.add_done_callback(self._forget)
-        _Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch).launch(True)
+        submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
+        submission.origin = origin
+        submission.launch(True)
         return future
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
@@ -273,7 +275,7 @@ class Pool(Executor):
                 del self._retrying[t]
         if timers:
             timers[0].cancel()
-            _fail(future, CancelledError())
+            fail(future, CancelledError())
             self._backend.wake()
             return True
         if not force or future.done() or not self._backend.supports_kill:
@@ -290,13 +292,15 @@ class Pool(Executor):
         """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
 
         def fire() -> None:
+            # The timer is this very thread. (Naming it in the closure would be a
+            # cycle, timer -> fire -> timer, keeping the future and its result.)
             with self._lock:
-                if self._retrying.pop(timer, None) is None:
+                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
                     return  # cancelled meanwhile
             try:
                 action()
             except BaseException as exc:  # the pool closed meanwhile, ...
-                _fail(future, exc)
+                fail(future, exc)
                 self._backend.wake()  # a caller may be polling for this future
 
         timer = threading.Timer(delay, fire)
@@ -586,7 +590,7 @@ class Pool(Executor):
             self._retrying.clear()
         for timer, future in timers:
             timer.cancel()
-            _fail(future, CancelledError())  # it counts as running: not cancel()
+            fail(future, CancelledError())  # it counts as running: not cancel()
         if timers:
             self._backend.wake()
 
@@ -616,91 +620,11 @@ class Pool(Executor):
         self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
 
 
-class _Submission:
-    """One ``submit()`` call: sends its batch, and again for each retry.
-
-    An object, not closures that call each other: those made a reference cycle
-    through the future, which then kept the result alive after the user dropped
-    it, until the cyclic GC ran. The backend holds ``done`` only while the batch
-    runs, and a retry's timer holds ``launch`` only while it waits.
-    """
-
-    def __init__(
-        self,
-        pool: Pool,
-        future: Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        policy: Policy,
-        fn_blob: bytes | None,
-        on_batch: Callable[[Batch], None] | None,
-    ):
-        self.pool = pool
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs or None
-        self.policy = policy
-        self.fn_blob = fn_blob
-        self.on_batch = on_batch
-        self.attempts = 0
-
-    def launch(self, first: bool) -> None:
-        pool, future, policy = self.pool, self.future, self.policy
-        batch = Batch(self.fn, [self.args], 0, True, self.kwargs, submit=True, timeout=policy.timeout)
-        batch.fn_blob = self.fn_blob
-        batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
-        if self.on_batch is not None:
-            self.on_batch(batch)
-        with pool._lock:
-            pool._batches[future] = batch
-            if policy.retries:
-                pool._may_retry.add(future)
-        try:
-            pool._backend.submit(batch, self.done)
-        except BaseException:
-            pool._forget(future)
-            raise
-
-    def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
-        policy, future = self.policy, self.future
-        self.pool._recorder.record(batch, result)
-        error: Any = result
-        if isinstance(result, BatchResult):
-            error = result.failures.get(0) if result.failures else None
-        if (
-            isinstance(error, policy.retry_on)
-            and not isinstance(error, _NOT_RETRIED)
-            and self.attempts < policy.retries
-            and not future.done()
-        ):
-            self.attempts += 1
-            self.pool._later(policy.backoff(self.attempts), future, self._retry)
-            return
-        _settle(future, result)
-
-    def _retry(self) -> None:
-        self.launch(False)
-
-
 def _release(backend: Backend, owner: int) -> None:
     """A pool dropped without shutdown(). Not in a child made by os.fork(): its
     copy of the pool has no workers, and closing it would touch the parent's."""
     if os.getpid() == owner:
         backend.shutdown(wait=False, cancel_pending=True)
-
-
-def _fail(future: Future[Any], exc: BaseException) -> None:
-    try:
-        future.set_exception(exc)
-    except InvalidStateError:
-        pass  # settled meanwhile by another thread
-
-
-def _still_wanted(future: Future[Any]) -> Callable[[], bool]:
-    """The claim of a retry: run it unless the future was settled meanwhile."""
-    return lambda: not future.done()
 
 
 def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
@@ -710,25 +634,3 @@ def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
     generator's frame holds it, as an argument, until the generator is dropped.)"""
     for values in run:
         yield from values
-
-
-def _settle(future: Future[Any], result: BatchResult | BaseException) -> None:
-    """Give a submit() future its outcome (from whichever thread reports it)."""
-    if isinstance(result, CancelledError):
-        if future.cancel():
-            # cancel() alone does not wake wait()/as_completed(); this does.
-            try:
-                future.set_running_or_notify_cancel()
-            except RuntimeError:
-                pass  # already notified
-        elif not future.done():  # it was running: the cancellation is its error
-            future.set_exception(result)
-        return
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    elif result.failures:
-        future.set_exception(result.failures[0])
-    else:
-        future.set_result(result.values[0])

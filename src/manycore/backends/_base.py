@@ -97,8 +97,15 @@ class Backend(abc.ABC):
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
 
-    def new_future(self) -> Future[Any]:
-        """The future that ``submit()`` returns (a backend may wait on it smarter)."""
+    def origin(self) -> Any:
+        """Where a ``submit()`` made now, in this thread, is waited for: stamped on
+        its batches (``Batch.origin``, retries too). None: nowhere in particular
+        (the asyncio backend names the event loop that awaits the future)."""
+        return None
+
+    def new_future(self, origin: Any = None) -> Future[Any]:
+        """The future that ``submit()`` returns (a backend may wait on it smarter);
+        ``origin``: what :meth:`origin` said for this call."""
         return AwaitableFuture()
 
     def cancel(self, batch: Batch) -> bool:

@@ -40,6 +40,13 @@ class _Running:
     now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
     abandoned: bool = False  # timed out: reported already; the thread quits after it
 
+    def mark(self, offset: int) -> bool:
+        """Item ``offset`` starts now; False: stop (the run was abandoned)."""
+        if self.abandoned:
+            return False
+        self.now = (offset, time.monotonic())
+        return True
+
 
 @register_backend
 class ThreadBackend(Backend):
@@ -162,13 +169,18 @@ class ThreadBackend(Backend):
             self._drained.notify_all()
 
     def _run(self, batch: Batch, done: Done, me: threading.Thread, slot: int) -> bool:
-        """Run one batch; False if this thread was abandoned meanwhile."""
+        """Run one batch; False if this thread was abandoned meanwhile.
+
+        (A failed item's traceback leads back to this frame, which outlives the
+        call in a reference cycle with the exception: it must not keep the batch,
+        ``done`` and so the task's future, once they are reported.)"""
         if batch.timeout is None:
             result = run_batch(
                 batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
             )
             result.worker = slot
             done(batch, result)
+            del batch, done, result
             return True
         run = _Running(batch, done, me)
         with self._cond:
@@ -176,10 +188,7 @@ class ThreadBackend(Backend):
             self._alarm.notify()  # the watchdog now has a deadline to watch
 
         def mark(offset: int) -> bool:
-            if run.abandoned:
-                return False
-            run.now = (offset, time.monotonic())
-            return True
+            return run.mark(offset)  # noqa: F821  (a cell: `del run` below empties it)
 
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
         result.worker = slot
@@ -188,6 +197,7 @@ class ThreadBackend(Backend):
             if run.abandoned:
                 return False
         done(batch, result)
+        del batch, done, result, run
         return True
 
     def _initialise(self) -> tuple[bool, Any]:
