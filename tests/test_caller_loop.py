@@ -183,3 +183,24 @@ def test_calls_left_on_a_loop_that_ends_fail_instead_of_hanging() -> None:
             error = future.exception(timeout=10)
             assert isinstance(error, RuntimeError), error
         assert pool.submit(slow, 3).result(timeout=10) == 3  # plain code: the pool's loop
+
+
+def test_leaving_a_pool_block_with_a_retried_call_on_the_callers_loop() -> None:
+    tries: list[int] = []
+
+    async def flaky(x: int) -> int:
+        tries.append(x)
+        if len(tries) == 1:
+            raise ValueError("first try fails")
+        return x
+
+    async def main() -> Any:
+        with mc.Pool(1, backend="asyncio") as pool:
+            future = pool.schedule(flaky, (6,), retries=1)
+        # The block did not wait (that would stop this loop); the first try runs
+        # now, and its retry finds the pool closed.
+        with pytest.raises((mc.PoolClosed, ValueError)):
+            await asyncio.wait_for(asyncio.wrap_future(future), 10)
+        return tries
+
+    assert _run(main) in ([6], [6, 6])

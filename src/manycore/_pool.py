@@ -581,7 +581,14 @@ class Pool(Executor):
         if wait:
             while True:
                 with self._lock:
-                    futures = [f for f in self._batches if f in self._may_retry]
+                    # (Not those running on this thread's own event loop: waiting
+                    # here would stop the loop they need. A retry of theirs that
+                    # comes after the pool closed fails with PoolClosed.)
+                    futures = [
+                        f
+                        for f, batch in self._batches.items()
+                        if f in self._may_retry and not self._backend.runs_here(batch)
+                    ]
                 if not futures:
                     return
                 futures_wait(futures)

@@ -103,6 +103,11 @@ class Backend(abc.ABC):
         (the asyncio backend names the event loop that awaits the future)."""
         return None
 
+    def runs_here(self, batch: Batch) -> bool:
+        """``batch`` runs on the event loop of the calling thread: a blocking wait
+        for it here would wait forever (the asyncio backend's, awaited there)."""
+        return False
+
     def new_future(self, origin: Any = None) -> Future[Any]:
         """The future that ``submit()`` returns (a backend may wait on it smarter);
         ``origin``: what :meth:`origin` said for this call."""

@@ -147,6 +147,9 @@ class AsyncioBackend(Backend):
     def new_future(self, origin: Any = None) -> Future[Any]:
         return LoopFuture(self, origin)
 
+    def runs_here(self, batch: Batch) -> bool:
+        return batch.origin is not None and batch.origin is running_loop()
+
     def submit(self, batch: Batch, done: Done) -> None:
         caller = _ITEM.get()
         parent = caller
