@@ -42,7 +42,7 @@ class CheckpointFile:
 
     def __init__(self, path: str, *, write: bool = True):
         self.path = path
-        tables, self.meta = self._inspect()
+        tables, self.meta = self._inspect(write)
         if tables - {"meta", "items"} or (tables and self.meta.get("format") != FORMAT):
             raise self.mismatch("is not a manycore checkpoint (other tables)", _FOREIGN)
         if not write:
@@ -69,7 +69,7 @@ class CheckpointFile:
             self.close()  # another program's database: never write into it
             raise self.mismatch("is not a manycore checkpoint (other tables)", _FOREIGN)
 
-    def _inspect(self) -> tuple[set[str], dict[str, Any]]:
+    def _inspect(self, write: bool) -> tuple[set[str], dict[str, Any]]:
         """The file's tables and meta, read without changing anything (none yet
         if there is no file)."""
         if not os.path.exists(self.path):
@@ -81,6 +81,10 @@ class CheckpointFile:
             finally:
                 db.close()
         except sqlite3.Error as exc:
+            if write and _is_sqlite(self.path):
+                # An SQLite file that cannot be read so (a -wal without its -shm,
+                # a lock): the writing connection reads it again, and refuses then.
+                return set(), {}
             raise self.mismatch(f"is not a manycore checkpoint ({exc})", _FOREIGN) from exc
 
     def mismatch(self, what: str, fix: str = "") -> CheckpointMismatch:
@@ -196,6 +200,14 @@ def _read_only(path: str) -> sqlite3.Connection:
     flags = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?{flags}"
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _read_meta(db: sqlite3.Connection) -> tuple[set[str], dict[str, Any]]:
