@@ -19,6 +19,7 @@ from . import _validate as v
 from ._batch import Batch
 from ._errors import PoolClosed
 from ._options import call_policy, default_blas_threads, default_workers, map_options
+from ._pool_sync import SharedPrimitives
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from ._stats import Stats, StatsRecorder
@@ -35,7 +36,7 @@ class PoolState(enum.Enum):
     CLOSED = "closed"
 
 
-class Pool(Executor):
+class Pool(Executor, SharedPrimitives):
     """Workers that stay up between calls.
 
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
@@ -171,31 +172,6 @@ class Pool(Executor):
         capacity = backend.workers if backend.concurrent else 1
         slots = capacity if backend.numbered_workers else 0
         return StatsRecorder(slots, backend.restarts(), capacity)
-
-    # --------------------------------------------------- shared primitives
-
-    def Lock(self) -> Any:
-        """A lock this pool's tasks can share: an ``mc.Lock`` on this machine, the
-        engine's own on ``backend="dask"``/``"ray"`` (it works across machines)."""
-        return self._backend.make_sync("Lock", ())
-
-    def Semaphore(self, value: int = 1) -> Any:
-        """A semaphore for this pool's tasks (see :meth:`Lock`)."""
-        v.check_count(value, "value")
-        return self._backend.make_sync("Semaphore", (value,))
-
-    def Value(self, typecode: str = "q", value: Any = 0) -> Any:
-        """A shared value for this pool's tasks (see :meth:`Lock`)."""
-        return self._backend.make_sync("Value", (typecode, value))
-
-    def Counter(self, value: int = 0) -> Any:
-        """A counter for this pool's tasks, ``increment()`` without lost updates."""
-        return self._backend.make_sync("Counter", (value,))
-
-    def Queue(self, maxsize: int = 0) -> Any:
-        """A queue for this pool's tasks (see :meth:`Lock`)."""
-        v.check_count(maxsize, "maxsize")
-        return self._backend.make_sync("Queue", (maxsize,))
 
     def __repr__(self) -> str:
         return (
@@ -465,29 +441,10 @@ class Pool(Executor):
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(
-        self,
-        chunksize: Any,
-        ordered: Any,
-        on_error: Any,
-        retries: Any,
-        retry_on: Any,
-        timeout: Any,
-        progress: Any = False,
-        stats: Any = False,
-    ) -> tuple[int | None, Policy]:
-        """Check a map call's options (clear errors before any work) and bundle them."""
-        return map_options(
-            self._defaults,
-            chunksize,
-            ordered,
-            on_error,
-            retries,
-            retry_on,
-            timeout,
-            progress,
-            stats,
-        )
+    def _map_options(self, *options: Any, **named: Any) -> tuple[int | None, Policy]:
+        """A map call's options (as :func:`map_options` takes them) checked over
+        this pool's defaults, before any work, and bundled."""
+        return map_options(self._defaults, *options, **named)
 
     def _run(
         self,
