@@ -204,3 +204,22 @@ def test_leaving_a_pool_block_with_a_retried_call_on_the_callers_loop() -> None:
         return tries
 
     assert _run(main) in ([6], [6, 6])
+
+
+async def bad(_: int) -> None:
+    raise ValueError("boom")
+
+
+def test_an_error_on_the_callers_loop_starts_its_traceback_at_the_call() -> None:
+    async def main() -> Any:
+        with mc.Pool(1, backend="asyncio") as pool, pytest.raises(ValueError) as info:
+            await pool.submit(bad, 1)
+        return info.value.__traceback__
+
+    tb = _run(main)
+    names = []
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "call_at" not in names and "_at_home" not in names, names
+    assert names[-1] == "bad"

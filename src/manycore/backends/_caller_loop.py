@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
     from .aio import AsyncioBackend
 
-__all__ = ["LoopFuture", "awaited_from", "awaiting_loop", "call", "call_at", "running_loop"]
+__all__ = [
+    "LoopFuture",
+    "awaited_from",
+    "awaiting_loop",
+    "call",
+    "call_at",
+    "from_the_call",
+    "running_loop",
+]
 
 T = TypeVar("T")
 _CHECK_CLOSED = 1.0  # seconds between checks that the caller's loop is still there
@@ -124,6 +132,20 @@ async def call_at(
 async def _at_home(batch: Batch, offset: int, view: tuple[Any, Any]) -> Any:
     _state.set_task(*view)  # mc.worker_state() and mc.shared() in the call
     return await call(batch, offset)
+
+
+def from_the_call(exc: BaseException) -> BaseException:
+    """A call's error with its traceback starting at the call, not at the relay
+    between the two loops (:func:`call_at`, ``_at_home``)."""
+    tb = exc.__traceback__
+    relay = (call_at.__code__, _at_home.__code__)
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in relay:
+        tb = tb.tb_next
+    try:
+        exc.__traceback__ = tb
+    except (AttributeError, TypeError):
+        pass  # an exception class that refuses it: its traceback stays whole
+    return exc
 
 
 def _closed(batch: Batch, offset: int) -> str:

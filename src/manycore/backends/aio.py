@@ -36,7 +36,7 @@ from .. import _state
 from .._batch import Batch, BatchResult, _from_user_code
 from .._errors import PoolBroken, PoolClosed, TaskTimeout
 from ._base import Backend, BackendOptions, Done, is_async_callable, register_backend
-from ._caller_loop import LoopFuture, awaiting_loop, call, call_at, running_loop
+from ._caller_loop import LoopFuture, awaiting_loop, call, call_at, from_the_call, running_loop
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing
@@ -470,7 +470,7 @@ class AsyncioBackend(Backend):
             )
             error.__cause__ = _from_user_code(exc)
         except BaseException as exc:  # the item's outcome, whatever it is
-            error = _from_user_code(exc)
+            error = from_the_call(_from_user_code(exc))
         finally:
             if timer is not None:
                 timer.cancel()
