@@ -534,18 +534,14 @@ class Pool(Executor, SharedPrimitives):
 
     def _settle_retries(self, wait: bool) -> None:
         """Before the backend closes: let submit() calls that may still be retried
-        finish (``wait``), or cancel the retries waiting out a backoff."""
+        finish (``wait``; not those that run on this thread's event loop, which
+        waiting would stop: their retry fails with PoolClosed), or cancel the
+        retries waiting out a backoff."""
         if wait:
             while True:
                 with self._lock:
-                    # (Not those running on this thread's own event loop: waiting
-                    # here would stop the loop they need. A retry of theirs that
-                    # comes after the pool closed fails with PoolClosed.)
-                    futures = [
-                        f
-                        for f, batch in self._batches.items()
-                        if f in self._may_retry and not self._backend.runs_here(batch)
-                    ]
+                    retried = [f for f in self._batches if f in self._may_retry]
+                    futures = [f for f in retried if not self._backend.runs_here(self._batches[f])]
                 if not futures:
                     return
                 futures_wait(futures)
