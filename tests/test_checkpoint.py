@@ -400,3 +400,64 @@ def test_a_function_is_named_with_its_module(tmp_path: Path) -> None:
     other = make("def power(b, e):\n    return b * e\n", "power")  # module "userlib"
     with pytest.raises(mc.CheckpointMismatch, match=r"'userlib\.power'"):
         mc.starmap(other, [(1, 2), (2, 2)], backend="threads", checkpoint=path)
+
+
+def _foreign_database(path: Path, wal: bool) -> bytes:
+    """Another program's SQLite file (in WAL mode or not); its bytes."""
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.execute("INSERT INTO users VALUES ('ada')")
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+def test_a_foreign_database_is_left_byte_for_byte(tmp_path: Path, wal: bool) -> None:
+    app = tmp_path / "app.sqlite"
+    before = _foreign_database(app, wal)
+    for resume in (True, False, "force"):
+        with pytest.raises(mc.CheckpointMismatch, match="is not a manycore checkpoint"):
+            mc.map(abs, range(3), checkpoint=app, backend="serial", resume=resume)
+    with pytest.raises(mc.CheckpointMismatch, match="is not a manycore checkpoint"):
+        read_checkpoint(app)
+    assert app.read_bytes() == before  # not switched to WAL mode, nothing written
+    assert sorted(os.listdir(tmp_path)) == ["app.sqlite"]  # no -wal, no -shm beside it
+
+
+def test_reading_a_checkpoint_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    mc.map(abs, range(-3, 3), checkpoint=path, backend="serial")
+    assert sorted(os.listdir(tmp_path)) == ["run.sqlite"]
+    before = path.read_bytes()
+    assert read_checkpoint(path) == {i: abs(x) for i, x in enumerate(range(-3, 3))}
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["run.sqlite"]
+
+
+def test_a_read_only_checkpoint_is_refused_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only file in a folder that can be written: refused before SQLite
+    creates its -wal and -shm files, and still readable."""
+    path = tmp_path / "run.sqlite"
+    mc.map(abs, range(-3, 3), checkpoint=path, backend="serial")
+    before = path.read_bytes()
+    path.chmod(0o444)
+    if os.geteuid() == 0:  # root may write any file: make the check see it as read-only
+        real_access = os.access
+
+        def access(name: Any, mode: int, **kw: Any) -> bool:
+            if os.fspath(name) == str(path) and mode & os.W_OK:
+                return False
+            return real_access(name, mode, **kw)
+
+        monkeypatch.setattr(os, "access", access)
+    message = rf"checkpoint={str(path)!r} cannot be written \(the file is read-only\)"
+    with pytest.raises(PermissionError, match=message):
+        mc.map(abs, range(-3, 3), checkpoint=path, backend="serial")
+    assert sorted(os.listdir(tmp_path)) == ["run.sqlite"]  # no -wal, no -shm left
+    assert read_checkpoint(path) == {i: abs(x) for i, x in enumerate(range(-3, 3))}
+    assert sorted(os.listdir(tmp_path)) == ["run.sqlite"]
+    assert path.read_bytes() == before

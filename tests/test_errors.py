@@ -193,3 +193,32 @@ def test_error_tree() -> None:
     ):
         assert issubclass(cls, mc.ManycoreError)
     assert issubclass(mc.SerializationError, TypeError)
+
+
+def test_broken_errors_are_the_standard_librarys_too() -> None:
+    """Code written for concurrent.futures catches manycore's broken-pool errors."""
+    from concurrent.futures import BrokenExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert issubclass(mc.PoolBroken, BrokenExecutor)
+    assert issubclass(mc.WorkerCrashed, BrokenProcessPool)
+    assert issubclass(mc.WorkerCrashed, BrokenExecutor)
+    for cls in (mc.PoolBroken, mc.WorkerCrashed):
+        assert issubclass(cls, mc.ManycoreError) and issubclass(cls, RuntimeError)
+    assert not issubclass(mc.WorkerCrashed, mc.PoolBroken)  # one item failed, not the pool
+
+
+def test_stdlib_except_clauses_catch_manycore_errors(process_pool: mc.Pool) -> None:
+    from concurrent.futures import BrokenExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool) as crashed:
+        process_pool.submit(crash_on, 3).result(timeout=30)
+    assert isinstance(crashed.value, mc.WorkerCrashed) and crashed.value.exitcode == 7
+    pool = mc.Pool(1, backend="threads", init=failing_init)
+    try:
+        with pytest.raises(BrokenExecutor) as broken:
+            pool.submit(square, 2).result(timeout=30)
+        assert isinstance(broken.value, mc.PoolBroken)
+    finally:
+        pool.shutdown()

@@ -49,7 +49,7 @@ def test_no_bar_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert mc.map(abs, [-1, -2], backend="serial") == [1, 2]
     assert capsys.readouterr().err == ""
     with pytest.raises(TypeError, match="progress"):
-        mc.map(abs, [1], backend="serial", progress="yes")
+        mc.map(abs, [1], backend="serial", progress=1)
 
 
 def test_progress_of_a_task_graph(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,3 +86,23 @@ def test_progress_on_asyncio(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert mc.map(double, range(12), backend="asyncio", progress=True) == [2 * x for x in range(12)]
     assert re.search(r"12/12 \[", bar_lines(capsys.readouterr().err))
+
+
+def test_progress_label_names_the_bar(pool: mc.Pool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pool.map(abs, range(-5, 5), progress="Downloading") == [abs(x) for x in range(-5, 5)]
+    err = bar_lines(capsys.readouterr().err)
+    assert re.search(r"Downloading: +100%.*10/10 \[", err), err
+    assert "manycore" not in err
+    assert list(pool.imap(abs, [-1, -2], progress="Parsing pages")) == [1, 2]
+    assert re.search(r"Parsing pages: .*2/2 \[", bar_lines(capsys.readouterr().err))
+
+
+def test_progress_label_on_the_top_level_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mc.map(abs, [-1, -2], backend="threads", progress="Squaring") == [1, 2]
+    assert "Squaring: " in bar_lines(capsys.readouterr().err)
+    assert mc.map(abs, [-1], backend="threads", progress=True) == [1]
+    assert "manycore: " in bar_lines(capsys.readouterr().err)
+    with pytest.raises(ValueError, match="progress='' is an empty label"):
+        mc.map(abs, [1], backend="serial", progress="")
+    with pytest.raises(TypeError, match="progress must be True, False or a label"):
+        mc.map(abs, [1], backend="serial", progress=["Downloading"])

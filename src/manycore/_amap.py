@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from . import _validate as v
-from ._api import _lease_default_pool
+from ._api import _lease_default_pool, check_call_options, pick_backend
 from ._scheduler import MapRun
+from .backends._caller_loop import awaited_from
 
 __all__ = ["aimap", "amap"]
 
@@ -35,7 +36,7 @@ async def amap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
@@ -45,7 +46,8 @@ async def amap(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
 ) -> list[Any]:
-    """``mc.map`` for a coroutine: ``await mc.amap(fn, items, backend="asyncio")``.
+    """``mc.map`` for a coroutine: ``await mc.amap(fn, items)`` (an ``async def``
+    ``fn`` runs on ``backend="asyncio"`` unless another backend is named).
 
     Takes the options of :func:`manycore.map` and works with every backend; the
     caller's event loop runs on while the map does. Cancelling the awaiting task
@@ -65,7 +67,7 @@ def aimap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     chunksize: int | None = None,
     ordered: bool = True,
@@ -97,16 +99,18 @@ def _planner(
     once the run is over (the default pool is kept open for it until then)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, name)
-    v.check_backend(args["backend"])
-    v.check_workers(args["workers"], args["concurrency"], args["backend"])
-    v.check_start_method(args["start_method"], args["backend"])
+    backend = pick_backend(fn, args["backend"])
+    v.check_backend(backend)
+    v.check_workers(args["workers"], args["concurrency"], backend)
+    v.check_start_method(args["start_method"], backend)
     options = {
         k: args[k] for k in ("chunksize", "ordered", "on_error", "retries", "retry_on", "timeout")
     }
+    check_call_options(fn, backend, **options)  # before the pool starts: no worker for nothing
 
     def make() -> tuple[MapRun, Callable[[], None]]:
         lease = _lease_default_pool(
-            args["backend"], args["workers"], args["start_method"], args["concurrency"]
+            backend, args["workers"], args["start_method"], args["concurrency"]
         )
         try:
             checked = lease.pool._map_options(**options)
@@ -129,6 +133,8 @@ class _Relay:
 
     The thread runs in a copy of the caller's context: a map called from inside
     a task of an asyncio pool is then known to that pool as the task's own work.
+    An asyncio pool runs the map's coroutines on the caller's loop (see
+    ``backends._caller_loop``).
     """
 
     def __init__(self, make: _Make, loop: asyncio.AbstractEventLoop, ahead: int | None):
@@ -149,10 +155,15 @@ class _Relay:
         self._finished: asyncio.Future[None] = loop.create_future()
         context = contextvars.copy_context()
         threading.Thread(
-            target=context.run, args=(self._work,), name="manycore-amap", daemon=True
+            target=context.run, args=(self._serve,), name="manycore-amap", daemon=True
         ).start()
 
     # ------------------------------------------------------------ thread side
+
+    def _serve(self) -> None:
+        # An asyncio pool runs the map's coroutines on the loop that awaits it.
+        with awaited_from(self._loop):
+            self._work()
 
     def _work(self) -> None:
         collected: list[Any] = []

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from . import _validate as v
 from ._cpus import worker_share
+from ._options import map_options
 from ._pool import Pool, PoolState
+from ._scheduler import Policy
 from ._stats import Stats
+from .backends import get_backend
+from .backends._base import is_async_callable
 
 if TYPE_CHECKING:
     from ._auto import AutoMap
@@ -139,7 +143,7 @@ def map(  # type: ignore[misc]
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     address: str | None = None,
     chunksize: int | None = None,
@@ -149,7 +153,7 @@ def map(  # type: ignore[misc]
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
-    progress: bool = False,
+    progress: bool | str = False,
     stats: bool = False,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool | str = True,
@@ -157,6 +161,7 @@ def map(  # type: ignore[misc]
 ) -> list[T] | tuple[list[T], Stats]:
     """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
     completion order). Several iterables are zipped, as with the built-in ``map``.
+    ``backend``: "processes" by default, "asyncio" for an ``async def`` ``fn``.
     ``backend="asyncio"`` runs an ``async def`` ``fn``, ``concurrency`` (default
     100) coroutines at once; from a coroutine, ``await mc.amap(...)``.
     ``backend="dask"`` or ``"ray"`` runs it on a cluster: ``address`` names a
@@ -166,7 +171,8 @@ def map(  # type: ignore[misc]
     :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
     ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
     items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
-    a tqdm bar (items done, rate, ETA, failures so far). ``stats``: return
+    a tqdm bar (items done, rate, ETA, failures so far); a string labels it
+    (``progress="Downloading"``). ``stats``: return
     ``(results, stats)``, a :class:`manycore.Stats` of this call (per worker:
     busy, moving and idle seconds, items, restarts; the slowest items).
     ``checkpoint``: an SQLite file keeping each finished item, so that the same
@@ -182,9 +188,13 @@ def map(  # type: ignore[misc]
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "map")
     v.check_checkpoint(checkpoint, resume)
+    backend = pick_backend(fn, backend)
     if _is_auto(backend, explain, stats, checkpoint):
         auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
         return [x for values in auto.run() for x in values]
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    )
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -208,7 +218,7 @@ def imap(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     address: str | None = None,
     chunksize: int | None = None,
@@ -218,7 +228,7 @@ def imap(
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
-    progress: bool = False,
+    progress: bool | str = False,
     explain: bool = False,
 ) -> Iterator[T]:
     """Lazy ``map``: the input is read as needed (an endless generator works) and
@@ -226,9 +236,13 @@ def imap(
     (the sample is taken when iteration starts)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
+    backend = pick_backend(fn, backend)
     if _is_auto(backend, explain):
         auto = _auto_map(fn, iterables, False, "imap", locals())
         return (x for values in auto.run() for x in values)
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
+    )
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     try:
         results = lease.pool.imap(
@@ -278,7 +292,7 @@ def starmap(  # type: ignore[misc]  # (see map)
     iterable: Iterable[Iterable[Any]],
     *,
     workers: int | None = None,
-    backend: str = "processes",
+    backend: str | None = None,
     concurrency: int | None = None,
     address: str | None = None,
     chunksize: int | None = None,
@@ -288,7 +302,7 @@ def starmap(  # type: ignore[misc]  # (see map)
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     on_error: str = "raise",
-    progress: bool = False,
+    progress: bool | str = False,
     stats: bool = False,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool | str = True,
@@ -300,9 +314,13 @@ def starmap(  # type: ignore[misc]  # (see map)
     v.check_callable(fn, "fn")
     v.check_iterables((iterable,), "starmap")
     v.check_checkpoint(checkpoint, resume)
+    backend = pick_backend(fn, backend)
     if _is_auto(backend, explain, stats, checkpoint):
         auto = _auto_map(fn, (iterable,), True, "starmap", locals())
         return [x for values in auto.run() for x in values]
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    )
     lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
@@ -320,6 +338,33 @@ def starmap(  # type: ignore[misc]  # (see map)
             checkpoint=checkpoint,
             resume=resume,
         )
+
+
+def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
+    """The backend the user named; if none, asyncio for an ``async def`` function
+    (nothing else can run it) and processes for the rest."""
+    if backend is None:
+        return "asyncio" if is_async_callable(fn) else "processes"
+    return backend
+
+
+def check_call_options(
+    fn: Callable[..., Any],
+    backend: str,
+    chunksize: Any,
+    ordered: Any,
+    on_error: Any,
+    retries: Any,
+    retry_on: Any,
+    timeout: Any,
+    progress: Any = False,
+    stats: Any = False,
+) -> None:
+    """Refuse a bad option, or a function the backend cannot run, before the
+    default pool is started (its workers are not started for a call that fails)."""
+    v.check_backend(backend)
+    get_backend(backend).check_fn(fn)
+    map_options(Policy(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats)
 
 
 def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:

@@ -47,6 +47,9 @@ class Batch:
     # Time each item (for the slowest items of pool.stats()); costs two clock
     # reads per item, so only asked for where that is cheap (see _stats).
     time_items: bool = False
+    # Where the submitter waits (Backend.origin(): the event loop that awaits a
+    # submit() future); a backend running coroutines runs them there.
+    origin: Any = field(default=None, repr=False)
 
     def part(self, lo: int, hi: int) -> Batch:
         """Items ``lo:hi`` of this batch as a batch of their own (to run again)."""
@@ -60,6 +63,7 @@ class Batch:
             fn_blob=self.fn_blob,
             timeout=self.timeout,
             time_items=self.time_items,
+            origin=self.origin,
         )
 
     def __len__(self) -> int:

@@ -281,7 +281,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[int, Any]:
     is None: inputs are not stored) for a stored failure."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {os.fspath(path)!r}")
-    store = CheckpointFile(os.fspath(path))
+    store = CheckpointFile(os.fspath(path), write=False)
     try:
         if not store.meta:
             return {}

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ._errors import CheckpointMismatch
 
@@ -30,10 +33,22 @@ _FOREIGN = "refusing to write into it: choose another path"
 
 class CheckpointFile:
     """The SQLite file: ``meta`` (key, value) and one ``items`` row per finished
-    item. Opened in autocommit mode; each batch of rows is its own transaction."""
+    item. Opened in autocommit mode; each batch of rows is its own transaction.
 
-    def __init__(self, path: str):
+    The file is first read without changing anything (:func:`_read_only`): one
+    that is refused (another program's database, a file that cannot be written)
+    is left byte for byte as it was, with no ``-wal`` or ``-shm`` file beside it.
+    ``write=False``: only read (``mc.read_checkpoint``), never changed."""
+
+    def __init__(self, path: str, *, write: bool = True):
         self.path = path
+        tables, self.meta = self._inspect(write)
+        if tables - {"meta", "items"} or (tables and self.meta.get("format") != FORMAT):
+            raise self.mismatch("is not a manycore checkpoint (other tables)", _FOREIGN)
+        if not write:
+            self._db = _read_only(path)
+            return
+        _check_writable(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
@@ -44,18 +59,33 @@ class CheckpointFile:
             # only an OS crash or power loss could lose the latest ones.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            tables = {r[0] for r in found}
-            meta = self._db.execute("SELECT key, value FROM meta") if "meta" in tables else ()
-            self.meta = dict(meta)
+            tables, self.meta = _read_meta(self._db)  # (again: it may have changed since)
         except sqlite3.Error as exc:
             self.close()
             if _unwritable(exc):
-                raise _permission(path, exc) from exc
+                raise _permission(path, str(exc)) from exc
             raise self.mismatch(f"is not a manycore checkpoint ({exc})", _FOREIGN) from exc
         if tables - {"meta", "items"} or (tables and self.meta.get("format") != FORMAT):
             self.close()  # another program's database: never write into it
             raise self.mismatch("is not a manycore checkpoint (other tables)", _FOREIGN)
+
+    def _inspect(self, write: bool) -> tuple[set[str], dict[str, Any]]:
+        """The file's tables and meta, read without changing anything (none yet
+        if there is no file)."""
+        if not os.path.exists(self.path):
+            return set(), {}
+        try:
+            db = _read_only(self.path)
+            try:
+                return _read_meta(db)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            if write and _is_sqlite(self.path):
+                # An SQLite file that cannot be read so (a -wal without its -shm,
+                # a lock): the writing connection reads it again, and refuses then.
+                return set(), {}
+            raise self.mismatch(f"is not a manycore checkpoint ({exc})", _FOREIGN) from exc
 
     def mismatch(self, what: str, fix: str = "") -> CheckpointMismatch:
         fix = fix or (
@@ -122,7 +152,7 @@ class CheckpointFile:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
         except sqlite3.Error as exc:
             if _unwritable(exc):
-                raise _permission(self.path, exc) from exc
+                raise _permission(self.path, str(exc)) from exc
             raise
 
     def put(self, rows: Iterable[tuple[int, bytes, int, bytes]]) -> None:
@@ -162,14 +192,51 @@ def _insert(rows: int) -> str:
     return "INSERT OR REPLACE INTO items VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
 
 
+def _read_only(path: str) -> sqlite3.Connection:
+    """A connection that changes nothing, in the file or beside it. Without a
+    ``-wal`` file the main file is the whole database, and is read as immutable:
+    SQLite would otherwise create ``-wal`` and ``-shm`` files for a database in
+    WAL mode, even read-only, and leave them behind."""
+    flags = "mode=ro" if os.path.exists(path + "-wal") else "mode=ro&immutable=1"
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?{flags}"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _read_meta(db: sqlite3.Connection) -> tuple[set[str], dict[str, Any]]:
+    found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {r[0] for r in found}
+    meta = db.execute("SELECT key, value FROM meta") if "meta" in tables else ()
+    return tables, dict(meta)
+
+
+def _check_writable(path: str) -> None:
+    """Refuse, before SQLite creates anything, a file or folder it could not
+    write (a read-only connection would still leave ``-wal``/``-shm`` files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return  # SQLite says so, as "cannot be opened"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise _permission(path, "the file is read-only")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _permission(path, f"its folder {folder!r} is read-only")
+
+
 def _unwritable(exc: sqlite3.Error) -> bool:
     """The file or its folder cannot be written (SQLite's WAL needs both)."""
     name = getattr(exc, "sqlite_errorname", "")
     return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"))
 
 
-def _permission(path: str, exc: sqlite3.Error) -> PermissionError:
+def _permission(path: str, why: str) -> PermissionError:
     return PermissionError(
-        f"checkpoint={path!r} cannot be written ({exc}): the file and its folder must "
+        f"checkpoint={path!r} cannot be written ({why}): the file and its folder must "
         "be writable (SQLite keeps a -wal and a -shm file beside it)"
     )

@@ -5,7 +5,9 @@ Every error that manycore raises on its own account derives from one base::
     ManycoreError
     ├── PoolClosed            the pool was shut down; no new work is accepted
     ├── PoolBroken            a worker's ``init`` raised; the pool runs nothing more
-    ├── WorkerCrashed         a worker process died while running an item
+    │                         (also a concurrent.futures.BrokenExecutor)
+    ├── WorkerCrashed         a worker process died while running an item (also a
+    │                         concurrent.futures.process.BrokenProcessPool)
     ├── TaskTimeout           an item ran longer than ``timeout`` (also a TimeoutError)
     ├── SerializationError    an argument, a function or a result could not be pickled
     ├── UpstreamFailed        a task was not run because a task it needs failed
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from concurrent.futures import BrokenExecutor
+from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Any
 
@@ -53,12 +57,17 @@ class PoolClosed(ManycoreError, RuntimeError):
     """Work was given to a pool that has been shut down."""
 
 
-class PoolBroken(ManycoreError, RuntimeError):
-    """The pool cannot run tasks: a worker's ``init`` raised (chained as ``__cause__``)."""
+# The standard library's "broken" errors are bases too: code written for
+# concurrent.futures (``except BrokenExecutor``) catches manycore's as well.
+class PoolBroken(ManycoreError, BrokenExecutor):
+    """The pool cannot run tasks: a worker's ``init`` raised (chained as ``__cause__``).
+    Also a ``concurrent.futures.BrokenExecutor`` (so a ``RuntimeError``)."""
 
 
-class WorkerCrashed(ManycoreError):
-    """A worker process died while it ran an item (segfault, ``os._exit``, a kill)."""
+class WorkerCrashed(ManycoreError, BrokenProcessPool):
+    """A worker process died while it ran an item (segfault, ``os._exit``, a kill).
+    Also a ``concurrent.futures.process.BrokenProcessPool`` (a ``BrokenExecutor``,
+    so a ``RuntimeError``): only that item failed, and the worker was replaced."""
 
     def __init__(self, message: str, *, exitcode: int | None = None, index: int | None = None):
         super().__init__(message)

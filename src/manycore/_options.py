@@ -50,7 +50,7 @@ def map_options(
     (chunksize, policy)."""
     chunksize = v.check_positive_int(chunksize, "chunksize")
     v.check_bool(ordered, "ordered")
-    v.check_bool(progress, "progress")
+    v.check_progress(progress)
     v.check_bool(stats, "stats")
     policy = call_policy(defaults, ordered, on_error, retries, retry_on, timeout)
     return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)

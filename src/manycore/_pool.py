@@ -11,24 +11,24 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures import wait as futures_wait
 from typing import Any, Literal, TypeVar, overload
 
 from . import _validate as v
-from ._batch import Batch, BatchResult
-from ._errors import PoolBroken, PoolClosed, pool_of_another_process
+from ._batch import Batch
+from ._errors import PoolClosed, pool_of_another_process
 from ._options import call_policy, default_blas_threads, default_workers, map_options
+from ._pool_sync import SharedPrimitives
 from ._scheduler import ChunkPlanner, InputSource, MapRun, Policy
 from ._serialize import dumps_fn
 from ._stats import Stats, StatsRecorder
+from ._submission import Submission, fail
 from .backends import Backend, BackendOptions, get_backend
 
 __all__ = ["Pool", "PoolState"]
 
 T = TypeVar("T")
-# Errors that end a submit() at once, whatever retry_on says: the pool's own state.
-_NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 
 
 class PoolState(enum.Enum):
@@ -36,7 +36,7 @@ class PoolState(enum.Enum):
     CLOSED = "closed"
 
 
-class Pool(Executor):
+class Pool(Executor, SharedPrimitives):
     """Workers that stay up between calls.
 
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
@@ -174,31 +174,6 @@ class Pool(Executor):
         slots = capacity if backend.numbered_workers else 0
         return StatsRecorder(slots, backend.restarts(), capacity)
 
-    # --------------------------------------------------- shared primitives
-
-    def Lock(self) -> Any:
-        """A lock this pool's tasks can share: an ``mc.Lock`` on this machine, the
-        engine's own on ``backend="dask"``/``"ray"`` (it works across machines)."""
-        return self._backend.make_sync("Lock", ())
-
-    def Semaphore(self, value: int = 1) -> Any:
-        """A semaphore for this pool's tasks (see :meth:`Lock`)."""
-        v.check_count(value, "value")
-        return self._backend.make_sync("Semaphore", (value,))
-
-    def Value(self, typecode: str = "q", value: Any = 0) -> Any:
-        """A shared value for this pool's tasks (see :meth:`Lock`)."""
-        return self._backend.make_sync("Value", (typecode, value))
-
-    def Counter(self, value: int = 0) -> Any:
-        """A counter for this pool's tasks, ``increment()`` without lost updates."""
-        return self._backend.make_sync("Counter", (value,))
-
-    def Queue(self, maxsize: int = 0) -> Any:
-        """A queue for this pool's tasks (see :meth:`Lock`)."""
-        v.check_count(maxsize, "maxsize")
-        return self._backend.make_sync("Queue", (maxsize,))
-
     def __repr__(self) -> str:
         return (
             f"<manycore.Pool backend={self.backend_name!r} workers={self.workers} "
@@ -250,44 +225,12 @@ class Pool(Executor):
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
-        future: Future[T] = self._backend.new_future()
+        origin = self._backend.origin()
+        future: Future[T] = self._backend.new_future(origin)
         future.add_done_callback(self._forget)
-        attempts = 0
-
-        def launch(first: bool) -> None:
-            batch = Batch(fn, [args], 0, True, kwargs or None, submit=True, timeout=policy.timeout)
-            batch.fn_blob = fn_blob
-            batch.claim = future.set_running_or_notify_cancel if first else _still_wanted(future)
-            if on_batch is not None:
-                on_batch(batch)
-            with self._lock:
-                self._batches[future] = batch
-                if policy.retries:
-                    self._may_retry.add(future)
-            try:
-                self._backend.submit(batch, done)
-            except BaseException:
-                self._forget(future)
-                raise
-
-        def done(batch: Batch, result: BatchResult | BaseException) -> None:
-            nonlocal attempts
-            self._recorder.record(batch, result)
-            error: Any = result
-            if isinstance(result, BatchResult):
-                error = result.failures.get(0) if result.failures else None
-            if (
-                isinstance(error, policy.retry_on)
-                and not isinstance(error, _NOT_RETRIED)
-                and attempts < policy.retries
-                and not future.done()
-            ):
-                attempts += 1
-                self._later(policy.backoff(attempts), future, lambda: launch(False))
-                return
-            _settle(future, result)
-
-        launch(True)
+        submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
+        submission.origin = origin
+        submission.launch(True)
         return future
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
@@ -309,7 +252,7 @@ class Pool(Executor):
                 del self._retrying[t]
         if timers:
             timers[0].cancel()
-            _fail(future, CancelledError())
+            fail(future, CancelledError())
             self._backend.wake()
             return True
         if not force or future.done() or not self._backend.supports_kill:
@@ -326,13 +269,15 @@ class Pool(Executor):
         """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
 
         def fire() -> None:
+            # The timer is this very thread. (Naming it in the closure would be a
+            # cycle, timer -> fire -> timer, keeping the future and its result.)
             with self._lock:
-                if self._retrying.pop(timer, None) is None:
+                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
                     return  # cancelled meanwhile
             try:
                 action()
             except BaseException as exc:  # the pool closed meanwhile, ...
-                _fail(future, exc)
+                fail(future, exc)
                 self._backend.wake()  # a caller may be polling for this future
 
         timer = threading.Timer(delay, fire)
@@ -372,7 +317,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
         stats: bool = False,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool | str = True,
@@ -386,7 +331,8 @@ class Pool(Executor):
         after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
         ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
         ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
-        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far).
+        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far);
+        a string labels the bar (``progress="Downloading"``).
         ``stats``: return ``(results, stats)``, the :class:`manycore.Stats` of
         this call (each item timed, to name the slowest).
         Options left at ``None`` take the pool's defaults.
@@ -422,13 +368,13 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
         options = self._map_options(
             chunksize, ordered, on_error, retries, retry_on, timeout, progress
         )
-        return _flatten(self._run(fn, iterables, False, "imap", options))
+        return _flatten(self._run(fn, iterables, False, "imap", options), self)
 
     @overload
     def starmap(
@@ -471,7 +417,7 @@ class Pool(Executor):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         on_error: str | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
         stats: bool = False,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool | str = True,
@@ -496,29 +442,10 @@ class Pool(Executor):
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(
-        self,
-        chunksize: Any,
-        ordered: Any,
-        on_error: Any,
-        retries: Any,
-        retry_on: Any,
-        timeout: Any,
-        progress: Any = False,
-        stats: Any = False,
-    ) -> tuple[int | None, Policy]:
-        """Check a map call's options (clear errors before any work) and bundle them."""
-        return map_options(
-            self._defaults,
-            chunksize,
-            ordered,
-            on_error,
-            retries,
-            retry_on,
-            timeout,
-            progress,
-            stats,
-        )
+    def _map_options(self, *options: Any, **named: Any) -> tuple[int | None, Policy]:
+        """A map call's options (as :func:`map_options` takes them) checked over
+        this pool's defaults, before any work, and bundled."""
+        return map_options(self._defaults, *options, **named)
 
     def _run(
         self,
@@ -610,11 +537,14 @@ class Pool(Executor):
 
     def _settle_retries(self, wait: bool) -> None:
         """Before the backend closes: let submit() calls that may still be retried
-        finish (``wait``), or cancel the retries waiting out a backoff."""
+        finish (``wait``; not those that run on this thread's event loop, which
+        waiting would stop: their retry fails with PoolClosed), or cancel the
+        retries waiting out a backoff."""
         if wait:
             while True:
                 with self._lock:
-                    futures = [f for f in self._batches if f in self._may_retry]
+                    retried = [f for f in self._batches if f in self._may_retry]
+                    futures = [f for f in retried if not self._backend.runs_here(self._batches[f])]
                 if not futures:
                     return
                 futures_wait(futures)
@@ -623,7 +553,7 @@ class Pool(Executor):
             self._retrying.clear()
         for timer, future in timers:
             timer.cancel()
-            _fail(future, CancelledError())  # it counts as running: not cancel()
+            fail(future, CancelledError())  # it counts as running: not cancel()
         if timers:
             self._backend.wake()
 
@@ -660,40 +590,10 @@ def _release(backend: Backend, owner: int) -> None:
         backend.shutdown(wait=False, cancel_pending=True)
 
 
-def _fail(future: Future[Any], exc: BaseException) -> None:
-    try:
-        future.set_exception(exc)
-    except InvalidStateError:
-        pass  # settled meanwhile by another thread
-
-
-def _still_wanted(future: Future[Any]) -> Callable[[], bool]:
-    """The claim of a retry: run it unless the future was settled meanwhile."""
-    return lambda: not future.done()
-
-
-def _flatten(run: MapRun) -> Iterator[Any]:
+def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
+    """The values of ``run``. The iterator holds its ``pool``: one made just for it
+    (``list(mc.Pool(2).imap(f, xs))``) must not be finalized, its workers shut
+    down, while the iterator still runs; both go once neither is reachable. (The
+    generator's frame holds it, as an argument, until the generator is dropped.)"""
     for values in run:
         yield from values
-
-
-def _settle(future: Future[Any], result: BatchResult | BaseException) -> None:
-    """Give a submit() future its outcome (from whichever thread reports it)."""
-    if isinstance(result, CancelledError):
-        if future.cancel():
-            # cancel() alone does not wake wait()/as_completed(); this does.
-            try:
-                future.set_running_or_notify_cancel()
-            except RuntimeError:
-                pass  # already notified
-        elif not future.done():  # it was running: the cancellation is its error
-            future.set_exception(result)
-        return
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    elif result.failures:
-        future.set_exception(result.failures[0])
-    else:
-        future.set_result(result.values[0])

@@ -1,5 +1,6 @@
-"""``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so far),
-or for a task graph being waited for (tasks settled out of all those behind it).
+"""``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so
+far; ``progress="Downloading"`` labels it), or for a task graph being waited
+for (tasks settled out of all those behind it).
 
 The scheduler calls :meth:`Progress.advance` once per finished batch, not per
 item, so the bar costs a few microseconds per batch whatever the item count;

@@ -263,7 +263,7 @@ class Policy:
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     timeout: float | None = None
-    progress: bool = False  # a tqdm bar (see manycore._progress)
+    progress: bool | str = False  # a tqdm bar, a str its label (see manycore._progress)
     stats: bool = False  # the call returns its own Stats (see manycore._stats)
 
     def backoff(self, attempt: int) -> float:
@@ -332,8 +332,12 @@ class MapRun:
         if self._policy.progress:
             from ._progress import Progress
 
+            label = self._policy.progress
             self._bar = Progress(
-                self._source.total, "manycore", self._policy.on_error, self._source.done
+                self._source.total,
+                label if isinstance(label, str) else "manycore",
+                self._policy.on_error,
+                self._source.done,
             )
         try:
             while True:

@@ -2,11 +2,14 @@
 as seen from inside a task.
 
 A process worker has one of each; a thread of the threads backend has its own
-state (``init`` runs in each thread) and shares the pool's ``shared`` object.
+state (``init`` runs in each thread) and shares the pool's ``shared`` object. A
+coroutine of an asyncio pool that runs on its caller's event loop (not the
+pool's) carries the pool's view in its context instead.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from typing import Any
 
@@ -15,6 +18,9 @@ __all__ = ["shared", "worker_state"]
 _UNSET: Any = object()
 _local = threading.local()
 _process: dict[str, Any] = {}  # set once in a worker process
+_task: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "manycore_task_view", default=None
+)
 
 
 def set_process(state: Any = _UNSET, shared_obj: Any = _UNSET) -> None:
@@ -32,6 +38,11 @@ def set_thread(state: Any, shared_obj: Any) -> tuple[Any, Any]:
     return previous
 
 
+def set_task(state: Any, shared_obj: Any) -> None:
+    """Install the view of the running asyncio task (and what it starts)."""
+    _task.set({"state": state, "shared": shared_obj})
+
+
 def context() -> str | None:
     """Where this code runs: ``"process"`` in a process worker, ``"thread"`` in
     a task of the threads or serial backend, None elsewhere."""
@@ -41,7 +52,8 @@ def context() -> str | None:
 
 
 def _lookup(key: str, what: str) -> Any:
-    value = getattr(_local, key, _UNSET)
+    view = _task.get()
+    value = view[key] if view is not None else getattr(_local, key, _UNSET)
     if value is _UNSET:
         value = _process.get(key, _UNSET)
     if value is _UNSET:

@@ -22,6 +22,7 @@ __all__ = [
     "check_iterables",
     "check_memory",
     "check_positive_int",
+    "check_progress",
     "check_start_method",
     "check_timeout",
     "check_workers",
@@ -117,6 +118,18 @@ def check_exception_types(value: Any, name: str) -> tuple[type[BaseException], .
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r:.80}")
+    return value
+
+
+def check_progress(value: Any) -> bool | str:
+    """``progress``: True or False, or a string, the bar's label."""
+    if not isinstance(value, (bool, str)):
+        raise TypeError(
+            f"progress must be True, False or a label for the bar (a str such as "
+            f"'Downloading'), got {type(value).__name__} {value!r:.80}"
+        )
+    if value == "":
+        raise ValueError("progress='' is an empty label: give True, False or a label")
     return value
 
 

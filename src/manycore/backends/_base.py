@@ -74,13 +74,15 @@ class Backend(abc.ABC):
     def workers(self) -> int:
         return self.options.workers
 
-    def check_fn(self, fn: Callable[..., Any]) -> None:
+    @classmethod
+    def check_fn(cls, fn: Callable[..., Any]) -> None:
         """Refuse, before any work, a function this backend cannot run (a TypeError
         naming ``fn``). By default: an ``async def`` function, which would only
-        return coroutine objects here."""
+        return coroutine objects here. A class method: ``mc.map`` asks before it
+        starts a pool."""
         if is_async_callable(fn):
             raise TypeError(
-                f"fn is an async function (async def); backend={self.name!r} would only "
+                f"fn is an async function (async def); backend={cls.name!r} would only "
                 "create coroutine objects: use backend='asyncio'"
             )
 
@@ -95,8 +97,20 @@ class Backend(abc.ABC):
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
 
-    def new_future(self) -> Future[Any]:
-        """The future that ``submit()`` returns (a backend may wait on it smarter)."""
+    def origin(self) -> Any:
+        """Where a ``submit()`` made now, in this thread, is waited for: stamped on
+        its batches (``Batch.origin``, retries too). None: nowhere in particular
+        (the asyncio backend names the event loop that awaits the future)."""
+        return None
+
+    def runs_here(self, batch: Batch) -> bool:
+        """``batch`` runs on the event loop of the calling thread: a blocking wait
+        for it here would wait forever (the asyncio backend's, awaited there)."""
+        return False
+
+    def new_future(self, origin: Any = None) -> Future[Any]:
+        """The future that ``submit()`` returns (a backend may wait on it smarter);
+        ``origin``: what :meth:`origin` said for this call."""
         return AwaitableFuture()
 
     def cancel(self, batch: Batch) -> bool:

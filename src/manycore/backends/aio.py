@@ -13,6 +13,10 @@ def``) runs once, on the loop: its result is ``mc.worker_state()`` in every task
 Work a task gives to its own pool (``await mc.amap(...)``, ``await pool.submit(...)``)
 would wait forever once the waiting tasks hold every slot: such nested work goes
 first in line, and the task that waits for it lends it its own slot meanwhile.
+
+Work awaited from another running event loop (``await pool.submit(...)`` or
+``await mc.amap(...)`` in a coroutine of the caller's) runs on that loop, the
+caller's, so that what it made there works in the tasks: see ``_caller_loop``.
 """
 
 from __future__ import annotations
@@ -23,16 +27,16 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .. import _state
 from .._batch import Batch, BatchResult, _from_user_code
 from .._errors import PoolBroken, PoolClosed, TaskTimeout
-from .._futures import AwaitableFuture
 from ._base import Backend, BackendOptions, Done, is_async_callable, register_backend
+from ._caller_loop import LoopFuture, awaiting_loop, call, call_at, from_the_call, running_loop
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing
@@ -41,7 +45,6 @@ __all__ = ["DEFAULT_CONCURRENCY", "AsyncioBackend"]
 
 DEFAULT_CONCURRENCY = 100  # coroutines at once when neither workers nor concurrency is given
 _GRACE = 1.0  # seconds cancelled coroutines get to finish before the loop closes
-T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -75,6 +78,7 @@ class _Job:
     values: list[Any]
     left: int  # items without an outcome yet
     caller: _Item | None = None  # the item it was submitted from, if any
+    home: asyncio.AbstractEventLoop | None = None  # the caller's loop, to run the items on
     parent: _Item | None = None  # the item of this pool that waits for it, if any
     failures: dict[int, BaseException] | None = None
     begun: int = 0  # items started; the next to start is items[begun]
@@ -99,6 +103,7 @@ class AsyncioBackend(Backend):
     def __init__(self, options: BackendOptions):
         super().__init__(options)
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # a job left _jobs
         self._jobs: dict[Batch, _Job] = {}  # not reported yet
         self._queue: deque[_Job] = deque()  # with items not started yet, in order
         self._nested: deque[_Job] = deque()  # the same, submitted by this pool's items: first
@@ -113,7 +118,8 @@ class AsyncioBackend(Backend):
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
 
-    def check_fn(self, fn: Callable[..., Any]) -> None:
+    @classmethod
+    def check_fn(cls, fn: Callable[..., Any]) -> None:
         if not is_async_callable(fn):
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
             raise TypeError(
@@ -124,8 +130,25 @@ class AsyncioBackend(Backend):
 
     # ----------------------------------------------------------------- caller
 
-    def new_future(self) -> Future[Any]:
-        return _LoopFuture(self)
+    def origin(self) -> asyncio.AbstractEventLoop | None:
+        """The loop a coroutine that submits now awaits from (an amap's, or the
+        one running in this thread), unless it is the pool's own."""
+        return self._home(awaiting_loop() or running_loop())
+
+    def _home(self, loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
+        """Where the items of work awaited from ``loop`` run: on ``loop``, so that
+        what the caller made there works in them; None: on the pool's own loop.
+        With an ``init`` the pool's loop it is: ``init`` made the tasks' state
+        (a session, a connection) there, and it works only there."""
+        if loop is self._loop or self.options.init is not None:
+            return None
+        return loop
+
+    def new_future(self, origin: Any = None) -> Future[Any]:
+        return LoopFuture(self, origin)
+
+    def runs_here(self, batch: Batch) -> bool:
+        return batch.origin is not None and batch.origin is running_loop()
 
     def submit(self, batch: Batch, done: Done) -> None:
         caller = _ITEM.get()
@@ -147,7 +170,11 @@ class AsyncioBackend(Backend):
             if len(batch):
                 if self._loop is None:
                     self._start_locked()
+                # A blocking map from a coroutine blocks that coroutine's loop: its
+                # items run on the pool's; an awaited map or submit(): on the caller's.
+                home = batch.origin if batch.submit else self._home(awaiting_loop())
                 job = _Job(batch, done, [None] * len(batch), len(batch), caller)
+                job.home = home
                 self._jobs[batch] = job
                 if parent is not None and not parent.ended:
                     # Work that an item of this pool waits for: it goes first, and
@@ -205,10 +232,19 @@ class AsyncioBackend(Backend):
         if thread is None:
             return  # never started: no loop, no init, nothing to exit
         self._call(self._after, None)
-        if wait and threading.current_thread() is not thread:
-            # Waits for the work to drain; coroutines abandoned after a timeout or
-            # a kill get a bounded grace (_GRACE) on the loop, not an open-ended one.
-            thread.join()
+        if not wait or threading.current_thread() is thread:
+            return
+        here = running_loop()
+        with self._lock:
+            if here is not None and any(j.home is here for j in self._jobs.values()):
+                # Calls running on this very loop cannot go on while it waits
+                # here: wait for the rest; those go on when the loop does.
+                while any(j.home is not here for j in self._jobs.values()):
+                    self._settled.wait()
+                return
+        # Waits for the work to drain; coroutines abandoned after a timeout or
+        # a kill get a bounded grace (_GRACE) on the loop, not an open-ended one.
+        thread.join()
 
     def terminate(self) -> None:
         with self._lock:
@@ -230,6 +266,7 @@ class AsyncioBackend(Backend):
         whose slots are free from now on, whatever the tasks do with the cancel."""
         job.reported = True
         self._jobs.pop(job.batch, None)
+        self._settled.notify_all()
         queue = self._queue if job.parent is None else self._nested
         if job.begun < len(job.batch) and job in queue:
             queue.remove(job)
@@ -418,7 +455,10 @@ class AsyncioBackend(Backend):
         error: BaseException | None = None
         value = None
         try:
-            value = await _call(batch, offset)
+            if job.home is None:
+                value = await call(batch, offset)
+            else:
+                value = await call_at(job.home, batch, offset, (self._state, self.options.shared))
         except (asyncio.CancelledError, CancelledError) as exc:
             # After a timeout or a kill the item is settled already, and this is
             # ignored. Else the coroutine ended so on its own (it awaited something
@@ -430,7 +470,7 @@ class AsyncioBackend(Backend):
             )
             error.__cause__ = _from_user_code(exc)
         except BaseException as exc:  # the item's outcome, whatever it is
-            error = _from_user_code(exc)
+            error = from_the_call(_from_user_code(exc))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -477,6 +517,7 @@ class AsyncioBackend(Backend):
             return False
         job.reported = True
         del self._jobs[job.batch]
+        self._settled.notify_all()
         self._job_over_locked(job)
         return True
 
@@ -497,24 +538,6 @@ class AsyncioBackend(Backend):
             self._wakeup.set()
 
 
-def _call(batch: Batch, offset: int) -> Awaitable[Any]:
-    """What ``fn`` returns for item ``offset``: an awaitable, or a TypeError saying why not."""
-    args = batch.items[offset]
-    if batch.kwargs:
-        out = batch.fn(*args, **batch.kwargs)
-    elif batch.star:
-        out = batch.fn(*args)
-    else:
-        out = batch.fn(args)
-    if not inspect.isawaitable(out):
-        name = getattr(batch.fn, "__qualname__", None) or repr(batch.fn)
-        raise TypeError(
-            f"{name} returned {type(out).__name__}, not an awaitable: backend='asyncio' "
-            "runs async functions (async def)"
-        )
-    return out
-
-
 async def _run_exit(exit_fn: Callable[[], Any] | None) -> None:
     if exit_fn is None:
         return
@@ -524,28 +547,3 @@ async def _run_exit(exit_fn: Callable[[], Any] | None) -> None:
             await out
     except BaseException:  # SystemExit, a cancel...: the loop ends anyway
         traceback.print_exc()  # say it, do not raise: the loop still has to close
-
-
-class _LoopFuture(AwaitableFuture[T]):
-    """A ``submit()`` future of an asyncio pool: waiting for it with ``result()``
-    on the pool's own loop would stop the loop that is to settle it."""
-
-    def __init__(self, backend: AsyncioBackend):
-        super().__init__()
-        self._backend = backend
-
-    def _check_thread(self, what: str) -> None:
-        if not self.done() and threading.current_thread() is self._backend._thread:
-            raise RuntimeError(
-                f"future.{what}() inside a task of the same asyncio pool would block its "
-                "event loop, the one that is to settle the future, forever; "
-                "use `await pool.submit(...)`"
-            )
-
-    def result(self, timeout: float | None = None) -> T:
-        self._check_thread("result")
-        return super().result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._check_thread("exception")
-        return super().exception(timeout)

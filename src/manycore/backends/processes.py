@@ -40,7 +40,7 @@ class ProcessBackend(Backend):
     def submit(self, batch: Batch, done: Done) -> None:
         self._engine.submit(batch, done)
 
-    def new_future(self) -> Future[Any]:
+    def new_future(self, origin: Any = None) -> Future[Any]:
         return EngineFuture(self._engine)
 
     def drive(self, ready: Callable[[], bool], deadline: float | None = None) -> bool:

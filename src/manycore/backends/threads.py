@@ -40,6 +40,13 @@ class _Running:
     now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
     abandoned: bool = False  # timed out: reported already; the thread quits after it
 
+    def mark(self, offset: int) -> bool:
+        """Item ``offset`` starts now; False: stop (the run was abandoned)."""
+        if self.abandoned:
+            return False
+        self.now = (offset, time.monotonic())
+        return True
+
 
 @register_backend
 class ThreadBackend(Backend):
@@ -176,10 +183,12 @@ class ThreadBackend(Backend):
                 if not self._work:  # closing and nothing left
                     break
                 batch, done = self._work.popleft()
-            if batch.claim is not None and not batch.claim():
-                continue
-            if not self._run(batch, done, me, self._slot_of[me]):
+            wanted = batch.claim is None or batch.claim()
+            if wanted and not self._run(batch, done, me, self._slot_of[me]):
                 return  # abandoned after a timeout: a replacement took over
+            # An idle thread must not keep its last task alive: ``done`` holds its
+            # future, and so the result the user may have dropped already.
+            del batch, done
         if self.options.exit is not None:
             _run_exit(self.options.exit)
         with self._cond:
@@ -189,13 +198,18 @@ class ThreadBackend(Backend):
             self._drained.notify_all()
 
     def _run(self, batch: Batch, done: Done, me: threading.Thread, slot: int) -> bool:
-        """Run one batch; False if this thread was abandoned meanwhile."""
+        """Run one batch; False if this thread was abandoned meanwhile.
+
+        (A failed item's traceback leads back to this frame, which outlives the
+        call in a reference cycle with the exception: it must not keep the batch,
+        ``done`` and so the task's future, once they are reported.)"""
         if batch.timeout is None:
             result = run_batch(
                 batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
             )
             result.worker = slot
             done(batch, result)
+            del batch, done, result
             return True
         run = _Running(batch, done, me)
         with self._cond:
@@ -203,10 +217,7 @@ class ThreadBackend(Backend):
             self._alarm.notify()  # the watchdog now has a deadline to watch
 
         def mark(offset: int) -> bool:
-            if run.abandoned:
-                return False
-            run.now = (offset, time.monotonic())
-            return True
+            return run.mark(offset)  # noqa: F821  (a cell: `del run` below empties it)
 
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
         result.worker = slot
@@ -215,6 +226,7 @@ class ThreadBackend(Backend):
             if run.abandoned:
                 return False
         done(batch, result)
+        del batch, done, result, run
         return True
 
     def _initialise(self) -> tuple[bool, Any]:
@@ -248,38 +260,50 @@ class ThreadBackend(Backend):
     def _watch(self) -> None:
         """Fail items that overstay their timeout and replace their threads."""
         while True:
-            expired: list[tuple[_Running, int, int]] = []
             with self._cond:
                 if self._closing and not self._threads and not self._work:
                     self._watchdog = None
                     return
                 now = time.monotonic()
-                wait: float | None = None
-                for run in self._running.values():
-                    limit = run.batch.timeout
-                    if run.abandoned or limit is None:
-                        continue
-                    seen = run.now
-                    left = limit if seen is None else seen[1] + limit - now
-                    if left <= 0 and seen is not None:
-                        run.abandoned = True
-                        self._threads.discard(run.thread)
-                        slot = self._slot_of.pop(run.thread)
-                        expired.append((run, seen[0], slot))
-                        if not self._closing or self._work:
-                            self._start_thread_locked()
-                            self._restarts[slot] = self._restarts.get(slot, 0) + 1
-                        self._drained.notify_all()
-                    else:
-                        wait = left if wait is None else min(wait, left)
-                for run, _, _ in expired:
-                    self._running.pop(run.batch, None)
+                # (In a method of its own: no loop variable of the scan may hold a
+                # finished task, and its future, while the watchdog sleeps.)
+                expired, wait = self._expire_locked(now)
                 if not expired:
                     self._alarm.wait(wait)
-            for run, offset, slot in expired:
-                late = _timed_out(run.batch, offset, now - run.now[1] if run.now else 0.0)
-                late.worker = slot
-                run.done(run.batch, late)
+            self._report_expired(expired, now)
+
+    def _expire_locked(self, now: float) -> tuple[list[tuple[_Running, int, int]], float | None]:
+        """The runs past their deadline, taken off the books (their threads
+        abandoned and replaced); and the seconds until the next deadline."""
+        expired: list[tuple[_Running, int, int]] = []
+        wait: float | None = None
+        for run in self._running.values():
+            limit = run.batch.timeout
+            if run.abandoned or limit is None:
+                continue
+            seen = run.now
+            left = limit if seen is None else seen[1] + limit - now
+            if left <= 0 and seen is not None:
+                run.abandoned = True
+                self._threads.discard(run.thread)
+                slot = self._slot_of.pop(run.thread)
+                expired.append((run, seen[0], slot))
+                if not self._closing or self._work:
+                    self._start_thread_locked()
+                    self._restarts[slot] = self._restarts.get(slot, 0) + 1
+                self._drained.notify_all()
+            else:
+                wait = left if wait is None else min(wait, left)
+        for run, _, _ in expired:
+            self._running.pop(run.batch, None)
+        return expired, wait
+
+    @staticmethod
+    def _report_expired(expired: list[tuple[_Running, int, int]], now: float) -> None:
+        for run, offset, slot in expired:
+            late = _timed_out(run.batch, offset, now - run.now[1] if run.now else 0.0)
+            late.worker = slot
+            run.done(run.batch, late)
 
 
 def _run_exit(exit_fn: Any) -> None:

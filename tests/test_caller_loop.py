@@ -1,0 +1,225 @@
+"""``await mc.amap(...)`` and ``await pool.submit(...)`` from a running event
+loop run the coroutines on that loop (the caller's), so objects bound to it (an
+``aiohttp.ClientSession``, an ``asyncio.Lock``, a future) work inside them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import manycore as mc
+
+_loop_of_caller: list[asyncio.AbstractEventLoop] = []
+
+
+async def on_callers_loop(x: int) -> int:
+    """Fails unless it runs on the loop of the coroutine that awaits it."""
+    assert asyncio.get_running_loop() is _loop_of_caller[-1], "not on the caller's loop"
+    await asyncio.sleep(0.01)
+    return x * 2
+
+
+async def uses_callers_future(pair: tuple[asyncio.Future[int], int]) -> int:
+    """Awaits a future made in the caller's loop (which only works there)."""
+    future, x = pair
+    return await future + x
+
+
+def _run(main: Any) -> Any:
+    async def wrapper() -> Any:
+        _loop_of_caller.append(asyncio.get_running_loop())
+        try:
+            return await main()
+        finally:
+            _loop_of_caller.pop()
+
+    return asyncio.run(wrapper())
+
+
+def test_amap_runs_on_the_callers_loop() -> None:
+    async def main() -> list[int]:
+        return await mc.amap(on_callers_loop, range(5), backend="asyncio")
+
+    assert _run(main) == [0, 2, 4, 6, 8]
+
+
+def test_amap_of_an_async_function_with_no_backend_named() -> None:
+    async def main() -> list[int]:
+        return await mc.amap(on_callers_loop, range(3))
+
+    assert _run(main) == [0, 2, 4]
+
+
+def test_aimap_runs_on_the_callers_loop() -> None:
+    async def main() -> list[int]:
+        return [y async for y in mc.aimap(on_callers_loop, range(4), backend="asyncio")]
+
+    assert _run(main) == [0, 2, 4, 6]
+
+
+def test_awaited_submit_runs_on_the_callers_loop() -> None:
+    async def main() -> list[int]:
+        with mc.Pool(2, backend="asyncio") as pool:
+            first = await pool.submit(on_callers_loop, 1)
+            rest = await asyncio.gather(*(pool.submit(on_callers_loop, x) for x in (2, 3)))
+            return [first, *rest]
+
+    assert _run(main) == [2, 4, 6]
+
+
+def test_objects_of_the_callers_loop_work_in_the_tasks() -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        loop.call_later(0.05, future.set_result, 10)
+        with mc.Pool(2, backend="asyncio") as pool:
+            one = await pool.submit(uses_callers_future, (future, 1))
+        return [one, *await mc.amap(uses_callers_future, [(future, 2), (future, 3)])]
+
+    assert _run(main) == [11, 12, 13]
+
+
+def test_a_timeout_cancels_the_call_on_the_callers_loop() -> None:
+    async def main() -> bool:
+        cancelled = asyncio.Event()
+
+        async def hang(_: int) -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        with mc.Pool(1, backend="asyncio") as pool, pytest.raises(mc.TaskTimeout):
+            await pool.schedule(hang, (1,), timeout=0.1)
+        await asyncio.wait_for(cancelled.wait(), 5)
+        return True
+
+    assert _run(main)
+
+
+def test_blocking_on_such_a_future_in_its_own_loop_is_refused() -> None:
+    """Its call runs on this very loop: result() there would wait forever."""
+
+    async def main() -> int:
+        with mc.Pool(1, backend="asyncio") as pool:
+            future = pool.submit(on_callers_loop, 4)
+            with pytest.raises(RuntimeError, match="await"):
+                future.result(timeout=5)
+            return await future
+
+    assert _run(main) == 8
+
+
+def test_leaving_a_pool_block_with_calls_still_on_the_callers_loop() -> None:
+    """shutdown() cannot wait, in the caller's loop, for calls that need that
+    loop to run: it returns, and they go on as the loop does."""
+
+    async def main() -> int:
+        with mc.Pool(2, backend="asyncio") as pool:
+            future = pool.submit(on_callers_loop, 5)
+        return await asyncio.wait_for(asyncio.wrap_future(future), 10)
+
+    assert _run(main) == 10
+
+
+def test_shared_in_a_task_on_the_callers_loop() -> None:
+    async def state(_: int) -> Any:
+        assert asyncio.get_running_loop() is _loop_of_caller[-1]
+        return mc.worker_state(), mc.shared()
+
+    async def main() -> Any:
+        with mc.Pool(1, backend="asyncio", shared={"k": 1}) as pool:
+            return await pool.submit(state, 0)
+
+    assert _run(main) == (None, {"k": 1})
+
+
+async def open_session() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()  # stands for a session bound to the pool's loop
+
+
+async def on_the_sessions_loop(x: int) -> int:
+    assert asyncio.get_running_loop() is mc.worker_state(), "not on init's loop"
+    assert asyncio.get_running_loop() is not _loop_of_caller[-1]
+    return x + 1
+
+
+def test_a_pool_with_init_keeps_to_its_own_loop() -> None:
+    """init's state (a session) is bound to the pool's loop: the tasks run there."""
+
+    async def main() -> list[int]:
+        with mc.Pool(2, backend="asyncio", init=open_session) as pool:
+            one = await pool.submit(on_the_sessions_loop, 1)
+            return [one, *pool.map(on_the_sessions_loop, [2])]
+
+    assert _run(main) == [2, 3]
+
+
+def test_sync_callers_still_use_the_pools_own_loop() -> None:
+    async def where(_: int) -> str:
+        return threading.current_thread().name
+
+    with mc.Pool(2, backend="asyncio") as pool:
+        assert pool.submit(where, 1).result(timeout=10) == "manycore-asyncio"
+        assert pool.map(where, [1, 2]) == ["manycore-asyncio"] * 2
+
+
+def test_calls_left_on_a_loop_that_ends_fail_instead_of_hanging() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.5)
+        return x
+
+    with mc.Pool(1, backend="asyncio") as pool:
+
+        async def main() -> list[Any]:
+            return [pool.submit(slow, 1), pool.submit(slow, 2)]  # never awaited
+
+        futures = asyncio.run(main())  # the loop ends, then closes
+        for future in futures:
+            error = future.exception(timeout=10)
+            assert isinstance(error, RuntimeError), error
+        assert pool.submit(slow, 3).result(timeout=10) == 3  # plain code: the pool's loop
+
+
+def test_leaving_a_pool_block_with_a_retried_call_on_the_callers_loop() -> None:
+    tries: list[int] = []
+
+    async def flaky(x: int) -> int:
+        tries.append(x)
+        if len(tries) == 1:
+            raise ValueError("first try fails")
+        return x
+
+    async def main() -> Any:
+        with mc.Pool(1, backend="asyncio") as pool:
+            future = pool.schedule(flaky, (6,), retries=1)
+        # The block did not wait (that would stop this loop); the first try runs
+        # now, and its retry finds the pool closed.
+        with pytest.raises((mc.PoolClosed, ValueError)):
+            await asyncio.wait_for(asyncio.wrap_future(future), 10)
+        return tries
+
+    assert _run(main) in ([6], [6, 6])
+
+
+async def bad(_: int) -> None:
+    raise ValueError("boom")
+
+
+def test_an_error_on_the_callers_loop_starts_its_traceback_at_the_call() -> None:
+    async def main() -> Any:
+        with mc.Pool(1, backend="asyncio") as pool, pytest.raises(ValueError) as info:
+            await pool.submit(bad, 1)
+        return info.value.__traceback__
+
+    tb = _run(main)
+    names = []
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "call_at" not in names and "_at_home" not in names, names
+    assert names[-1] == "bad"
