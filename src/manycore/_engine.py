@@ -47,8 +47,8 @@ from typing import Any
 
 from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
-from ._errors import PoolBroken, PoolClosed, WorkerCrashed
-from ._faults import Task, overdue, verdicts
+from ._errors import PoolBroken, PoolClosed, WorkerCrashed, describe_exit
+from ._faults import Task, overdue, start_failure, verdicts
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
 from ._serialize import dumps_code, dumps_fn
 from ._turns import PollTurns, WakePipe
@@ -67,6 +67,7 @@ __all__ = ["EngineState", "ProcessEngine"]
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
 _STOP_GRACE = 5.0  # seconds a closing worker gets to exit before it is killed
 _HANDOVER_WAIT = 0.01  # how long a caller waits for the I/O thread to step aside
+_START_TRIES = 3  # workers in a row (no init) dying as they start: the pool is broken
 
 
 class EngineState(enum.Enum):
@@ -95,6 +96,8 @@ class ProcessEngine:
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
         self.restarts_by_slot: dict[int, int] = {}
+        self._has_init = init is not None
+        self._start_deaths = 0  # workers in a row that died before they were ready
         init_blob = None
         if init is not None or exit is not None:
             init_blob = dumps_code((init, tuple(init_args), exit))
@@ -289,8 +292,10 @@ class ProcessEngine:
         self._next_key += 1
         task.wire_key = self._next_key
         task.clean = task.segment is None
-        w.inflight.append(task)
         track = task.batch.timeout is not None
+        if track and not w.inflight:
+            task.handed = time.monotonic()  # its timeout runs from now (see overdue)
+        w.inflight.append(task)
         sent = w.send(
             task.wire_key,
             task.fn_id,
@@ -413,6 +418,8 @@ class ProcessEngine:
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()
                 task = w.inflight.popleft()
+                if w.inflight and w.inflight[0].batch.timeout is not None:
+                    w.inflight[0].handed = time.monotonic()  # next in line: its clock runs
                 task.clean = not decoded.kept
                 if task.dropped:  # settled already; only its segment was waiting
                     self._release_segment(task)
@@ -457,9 +464,9 @@ class ProcessEngine:
             w.inflight.clear()
         return tasks
 
-    def _break(self, error: BaseException) -> None:
+    def _break(self, error: BaseException, message: str | None = None) -> None:
         """A worker's init failed: fail everything, start nothing more."""
-        err = PoolBroken(f"a worker's init function raised {error!r}; the pool is broken")
+        err = PoolBroken(message or f"a worker's init function raised {error!r}; the pool is broken")
         err.__cause__ = error
         with self._lock:
             if self._state is EngineState.RUNNING:
@@ -491,9 +498,9 @@ class ProcessEngine:
         soonest: float | None = None
         with self._lock:
             for w in self._workers:
-                offset, left = overdue(w, now)
-                if offset is not None:
-                    w.doom = ("timeout", w.inflight[0], offset)
+                doom, left = overdue(w, now)
+                if doom is not None:
+                    w.doom = doom
                     w.dead = True
                     w.proc.kill()  # its EOF brings it to _bury
                 elif left is not None:
@@ -551,6 +558,7 @@ class ProcessEngine:
         if exitcode is None:
             w.proc.kill()
             exitcode = w.proc.wait(1.0)
+        self._judge_start(w, exitcode)
         with self._lock:
             self._workers.remove(w)
             lost = list(w.inflight)
@@ -585,6 +593,24 @@ class ProcessEngine:
         if outcomes:
             with self._lock:
                 self._ready.extend(outcomes.items())
+
+    def _judge_start(self, w: WorkerHandle, exitcode: int | None) -> None:
+        """A worker that died before its init returned: with an init, that init
+        failed (the pool breaks, as when it raises); without one, only a run of
+        such deaths does (nothing would ever start)."""
+        failure = start_failure(w, exitcode)
+        if failure is None:
+            self._start_deaths = 0
+            return
+        self._start_deaths += 1
+        if self._has_init:
+            what = f"a worker's init ended its process ({describe_exit(exitcode)})"
+        elif self._start_deaths >= _START_TRIES:
+            what = f"{_START_TRIES} worker processes in a row died as they started ({failure})"
+        else:
+            return
+        if self._state is EngineState.RUNNING:
+            self._break(failure, f"{what}; the pool is broken")
 
     # ------------------------------------------------------------ lifecycle
 

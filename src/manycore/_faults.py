@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any
 
 from . import _shm
 from ._batch import Batch, BatchResult, Done, pinned
+from ._errors import WorkerCrashed, describe_exit
 from ._workerproc import WorkerHandle, crash_error, timeout_error
 
-__all__ = ["Task", "overdue", "verdicts"]
+__all__ = ["Task", "overdue", "start_failure", "verdicts"]
 
 
 @dataclass(eq=False)
@@ -35,22 +37,59 @@ class Task:
     wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
     dropped: bool = False  # force-cancelled: settled already; ignore its result
     moving: float = 0.0  # seconds the parent spent pickling and loading its data
+    handed: float = 0.0  # when a timed batch became its worker's oldest (see overdue)
 
 
-def overdue(w: WorkerHandle, now: float) -> tuple[int | None, float | None]:
-    """For a worker's running batch: (offset of the item that overstayed its
-    timeout, or None; seconds until it could, or None when nothing is timed)."""
+def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
+    """For a worker's oldest batch: (the worker's doom if an item overstayed its
+    timeout, else None; seconds until one could, or None when nothing is timed).
+
+    The clock starts when the batch is handed over: written to a worker that runs
+    nothing before it (or when the batch before it is reported done), but not
+    before the worker has booted (the interpreter starting is not the item's
+    time; its init is). Item 0 is counted from then, or from when the worker says
+    it started it if that is earlier (the parent may read a result late); each
+    later item of the batch from when the worker started it, which is when the
+    one before it was done. So an argument that blocks while it is unpickled, an
+    init that never returns and a stopped worker all end at the deadline.
+    """
     if not w.inflight or w.doom is not None:
         return None, None
     task: Task = w.inflight[0]
     limit = task.batch.timeout
     if limit is None:
         return None, None
+    booted = w.booted()
+    if booted == 0.0:
+        return None, limit  # still starting: look again once the limit has passed
+    start = task.handed if booted is None else max(task.handed, booted)
     seen = w.read_slot()
-    if seen is None or seen[0] != task.wire_key:
-        return None, limit  # not started yet: it cannot time out sooner
-    left = seen[2] + limit - now
-    return (seen[1], None) if left <= 0 else (None, left)
+    if seen is not None and seen[0] == task.wire_key:
+        offset, began, phase = seen[1], seen[2], "running"
+        if offset == 0:
+            began = min(began, start)
+    else:
+        offset, began = 0, start
+        if not w.ready():
+            phase = "init"
+        else:
+            phase = "loading" if w.acked() == task.wire_key else "unread"
+    left = began + limit - now
+    if left > 0:
+        return None, left
+    return ("timeout", task, offset, phase), None
+
+
+def start_failure(w: WorkerHandle, exitcode: int | None) -> WorkerCrashed | None:
+    """The error of a worker that died before its init returned by itself (not
+    killed by the parent, not retiring); None if it died otherwise."""
+    if w.doom is not None or w.retiring or w.ready():
+        return None
+    return WorkerCrashed(
+        f"worker process {w.proc.pid} died ({describe_exit(exitcode)}) before its init "
+        "returned",
+        exitcode=exitcode,
+    )
 
 
 def verdicts(
@@ -59,7 +98,9 @@ def verdicts(
     """The outcome of each task a dead worker held; the others run again.
 
     A worker runs its batches in order, so only the oldest can have been
-    running: the one behind it never started and is simply re-queued.
+    running: the one behind it never started and is simply re-queued. So is the
+    oldest if the worker never read it: a worker killed while idle (the batch was
+    written as it died) is no item's failure.
     """
     doom = w.doom
     if doom is not None and doom[0] == "cancel":
@@ -68,13 +109,16 @@ def verdicts(
         return {}  # what it held is innocent: run it all again
     first = lost[0]
     pid = w.proc.pid
-    if doom is not None:  # ("timeout", task, offset)
+    if doom is not None:  # ("timeout", task, offset, phase)
         timed_out = doom[1]
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
-        late = timeout_error(timed_out.batch, doom[2], pid)
+        late = timeout_error(timed_out.batch, doom[2], pid, doom[3])
         limit = timed_out.batch.timeout or 0.0  # it ran at least that long
         return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}
+    acked = w.acked()
+    if acked is not None and acked != first.wire_key:
+        return {}  # it died before it read the batch (killed while idle): no one's fault
     seen = w.read_slot() if first.batch.timeout is not None else None
     if seen is not None and seen[0] == first.wire_key:
         offset = seen[1]  # the slot says which item it was running

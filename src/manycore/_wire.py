@@ -10,6 +10,7 @@ What the frames hold:
 * parent -> worker, then one per batch: a 4-byte head size, the pickled head
   ``(key, fn_id, fn_blob or None, reset_cache, star)``, then the pickled body
   ``(items, kwargs)``, pickled once in the caller's thread and never copied;
+* parent -> worker, last: an empty frame (``STOP``) before a normal close;
 * worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed, unrun)``
   or of ``(INIT_FAILED, error_wire)``; ``(RETIRE,)`` after a worker's last result.
 """
@@ -45,7 +46,21 @@ GEN = struct.Struct("<q")
 RUNNING = struct.Struct("<qqd")  # at GEN.size: batch key, item offset, monotonic start
 SKIP = struct.Struct("<q")  # at SKIP_AT: key of a queued batch the worker must skip
 SKIP_AT = GEN.size + RUNNING.size
-SLOT_SIZE = SKIP_AT + SKIP.size
+# Written by the worker alone, each one aligned 8-byte store (read whole): the key
+# of the last batch it read from its pipe, when it had read its configuration
+# ("booted") and when its init returned ("ready"), as monotonic times (0: not yet).
+# The parent judges a dead or late worker by them: a batch it never read is no
+# item's failure; a death before "ready" is its init's.
+KEY = struct.Struct("<q")
+TIME = struct.Struct("<d")
+ACK_AT = SKIP_AT + SKIP.size
+BOOTED_AT = ACK_AT + KEY.size
+READY_AT = BOOTED_AT + TIME.size
+SLOT_SIZE = READY_AT + TIME.size
+
+# An empty frame from the parent: "stop now, I am closing you" (an end of file
+# without it means the parent died: see _worker).
+STOP = HEADER.pack(0)
 
 
 def frame(payload: bytes) -> list[bytes]:

@@ -72,6 +72,21 @@ class WorkerHandle:
             self.slot.close()
             self.slot = None
 
+    def acked(self) -> int | None:
+        """Key of the last batch the worker read from its pipe (None: unknown)."""
+        if self.slot is None:
+            return None
+        key: int = _wire.KEY.unpack_from(self.slot, _wire.ACK_AT)[0]
+        return key
+
+    def booted(self) -> float | None:
+        """When the worker had read its configuration, 0.0 if not yet (None: unknown)."""
+        return None if self.slot is None else _wire.TIME.unpack_from(self.slot, _wire.BOOTED_AT)[0]
+
+    def ready(self) -> bool:
+        """Its init has returned (True when unknown: no slot to tell)."""
+        return self.slot is None or _wire.TIME.unpack_from(self.slot, _wire.READY_AT)[0] > 0
+
     def read_slot(self) -> tuple[int, int, float] | None:
         """(batch key, item offset, start time) the worker last wrote, or None.
 
@@ -203,6 +218,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         spec.max_memory,
         spec.blas_threads,
         spec.shared,
+        os.getpid(),  # whose segments a worker removes if this process dies
     )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
@@ -213,10 +229,18 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
-    """Close the task pipes (the stop signal); kill whoever is still up ``grace``
-    seconds later (one deadline for all, not ``grace`` each)."""
+    """Send STOP and close the task pipes; kill whoever is still up ``grace``
+    seconds later (one deadline for all, not ``grace`` each). A worker still in
+    its init holds nothing: it is killed at once."""
     for w in workers:
+        if not w.out:  # never in the middle of a frame; STOP fits any pipe at once
+            try:
+                os.write(w.task_fd, _wire.STOP)
+            except OSError:
+                pass  # full or gone: the worker then sees a bare end of file
         close_fd(w.task_fd)
+        if not w.ready():
+            w.proc.kill()
     deadline = time.monotonic() + grace
     for w in workers:
         if w.proc.wait(max(0.0, deadline - time.monotonic())) is None:
@@ -293,12 +317,26 @@ def crash_error(
     )
 
 
-def timeout_error(batch: Batch, offset: int, pid: int) -> TaskTimeout:
+# Where a timed-out batch was when its time ran out (see _faults.overdue).
+_NOT_STARTED = {
+    "loading": "which was still loading its arguments",
+    "unread": "which had not read it from its pipe (stopped or frozen?)",
+    "init": "whose init had not returned",
+}
+
+
+def timeout_error(batch: Batch, offset: int, pid: int, phase: str = "running") -> TaskTimeout:
     assert batch.timeout is not None
     index = batch.start + offset
-    return TaskTimeout(
-        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s; its worker "
-        f"process {pid} was killed to stop it and has been replaced",
-        timeout=batch.timeout,
-        index=index,
-    )
+    what, limit = batch.name_item(offset), f"timeout={batch.timeout:g} s"
+    if phase in _NOT_STARTED:
+        message = (
+            f"{what} was not done {limit} after it was handed to worker process {pid}, "
+            f"{_NOT_STARTED[phase]}; the worker was killed to stop it and has been replaced"
+        )
+    else:
+        message = (
+            f"{what} ran longer than {limit}; its worker process {pid} was killed to stop "
+            "it and has been replaced"
+        )
+    return TaskTimeout(message, timeout=batch.timeout, index=index)
