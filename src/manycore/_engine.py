@@ -466,7 +466,9 @@ class ProcessEngine:
 
     def _break(self, error: BaseException, message: str | None = None) -> None:
         """A worker's init failed: fail everything, start nothing more."""
-        err = PoolBroken(message or f"a worker's init function raised {error!r}; the pool is broken")
+        err = PoolBroken(
+            message or f"a worker's init function raised {error!r}; the pool is broken"
+        )
         err.__cause__ = error
         with self._lock:
             if self._state is EngineState.RUNNING:

@@ -70,10 +70,8 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
             began = min(began, start)
     else:
         offset, began = 0, start
-        if not w.ready():
-            phase = "init"
-        else:
-            phase = "loading" if w.acked() == task.wire_key else "unread"
+        read = w.acked() == task.wire_key
+        phase = "loading" if read else ("unread" if w.ready() else "init")
     left = began + limit - now
     if left > 0:
         return None, left
@@ -86,8 +84,7 @@ def start_failure(w: WorkerHandle, exitcode: int | None) -> WorkerCrashed | None
     if w.doom is not None or w.retiring or w.ready():
         return None
     return WorkerCrashed(
-        f"worker process {w.proc.pid} died ({describe_exit(exitcode)}) before its init "
-        "returned",
+        f"worker process {w.proc.pid} died ({describe_exit(exitcode)}) before its init returned",
         exitcode=exitcode,
     )
 
