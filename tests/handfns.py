@@ -35,3 +35,10 @@ def times_ten(x: Any) -> Any:
 def nap_then(x: int, seconds: float = 30.0) -> int:
     time.sleep(seconds)
     return x
+
+
+class ExitOnLoad:
+    """Ends the process that unpickles it (a worker loading ``shared=``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os._exit, (3,))

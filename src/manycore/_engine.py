@@ -47,8 +47,8 @@ from typing import Any
 
 from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
-from ._errors import PoolBroken, PoolClosed, WorkerCrashed, describe_exit
-from ._faults import Task, overdue, start_failure, verdicts
+from ._errors import PoolBroken, PoolClosed, WorkerCrashed
+from ._faults import StartWatch, Task, overdue, verdicts
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
 from ._serialize import dumps_code, dumps_fn
 from ._turns import PollTurns, WakePipe
@@ -67,7 +67,6 @@ __all__ = ["EngineState", "ProcessEngine"]
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
 _STOP_GRACE = 5.0  # seconds a closing worker gets to exit before it is killed
 _HANDOVER_WAIT = 0.01  # how long a caller waits for the I/O thread to step aside
-_START_TRIES = 3  # workers in a row (no init) dying as they start: the pool is broken
 
 
 class EngineState(enum.Enum):
@@ -96,8 +95,7 @@ class ProcessEngine:
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
         self.restarts_by_slot: dict[int, int] = {}
-        self._has_init = init is not None
-        self._start_deaths = 0  # workers in a row that died before they were ready
+        self._starts = StartWatch(init is not None)
         init_blob = None
         if init is not None or exit is not None:
             init_blob = dumps_code((init, tuple(init_args), exit))
@@ -560,7 +558,9 @@ class ProcessEngine:
         if exitcode is None:
             w.proc.kill()
             exitcode = w.proc.wait(1.0)
-        self._judge_start(w, exitcode)
+        broken = self._starts.judge(w, exitcode)
+        if broken is not None and self._state is EngineState.RUNNING:
+            self._break(*broken)
         with self._lock:
             self._workers.remove(w)
             lost = list(w.inflight)
@@ -595,24 +595,6 @@ class ProcessEngine:
         if outcomes:
             with self._lock:
                 self._ready.extend(outcomes.items())
-
-    def _judge_start(self, w: WorkerHandle, exitcode: int | None) -> None:
-        """A worker that died before its init returned: with an init, that init
-        failed (the pool breaks, as when it raises); without one, only a run of
-        such deaths does (nothing would ever start)."""
-        failure = start_failure(w, exitcode)
-        if failure is None:
-            self._start_deaths = 0
-            return
-        self._start_deaths += 1
-        if self._has_init:
-            what = f"a worker's init ended its process ({describe_exit(exitcode)})"
-        elif self._start_deaths >= _START_TRIES:
-            what = f"{_START_TRIES} worker processes in a row died as they started ({failure})"
-        else:
-            return
-        if self._state is EngineState.RUNNING:
-            self._break(failure, f"{what}; the pool is broken")
 
     # ------------------------------------------------------------ lifecycle
 

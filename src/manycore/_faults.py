@@ -16,7 +16,7 @@ from ._batch import Batch, BatchResult, Done, pinned
 from ._errors import WorkerCrashed, describe_exit
 from ._workerproc import WorkerHandle, crash_error, timeout_error
 
-__all__ = ["Task", "overdue", "start_failure", "verdicts"]
+__all__ = ["StartWatch", "Task", "overdue", "verdicts"]
 
 
 @dataclass(eq=False)
@@ -78,15 +78,38 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     return ("timeout", task, offset, phase), None
 
 
-def start_failure(w: WorkerHandle, exitcode: int | None) -> WorkerCrashed | None:
-    """The error of a worker that died before its init returned by itself (not
-    killed by the parent, not retiring); None if it died otherwise."""
-    if w.doom is not None or w.retiring or w.ready():
+class StartWatch:
+    """Judges workers that die before their init returned by themselves (not
+    killed by the parent, not retiring). With an init, that init failed: the
+    pool breaks, as when it raises. Without one, only a run of such deaths does
+    (a worker killed as it started is no one's fault; one that can never start
+    would otherwise be replaced forever)."""
+
+    def __init__(self, has_init: bool, tries: int = 3):
+        self.has_init = has_init
+        self.tries = tries
+        self.deaths = 0  # in a row
+
+    def judge(self, w: WorkerHandle, exitcode: int | None) -> tuple[WorkerCrashed, str] | None:
+        """(the cause, the pool's error message) if this death breaks the pool."""
+        if w.doom is not None or w.retiring or w.ready():
+            self.deaths = 0
+            return None
+        self.deaths += 1
+        how = describe_exit(exitcode)
+        error = WorkerCrashed(
+            f"worker process {w.proc.pid} died ({how}) before its init returned",
+            exitcode=exitcode,
+        )
+        if self.has_init:
+            return error, f"a worker's init ended its process ({how}); the pool is broken"
+        if self.deaths >= self.tries:
+            return (
+                error,
+                f"{self.deaths} worker processes in a row died as they started "
+                f"({how}); the pool is broken",
+            )
         return None
-    return WorkerCrashed(
-        f"worker process {w.proc.pid} died ({describe_exit(exitcode)}) before its init returned",
-        exitcode=exitcode,
-    )
 
 
 def verdicts(

@@ -230,8 +230,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
     """Send STOP and close the task pipes; kill whoever is still up ``grace``
-    seconds later (one deadline for all, not ``grace`` each). A worker still in
-    its init holds nothing: it is killed at once."""
+    seconds later (one deadline for all, not ``grace`` each)."""
     for w in workers:
         if not w.out:  # never in the middle of a frame; STOP fits any pipe at once
             try:
@@ -239,8 +238,6 @@ def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
             except OSError:
                 pass  # full or gone: the worker then sees a bare end of file
         close_fd(w.task_fd)
-        if not w.ready():
-            w.proc.kill()
     deadline = time.monotonic() + grace
     for w in workers:
         if w.proc.wait(max(0.0, deadline - time.monotonic())) is None:

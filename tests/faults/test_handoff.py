@@ -19,7 +19,7 @@ import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
-from handfns import SlowToLoad, init_that_exits, init_that_hangs, nap_then, times_ten
+from handfns import ExitOnLoad, SlowToLoad, init_that_exits, init_that_hangs, nap_then, times_ten
 
 
 def _method(backend: tuple[str, str]) -> str:
@@ -84,6 +84,14 @@ def test_an_init_that_kills_its_worker_breaks_the_pool(backend: tuple[str, str])
         with pytest.raises(mc.PoolBroken):  # and stays broken: no worker per item
             pool.submit(times_ten, 1).result(timeout=30)
         assert pool.stats().restarts <= 2
+
+
+def test_workers_that_can_never_start_break_the_pool() -> None:
+    # No init: one worker dying as it starts is no one's fault, but a run of them
+    # must not be replaced forever.
+    pool = mc.Pool(1, shared=ExitOnLoad())
+    with pool, pytest.raises(mc.PoolBroken, match=r"in a row died as they started"):
+        pool.map(times_ten, range(4), on_error="collect")
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
