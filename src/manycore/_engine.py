@@ -11,8 +11,9 @@ Data flow (one engine per pool)::
     done(batch, result) ◄── ready deque ◄─────── read frames, unpickle, rebuild errors
                                                  refill that worker from pending
                                                  EOF on a result pipe = the worker died:
-                                                   fail the batch it ran, re-queue the
-                                                   one waiting behind it, replace it
+                                                   fail the batch it had read (none if
+                                                   it died idle), re-queue the rest,
+                                                   replace it (see _faults)
 
 Why it never hangs: every blocking wait in the parent is the selector, which wakes
 on a result, on a worker's death (end of file on its result pipe: the worker holds

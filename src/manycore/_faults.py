@@ -53,8 +53,8 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     one before it was done. So an argument that blocks while it is unpickled, an
     init that never returns and a stopped worker all end at the deadline.
     """
-    if not w.inflight or w.doom is not None:
-        return None, None
+    if not w.inflight or w.doom is not None or w.retiring:
+        return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
     task: Task = w.inflight[0]
     limit = task.batch.timeout
     if limit is None:
@@ -75,6 +75,8 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     left = began + limit - now
     if left > 0:
         return None, left
+    if phase == "unread" and w.proc.poll() is not None:
+        return None, None  # it died idle: its end of file, due now, re-queues the batch
     return ("timeout", task, offset, phase), None
 
 

@@ -2,9 +2,15 @@
 
 A worker reads frames from its task pipe, runs each batch with
 :func:`manycore._batch.run_batch` and writes one result frame per batch. Its main
-thread blocks only in ``read`` on its task pipe; end of file there means the parent
-is gone or the pool is closing, and the worker exits. A watchdog thread ends a
-worker whose parent died while it was busy.
+thread blocks only in ``read`` on its task pipe. A closing pool sends an empty
+frame (STOP) and closes the pipe: the worker exits. End of file without STOP means
+the parent may have died: the worker waits (briefly) for the kernel to confirm it,
+removes the parent's shared-memory segments and its own, and exits. A watchdog
+thread does the same for a worker whose parent died while it was busy.
+
+The worker tells the parent through its slot when it booted, when its init
+returned and which batch it last read, so the parent can judge a late or dead
+worker (see :mod:`manycore._faults`).
 
 When a batch has a timeout, the worker writes which item runs since when into a
 small shared-memory slot before each item; the parent reads it and kills the
