@@ -135,6 +135,11 @@ def verdicts(
         timed_out = doom[1]
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
+        if doom[3] != "running" and len(timed_out.batch) > 1:
+            # No item had started: which one held it up (an argument that blocks
+            # while it loads) is unknown. As after a crash, the scheduler runs each
+            # on its own; only the guilty one times out again.
+            return {timed_out: crash_error(timed_out.batch, pid, exitcode)}
         late = timeout_error(timed_out.batch, doom[2], pid, doom[3])
         limit = timed_out.batch.timeout or 0.0  # it ran at least that long
         return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}

@@ -39,6 +39,16 @@ def test_timeout_counts_an_argument_that_blocks_while_loading(backend: tuple[str
         assert pool.map(times_ten, range(4)) == [0, 10, 20, 30]
 
 
+def test_an_argument_that_blocks_in_a_batch_fails_alone() -> None:
+    items: list[object] = list(range(8))
+    items[5] = SlowToLoad()
+    with mc.Pool(2) as pool:
+        out = pool.map(times_ten, items, chunksize=4, timeout=0.5, on_error="collect")
+    assert isinstance(out[5], mc.Failure) and type(out[5].exception) is mc.TaskTimeout
+    assert out[5].exception.index == 5 and "loading its arguments" in str(out[5].exception)
+    assert [o for i, o in enumerate(out) if i != 5] == [x * 10 for x in range(8) if x != 5]
+
+
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_timeout_counts_an_init_that_never_returns(backend: tuple[str, str]) -> None:
     with mc.Pool(1, start_method=_method(backend), init=init_that_hangs) as pool:
