@@ -18,6 +18,8 @@ from ._workerproc import WorkerHandle, crash_error, timeout_error
 
 __all__ = ["StartWatch", "Task", "overdue", "verdicts"]
 
+_CPU_WAIT = 0.05  # how often to look again at a worker that waits for a CPU
+
 
 @dataclass(eq=False)
 class Task:
@@ -41,17 +43,17 @@ class Task:
 
 
 def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
-    """For a worker's oldest batch: (the worker's doom if an item overstayed its
-    timeout, else None; seconds until one could, or None when nothing is timed).
+    """For a worker's oldest batch: (the worker's doom if it overstayed its
+    timeout, else None; seconds until it could, or None when nothing is timed).
 
-    The clock starts when the batch is handed over: written to a worker that runs
-    nothing before it (or when the batch before it is reported done), but not
-    before the worker has booted (the interpreter starting is not the item's
-    time; its init is). Item 0 is counted from then, or from when the worker says
-    it started it if that is earlier (the parent may read a result late); each
-    later item of the batch from when the worker started it, which is when the
-    one before it was done. So an argument that blocks while it is unpickled, an
-    init that never returns and a stopped worker all end at the deadline.
+    Two stages, each bounded by the timeout. Taking it: from hand-off (written to
+    a worker that runs nothing before it, or the batch before it reported done)
+    until the worker reads it from its pipe; the worker's init counts, its
+    interpreter booting and its waiting for a CPU do not. Running it: from that
+    read, item 0 (unpickling the arguments included), then each later item from
+    when the worker started it, which is when the one before it was done. So an
+    argument that blocks while it loads, an init that never returns and a
+    stopped worker all end at a deadline.
     """
     if not w.inflight or w.doom is not None or w.retiring:
         return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
@@ -62,21 +64,25 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     booted = w.booted()
     if booted == 0.0:
         return None, limit  # still starting: look again once the limit has passed
-    start = task.handed if booted is None else max(task.handed, booted)
+    taken = w.taken_at(task.wire_key)
     seen = w.read_slot()
     if seen is not None and seen[0] == task.wire_key:
         offset, began, phase = seen[1], seen[2], "running"
-        if offset == 0:
-            began = min(began, start)
+        if offset == 0 and taken is not None:
+            began = taken
+    elif taken is not None:
+        offset, began, phase = 0, taken, "loading"
     else:
-        offset, began = 0, start
-        read = w.acked() == task.wire_key
-        phase = "loading" if read else ("unread" if w.ready() else "init")
+        offset, began = 0, task.handed if booted is None else max(task.handed, booted)
+        phase = "unread" if w.ready() else "init"
     left = began + limit - now
     if left > 0:
         return None, left
-    if phase == "unread" and w.proc.poll() is not None:
-        return None, None  # it died idle: its end of file, due now, re-queues the batch
+    if phase == "unread":
+        if w.proc.poll() is not None:
+            return None, None  # it died idle: its end of file, due now, re-queues it
+        if w.runnable():
+            return None, _CPU_WAIT  # only waiting for a CPU (a loaded machine)
     return ("timeout", task, offset, phase), None
 
 

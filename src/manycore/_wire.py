@@ -47,14 +47,16 @@ RUNNING = struct.Struct("<qqd")  # at GEN.size: batch key, item offset, monotoni
 SKIP = struct.Struct("<q")  # at SKIP_AT: key of a queued batch the worker must skip
 SKIP_AT = GEN.size + RUNNING.size
 # Written by the worker alone, each one aligned 8-byte store (read whole): the key
-# of the last batch it read from its pipe, when it had read its configuration
-# ("booted") and when its init returned ("ready"), as monotonic times (0: not yet).
+# of the last batch it read from its pipe and when (the time is stored first), when
+# it had read its configuration ("booted") and when its init returned ("ready"), as
+# monotonic times (0: not yet).
 # The parent judges a dead or late worker by them: a batch it never read is no
 # item's failure; a death before "ready" is its init's.
 KEY = struct.Struct("<q")
 TIME = struct.Struct("<d")
 ACK_AT = SKIP_AT + SKIP.size
-BOOTED_AT = ACK_AT + KEY.size
+ACK_TIME_AT = ACK_AT + KEY.size
+BOOTED_AT = ACK_TIME_AT + TIME.size
 READY_AT = BOOTED_AT + TIME.size
 SLOT_SIZE = READY_AT + TIME.size
 

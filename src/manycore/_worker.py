@@ -339,6 +339,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         head = pickle.loads(view[4 : 4 + head_size])
         key, fn_id, fn_blob, reset, star, track, oob, time_items = head
         if slot is not None:  # it is ours now: a death from here on is its failure
+            _wire.TIME.pack_into(slot, _wire.ACK_TIME_AT, time.monotonic())
             _wire.KEY.pack_into(slot, _wire.ACK_AT, key)
         if reset:
             fns.clear()

@@ -79,6 +79,24 @@ class WorkerHandle:
         key: int = _wire.KEY.unpack_from(self.slot, _wire.ACK_AT)[0]
         return key
 
+    def taken_at(self, key: int) -> float | None:
+        """When the worker read the batch sent as ``key``, None if it has not (or
+        no slot tells). The worker stores the time before the key."""
+        if self.acked() != key:
+            return None
+        assert self.slot is not None
+        taken: float = _wire.TIME.unpack_from(self.slot, _wire.ACK_TIME_AT)[0]
+        return taken
+
+    def runnable(self) -> bool:
+        """Its main thread runs or waits for a CPU (Linux: state R in /proc); a
+        stopped, sleeping or blocked one is not, nor one that cannot be looked at."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] == b"R"
+        except (OSError, IndexError):
+            return False
+
     def booted(self) -> float | None:
         """When the worker had read its configuration, 0.0 if not yet (None: unknown)."""
         return None if self.slot is None else _wire.TIME.unpack_from(self.slot, _wire.BOOTED_AT)[0]

@@ -206,3 +206,51 @@ def _running(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+class _Proc:
+    pid = 0
+
+    def poll(self) -> int | None:
+        return None
+
+
+class _Worker:
+    """What overdue() reads of a worker: one timed batch handed at time 0, unread."""
+
+    def __init__(self, runnable: bool, ready: bool = True):
+        from manycore._batch import Batch
+        from manycore._faults import Task
+
+        batch = Batch(times_ten, [1], 0, False, None, timeout=0.5)
+        self.inflight = [Task(batch, lambda *_: None, 1, b"", b"", wire_key=7, handed=0.0)]
+        self.doom = None
+        self.retiring = False
+        self.proc = _Proc()
+        self._runnable, self._ready = runnable, ready
+
+    def booted(self) -> float:
+        return 0.0001
+
+    def taken_at(self, key: int) -> None:
+        return None
+
+    def read_slot(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def runnable(self) -> bool:
+        return self._runnable
+
+
+def test_a_worker_that_only_waits_for_a_cpu_is_not_timed_out() -> None:
+    from manycore._faults import overdue
+
+    assert overdue(_Worker(runnable=False), now=0.2) == (None, pytest.approx(0.3, abs=0.01))
+    doom, _ = overdue(_Worker(runnable=False), now=0.6)  # stopped, frozen, stuck
+    assert doom is not None and doom[0] == "timeout" and doom[3] == "unread"
+    assert overdue(_Worker(runnable=True), now=0.6)[0] is None  # only waits for a CPU
+    doom, _ = overdue(_Worker(runnable=True, ready=False), now=0.6)  # its init counts
+    assert doom is not None and doom[3] == "init"
