@@ -215,8 +215,10 @@ class _Owner:
         if cls.pid is None:
             return False
         if cls.fd is not None:
+            poller = select.poll()  # (not select(): any descriptor number works)
+            poller.register(cls.fd, select.POLLIN)
             with contextlib.suppress(OSError):
-                return bool(select.select([cls.fd], [], [], within)[0])
+                return bool(poller.poll(within * 1000))
         deadline = time.monotonic() + within  # no pidfd (not Linux 5.3+): look, sleep
         while _shm.alive(cls.pid) and not (cls.parent == cls.pid != os.getppid()):
             if time.monotonic() >= deadline:

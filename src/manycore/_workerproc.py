@@ -334,9 +334,10 @@ def crash_error(
 
 # Where a timed-out batch was when its time ran out (see _faults.overdue).
 _NOT_STARTED = {
-    "loading": "which was still loading its arguments",
-    "unread": "which had not read it from its pipe (stopped or frozen?)",
-    "init": "whose init had not returned",
+    "loading": "{what} was still loading its arguments {limit} after worker process {pid} read it",
+    "unread": "worker process {pid} had not read {what} from its pipe {limit} after it was "
+    "handed over (stopped or frozen?)",
+    "init": "{what} waited {limit} for worker process {pid}, whose init had not returned",
 }
 
 
@@ -345,10 +346,8 @@ def timeout_error(batch: Batch, offset: int, pid: int, phase: str = "running") -
     index = batch.start + offset
     what, limit = batch.name_item(offset), f"timeout={batch.timeout:g} s"
     if phase in _NOT_STARTED:
-        message = (
-            f"{what} was not done {limit} after it was handed to worker process {pid}, "
-            f"{_NOT_STARTED[phase]}; the worker was killed to stop it and has been replaced"
-        )
+        where = _NOT_STARTED[phase].format(what=what, limit=limit, pid=pid)
+        message = f"{where}; the worker was killed and has been replaced"
     else:
         message = (
             f"{what} ran longer than {limit}; its worker process {pid} was killed to stop "
