@@ -61,7 +61,7 @@ def test_timeout_counts_an_init_that_never_returns(backend: tuple[str, str]) -> 
             assert type(err) is mc.TaskTimeout and err.index == index
             assert "init" in str(err)
         closing = time.monotonic()
-    assert time.monotonic() - closing < 3  # a worker stuck in init is not waited for
+    assert time.monotonic() - closing < 3  # (its watchdog ends a worker stuck in init)
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
