@@ -19,6 +19,7 @@ from ._workerproc import WorkerHandle, crash_error, timeout_error
 __all__ = ["StartWatch", "Task", "overdue", "verdicts"]
 
 _CPU_WAIT = 0.05  # how often to look again at a worker that waits for a CPU
+_CPU_WAIT_MAX = 10.0  # ... and for how long at most (the limit, if larger)
 
 
 @dataclass(eq=False)
@@ -81,7 +82,7 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     if phase == "unread":
         if w.proc.poll() is not None:
             return None, None  # it died idle: its end of file, due now, re-queues it
-        if w.runnable():
+        if w.runnable() and left > -max(limit, _CPU_WAIT_MAX):
             return None, _CPU_WAIT  # only waiting for a CPU (a loaded machine)
     return ("timeout", task, offset, phase), None
 

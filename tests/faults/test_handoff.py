@@ -252,5 +252,6 @@ def test_a_worker_that_only_waits_for_a_cpu_is_not_timed_out() -> None:
     doom, _ = overdue(_Worker(runnable=False), now=0.6)  # stopped, frozen, stuck
     assert doom is not None and doom[0] == "timeout" and doom[3] == "unread"
     assert overdue(_Worker(runnable=True), now=0.6)[0] is None  # only waits for a CPU
+    assert overdue(_Worker(runnable=True), now=11.0)[0] is not None  # ... but not forever
     doom, _ = overdue(_Worker(runnable=True, ready=False), now=0.6)  # its init counts
     assert doom is not None and doom[3] == "init"
