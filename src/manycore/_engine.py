@@ -11,8 +11,9 @@ Data flow (one engine per pool)::
     done(batch, result) ◄── ready deque ◄─────── read frames, unpickle, rebuild errors
                                                  refill that worker from pending
                                                  EOF on a result pipe = the worker died:
-                                                   fail the batch it ran, re-queue the
-                                                   one waiting behind it, replace it
+                                                   fail the batch it had read (none if
+                                                   it died idle), re-queue the rest,
+                                                   replace it (see _faults)
 
 Why it never hangs: every blocking wait in the parent is the selector, which wakes
 on a result, on a worker's death (end of file on its result pipe: the worker holds
@@ -48,7 +49,7 @@ from typing import Any
 from . import _launch, _shm
 from ._batch import Batch, BatchResult, Done
 from ._errors import PoolBroken, PoolClosed, WorkerCrashed
-from ._faults import Task, overdue, verdicts
+from ._faults import StartWatch, Task, overdue, verdicts
 from ._inherit import dumps_init
 from ._payload import FN_LIMIT, FnIds, encode_args, pack_shared
 from ._serialize import dumps_fn
@@ -96,6 +97,7 @@ class ProcessEngine:
         self.start_method = start_method
         self.restarts = 0  # workers replaced (crash, timeout, kill, task or memory limit)
         self.restarts_by_slot: dict[int, int] = {}
+        self._starts = StartWatch(init is not None)
         setup = None
         if init is not None or exit is not None:
             setup = dumps_init((init, tuple(init_args), exit), start_method)
@@ -290,8 +292,10 @@ class ProcessEngine:
         self._next_key += 1
         task.wire_key = self._next_key
         task.clean = task.segment is None
-        w.inflight.append(task)
         track = task.batch.timeout is not None
+        if track and not w.inflight:
+            task.handed = time.monotonic()  # its timeout runs from now (see overdue)
+        w.inflight.append(task)
         sent = w.send(
             task.wire_key,
             task.fn_id,
@@ -414,6 +418,8 @@ class ProcessEngine:
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()
                 task = w.inflight.popleft()
+                if w.inflight and w.inflight[0].batch.timeout is not None:
+                    w.inflight[0].handed = time.monotonic()  # next in line: its clock runs
                 task.clean = not decoded.kept
                 if task.dropped:  # settled already; only its segment was waiting
                     self._release_segment(task)
@@ -458,9 +464,11 @@ class ProcessEngine:
             w.inflight.clear()
         return tasks
 
-    def _break(self, error: BaseException) -> None:
+    def _break(self, error: BaseException, message: str | None = None) -> None:
         """A worker's init failed: fail everything, start nothing more."""
-        err = PoolBroken(f"a worker's init function raised {error!r}; the pool is broken")
+        err = PoolBroken(
+            message or f"a worker's init function raised {error!r}; the pool is broken"
+        )
         err.__cause__ = error
         with self._lock:
             if self._state is EngineState.RUNNING:
@@ -492,9 +500,9 @@ class ProcessEngine:
         soonest: float | None = None
         with self._lock:
             for w in self._workers:
-                offset, left = overdue(w, now)
-                if offset is not None:
-                    w.doom = ("timeout", w.inflight[0], offset)
+                doom, left = overdue(w, now)
+                if doom is not None:
+                    w.doom = doom
                     w.dead = True
                     w.proc.kill()  # its EOF brings it to _bury
                 elif left is not None:
@@ -552,6 +560,9 @@ class ProcessEngine:
         if exitcode is None:
             w.proc.kill()
             exitcode = w.proc.wait(1.0)
+        broken = self._starts.judge(w, exitcode)
+        if broken is not None and self._state is EngineState.RUNNING:
+            self._break(*broken)
         with self._lock:
             self._workers.remove(w)
             lost = list(w.inflight)

@@ -9,12 +9,17 @@ from __future__ import annotations
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
+from typing import Any
 
 from . import _shm
 from ._batch import Batch, BatchResult, Done, pinned
+from ._errors import WorkerCrashed, describe_exit
 from ._workerproc import WorkerHandle, crash_error, timeout_error
 
-__all__ = ["Task", "overdue", "verdicts"]
+__all__ = ["StartWatch", "Task", "overdue", "verdicts"]
+
+_CPU_WAIT = 0.05  # how often to look again at a worker that waits for a CPU
+_CPU_WAIT_MAX = 10.0  # ... and for how long at most (the limit, if larger)
 
 
 @dataclass(eq=False)
@@ -35,22 +40,85 @@ class Task:
     wire_key: int = 0  # the key it was last sent under (the worker's slot names it)
     dropped: bool = False  # force-cancelled: settled already; ignore its result
     moving: float = 0.0  # seconds the parent spent pickling and loading its data
+    handed: float = 0.0  # when a timed batch became its worker's oldest (see overdue)
 
 
-def overdue(w: WorkerHandle, now: float) -> tuple[int | None, float | None]:
-    """For a worker's running batch: (offset of the item that overstayed its
-    timeout, or None; seconds until it could, or None when nothing is timed)."""
-    if not w.inflight or w.doom is not None:
-        return None, None
+def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
+    """For a worker's oldest batch: (the worker's doom if it overstayed its
+    timeout, else None; seconds until it could, or None when nothing is timed).
+
+    Two stages, each bounded by the timeout. Taking it: from hand-off (written to
+    a worker that runs nothing before it, or the batch before it reported done)
+    until the worker reads it from its pipe; the worker's init counts, its
+    interpreter booting and its waiting for a CPU do not. Running it: from that
+    read, item 0 (unpickling the arguments included), then each later item from
+    when the worker started it, which is when the one before it was done. So an
+    argument that blocks while it loads, an init that never returns and a
+    stopped worker all end at a deadline.
+    """
+    if not w.inflight or w.doom is not None or w.retiring:
+        return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
     task: Task = w.inflight[0]
     limit = task.batch.timeout
     if limit is None:
         return None, None
+    booted = w.booted()
+    if booted == 0.0:
+        return None, limit  # still starting: look again once the limit has passed
+    taken = w.taken_at(task.wire_key)
     seen = w.read_slot()
-    if seen is None or seen[0] != task.wire_key:
-        return None, limit  # not started yet: it cannot time out sooner
-    left = seen[2] + limit - now
-    return (seen[1], None) if left <= 0 else (None, left)
+    if seen is not None and seen[0] == task.wire_key:
+        offset, began, phase = seen[1], seen[2], "running"
+        if offset == 0 and taken is not None:
+            began = taken
+    elif taken is not None:
+        offset, began, phase = 0, taken, "loading"
+    else:
+        offset, began = 0, task.handed if booted is None else max(task.handed, booted)
+        phase = "unread" if w.ready() else "init"
+    left = began + limit - now
+    if left > 0:
+        return None, left
+    if phase == "unread":
+        if w.proc.poll() is not None:
+            return None, None  # it died idle: its end of file, due now, re-queues it
+        if w.runnable() and left > -max(limit, _CPU_WAIT_MAX):
+            return None, _CPU_WAIT  # only waiting for a CPU (a loaded machine)
+    return ("timeout", task, offset, phase), None
+
+
+class StartWatch:
+    """Judges workers that die before their init returned by themselves (not
+    killed by the parent, not retiring). With an init, that init failed: the
+    pool breaks, as when it raises. Without one, only a run of such deaths does
+    (a worker killed as it started is no one's fault; one that can never start
+    would otherwise be replaced forever)."""
+
+    def __init__(self, has_init: bool, tries: int = 3):
+        self.has_init = has_init
+        self.tries = tries
+        self.deaths = 0  # in a row
+
+    def judge(self, w: WorkerHandle, exitcode: int | None) -> tuple[WorkerCrashed, str] | None:
+        """(the cause, the pool's error message) if this death breaks the pool."""
+        if w.doom is not None or w.retiring or w.ready():
+            self.deaths = 0
+            return None
+        self.deaths += 1
+        how = describe_exit(exitcode)
+        error = WorkerCrashed(
+            f"worker process {w.proc.pid} died ({how}) before its init returned",
+            exitcode=exitcode,
+        )
+        if self.has_init:
+            return error, f"a worker's init ended its process ({how}); the pool is broken"
+        if self.deaths >= self.tries:
+            return (
+                error,
+                f"{self.deaths} worker processes in a row died as they started "
+                f"({how}); the pool is broken",
+            )
+        return None
 
 
 def verdicts(
@@ -59,7 +127,9 @@ def verdicts(
     """The outcome of each task a dead worker held; the others run again.
 
     A worker runs its batches in order, so only the oldest can have been
-    running: the one behind it never started and is simply re-queued.
+    running: the one behind it never started and is simply re-queued. So is the
+    oldest if the worker never read it: a worker killed while idle (the batch was
+    written as it died) is no item's failure.
     """
     doom = w.doom
     if doom is not None and doom[0] == "cancel":
@@ -68,13 +138,21 @@ def verdicts(
         return {}  # what it held is innocent: run it all again
     first = lost[0]
     pid = w.proc.pid
-    if doom is not None:  # ("timeout", task, offset)
+    if doom is not None:  # ("timeout", task, offset, phase)
         timed_out = doom[1]
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
-        late = timeout_error(timed_out.batch, doom[2], pid)
+        if doom[3] != "running" and len(timed_out.batch) > 1:
+            # No item had started: which one held it up (an argument that blocks
+            # while it loads) is unknown. As after a crash, the scheduler runs each
+            # on its own; only the guilty one times out again.
+            return {timed_out: crash_error(timed_out.batch, pid, exitcode)}
+        late = timeout_error(timed_out.batch, doom[2], pid, doom[3])
         limit = timed_out.batch.timeout or 0.0  # it ran at least that long
         return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}
+    acked = w.acked()
+    if acked is not None and acked != first.wire_key:
+        return {}  # it died before it read the batch (killed while idle): no one's fault
     seen = w.read_slot() if first.batch.timeout is not None else None
     if seen is not None and seen[0] == first.wire_key:
         offset = seen[1]  # the slot says which item it was running

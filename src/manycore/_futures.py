@@ -41,6 +41,14 @@ class EngineFuture(AwaitableFuture[Any]):
         super().__init__()
         self._engine = engine
 
+    def cancel(self) -> bool:
+        # A thread waiting in result() may be the one polling the engine, asleep
+        # in select() until some worker event: wake it to see the cancellation.
+        cancelled = super().cancel()
+        if cancelled:
+            self._engine.wake()
+        return cancelled
+
     def result(self, timeout: float | None = None) -> Any:
         return super().result(self._wait(timeout))
 

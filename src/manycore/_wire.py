@@ -14,6 +14,7 @@ What the frames hold:
   global of a script: the same framing, with the head
   ``(None, key, gid, size, buffer sizes)`` and the global's bytes as the body
   (see :mod:`manycore._bigglobals`);
+* parent -> worker, last: an empty frame (``STOP``) before a normal close;
 * worker -> parent: pickle of ``(RESULT, key, values, failures, elapsed, unrun)``
   or of ``(INIT_FAILED, error_wire)``; ``(RETIRE,)`` after a worker's last result.
 """
@@ -50,7 +51,23 @@ GEN = struct.Struct("<q")
 RUNNING = struct.Struct("<qqd")  # at GEN.size: batch key, item offset, monotonic start
 SKIP = struct.Struct("<q")  # at SKIP_AT: key of a queued batch the worker must skip
 SKIP_AT = GEN.size + RUNNING.size
-SLOT_SIZE = SKIP_AT + SKIP.size
+# Written by the worker alone, each one aligned 8-byte store (read whole): the key
+# of the last batch it read from its pipe and when (the time is stored first), when
+# it had read its configuration ("booted") and when its init returned ("ready"), as
+# monotonic times (0: not yet).
+# The parent judges a dead or late worker by them: a batch it never read is no
+# item's failure; a death before "ready" is its init's.
+KEY = struct.Struct("<q")
+TIME = struct.Struct("<d")
+ACK_AT = SKIP_AT + SKIP.size
+ACK_TIME_AT = ACK_AT + KEY.size
+BOOTED_AT = ACK_TIME_AT + TIME.size
+READY_AT = BOOTED_AT + TIME.size
+SLOT_SIZE = READY_AT + TIME.size
+
+# An empty frame from the parent: "stop now, I am closing you" (an end of file
+# without it means the parent died: see _worker).
+STOP = HEADER.pack(0)
 
 
 def frame(payload: bytes) -> list[bytes]:

@@ -2,9 +2,15 @@
 
 A worker reads frames from its task pipe, runs each batch with
 :func:`manycore._batch.run_batch` and writes one result frame per batch. Its main
-thread blocks only in ``read`` on its task pipe; end of file there means the parent
-is gone or the pool is closing, and the worker exits. A watchdog thread ends a
-worker whose parent died while it was busy.
+thread blocks only in ``read`` on its task pipe. A closing pool sends an empty
+frame (STOP) and closes the pipe: the worker exits. End of file without STOP means
+the parent may have died: the worker waits (briefly) for the kernel to confirm it,
+removes the parent's shared-memory segments and its own, and exits. A watchdog
+thread does the same for a worker whose parent died while it was busy.
+
+The worker tells the parent through its slot when it booted, when its init
+returned and which batch it last read, so the parent can judge a late or dead
+worker (see :mod:`manycore._faults`).
 
 When a batch has a timeout, the worker writes which item runs since when into a
 small shared-memory slot before each item; the parent reads it and kills the
@@ -185,7 +191,53 @@ def _limit_blas(threads: int) -> None:
         _blas_limit = threadpool_limits(limits=threads)
 
 
-def _watch_parent(task_fd: int, parent: int, mappings: Mappings) -> None:
+class _Owner:
+    """The process whose pool this worker serves (for ``fork`` and ``spawn`` its
+    parent; for ``forkserver`` the server is the parent), known from the
+    configuration: whether it died, and removing its segments if so."""
+
+    pid: int | None = None
+    parent = 0  # our parent when we started (an orphan's changes)
+    fd: int | None = None  # a pidfd: readable once it has exited (even as a zombie)
+
+    @classmethod
+    def know(cls, pid: int) -> None:
+        cls.pid, cls.parent = pid, os.getppid()
+        opener = getattr(os, "pidfd_open", None)
+        if opener is not None:
+            with contextlib.suppress(OSError):
+                cls.fd = opener(pid)  # while it lives: its pid cannot be reused meanwhile
+
+    @classmethod
+    def gone(cls, within: float) -> bool:
+        """Whether it has died, waiting up to ``within`` seconds for it: its end of
+        our pipes closes as it exits, a moment before the kernel calls it dead."""
+        if cls.pid is None:
+            return False
+        if cls.fd is not None:
+            poller = select.poll()  # (not select(): any descriptor number works)
+            poller.register(cls.fd, select.POLLIN)
+            with contextlib.suppress(OSError):
+                return bool(poller.poll(within * 1000))
+        deadline = time.monotonic() + within  # no pidfd (not Linux 5.3+): look, sleep
+        while _shm.alive(cls.pid) and not (cls.parent == cls.pid != os.getppid()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    @classmethod
+    def clean_up_if_gone(cls, within: float) -> None:
+        """A pipe to the parent ended without STOP: if the owner died, remove the
+        segments it and we made (nobody else will, until some later pool starts)."""
+        if cls.gone(within):
+            with contextlib.suppress(Exception):
+                assert cls.pid is not None
+                _shm.remove_segments_of(cls.pid)
+                _shm.remove_segments_of(os.getpid())
+
+
+def _watch_parent(task_fd: int, mappings: Mappings) -> None:
     """Exit when the parent is gone, even while a task runs.
 
     The parent holds the only write end of the task pipe, so the pipe hangs up
@@ -206,13 +258,9 @@ def _watch_parent(task_fd: int, parent: int, mappings: Mappings) -> None:
             continue
         if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
             break
-    time.sleep(_ORPHAN_GRACE)
-    # Only a parent that died leaves us here (a closing pool ends us earlier):
-    # remove the segments it and we made; nobody else will.
-    if os.getppid() != parent:  # really orphaned (not a slow normal close)
-        with contextlib.suppress(Exception):
-            _shm.remove_segments_of(parent)
-            _shm.remove_segments_of(os.getpid())
+    # A closing pool normally ends us within the grace period; a parent that
+    # died does not: remove the segments it and we made, then go.
+    _Owner.clean_up_if_gone(_ORPHAN_GRACE)
     os._exit(0)
 
 
@@ -222,15 +270,18 @@ def _serve(
     first = _wire.read_frame(task_fd)
     if first is None:
         return 0
-    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey = pickle.loads(first)
+    config = pickle.loads(first)
+    _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey, owner = config
     _take_authkey(authkey)
+    _Owner.know(owner)
+    slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
+    if slot is not None:
+        os.close(slot_fd)
+        _wire.TIME.pack_into(slot, _wire.BOOTED_AT, time.monotonic())
     if blas_threads is not None:
         _limit_blas(blas_threads)
     # Pools started from a task (a nested mc.map) keep within this worker's share.
     _cpus.set_worker_share(blas_threads or 1)
-    slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
-    if slot_fd >= 0:
-        os.close(slot_fd)
     exit_fn = None
     try:
         _state.set_process(shared_obj=_load_shared(shared_blob))
@@ -242,6 +293,8 @@ def _serve(
             if init is not None:
                 state = init(*init_args)
         _state.set_process(state=state)
+        if slot is not None:
+            _wire.TIME.pack_into(slot, _wire.READY_AT, time.monotonic())
     except BaseException as exc:
         message = pickle.dumps((_wire.INIT_FAILED, pack_exception(exc)), 5)
         _wire.write_all(result_fd, _wire.frame(message))
@@ -293,7 +346,9 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     encoding = 0.0
     while True:
         data = _wire.read_frame(task_fd)
-        if data is None:
+        if not data:
+            if data is None:  # no STOP first: the parent may have died
+                _Owner.clean_up_if_gone(_ORPHAN_GRACE)
             return 0
         began = clock()
         (head_size,) = _HEAD.unpack_from(data)
@@ -304,6 +359,9 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
             del view, data
             continue
         key, fn_id, fn_blob, reset, star, track, oob, time_items = head
+        if slot is not None:  # it is ours now: a death from here on is its failure
+            _wire.TIME.pack_into(slot, _wire.ACK_TIME_AT, time.monotonic())
+            _wire.KEY.pack_into(slot, _wire.ACK_AT, key)
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
@@ -401,15 +459,14 @@ def main(
         os.set_inheritable(fd, False)
     os.register_at_fork(after_in_child=lambda: _close_in_child(task_fd, result_fd))
     mappings = Mappings()
-    threading.Thread(
-        target=_watch_parent, args=(task_fd, os.getppid(), mappings), daemon=True
-    ).start()
+    threading.Thread(target=_watch_parent, args=(task_fd, mappings), daemon=True).start()
     code = 1
     try:
         _inherit.receive(fds)
         code = _serve(task_fd, result_fd, slot_fd, mappings, inherited)
     except BrokenPipeError:
         code = 0  # the parent is gone: nobody to report to
+        _Owner.clean_up_if_gone(_ORPHAN_GRACE)
     except BaseException:  # a broken pipe or a bug here: say so, then exit
         import traceback
 

@@ -82,6 +82,39 @@ class WorkerHandle:
             self.slot.close()
             self.slot = None
 
+    def acked(self) -> int | None:
+        """Key of the last batch the worker read from its pipe (None: unknown)."""
+        if self.slot is None:
+            return None
+        key: int = _wire.KEY.unpack_from(self.slot, _wire.ACK_AT)[0]
+        return key
+
+    def taken_at(self, key: int) -> float | None:
+        """When the worker read the batch sent as ``key``, None if it has not (or
+        no slot tells). The worker stores the time before the key."""
+        if self.acked() != key:
+            return None
+        assert self.slot is not None
+        taken: float = _wire.TIME.unpack_from(self.slot, _wire.ACK_TIME_AT)[0]
+        return taken
+
+    def runnable(self) -> bool:
+        """Its main thread runs or waits for a CPU (Linux: state R in /proc); a
+        stopped, sleeping or blocked one is not, nor one that cannot be looked at."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] == b"R"
+        except (OSError, IndexError):
+            return False
+
+    def booted(self) -> float | None:
+        """When the worker had read its configuration, 0.0 if not yet (None: unknown)."""
+        return None if self.slot is None else _wire.TIME.unpack_from(self.slot, _wire.BOOTED_AT)[0]
+
+    def ready(self) -> bool:
+        """Its init has returned (True when unknown: no slot to tell)."""
+        return self.slot is None or _wire.TIME.unpack_from(self.slot, _wire.READY_AT)[0] > 0
+
     def read_slot(self) -> tuple[int, int, float] | None:
         """(batch key, item offset, start time) the worker last wrote, or None.
 
@@ -233,6 +266,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         spec.blas_threads,
         spec.shared,
         _authkey(),
+        os.getpid(),  # whose segments a worker removes if this process dies
     )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
@@ -252,9 +286,14 @@ def _authkey() -> bytes:
 
 
 def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
-    """Close the task pipes (the stop signal); kill whoever is still up ``grace``
+    """Send STOP and close the task pipes; kill whoever is still up ``grace``
     seconds later (one deadline for all, not ``grace`` each)."""
     for w in workers:
+        if not w.out:  # never in the middle of a frame; STOP fits any pipe at once
+            try:
+                os.write(w.task_fd, _wire.STOP)
+            except OSError:
+                pass  # full or gone: the worker then sees a bare end of file
         close_fd(w.task_fd)
     deadline = time.monotonic() + grace
     for w in workers:
@@ -339,12 +378,25 @@ def crash_error(
     )
 
 
-def timeout_error(batch: Batch, offset: int, pid: int) -> TaskTimeout:
+# Where a timed-out batch was when its time ran out (see _faults.overdue).
+_NOT_STARTED = {
+    "loading": "{what} was still loading its arguments {limit} after worker process {pid} read it",
+    "unread": "worker process {pid} had not read {what} from its pipe {limit} after it was "
+    "handed over (stopped or frozen?)",
+    "init": "{what} waited {limit} for worker process {pid}, whose init had not returned",
+}
+
+
+def timeout_error(batch: Batch, offset: int, pid: int, phase: str = "running") -> TaskTimeout:
     assert batch.timeout is not None
     index = batch.start + offset
-    return TaskTimeout(
-        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s; its worker "
-        f"process {pid} was killed to stop it and has been replaced",
-        timeout=batch.timeout,
-        index=index,
-    )
+    what, limit = batch.name_item(offset), f"timeout={batch.timeout:g} s"
+    if phase in _NOT_STARTED:
+        where = _NOT_STARTED[phase].format(what=what, limit=limit, pid=pid)
+        message = f"{where}; the worker was killed and has been replaced"
+    else:
+        message = (
+            f"{what} ran longer than {limit}; its worker process {pid} was killed to stop "
+            "it and has been replaced"
+        )
+    return TaskTimeout(message, timeout=batch.timeout, index=index)
