@@ -22,6 +22,7 @@ from any thread and hold neither when they start.
 
 from __future__ import annotations
 
+import abc
 import enum
 import selectors
 import threading
@@ -48,7 +49,7 @@ class EngineState(enum.Enum):
     CLOSED = "closed"
 
 
-class WorkerLifecycle:
+class WorkerLifecycle(abc.ABC):
     """Mixin: kills, burials, replacements and the final close of an engine's
     workers. The engine's ``__init__`` sets the attributes declared here."""
 
@@ -72,14 +73,17 @@ class WorkerLifecycle:
 
     # What the engine's polling side provides (see manycore._engine).
 
+    @abc.abstractmethod
     def _finish(self, task: Task, outcome: BatchResult | BaseException) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _deliver(self) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _wake(self) -> None:
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------ deadlines
 
