@@ -41,7 +41,12 @@ def getpid(_: Any = None) -> int:
 
 
 class OddError(Exception):
-    """Pickles, but cannot be rebuilt: its __init__ takes two arguments."""
+    """Pickles, but cannot be rebuilt: it is made from two arguments, and holds
+    one. (``__new__`` too: importing dask.distributed installs tblib's pickling
+    of every exception class, which skips ``__init__`` but not ``__new__``.)"""
+
+    def __new__(cls, a: str, b: str) -> OddError:
+        return super().__new__(cls, f"{a}/{b}")
 
     def __init__(self, a: str, b: str):
         super().__init__(f"{a}/{b}")
