@@ -106,3 +106,49 @@ def test_nested_work_still_uses_free_threads() -> None:
             return sum(pool.map(lambda _: barrier.wait() + 1, range(2), chunksize=1))
 
         assert _bounded(lambda: pool.submit(outer, 0).result(timeout=_BOUND)) == 3
+
+
+def test_a_nested_submit_retried_on_a_busy_threads_pool_does_not_deadlock() -> None:
+    # The retry is sent by a timer thread, not by the pool's thread that waits for
+    # it: it must not queue behind that thread, which holds the only slot.
+    tries = iter(range(10))
+
+    def flaky() -> int:
+        if next(tries) == 0:
+            raise ValueError("first try fails")
+        return 7
+
+    with mc.Pool(1, backend="threads") as pool:
+
+        def outer(_: int) -> int:
+            return pool.schedule(flaky, retries=2).result(timeout=_BOUND)  # type: ignore[no-any-return]
+
+        assert _bounded(lambda: pool.map(outer, [0])) == [7]
+
+
+def test_nested_work_with_a_timeout_on_a_busy_threads_pool_times_out_in_time() -> None:
+    # Run in the waiting thread itself, the item could not be given up on: its
+    # timeout would go unnoticed (a result after 3 s, or a hang for a hung call).
+    import time
+
+    release = threading.Event()
+
+    def stuck(_: int) -> int:
+        release.wait(_BOUND)
+        return 1
+
+    with mc.Pool(1, backend="threads") as pool:
+
+        def outer(_: int) -> str:
+            try:
+                pool.map(stuck, [0], timeout=0.3)
+            except mc.TaskTimeout:
+                return "timed out"
+            return "not timed out"
+
+        began = time.monotonic()
+        try:
+            assert _bounded(lambda: pool.map(outer, [0])) == ["timed out"]
+            assert time.monotonic() - began < 10
+        finally:
+            release.set()

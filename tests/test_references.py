@@ -176,3 +176,28 @@ def test_no_stale_reference_after_a_retry(name: str, timeout: float | None) -> N
         ref = weakref.ref(result)
         del result
         assert _freed(ref), "the retried task's result outlived its future"
+
+
+def test_no_stale_reference_while_a_timed_out_thread_goes_on() -> None:
+    """A thread given up on after a timeout goes on with its call (maybe for ever):
+    it must not keep the task's future, and so the retry's result, alive."""
+    import threading
+
+    release = threading.Event()
+    tries: list[int] = []
+
+    def stuck_first(value: int) -> Thing:
+        tries.append(value)
+        if len(tries) == 1:
+            release.wait(30)
+        return Thing(value)
+
+    with mc.Pool(1, backend="threads") as pool, _no_cyclic_gc():
+        try:
+            result = pool.schedule(stuck_first, (4,), retries=1, timeout=0.3).result(timeout=30)
+            assert result.value == 4 and tries == [4, 4]
+            ref = weakref.ref(result)
+            del result
+            assert _freed(ref), "the abandoned thread kept the retried task's result"
+        finally:
+            release.set()
