@@ -114,6 +114,25 @@ def test_blocking_on_such_a_future_in_its_own_loop_is_refused() -> None:
     assert _run(main) == 8
 
 
+def test_mc_wait_and_as_completed_on_such_futures_in_their_own_loop_are_refused() -> None:
+    """They would block the loop that runs the calls: until the timeout, with
+    nothing done, or for ever. A poll (timeout=0) is fine."""
+
+    async def main() -> list[int]:
+        with mc.Pool(2, backend="asyncio") as pool:
+            futures = [pool.submit(on_callers_loop, x) for x in (1, 2)]
+            with pytest.raises(RuntimeError, match=r"mc\.wait\(\).*await"):
+                mc.wait(futures)
+            with pytest.raises(RuntimeError, match=r"mc\.as_completed\(\).*await"):
+                mc.as_completed(futures, timeout=5)
+            assert len(mc.wait(futures, timeout=0).not_done) == 2
+            values = list(await asyncio.gather(*futures))
+            assert mc.wait(futures).not_done == set()  # done: nothing to block for
+            return values
+
+    assert _run(main) == [2, 4]
+
+
 def test_leaving_a_pool_block_with_calls_still_on_the_callers_loop() -> None:
     """shutdown() cannot wait, in the caller's loop, for calls that need that
     loop to run: it returns, and they go on as the loop does."""

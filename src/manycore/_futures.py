@@ -29,6 +29,10 @@ class AwaitableFuture(Future[T]):
 
         return asyncio.wrap_future(self).__await__()
 
+    def check_blocking_wait(self, what: str) -> None:
+        """Raise if ``what`` (a blocking wait for this future in the calling
+        thread) could never end: nothing here; see the asyncio backend's."""
+
 
 class EngineFuture(AwaitableFuture[Any]):
     """A ``Future`` whose ``result()`` reads its own result from the pipes.
