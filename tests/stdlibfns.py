@@ -71,3 +71,16 @@ def signal_init(event: Any, value: Any, conn: Any) -> None:
         value.value += 1
     conn.send(os.getpid())
     event.set()
+
+
+def nested_timed_map(seconds: float) -> tuple[str, float]:
+    """A map with a timeout inside a task, of an item that overstays it: the
+    error's type and how long the map took."""
+    import time
+
+    began = time.monotonic()
+    try:
+        mc.map(time.sleep, [seconds], timeout=0.5)
+    except Exception as exc:
+        return type(exc).__name__, time.monotonic() - began
+    return "no error", time.monotonic() - began

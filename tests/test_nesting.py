@@ -17,7 +17,7 @@ import pytest
 import manycore as mc
 from conftest import PROCESS_BACKENDS
 from helpers import square
-from stdlibfns import nested_map, nested_pool_sizes
+from stdlibfns import nested_map, nested_pool_sizes, nested_timed_map
 
 _BOUND = 30.0  # seconds: a call that takes longer is taken as hung
 
@@ -58,6 +58,18 @@ def test_a_map_inside_a_process_worker_starts_no_processes(backend: tuple[str, s
     with mc.Pool(2, start_method=backend[1]) as pool:
         results = pool.map(nested_map, [8, 3], timeout=_BOUND)
     assert results == [(list(range(8, 0, -1)), 0), ([3, 2, 1], 0)]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_map_with_a_timeout_inside_a_process_worker_still_stops_the_item(
+    backend: tuple[str, str],
+) -> None:
+    # Run in the worker itself, the item could not be stopped: timeout=0.5 would
+    # have waited out the whole call (or for ever, for a hung one).
+    with mc.Pool(1, start_method=backend[1]) as pool:
+        [(error, seconds)] = pool.map(nested_timed_map, [20], timeout=_BOUND)
+    assert error == "TaskTimeout"
+    assert seconds < 10
 
 
 def test_a_pool_made_inside_a_worker_is_sized_to_its_share() -> None:
