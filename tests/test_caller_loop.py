@@ -242,3 +242,32 @@ def test_an_error_on_the_callers_loop_starts_its_traceback_at_the_call() -> None
         tb = tb.tb_next
     assert "call_at" not in names and "_at_home" not in names, names
     assert names[-1] == "bad"
+
+
+def test_shutdown_does_not_wait_for_calls_on_a_stopped_callers_loop() -> None:
+    """Submitted from a loop that then stops (not closed: between two
+    run_until_complete() calls), a call waits for that loop to run again.
+    shutdown() from plain code does not wait for it (it waited for ever); the
+    call still runs when that loop does."""
+
+    async def submit() -> Any:
+        _loop_of_caller.append(asyncio.get_running_loop())
+        return pool.submit(on_callers_loop, 3)
+
+    pool = mc.Pool(1, backend="asyncio")
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.run_until_complete(submit())
+        stopper = threading.Thread(target=pool.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive(), "shutdown() waited for a loop that is not running"
+        assert not future.done()
+
+        async def finish() -> Any:
+            return await asyncio.wait_for(asyncio.wrap_future(future), 10)
+
+        assert loop.run_until_complete(finish()) == 6
+    finally:
+        _loop_of_caller.clear()
+        loop.close()
