@@ -164,3 +164,25 @@ def test_nested_work_with_a_timeout_on_a_busy_threads_pool_times_out_in_time() -
             assert time.monotonic() - began < 10
         finally:
             release.set()
+
+
+def test_a_waiting_thread_lends_its_slot_to_one_thread_only() -> None:
+    # Each batch of a nested timed map is new work: one thread per batch would
+    # start dozens. The waiting thread lends its slot once; its work queues there.
+    import time
+
+    peak = [0]
+
+    def count_threads(x: int) -> int:
+        names = [t.name for t in threading.enumerate()]
+        peak[0] = max(peak[0], sum(n[len("manycore-thread-") :].isdigit() for n in names))
+        time.sleep(0.005)
+        return x
+
+    with mc.Pool(2, backend="threads") as pool:
+
+        def outer(_: int) -> int:
+            return len(pool.map(count_threads, range(100), timeout=_BOUND, chunksize=1))
+
+        assert _bounded(lambda: pool.map(outer, [0, 1])) == [100, 100]
+    assert peak[0] <= 4  # two waiting threads, and one thread in each one's slot

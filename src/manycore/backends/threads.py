@@ -66,6 +66,9 @@ class ThreadBackend(Backend):
         # thread abandoned after a timeout takes over its slot.
         self._slot_of: dict[threading.Thread, int] = {}
         self._restarts: dict[int, int] = {}
+        # Threads started in the slot of a thread that waits for nested work: to
+        # that thread (one each: more of its work waits for the same one).
+        self._borrowed: dict[threading.Thread, threading.Thread] = {}
         self._idle = 0
         self._running: dict[Batch, _Running] = {}
         self._closing = False
@@ -85,11 +88,11 @@ class ThreadBackend(Backend):
             if not inline:
                 # (Work a waiting thread needs goes first, as if it ran it itself.)
                 self._queue_locked(batch, done, first=lender is not None)
-            if lender is not None and not inline:
+            if lender is not None and not inline and lender not in self._borrowed.values():
                 # Timed work cannot run in the thread that waits for it (that thread
                 # could not give up on it), nor can a retry sent by a timer thread:
                 # a thread of its own takes the waiting thread's slot meanwhile.
-                self._start_thread_locked(self._slot_of[lender])
+                self._borrowed[self._start_thread_locked(self._slot_of[lender])] = lender
         if inline:
             self._run_inline(batch, done)
 
@@ -169,7 +172,7 @@ class ThreadBackend(Backend):
 
     # ----------------------------------------------------------------- threads
 
-    def _start_thread_locked(self, slot: int | None = None) -> None:
+    def _start_thread_locked(self, slot: int | None = None) -> threading.Thread:
         """Start a thread in the lowest free slot, or in ``slot``: one lent by a
         thread that waits for nested work (the pool then has a thread too many,
         which ends once it finds no work; see ``_serve``)."""
@@ -180,6 +183,7 @@ class ThreadBackend(Backend):
         self._threads.add(t)
         self._slot_of[t] = slot
         t.start()
+        return t
 
     def restarts(self) -> dict[Any, int]:
         with self._cond:
@@ -220,6 +224,7 @@ class ThreadBackend(Backend):
         with self._cond:
             self._threads.discard(me)
             self._slot_of.pop(me, None)
+            self._borrowed = {b: t for b, t in self._borrowed.items() if me not in (b, t)}
             self._alarm.notify()  # the watchdog may stop when none is left
             self._drained.notify_all()
 
@@ -317,9 +322,12 @@ class ThreadBackend(Backend):
                 self._threads.discard(run.thread)
                 slot = self._slot_of.pop(run.thread)
                 expired.append((run, seen[0], slot))
+                lender = self._borrowed.pop(run.thread, None)
                 if not self._closing or self._work:
-                    self._start_thread_locked()
+                    replacement = self._start_thread_locked(slot)
                     self._restarts[slot] = self._restarts.get(slot, 0) + 1
+                    if lender is not None:  # it takes over the lent slot too
+                        self._borrowed[replacement] = lender
                 self._drained.notify_all()
             else:
                 wait = left if wait is None else min(wait, left)
