@@ -186,3 +186,23 @@ def test_a_waiting_thread_lends_its_slot_to_one_thread_only() -> None:
 
         assert _bounded(lambda: pool.map(outer, [0, 1])) == [100, 100]
     assert peak[0] <= 4  # two waiting threads, and one thread in each one's slot
+
+
+@pytest.mark.parametrize("timeout", [None, _BOUND], ids=["in-the-thread", "lent-slot"])
+def test_the_pools_stats_count_nested_time_once(timeout: float | None) -> None:
+    import time
+
+    with mc.Pool(1, backend="threads") as pool:
+        inner: list[mc.Stats] = []
+
+        def outer(_: int) -> list[None]:
+            values, stats = pool.map(time.sleep, [0.2, 0.2], stats=True, timeout=timeout)
+            inner.append(stats)
+            return values
+
+        _bounded(lambda: pool.map(outer, [0]))
+        stats = pool.stats()
+    # The outer item's 0.4 s include the nested items': one slot, busy once.
+    assert 0.35 < stats.busy < 0.6
+    assert stats.items == 3
+    assert inner[0].busy > 0.35  # the nested call's own stats count its items' time

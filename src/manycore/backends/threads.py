@@ -121,6 +121,7 @@ class ThreadBackend(Backend):
         )
         with self._cond:
             result.worker = self._slot_of.get(threading.current_thread())
+        result.nested = True  # in the time of the item that waits for it
         done(batch, result)
 
     def _queue_locked(self, batch: Batch, done: Done, first: bool = False) -> None:
@@ -241,6 +242,7 @@ class ThreadBackend(Backend):
                 batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
             )
             result.worker = slot
+            result.nested = self._lent(run.thread)
             done(batch, result)
             del batch, done, result, run
             return True
@@ -258,10 +260,16 @@ class ThreadBackend(Backend):
             self._running.pop(batch, None)
             if run.abandoned:
                 return False
+            result.nested = run.thread in self._borrowed
         assert run.done is not None
         run.done(batch, result)
         del batch, result, run
         return True
+
+    def _lent(self, thread: threading.Thread) -> bool:
+        """``thread`` runs in the slot of a thread that waits for its work."""
+        with self._cond:
+            return thread in self._borrowed
 
     def _initialise(self) -> tuple[bool, Any]:
         """Run ``init`` in this thread: (succeeded, what it returned)."""
