@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
@@ -271,3 +272,100 @@ def test_shutdown_does_not_wait_for_calls_on_a_stopped_callers_loop() -> None:
     finally:
         _loop_of_caller.clear()
         loop.close()
+
+
+def test_one_pool_awaited_from_two_loops_at_once() -> None:
+    """Each loop's calls run on that loop; neither waits for the other's."""
+    seen: dict[int, set[int]] = {0: set(), 1: set()}
+
+    async def where(i: int) -> int:
+        seen[i].add(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0.05)
+        return i
+
+    with mc.Pool(4, backend="asyncio") as pool:
+        out: dict[int, Any] = {}
+
+        def run(i: int) -> None:
+            async def main() -> list[int]:
+                seen[i].add(-id(asyncio.get_running_loop()))  # this loop, negated
+                return list(await asyncio.gather(*[pool.submit(where, i) for _ in range(5)]))
+
+            out[i] = asyncio.run(main())
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads), "a loop's calls hung"
+    assert out == {0: [0] * 5, 1: [1] * 5}
+    for ids in seen.values():  # each loop's calls ran on that very loop
+        assert len(ids) == 2 and sum(ids) == 0
+
+
+def test_cancelling_the_awaiting_task_cancels_the_call_on_the_callers_loop() -> None:
+    cancelled = asyncio.Event()
+
+    async def hang(_: int) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> bool:
+        with mc.Pool(1, backend="asyncio") as pool:
+            waiting = asyncio.ensure_future(pool.submit(hang, 1))
+            await asyncio.sleep(0.2)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.wait_for(cancelled.wait(), 5)
+            return True
+
+    assert _run(main)
+
+
+def _nothing() -> None:
+    return None
+
+
+@pytest.mark.parametrize("kind", ["asyncio-with-init", "processes"])
+def test_cancelling_the_awaiting_task_stops_the_call_as_amap_does(kind: str) -> None:
+    """As for ``await mc.amap``: a coroutine is cancelled (a pool with init runs
+    it on its own loop), a process worker is killed and replaced."""
+    import time
+
+    cancelled = threading.Event()
+
+    async def hang(_: int) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> None:
+        if kind == "processes":
+            pool = mc.Pool(1)
+            fn: Any = time.sleep
+            pids = pool.pids()
+        else:
+            pool = mc.Pool(1, backend="asyncio", init=_nothing)
+            fn = hang
+        with pool:
+            future = pool.submit(fn, 60)
+            waiting = asyncio.ensure_future(future)
+            await asyncio.sleep(0.5)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.to_thread(mc.wait, [future], 10)
+            assert future.cancelled() or isinstance(future.exception(), CancelledError)
+            if kind == "processes":
+                assert pool.pids() != pids  # the worker was killed and replaced
+            else:
+                assert await asyncio.to_thread(cancelled.wait, 10)
+
+    asyncio.run(main())
