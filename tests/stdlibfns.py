@@ -84,3 +84,24 @@ def nested_timed_map(seconds: float) -> tuple[str, float]:
     except Exception as exc:
         return type(exc).__name__, time.monotonic() - began
     return "no error", time.monotonic() - began
+
+
+class Box:
+    """A result that can be watched with a weak reference in the parent."""
+
+    def __init__(self, value: int):
+        self.value = value
+
+
+def box_after_a_first_failure(marker: str, value: int, stall: float) -> Box:
+    """Fails (``stall`` == 0) or stalls (> 0) the first time it runs for ``marker``
+    (a file path, so the first try is known in any worker), then returns a Box."""
+    import time
+
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return Box(value)
+    if stall:
+        time.sleep(stall)
+    raise ValueError("first try fails")
