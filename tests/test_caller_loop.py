@@ -127,6 +127,11 @@ def test_mc_wait_and_as_completed_on_such_futures_in_their_own_loop_are_refused(
             with pytest.raises(RuntimeError, match=r"mc\.as_completed\(\).*await"):
                 mc.as_completed(futures, timeout=5)
             assert len(mc.wait(futures, timeout=0).not_done) == 2
+            with mc.Pool(1, backend="threads") as threads:
+                # The first to finish may be one that does not need this loop: allowed.
+                other = threads.submit(abs, -1)
+                first = mc.wait([*futures, other], timeout=10, return_when="FIRST_COMPLETED")
+                assert other in first.done
             values = list(await asyncio.gather(*futures))
             assert mc.wait(futures).not_done == set()  # done: nothing to block for
             return values

@@ -281,8 +281,7 @@ def wait(
     v.check_choice(return_when, "return_when", _RETURN_WHEN)
     v.check_bool(progress, "progress")
     deadline = _deadline(timeout)
-    if return_when != "FIRST_COMPLETED" or not any(f.done() for f in fs):
-        _check_blocking(fs, timeout, "mc.wait()")
+    _check_blocking(fs, timeout, "mc.wait()", any_one=return_when == "FIRST_COMPLETED")
     help_along(fs, deadline, first=return_when == "FIRST_COMPLETED")
     if progress:
         return _wait_showing(fs, deadline, return_when)
@@ -351,15 +350,27 @@ def _check_futures(futures: Any, name: str) -> list[Future[Any]]:
     return fs
 
 
-def _check_blocking(fs: list[Future[Any]], timeout: Any, what: str) -> None:
+def _check_blocking(fs: list[Future[Any]], timeout: Any, what: str, any_one: bool = False) -> None:
     """Refuse a wait that blocks this thread for futures only it can settle (an
     asyncio pool's calls submitted from the event loop running here): it would
-    end only at its timeout, or never. A poll (``timeout=0``) blocks nothing."""
+    end only at its timeout, or never. A poll (``timeout=0``) blocks nothing;
+    ``any_one``: the wait ends with the first future done, so it is refused
+    only if no future can be done meanwhile."""
     if timeout == 0:
         return
+    refusals: list[RuntimeError] = []
     for f in fs:
-        if isinstance(f, AwaitableFuture):
-            f.check_blocking_wait(what)
+        try:
+            if isinstance(f, AwaitableFuture):
+                f.check_blocking_wait(what)
+            if any_one:
+                return  # this one can be done meanwhile (or is)
+        except RuntimeError as exc:
+            refusals.append(exc)
+            if not any_one:
+                raise
+    if refusals:
+        raise refusals[0]
 
 
 def _deadline(timeout: Any) -> float | None:
