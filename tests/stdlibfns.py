@@ -71,3 +71,37 @@ def signal_init(event: Any, value: Any, conn: Any) -> None:
         value.value += 1
     conn.send(os.getpid())
     event.set()
+
+
+def nested_timed_map(seconds: float) -> tuple[str, float]:
+    """A map with a timeout inside a task, of an item that overstays it: the
+    error's type and how long the map took."""
+    import time
+
+    began = time.monotonic()
+    try:
+        mc.map(time.sleep, [seconds], timeout=0.5)
+    except Exception as exc:
+        return type(exc).__name__, time.monotonic() - began
+    return "no error", time.monotonic() - began
+
+
+class Box:
+    """A result that can be watched with a weak reference in the parent."""
+
+    def __init__(self, value: int):
+        self.value = value
+
+
+def box_after_a_first_failure(marker: str, value: int, stall: float) -> Box:
+    """Fails (``stall`` == 0) or stalls (> 0) the first time it runs for ``marker``
+    (a file path, so the first try is known in any worker), then returns a Box."""
+    import time
+
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return Box(value)
+    if stall:
+        time.sleep(stall)
+    raise ValueError("first try fails")

@@ -121,3 +121,21 @@ def test_a_backend_the_user_named_is_kept_for_an_async_function() -> None:
         mc.map(double, [1], backend="threads")
     with pytest.raises(TypeError, match="use backend='asyncio'"):
         asyncio.run(mc.amap(double, [1], backend="processes"))
+
+
+def test_on_a_closed_pool_a_bad_option_is_named_first() -> None:
+    """As concurrent.futures does (``map(chunksize=0)`` after ``shutdown()`` is a
+    ValueError): the call is wrong whatever the pool's state; a good call on a
+    closed pool is PoolClosed."""
+    pool = mc.Pool(2, backend="threads")
+    pool.shutdown()
+    with pytest.raises(ValueError, match="timeout"):
+        pool.map(abs, [1], timeout=-1)
+    with pytest.raises(ValueError, match="chunksize"):
+        pool.imap(abs, [1], chunksize=0)
+    with pytest.raises(ValueError, match="retries"):
+        pool.schedule(abs, (1,), retries=-1)
+    with pytest.raises(mc.PoolClosed):
+        pool.map(abs, [1], timeout=1)
+    with pytest.raises(mc.PoolClosed):
+        pool.schedule(abs, (1,), retries=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
@@ -112,6 +113,30 @@ def test_blocking_on_such_a_future_in_its_own_loop_is_refused() -> None:
             return await future
 
     assert _run(main) == 8
+
+
+def test_mc_wait_and_as_completed_on_such_futures_in_their_own_loop_are_refused() -> None:
+    """They would block the loop that runs the calls: until the timeout, with
+    nothing done, or for ever. A poll (timeout=0) is fine."""
+
+    async def main() -> list[int]:
+        with mc.Pool(2, backend="asyncio") as pool:
+            futures = [pool.submit(on_callers_loop, x) for x in (1, 2)]
+            with pytest.raises(RuntimeError, match=r"mc\.wait\(\).*await"):
+                mc.wait(futures)
+            with pytest.raises(RuntimeError, match=r"mc\.as_completed\(\).*await"):
+                mc.as_completed(futures, timeout=5)
+            assert len(mc.wait(futures, timeout=0).not_done) == 2
+            with mc.Pool(1, backend="threads") as threads:
+                # The first to finish may be one that does not need this loop: allowed.
+                other = threads.submit(abs, -1)
+                first = mc.wait([*futures, other], timeout=10, return_when="FIRST_COMPLETED")
+                assert other in first.done
+            values = list(await asyncio.gather(*futures))
+            assert mc.wait(futures).not_done == set()  # done: nothing to block for
+            return values
+
+    assert _run(main) == [2, 4]
 
 
 def test_leaving_a_pool_block_with_calls_still_on_the_callers_loop() -> None:
@@ -223,3 +248,129 @@ def test_an_error_on_the_callers_loop_starts_its_traceback_at_the_call() -> None
         tb = tb.tb_next
     assert "call_at" not in names and "_at_home" not in names, names
     assert names[-1] == "bad"
+
+
+def test_shutdown_does_not_wait_for_calls_on_a_stopped_callers_loop() -> None:
+    """Submitted from a loop that then stops (not closed: between two
+    run_until_complete() calls), a call waits for that loop to run again.
+    shutdown() from plain code does not wait for it (it waited for ever); the
+    call still runs when that loop does."""
+
+    async def submit() -> Any:
+        _loop_of_caller.append(asyncio.get_running_loop())
+        return pool.submit(on_callers_loop, 3)
+
+    pool = mc.Pool(1, backend="asyncio")
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.run_until_complete(submit())
+        stopper = threading.Thread(target=pool.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive(), "shutdown() waited for a loop that is not running"
+        assert not future.done()
+
+        async def finish() -> Any:
+            return await asyncio.wait_for(asyncio.wrap_future(future), 10)
+
+        assert loop.run_until_complete(finish()) == 6
+    finally:
+        _loop_of_caller.clear()
+        loop.close()
+
+
+def test_one_pool_awaited_from_two_loops_at_once() -> None:
+    """Each loop's calls run on that loop; neither waits for the other's."""
+    seen: dict[int, set[int]] = {0: set(), 1: set()}
+
+    async def where(i: int) -> int:
+        seen[i].add(id(asyncio.get_running_loop()))
+        await asyncio.sleep(0.05)
+        return i
+
+    with mc.Pool(4, backend="asyncio") as pool:
+        out: dict[int, Any] = {}
+
+        def run(i: int) -> None:
+            async def main() -> list[int]:
+                seen[i].add(-id(asyncio.get_running_loop()))  # this loop, negated
+                return list(await asyncio.gather(*[pool.submit(where, i) for _ in range(5)]))
+
+            out[i] = asyncio.run(main())
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads), "a loop's calls hung"
+    assert out == {0: [0] * 5, 1: [1] * 5}
+    for ids in seen.values():  # each loop's calls ran on that very loop
+        assert len(ids) == 2 and sum(ids) == 0
+
+
+def test_cancelling_the_awaiting_task_cancels_the_call_on_the_callers_loop() -> None:
+    cancelled = asyncio.Event()
+
+    async def hang(_: int) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> bool:
+        with mc.Pool(1, backend="asyncio") as pool:
+            waiting = asyncio.ensure_future(pool.submit(hang, 1))
+            await asyncio.sleep(0.2)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.wait_for(cancelled.wait(), 5)
+            return True
+
+    assert _run(main)
+
+
+def _nothing() -> None:
+    return None
+
+
+@pytest.mark.parametrize("kind", ["asyncio-with-init", "processes"])
+def test_cancelling_the_awaiting_task_stops_the_call_as_amap_does(kind: str) -> None:
+    """As for ``await mc.amap``: a coroutine is cancelled (a pool with init runs
+    it on its own loop), a process worker is killed and replaced."""
+    import time
+
+    cancelled = threading.Event()
+
+    async def hang(_: int) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> None:
+        if kind == "processes":
+            pool = mc.Pool(1)
+            fn: Any = time.sleep
+            pids = pool.pids()
+        else:
+            pool = mc.Pool(1, backend="asyncio", init=_nothing)
+            fn = hang
+        with pool:
+            future = pool.submit(fn, 60)
+            waiting = asyncio.ensure_future(future)
+            await asyncio.sleep(0.5)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.to_thread(mc.wait, [future], 10)
+            assert future.cancelled() or isinstance(future.exception(), CancelledError)
+            if kind == "processes":
+                assert pool.pids() != pids  # the worker was killed and replaced
+            else:
+                assert await asyncio.to_thread(cancelled.wait, 10)
+
+    asyncio.run(main())

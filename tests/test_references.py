@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import manycore as mc
+from conftest import PROCESS_BACKENDS
 from helpers import square
 
 
@@ -176,3 +177,52 @@ def test_no_stale_reference_after_a_retry(name: str, timeout: float | None) -> N
         ref = weakref.ref(result)
         del result
         assert _freed(ref), "the retried task's result outlived its future"
+
+
+def test_no_stale_reference_while_a_timed_out_thread_goes_on() -> None:
+    """A thread given up on after a timeout goes on with its call (maybe for ever):
+    it must not keep the task's future, and so the retry's result, alive."""
+    import threading
+
+    release = threading.Event()
+    tries: list[int] = []
+
+    def stuck_first(value: int) -> Thing:
+        tries.append(value)
+        if len(tries) == 1:
+            release.wait(30)
+        return Thing(value)
+
+    with mc.Pool(1, backend="threads") as pool, _no_cyclic_gc():
+        try:
+            result = pool.schedule(stuck_first, (4,), retries=1, timeout=0.3).result(timeout=30)
+            assert result.value == 4 and tries == [4, 4]
+            ref = weakref.ref(result)
+            del result
+            assert _freed(ref), "the abandoned thread kept the retried task's result"
+        finally:
+            release.set()
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+@pytest.mark.parametrize("stall", [0.0, 30.0], ids=["raised", "timed-out"])
+def test_no_stale_reference_after_a_retry_on_processes(
+    backend: tuple[str, str], stall: float, tmp_path: Any
+) -> None:
+    from stdlibfns import box_after_a_first_failure
+
+    method = backend[1]
+    with mc.Pool(1, start_method=method) as pool, _no_cyclic_gc():
+        marker = str(tmp_path / "tried")
+        future = pool.schedule(box_after_a_first_failure, (marker, 4, stall), retries=1, timeout=1)
+        result = future.result(timeout=30)
+        assert result.value == 4
+        ref = weakref.ref(result)
+        del future, result
+        assert _freed(ref), "the retried task's result outlived its future"
+        values = pool.map(
+            box_after_a_first_failure, [marker + "2"], [5], [stall], retries=1, timeout=1
+        )
+        ref = weakref.ref(values[0])
+        del values
+        assert _freed(ref), "the retried item's result outlived the map"

@@ -110,7 +110,11 @@ def _planner(
 
     def make() -> tuple[MapRun, Callable[[], None]]:
         lease = _lease_default_pool(
-            backend, args["workers"], args["start_method"], args["concurrency"]
+            backend,
+            args["workers"],
+            args["start_method"],
+            args["concurrency"],
+            timed=args["timeout"] is not None,
         )
         try:
             checked = lease.pool._map_options(**options)

@@ -77,9 +77,11 @@ def _lease_default_pool(
     start_method: str | None,
     concurrency: int | None = None,
     address: str | None = None,
+    timed: bool = False,
 ) -> _Lease:
-    """The default pool, held open for a call until ``release()``."""
-    return _get_pool(backend, workers, start_method, concurrency, True, address)
+    """The default pool, held open for a call until ``release()``. ``timed``: the
+    call has a ``timeout`` (which a map run inside a worker must still enforce)."""
+    return _get_pool(backend, workers, start_method, concurrency, True, address, timed)
 
 
 def _get_pool(
@@ -89,16 +91,22 @@ def _get_pool(
     concurrency: int | None,
     lease: bool,
     address: str | None = None,
+    timed: bool = False,
 ) -> _Lease:
     v.check_backend(backend)
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
     v.check_cluster(backend, address, None, workers)
-    if backend == "processes" and workers is None and worker_share() is not None:
+    share = worker_share()
+    if backend == "processes" and workers is None and share is not None:
         # A nested map in a worker process: it runs in the worker itself, which
         # holds its share of the CPUs already (a pool per worker would start
-        # workers x CPUs processes). An explicit workers= still gets its pool.
-        backend, start_method = "serial", None
+        # workers x CPUs processes). An explicit workers= still gets its pool,
+        # and so does a timeout= (only a process can be stopped), of that share.
+        if timed:
+            workers = share
+        else:
+            backend, start_method = "serial", None
     key = (backend, workers, start_method, address)
     evicted: list[Pool] = []
     with _lock:
@@ -195,7 +203,9 @@ def map(  # type: ignore[misc]
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
     )
-    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
         return pool.map(
@@ -243,7 +253,9 @@ def imap(
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
     )
-    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
     try:
         results = lease.pool.imap(
             fn,
@@ -321,7 +333,9 @@ def starmap(  # type: ignore[misc]  # (see map)
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
     )
-    lease = _lease_default_pool(backend, workers, start_method, concurrency, address)
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
     pool = lease.pool
     with _stop_on_interrupt(pool, lease):
         return pool.starmap(

@@ -91,7 +91,9 @@ class BatchResult:
     For :mod:`manycore._stats`: ``slowest`` lists ``(offset, seconds)`` of the
     batch's slowest items when they were timed one by one; ``moving`` is the
     seconds spent pickling, copying and loading the batch's data; ``worker`` is
-    the slot (or cluster address) of the worker that ran it.
+    the slot (or cluster address) of the worker that ran it; ``nested``: it ran
+    while an item of the same pool waited for it, in that item's slot (threads),
+    so its time is counted once, as that item's.
     """
 
     values: list[Any]
@@ -101,6 +103,7 @@ class BatchResult:
     slowest: list[tuple[int, float]] | None = None
     moving: float = 0.0
     worker: int | str | None = None
+    nested: bool = False
 
 
 def run_batch(

@@ -9,7 +9,7 @@ never blocked; ``result()``, ``wait()`` and ``as_completed()`` work as usual.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,12 +22,28 @@ T = TypeVar("T")
 
 
 class AwaitableFuture(Future[T]):
-    """A ``concurrent.futures.Future`` that is also awaitable."""
+    """A ``concurrent.futures.Future`` that is also awaitable.
+
+    ``on_abandoned``: told when a task awaiting the future is cancelled before it
+    is done (the pool stops the call where it can, as ``mc.amap`` does, and as
+    cancelling a task that awaits an asyncio task cancels that task)."""
+
+    on_abandoned: Callable[[Future[Any]], object] | None = None
 
     def __await__(self) -> Generator[Any, None, T]:
         import asyncio  # here: importing it costs start-up time nobody else needs
 
-        return asyncio.wrap_future(self).__await__()
+        try:
+            return (yield from asyncio.wrap_future(self).__await__())
+        except asyncio.CancelledError:
+            stop = self.on_abandoned
+            if stop is not None and not self.done():
+                stop(self)
+            raise
+
+    def check_blocking_wait(self, what: str) -> None:
+        """Raise if ``what`` (a blocking wait for this future in the calling
+        thread) could never end: nothing here; see the asyncio backend's."""
 
 
 class EngineFuture(AwaitableFuture[Any]):

@@ -131,7 +131,7 @@ class Pool(Executor, SharedPrimitives):
         self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
-        self._recorder = self._new_recorder()
+        self._recorder = self._new_recorder(whole_pool=True)
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -167,12 +167,12 @@ class Pool(Executor, SharedPrimitives):
             self._recorder.reset(restarts)
         return stats
 
-    def _new_recorder(self) -> StatsRecorder:
+    def _new_recorder(self, whole_pool: bool = False) -> StatsRecorder:
         backend = self._backend
         # Serial runs one call at a time whatever its worker count says.
         capacity = backend.workers if backend.concurrent else 1
         slots = capacity if backend.numbered_workers else 0
-        return StatsRecorder(slots, backend.restarts(), capacity)
+        return StatsRecorder(slots, backend.restarts(), capacity, whole_pool)
 
     def __repr__(self) -> str:
         return (

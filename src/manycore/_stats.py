@@ -138,8 +138,15 @@ class StatsRecorder:
     """Adds up finished batches per worker (any thread may call ``record``)."""
 
     def __init__(
-        self, slots: int, restarts: Mapping[Any, int] | None = None, capacity: int | None = None
+        self,
+        slots: int,
+        restarts: Mapping[Any, int] | None = None,
+        capacity: int | None = None,
+        whole_pool: bool = False,
     ):
+        # The pool's own (``whole_pool``) counts the time of nested work once: as
+        # the time of the item that waits for it (BatchResult.nested).
+        self._whole_pool = whole_pool
         self._slots = slots
         self._capacity = capacity or max(1, slots)
         self._lock = threading.Lock()
@@ -172,7 +179,8 @@ class StatsRecorder:
             tally.items += ran
             tally.failed += len(result.failures) if result.failures else 0
             tally.batches += 1
-            tally.busy += result.elapsed
+            if not (result.nested and self._whole_pool):
+                tally.busy += result.elapsed
             tally.moving += result.moving
             slowest = result.slowest
             if slowest is None and len(batch) == 1 and not result.unrun:

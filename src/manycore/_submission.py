@@ -3,12 +3,14 @@ error is one to retry, and its future settled with the outcome."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from ._batch import Batch, BatchResult
 from ._errors import PoolBroken, PoolClosed
+from ._futures import AwaitableFuture
 from ._scheduler import Policy
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ class Submission:
         self.on_batch = on_batch
         self.attempts = 0
         self.origin: Any = None  # the backend's origin() when submit() was called
+        if isinstance(future, AwaitableFuture):
+            future.on_abandoned = stopper(pool)
 
     def launch(self, first: bool) -> None:
         pool, future, policy = self.pool, self.future, self.policy
@@ -119,6 +123,19 @@ def fail(future: Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
     except InvalidStateError:
         pass  # settled meanwhile by another thread
+
+
+def stopper(pool: Pool) -> Callable[[Future[Any]], object]:
+    """What stops a call whose awaiting task was cancelled: ``pool.cancel(future,
+    force=True)``. (The pool by a weak reference: the future must not keep it.)"""
+    ref = weakref.ref(pool)
+
+    def stop(future: Future[Any]) -> None:
+        alive = ref()
+        if alive is not None:
+            alive.cancel(future, force=True)
+
+    return stop
 
 
 def still_wanted(future: Future[Any]) -> Callable[[], bool]:

@@ -16,6 +16,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import _state
 from . import _validate as v
+from ._futures import AwaitableFuture
 from ._pool import PoolState
 from ._serialize import PROTOCOL, _by_reference, dumps_fn, loads_code, with_shipments
 from ._taskrun import current_pool, futures_in
@@ -280,6 +281,7 @@ def wait(
     v.check_choice(return_when, "return_when", _RETURN_WHEN)
     v.check_bool(progress, "progress")
     deadline = _deadline(timeout)
+    _check_blocking(fs, timeout, "mc.wait()", any_one=return_when == "FIRST_COMPLETED")
     help_along(fs, deadline, first=return_when == "FIRST_COMPLETED")
     if progress:
         return _wait_showing(fs, deadline, return_when)
@@ -321,6 +323,7 @@ def as_completed(
     """``concurrent.futures.as_completed`` for any futures: each as it finishes."""
     fs = _check_futures(futures, "as_completed")
     deadline = _deadline(timeout)
+    _check_blocking(fs, timeout, "mc.as_completed()")
     return _completed(fs, deadline)
 
 
@@ -345,6 +348,29 @@ def _check_futures(futures: Any, name: str) -> list[Future[Any]]:
         if not isinstance(f, Future):
             raise TypeError(f"{name}() takes futures, got an item of type {type(f).__name__}")
     return fs
+
+
+def _check_blocking(fs: list[Future[Any]], timeout: Any, what: str, any_one: bool = False) -> None:
+    """Refuse a wait that blocks this thread for futures only it can settle (an
+    asyncio pool's calls submitted from the event loop running here): it would
+    end only at its timeout, or never. A poll (``timeout=0``) blocks nothing;
+    ``any_one``: the wait ends with the first future done, so it is refused
+    only if no future can be done meanwhile."""
+    if timeout == 0:
+        return
+    refusals: list[RuntimeError] = []
+    for f in fs:
+        try:
+            if isinstance(f, AwaitableFuture):
+                f.check_blocking_wait(what)
+            if any_one:
+                return  # this one can be done meanwhile (or is)
+        except RuntimeError as exc:
+            refusals.append(exc)
+            if not any_one:
+                raise
+    if refusals:
+        raise refusals[0]
 
 
 def _deadline(timeout: Any) -> float | None:

@@ -86,3 +86,42 @@ def test_mc_map_in_a_forked_child_gets_a_default_pool_of_its_own(backend: str) -
     assert mc.map(square, range(3), backend=backend) == [0, 1, 4]  # the parent's is warm
     assert _in_forked_child(lambda: _default_map(backend)) == _RAN
     assert mc.map(square, range(3), backend=backend) == [0, 1, 4]  # and still works here
+
+
+async def _negate(x: int) -> int:
+    return -x
+
+
+def _default_imap_and_amap() -> int:
+    import asyncio
+
+    ok = list(mc.imap(square, range(4), timeout=10)) == [0, 1, 4, 9]
+    ok = ok and asyncio.run(mc.amap(_negate, [1, 2])) == [-1, -2]  # (asyncio's default pool)
+    ok = ok and asyncio.run(mc.amap(square, [3], timeout=10)) == [9]
+    mc.shutdown_default_pools()
+    return _RAN if ok else _OTHER_ERROR
+
+
+def test_mc_imap_and_amap_in_a_forked_child_get_default_pools_of_their_own() -> None:
+    import asyncio
+
+    # The parent's default pools are warm: processes, and asyncio with its loop thread.
+    assert list(mc.imap(square, range(3))) == [0, 1, 4]
+    assert mc.map(_negate, [1]) == [-1]
+    assert asyncio.run(mc.amap(square, [2])) == [4]
+    assert _in_forked_child(_default_imap_and_amap) == _RAN
+
+
+def test_the_parents_pool_refuses_an_imap_in_a_forked_child() -> None:
+    def body() -> int:
+        try:
+            list(pool.imap(square, range(4)))
+        except mc.PoolClosed as exc:
+            return _REFUSED if str(pool._pid) in str(exc) else _OTHER_ERROR
+        except BaseException:
+            return _OTHER_ERROR
+        return _RAN
+
+    with mc.Pool(2) as pool:
+        assert list(pool.imap(square, range(3))) == [0, 1, 4]
+        assert _in_forked_child(body) == _REFUSED

@@ -165,26 +165,27 @@ class LoopFuture(AwaitableFuture[T]):
         self._backend = backend
         self._home = home
 
-    def _check_thread(self, what: str) -> None:
+    def check_blocking_wait(self, what: str) -> None:
         if self.done():
             return
         if threading.current_thread() is self._backend._thread:
             raise RuntimeError(
-                f"future.{what}() inside a task of the same asyncio pool would block its "
+                f"{what} inside a task of the same asyncio pool would block its "
                 "event loop, the one that is to settle the future, forever; "
                 "use `await pool.submit(...)`"
             )
         if self._home is not None and running_loop() is self._home:
             raise RuntimeError(
-                f"future.{what}() on the event loop that submitted the call would block "
-                "that loop, which runs the call, forever: use `await future` (an asyncio "
+                f"{what} on the event loop that submitted the call would block "
+                "that loop, which runs the call, forever: use `await future` (or asyncio.wait, "
+                "asyncio.gather over the futures; an asyncio "
                 "pool runs work submitted from a coroutine on that coroutine's loop)"
             )
 
     def result(self, timeout: float | None = None) -> T:
-        self._check_thread("result")
+        self.check_blocking_wait("future.result()")
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._check_thread("exception")
+        self.check_blocking_wait("future.exception()")
         return super().exception(timeout)

@@ -45,6 +45,7 @@ __all__ = ["DEFAULT_CONCURRENCY", "AsyncioBackend"]
 
 DEFAULT_CONCURRENCY = 100  # coroutines at once when neither workers nor concurrency is given
 _GRACE = 1.0  # seconds cancelled coroutines get to finish before the loop closes
+_LOOK_AGAIN = 1.0  # seconds between looks, in shutdown(), at the callers' loops
 
 
 @dataclass(eq=False)
@@ -236,14 +237,17 @@ class AsyncioBackend(Backend):
             return
         here = running_loop()
         with self._lock:
-            if here is not None and any(j.home is here for j in self._jobs.values()):
-                # Calls running on this very loop cannot go on while it waits
-                # here: wait for the rest; those go on when the loop does.
-                while any(j.home is not here for j in self._jobs.values()):
-                    self._settled.wait()
+            # Calls on this very loop cannot go on while it waits here, nor calls
+            # on a caller's loop that is not running (stopped between two
+            # run_until_complete()): wait for the rest; those go on when their
+            # loop does (or fail when it closes). Looked at again now and then:
+            # a loop may stop meanwhile.
+            while any(_can_go_on(j.home, here) for j in self._jobs.values()):
+                self._settled.wait(_LOOK_AGAIN)
+            if self._jobs:
                 return
-        # Waits for the work to drain; coroutines abandoned after a timeout or
-        # a kill get a bounded grace (_GRACE) on the loop, not an open-ended one.
+        # Waits for the loop to end; coroutines abandoned after a timeout or a
+        # kill get a bounded grace (_GRACE) on the loop, not an open-ended one.
         thread.join()
 
     def terminate(self) -> None:
@@ -536,6 +540,13 @@ class AsyncioBackend(Backend):
             idle = self._closing and not self._jobs
         if idle and self._wakeup is not None:
             self._wakeup.set()
+
+
+def _can_go_on(
+    home: asyncio.AbstractEventLoop | None, here: asyncio.AbstractEventLoop | None
+) -> bool:
+    """A call on ``home`` (None: the pool's loop) ends while ``here`` is blocked."""
+    return home is None or (home is not here and (home.is_running() or home.is_closed()))
 
 
 async def _run_exit(exit_fn: Callable[[], Any] | None) -> None:

@@ -35,7 +35,7 @@ class _Running:
     """A batch some thread runs: which item since when (written by that thread)."""
 
     batch: Batch
-    done: Done
+    done: Done | None  # None once reported: an abandoned thread must not keep the future
     thread: threading.Thread
     now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
     abandoned: bool = False  # timed out: reported already; the thread quits after it
@@ -66,6 +66,9 @@ class ThreadBackend(Backend):
         # thread abandoned after a timeout takes over its slot.
         self._slot_of: dict[threading.Thread, int] = {}
         self._restarts: dict[int, int] = {}
+        # Threads started in the slot of a thread that waits for nested work: to
+        # that thread (one each: more of its work waits for the same one).
+        self._borrowed: dict[threading.Thread, threading.Thread] = {}
         self._idle = 0
         self._running: dict[Batch, _Running] = {}
         self._closing = False
@@ -80,36 +83,52 @@ class ThreadBackend(Backend):
                 raise self._broken()
             if self._closing:
                 raise PoolClosed("the pool has been shut down and accepts no new work")
-            inline = self._nested_without_taker_locked()
+            lender = self._nested_without_taker_locked(batch)
+            inline = lender is threading.current_thread() and batch.timeout is None
             if not inline:
-                self._queue_locked(batch, done)
+                # (Work a waiting thread needs goes first, as if it ran it itself.)
+                self._queue_locked(batch, done, first=lender is not None)
+            if lender is not None and not inline and lender not in self._borrowed.values():
+                # Timed work cannot run in the thread that waits for it (that thread
+                # could not give up on it), nor can a retry sent by a timer thread:
+                # a thread of its own takes the waiting thread's slot meanwhile.
+                self._borrowed[self._start_thread_locked(self._slot_of[lender])] = lender
         if inline:
             self._run_inline(batch, done)
 
-    def _nested_without_taker_locked(self) -> bool:
+    def origin(self) -> threading.Thread | None:
+        """The pool's thread that submits now (its retries are sent by a timer)."""
+        me = threading.current_thread()
+        return me if me in self._threads else None
+
+    def _nested_without_taker_locked(self, batch: Batch) -> threading.Thread | None:
         """Work that one of this pool's own threads gives it (a task's nested map
-        or submit) while no other thread is free to take it: that thread will wait
-        for it, and if every thread did, none would be left to run it (a silent
-        deadlock). It runs the work itself instead, in the slot it holds."""
-        if threading.current_thread() not in self._threads:
-            return False
+        or submit, or its retry) while no other thread is free to take it: that
+        thread will wait for it, and if every thread did, none would be left to
+        run it (a silent deadlock). Returns that thread, which lends its slot."""
+        me = threading.current_thread()
+        lender = me if me in self._threads else batch.origin
+        if lender not in self._threads:
+            return None
         free = self._idle - len(self._work) + self.workers - len(self._threads)
-        return free <= 0
+        return lender if free <= 0 else None
 
     def _run_inline(self, batch: Batch, done: Done) -> None:
         if batch.claim is not None and not batch.claim():
             return
-        # Not timed: the thread that would overstay is the one waiting for it (a
-        # thread cannot be stopped; the outer call's timeout covers it).
         result = run_batch(
             batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
         )
         with self._cond:
             result.worker = self._slot_of.get(threading.current_thread())
+        result.nested = True  # in the time of the item that waits for it
         done(batch, result)
 
-    def _queue_locked(self, batch: Batch, done: Done) -> None:
-        self._work.append((batch, done))
+    def _queue_locked(self, batch: Batch, done: Done, first: bool = False) -> None:
+        if first:
+            self._work.appendleft((batch, done))
+        else:
+            self._work.append((batch, done))
         if self._idle:
             self._cond.notify()
         # A woken thread counts as idle until it takes its item: start another
@@ -154,13 +173,18 @@ class ThreadBackend(Backend):
 
     # ----------------------------------------------------------------- threads
 
-    def _start_thread_locked(self) -> None:
-        used = {self._slot_of[t] for t in self._threads}
-        slot = next(i for i in itertools.count() if i not in used)
+    def _start_thread_locked(self, slot: int | None = None) -> threading.Thread:
+        """Start a thread in the lowest free slot, or in ``slot``: one lent by a
+        thread that waits for nested work (the pool then has a thread too many,
+        which ends once it finds no work; see ``_serve``)."""
+        if slot is None:
+            used = {self._slot_of[t] for t in self._threads}
+            slot = next(i for i in itertools.count() if i not in used)
         t = threading.Thread(target=self._serve, name=f"manycore-thread-{slot}", daemon=True)
         self._threads.add(t)
         self._slot_of[t] = slot
         t.start()
+        return t
 
     def restarts(self) -> dict[Any, int]:
         with self._cond:
@@ -177,41 +201,52 @@ class ThreadBackend(Backend):
         while True:
             with self._cond:
                 while not self._work and not self._closing:
+                    if len(self._threads) > self.workers:
+                        break  # a thread too many (a lent slot): it ends rather than idles
                     self._idle += 1
                     self._cond.wait()
                     self._idle -= 1
-                if not self._work:  # closing and nothing left
+                if not self._work:  # closing, or a thread too many, and nothing left
                     break
                 batch, done = self._work.popleft()
             wanted = batch.claim is None or batch.claim()
-            if wanted and not self._run(batch, done, me, self._slot_of[me]):
+            # Past this point only ``run`` holds the future (the claim and ``done``
+            # do): a thread abandoned mid-call drops it once the call is reported.
+            batch.claim = None
+            run = _Running(batch, done, me)
+            del done
+            if wanted and not self._run(run, self._slot_of[me]):
                 return  # abandoned after a timeout: a replacement took over
-            # An idle thread must not keep its last task alive: ``done`` holds its
-            # future, and so the result the user may have dropped already.
-            del batch, done
+            # An idle thread must not keep its last task alive: ``run.done`` holds
+            # its future, and so the result the user may have dropped already.
+            del batch, run
         if self.options.exit is not None:
             _run_exit(self.options.exit)
         with self._cond:
             self._threads.discard(me)
             self._slot_of.pop(me, None)
+            self._borrowed = {b: t for b, t in self._borrowed.items() if me not in (b, t)}
             self._alarm.notify()  # the watchdog may stop when none is left
             self._drained.notify_all()
 
-    def _run(self, batch: Batch, done: Done, me: threading.Thread, slot: int) -> bool:
+    def _run(self, run: _Running, slot: int) -> bool:
         """Run one batch; False if this thread was abandoned meanwhile.
 
         (A failed item's traceback leads back to this frame, which outlives the
         call in a reference cycle with the exception: it must not keep the batch,
         ``done`` and so the task's future, once they are reported.)"""
+        batch, done = run.batch, run.done
+        assert done is not None
         if batch.timeout is None:
             result = run_batch(
                 batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, batch.time_items
             )
             result.worker = slot
+            result.nested = self._lent(run.thread)
             done(batch, result)
-            del batch, done, result
+            del batch, done, result, run
             return True
-        run = _Running(batch, done, me)
+        del done  # (only ``run`` holds it while the call runs: see _report_expired)
         with self._cond:
             self._running[batch] = run
             self._alarm.notify()  # the watchdog now has a deadline to watch
@@ -225,9 +260,16 @@ class ThreadBackend(Backend):
             self._running.pop(batch, None)
             if run.abandoned:
                 return False
-        done(batch, result)
-        del batch, done, result, run
+            result.nested = run.thread in self._borrowed
+        assert run.done is not None
+        run.done(batch, result)
+        del batch, result, run
         return True
+
+    def _lent(self, thread: threading.Thread) -> bool:
+        """``thread`` runs in the slot of a thread that waits for its work."""
+        with self._cond:
+            return thread in self._borrowed
 
     def _initialise(self) -> tuple[bool, Any]:
         """Run ``init`` in this thread: (succeeded, what it returned)."""
@@ -288,9 +330,12 @@ class ThreadBackend(Backend):
                 self._threads.discard(run.thread)
                 slot = self._slot_of.pop(run.thread)
                 expired.append((run, seen[0], slot))
+                lender = self._borrowed.pop(run.thread, None)
                 if not self._closing or self._work:
-                    self._start_thread_locked()
+                    replacement = self._start_thread_locked(slot)
                     self._restarts[slot] = self._restarts.get(slot, 0) + 1
+                    if lender is not None:  # it takes over the lent slot too
+                        self._borrowed[replacement] = lender
                 self._drained.notify_all()
             else:
                 wait = left if wait is None else min(wait, left)
@@ -303,7 +348,11 @@ class ThreadBackend(Backend):
         for run, offset, slot in expired:
             late = _timed_out(run.batch, offset, now - run.now[1] if run.now else 0.0)
             late.worker = slot
+            assert run.done is not None
             run.done(run.batch, late)
+            # Its thread goes on with the call, maybe for ever: it must not keep the
+            # future (and a retry's result) alive meanwhile.
+            run.done = None
 
 
 def _run_exit(exit_fn: Any) -> None:
