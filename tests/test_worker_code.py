@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import linecache
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,31 @@ def test_a_large_bytearray_global_can_still_grow_in_the_parent() -> None:
     with mc.Pool(1) as pool:
         assert pool.submit(namespace["size"], 1).result(timeout=30) == (2 << 20) + 1
         namespace["BUF"].extend(b"more")  # no view of it is kept
+
+
+@pytest.fixture
+def ghost_module() -> Any:
+    """A module this process has but no new worker can import (made in memory)."""
+    module = types.ModuleType("manycore_ghost_module")
+    exec("def double(x):\n    return 2 * x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    yield module
+    del sys.modules[module.__name__]
+
+
+@pytest.mark.parametrize(
+    "backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"]
+)
+def test_a_function_the_worker_cannot_import_fails_its_tasks_not_the_worker(
+    backend: tuple[str, str], ghost_module: Any
+) -> None:
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        with pytest.raises(mc.SerializationError, match="manycore_ghost_module.double") as info:
+            pool.map(ghost_module.double, range(4))
+        assert "No module named 'manycore_ghost_module'" in str(info.value)
+        out = pool.map(ghost_module.double, range(3), on_error="collect", chunksize=1)
+        assert all(isinstance(r, mc.Failure) for r in out)
+        with pytest.raises(mc.SerializationError, match="could not be unpickled"):
+            pool.submit(ghost_module.double, 1).result(timeout=30)
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.stats().restarts == 0  # no worker died of it

@@ -365,19 +365,22 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
-            fns[fn_id] = loads_code(fn_blob)
+            fns[fn_id] = _load_fn(fn_blob)
         if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
             # Cancelled while it waited in the pipe: the parent drops the reply.
             _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
             continue
+        fn = fns[fn_id]
         try:
+            if isinstance(fn, _Unloadable):  # each batch of it fails, not the worker
+                _send(result_fd, _encode_failure(key, fn.error))
+                continue
             segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
         except BaseException as exc:  # the batch fails, not the worker (even SystemExit)
             _send(result_fd, _encode_failure(key, exc))
             continue
         finally:
             del view, data
-        fn = fns[fn_id]
         loading = clock() - began
         if plain and not track:
             result = run_batch(fn, items, star, kwargs, BaseException, time_items)
@@ -418,12 +421,43 @@ def _load_args(
     return segment, items, kwargs
 
 
-def _encode_failure(key: int, exc: BaseException) -> bytes:
-    """A batch whose arguments could not be loaded here: it fails as a whole."""
+class _Unloadable:
+    """A function whose pickle did not load here: the error each batch of it gets."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _load_fn(fn_blob: bytes) -> Any:
+    """The task's function, or why it cannot be loaded here (a module this
+    worker cannot import): its batches fail with that, the worker lives on."""
     from ._errors import SerializationError, set_cause
 
-    err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
-    set_cause(err, exc)
+    try:
+        return loads_code(fn_blob)
+    except BaseException as exc:  # the user's code ran (a module's import): even SystemExit
+        err = SerializationError(
+            f"the task's function could not be unpickled in the worker process: "
+            f"{type(exc).__name__}: {exc}. "
+            "A worker imports the function's module by its name: make that module "
+            "importable there (on sys.path when the pool starts), or define the "
+            "function in the script itself."
+        )
+        set_cause(err, exc)
+        return _Unloadable(err)
+
+
+def _encode_failure(key: int, exc: BaseException) -> bytes:
+    """A batch whose function or arguments could not be loaded here: it fails as a whole."""
+    from ._errors import SerializationError, set_cause
+
+    if isinstance(exc, SerializationError):
+        err = exc
+    else:
+        err = SerializationError(
+            f"a task's arguments could not be unpickled in the worker: {exc!r}"
+        )
+        set_cause(err, exc)
     # Every item of the batch gets the error (values None: "the whole batch").
     message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
     return pickle.dumps(message, 5)
