@@ -218,14 +218,12 @@ def ghost_module() -> Any:
     del sys.modules[module.__name__]
 
 
-@pytest.mark.parametrize(
-    "backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"]
-)
+@pytest.mark.parametrize("backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"])
 def test_a_function_the_worker_cannot_import_fails_its_tasks_not_the_worker(
     backend: tuple[str, str], ghost_module: Any
 ) -> None:
     with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
-        with pytest.raises(mc.SerializationError, match="manycore_ghost_module.double") as info:
+        with pytest.raises(mc.SerializationError, match=r"manycore_ghost_module\.double") as info:
             pool.map(ghost_module.double, range(4))
         assert "No module named 'manycore_ghost_module'" in str(info.value)
         out = pool.map(ghost_module.double, range(3), on_error="collect", chunksize=1)

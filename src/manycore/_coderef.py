@@ -112,6 +112,7 @@ def current_function(module_name: str, qualname: str, gen: int) -> Any:
             obj = getattr(obj, part)
     except Exception as exc:  # named: the bare cause says nothing of which function
         raise ImportError(
-            f"cannot find the function {module_name}.{qualname} in the worker process: {type(exc).__name__}: {exc}"
+            f"cannot find the function {module_name}.{qualname} in the worker process: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     return obj
