@@ -232,3 +232,60 @@ def test_a_function_the_worker_cannot_import_fails_its_tasks_not_the_worker(
             pool.submit(ghost_module.double, 1).result(timeout=30)
         assert pool.map(abs, [-1, -2]) == [1, 2]
         assert pool.stats().restarts == 0  # no worker died of it
+
+
+def _script(source: str, **globals_: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "__main__", **globals_}
+    exec(compile(source, "<adversary>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_rebound_while_a_call_is_in_flight(backend: tuple[str, str]) -> None:
+    # Each call sees the value bound when it was submitted, even queued behind another.
+    ns = _script(
+        "import time\ndef f(s):\n    time.sleep(s)\n    return BIG.tag\n", BIG=serfns.Big("a")
+    )
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        first = [pool.submit(ns["f"], s) for s in (0.3, 0, 0)]
+        ns["BIG"] = serfns.Big("b")
+        second = [pool.submit(ns["f"], 0) for _ in range(3)]
+        assert [f.result(timeout=30) for f in first] == ["a", "a", "a"]
+        assert [f.result(timeout=30) for f in second] == ["b", "b", "b"]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_read_by_helpers_lambdas_and_two_functions_goes_once(
+    backend: tuple[str, str],
+) -> None:
+    source = (
+        "def helper():\n    return BIG.tag\n"
+        "def via_helper(x):\n    return helper()\n"
+        "by_lambda = lambda x: BIG.tag\n"
+        "def nested(x):\n    def inner():\n        return BIG.tag\n    return inner()\n"
+    )
+    ns = _script(source, BIG=serfns.Big("n"))
+    serfns.Big.pickled = 0
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        for _ in range(3):
+            for name in ("via_helper", "by_lambda", "nested"):
+                assert pool.map(ns[name], range(2)) == ["n", "n"]
+                assert pool.submit(ns[name], 0).result(timeout=30) == "n"
+    assert serfns.Big.pickled == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+@pytest.mark.parametrize("how", ["crash", "max_tasks_per_worker"])
+def test_a_replacement_worker_gets_the_large_global(backend: tuple[str, str], how: str) -> None:
+    source = (
+        "import os\ndef f(x):\n    if x == DIE:\n        os._exit(3)\n    return (BIG.tag, x)\n"
+    )
+    ns = _script(source, BIG=serfns.Big("r"), DIE=1 if how == "crash" else -1)
+    options = {"max_tasks_per_worker": 1} if how != "crash" else {}
+    with mc.Pool(1, backend=backend[0], start_method=backend[1], **options) as pool:
+        out = pool.map(ns["f"], range(4), on_error="collect", chunksize=1)
+        assert [o for i, o in enumerate(out) if i != 1 or how != "crash"] == [
+            ("r", i) for i in range(4) if i != 1 or how != "crash"
+        ]
+        assert pool.submit(ns["f"], 5).result(timeout=30) == ("r", 5)
+        assert pool.stats().restarts >= 1
