@@ -4,8 +4,10 @@ what cannot travel (a Pipe end as an argument)."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from stdlibfns import (
     log_init,
     log_task,
     make_pipe_end,
+    mark_after,
     send_one,
     signal_init,
     store_square,
@@ -143,3 +146,17 @@ def test_a_fork_context_queue_with_spawned_workers_is_refused_clearly(method: st
     log = multiprocessing.get_context("fork").Queue()
     with pytest.raises(mc.SerializationError, match=r"init_args .* 'fork' context.*get_context"):
         mc.Pool(2, start_method=method, init=log_init, init_args=(log,))
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_an_exit_that_takes_more_than_a_second_finishes(
+    backend: tuple[str, str], tmp_path: Path
+) -> None:
+    # The pool's close hangs up the task pipe at once: that must not end a worker
+    # still in exit() (nor flushing a queue it put into) while the parent lives.
+    marker = tmp_path / "exit-done"
+    slow_exit = functools.partial(mark_after, str(marker), 1.5)
+    with mc.Pool(1, start_method=backend[1], exit=slow_exit) as pool:
+        (pid,) = pool.pids()
+        assert pool.map(abs, [-1]) == [1]
+    assert marker.read_text() == str(pid)

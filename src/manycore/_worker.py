@@ -258,9 +258,15 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
             continue
         if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
             break
-    # A closing pool normally ends us within the grace period; a parent that
-    # died does not: remove the segments it and we made, then go.
-    _Owner.clean_up_if_gone(_ORPHAN_GRACE)
+    # The pipe also hangs up when a live parent closes the pool: then we must not
+    # cut short the worker's exit() nor multiprocessing queues being flushed (a
+    # message torn mid-write leaves its queue unreadable); the parent kills us if
+    # we overstay its own grace. Only a parent that died ends us from here:
+    # remove the segments it and we made, then go.
+    while not _Owner.gone(_ORPHAN_GRACE):
+        if _Owner.pid is None:  # no configuration yet: the main thread sees the hang-up
+            time.sleep(_ORPHAN_GRACE)
+    _Owner.clean_up_if_gone(0.0)
     os._exit(0)
 
 
