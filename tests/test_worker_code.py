@@ -289,3 +289,19 @@ def test_a_replacement_worker_gets_the_large_global(backend: tuple[str, str], ho
         ]
         assert pool.submit(ns["f"], 5).result(timeout=30) == ("r", 5)
         assert pool.stats().restarts >= 1
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_beside_a_mutable_small_one_is_sent_once(backend: tuple[str, str]) -> None:
+    # The function's pickle cannot be cached (CONFIG may change inside), yet the
+    # large global it names is the same shipment call after call.
+    source = "def f(x):\n    return (BIG.tag, serfns.rebuilt(), CONFIG['k'], x)\n"
+    ns = _script(source, BIG=serfns.Big("m"), CONFIG={"k": 1}, serfns=serfns)
+    serfns.Big.pickled = 0
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        assert [pool.submit(ns["f"], i).result(timeout=30)[:3] for i in range(4)] == [
+            ("m", 1, 1)
+        ] * 4
+        ns["CONFIG"]["k"] = 2  # a change inside the small global is still seen
+        assert pool.map(ns["f"], range(2)) == [("m", 1, 2, 0), ("m", 1, 2, 1)]
+    assert serfns.Big.pickled == 1

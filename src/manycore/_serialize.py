@@ -290,6 +290,7 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
         return cached[1]
     big = big_globals(fn, PROTOCOL)
     alive = [s.value for s in big.values()]  # (until pinned: a rebinding thread may drop them)
+    _keep_shipments(fn, big)
     fingerprint = _fingerprint(fn, (), big)
     if by_value is not None and fingerprint is not None and by_value[0] == fingerprint:
         blob = pinned(by_value[1])
@@ -313,6 +314,22 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
     blob = pinned(data)
     del alive
     return data if blob is None else blob
+
+
+# The large globals' shipments each by-value function sent last, whether or not
+# its pickle could be cached (a mutable small global beside them): the next call
+# then names the same shipments, which workers have, rather than new ones.
+_last_shipments: weakref.WeakKeyDictionary[Any, tuple[Shipment, ...]] = weakref.WeakKeyDictionary()
+
+
+def _keep_shipments(fn: Any, big: dict[int, Shipment]) -> None:
+    try:
+        if big:
+            _last_shipments[fn] = tuple(big.values())
+        else:
+            _last_shipments.pop(fn, None)
+    except TypeError:  # not weak-referenceable
+        pass
 
 
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
