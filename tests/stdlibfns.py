@@ -80,3 +80,10 @@ def mark_after(path: str, seconds: float) -> None:
     time.sleep(seconds)
     with open(path, "w") as fh:
         fh.write(str(os.getpid()))
+
+
+def put_large(args: tuple[Any, int]) -> int:
+    """Put an item too big for one record of a mc.Queue (it goes in a segment)."""
+    q, i = args
+    q.put((i, bytes(100_000)))
+    return i
