@@ -305,3 +305,29 @@ def test_a_large_global_beside_a_mutable_small_one_is_sent_once(backend: tuple[s
         ns["CONFIG"]["k"] = 2  # a change inside the small global is still seen
         assert pool.map(ns["f"], range(2)) == [("m", 1, 2, 0), ("m", 1, 2, 1)]
     assert serfns.Big.pickled == 1
+
+
+@pytest.mark.parametrize("backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"])
+def test_a_large_global_the_worker_cannot_unpickle_fails_the_calls(
+    backend: tuple[str, str], ghost_module: Any
+) -> None:
+    exec("class Table:\n    nbytes = 8 << 20\n", ghost_module.__dict__)
+    ns = _script("def f(x):\n    return (type(TABLE).__name__, x)\n", TABLE=ghost_module.Table())
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        with pytest.raises(mc.SerializationError, match="could not be unpickled") as info:
+            pool.submit(ns["f"], 1).result(timeout=30)
+        assert "TABLE" in str(info.value)
+        assert "No module named 'manycore_ghost_module'" in str(info.value)
+        assert pool.map(abs, [-3]) == [3]
+        assert pool.stats().restarts == 0
+
+
+def test_a_large_array_changed_in_place_is_not_seen_by_a_worker_that_has_it() -> None:
+    np = pytest.importorskip("numpy")
+    ns = _script("def first(x):\n    return float(DATA[0]) + x\n", DATA=np.zeros(1 << 18))
+    with mc.Pool(1) as pool:
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 0.0
+        ns["DATA"][0] = 5.0  # in place: this worker keeps its copy (docs/errors.md)
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 0.0
+        ns["DATA"] = ns["DATA"].copy()  # rebound: sent again
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 5.0
