@@ -86,13 +86,30 @@ class Shipment:
         """What the engine writes: a head naming this shipment, and the bytes."""
         data, buffers = self.data, self.buffers
         if self._views:
-            value = self.value  # alive: the blob being sent pins it
+            value = self.value  # alive: the blob being sent pins it (see pinned)
             buffers = []
-            data = _pickle(value, buffers, self.protocol)
+            if value is None:  # (not pinned: a bug) the function fails to load, saying so
+                data = pickle.dumps(_Freed(self.key), protocol=self.protocol)
+            else:
+                data = _pickle(value, buffers, self.protocol)
         size = -1 if data is None else len(data)
         head = (None, self.key, self.gid, size, [b.nbytes for b in buffers])
         parts: list[bytes | memoryview] = [] if data is None else [data]
         return head, parts + buffers
+
+
+class _Freed:
+    """Stands for a value freed before it was sent: unpickling it raises."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_freed, (self.key,))
+
+
+def _freed(key: str) -> Any:
+    raise pickle.UnpicklingError(f"the global {key!r} was freed before it was sent")
 
 
 def _pickle(value: Any, buffers: list[memoryview], protocol: int) -> bytes:
