@@ -14,6 +14,7 @@ import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
+from faulty import die_on
 from stdlibfns import (
     log_exit,
     log_init,
@@ -160,3 +161,18 @@ def test_an_exit_that_takes_more_than_a_second_finishes(
         (pid,) = pool.pids()
         assert pool.map(abs, [-1]) == [1]
     assert marker.read_text() == str(pid)
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_worker_replaced_after_a_crash_gets_the_queue(backend: tuple[str, str]) -> None:
+    log = multiprocessing.get_context("spawn").Queue()
+    with mc.Pool(1, start_method=backend[1], init=log_init, init_args=(log,)) as pool:
+        (first,) = pool.pids()
+        with pytest.raises(mc.WorkerCrashed):
+            pool.submit(die_on, ("exit", 3)).result(timeout=30)
+        assert pool.map(log_task, range(2), timeout=30) == [0, 1]
+        (second,) = pool.pids()
+    lines = set()
+    while "task 1" not in lines:  # (the crashed worker's own line may be lost with it)
+        lines.add(log.get(timeout=30))
+    assert second != first and f"init {second}" in lines and "task 0" in lines
