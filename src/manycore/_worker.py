@@ -47,6 +47,7 @@ _HEAD = struct.Struct("<I")  # size of the task's head, before its body
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
+_stopping = False  # the task pipe has ended (STOP): exit() and queue flushes run
 _SWEEP_MS = 1000  # how often an idle worker unmaps segments the parent removed
 
 
@@ -258,14 +259,14 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
             continue
         if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
             break
-    # The pipe also hangs up when a live parent closes the pool: then we must not
-    # cut short the worker's exit() nor multiprocessing queues being flushed (a
-    # message torn mid-write leaves its queue unreadable); the parent kills us if
-    # we overstay its own grace. Only a parent that died ends us from here:
-    # remove the segments it and we made, then go.
-    while not _Owner.gone(_ORPHAN_GRACE):
-        if _Owner.pid is None:  # no configuration yet: the main thread sees the hang-up
-            time.sleep(_ORPHAN_GRACE)
+    # A closing pool normally ends us within the grace period; a parent that
+    # died does not: remove the segments it and we made, then go.
+    _Owner.clean_up_if_gone(_ORPHAN_GRACE)
+    # But a worker that took its STOP is running exit() or flushing multiprocessing
+    # queues (cut short, a message torn mid-write leaves its queue unreadable):
+    # the live parent gives it its own grace, and kills it past that.
+    while _stopping and not _Owner.gone(_ORPHAN_GRACE):
+        pass
     _Owner.clean_up_if_gone(0.0)
     os._exit(0)
 
@@ -343,6 +344,7 @@ def _run_exit(exit_fn: Any) -> None:
 
 def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> int:
     """Read batches, run them, write results, until the pipe closes or we retire."""
+    global _stopping
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Any] = {}
@@ -353,6 +355,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     while True:
         data = _wire.read_frame(task_fd)
         if not data:
+            _stopping = True
             if data is None:  # no STOP first: the parent may have died
                 _Owner.clean_up_if_gone(_ORPHAN_GRACE)
             return 0
