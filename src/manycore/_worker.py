@@ -266,7 +266,8 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
     # queues (cut short, a message torn mid-write leaves its queue unreadable):
     # the live parent gives it its own grace, and kills it past that.
     while _stopping and not _Owner.gone(_ORPHAN_GRACE):
-        pass
+        if _Owner.pid is None:  # (always known by then; never spin)
+            break
     _Owner.clean_up_if_gone(0.0)
     os._exit(0)
 
@@ -382,7 +383,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         fn = fns[fn_id]
         try:
             if isinstance(fn, _Unloadable):  # each batch of it fails, not the worker
-                _send(result_fd, _encode_failure(key, fn.error))
+                _send(result_fd, _encode_batch_error(key, fn.error))
                 continue
             segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
         except BaseException as exc:  # the batch fails, not the worker (even SystemExit)
@@ -457,16 +458,15 @@ def _load_fn(fn_blob: bytes) -> Any:
 
 
 def _encode_failure(key: int, exc: BaseException) -> bytes:
-    """A batch whose function or arguments could not be loaded here: it fails as a whole."""
+    """A batch whose arguments could not be loaded here: it fails as a whole."""
     from ._errors import SerializationError, set_cause
 
-    if isinstance(exc, SerializationError):
-        err = exc
-    else:
-        err = SerializationError(
-            f"a task's arguments could not be unpickled in the worker: {exc!r}"
-        )
-        set_cause(err, exc)
+    err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
+    set_cause(err, exc)
+    return _encode_batch_error(key, err)
+
+
+def _encode_batch_error(key: int, err: BaseException) -> bytes:
     # Every item of the batch gets the error (values None: "the whole batch").
     message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
     return pickle.dumps(message, 5)
