@@ -105,3 +105,19 @@ def box_after_a_first_failure(marker: str, value: int, stall: float) -> Box:
     if stall:
         time.sleep(stall)
     raise ValueError("first try fails")
+
+
+def mark_after(path: str, seconds: float) -> None:
+    """An exit() that takes a while (saving a model, flushing a log)."""
+    import time
+
+    time.sleep(seconds)
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+
+
+def put_large(args: tuple[Any, int]) -> int:
+    """Put an item too big for one record of a mc.Queue (it goes in a segment)."""
+    q, i = args
+    q.put((i, bytes(100_000)))
+    return i

@@ -297,3 +297,14 @@ def test_pool_primitives_match_the_local_methods(pool: mc.Pool) -> None:
     with counter.get_lock():
         counter.value = counter.value * 2
     assert counter.increment() == 11
+
+
+def test_a_script_functions_large_global_on_a_cluster(pool: mc.Pool) -> None:
+    # Its large globals travel beside a script function's pickle (see _bigglobals);
+    # on a cluster the function goes whole, and a rebound global is seen there too.
+    namespace: dict[str, Any] = {"__name__": "__main__", "DATA": np.full(1 << 18, 1.0)}
+    exec(compile("def f(x):\n    return float(DATA[0]) + x\n", "<cluster-big>", "exec"), namespace)
+    f = namespace["f"]
+    assert [pool.submit(f, i).result(timeout=60) for i in range(3)] == [1.0, 2.0, 3.0]
+    namespace["DATA"] = np.full(1 << 18, 10.0)
+    assert pool.map(f, range(3)) == [10.0, 11.0, 12.0]

@@ -71,3 +71,43 @@ def test_stdin_script_like_a_notebook(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[1, 2, 3]"
+
+
+TRACEBACK_SCRIPT = textwrap.dedent(
+    """
+    import manycore as mc
+
+    TABLE = bytes(2 << 20)  # a large global: it travels beside the function
+
+    def check(x):
+        if x == 3:
+            raise ValueError(f"bad input {{x}} of {{len(TABLE)}}")
+        return x
+
+    if __name__ == "__main__":
+        with mc.Pool(2, start_method={method!r}) as pool:
+            out = pool.map(check, range(5), on_error="collect")
+            print(out[3].traceback)
+            pool.map(check, [3])
+    """
+)
+
+
+@pytest.mark.parametrize("method", [m for m in ("spawn", "forkserver") if m in mc.START_METHODS])
+def test_a_scripts_traceback_shows_its_source_line(tmp_path: Path, method: str) -> None:
+    # Run by a relative name from its folder, as `python script.py` is.
+    (tmp_path / "tb_script.py").write_text(TRACEBACK_SCRIPT.format(method=method))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run(
+        [sys.executable, "tb_script.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    for text in (proc.stdout, proc.stderr):
+        assert 'tb_script.py", line 8, in check' in text, text
+        assert 'raise ValueError(f"bad input {x} of {len(TABLE)}")' in text, text
+        assert "<dynamic-code>" not in text

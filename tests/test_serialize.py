@@ -8,6 +8,9 @@ import pickle
 import types
 from typing import Any
 
+import pytest
+
+import manycore as mc
 from manycore import _serialize
 
 
@@ -100,7 +103,7 @@ def test_a_rebound_large_global_is_not_kept_alive() -> None:
     source = "CONFIG = ()\ndef f(x):\n    return (BIG, CONFIG, x)\n"
     fn, ns = _main_function(source, "f", {"BIG": serfns.Big("old")})
     first = _serialize.dumps_fn(fn)
-    assert _serialize.dumps_fn(fn) is first  # cached: nothing in it can change unseen
+    assert _serialize.dumps_fn(fn) == first  # cached: nothing in it can change unseen
     assert len(first) < 1000  # the large global is named, not pickled in
     old = weakref.ref(ns["BIG"])
     ns["BIG"] = serfns.Big("new")
@@ -109,3 +112,22 @@ def test_a_rebound_large_global_is_not_kept_alive() -> None:
     _serialize.dumps_fn(fn)
     gc.collect()
     assert old() is None
+
+
+def test_a_deleted_large_global_is_freed_though_its_function_lives() -> None:
+    import gc
+    import weakref
+
+    np = pytest.importorskip("numpy")
+    source = "def f(i):\n    return float(DATA[i])\n"
+    fn, ns = _main_function(source, "f", {"DATA": np.arange(1 << 18, dtype=float)})
+    with mc.Pool(1) as pool:
+        assert pool.map(fn, [1, 2]) == [1.0, 2.0]
+        assert pool.submit(fn, 3).result(timeout=30) == 3.0
+        old = weakref.ref(ns["DATA"])
+        ns["DATA"] = np.zeros(1 << 18)  # rebound (a cell re-run), then deleted
+        del ns["DATA"]
+        gc.collect()
+        assert old() is None  # not held by the cached pickle of fn
+        ns["DATA"] = np.full(1 << 18, 7.0)
+        assert pool.submit(fn, 3).result(timeout=30) == 7.0

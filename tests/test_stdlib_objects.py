@@ -4,19 +4,23 @@ what cannot travel (a Pipe end as an argument)."""
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
+from faulty import die_on
 from stdlibfns import (
     log_exit,
     log_init,
     log_task,
     make_pipe_end,
+    mark_after,
     send_one,
     signal_init,
     store_square,
@@ -143,3 +147,32 @@ def test_a_fork_context_queue_with_spawned_workers_is_refused_clearly(method: st
     log = multiprocessing.get_context("fork").Queue()
     with pytest.raises(mc.SerializationError, match=r"init_args .* 'fork' context.*get_context"):
         mc.Pool(2, start_method=method, init=log_init, init_args=(log,))
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_an_exit_that_takes_more_than_a_second_finishes(
+    backend: tuple[str, str], tmp_path: Path
+) -> None:
+    # The pool's close hangs up the task pipe at once: that must not end a worker
+    # still in exit() (nor flushing a queue it put into) while the parent lives.
+    marker = tmp_path / "exit-done"
+    slow_exit = functools.partial(mark_after, str(marker), 1.5)
+    with mc.Pool(1, start_method=backend[1], exit=slow_exit) as pool:
+        (pid,) = pool.pids()
+        assert pool.map(abs, [-1]) == [1]
+    assert marker.read_text() == str(pid)
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_worker_replaced_after_a_crash_gets_the_queue(backend: tuple[str, str]) -> None:
+    log = multiprocessing.get_context("spawn").Queue()
+    with mc.Pool(1, start_method=backend[1], init=log_init, init_args=(log,)) as pool:
+        (first,) = pool.pids()
+        with pytest.raises(mc.WorkerCrashed):
+            pool.submit(die_on, ("exit", 3)).result(timeout=30)
+        assert pool.map(log_task, range(2), timeout=30) == [0, 1]
+        (second,) = pool.pids()
+    lines = set()
+    while "task 1" not in lines:  # (the crashed worker's own line may be lost with it)
+        lines.add(log.get(timeout=30))
+    assert second != first and f"init {second}" in lines and "task 0" in lines

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import manycore as mc
-from conftest import BACKENDS
+from conftest import BACKENDS, PROCESS_BACKENDS
 from faulty import bump, consume, limited, locked_write, produce, unsafe_bump
 from helpers import manycore_segments
+from stdlibfns import put_large
 
 CONCURRENT = [p for p in BACKENDS if p.values[0][0] != "serial"]
 
@@ -160,3 +161,14 @@ def test_a_killed_consumer_does_not_wedge_the_queue() -> None:
         q.put("still fine")
         assert pool.submit(_get_one, q).result(timeout=30) == "still fine"
         assert pool.submit(hang_on, 1).result(timeout=30) == 10
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_large_items_outlive_the_workers_that_put_them(backend: tuple[str, str]) -> None:
+    # A large item waits in a shared-memory segment: the pool removes a finished
+    # worker's segments (replaced here after each item, then closed), not these.
+    q = mc.Queue()
+    with mc.Pool(2, start_method=backend[1], max_tasks_per_worker=1) as pool:
+        assert pool.map(put_large, [(q, i) for i in range(4)], chunksize=1) == [0, 1, 2, 3]
+    got = sorted(q.get(timeout=10) for _ in range(4))
+    assert got == [(i, bytes(100_000)) for i in range(4)]

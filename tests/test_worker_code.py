@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import linecache
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,128 @@ def test_a_large_bytearray_global_can_still_grow_in_the_parent() -> None:
     with mc.Pool(1) as pool:
         assert pool.submit(namespace["size"], 1).result(timeout=30) == (2 << 20) + 1
         namespace["BUF"].extend(b"more")  # no view of it is kept
+
+
+@pytest.fixture
+def ghost_module() -> Any:
+    """A module this process has but no new worker can import (made in memory)."""
+    module = types.ModuleType("manycore_ghost_module")
+    exec("def double(x):\n    return 2 * x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    yield module
+    del sys.modules[module.__name__]
+
+
+@pytest.mark.parametrize("backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"])
+def test_a_function_the_worker_cannot_import_fails_its_tasks_not_the_worker(
+    backend: tuple[str, str], ghost_module: Any
+) -> None:
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        with pytest.raises(mc.SerializationError, match=r"manycore_ghost_module\.double") as info:
+            pool.map(ghost_module.double, range(4))
+        assert "No module named 'manycore_ghost_module'" in str(info.value)
+        out = pool.map(ghost_module.double, range(3), on_error="collect", chunksize=1)
+        assert all(isinstance(r, mc.Failure) for r in out)
+        with pytest.raises(mc.SerializationError, match="could not be unpickled"):
+            pool.submit(ghost_module.double, 1).result(timeout=30)
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.stats().restarts == 0  # no worker died of it
+
+
+def _script(source: str, **globals_: Any) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": "__main__", **globals_}
+    exec(compile(source, "<adversary>", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_rebound_while_a_call_is_in_flight(backend: tuple[str, str]) -> None:
+    # Each call sees the value bound when it was submitted, even queued behind another.
+    ns = _script(
+        "import time\ndef f(s):\n    time.sleep(s)\n    return BIG.tag\n", BIG=serfns.Big("a")
+    )
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        first = [pool.submit(ns["f"], s) for s in (0.3, 0, 0)]
+        ns["BIG"] = serfns.Big("b")
+        second = [pool.submit(ns["f"], 0) for _ in range(3)]
+        assert [f.result(timeout=30) for f in first] == ["a", "a", "a"]
+        assert [f.result(timeout=30) for f in second] == ["b", "b", "b"]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_read_by_helpers_lambdas_and_two_functions_goes_once(
+    backend: tuple[str, str],
+) -> None:
+    source = (
+        "def helper():\n    return BIG.tag\n"
+        "def via_helper(x):\n    return helper()\n"
+        "by_lambda = lambda x: BIG.tag\n"
+        "def nested(x):\n    def inner():\n        return BIG.tag\n    return inner()\n"
+    )
+    ns = _script(source, BIG=serfns.Big("n"))
+    serfns.Big.pickled = 0
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        for _ in range(3):
+            for name in ("via_helper", "by_lambda", "nested"):
+                assert pool.map(ns[name], range(2)) == ["n", "n"]
+                assert pool.submit(ns[name], 0).result(timeout=30) == "n"
+    assert serfns.Big.pickled == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+@pytest.mark.parametrize("how", ["crash", "max_tasks_per_worker"])
+def test_a_replacement_worker_gets_the_large_global(backend: tuple[str, str], how: str) -> None:
+    source = (
+        "import os\ndef f(x):\n    if x == DIE:\n        os._exit(3)\n    return (BIG.tag, x)\n"
+    )
+    ns = _script(source, BIG=serfns.Big("r"), DIE=1 if how == "crash" else -1)
+    options = {"max_tasks_per_worker": 1} if how != "crash" else {}
+    with mc.Pool(1, backend=backend[0], start_method=backend[1], **options) as pool:
+        out = pool.map(ns["f"], range(4), on_error="collect", chunksize=1)
+        assert [o for i, o in enumerate(out) if i != 1 or how != "crash"] == [
+            ("r", i) for i in range(4) if i != 1 or how != "crash"
+        ]
+        assert pool.submit(ns["f"], 5).result(timeout=30) == ("r", 5)
+        assert pool.stats().restarts >= 1
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_large_global_beside_a_mutable_small_one_is_sent_once(backend: tuple[str, str]) -> None:
+    # The function's pickle cannot be cached (CONFIG may change inside), yet the
+    # large global it names is the same shipment call after call.
+    source = "def f(x):\n    return (BIG.tag, serfns.rebuilt(), CONFIG['k'], x)\n"
+    ns = _script(source, BIG=serfns.Big("m"), CONFIG={"k": 1}, serfns=serfns)
+    serfns.Big.pickled = 0
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        assert [pool.submit(ns["f"], i).result(timeout=30)[:3] for i in range(4)] == [
+            ("m", 1, 1)
+        ] * 4
+        ns["CONFIG"]["k"] = 2  # a change inside the small global is still seen
+        assert pool.map(ns["f"], range(2)) == [("m", 1, 2, 0), ("m", 1, 2, 1)]
+    assert serfns.Big.pickled == 1
+
+
+@pytest.mark.parametrize("backend", [p for p in PROCESS_BACKENDS if p.values[0][1] != "fork"])
+def test_a_large_global_the_worker_cannot_unpickle_fails_the_calls(
+    backend: tuple[str, str], ghost_module: Any
+) -> None:
+    exec("class Table:\n    nbytes = 8 << 20\n", ghost_module.__dict__)
+    ns = _script("def f(x):\n    return (type(TABLE).__name__, x)\n", TABLE=ghost_module.Table())
+    with mc.Pool(1, backend=backend[0], start_method=backend[1]) as pool:
+        with pytest.raises(mc.SerializationError, match="could not be unpickled") as info:
+            pool.submit(ns["f"], 1).result(timeout=30)
+        assert "TABLE" in str(info.value)
+        assert "No module named 'manycore_ghost_module'" in str(info.value)
+        assert pool.map(abs, [-3]) == [3]
+        assert pool.stats().restarts == 0
+
+
+def test_a_large_array_changed_in_place_is_not_seen_by_a_worker_that_has_it() -> None:
+    np = pytest.importorskip("numpy")
+    ns = _script("def first(x):\n    return float(DATA[0]) + x\n", DATA=np.zeros(1 << 18))
+    with mc.Pool(1) as pool:
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 0.0
+        ns["DATA"][0] = 5.0  # in place: this worker keeps its copy (docs/errors.md)
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 0.0
+        ns["DATA"] = ns["DATA"].copy()  # rebound: sent again
+        assert pool.submit(ns["first"], 0).result(timeout=30) == 5.0

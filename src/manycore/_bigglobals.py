@@ -35,6 +35,7 @@ __all__ = [
     "Shipment",
     "big_globals",
     "global_value",
+    "pinned",
     "receive",
     "unpicklable_global",
     "with_shipments",
@@ -48,28 +49,67 @@ _gids = itertools.count(1)
 
 class Shipment:
     """One large global's value, pickled once: ``data`` (None for ``bytes``, sent
-    raw) and the big ``buffers`` it refers to (views of the object itself)."""
+    raw) and the big ``buffers`` it refers to (views of the object itself).
+
+    The value is held weakly where it can be (an array, most objects): a global
+    the user deleted or rebound must be freed, not kept by a cached pickle. What
+    is in flight holds it through its :class:`FnBlob`'s ``pins``."""
 
     def __init__(self, key: str, name: str, value: Any, protocol: int):
         self.key = key  # the global's namespace and name: a worker keeps one value per key
         self.gid = next(_gids)  # this value of it
-        self.value = value  # held: its id must not be reused while the shipment lives
+        self.protocol = protocol
         self.buffers: list[memoryview] = []
+        self._views = 0  # buffers to take again from the value when it is sent
         if type(value) is bytes:
             self.data: bytes | None = None
             self.buffers.append(memoryview(value))
+        else:
+            try:
+                self.data = _pickle(value, self.buffers, protocol)
+            except Exception as exc:
+                raise unpicklable(name, value, exc) from exc
+        try:  # (while it lives, its id names no other object)
+            self._ref: Any = weakref.ref(value)
+        except TypeError:
+            self._ref = lambda: value  # bytes, a list...: held
             return
-        try:
-            self.data = _pickle(value, self.buffers, protocol)
-        except Exception as exc:
-            raise unpicklable(name, value, exc) from exc
+        self._views = len(self.buffers)  # views of it would hold it
+        self.buffers = []
+
+    @property
+    def value(self) -> Any:
+        """The value, or None once it is gone (a weakly held one)."""
+        return self._ref()
 
     def frame_parts(self) -> tuple[tuple[Any, ...], list[bytes | memoryview]]:
         """What the engine writes: a head naming this shipment, and the bytes."""
-        size = -1 if self.data is None else len(self.data)
-        head = (None, self.key, self.gid, size, [b.nbytes for b in self.buffers])
-        parts: list[bytes | memoryview] = [] if self.data is None else [self.data]
-        return head, parts + self.buffers
+        data, buffers = self.data, self.buffers
+        if self._views:
+            value = self.value  # alive: the blob being sent pins it (see pinned)
+            buffers = []
+            if value is None:  # (not pinned: a bug) the function fails to load, saying so
+                data = pickle.dumps(_Freed(self.key), protocol=self.protocol)
+            else:
+                data = _pickle(value, buffers, self.protocol)
+        size = -1 if data is None else len(data)
+        head = (None, self.key, self.gid, size, [b.nbytes for b in buffers])
+        parts: list[bytes | memoryview] = [] if data is None else [data]
+        return head, parts + buffers
+
+
+class _Freed:
+    """Stands for a value freed before it was sent: unpickling it raises."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_freed, (self.key,))
+
+
+def _freed(key: str) -> Any:
+    raise pickle.UnpicklingError(f"the global {key!r} was freed before it was sent")
 
 
 def _pickle(value: Any, buffers: list[memoryview], protocol: int) -> bytes:
@@ -96,9 +136,11 @@ def _pickle(value: Any, buffers: list[memoryview], protocol: int) -> bytes:
 
 class FnBlob(bytes):
     """A pickled function that names shipments: the bytes, plus the shipments (for
-    the engine). It pickles as plain bytes."""
+    the engine) and, while it is in flight, their values (``pins``). It pickles
+    as plain bytes."""
 
     shipments: tuple[Shipment, ...] = ()
+    pins: tuple[Any, ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (bytes, (bytes(self),))
@@ -106,7 +148,7 @@ class FnBlob(bytes):
 
 def with_shipments(data: bytes, shipments: Any) -> bytes:
     """``data`` with ``shipments`` attached: a list of them, or the blob ``data``
-    wraps (whose shipments it needs too)."""
+    wraps (whose shipments it needs too); not pinned (see :func:`pinned`)."""
     if isinstance(shipments, bytes):
         shipments = getattr(shipments, "shipments", ())
     if not shipments:
@@ -114,6 +156,20 @@ def with_shipments(data: bytes, shipments: Any) -> bytes:
     blob = FnBlob(data)
     blob.shipments = tuple(shipments)
     return blob
+
+
+def pinned(blob: bytes) -> bytes | None:
+    """A copy of ``blob`` that holds its shipments' values, to be sent (what a
+    cache keeps must not hold them); None if one is gone (pickle it again)."""
+    shipments: tuple[Shipment, ...] = getattr(blob, "shipments", ())
+    if not shipments:
+        return blob
+    pins = tuple(s.value for s in shipments)
+    if any(p is None for p in pins):
+        return None
+    copy = FnBlob(blob)
+    copy.shipments, copy.pins = shipments, pins
+    return copy
 
 
 # ------------------------------------------------------------ the parent side

@@ -106,7 +106,13 @@ def current_module(name: str, gen: int) -> types.ModuleType:
 
 def current_function(module_name: str, qualname: str, gen: int) -> Any:
     """In the worker: the function ``module.qualname``, from an up-to-date module."""
-    obj: Any = current_module(module_name, gen)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = current_module(module_name, gen)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # named: the bare cause says nothing of which function
+        raise ImportError(
+            f"cannot find the function {module_name}.{qualname} in the worker process: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     return obj

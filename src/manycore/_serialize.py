@@ -33,7 +33,7 @@ import cloudpickle
 from . import _coderef
 from ._batch import Batch
 from ._bigglobals import PID as BIG_PID
-from ._bigglobals import Shipment, big_globals, global_value, unpicklable_global
+from ._bigglobals import Shipment, big_globals, global_value, pinned, unpicklable_global
 from ._bigglobals import with_shipments as with_shipments
 from ._coderef import (
     by_reference_as,
@@ -209,7 +209,7 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
             return _MAIN_GLOBALS
         if self._big:
             shipment = self._big.get(id(obj))
-            if shipment is not None and shipment.value is obj:
+            if shipment is not None and shipment.value is obj is not None:
                 return (BIG_PID, shipment.key, shipment.gid)
         return None
 
@@ -289,9 +289,13 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
     if cached is not None and cached[0] is _module_spec(fn):
         return cached[1]
     big = big_globals(fn, PROTOCOL)
+    alive = [s.value for s in big.values()]  # (until pinned: a rebinding thread may drop them)
+    _keep_shipments(fn, big)
     fingerprint = _fingerprint(fn, (), big)
     if by_value is not None and fingerprint is not None and by_value[0] == fingerprint:
-        return by_value[1]
+        blob = pinned(by_value[1])
+        if blob is not None:
+            return blob
     try:
         data = with_shipments(dumps_code(fn, big), big.values())
     except BaseException as exc:  # the user's __reduce__ ran: even SystemExit
@@ -307,7 +311,25 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
             del _value_cache[fn]
     except TypeError:
         pass
-    return data
+    blob = pinned(data)
+    del alive
+    return data if blob is None else blob
+
+
+# The large globals' shipments each by-value function sent last, whether or not
+# its pickle could be cached (a mutable small global beside them): the next call
+# then names the same shipments, which workers have, rather than new ones.
+_last_shipments: weakref.WeakKeyDictionary[Any, tuple[Shipment, ...]] = weakref.WeakKeyDictionary()
+
+
+def _keep_shipments(fn: Any, big: dict[int, Shipment]) -> None:
+    try:
+        if big:
+            _last_shipments[fn] = tuple(big.values())
+        else:
+            _last_shipments.pop(fn, None)
+    except TypeError:  # not weak-referenceable
+        pass
 
 
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)

@@ -70,10 +70,10 @@ def tag(pid: int | None = None) -> str:
     return f"{os.getpid() if pid is None else pid}n{_NAMESPACE}"
 
 
-def _new_name() -> str:
+def _new_name(owner: int | None = None) -> str:
     with _lock:
         n = next(_counter)
-    return f"{PREFIX}{tag()}-{n}-{secrets.token_hex(4)}"
+    return f"{PREFIX}{tag(owner)}-{n}-{secrets.token_hex(4)}"
 
 
 class Segment:
@@ -113,8 +113,10 @@ class Segment:
         self.owner = create
 
     @classmethod
-    def create(cls, size: int) -> Segment:
-        return cls(_new_name(), size, True)
+    def create(cls, size: int, owner: int | None = None) -> Segment:
+        """A new segment, named as made by process ``owner`` (default: this one):
+        it is removed when that process is gone."""
+        return cls(_new_name(owner), size, True)
 
     @classmethod
     def attach(cls, name: str, populate: bool = True, readonly: bool = False) -> Segment:
@@ -166,13 +168,13 @@ def layout(buffers: list[Any]) -> tuple[list[tuple[int, int]], int]:
 
 
 def pack(
-    buffers: list[Any], segment: Segment | None = None
+    buffers: list[Any], segment: Segment | None = None, owner: int | None = None
 ) -> tuple[Segment, list[tuple[int, int]]]:
     """Copy ``buffers`` (contiguous memoryviews) into ``segment`` (big enough) or
-    into a new one."""
+    into a new one (see :meth:`Segment.create` for ``owner``)."""
     spans, size = layout(buffers)
     if segment is None:
-        segment = Segment.create(size)
+        segment = Segment.create(size, owner)
     try:
         view = memoryview(segment.map)
         for (start, size), buf in zip(spans, buffers, strict=True):

@@ -268,11 +268,15 @@ class Queue:
         path = os.path.join(folder, "queue")
         os.mkfifo(path, 0o600)
         weakref.finalize(self, _remove_folder, folder, os.getpid())
-        self._setup(path, maxsize)
+        self._setup(path, maxsize, os.getpid())
 
-    def _setup(self, path: str, maxsize: int) -> None:
+    def _setup(self, path: str, maxsize: int, creator: int) -> None:
         self._path = path
         self.maxsize = maxsize
+        # A large item's segment is named as the creator's: it must outlive the
+        # worker that put it (a pool removes a finished worker's segments), and
+        # go when the queue's creator is gone.
+        self._creator = creator
         # Opened at once, and kept open by the creating process for the queue's
         # life: a FIFO's buffer is thrown away when its last descriptor closes,
         # so a producer that finished before any consumer opened it would lose
@@ -332,13 +336,13 @@ class Queue:
         if len(data) <= _RECORD - _HEAD.size:
             kind, payload = _INLINE, data
         else:
-            segment, _ = _shm.pack([memoryview(data)])
+            segment, _ = _shm.pack([memoryview(data)], owner=self._creator)
             segment.close()
             kind, payload = _IN_SEGMENT, segment.name.encode()
         return (_HEAD.pack(kind, len(payload)) + payload).ljust(_RECORD, b"\0")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_open_queue, (self._path, self.maxsize))
+        return (_open_queue, (self._path, self.maxsize, self._creator))
 
     def __repr__(self) -> str:
         return f"<manycore.Queue qsize={self.qsize()} maxsize={self.maxsize}>"
@@ -389,12 +393,12 @@ def _dumps(item: Any) -> bytes:
     return dumps(item)
 
 
-def _open_queue(path: str, maxsize: int) -> Queue:
+def _open_queue(path: str, maxsize: int, creator: int) -> Queue:
     known = _opened.get(path)
     if known is not None:
         return known  # type: ignore[no-any-return]
     obj = Queue.__new__(Queue)
-    obj._setup(path, maxsize)
+    obj._setup(path, maxsize, creator)
     return obj
 
 

@@ -16,6 +16,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import _state
 from . import _validate as v
+from ._bigglobals import pinned
 from ._futures import AwaitableFuture
 from ._pool import PoolState
 from ._serialize import PROTOCOL, _by_reference, dumps_fn, loads_code, with_shipments
@@ -131,12 +132,15 @@ class Task(Generic[P, R]):
         inner = dumps_fn(self.fn)
         last = self._by_value
         if last is not None and last[0] == inner:
-            return last[1]
+            sent = pinned(last[1])
+            if sent is not None:
+                return sent
         options = (self.timeout, self.retries, self.retry_on, self.name)
-        # The large globals the function reads travel apart (see _bigglobals).
+        # The large globals the function reads travel apart (see _bigglobals);
+        # what is kept here must not hold them (bytes(inner) drops its pins).
         blob = with_shipments(pickle.dumps(_CallByValue(inner, options), PROTOCOL), inner)
-        self._by_value = (inner, blob)
-        return blob
+        self._by_value = (bytes(inner), blob)
+        return pinned(blob) or blob
 
     def _chosen_pool(self) -> Any:
         """The pool a call goes to, as far as the caller's thread decides it:

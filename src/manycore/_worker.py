@@ -47,6 +47,7 @@ _HEAD = struct.Struct("<I")  # size of the task's head, before its body
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
+_stopping = False  # the task pipe has ended (STOP): exit() and queue flushes run
 _SWEEP_MS = 1000  # how often an idle worker unmaps segments the parent removed
 
 
@@ -261,6 +262,13 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
     # A closing pool normally ends us within the grace period; a parent that
     # died does not: remove the segments it and we made, then go.
     _Owner.clean_up_if_gone(_ORPHAN_GRACE)
+    # But a worker that took its STOP is running exit() or flushing multiprocessing
+    # queues (cut short, a message torn mid-write leaves its queue unreadable):
+    # the live parent gives it its own grace, and kills it past that.
+    while _stopping and not _Owner.gone(_ORPHAN_GRACE):
+        if _Owner.pid is None:  # (always known by then; never spin)
+            break
+    _Owner.clean_up_if_gone(0.0)
     os._exit(0)
 
 
@@ -337,6 +345,7 @@ def _run_exit(exit_fn: Any) -> None:
 
 def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> int:
     """Read batches, run them, write results, until the pipe closes or we retire."""
+    global _stopping
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Any] = {}
@@ -347,6 +356,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     while True:
         data = _wire.read_frame(task_fd)
         if not data:
+            _stopping = True
             if data is None:  # no STOP first: the parent may have died
                 _Owner.clean_up_if_gone(_ORPHAN_GRACE)
             return 0
@@ -365,19 +375,22 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
-            fns[fn_id] = loads_code(fn_blob)
+            fns[fn_id] = _load_fn(fn_blob)
         if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
             # Cancelled while it waited in the pipe: the parent drops the reply.
             _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
             continue
+        fn = fns[fn_id]
         try:
+            if isinstance(fn, _Unloadable):  # each batch of it fails, not the worker
+                _send(result_fd, _encode_batch_error(key, fn.error))
+                continue
             segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
         except BaseException as exc:  # the batch fails, not the worker (even SystemExit)
             _send(result_fd, _encode_failure(key, exc))
             continue
         finally:
             del view, data
-        fn = fns[fn_id]
         loading = clock() - began
         if plain and not track:
             result = run_batch(fn, items, star, kwargs, BaseException, time_items)
@@ -418,12 +431,42 @@ def _load_args(
     return segment, items, kwargs
 
 
+class _Unloadable:
+    """A function whose pickle did not load here: the error each batch of it gets."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _load_fn(fn_blob: bytes) -> Any:
+    """The task's function, or why it cannot be loaded here (a module this
+    worker cannot import): its batches fail with that, the worker lives on."""
+    from ._errors import SerializationError, set_cause
+
+    try:
+        return loads_code(fn_blob)
+    except BaseException as exc:  # the user's code ran (a module's import): even SystemExit
+        err = SerializationError(
+            f"the task's function could not be unpickled in the worker process: "
+            f"{type(exc).__name__}: {exc}. "
+            "A worker imports the function's module by its name: make that module "
+            "importable there (on sys.path when the pool starts), or define the "
+            "function in the script itself."
+        )
+        set_cause(err, exc)
+        return _Unloadable(err)
+
+
 def _encode_failure(key: int, exc: BaseException) -> bytes:
     """A batch whose arguments could not be loaded here: it fails as a whole."""
     from ._errors import SerializationError, set_cause
 
     err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
     set_cause(err, exc)
+    return _encode_batch_error(key, err)
+
+
+def _encode_batch_error(key: int, err: BaseException) -> bytes:
     # Every item of the batch gets the error (values None: "the whole batch").
     message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
     return pickle.dumps(message, 5)
