@@ -74,16 +74,13 @@ class WorkerLifecycle(abc.ABC):
     # What the engine's polling side provides (see manycore._engine).
 
     @abc.abstractmethod
-    def _finish(self, task: Task, outcome: BatchResult | BaseException) -> None:
-        ...
+    def _finish(self, task: Task, outcome: BatchResult | BaseException) -> None: ...
 
     @abc.abstractmethod
-    def _deliver(self) -> bool:
-        ...
+    def _deliver(self) -> bool: ...
 
     @abc.abstractmethod
-    def _wake(self) -> None:
-        ...
+    def _wake(self) -> None: ...
 
     # ------------------------------------------------------------ deadlines
 
