@@ -16,10 +16,14 @@ from ._batch import Batch, BatchResult, Done, pinned
 from ._errors import WorkerCrashed, describe_exit
 from ._workerproc import WorkerHandle, crash_error, timeout_error
 
-__all__ = ["StartWatch", "Task", "overdue", "verdicts"]
+__all__ = ["StartWatch", "Task", "overdue", "unread_crash", "verdicts"]
 
 _CPU_WAIT = 0.05  # how often to look again at a worker that waits for a CPU
 _CPU_WAIT_MAX = 10.0  # ... and for how long at most (the limit, if larger)
+# Workers that may die before reading the same batch before it is blamed: one
+# killed while idle is bad luck, a run of them is something in what it is sent
+# ahead of the batch (its function's large globals) that ends every worker.
+_UNREAD_DEATHS = 3
 
 
 @dataclass(eq=False)
@@ -41,6 +45,7 @@ class Task:
     dropped: bool = False  # force-cancelled: settled already; ignore its result
     moving: float = 0.0  # seconds the parent spent pickling and loading its data
     handed: float = 0.0  # when a timed batch became its worker's oldest (see overdue)
+    unread_deaths: int = 0  # workers that died before reading it, in a row
 
 
 def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
@@ -152,7 +157,12 @@ def verdicts(
         return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}
     acked = w.acked()
     if acked is not None and acked != first.wire_key:
-        return {}  # it died before it read the batch (killed while idle): no one's fault
+        # It died before it read the batch (killed while idle): no one's fault,
+        # unless it happens again and again (re-queued forever otherwise).
+        first.unread_deaths += 1
+        if first.unread_deaths < _UNREAD_DEATHS:
+            return {}
+        return {first: unread_crash(first.batch, pid, exitcode, first.unread_deaths)}
     seen = w.read_slot() if first.batch.timeout is not None else None
     if seen is not None and seen[0] == first.wire_key:
         offset = seen[1]  # the slot says which item it was running
@@ -160,3 +170,18 @@ def verdicts(
         ran = max(0.0, time.monotonic() - seen[2])
         return {first: pinned(first.batch, offset, error, ran)}
     return {first: crash_error(first.batch, pid, exitcode)}
+
+
+def unread_crash(batch: Batch, pid: int, exitcode: int | None, deaths: int) -> WorkerCrashed:
+    """The error of a batch that every worker it was written to died before reading."""
+    if len(batch) == 1:
+        what = batch.name_item(0)
+    else:
+        what = f"input items {batch.start}..{batch.start + len(batch) - 1}"
+    return WorkerCrashed(
+        f"{deaths} worker processes in a row died before they had read {what} from their "
+        f"pipe (the last, {pid}: {describe_exit(exitcode)}); what is sent ahead of it, the "
+        "function and the large globals it reads, may end the worker as it loads",
+        exitcode=exitcode,
+        index=batch.start if len(batch) == 1 else None,
+    )

@@ -1,0 +1,53 @@
+"""Adversarial checks of the process engine's hand-off rules: what a worker's
+death or a timeout costs must stay bounded and be blamed on the right thing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import manycore as mc
+import revfns
+from conftest import PROCESS_BACKENDS
+
+
+def _uses_big_exit_on_load() -> Any:
+    """A script function whose large global ends every worker that loads it."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "BIG": revfns.BigExitOnLoad()}
+    exec(compile("def f(x):\n    return (BIG, x)\n", "<big-exit>", "exec"), namespace)
+    return namespace["f"]
+
+
+def test_a_batch_whose_workers_all_die_before_reading_it_fails() -> None:
+    # The large global is sent ahead of the batch, so each worker dies before it
+    # has read the batch: "killed while idle". It must not be re-queued forever.
+    f = _uses_big_exit_on_load()
+    with mc.Pool(1) as pool:
+        with pytest.raises(mc.WorkerCrashed, match="in a row died before they had read"):
+            pool.submit(f, 1).result(timeout=30)
+        assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
+
+
+def test_a_map_whose_workers_all_die_before_reading_ends() -> None:
+    f = _uses_big_exit_on_load()
+    with mc.Pool(2) as pool:
+        out = pool.map(f, range(4), chunksize=2, on_error="collect")
+        assert [type(o.exception) for o in out] == [mc.WorkerCrashed] * 4
+        assert [o.exception.index for o in out] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+@pytest.mark.parametrize("init", [None, revfns.no_op])
+def test_items_that_end_their_worker_each_fail_alone(
+    backend: tuple[str, str], init: Any
+) -> None:
+    # Fresh workers die one after another right after they start: each is an
+    # item's crash, never the pool's (StartWatch judges only deaths before init).
+    with mc.Pool(2, backend=backend[0], start_method=backend[1], init=init) as pool:
+        out = pool.map(revfns.exit_now, range(8), chunksize=1, on_error="collect")
+        assert [type(o.exception) for o in out] == [mc.WorkerCrashed] * 8
+        out = pool.map(revfns.exit_now, range(8), on_error="collect", retries=1)
+        assert [type(o.exception) for o in out] == [mc.WorkerCrashed] * 8
+        assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
