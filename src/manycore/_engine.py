@@ -324,18 +324,21 @@ class ProcessEngine(WorkerLifecycle):
             timeout = due
         events = self._selector.select(timeout)
         dead: list[WorkerHandle] = []
+        retired: list[WorkerHandle] = []
         for key, mask in events:
             w = key.data
             if w is None:
                 self._waker.drain()
                 continue
             if mask & selectors.EVENT_READ:
-                self._read(w, dead)
+                self._read(w, dead, retired)
             if mask & selectors.EVENT_WRITE:
                 with self._lock:
                     w.flush()
         for w in dead:
             self._bury(w)
+        for w in retired:
+            self._replace_retired(w)
         with self._lock:
             self._dispatch_locked()
             self._update_write_interest_locked()
@@ -353,7 +356,9 @@ class ProcessEngine(WorkerLifecycle):
             delivered = True
             self._finish(task, outcome)
 
-    def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
+    def _read(
+        self, w: WorkerHandle, dead: list[WorkerHandle], retired: list[WorkerHandle]
+    ) -> None:
         try:
             data = os.read(w.result_fd, 1 << 20)
         except BlockingIOError:
@@ -372,7 +377,8 @@ class ProcessEngine(WorkerLifecycle):
                 continue
             with self._lock:
                 if decoded.retire:  # it exits now: no more work; its EOF is no crash
-                    w.retiring = w.dead = True
+                    self._retire_locked(w)
+                    retired.append(w)
                     continue
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()

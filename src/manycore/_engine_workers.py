@@ -193,9 +193,8 @@ class WorkerLifecycle:
             self._break(*broken)
         with self._lock:
             outcomes = self._settle_lost_locked(w, exitcode)
-            replace = self._state is EngineState.RUNNING or (
-                self._state is EngineState.CLOSING and bool(self._pending)
-            )
+            # (A retired worker was replaced when it said it retires.)
+            replace = not w.retiring and self._wants_replacement_locked()
         self._release(w)
         _shm.remove_segments_of(w.proc.pid)  # a result it made but never sent
         if replace:
@@ -225,6 +224,30 @@ class WorkerLifecycle:
                 outcome.worker_slot = w.index
         self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
         return outcomes
+
+    def _wants_replacement_locked(self) -> bool:
+        return self._state is EngineState.RUNNING or (
+            self._state is EngineState.CLOSING and bool(self._pending)
+        )
+
+    def _retire_locked(self, w: WorkerHandle) -> None:
+        """A worker said it retires (a task or memory limit): it reads nothing more,
+        but may take a while to exit (the pool's ``exit`` runs first). What was
+        written to it runs elsewhere now, not when its end of file comes."""
+        w.retiring = w.dead = True
+        w.out.clear()  # the rest of a frame it will never read
+        unread = [t for t in w.inflight if not t.dropped]
+        for task in w.inflight:
+            if task.dropped:
+                self._release_segment(task)
+        w.inflight.clear()
+        self._pending.extendleft(reversed(unread))
+
+    def _replace_retired(self, w: WorkerHandle) -> None:
+        with self._lock:
+            replace = self._wants_replacement_locked()
+        if replace:
+            self._replace(w.index)
 
     def _replace(self, index: int) -> None:
         try:

@@ -51,3 +51,21 @@ def test_items_that_end_their_worker_each_fail_alone(
         out = pool.map(revfns.exit_now, range(8), on_error="collect", retries=1)
         assert [type(o.exception) for o in out] == [mc.WorkerCrashed] * 8
         assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_a_retiring_workers_slow_exit_does_not_hold_its_queued_batch(
+    timeout: float | None,
+) -> None:
+    # A worker that reached max_tasks_per_worker runs the pool's exit before it
+    # ends; the batch already written to its pipe behind the last one it ran
+    # must run elsewhere now, not when that exit returns (here: 30 s).
+    with mc.Pool(1, max_tasks_per_worker=2, exit=revfns.slow_exit) as pool:
+        started = time.monotonic()
+        futures = [pool.schedule(revfns.add_one, (i,), timeout=timeout) for i in range(6)]
+        assert [f.result(timeout=20) for f in futures] == [1, 2, 3, 4, 5, 6]
+        assert time.monotonic() - started < 15
+        out = pool.map(revfns.add_one, range(12), chunksize=1, timeout=timeout)
+        assert out == list(range(1, 13))
+        assert time.monotonic() - started < 30
+        pool.terminate()  # the retired workers still sleep in their exit
