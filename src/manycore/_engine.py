@@ -165,7 +165,8 @@ class ProcessEngine(WorkerLifecycle):
 
     def pids(self) -> list[int]:
         with self._lock:
-            return [w.proc.pid for w in self._workers]
+            # (A retired worker may still run the pool's exit; its replacement counts.)
+            return [w.proc.pid for w in self._workers if not w.retiring]
 
     def wait_for(self, future: Future[Any], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
