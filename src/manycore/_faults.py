@@ -147,6 +147,10 @@ def verdicts(
         timed_out = doom[1]
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
+        if doom[3] == "init" and len(timed_out.batch) > 1:
+            # Its worker's init had not returned: no item had a say. Running each
+            # alone would make a replacement run that init again for every item.
+            return {timed_out: _all_late(timed_out.batch, pid)}
         if doom[3] != "running" and len(timed_out.batch) > 1:
             # No item had started: which one held it up (an argument that blocks
             # while it loads) is unknown. As after a crash, the scheduler runs each
@@ -170,6 +174,15 @@ def verdicts(
         ran = max(0.0, time.monotonic() - seen[2])
         return {first: pinned(first.batch, offset, error, ran)}
     return {first: crash_error(first.batch, pid, exitcode)}
+
+
+def _all_late(batch: Batch, pid: int) -> BatchResult:
+    """Every item of a batch that timed out waiting for its worker's init."""
+    n = len(batch)
+    errors: dict[int, BaseException] = {
+        i: timeout_error(batch, i, pid, "init") for i in range(n)
+    }
+    return BatchResult([None] * n, errors, batch.timeout or 0.0)
 
 
 def unread_crash(batch: Batch, pid: int, exitcode: int | None, deaths: int) -> WorkerCrashed:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import manycore as mc
+import handfns
 import revfns
 from conftest import PROCESS_BACKENDS
 
@@ -69,3 +70,16 @@ def test_a_retiring_workers_slow_exit_does_not_hold_its_queued_batch(
         assert out == list(range(1, 13))
         assert time.monotonic() - started < 30
         pool.terminate()  # the retired workers still sleep in their exit
+
+
+def test_a_batch_late_for_a_hanging_init_fails_whole_not_item_by_item() -> None:
+    # No item of a batch had a say while the worker's init had not returned:
+    # running each alone would restart the worker (and its init) per item.
+    with mc.Pool(1, init=handfns.init_that_hangs) as pool:
+        out = pool.map(revfns.add_one, range(12), chunksize=4, timeout=0.3, on_error="collect")
+        for index, failure in enumerate(out):
+            err = failure.exception
+            assert type(err) is mc.TaskTimeout and err.index == index
+            assert "whose init had not returned" in str(err)
+        assert pool.stats().restarts == 3  # one per batch, not one per item
+        pool.terminate()
