@@ -31,3 +31,22 @@ def add_one(x: int) -> int:
 
 def no_op() -> None:
     return None
+
+
+def refuse_to_load() -> Any:
+    raise ValueError("this function will not load here")
+
+
+class FailsToLoadFn:
+    """A callable whose unpickling raises in the worker."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (refuse_to_load, ())
+
+
+class ArgFailsToLoad:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (refuse_to_load, ())

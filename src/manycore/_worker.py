@@ -365,10 +365,14 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
-            fns[fn_id] = loads_code(fn_blob)
+            fns[fn_id] = _load_fn(fn_blob)
         if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
             # Cancelled while it waited in the pipe: the parent drops the reply.
             _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
+            continue
+        if isinstance(fns[fn_id], _Unloadable):  # each batch of it fails, not the worker
+            _send(result_fd, _encode_failure(key, fns[fn_id].error, "a task's function"))
+            del view, data
             continue
         try:
             segment, items, kwargs = _load_args(view[4 + head_size :], oob, mappings)
@@ -418,11 +422,26 @@ def _load_args(
     return segment, items, kwargs
 
 
-def _encode_failure(key: int, exc: BaseException) -> bytes:
-    """A batch whose arguments could not be loaded here: it fails as a whole."""
+class _Unloadable:
+    """A task's function that would not unpickle here: why, for each batch of it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _load_fn(blob: bytes) -> Any:
+    try:
+        return loads_code(blob)
+    except BaseException as exc:  # the user's code ran in the loads: even SystemExit
+        return _Unloadable(exc)
+
+
+def _encode_failure(key: int, exc: BaseException, what: str = "a task's arguments") -> bytes:
+    """A batch whose arguments (or function) could not be loaded here: it fails
+    as a whole."""
     from ._errors import SerializationError, set_cause
 
-    err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
+    err = SerializationError(f"{what} could not be unpickled in the worker: {exc!r}")
     set_cause(err, exc)
     # Every item of the batch gets the error (values None: "the whole batch").
     message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)

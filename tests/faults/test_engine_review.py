@@ -83,3 +83,23 @@ def test_a_batch_late_for_a_hanging_init_fails_whole_not_item_by_item() -> None:
             assert "whose init had not returned" in str(err)
         assert pool.stats().restarts == 3  # one per batch, not one per item
         pool.terminate()
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_function_that_will_not_load_in_the_worker_is_a_serialization_error(
+    backend: tuple[str, str],
+) -> None:
+    # Not a crash of every worker it is sent to (exit code 1, a traceback on
+    # stderr, a restart per batch, and an "out of memory?" hint).
+    with mc.Pool(2, backend=backend[0], start_method=backend[1]) as pool:
+        fn = revfns.FailsToLoadFn()
+        out = pool.map(fn, range(6), chunksize=2, on_error="collect")
+        for index, failure in enumerate(out):
+            err = failure.exception
+            assert type(err) is mc.SerializationError and failure.index == index
+            assert "function could not be unpickled in the worker" in str(err)
+            assert "will not load here" in str(err)
+        with pytest.raises(mc.SerializationError, match="function could not be unpickled"):
+            pool.submit(fn, 1).result(timeout=30)
+        assert pool.stats().restarts == 0
+        assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
