@@ -357,9 +357,7 @@ class ProcessEngine(WorkerLifecycle):
             delivered = True
             self._finish(task, outcome)
 
-    def _read(
-        self, w: WorkerHandle, dead: list[WorkerHandle], retired: list[WorkerHandle]
-    ) -> None:
+    def _read(self, w: WorkerHandle, dead: list[WorkerHandle], retired: list[WorkerHandle]) -> None:
         try:
             data = os.read(w.result_fd, 1 << 20)
         except BlockingIOError:

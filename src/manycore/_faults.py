@@ -179,9 +179,7 @@ def verdicts(
 def _all_late(batch: Batch, pid: int) -> BatchResult:
     """Every item of a batch that timed out waiting for its worker's init."""
     n = len(batch)
-    errors: dict[int, BaseException] = {
-        i: timeout_error(batch, i, pid, "init") for i in range(n)
-    }
+    errors: dict[int, BaseException] = {i: timeout_error(batch, i, pid, "init") for i in range(n)}
     return BatchResult([None] * n, errors, batch.timeout or 0.0)
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-import manycore as mc
 import handfns
+import manycore as mc
 import revfns
 from conftest import PROCESS_BACKENDS
 
@@ -41,9 +41,7 @@ def test_a_map_whose_workers_all_die_before_reading_ends() -> None:
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 @pytest.mark.parametrize("init", [None, revfns.no_op])
-def test_items_that_end_their_worker_each_fail_alone(
-    backend: tuple[str, str], init: Any
-) -> None:
+def test_items_that_end_their_worker_each_fail_alone(backend: tuple[str, str], init: Any) -> None:
     # Fresh workers die one after another right after they start: each is an
     # item's crash, never the pool's (StartWatch judges only deaths before init).
     with mc.Pool(2, backend=backend[0], start_method=backend[1], init=init) as pool:
