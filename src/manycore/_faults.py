@@ -55,11 +55,12 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     Two stages, each bounded by the timeout. Taking it: from hand-off (written to
     a worker that runs nothing before it, or the batch before it reported done)
     until the worker reads it from its pipe; the worker's init counts, its
-    interpreter booting and its waiting for a CPU do not. Running it: from that
+    interpreter booting and its waiting for a CPU do not (each up to
+    ``_CPU_WAIT_MAX`` or the limit, if larger). Running it: from that
     read, item 0 (unpickling the arguments included), then each later item from
     when the worker started it, which is when the one before it was done. So an
     argument that blocks while it loads, an init that never returns and a
-    stopped worker all end at a deadline.
+    stopped worker (even one stopped as it started) all end at a deadline.
     """
     if not w.inflight or w.doom is not None or w.retiring:
         return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
@@ -68,8 +69,13 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     if limit is None:
         return None, None
     booted = w.booted()
-    if booted == 0.0:
-        return None, limit  # still starting: look again once the limit has passed
+    if booted == 0.0:  # still starting: that does not count, up to a bound
+        left = task.handed + limit + max(limit, _CPU_WAIT_MAX) - now
+        if left > 0:  # look again after at most the limit: it may boot meanwhile
+            return None, min(left, limit)
+        if w.proc.poll() is not None:
+            return None, None  # it died: its end of file, due now, re-queues
+        return ("timeout", task, 0, "boot"), None  # frozen or hung as it started
     taken = w.taken_at(task.wire_key)
     seen = w.read_slot()
     if seen is not None and seen[0] == task.wire_key:

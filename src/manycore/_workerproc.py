@@ -384,6 +384,8 @@ _NOT_STARTED = {
     "unread": "worker process {pid} had not read {what} from its pipe {limit} after it was "
     "handed over (stopped or frozen?)",
     "init": "{what} waited {limit} for worker process {pid}, whose init had not returned",
+    "boot": "{what} waited {limit} (and the time a worker may take to start) for worker "
+    "process {pid}, which had not started (stopped or frozen?)",
 }
 
 

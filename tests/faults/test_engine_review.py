@@ -3,6 +3,8 @@ death or a timeout costs must stay bounded and be blamed on the right thing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -101,3 +103,16 @@ def test_a_function_that_will_not_load_in_the_worker_is_a_serialization_error(
             pool.submit(fn, 1).result(timeout=30)
         assert pool.stats().restarts == 0
         assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
+
+
+def test_a_worker_stopped_before_it_started_does_not_hold_a_timed_item_forever() -> None:
+    # Booting does not count against timeout=, but only up to a bound (10 s, or
+    # the timeout if larger): it hung for ever.
+    with mc.Pool(1, start_method="spawn") as pool:
+        os.kill(pool.pids()[0], signal.SIGSTOP)  # a spawned worker boots in ~0.1 s
+        started = time.monotonic()
+        future = pool.schedule(revfns.add_one, (1,), timeout=1)
+        with pytest.raises(mc.TaskTimeout, match="stopped or frozen"):
+            future.result(timeout=40)
+        assert time.monotonic() - started < 30
+        assert pool.map(revfns.add_one, range(3), timeout=5) == [1, 2, 3]
