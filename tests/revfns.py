@@ -22,7 +22,7 @@ def exit_now(x: int) -> int:
 
 
 def slow_exit() -> None:
-    time.sleep(30)
+    time.sleep(60)
 
 
 def add_one(x: int) -> int:

@@ -111,6 +111,7 @@ class ProcessEngine(WorkerLifecycle):
         self._segments = _shm.SegmentPool()
         _shm.remove_orphans()  # left by processes killed before they could clean up
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
+        self._retirees = 0  # retired workers not yet ended: the poller bounds their exit
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
         self._waker = WakePipe(_launch.ENGINE_FDS)
@@ -165,8 +166,7 @@ class ProcessEngine(WorkerLifecycle):
 
     def pids(self) -> list[int]:
         with self._lock:
-            # (A retired worker may still run the pool's exit; its replacement counts.)
-            return [w.proc.pid for w in self._workers if not w.retiring]
+            return [w.proc.pid for w in self._workers]
 
     def wait_for(self, future: Future[Any], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
@@ -325,21 +325,18 @@ class ProcessEngine(WorkerLifecycle):
             timeout = due
         events = self._selector.select(timeout)
         dead: list[WorkerHandle] = []
-        retired: list[WorkerHandle] = []
         for key, mask in events:
             w = key.data
             if w is None:
                 self._waker.drain()
                 continue
             if mask & selectors.EVENT_READ:
-                self._read(w, dead, retired)
+                self._read(w, dead)
             if mask & selectors.EVENT_WRITE:
                 with self._lock:
                     w.flush()
         for w in dead:
             self._bury(w)
-        for w in retired:
-            self._replace_retired(w)
         with self._lock:
             self._dispatch_locked()
             self._update_write_interest_locked()
@@ -357,7 +354,7 @@ class ProcessEngine(WorkerLifecycle):
             delivered = True
             self._finish(task, outcome)
 
-    def _read(self, w: WorkerHandle, dead: list[WorkerHandle], retired: list[WorkerHandle]) -> None:
+    def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
         try:
             data = os.read(w.result_fd, 1 << 20)
         except BlockingIOError:
@@ -377,7 +374,6 @@ class ProcessEngine(WorkerLifecycle):
             with self._lock:
                 if decoded.retire:  # it exits now: no more work; its EOF is no crash
                     self._retire_locked(w)
-                    retired.append(w)
                     continue
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()

@@ -68,6 +68,7 @@ class WorkerHandle:
     dead: bool = False  # gets no more work (a write failed, or it is retiring)
     slot: mmap.mmap | None = None  # the item it runs and since when (see read_slot)
     retiring: bool = False  # it said it exits after its last result (task/memory limit)
+    retired_at: float = 0.0  # when it said so
     # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
     doom: tuple[Any, ...] | None = None
     index: int = 0  # its slot, 0..workers-1: a replacement takes over the slot

@@ -54,22 +54,21 @@ def test_items_that_end_their_worker_each_fail_alone(backend: tuple[str, str], i
         assert pool.map(revfns.add_one, range(3)) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("timeout", [None, 5.0])
-def test_a_retiring_workers_slow_exit_does_not_hold_its_queued_batch(
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_a_retiring_workers_hanging_exit_holds_no_batch_for_ever(
     timeout: float | None,
 ) -> None:
     # A worker that reached max_tasks_per_worker runs the pool's exit before it
-    # ends; the batch already written to its pipe behind the last one it ran
-    # must run elsewhere now, not when that exit returns (here: 30 s).
+    # ends (here: 60 s). The batch already written to its pipe runs elsewhere; the
+    # replacement starts once it ended, and it gets the grace a closing worker
+    # gets (5 s), not for ever. The pool never has more processes than workers.
     with mc.Pool(1, max_tasks_per_worker=2, exit=revfns.slow_exit) as pool:
         started = time.monotonic()
-        futures = [pool.schedule(revfns.add_one, (i,), timeout=timeout) for i in range(6)]
-        assert [f.result(timeout=20) for f in futures] == [1, 2, 3, 4, 5, 6]
-        assert time.monotonic() - started < 15
-        out = pool.map(revfns.add_one, range(12), chunksize=1, timeout=timeout)
-        assert out == list(range(1, 13))
+        futures = [pool.schedule(revfns.add_one, (i,), timeout=timeout) for i in range(3)]
+        assert [f.result(timeout=40) for f in futures] == [1, 2, 3]
         assert time.monotonic() - started < 30
-        pool.terminate()  # the retired workers still sleep in their exit
+        assert len(pool.pids()) == 1
+        pool.terminate()  # the second worker, too, sleeps in its exit
 
 
 def test_a_batch_late_for_a_hanging_init_fails_whole_not_item_by_item() -> None:
