@@ -63,7 +63,7 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     stopped worker (even one stopped as it started) all end at a deadline.
     """
     if not w.inflight or w.doom is not None or w.retiring:
-        return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
+        return None, None  # (a retiring worker holds nothing: it handed it back)
     task: Task = w.inflight[0]
     limit = task.batch.timeout
     if limit is None:
