@@ -111,6 +111,7 @@ class ProcessEngine(WorkerLifecycle):
         self._segments = _shm.SegmentPool()
         _shm.remove_orphans()  # left by processes killed before they could clean up
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
+        self._retirees = 0  # retired workers not yet ended: the poller bounds their exit
         self._turns = PollTurns()
         self._selector = selectors.DefaultSelector()
         self._waker = WakePipe(_launch.ENGINE_FDS)
@@ -372,7 +373,7 @@ class ProcessEngine(WorkerLifecycle):
                 continue
             with self._lock:
                 if decoded.retire:  # it exits now: no more work; its EOF is no crash
-                    w.retiring = w.dead = True
+                    self._retire_locked(w)
                     continue
                 if not w.inflight:
                     continue  # already failed by terminate() or _break()

@@ -66,6 +66,7 @@ class WorkerLifecycle(abc.ABC):
     _workers: list[WorkerHandle]
     _segments: _shm.SegmentPool
     _timed: int
+    _retirees: int
     _turns: PollTurns
     _selector: selectors.BaseSelector
     _waker: WakePipe
@@ -86,12 +87,16 @@ class WorkerLifecycle(abc.ABC):
 
     def _enforce_timeouts(self) -> float | None:
         """Kill each worker whose current item overstayed its batch's timeout;
-        seconds until the next item could time out (None: nothing is timed)."""
-        if self._timed <= 0:
+        seconds until the next item could time out (None: nothing is timed).
+        Also kills a retired worker still in the pool's exit after the grace a
+        closing worker gets: its replacement waits for it to end."""
+        if self._timed <= 0 and self._retirees <= 0:
             return None  # the common case costs nothing per poll
         now = time.monotonic()
         soonest: float | None = None
         with self._lock:
+            if self._retirees > 0:
+                soonest = self._end_retirees_locked(now)
             for w in self._workers:
                 doom, left = overdue(w, now)
                 if doom is not None:
@@ -194,9 +199,9 @@ class WorkerLifecycle(abc.ABC):
             self._break(*broken)
         with self._lock:
             outcomes = self._settle_lost_locked(w, exitcode)
-            replace = self._state is EngineState.RUNNING or (
-                self._state is EngineState.CLOSING and bool(self._pending)
-            )
+            if w.retiring:
+                self._retirees -= 1
+            replace = self._wants_replacement_locked()
         self._release(w)
         _shm.remove_segments_of(w.proc.pid)  # a result it made but never sent
         if replace:
@@ -226,6 +231,42 @@ class WorkerLifecycle(abc.ABC):
                 outcome.worker_slot = w.index
         self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
         return outcomes
+
+    def _wants_replacement_locked(self) -> bool:
+        return self._state is EngineState.RUNNING or (
+            self._state is EngineState.CLOSING and bool(self._pending)
+        )
+
+    def _retire_locked(self, w: WorkerHandle) -> None:
+        """A worker said it retires (a task or memory limit): it reads nothing more,
+        but may take a while to exit (the pool's ``exit`` runs first). What was
+        written to it runs elsewhere now, not when its end of file comes; its
+        replacement starts then (so a pool never has more processes than
+        workers), and :meth:`_end_retirees_locked` bounds that wait."""
+        w.retiring = w.dead = True
+        w.retired_at = time.monotonic()
+        self._retirees += 1
+        w.out.clear()  # the rest of a frame it will never read
+        unread = [t for t in w.inflight if not t.dropped]
+        for task in w.inflight:
+            if task.dropped:
+                self._release_segment(task)
+        w.inflight.clear()
+        self._pending.extendleft(reversed(unread))
+
+    def _end_retirees_locked(self, now: float) -> float | None:
+        """Kill retired workers whose exit overstayed ``_STOP_GRACE``; seconds
+        until the next one would."""
+        soonest: float | None = None
+        for w in self._workers:
+            if w.retiring and w.doom is None:
+                left = w.retired_at + _STOP_GRACE - now
+                if left <= 0:
+                    w.doom = ("settled", None)  # it holds nothing: no item pays
+                    w.proc.kill()  # its EOF brings it to _bury, which replaces it
+                else:
+                    soonest = left if soonest is None else min(soonest, left)
+        return soonest
 
     def _replace(self, index: int) -> None:
         try:

@@ -16,10 +16,14 @@ from ._batch import Batch, BatchResult, Done, pinned
 from ._errors import WorkerCrashed, describe_exit
 from ._workerproc import WorkerHandle, crash_error, timeout_error
 
-__all__ = ["StartWatch", "Task", "overdue", "verdicts"]
+__all__ = ["StartWatch", "Task", "overdue", "unread_crash", "verdicts"]
 
 _CPU_WAIT = 0.05  # how often to look again at a worker that waits for a CPU
 _CPU_WAIT_MAX = 10.0  # ... and for how long at most (the limit, if larger)
+# Workers that may die before reading the same batch before it is blamed: one
+# killed while idle is bad luck, a run of them is something in what it is sent
+# ahead of the batch (its function's large globals) that ends every worker.
+_UNREAD_DEATHS = 3
 
 
 @dataclass(eq=False)
@@ -41,6 +45,7 @@ class Task:
     dropped: bool = False  # force-cancelled: settled already; ignore its result
     moving: float = 0.0  # seconds the parent spent pickling and loading its data
     handed: float = 0.0  # when a timed batch became its worker's oldest (see overdue)
+    unread_deaths: int = 0  # workers that died before reading it, in a row
 
 
 def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
@@ -50,21 +55,27 @@ def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float 
     Two stages, each bounded by the timeout. Taking it: from hand-off (written to
     a worker that runs nothing before it, or the batch before it reported done)
     until the worker reads it from its pipe; the worker's init counts, its
-    interpreter booting and its waiting for a CPU do not. Running it: from that
+    interpreter booting and its waiting for a CPU do not (each up to
+    ``_CPU_WAIT_MAX`` or the limit, if larger). Running it: from that
     read, item 0 (unpickling the arguments included), then each later item from
     when the worker started it, which is when the one before it was done. So an
     argument that blocks while it loads, an init that never returns and a
-    stopped worker all end at a deadline.
+    stopped worker (even one stopped as it started) all end at a deadline.
     """
     if not w.inflight or w.doom is not None or w.retiring:
-        return None, None  # (a retiring worker runs nothing more: its EOF re-queues)
+        return None, None  # (a retiring worker holds nothing: it handed it back)
     task: Task = w.inflight[0]
     limit = task.batch.timeout
     if limit is None:
         return None, None
     booted = w.booted()
-    if booted == 0.0:
-        return None, limit  # still starting: look again once the limit has passed
+    if booted == 0.0:  # still starting: that does not count, up to a bound
+        left = task.handed + limit + max(limit, _CPU_WAIT_MAX) - now
+        if left > 0:  # look again after at most the limit: it may boot meanwhile
+            return None, min(left, limit)
+        if w.proc.poll() is not None:
+            return None, None  # it died: its end of file, due now, re-queues
+        return ("timeout", task, 0, "boot"), None  # frozen or hung as it started
     taken = w.taken_at(task.wire_key)
     seen = w.read_slot()
     if seen is not None and seen[0] == task.wire_key:
@@ -142,6 +153,10 @@ def verdicts(
         timed_out = doom[1]
         if timed_out not in lost:  # force-cancelled meanwhile
             return {}
+        if doom[3] == "init" and len(timed_out.batch) > 1:
+            # Its worker's init had not returned: no item had a say. Running each
+            # alone would make a replacement run that init again for every item.
+            return {timed_out: _all_late(timed_out.batch, pid)}
         if doom[3] != "running" and len(timed_out.batch) > 1:
             # No item had started: which one held it up (an argument that blocks
             # while it loads) is unknown. As after a crash, the scheduler runs each
@@ -152,7 +167,12 @@ def verdicts(
         return {timed_out: pinned(timed_out.batch, doom[2], late, limit)}
     acked = w.acked()
     if acked is not None and acked != first.wire_key:
-        return {}  # it died before it read the batch (killed while idle): no one's fault
+        # It died before it read the batch (killed while idle): no one's fault,
+        # unless it happens again and again (re-queued forever otherwise).
+        first.unread_deaths += 1
+        if first.unread_deaths < _UNREAD_DEATHS:
+            return {}
+        return {first: unread_crash(first.batch, pid, exitcode, first.unread_deaths)}
     seen = w.read_slot() if first.batch.timeout is not None else None
     if seen is not None and seen[0] == first.wire_key:
         offset = seen[1]  # the slot says which item it was running
@@ -160,3 +180,25 @@ def verdicts(
         ran = max(0.0, time.monotonic() - seen[2])
         return {first: pinned(first.batch, offset, error, ran)}
     return {first: crash_error(first.batch, pid, exitcode)}
+
+
+def _all_late(batch: Batch, pid: int) -> BatchResult:
+    """Every item of a batch that timed out waiting for its worker's init."""
+    n = len(batch)
+    errors: dict[int, BaseException] = {i: timeout_error(batch, i, pid, "init") for i in range(n)}
+    return BatchResult([None] * n, errors, batch.timeout or 0.0)
+
+
+def unread_crash(batch: Batch, pid: int, exitcode: int | None, deaths: int) -> WorkerCrashed:
+    """The error of a batch that every worker it was written to died before reading."""
+    if len(batch) == 1:
+        what = batch.name_item(0)
+    else:
+        what = f"input items {batch.start}..{batch.start + len(batch) - 1}"
+    return WorkerCrashed(
+        f"{deaths} worker processes in a row died before they had read {what} from their "
+        f"pipe (the last, {pid}: {describe_exit(exitcode)}); what is sent ahead of it, the "
+        "function and the large globals it reads, may end the worker as it loads",
+        exitcode=exitcode,
+        index=batch.start if len(batch) == 1 else None,
+    )

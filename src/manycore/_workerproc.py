@@ -68,6 +68,7 @@ class WorkerHandle:
     dead: bool = False  # gets no more work (a write failed, or it is retiring)
     slot: mmap.mmap | None = None  # the item it runs and since when (see read_slot)
     retiring: bool = False  # it said it exits after its last result (task/memory limit)
+    retired_at: float = 0.0  # when it said so
     # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
     doom: tuple[Any, ...] | None = None
     index: int = 0  # its slot, 0..workers-1: a replacement takes over the slot
@@ -384,6 +385,8 @@ _NOT_STARTED = {
     "unread": "worker process {pid} had not read {what} from its pipe {limit} after it was "
     "handed over (stopped or frozen?)",
     "init": "{what} waited {limit} for worker process {pid}, whose init had not returned",
+    "boot": "{what} waited {limit} (and the time a worker may take to start) for worker "
+    "process {pid}, which had not started (stopped or frozen?)",
 }
 
 
