@@ -12,7 +12,7 @@ import pickle
 import traceback
 from typing import Any
 
-from ._errors import RemoteError, RemoteTraceback, add_note, set_cause
+from ._errors import RemoteError, RemoteTraceback, add_note, set_cause, set_traceback
 
 __all__ = ["ErrorWire", "pack_exception", "rebuild", "tag_with_index"]
 
@@ -79,6 +79,11 @@ def rebuild(wire: ErrorWire) -> BaseException:
             exc = pickle.loads(blob)
         except BaseException:  # the user's code ran here; none of it may escape
             exc = None
+    if isinstance(exc, BaseException):
+        # A traceback pickled with it (tblib's pickling, which importing
+        # dask.distributed installs for every exception class) would hold
+        # frames of its own here; the text below is the traceback.
+        set_traceback(exc, None)
     if not isinstance(exc, BaseException) or not set_cause(exc, RemoteTraceback(tb_text)):
         exc = RemoteError(type_name, message)
         set_cause(exc, RemoteTraceback(tb_text))
