@@ -204,6 +204,7 @@ def test_no_stale_reference_while_a_timed_out_thread_goes_on() -> None:
             release.set()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 @pytest.mark.parametrize("stall", [0.0, 30.0], ids=["raised", "timed-out"])
 def test_no_stale_reference_after_a_retry_on_processes(

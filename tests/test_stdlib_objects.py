@@ -149,6 +149,7 @@ def test_a_fork_context_queue_with_spawned_workers_is_refused_clearly(method: st
         mc.Pool(2, start_method=method, init=log_init, init_args=(log,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_an_exit_that_takes_more_than_a_second_finishes(
     backend: tuple[str, str], tmp_path: Path

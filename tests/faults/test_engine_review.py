@@ -15,6 +15,9 @@ import manycore as mc
 import revfns
 from conftest import PROCESS_BACKENDS
 
+# Longer adversarial cases: `make test-slow` (CI runs it too), not `make test`.
+pytestmark = pytest.mark.slow
+
 
 def _uses_big_exit_on_load() -> Any:
     """A script function whose large global ends every worker that loads it."""

@@ -21,6 +21,9 @@ import manycore as mc
 from conftest import PROCESS_BACKENDS
 from handfns import ExitOnLoad, SlowToLoad, init_that_exits, init_that_hangs, nap_then, times_ten
 
+# Longer adversarial cases: `make test-slow` (CI runs it too), not `make test`.
+pytestmark = pytest.mark.slow
+
 
 def _method(backend: tuple[str, str]) -> str:
     return backend[1]
