@@ -103,6 +103,7 @@ class ProcessEngine(WorkerLifecycle):
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
         self._broken: BaseException | None = None
+        self._broken_text = ""  # why, worded once: work in flight and work refused later read alike
         self._pending: deque[Task] = deque()
         self._ready: deque[tuple[Task, BatchResult | BaseException]] = deque()
         self._workers: list[WorkerHandle] = []
@@ -218,7 +219,7 @@ class ProcessEngine(WorkerLifecycle):
 
     def _refusal(self) -> Exception:
         if self._state is EngineState.BROKEN:
-            err = PoolBroken(f"the pool is broken: a worker's init failed ({self._broken!r})")
+            err = PoolBroken(self._broken_text)
             err.__cause__ = self._broken
             return err
         return PoolClosed("the pool has been shut down and accepts no new work")

@@ -61,6 +61,7 @@ class WorkerLifecycle(abc.ABC):
     _lock: threading.Lock
     _state: EngineState
     _broken: BaseException | None
+    _broken_text: str
     _pending: deque[Task]
     _ready: deque[tuple[Task, BatchResult | BaseException]]
     _workers: list[WorkerHandle]
@@ -178,6 +179,7 @@ class WorkerLifecycle(abc.ABC):
             if self._state is EngineState.RUNNING:
                 self._state = EngineState.BROKEN
                 self._broken = error
+                self._broken_text = str(err)
             self._ready.extend((t, err) for t in self._take_all_locked())
 
     def _release_segment(self, task: Task) -> None:
