@@ -15,7 +15,7 @@ not installed is skipped with a note. For (a)-(e) the pools are built and warmed
 outside the timed region. The machine this runs on is usually shared and noisy, so
 the report compares ratios taken from the same run.
 
-The suite itself lives in the package (``manycore._bench``; ``manycore bench`` runs
+The suite itself lives in the package (``manycore._cli._bench``; ``manycore bench`` runs
 it from an installed manycore). This script runs it with the work functions below,
 defined in the script's ``__main__`` as a user's script has them.
 
@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from manycore._bench.work import Work
-from manycore._clibench import script_main
+from manycore._cli._bench.work import Work
+from manycore._cli._bench_cmd import script_main
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 

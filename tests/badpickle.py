@@ -97,7 +97,7 @@ def plain(x: Any) -> Any:
 
 
 def _in_worker() -> bool:
-    from manycore import _shared
+    from manycore._transport import _shared
 
     return bool(_shared.IN_WORKER)
 

@@ -677,7 +677,7 @@ def test_two_tasks_can_share_one_aimap() -> None:
 
 
 def _check_no_pool_leaked(retired: list[mc.Pool]) -> None:
-    from manycore import _api
+    from manycore._api import _calls as _api
 
     assert len(retired) == 2  # six pools, four kept: two evicted while in use
     assert all(pool.state is mc.PoolState.CLOSED for pool in retired)  # closed after all
@@ -685,7 +685,7 @@ def _check_no_pool_leaked(retired: list[mc.Pool]) -> None:
 
 
 def test_an_evicted_default_pool_closes_after_the_calls_that_use_it() -> None:
-    from manycore import _api
+    from manycore._api import _calls as _api
 
     mc.shutdown_default_pools()
     go, started = threading.Event(), itertools.count()
@@ -721,7 +721,7 @@ def test_an_evicted_default_pool_closes_after_the_calls_that_use_it() -> None:
 
 
 def test_an_evicted_default_pool_closes_after_the_amaps_that_use_it() -> None:
-    from manycore import _api
+    from manycore._api import _calls as _api
 
     mc.shutdown_default_pools()
     retired: list[mc.Pool] = []

@@ -18,11 +18,11 @@ import pytest
 
 import manycore as mc
 import proffns
-from manycore import _runqueue
-from manycore._auto import _Sampler
-from manycore._cpus import usable_cpus
-from manycore._runqueue import queued
-from manycore._scheduler import InputSource
+from manycore._api._auto import _Sampler
+from manycore._core._cpus import usable_cpus
+from manycore._observe import _runqueue
+from manycore._observe._runqueue import queued
+from manycore._scheduler._maprun import InputSource
 
 _HOG_SECONDS = 40  # a hog outlives no test by much, even if its killer never runs
 _HOG = (

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import manycore as mc
-from manycore import _api
+from manycore._api import _calls as _api
 
 # (option, bad value, words the message must hold: the argument, what was expected)
 BAD_OPTIONS = [

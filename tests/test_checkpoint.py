@@ -20,8 +20,8 @@ import pytest
 
 import ckptfns
 import manycore as mc
-from manycore._checkpoint import read_checkpoint
-from manycore._fingerprint import fingerprint, input_digests
+from manycore._scheduler._checkpoint import read_checkpoint
+from manycore._scheduler._fingerprint import fingerprint, input_digests
 
 
 def stored_indices(path: Path) -> list[int]:
@@ -245,7 +245,7 @@ ITEMS = ["x", 10**6, (1, "a"), {"alpha", "beta", "gamma", "delta"}, [{"k": froze
 def test_fingerprints_are_the_same_in_another_process() -> None:
     code = (
         f"ITEMS = {ITEMS!r}; "
-        "import ckptfns; from manycore._fingerprint import fingerprint, input_digests; "
+        "import ckptfns; from manycore._scheduler._fingerprint import fingerprint, input_digests; "
         "print(fingerprint(ckptfns.in_set, False), input_digests(ITEMS))"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -316,7 +316,7 @@ def test_a_value_that_cannot_be_stored_fails_its_item(tmp_path: Path) -> None:
 def test_progress_counts_stored_items_as_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from manycore import _progress
+    from manycore._observe import _progress
 
     seen: list[tuple[int | None, int]] = []
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from manycore._cli import main
-from manycore._clirun import load_function, map_takes_checkpoint
+from manycore._cli._main import main
+from manycore._cli._run import load_function, map_takes_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from manycore import _cpus, usable_cpus
+from manycore import usable_cpus
+from manycore._core import _cpus
 
 
 def test_usable_cpus_is_positive_and_bounded() -> None:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from manycore._demo import CpuMeter, DemoError, Row, Workload, measure, verdict
+from manycore._cli._demo import CpuMeter, DemoError, Row, Workload, measure, verdict
 
 WORKLOAD_ROWS = ("sum of squares", "factorials", "count primes", "downloads")
 

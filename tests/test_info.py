@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import manycore as mc
-from manycore import _info
+from manycore._cli import _info
 from test_demo import run_cli
 
 

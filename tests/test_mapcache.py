@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from manycore import _shm
-from manycore._mapcache import Mappings, in_use
+from manycore._transport import _shm
+from manycore._transport._mapcache import Mappings, in_use
 
 np = pytest.importorskip("numpy")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from manycore._scheduler import ChunkPlanner, InputSource
+from manycore._scheduler._maprun import ChunkPlanner, InputSource
 
 
 def test_one_item_until_measured() -> None:
@@ -90,7 +90,7 @@ def test_input_source_slices_sequences_and_reads_iterators_lazily() -> None:
 
 def test_big_array_items_are_recognised() -> None:
     np = pytest.importorskip("numpy")
-    from manycore._scheduler import _array_bytes
+    from manycore._scheduler._maprun import _array_bytes
 
     big = np.zeros(1 << 15)  # 256 KB
     assert _array_bytes(big) == big.nbytes

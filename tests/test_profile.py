@@ -1,6 +1,6 @@
 """mc.profile and backend="auto": measured recommendations, and the rules behind them.
 
-The rules (manycore._recommend.decide) are tested with made-up measurements, no
+The rules (manycore._observe._recommend.decide) are tested with made-up measurements, no
 processes. The real runs are kept small (a fraction of a second of work each)
 and assert what was recommended, never a speedup figure: the machine is shared.
 """
@@ -21,7 +21,7 @@ import pytest
 import manycore as mc
 import proffns
 import taskfns
-from manycore._recommend import Measurements, Run, decide, fmt_bytes, fmt_seconds
+from manycore._observe._recommend import Measurements, Run, decide, fmt_bytes, fmt_seconds
 
 # ------------------------------------------------- the rules, on made-up figures
 

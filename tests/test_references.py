@@ -38,7 +38,7 @@ def test_imap_keeps_an_asyncio_pool_made_for_it() -> None:
 
 
 def test_a_pool_dropped_with_its_iterator_is_shut_down(backend: tuple[str, str | None]) -> None:
-    from manycore._batch import Batch
+    from manycore._core._batch import Batch
 
     name, method = backend
     pool = mc.Pool(2, backend=name, start_method=method)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import manycore as mc
-from manycore import _serialize
+from manycore._transport import _serialize
 
 
 class _FreshMain(pickle.Unpickler):

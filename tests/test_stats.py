@@ -10,8 +10,8 @@ import pytest
 from tests import faulty
 
 import manycore as mc
-from manycore._batch import Batch, BatchResult
-from manycore._stats import StatsRecorder
+from manycore._core._batch import Batch, BatchResult
+from manycore._observe._stats import StatsRecorder
 
 SLOW = 7
 

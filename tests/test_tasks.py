@@ -13,7 +13,7 @@ import pytest
 
 import manycore as mc
 import taskfns as tf
-from manycore._tasks import TaskNode, TaskState
+from manycore._tasks._nodes import TaskNode, TaskState
 
 
 @pytest.fixture

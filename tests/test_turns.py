@@ -9,7 +9,7 @@ import pytest
 
 import manycore as mc
 from helpers import sleep_then, square
-from manycore._turns import PollTurns
+from manycore._engine._turns import PollTurns
 
 
 def _start_io(turns: PollTurns, has_work: list[bool]) -> tuple[threading.Thread, threading.Event]:

@@ -66,58 +66,60 @@ __all__ = [
 
 # Where each public name lives; resolved by __getattr__ on first access.
 _SOURCES = {
-    "aimap": "_amap",
-    "amap": "_amap",
-    "imap": "_api",
-    "map": "_api",
-    "shutdown_default_pools": "_api",
-    "starmap": "_api",
-    "usable_cpus": "_cpus",
-    "CheckpointMismatch": "_errors",
-    "ManycoreError": "_errors",
-    "PoolBroken": "_errors",
-    "PoolClosed": "_errors",
-    "RemoteError": "_errors",
-    "RemoteTraceback": "_errors",
-    "SerializationError": "_errors",
-    "TaskTimeout": "_errors",
-    "UpstreamFailed": "_errors",
-    "WorkerCrashed": "_errors",
-    "START_METHODS": "_launch",
-    "Failure": "_failure",
-    "Pool": "_pool",
-    "PoolState": "_pool",
-    "Profile": "_profile",
-    "profile": "_profile",
+    "aimap": "_api._amap",
+    "amap": "_api._amap",
+    "imap": "_api._calls",
+    "map": "_api._calls",
+    "shutdown_default_pools": "_api._calls",
+    "starmap": "_api._calls",
+    "usable_cpus": "_core._cpus",
+    "CheckpointMismatch": "_core._errors",
+    "ManycoreError": "_core._errors",
+    "PoolBroken": "_core._errors",
+    "PoolClosed": "_core._errors",
+    "RemoteError": "_core._errors",
+    "RemoteTraceback": "_core._errors",
+    "SerializationError": "_core._errors",
+    "TaskTimeout": "_core._errors",
+    "UpstreamFailed": "_core._errors",
+    "WorkerCrashed": "_core._errors",
+    "START_METHODS": "_engine._launch",
+    "Failure": "_core._failure",
+    "Pool": "_api._pool",
+    "PoolState": "_api._pool",
+    "Profile": "_api._profile",
+    "profile": "_api._profile",
     "Backend": "backends",
     "BackendOptions": "backends",
     "backend_names": "backends",
     "register_backend": "backends",
-    "shared_array": "_shared",
-    "shared": "_state",
-    "SlowItem": "_stats",
-    "Stats": "_stats",
-    "WorkerStats": "_stats",
-    "Counter": "_sync",
-    "Lock": "_sync",
-    "Queue": "_sync",
-    "Semaphore": "_sync",
-    "Value": "_sync",
-    "worker_state": "_state",
-    "Task": "_taskdef",
-    "as_completed": "_taskdef",
-    "task": "_taskdef",
-    "wait": "_taskdef",
-    "TaskGraph": "_taskgraph",
-    "graph": "_taskgraph",
-    "TaskFuture": "_tasks",
+    "shared_array": "_transport._shared",
+    "shared": "_core._state",
+    "SlowItem": "_observe._stats",
+    "Stats": "_observe._stats",
+    "WorkerStats": "_observe._stats",
+    "Counter": "_transport._sync",
+    "Lock": "_transport._sync",
+    "Queue": "_transport._sync",
+    "Semaphore": "_transport._sync",
+    "Value": "_transport._sync",
+    "worker_state": "_core._state",
+    "Task": "_tasks._define",
+    "as_completed": "_tasks._define",
+    "task": "_tasks._define",
+    "wait": "_tasks._define",
+    "TaskGraph": "_tasks._graph",
+    "graph": "_tasks._graph",
+    "TaskFuture": "_tasks._nodes",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
-    from ._amap import aimap, amap
-    from ._api import imap, map, shutdown_default_pools, starmap
-    from ._cpus import usable_cpus
-    from ._errors import (
+    from ._api._amap import aimap, amap
+    from ._api._calls import imap, map, shutdown_default_pools, starmap
+    from ._api._pool import Pool, PoolState
+    from ._api._profile import Profile, profile
+    from ._core._cpus import usable_cpus
+    from ._core._errors import (
         CheckpointMismatch,
         ManycoreError,
         PoolBroken,
@@ -129,17 +131,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         UpstreamFailed,
         WorkerCrashed,
     )
-    from ._failure import Failure
-    from ._launch import START_METHODS
-    from ._pool import Pool, PoolState
-    from ._profile import Profile, profile
-    from ._shared import shared_array
-    from ._state import shared, worker_state
-    from ._stats import SlowItem, Stats, WorkerStats
-    from ._sync import Counter, Lock, Queue, Semaphore, Value
-    from ._taskdef import Task, as_completed, task, wait
-    from ._taskgraph import TaskGraph, graph
-    from ._tasks import TaskFuture
+    from ._core._failure import Failure
+    from ._core._state import shared, worker_state
+    from ._engine._launch import START_METHODS
+    from ._observe._stats import SlowItem, Stats, WorkerStats
+    from ._tasks._define import Task, as_completed, task, wait
+    from ._tasks._graph import TaskGraph, graph
+    from ._tasks._nodes import TaskFuture
+    from ._transport._shared import shared_array
+    from ._transport._sync import Counter, Lock, Queue, Semaphore, Value
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 

@@ -1,5 +1,5 @@
 """``python -m manycore``: the same as the ``manycore`` command."""
 
-from ._cli import main
+from manycore._cli._main import main
 
 raise SystemExit(main())

@@ -36,7 +36,7 @@ def no_leaks() -> Iterator[None]:
     shm_before = _shm()
     yield
     mc.shutdown_default_pools()
-    from manycore import _forkserver
+    from manycore._engine import _forkserver
 
     deadline = time.monotonic() + 10
     while True:

@@ -222,8 +222,8 @@ class _Worker:
     """What overdue() reads of a worker: one timed batch handed at time 0, unread."""
 
     def __init__(self, runnable: bool, ready: bool = True):
-        from manycore._batch import Batch
-        from manycore._faults import Task
+        from manycore._core._batch import Batch
+        from manycore._engine._faults import Task
 
         batch = Batch(times_ten, [1], 0, False, None, timeout=0.5)
         self.inflight = [Task(batch, lambda *_: None, 1, b"", b"", wire_key=7, handed=0.0)]
@@ -249,7 +249,7 @@ class _Worker:
 
 
 def test_a_worker_that_only_waits_for_a_cpu_is_not_timed_out() -> None:
-    from manycore._faults import overdue
+    from manycore._engine._faults import overdue
 
     assert overdue(_Worker(runnable=False), now=0.2) == (None, pytest.approx(0.3, abs=0.01))
     doom, _ = overdue(_Worker(runnable=False), now=0.6)  # stopped, frozen, stuck

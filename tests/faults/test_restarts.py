@@ -65,7 +65,7 @@ def test_bad_limits_are_refused(kwargs: dict[str, object], error: type, match: s
 
 
 def test_memory_sizes_in_words() -> None:
-    from manycore._validate import check_memory
+    from manycore._api._validate import check_memory
 
     assert check_memory("512MB", "m") == 512 * 10**6
     assert check_memory("2GiB", "m") == 2 * 2**30

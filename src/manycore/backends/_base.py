@@ -16,8 +16,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._batch import Batch, Done
-from .._futures import AwaitableFuture
+from manycore._core._batch import Batch, Done
+from manycore._core._futures import AwaitableFuture
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
@@ -88,8 +88,8 @@ class Backend(abc.ABC):
 
     def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
         """A lock, semaphore, value, counter or queue (``kind``) that this
-        backend's tasks can share: the machine-wide ones of ``manycore._sync``."""
-        from .. import _sync
+        backend's tasks can share: the machine-wide ones of ``manycore._transport._sync``."""
+        from manycore._transport import _sync
 
         return getattr(_sync, kind)(*args)
 

@@ -24,14 +24,14 @@ import threading
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import _state
-from .._batch import Batch
-from .._futures import AwaitableFuture
+from manycore._core import _state
+from manycore._core._batch import Batch
+from manycore._core._futures import AwaitableFuture
 
 if TYPE_CHECKING:
     import asyncio
 
-    from .aio import AsyncioBackend
+    from manycore.backends.aio import AsyncioBackend
 
 __all__ = [
     "LoopFuture",

@@ -38,11 +38,11 @@ from collections import deque
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .._batch import Batch, BatchResult, pinned
-from .._errors import PoolBroken, PoolClosed, TaskTimeout, WorkerCrashed
-from .._remote import rebuild
-from ._base import Backend, BackendOptions, Done
-from ._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
+from manycore._core._batch import Batch, BatchResult, pinned
+from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout, WorkerCrashed
+from manycore._core._remote import rebuild
+from manycore.backends._base import Backend, BackendOptions, Done
+from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
 
 __all__ = ["ClusterBackend"]
 
@@ -244,7 +244,7 @@ class ClusterBackend(Backend):
 
     def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
         """``pool.Lock()`` and friends: built on the engine's own primitives."""
-        from ._cluster_sync import make
+        from manycore.backends._cluster_sync import make
 
         return make(self.name, kind, args, getattr(self, "_client", None))
 

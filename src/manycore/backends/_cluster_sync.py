@@ -1,7 +1,7 @@
 """Locks, semaphores, values, counters and queues on a cluster: ``pool.Lock()``
 and friends on ``backend="dask"`` or ``"ray"``.
 
-They have the methods of :mod:`manycore._sync`'s (and of the standard library's)
+They have the methods of :mod:`manycore._transport._sync`'s (and of the standard library's)
 and are built on the engine's own primitives, so they work across machines and
 from the parent as well as from tasks; they pickle by name.
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._remote import pack_exception
+from manycore._core._remote import pack_exception
 
 __all__ = ["INIT_FAILED", "Placeholder", "ResultRef", "replace", "run_remote"]
 
@@ -81,8 +81,8 @@ def run_remote(
     import os
     import socket
 
-    from .. import _state
-    from .._batch import run_batch
+    from manycore._core import _state
+    from manycore._core._batch import run_batch
 
     if refs:
         items = [replace(x, lambda leaf: _fill(leaf, refs)) for x in items]

@@ -32,11 +32,24 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import _state
-from .._batch import Batch, BatchResult, _from_user_code
-from .._errors import PoolBroken, PoolClosed, TaskTimeout
-from ._base import Backend, BackendOptions, Done, is_async_callable, register_backend
-from ._caller_loop import LoopFuture, awaiting_loop, call, call_at, from_the_call, running_loop
+from manycore._core import _state
+from manycore._core._batch import Batch, BatchResult, _from_user_code
+from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore.backends._base import (
+    Backend,
+    BackendOptions,
+    Done,
+    is_async_callable,
+    register_backend,
+)
+from manycore.backends._caller_loop import (
+    LoopFuture,
+    awaiting_loop,
+    call,
+    call_at,
+    from_the_call,
+    running_loop,
+)
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing

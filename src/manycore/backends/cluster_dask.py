@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import BackendOptions, register_backend
-from ._cluster import ClusterBackend, _Running
-from ._remote_run import run_remote
+from manycore.backends._base import BackendOptions, register_backend
+from manycore.backends._cluster import ClusterBackend, _Running
+from manycore.backends._remote_run import run_remote
 
 __all__ = ["DaskBackend"]
 

@@ -7,11 +7,11 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .._batch import Batch
-from .._engine import ProcessEngine
-from .._futures import EngineFuture
-from .._launch import default_start_method
-from ._base import Backend, BackendOptions, Done, register_backend
+from manycore._core._batch import Batch
+from manycore._core._futures import EngineFuture
+from manycore._engine._engine import ProcessEngine
+from manycore._engine._launch import default_start_method
+from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ProcessBackend"]
 

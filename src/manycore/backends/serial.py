@@ -10,10 +10,10 @@ import threading
 import time
 from typing import Any
 
-from .. import _state
-from .._batch import Batch, BatchResult, run_batch, run_tracked
-from .._errors import PoolBroken, PoolClosed, TaskTimeout
-from ._base import Backend, BackendOptions, Done, register_backend
+from manycore._core import _state
+from manycore._core._batch import Batch, BatchResult, run_batch, run_tracked
+from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["SerialBackend"]
 

@@ -1,0 +1,267 @@
+"""``backend="auto"`` on ``mc.map``/``imap``/``starmap``: try the first items, then pick.
+
+The first items (about ``_SAMPLE_SECONDS`` of work, at most ``_SAMPLE_ITEMS``) run
+inline through the ordinary scheduler on the serial backend, under the call's own
+policy (``on_error``, ``retries``, ``timeout``), each call timed: wall and CPU
+time, and how long it waited for a CPU that other programs kept busy (computing,
+not waiting).
+:func:`manycore._observe._recommend.decide`, the same rules as ``mc.profile``'s, then
+picks inline, threads or processes for the rest, which goes on from the same
+input source on that backend's default pool. So no item runs twice, a failure
+is handled (and numbered) exactly as in a map on one backend, results keep their
+order, and a generator is read once, lazily. An ``async def`` function goes to
+asyncio at once: there is nothing else to pick.
+
+With ``timeout=`` the sample runs on one thread of its own instead of inline: a
+call that overstays is then abandoned, as on threads, rather than waited for.
+``explain=True`` writes one line to stderr: what was picked, and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from manycore._api import _calls as _api
+from manycore._api import _validate as v
+from manycore._api._options import default_workers, map_options
+from manycore._api._pool import Pool
+from manycore._observe._recommend import Measurements, Recommendation, decide
+from manycore._observe._runqueue import queued, queued_between
+from manycore._scheduler._maprun import InputSource, Policy
+from manycore.backends._base import is_async_callable
+
+__all__ = ["AutoMap"]
+
+_SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map worth parallelising
+_SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
+
+
+class AutoMap:
+    """One ``backend="auto"`` call: arguments checked at once (before any work),
+    the work done when :meth:`run` is iterated (lists of results, in order)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        name: str,
+        options: dict[str, Any],
+    ):
+        self.fn = fn
+        self.iterables = iterables
+        self.star = star
+        self.name = name
+        self.is_async = is_async_callable(fn)
+        if options["address"] is not None:
+            v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
+        mode = "asyncio" if self.is_async else "auto"
+        self.workers = v.check_workers(options["workers"], options["concurrency"], mode)
+        self.start_method = options["start_method"]
+        if self.start_method is not None:
+            # It applies if processes are picked; an async fn never runs on them.
+            v.check_start_method(self.start_method, "asyncio" if self.is_async else "processes")
+        self.explain = options["explain"]
+        self.chunksize, self.policy = map_options(
+            Policy(),
+            options["chunksize"],
+            options["ordered"],
+            options["on_error"],
+            options["retries"],
+            options["retry_on"],
+            options["timeout"],
+            options["progress"],
+        )
+
+    def run(self) -> Iterator[list[Any]]:
+        source = InputSource(self.iterables, self.star)
+        if self.is_async:
+            concurrency = self.workers or default_workers("asyncio")
+            plan = Measurements(0, 0.0, 0.0, is_async=True, predict=True, async_workers=concurrency)
+            self._say(decide(plan))
+            yield from self._rest("asyncio", source)
+            return
+        source.until = _SAMPLE_ITEMS
+        sampler = _Sampler(self.fn, source)
+        yield from self._sample(sampler, source)
+        sampler.close()
+        source.until = None
+        source.done = source.position  # the rest's progress bar starts past the sample
+        choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
+        self._say(choice)
+        if self.policy.timeout is not None and choice.backend == "threads" and choice.workers == 1:
+            yield from self._on_own_thread(self.fn, self.policy, self.chunksize, source)
+        else:
+            yield from self._rest(choice.backend, source)
+
+    def _timed_choice(self, choice: Recommendation, sampler: _Sampler) -> Recommendation:
+        """With ``timeout=``, never the caller's thread: no call could be stopped
+        there (serial only notices an overstay once the call returns)."""
+        limit = self.policy.timeout
+        if limit is None or choice.backend not in ("serial",):
+            return choice
+        if sampler.calls == 0:
+            workers = self.workers or default_workers("threads")
+            why = (
+                f"no sampled call ended within timeout={limit:g} s: threads, which abandon "
+                "a call that overstays and go on with the others"
+            )
+            return dataclasses.replace(choice, backend="threads", workers=workers, reason=why)
+        why = choice.reason.replace("the rest runs inline", "the rest runs on one thread")
+        why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
+        return dataclasses.replace(choice, backend="threads", workers=1, reason=why)
+
+    def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
+        """The first items, one per batch (the sample can end after any of them),
+        with the call's policy; no progress bar for these few."""
+        policy = dataclasses.replace(self.policy, progress=False)
+        if self.policy.timeout is None:
+            lease = _api._lease_default_pool("serial", None, None)
+            with _api._stop_on_interrupt(lease.pool, lease):
+                yield from lease.pool._run(
+                    sampler, self.iterables, self.star, self.name, (1, policy), source
+                )
+            return
+        yield from self._on_own_thread(sampler, policy, 1, source)
+
+    def _on_own_thread(
+        self, fn: Callable[..., Any], policy: Policy, chunksize: int | None, source: InputSource
+    ) -> Iterator[list[Any]]:
+        """Run on one thread of a pool of its own: a call past its timeout is
+        abandoned (it ends in the background), not awaited."""
+        pool = Pool(1, backend="threads")
+        try:
+            yield from pool._run(
+                fn, self.iterables, self.star, self.name, (chunksize, policy), source
+            )
+        finally:
+            pool.shutdown(wait=False)
+
+    def _measured(self, sampler: _Sampler, source: InputSource) -> Measurements:
+        remaining = source.remaining
+        if remaining is None and source.at_end():
+            remaining = 0
+        processes = self.workers or default_workers("processes")
+        return Measurements(
+            sampler.calls,
+            sampler.wall,
+            sampler.cpu,
+            queued=sampler.queued,
+            bytes_per_task=_data_per_task(self.fn, sampler.first, source.star),
+            predict=True,
+            remaining=remaining,
+            thread_workers=self.workers or default_workers("threads"),
+            process_workers=processes,
+            processes_warm=_api._is_running("processes", self.workers, self.start_method),
+        )
+
+    def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
+        """What the sample left, on ``backend``'s default pool."""
+        workers = None if backend == "serial" else self.workers
+        method = self.start_method if backend == "processes" else None
+        lease = _api._lease_default_pool(backend, workers, method)
+        with _api._stop_on_interrupt(lease.pool, lease):
+            yield from lease.pool._run(
+                self.fn, self.iterables, self.star, self.name, (self.chunksize, self.policy), source
+            )
+
+    def _say(self, choice: Recommendation) -> None:
+        if not self.explain:
+            return
+        if choice.backend == "serial":
+            how = "serial (inline)"
+        elif choice.backend == "asyncio":
+            how = f"asyncio (concurrency={choice.workers})"
+        else:
+            how = f"{choice.backend} ({choice.workers} workers)"
+        print(f'manycore: backend="auto" picked {how}: {choice.reason}', file=sys.stderr)
+
+
+class _Sampler:
+    """``fn``, timing each call (wall, CPU and wait for a CPU, in the thread that
+    runs it); it ends the sample (``source.until``) once the calls have taken long enough."""
+
+    def __init__(self, fn: Callable[..., Any], source: InputSource):
+        self._fn = fn
+        self._source = source
+        self.calls = 0
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.queued = 0.0  # of wall: waiting for a CPU other programs kept busy
+        self.first: tuple[tuple[Any, ...], Any] | None = None  # a call's args and result
+        # A call abandoned at its timeout ends in its own time, maybe after the
+        # sample: once closed, it must not cut the input short for the rest.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._began: float | None = None  # when the first sampled call started
+
+    def close(self) -> None:
+        """The sample is over: calls that end from now on change nothing."""
+        with self._lock:
+            self._closed = True
+
+    def __call__(self, *args: Any) -> Any:
+        with self._lock:
+            # Calls abandoned at a timeout never add their time: the sample also
+            # ends on the clock, or it could last 64 timeouts.
+            if self._began is None:
+                self._began = time.perf_counter()
+            elif not self._closed and time.perf_counter() - self._began >= _SAMPLE_SECONDS:
+                self._source.until = self._source.position  # take nothing more
+        q0 = queued()
+        w0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            result = self._fn(*args)
+        finally:
+            cpu = time.thread_time() - c0
+            wall = time.perf_counter() - w0
+            q1 = queued()
+            with self._lock:
+                if not self._closed:
+                    self._count(wall, cpu, q0, q1)
+        if self.first is None:
+            self.first = (args, result)
+        return result
+
+    def _count(self, wall: float, cpu: float, q0: float | None, q1: float | None) -> None:
+        # Reading the clocks costs about a microsecond, as much as a cheap call.
+        cpu = max(0.0, cpu - _CLOCKS[1])
+        wall = max(0.0, wall - _CLOCKS[0])
+        self.cpu += cpu
+        self.wall += wall
+        self.queued += queued_between(q0, q1, wall - cpu)
+        self.calls += 1
+        if self.wall >= _SAMPLE_SECONDS:
+            self._source.until = self._source.position  # take nothing more
+
+
+def _clock_cost(rounds: int = 200) -> tuple[float, float]:
+    """What the clock reads inside one timed call add to its (wall, CPU) time:
+    two ``thread_time()`` for the wall time, one for the CPU time. Measured once."""
+    begun = time.perf_counter()
+    for _ in range(rounds):
+        time.thread_time()
+    one = (time.perf_counter() - begun) / rounds
+    return 2 * one, one
+
+
+_CLOCKS = _clock_cost()
+
+
+def _data_per_task(fn: Callable[..., Any], first: tuple[Any, Any] | None, star: bool) -> int | None:
+    """Pickled size of an item and its result; None if they (or fn) do not pickle."""
+    from manycore._transport._serialize import dumps, dumps_fn
+
+    if first is None:
+        return 0  # no call returned: nothing known, nothing against processes
+    args, result = first
+    try:
+        dumps_fn(fn)
+        return len(dumps(args if star else args[0])) + len(dumps(result, to_worker=False))
+    except Exception:
+        return None

@@ -1,0 +1,479 @@
+"""Top-level ``map``/``imap``/``starmap``: one warm default pool per backend.
+
+The first call starts the pool; later calls reuse it, so ``mc.map`` in a loop pays
+process start-up once. The pools are shut down at interpreter exit, and forgotten
+in a child created by ``os.fork`` (their threads do not exist there). At most
+``_MAX_DEFAULT_POOLS`` are kept: the least recently used is shut down to make
+room, or, while calls still use it, as soon as the last of them ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from manycore._api import _validate as v
+from manycore._api._options import map_options
+from manycore._api._pool import Pool, PoolState
+from manycore._core._cpus import worker_share
+from manycore._observe._stats import Stats
+from manycore._scheduler._maprun import Policy
+from manycore.backends import get_backend
+from manycore.backends._base import is_async_callable
+
+if TYPE_CHECKING:
+    from manycore._api._auto import AutoMap
+
+__all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
+
+T = TypeVar("T")
+_MAX_DEFAULT_POOLS = 4
+
+_lock = threading.Lock()
+# (backend, workers, start_method, address) -> pool; most recently used last.
+_pools: dict[tuple[str, int | None, str | None, str | None], Pool] = {}
+_leases: dict[Pool, int] = {}  # pools that calls still use, and how many calls
+_retired: set[Pool] = set()  # evicted while in use: shut down when the last call ends
+
+
+class _Lease:
+    """A default pool held open for one call (a map, an imap, an amap): evicting
+    it meanwhile defers its shutdown to the end of its last call."""
+
+    def __init__(self, pool: Pool, held: bool):
+        self.pool = pool
+        self._held = held
+
+    def release(self) -> None:
+        """The call is over (calling it again is harmless)."""
+        with _lock:
+            if not self._held:
+                return
+            self._held = False
+            left = _leases.pop(self.pool, 1) - 1
+            if left:
+                _leases[self.pool] = left
+                return
+            if self.pool not in _retired:
+                return
+            _retired.discard(self.pool)
+        self.pool.shutdown(wait=False)
+
+
+def _default_pool(
+    backend: str, workers: int | None, start_method: str | None, concurrency: int | None = None
+) -> Pool:
+    return _get_pool(backend, workers, start_method, concurrency, False).pool
+
+
+def _lease_default_pool(
+    backend: str,
+    workers: int | None,
+    start_method: str | None,
+    concurrency: int | None = None,
+    address: str | None = None,
+    timed: bool = False,
+) -> _Lease:
+    """The default pool, held open for a call until ``release()``. ``timed``: the
+    call has a ``timeout`` (which a map run inside a worker must still enforce)."""
+    return _get_pool(backend, workers, start_method, concurrency, True, address, timed)
+
+
+def _get_pool(
+    backend: str,
+    workers: int | None,
+    start_method: str | None,
+    concurrency: int | None,
+    lease: bool,
+    address: str | None = None,
+    timed: bool = False,
+) -> _Lease:
+    v.check_backend(backend)
+    workers = v.check_workers(workers, concurrency, backend)
+    v.check_start_method(start_method, backend)
+    v.check_cluster(backend, address, None, workers)
+    share = worker_share()
+    if backend == "processes" and workers is None and share is not None:
+        # A nested map in a worker process: it runs in the worker itself, which
+        # holds its share of the CPUs already (a pool per worker would start
+        # workers x CPUs processes). An explicit workers= still gets its pool,
+        # and so does a timeout= (only a process can be stopped), of that share.
+        if timed:
+            workers = share
+        else:
+            backend, start_method = "serial", None
+    key = (backend, workers, start_method, address)
+    evicted: list[Pool] = []
+    with _lock:
+        pool = _pools.pop(key, None)
+        if pool is None or pool.state is not PoolState.RUNNING:
+            pool = Pool(workers, backend=backend, start_method=start_method, address=address)
+        _pools[key] = pool
+        if lease:  # taken here, under the lock: no eviction can come in between
+            _leases[pool] = _leases.get(pool, 0) + 1
+        while len(_pools) > _MAX_DEFAULT_POOLS:
+            old = _pools.pop(next(iter(_pools)))
+            if old in _leases:
+                _retired.add(old)  # calls still use it: the last one to end closes it
+            else:
+                evicted.append(old)
+    for old in evicted:
+        old.shutdown(wait=False)
+    return _Lease(pool, lease)
+
+
+@overload
+def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[False] = ..., **options: Any
+) -> list[T]: ...
+
+
+@overload
+def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+) -> tuple[list[T], Stats]: ...
+
+
+@overload
+def map(
+    fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+) -> list[T] | tuple[list[T], Stats]: ...
+
+
+# The overloads above only tell ``stats=True`` apart (it returns a pair); the
+# keywords themselves are checked here, at run time.
+def map(  # type: ignore[misc]
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    backend: str | None = None,
+    concurrency: int | None = None,
+    address: str | None = None,
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
+    progress: bool | str = False,
+    stats: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
+    explain: bool = False,
+) -> list[T] | tuple[list[T], Stats]:
+    """``fn`` over the inputs in parallel; a list in input order (``ordered=False``:
+    completion order). Several iterables are zipped, as with the built-in ``map``.
+    ``backend``: "processes" by default, "asyncio" for an ``async def`` ``fn``.
+    ``backend="asyncio"`` runs an ``async def`` ``fn``, ``concurrency`` (default
+    100) coroutines at once; from a coroutine, ``await mc.amap(...)``.
+    ``backend="dask"`` or ``"ray"`` runs it on a cluster: ``address`` names a
+    running one, else a local cluster is started (kept, like every default pool,
+    until :func:`shutdown_default_pools` or exit).
+    ``timeout``: seconds an item may run (it then fails with
+    :class:`manycore.TaskTimeout`). ``retries``: times an item failing with one of
+    ``retry_on`` is run again. ``on_error``: "raise" (default), "skip" failed
+    items, or "collect" a :class:`manycore.Failure` in their place. ``progress``:
+    a tqdm bar (items done, rate, ETA, failures so far); a string labels it
+    (``progress="Downloading"``). ``stats``: return
+    ``(results, stats)``, a :class:`manycore.Stats` of this call (per worker:
+    busy, moving and idle seconds, items, restarts; the slowest items).
+    ``checkpoint``: an SQLite file keeping each finished item, so that the same
+    call run again after a crash or a kill computes only the rest; ``resume``:
+    True, "force" or False (see :meth:`manycore.Pool.map`; ``imap`` takes no
+    checkpoint).
+
+    ``backend="auto"``: the first items (about 0.2 s of work) run inline, timed;
+    the rest runs inline, on threads (calls that mostly wait) or on processes
+    (calls that compute), whichever is estimated fastest; ``async def`` functions
+    go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
+    saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
+    v.check_callable(fn, "fn")
+    v.check_iterables(iterables, "map")
+    v.check_checkpoint(checkpoint, resume)
+    backend = pick_backend(fn, backend)
+    if _is_auto(backend, explain, stats, checkpoint):
+        auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
+        return [x for values in auto.run() for x in values]
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    )
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
+    pool = lease.pool
+    with _stop_on_interrupt(pool, lease):
+        return pool.map(
+            fn,
+            *iterables,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+            progress=progress,
+            stats=stats,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+
+
+def imap(
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    backend: str | None = None,
+    concurrency: int | None = None,
+    address: str | None = None,
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
+    progress: bool | str = False,
+    explain: bool = False,
+) -> Iterator[T]:
+    """Lazy ``map``: the input is read as needed (an endless generator works) and
+    results are yielded as they are ready. ``backend="auto"``: as for ``map``
+    (the sample is taken when iteration starts)."""
+    v.check_callable(fn, "fn")
+    v.check_iterables(iterables, "imap")
+    backend = pick_backend(fn, backend)
+    if _is_auto(backend, explain):
+        auto = _auto_map(fn, iterables, False, "imap", locals())
+        return (x for values in auto.run() for x in values)
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
+    )
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
+    try:
+        results = lease.pool.imap(
+            fn,
+            *iterables,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+            progress=progress,
+        )
+    except BaseException:
+        lease.release()
+        raise
+    guarded = _guarded(lease, results)
+    # An iterator dropped before it was started never runs its finally block.
+    weakref.finalize(guarded, lease.release).atexit = False
+    return guarded
+
+
+@overload
+def starmap(
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[Any]],
+    *,
+    stats: Literal[False] = ...,
+    **options: Any,
+) -> list[T]: ...
+
+
+@overload
+def starmap(
+    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: Literal[True], **options: Any
+) -> tuple[list[T], Stats]: ...
+
+
+@overload
+def starmap(
+    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: bool, **options: Any
+) -> list[T] | tuple[list[T], Stats]: ...
+
+
+def starmap(  # type: ignore[misc]  # (see map)
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[Any]],
+    *,
+    workers: int | None = None,
+    backend: str | None = None,
+    concurrency: int | None = None,
+    address: str | None = None,
+    chunksize: int | None = None,
+    ordered: bool = True,
+    start_method: str | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    on_error: str = "raise",
+    progress: bool | str = False,
+    stats: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool | str = True,
+    explain: bool = False,
+) -> list[T] | tuple[list[T], Stats]:
+    """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
+    ``checkpoint``, ``resume``, ``backend="auto"`` and ``explain``: as for
+    :func:`map`)."""
+    v.check_callable(fn, "fn")
+    v.check_iterables((iterable,), "starmap")
+    v.check_checkpoint(checkpoint, resume)
+    backend = pick_backend(fn, backend)
+    if _is_auto(backend, explain, stats, checkpoint):
+        auto = _auto_map(fn, (iterable,), True, "starmap", locals())
+        return [x for values in auto.run() for x in values]
+    check_call_options(
+        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    )
+    lease = _lease_default_pool(
+        backend, workers, start_method, concurrency, address, timeout is not None
+    )
+    pool = lease.pool
+    with _stop_on_interrupt(pool, lease):
+        return pool.starmap(
+            fn,
+            iterable,
+            chunksize=chunksize,
+            ordered=ordered,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+            on_error=on_error,
+            progress=progress,
+            stats=stats,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
+
+
+def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
+    """The backend the user named; if none, asyncio for an ``async def`` function
+    (nothing else can run it) and processes for the rest."""
+    if backend is None:
+        return "asyncio" if is_async_callable(fn) else "processes"
+    return backend
+
+
+def check_call_options(
+    fn: Callable[..., Any],
+    backend: str,
+    chunksize: Any,
+    ordered: Any,
+    on_error: Any,
+    retries: Any,
+    retry_on: Any,
+    timeout: Any,
+    progress: Any = False,
+    stats: Any = False,
+) -> None:
+    """Refuse a bad option, or a function the backend cannot run, before the
+    default pool is started (its workers are not started for a call that fails)."""
+    v.check_backend(backend)
+    get_backend(backend).check_fn(fn)
+    map_options(Policy(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats)
+
+
+def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:
+    """``backend="auto"``: the call picks its backend (see :mod:`manycore._api._auto`)."""
+    v.check_bool(explain, "explain")
+    v.check_backend(backend, auto=True)
+    if backend == "auto":
+        for name, given in (("stats=True", stats is True), ("checkpoint=", checkpoint)):
+            if given:
+                raise ValueError(
+                    f"backend='auto' runs a call on two backends in turn, which {name} "
+                    "does not follow: name the backend (mc.profile can tell which)"
+                )
+        return True
+    if explain:
+        raise ValueError(
+            f"explain=True tells what backend='auto' picked; with backend={backend!r} "
+            "nothing is picked: pass backend='auto' or leave explain out"
+        )
+    return False
+
+
+def _auto_map(
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    star: bool,
+    name: str,
+    args: dict[str, Any],
+) -> AutoMap:
+    from manycore._api._auto import AutoMap  # loaded on first use: most calls name their backend
+
+    return AutoMap(fn, iterables, star, name, args)
+
+
+def _is_running(backend: str, workers: int | None, start_method: str | None) -> bool:
+    """A default pool for these arguments is up already (no start-up to pay)."""
+    with _lock:
+        pool = _pools.get((backend, workers, start_method, None))
+    return pool is not None and pool.state is PoolState.RUNNING
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
+    """Ctrl-C during a call: kill the default pool's workers at once (no process
+    is left behind, whatever the caller does next); the next call starts afresh.
+    In any case the call's hold on the pool ends with the call."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        with _lock:
+            for key, known in list(_pools.items()):
+                if known is pool:
+                    del _pools[key]
+        pool.terminate()
+        raise
+    finally:
+        lease.release()
+
+
+def _guarded(lease: _Lease, results: Iterator[T]) -> Iterator[T]:
+    with _stop_on_interrupt(lease.pool, lease):
+        yield from results
+
+
+def _take_all() -> list[Pool]:
+    """Every default pool, in use or not; none is known from now on."""
+    with _lock:
+        pools = [*_pools.values(), *_retired]
+        _pools.clear()
+        _retired.clear()
+    return pools
+
+
+def shutdown_default_pools(wait: bool = True) -> None:
+    """Shut down the warm pools behind ``mc.map``; the next call starts fresh ones."""
+    for pool in _take_all():
+        pool.shutdown(wait=wait, cancel_pending=True)
+
+
+def _stop_at_exit() -> None:
+    # At exit nobody is left to read results: a task still running (a hang, or a
+    # map interrupted by Ctrl-C) must not hold the interpreter open.
+    for pool in _take_all():
+        pool.terminate()
+
+
+def _forget_in_child() -> None:
+    # The pools' I/O threads and pipes belong to the parent; a forked child starts over.
+    _pools.clear()
+    _leases.clear()
+    _retired.clear()
+    global _lock
+    _lock = threading.Lock()
+
+
+atexit.register(_stop_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

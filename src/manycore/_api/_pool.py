@@ -1,0 +1,599 @@
+"""``Pool``: a set of warm workers with ``map``/``imap``/``starmap``/``submit``.
+
+A Pool is a :class:`concurrent.futures.Executor`, so ``submit`` returns a standard
+``Future`` that works with ``as_completed``, ``wait`` and ``asyncio.wrap_future``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import wait as futures_wait
+from typing import Any, Literal, TypeVar, overload
+
+from manycore._api import _validate as v
+from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
+from manycore._api._pool_sync import SharedPrimitives
+from manycore._core._batch import Batch
+from manycore._core._errors import PoolClosed, pool_of_another_process
+from manycore._observe._stats import Stats, StatsRecorder
+from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
+from manycore._scheduler._submission import Submission, fail
+from manycore._transport._serialize import dumps_fn
+from manycore.backends import Backend, BackendOptions, get_backend
+
+__all__ = ["Pool", "PoolState"]
+
+T = TypeVar("T")
+
+
+class PoolState(enum.Enum):
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class Pool(Executor, SharedPrimitives):
+    """Workers that stay up between calls.
+
+    ``workers``: how many (default: the CPUs this process may use). ``backend``:
+    ``"processes"``, ``"threads"``, ``"asyncio"`` (``async def`` functions on an
+    event loop of the pool's own) or ``"serial"``. ``concurrency``: for asyncio,
+    how many coroutines run at once (default 100); the same as ``workers`` there,
+    so give either (both only if equal). ``start_method``: ``"spawn"``
+    (default), ``"forkserver"`` (workers forked from a small server process: safe,
+    and quick to replace) or ``"fork"``, processes only. ``init(*init_args)`` runs once in each
+    worker (and each replacement) before its first task; what it returns is that
+    worker's state, :func:`manycore.worker_state` in tasks. ``exit()`` runs in
+    each worker as it stops normally. ``shared``: an object every task can read
+    with :func:`manycore.shared`, sent to each worker once (large arrays in it
+    through shared memory, read-only).
+
+    ``timeout``, ``retries``, ``retry_on`` and ``on_error`` are the defaults of
+    every ``map``/``imap``/``starmap``/``submit`` on this pool (each call may
+    override them). ``max_tasks_per_worker``: a worker is replaced after running
+    that many items (for leaky C extensions). ``max_memory_per_worker``: a worker
+    whose resident memory passes this many bytes (or ``"2GB"``-style string) is
+    replaced after its current item. Both apply to the processes backend.
+    ``blas_threads``: threads each BLAS/OpenMP library (NumPy's linear algebra,
+    MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
+    workers, so that workers x threads never oversubscribes the machine.
+
+    The backend is fixed for the pool's life: ``backend="auto"``, which picks one
+    per call, is for ``mc.map``/``imap``/``starmap``.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: str = "processes",
+        concurrency: int | None = None,
+        start_method: str | None = None,
+        init: Callable[..., Any] | None = None,
+        init_args: Iterable[Any] = (),
+        exit: Callable[[], Any] | None = None,
+        shared: Any = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on_error: str = "raise",
+        max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | str | None = None,
+        blas_threads: int | None = None,
+        address: str | None = None,
+        client: Any = None,
+    ):
+        workers = v.check_workers(workers, concurrency, backend)
+        v.check_cluster(backend, address, client, workers)
+        v.check_backend(backend)
+        v.check_start_method(start_method, backend)
+        v.check_callable(init, "init", optional=True)
+        v.check_callable(exit, "exit", optional=True)
+        init_args = v.check_init_args(init_args)
+        max_tasks = v.check_positive_int(max_tasks_per_worker, "max_tasks_per_worker")
+        max_memory = v.check_memory(max_memory_per_worker, "max_memory_per_worker")
+        backend_cls = get_backend(backend)
+        limits = {"max_tasks_per_worker": max_tasks, "max_memory_per_worker": max_memory}
+        for name, value in limits.items():
+            if value is not None and not backend_cls.replaces_workers:
+                raise ValueError(
+                    f"{name} needs a backend whose workers can be restarted "
+                    f"(backend='processes'), not backend={backend!r}"
+                )
+        blas_threads = v.check_positive_int(blas_threads, "blas_threads")
+        self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)
+        workers = workers or default_workers(backend)
+        if blas_threads is None and backend_cls.needs_pickling:
+            blas_threads = default_blas_threads(workers)
+        self._options = BackendOptions(
+            workers=workers,
+            start_method=start_method,
+            init=init,
+            init_args=init_args,
+            max_tasks_per_worker=max_tasks,
+            max_memory_per_worker=max_memory,
+            blas_threads=blas_threads,
+            exit=exit,
+            shared=shared,
+            address=address,
+            client=client,
+        )
+        self._lock = threading.Lock()
+        self._state = PoolState.RUNNING
+        self._pid = os.getpid()  # a forked child's copy of the pool must not close it
+        self._batches: dict[Future[Any], Batch] = {}  # submit futures not yet settled
+        # submit() retries waiting out their backoff, and whose future they settle
+        self._retrying: dict[threading.Timer, Future[Any]] = {}
+        self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        self._backend: Backend = backend_cls(self._options)
+        self.backend_name = backend
+        self._recorder = self._new_recorder(whole_pool=True)
+        # A pool dropped without shutdown() still releases its workers (the
+        # finalizer holds the backend, not the pool, so it does not keep it alive).
+        weakref.finalize(self, _release, self._backend, os.getpid())
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def workers(self) -> int:
+        return self._backend.workers
+
+    @property
+    def start_method(self) -> str | None:
+        return self._options.start_method
+
+    @property
+    def state(self) -> PoolState:
+        # In a child made by os.fork() the copy of a pool has no workers: closed.
+        return self._state if os.getpid() == self._pid else PoolState.CLOSED
+
+    def pids(self) -> list[int]:
+        """Process ids of the current workers (empty for threads and serial)."""
+        return self._backend.pids()
+
+    def stats(self, *, reset: bool = False) -> Stats:
+        """What the workers did since the pool started (or the last ``reset``): per
+        worker, seconds busy running the function, moving data and idle, items
+        run and restarts; the slowest items with their input indices. See
+        :class:`manycore.Stats`. ``reset``: start counting afresh after this."""
+        v.check_bool(reset, "reset")
+        restarts = self._backend.restarts()
+        stats = self._recorder.snapshot(restarts)
+        if reset:
+            self._recorder.reset(restarts)
+        return stats
+
+    def _new_recorder(self, whole_pool: bool = False) -> StatsRecorder:
+        backend = self._backend
+        # Serial runs one call at a time whatever its worker count says.
+        capacity = backend.workers if backend.concurrent else 1
+        slots = capacity if backend.numbered_workers else 0
+        return StatsRecorder(slots, backend.restarts(), capacity, whole_pool)
+
+    def __repr__(self) -> str:
+        return (
+            f"<manycore.Pool backend={self.backend_name!r} workers={self.workers} "
+            f"state={self._state.value}>"
+        )
+
+    # ------------------------------------------------------------------ work
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``.
+
+        The pool's ``timeout``, ``retries`` and ``retry_on`` apply; use
+        :meth:`schedule` to set them for one call.
+        """
+        v.check_callable(fn, "fn")
+        self._backend.check_fn(fn)
+        return self._submit(fn, args, kwargs, self._defaults)
+
+    def schedule(
+        self,
+        fn: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    ) -> Future[T]:
+        """``submit`` with options for this call: ``timeout`` (seconds; the item
+        fails with :class:`~manycore.TaskTimeout`), ``retries`` and ``retry_on``."""
+        v.check_callable(fn, "fn")
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args must be a tuple of arguments for fn, got {args!r:.80}")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
+        self._backend.check_fn(fn)
+        policy = call_policy(self._defaults, True, None, retries, retry_on, timeout)
+        return self._submit(fn, tuple(args), kwargs or {}, policy)
+
+    def _submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: Policy,
+        fn_blob: bytes | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
+    ) -> Future[T]:
+        """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
+        calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
+        self._check_open()
+        origin = self._backend.origin()
+        future: Future[T] = self._backend.new_future(origin)
+        future.add_done_callback(self._forget)
+        submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
+        submission.origin = origin
+        submission.launch(True)
+        return future
+
+    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
+        """The policy of one call (checked options over the pool's defaults)."""
+        return call_policy(self._defaults, True, None, retries, retry_on, timeout)
+
+    def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
+        """Cancel a ``submit`` future. A task that has not started is dropped (as
+        ``future.cancel()`` does). With ``force=True`` a running task is stopped too,
+        where the backend can (processes: its worker is killed and replaced;
+        asyncio: its coroutine is cancelled); its
+        future then raises ``CancelledError``. True if the task will not complete."""
+        v.check_bool(force, "force")
+        if future.cancel():
+            return True
+        with self._lock:  # a retry waiting out its backoff is simply not run
+            timers = [t for t, f in self._retrying.items() if f is future]
+            for t in timers:
+                del self._retrying[t]
+        if timers:
+            timers[0].cancel()
+            fail(future, CancelledError())
+            self._backend.wake()
+            return True
+        if not force or future.done() or not self._backend.supports_kill:
+            return False
+        with self._lock:
+            batch = self._batches.get(future)
+        return batch is not None and self._backend.kill(batch)
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._batches.pop(future, None)
+
+    def _later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
+        """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
+
+        def fire() -> None:
+            # The timer is this very thread. (Naming it in the closure would be a
+            # cycle, timer -> fire -> timer, keeping the future and its result.)
+            with self._lock:
+                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
+                    return  # cancelled meanwhile
+            try:
+                action()
+            except BaseException as exc:  # the pool closed meanwhile, ...
+                fail(future, exc)
+                self._backend.wake()  # a caller may be polling for this future
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            self._retrying[timer] = future
+        timer.start()
+
+    @overload  # type: ignore[override]
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        stats: Literal[False] = ...,
+        **options: Any,
+    ) -> list[T]: ...
+
+    @overload
+    def map(
+        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+    ) -> tuple[list[T], Stats]: ...
+
+    @overload
+    def map(
+        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+    ) -> list[T] | tuple[list[T], Stats]: ...
+
+    # The overloads above only tell ``stats=True`` apart (it returns a pair);
+    # the keywords themselves are checked here, at run time.
+    def map(  # type: ignore[misc]
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
+        progress: bool | str = False,
+        stats: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool | str = True,
+    ) -> list[T] | tuple[list[T], Stats]:
+        """``[fn(x) for x in iterable]`` in parallel, as a list (in input order by default).
+
+        ``timeout``: seconds one item may run before it fails with
+        :class:`~manycore.TaskTimeout` (processes: its worker is killed and
+        replaced). ``retries``: run an item failing with one of ``retry_on``
+        (default: any exception, a timeout or a crash) up to that many more times,
+        after a short exponential backoff (0.05 s, 0.1 s, ... at most 2 s).
+        ``on_error``: ``"raise"`` the first failure, ``"skip"`` failed items, or
+        ``"collect"`` a :class:`manycore.Failure` in each failed item's place.
+        ``progress``: show a tqdm bar (items done, rate, ETA, failures so far);
+        a string labels the bar (``progress="Downloading"``).
+        ``stats``: return ``(results, stats)``, the :class:`manycore.Stats` of
+        this call (each item timed, to name the slowest).
+        Options left at ``None`` take the pool's defaults.
+
+        ``checkpoint``: an SQLite file where each finished item is stored as it
+        arrives; the same call run again (after a crash, a Ctrl-C, even a
+        ``kill -9``) computes only what the file does not hold. ``resume``: True
+        (use the file if it was written by this function for these inputs, else
+        raise :class:`~manycore.CheckpointMismatch`), ``"force"`` (use it even
+        though the function changed; items whose input changed are computed
+        again) or False (start over). With a checkpoint, the result is always in
+        input order, every item is run before ``on_error="raise"`` raises the
+        first failure, and failures stored by an earlier run are computed again.
+        (``imap`` takes no checkpoint.)
+        """
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+        )
+        path = v.check_checkpoint(checkpoint, resume)
+        if path is not None:
+            return self._checkpointed(fn, iterables, False, "map", options, path, resume)
+        out: list[T] | tuple[list[T], Stats]
+        out = self._gather(self._run(fn, iterables, False, "map", options))
+        return out
+
+    def imap(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        chunksize: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
+        progress: bool | str = False,
+    ) -> Iterator[T]:
+        """Lazy ``map``: reads the input as needed, yields results as they are ready."""
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress
+        )
+        return _flatten(self._run(fn, iterables, False, "imap", options), self)
+
+    @overload
+    def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: Literal[False] = ...,
+        **options: Any,
+    ) -> list[T]: ...
+
+    @overload
+    def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: Literal[True],
+        **options: Any,
+    ) -> tuple[list[T], Stats]: ...
+
+    @overload
+    def starmap(
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        stats: bool,
+        **options: Any,
+    ) -> list[T] | tuple[list[T], Stats]: ...
+
+    def starmap(  # type: ignore[misc]  # (see map)
+        self,
+        fn: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        on_error: str | None = None,
+        progress: bool | str = False,
+        stats: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool | str = True,
+    ) -> list[T] | tuple[list[T], Stats]:
+        """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
+        ``checkpoint`` and ``resume``: as for :meth:`map`)."""
+        options = self._map_options(
+            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+        )
+        path = v.check_checkpoint(checkpoint, resume)
+        if path is not None:
+            return self._checkpointed(fn, (iterable,), True, "starmap", options, path, resume)
+        out: list[T] | tuple[list[T], Stats]
+        out = self._gather(self._run(fn, (iterable,), True, "starmap", options))
+        return out
+
+    @staticmethod
+    def _gather(run: MapRun) -> Any:
+        """A run's values as one list; with its stats when the call asked."""
+        out: list[Any] = []
+        for values in run:
+            out.extend(values)
+        return (out, run.stats()) if run.call_stats is not None else out
+
+    def _map_options(self, *options: Any, **named: Any) -> tuple[int | None, Policy]:
+        """A map call's options (as :func:`map_options` takes them) checked over
+        this pool's defaults, before any work, and bundled."""
+        return map_options(self._defaults, *options, **named)
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        name: str,
+        options: tuple[int | None, Policy],
+        source: InputSource | None = None,
+    ) -> MapRun:
+        """The run of one map call; ``source``: go on reading one that an earlier
+        run (``backend="auto"``'s inline sample) started on."""
+        self._check_call(fn, iterables, name)
+        if source is None:
+            source = InputSource(iterables, star)
+        return self._start(fn, source, options)
+
+    def _check_call(self, fn: Any, iterables: tuple[Iterable[Any], ...], name: str) -> None:
+        v.check_callable(fn, "fn")
+        self._backend.check_fn(fn)
+        v.check_iterables(iterables, name)
+        self._check_open()
+
+    def _start(
+        self, fn: Callable[..., Any], source: InputSource, options: tuple[int | None, Policy]
+    ) -> MapRun:
+        """A run of ``fn`` over what ``source`` hands out."""
+        chunksize, policy = options
+        fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
+        planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
+        recorders = [self._recorder]
+        if policy.stats:
+            recorders.append(self._new_recorder())
+        return MapRun(self._backend, fn, source, planner, policy, fn_blob, recorders)
+
+    def _checkpointed(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        star: bool,
+        name: str,
+        options: tuple[int | None, Policy],
+        path: str,
+        resume: bool | str,
+    ) -> list[Any] | tuple[list[Any], Stats]:
+        """A map whose finished items are kept in the file at ``path`` (see
+        ``manycore._scheduler._checkpoint``); the scheduler runs what is not done yet."""
+        from manycore._scheduler._checkpoint import run_checkpointed
+
+        self._check_call(fn, iterables, name)
+        chunksize = options[0]
+        runs: list[MapRun] = []
+
+        def start(source: InputSource, policy: Policy) -> MapRun:
+            runs.append(self._start(fn, source, (chunksize, policy)))
+            return runs[-1]
+
+        out = run_checkpointed(fn, iterables, star, options[1], path, resume, start)
+        return (out, runs[-1].stats()) if options[1].stats else out
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _check_open(self) -> None:
+        if os.getpid() != self._pid:
+            raise pool_of_another_process(self._pid)
+        if self._state is not PoolState.RUNNING:
+            raise PoolClosed("the pool has been shut down and accepts no new work")
+
+    def shutdown(
+        self,
+        wait: bool = True,
+        *,
+        cancel_pending: bool = False,
+        cancel_futures: bool | None = None,
+    ) -> None:
+        """Stop accepting work. ``wait``: return when running work is done.
+
+        ``cancel_pending`` (or the ``Executor`` spelling ``cancel_futures``) cancels
+        what has not started. Calling it again is harmless.
+        """
+        if cancel_futures is not None:
+            cancel_pending = cancel_pending or cancel_futures
+        if os.getpid() != self._pid:
+            return  # a child made by os.fork(): the workers are its parent's
+        with self._lock:
+            self._state = PoolState.CLOSED
+        self._settle_retries(wait and not cancel_pending)
+        self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
+
+    def _settle_retries(self, wait: bool) -> None:
+        """Before the backend closes: let submit() calls that may still be retried
+        finish (``wait``; not those that run on this thread's event loop, which
+        waiting would stop: their retry fails with PoolClosed), or cancel the
+        retries waiting out a backoff."""
+        if wait:
+            while True:
+                with self._lock:
+                    retried = [f for f in self._batches if f in self._may_retry]
+                    futures = [f for f in retried if not self._backend.runs_here(self._batches[f])]
+                if not futures:
+                    return
+                futures_wait(futures)
+        with self._lock:
+            timers = list(self._retrying.items())
+            self._retrying.clear()
+        for timer, future in timers:
+            timer.cancel()
+            fail(future, CancelledError())  # it counts as running: not cancel()
+        if timers:
+            self._backend.wake()
+
+    def terminate(self) -> None:
+        """Stop at once: pending work is cancelled; running process tasks are killed
+        and running coroutines cancelled (their futures fail with ``CancelledError``).
+        Threads cannot be killed: they finish their current task in the background."""
+        if os.getpid() != self._pid:
+            return  # a child made by os.fork(): the workers are its parent's
+        with self._lock:
+            self._state = PoolState.CLOSED
+        self._settle_retries(False)
+        self._backend.terminate()
+
+    def close(self) -> None:
+        """Same as ``shutdown(wait=True)``."""
+        self.shutdown(wait=True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if isinstance(exc_info[1], (KeyboardInterrupt, SystemExit)):
+            self.terminate()  # Ctrl-C: stop now, leave no process behind
+            return
+        # Leaving the block because of an error: do not run the queued rest.
+        self.shutdown(wait=True, cancel_pending=exc_info[0] is not None)
+
+
+def _release(backend: Backend, owner: int) -> None:
+    """A pool dropped without shutdown(). Not in a child made by os.fork(): its
+    copy of the pool has no workers, and closing it would touch the parent's."""
+    if os.getpid() == owner:
+        backend.shutdown(wait=False, cancel_pending=True)
+
+
+def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
+    """The values of ``run``. The iterator holds its ``pool``: one made just for it
+    (``list(mc.Pool(2).imap(f, xs))``) must not be finalized, its workers shut
+    down, while the iterator still runs; both go once neither is reachable. (The
+    generator's frame holds it, as an argument, until the generator is dropped.)"""
+    for values in run:
+        yield from values

@@ -1,0 +1,241 @@
+"""Argument checks shared by every entry point: clear errors before work starts."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from manycore._engine._launch import START_METHODS
+from manycore.backends import backend_names, get_backend
+
+__all__ = [
+    "check_backend",
+    "check_bool",
+    "check_callable",
+    "check_checkpoint",
+    "check_choice",
+    "check_count",
+    "check_exception_types",
+    "check_iterables",
+    "check_memory",
+    "check_positive_int",
+    "check_progress",
+    "check_start_method",
+    "check_timeout",
+    "check_workers",
+]
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
+
+
+def check_callable(value: Any, name: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r:.80}")
+
+
+def check_positive_int(value: Any, name: str) -> int | None:
+    """``None`` or a whole number of at least 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of at least 1 or None, got {value!r:.80}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+_CLUSTERS = ("dask", "ray")
+
+
+def check_cluster(backend: str, address: Any, client: Any, workers: int | None) -> None:
+    """``address=`` (dask, ray) and ``client=`` (dask) name an existing cluster,
+    whose size then decides the workers."""
+    if address is not None:
+        if backend not in _CLUSTERS:
+            raise ValueError(
+                f"address= connects to a cluster: it needs backend='dask' or 'ray', "
+                f"not backend={backend!r}"
+            )
+        if not isinstance(address, str) or not address:
+            raise TypeError(f"address must be a cluster address string, got {address!r:.80}")
+    if client is not None:
+        if backend != "dask":
+            raise ValueError(
+                f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
+            )
+        if address is not None:
+            raise ValueError("give address= or client=, not both")
+    if workers is not None and (address is not None or client is not None):
+        raise ValueError(
+            f"workers={workers} with an existing cluster: its workers are the cluster's "
+            "(start more workers there instead)"
+        )
+
+
+def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
+    """``workers``, or ``concurrency`` (asyncio only: coroutines at once, the same
+    thing as workers there); None for the backend's default."""
+    count = check_positive_int(workers, "workers")
+    limit = check_positive_int(concurrency, "concurrency")
+    if limit is None:
+        return count
+    if backend != "asyncio":
+        raise ValueError(
+            f"concurrency={limit} applies only to backend='asyncio' (coroutines "
+            f"running at once); for backend={backend!r} give workers="
+        )
+    if count is not None and count != limit:
+        raise ValueError(
+            f"workers={count} and concurrency={limit} disagree: for "
+            "backend='asyncio' both are the number of coroutines running at once; give one"
+        )
+    return limit
+
+
+def check_count(value: Any, name: str) -> int:
+    """A whole number of at least 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of at least 0, got {value!r:.80}")
+    if value < 0:
+        raise ValueError(f"{name} must be at least 0, got {value}")
+    return value
+
+
+def check_exception_types(value: Any, name: str) -> tuple[type[BaseException], ...]:
+    """An exception class or a tuple of them, as a tuple."""
+    types_ = value if isinstance(value, tuple) else (value,)
+    if not types_ or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types_):
+        raise TypeError(f"{name} must be an exception class or a tuple of them, got {value!r:.80}")
+    return types_
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r:.80}")
+    return value
+
+
+def check_progress(value: Any) -> bool | str:
+    """``progress``: True or False, or a string, the bar's label."""
+    if not isinstance(value, (bool, str)):
+        raise TypeError(
+            f"progress must be True, False or a label for the bar (a str such as "
+            f"'Downloading'), got {type(value).__name__} {value!r:.80}"
+        )
+    if value == "":
+        raise ValueError("progress='' is an empty label: give True, False or a label")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {valid}")
+    return str(value)
+
+
+def check_checkpoint(checkpoint: Any, resume: Any) -> str | None:
+    """``checkpoint``: None or a file path (str or ``os.PathLike``), as a str.
+    ``resume``: True, False or "force" (checked even without a checkpoint)."""
+    if not (isinstance(resume, bool) or (isinstance(resume, str) and resume == "force")):
+        raise ValueError(
+            f"resume={resume!r} is not valid; choose True (use what the checkpoint file "
+            "holds if it matches), 'force' (use it even though the function or some "
+            "inputs changed) or False (discard it and start over)"
+        )
+    if checkpoint is None:
+        return None
+    path = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        raise TypeError(
+            f"checkpoint must be a file path (a str or os.PathLike) or None, got "
+            f"{type(checkpoint).__name__} {checkpoint!r:.80}"
+        )
+    if not path:
+        raise ValueError("checkpoint='' names no file; give a path such as 'run.sqlite'")
+    return path
+
+
+def check_backend(name: Any, *, auto: bool = False) -> None:
+    """A registered backend's name, or ``"auto"`` where the caller supports it
+    (``auto=True``: mc.map/imap/starmap, which pick a backend per call)."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a backend name (a str), got {name!r:.80}")
+    if name == "auto":
+        if auto:
+            return
+        valid = ", ".join(repr(n) for n in backend_names())
+        raise ValueError(
+            "backend='auto' picks a backend per call, so it is for mc.map, mc.imap and "
+            f"mc.starmap only; here choose one of {valid}"
+        )
+    get_backend(name)  # raises ValueError listing the valid names
+
+
+def check_start_method(method: Any, backend: str) -> None:
+    if method is None:
+        return
+    if backend != "processes":
+        raise ValueError(
+            f"start_method={method!r} applies only to backend='processes', not {backend!r}"
+        )
+    if method not in START_METHODS:
+        valid = ", ".join(repr(m) for m in START_METHODS)
+        raise ValueError(f"start_method={method!r} is not available here; choose one of {valid}")
+
+
+def check_iterables(iterables: tuple[Any, ...], name: str = "iterables") -> None:
+    if not iterables:
+        raise TypeError(f"{name}: give at least one iterable of inputs")
+    for i, it in enumerate(iterables):
+        if not isinstance(it, Iterable):
+            raise TypeError(
+                f"{name}[{i}] must be iterable (a list, range, generator, ...), "
+                f"got {type(it).__name__}"
+            )
+
+
+def check_init_args(value: Any) -> tuple[Any, ...]:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"init_args must be a tuple of arguments for init, got {value!r:.80}")
+    return tuple(value)
+
+
+def check_timeout(value: Any, name: str = "timeout") -> float | None:
+    """``None`` (no limit) or a number of seconds above 0 (``math.inf``: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r:.80}")
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"{name} must be above 0 seconds, got {value!r}")
+    return None if value == math.inf else float(value)
+
+
+def check_memory(value: Any, name: str) -> int | None:
+    """``None`` or a size in bytes: an int, or a string such as ``"512MB"`` or ``"2GiB"``."""
+    if value is None:
+        return None
+    size: float
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        unit = match.group(2).upper() if match else ""
+        if match is None or unit not in _UNITS:
+            raise ValueError(
+                f"{name}={value!r} is not a size; give bytes as an int or a string such "
+                "as '512MB' or '2GiB'"
+            )
+        size = float(match.group(1)) * _UNITS[unit]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        raise TypeError(f"{name} must be bytes (an int, or a str like '2GB'), got {value!r:.40}")
+    if size < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return int(size)

@@ -1,0 +1,251 @@
+"""Timing: every runner on one workload, checked against the sequential loop."""
+
+from __future__ import annotations
+
+import multiprocessing
+import operator
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from manycore._cli._bench.runners import RUNNERS, ManycorePool, Runner, installed, opened
+from manycore._cli._bench.work import echo as echo_child
+
+
+@dataclass
+class Row:
+    """One runner's measurements in one workload: seconds, or a note why there are none."""
+
+    name: str
+    times: list[float] = field(default_factory=list)
+    extra: list[float] = field(default_factory=list)  # (e): p90, raw pipe; (f): shutdowns
+    note: str = ""
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times and not self.note else None
+
+
+@dataclass
+class Workload:
+    key: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, name: str) -> Row | None:
+        return next((r for r in self.rows if r.name == name), None)
+
+    def get(self, name: str) -> float | None:
+        row = self.row(name)
+        return row.median if row else None
+
+
+def same(got: Sequence[Any], expected: Sequence[Any]) -> bool:
+    return len(got) == len(expected) and all(g == e for g, e in zip(got, expected, strict=True))
+
+
+def open_all(
+    stack: ExitStack, workers: int, warm_up: Callable[[Runner], Any], rows: dict[str, Row]
+) -> list[Runner]:
+    """Open and warm up every installed runner at once; the stack closes them all.
+
+    Runners whose workers are forked go first: a child forked later would inherit
+    copies of manycore's pipes (see the README). A runner that fails gets a note.
+    """
+    live = []
+    for runner_cls in sorted(RUNNERS, key=lambda cls: not cls.forks):
+        row = rows[runner_cls.name]
+        if not installed(runner_cls):
+            row.note = f"skipped: {runner_cls.requires} is not installed"
+            continue
+        try:
+            runner = stack.enter_context(opened(runner_cls(workers)))
+            warm_up(runner)
+        except Exception as exc:
+            row.note = f"ERROR: {type(exc).__name__}: {exc}"
+            continue
+        live.append(runner)
+    order = [cls.name for cls in RUNNERS]
+    return sorted(live, key=lambda runner: order.index(runner.name))
+
+
+def time_once(
+    runner: Runner,
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    expected: Sequence[Any],
+    row: Row,
+) -> None:
+    """One timed, verified map; a wrong result or an error becomes the row's note."""
+    try:
+        started = time.perf_counter()
+        result = runner.map(fn, items)
+        row.times.append(time.perf_counter() - started)
+    except Exception as exc:
+        row.note = f"ERROR: {type(exc).__name__}: {exc}"
+        return
+    if not same(result, expected):
+        row.note = "WRONG RESULT (differs from the sequential loop)"
+
+
+def bench_map(
+    key: str, title: str, fn: Callable[[Any], Any], items: Sequence[Any], workers: int, repeat: int
+) -> Workload:
+    """Every runner's warm pool is open at once and the repeats go round-robin, so a
+    burst of load from elsewhere on the machine falls on all runners alike."""
+    rows = {cls.name: Row(cls.name) for cls in RUNNERS}
+    expected = list(map(fn, items))
+    with ExitStack() as stack:
+        print(f"  ({key}) opening and warming up the runners ...", file=sys.stderr, flush=True)
+        live = open_all(stack, workers, lambda r: r.map(fn, items[: 2 * workers]), rows)
+        for i in range(repeat):
+            print(f"  ({key}) round {i + 1} of {repeat} ...", file=sys.stderr, flush=True)
+            for runner in live:
+                if not rows[runner.name].note:
+                    time_once(runner, fn, items, expected, rows[runner.name])
+    return Workload(key, title, [rows[cls.name] for cls in RUNNERS])
+
+
+def run_guarded(runner_cls: type[Runner], workers: int, measure: Callable[[Runner], Row]) -> Row:
+    """Open the runner, measure, always close it; a missing peer or an error is a note."""
+    if not installed(runner_cls):
+        return Row(runner_cls.name, note=f"skipped: {runner_cls.requires} is not installed")
+    try:
+        with opened(runner_cls(workers)) as runner:
+            return measure(runner)
+    except Exception as exc:
+        return Row(runner_cls.name, note=f"ERROR: {type(exc).__name__}: {exc}")
+
+
+def timed_calls(call: Callable[[int], Any], xs: range) -> tuple[list[float], bool]:
+    """Seconds of each ``call(x)``, and whether every call gave ``x`` back."""
+    times, ok = [], True
+    for x in xs:
+        started = time.perf_counter()
+        result = call(x % 97)
+        times.append(time.perf_counter() - started)
+        ok = ok and result == x % 97
+    return times, ok
+
+
+def round_trips(call: Callable[[int], Any], count: int) -> tuple[list[float], bool]:
+    """``count`` timed round trips of ``call`` after ``count // 10`` warm-up ones."""
+    timed_calls(call, range(max(10, count // 10)))
+    return timed_calls(call, range(count))
+
+
+RAW_PIPE = "raw multiprocessing.Pipe"
+
+
+class PipeEcho:
+    """The reference of (e): the parent and one child echoing over ``multiprocessing.Pipe``."""
+
+    def __enter__(self) -> PipeEcho:
+        self.conn, child = multiprocessing.Pipe()
+        self.proc = multiprocessing.Process(target=echo_child, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        return self
+
+    def ping(self, x: int) -> Any:
+        self.conn.send(x)
+        return self.conn.recv()
+
+    def __exit__(self, *exc_info: object) -> None:
+        with suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+IMPORTABLE = "manycore Pool, importable f"
+
+
+def latency_cases(
+    noop: Callable[[Any], Any],
+) -> list[tuple[type[Runner], Callable[[Any], Any], str]]:
+    """(runner, task function, row name) for (e): each parallel runner with ``noop``,
+    and manycore's Pool once more with ``operator.pos``, a function that is not in
+    ``__main__`` (manycore pickles a ``__main__`` function again on every submit)."""
+    cases = [(cls, noop, cls.name) for cls in RUNNERS if cls.parallel]
+    cases.insert(2, (ManycorePool, operator.pos, IMPORTABLE))
+    return cases
+
+
+def bench_latency(workers: int, count: int, noop: Callable[[Any], Any]) -> Workload:
+    """Each runner's round trips, right after as many raw-pipe ones (its reference).
+
+    The reference is measured next to each runner, so that their ratio holds when the
+    machine's load drifts, but before the runner's pool exists, so that the pool's
+    threads cannot slow the reference down.
+    """
+    workload = Workload("e", f"round trip of one trivial task (median of {count}, after warm-up)")
+    all_raw: list[float] = []
+
+    def measure(runner: Runner, fn: Callable[[Any], Any], name: str, raw: list[float]) -> Row:
+        runner.call(fn, 0)  # the pool is up before the warm-up round trips start
+        times, ok = round_trips(lambda x: runner.call(fn, x), count)
+        p90 = statistics.quantiles(times, n=10)[-1]
+        row = Row(name, [statistics.median(times)], [p90, statistics.median(raw)])
+        row.note = "" if ok else "WRONG RESULT"
+        return row
+
+    with PipeEcho() as echo:
+        for runner_cls, fn, name in latency_cases(noop):
+            print(f"  (e) {name} ...", file=sys.stderr, flush=True)
+            raw, _ = round_trips(echo.ping, count)
+            all_raw += raw
+            row = run_guarded(runner_cls, workers, partial(measure, fn=fn, name=name, raw=raw))
+            row.name = name
+            workload.rows.append(row)
+    p90 = statistics.quantiles(all_raw, n=10)[-1]
+    raw_row = Row(RAW_PIPE, [statistics.median(all_raw)], [p90, statistics.median(all_raw)])
+    workload.rows.insert(0, raw_row)
+    return workload
+
+
+def cold_start(
+    runner_cls: type[Runner], workers: int, noop: Callable[[Any], Any]
+) -> tuple[float, float]:
+    """Seconds from building the pool to the first result, and to shut it down."""
+    runner = runner_cls(workers)
+    started = time.perf_counter()
+    runner.open()
+    try:
+        if runner.call(noop, 7) != 7:
+            raise RuntimeError("wrong result from the first task")
+        first = time.perf_counter()
+    finally:
+        closing = time.perf_counter()
+        runner.close()
+    return first - started, time.perf_counter() - closing
+
+
+def bench_cold(workers: int, repeat: int, noop: Callable[[Any], Any]) -> Workload:
+    workload = Workload("f", f"cold start: pool creation to first result (median of {repeat})")
+    for runner_cls in RUNNERS:
+        if not runner_cls.parallel:
+            continue
+        print(f"  (f) {runner_cls.name} ...", file=sys.stderr, flush=True)
+        if not installed(runner_cls):
+            workload.rows.append(
+                Row(runner_cls.name, note=f"skipped: {runner_cls.requires} is not installed")
+            )
+            continue
+        row = Row(runner_cls.name)
+        try:
+            for _ in range(repeat):
+                first, shutdown = cold_start(runner_cls, workers, noop)
+                row.times.append(first)
+                row.extra.append(shutdown)
+        except Exception as exc:
+            row.note = f"ERROR: {type(exc).__name__}: {exc}"
+        workload.rows.append(row)
+    return workload

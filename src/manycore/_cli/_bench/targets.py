@@ -1,0 +1,127 @@
+"""The targets section: what the design promises, checked against this run's ratios."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from manycore._cli._bench.measure import IMPORTABLE, Workload
+from manycore._cli._bench.runners import (
+    MANYCORE_REF,
+    ManycoreMap,
+    ManycorePool,
+    MultiprocessingPool,
+    Sequential,
+)
+from manycore._cli._bench.tables import efficiency, fmt_ratio, fmt_time, markdown_table
+
+
+@dataclass
+class Target:
+    label: str
+    runner: str
+    rule: str
+    passed: bool | None  # None: reported only, or not measured
+    detail: str
+
+
+def speed_targets(w: Workload, workers: int) -> list[Target]:
+    """(a) no slower than the loop and 2x faster than multiprocessing.Pool; (b)/(c) efficiency."""
+    targets = []
+    for name in (ManycoreMap.name, ManycorePool.name):
+        if w.key == "a":
+            targets.append(_tiny_tasks_target(w, name))
+        else:
+            targets.append(_efficiency_target(w, name, workers))
+    return targets
+
+
+def _tiny_tasks_target(w: Workload, name: str) -> Target:
+    t, seq, mp_t = w.get(name), w.get(Sequential.name), w.get(MultiprocessingPool.name)
+    rule = "≤ sequential and ≥ 2x faster than multiprocessing.Pool"
+    if t is None or seq is None or mp_t is None:
+        return Target(w.key, name, rule, None, "not measured")
+    detail = (
+        f"{fmt_time(t)} = {fmt_ratio(t, seq)} sequential ({fmt_time(seq)}); "
+        f"multiprocessing.Pool {fmt_time(mp_t)} is {fmt_ratio(mp_t, t)} manycore"
+    )
+    return Target(w.key, name, rule, t <= seq and mp_t / t >= 2, detail)
+
+
+def _efficiency_target(w: Workload, name: str, workers: int) -> Target:
+    t, seq = w.get(name), w.get(Sequential.name)
+    need = 0.95 if w.key == "b" else 0.97
+    eff = efficiency(seq, t, workers)
+    rule = f"parallel efficiency ≥ {need:.0%} (time ≤ sequential / ({need} x {workers}))"
+    if eff is None or t is None or seq is None:
+        return Target(w.key, name, rule, None, "not measured")
+    detail = (
+        f"{fmt_time(t)} vs sequential {fmt_time(seq)}: efficiency {eff:.1%}; "
+        f"limit {fmt_time(seq / (need * workers))}"
+    )
+    return Target(w.key, name, rule, eff >= need, detail)
+
+
+def latency_target(w: Workload, name: str) -> Target:
+    row = w.row(name)
+    t = row.median if row else None
+    raw = row.extra[1] if row and t is not None else None
+    rule = "submit round trip ≤ 1.5 x raw Pipe"
+    if t is None or raw is None:
+        return Target("e", name, rule, None, "not measured")
+    detail = f"{fmt_time(t)} vs raw Pipe {fmt_time(raw)} (just before) = {fmt_ratio(t, raw)}"
+    return Target("e", name, rule, t <= 1.5 * raw, detail)
+
+
+def other_targets(w: Workload) -> list[Target]:
+    if w.key == "e":
+        return [latency_target(w, name) for name in (ManycorePool.name, IMPORTABLE)]
+    t, seq = w.get(MANYCORE_REF), w.get(Sequential.name)
+    peers = [
+        r
+        for r in w.rows
+        if r.median is not None and r.name not in (Sequential.name, MANYCORE_REF, ManycorePool.name)
+    ]
+    best = min(peers, key=lambda r: r.median or 0.0, default=None)
+    if not (t and seq and best and best.median):
+        return [
+            Target(
+                "d",
+                MANYCORE_REF,
+                "≤ 3x sequential, ≥ 20x faster than the best peer",
+                None,
+                "not measured",
+            )
+        ]
+    passed = t <= 3 * seq and best.median >= 20 * t
+    detail = (
+        f"mc.map {fmt_time(t)} = {fmt_ratio(t, seq)} sequential; best peer {best.name} "
+        f"{fmt_time(best.median)} is {best.median / t:.1f}x mc.map"
+    )
+    rule = "≤ 3x sequential and ≥ 20x faster than the best peer"
+    return [Target("d", MANYCORE_REF, rule, passed, detail)]
+
+
+def targets_section(workloads: dict[str, Workload], workers: int) -> list[str]:
+    targets: list[Target] = []
+    for key in "abcde":
+        if key in workloads:
+            w = workloads[key]
+            targets += speed_targets(w, workers) if key in "abc" else other_targets(w)
+    verdict = {True: "**PASS**", False: "**FAIL**", None: "reported"}
+    rows = [
+        [
+            f"({t.label})",
+            t.runner,
+            t.rule,
+            verdict[t.passed if "not measured" not in t.detail else None],
+            t.detail,
+        ]
+        for t in targets
+    ]
+    return [
+        "## Targets",
+        "",
+        "Ratios from this run only.",
+        "",
+        *markdown_table(["workload", "runner", "target", "result", "measured"], rows),
+    ]

@@ -1,0 +1,79 @@
+"""The work the suite times, and where those functions live."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ALL_WORKLOADS",
+    "PACKAGE_WORK",
+    "Work",
+    "array_sum",
+    "calibrate_spin",
+    "echo",
+    "noop",
+    "spin",
+    "square",
+]
+
+ALL_WORKLOADS = "abcdef"  # (a)-(f): see manycore._cli._bench
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def noop(x: Any) -> Any:
+    return x
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work that holds the GIL; ``n`` loops (calibrated at start)."""
+    acc = 0
+    for i in range(n):
+        acc += i * i % 7
+    return acc
+
+
+def array_sum(a: Any) -> Any:
+    return a.sum()
+
+
+@dataclass(frozen=True)
+class Work:
+    """The work functions of a run, and where they live: ``benchmarks/run.py`` passes
+    its own, from the script's ``__main__`` (which manycore and loky send by value,
+    as for a user's script); ``manycore bench`` uses these importable ones."""
+
+    square: Callable[[int], int]
+    noop: Callable[[Any], Any]
+    spin: Callable[[int], int]
+    array_sum: Callable[[Any], Any]
+    origin: str
+
+
+PACKAGE_WORK = Work(
+    square, noop, spin, array_sum, "the importable module `manycore._cli._bench.work`"
+)
+
+
+def calibrate_spin(seconds: float, spin: Callable[[int], Any] = spin) -> int:
+    """Loops of ``spin`` that take about ``seconds`` on this machine (best of 5)."""
+    probe = 200_000
+    best = min(_timed(spin, probe) for _ in range(5))
+    return max(1, round(probe * seconds / best))
+
+
+def _timed(fn: Callable[[int], Any], arg: int) -> float:
+    started = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - started
+
+
+def echo(conn: Any) -> None:
+    """Child of the raw-pipe reference: send back what arrives until ``None``."""
+    while (message := conn.recv()) is not None:
+        conn.send(message)

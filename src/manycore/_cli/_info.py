@@ -1,0 +1,104 @@
+"""``manycore info``: what this machine and this Python give manycore.
+
+CPUs (counted, allowed by affinity, allowed by a cgroup quota, and what manycore
+uses), start methods, BLAS/OpenMP libraries and their threads, whether this is a
+free-threading build, shared memory, and which backends can run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import sys
+import sysconfig
+from typing import Any
+
+__all__ = ["collect", "render"]
+
+# Backends that need an engine installed: (backend, module, what to pip install).
+# The engine's own package: true however manycore was installed (it is not on
+# PyPI, so "manycore[dask]" would not be).
+_ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
+
+
+def collect() -> dict[str, Any]:
+    """The facts, as plain data (``manycore info --json`` prints them)."""
+    from manycore import __version__
+    from manycore._core import _cpus
+    from manycore._engine import _launch
+    from manycore._transport import _shm
+    from manycore.backends import backend_names
+
+    engines = {name: importlib.util.find_spec(module) is not None for name, module, _ in _ENGINES}
+    return {
+        "manycore": __version__,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "free_threading_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": _gil_enabled(),
+        "cpus": {
+            "os.cpu_count": os.cpu_count(),
+            "affinity": _cpus._affinity(),
+            "cgroup_quota": _cpus._cgroup_quota(),
+            "usable": _cpus.usable_cpus(),
+        },
+        "start_methods": list(_launch.START_METHODS),
+        "shared_memory": _shm.available(),
+        "blas": _blas(),
+        "backends": {name: engines.get(name, True) for name in backend_names()},
+    }
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def _blas() -> list[dict[str, Any]]:
+    """BLAS/OpenMP libraries loaded once NumPy is imported (threadpoolctl)."""
+    if importlib.util.find_spec("numpy") is None:
+        return []
+    import numpy  # noqa: F401 - loads its BLAS, which threadpoolctl then sees
+    from threadpoolctl import threadpool_info
+
+    return [
+        {
+            "library": lib.get("internal_api"),
+            "threads": lib.get("num_threads"),
+            "version": lib.get("version"),
+        }
+        for lib in threadpool_info()
+    ]
+
+
+def render(facts: dict[str, Any]) -> str:
+    """The facts as aligned text for a terminal."""
+    cpus = facts["cpus"]
+    lines = [
+        f"manycore {facts['manycore']} on {facts['python']} ({facts['platform']})",
+        f"  free-threading build: {'yes' if facts['free_threading_build'] else 'no'}"
+        f" (GIL {'on' if facts['gil_enabled'] else 'off'})",
+        f"  CPUs: {cpus['usable']} usable (os.cpu_count {cpus['os.cpu_count']}, "
+        f"affinity {cpus['affinity'] or '-'}, cgroup quota {cpus['cgroup_quota'] or 'none'})",
+        f"  start methods: {', '.join(facts['start_methods'])}",
+        f"  shared memory: {'yes' if facts['shared_memory'] else 'no'}",
+    ]
+    if facts["blas"]:
+        for lib in facts["blas"]:
+            name = f"{lib['library']} {lib['version'] or ''}".rstrip()
+            lines.append(f"  BLAS/OpenMP: {name} — {lib['threads']} threads in this process")
+    else:
+        lines.append("  BLAS/OpenMP: none loaded (NumPy not installed)")
+    hints = {name: extra for name, _, extra in _ENGINES}
+    for name, ok in facts["backends"].items():
+        status = "ready" if ok else f"not installed (pip install '{hints[name]}')"
+        lines.append(f"  backend {name}: {status}")
+    return "\n".join(lines)
+
+
+def main(as_json: bool) -> int:
+    facts = collect()
+    print(json.dumps(facts, indent=2) if as_json else render(facts))
+    return 0

@@ -1,0 +1,293 @@
+"""The ``forkserver`` start method: workers forked from a small, single-threaded
+server process.
+
+``fork`` is fast but copies a parent that may run threads (unsafe); ``spawn`` is
+safe but starts a fresh interpreter each time. The fork server is started once,
+with ``spawn``'s launcher (it never runs the user's script), imports the worker
+code, and then forks each worker from itself: a clean, single-threaded parent, so
+workers start in milliseconds and safely.
+
+Protocol on one Unix socket pair (the server holds one end, this process the
+other). This process sends a request per worker: a small message with the
+worker's three descriptors (and those its init needs) attached
+(``socket.send_fds``). The server answers
+``(STARTED, pid)``. It also reaps its children and sends ``(EXITED, pid, status)``
+for each, since only a process's parent can learn its exit status. The server
+exits when this process goes (end of file on the socket).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+from manycore._engine._inherit import MAX_FDS
+from manycore._transport import _shm
+
+__all__ = ["available", "launch"]
+
+_MESSAGE = struct.Struct("<iii")  # kind, pid, exit status
+_STARTED = 1
+_EXITED = 2
+_REQUEST = struct.Struct("<i")  # threads for BLAS in the new worker (-1: leave alone)
+_KEEP_STATUSES = 10_000  # exit statuses remembered (a worker's is asked for soon)
+
+
+def available() -> bool:
+    return hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+
+class _Server:
+    """This process's connection to its fork server."""
+
+    def __init__(self) -> None:
+        from manycore._engine import _launch
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock = ours
+        _launch.ENGINE_FDS.add(ours.fileno())
+        try:
+            self._proc = _launch.spawn_python(
+                "from manycore._engine._forkserver import serve; serve(int(sys.argv[1]))",
+                [str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        self._lock = threading.Lock()
+        self._exited: dict[int, int] = {}
+        self._buffer = b""
+        self.gone = False  # the server died: exit statuses can no longer be known
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def start(self, fds: tuple[int, ...], blas_threads: int | None) -> int:
+        """A new worker with these descriptors; its pid."""
+        with self._lock:
+            if self.gone:
+                raise OSError("the fork server has gone away")
+            request = _REQUEST.pack(-1 if blas_threads is None else blas_threads)
+            try:
+                socket.send_fds(self._sock, [request], list(fds))
+                while True:
+                    started = self._read(None)
+                    if started:
+                        return started[0]
+                    if self.gone:
+                        raise OSError("the fork server has gone away")
+            except BaseException:
+                # A reply may still be on its way (Ctrl-C arrived while we waited):
+                # the replies would be out of step. Use a new server from now on.
+                self.gone = True
+                raise
+
+    def status(self, pid: int, timeout: float) -> int | None:
+        """The exit code of worker ``pid`` (negative: the signal), waiting up to
+        ``timeout``; None if it is still running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if pid in self._exited:
+                    return self._exited[pid]
+                if self.gone:  # nobody can tell how it ended, only whether it did
+                    return None if _shm.alive(pid) else -1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._read(min(left, 0.05))
+
+    def _read(self, timeout: float | None) -> list[int]:
+        """Read what the server sent: exit statuses are recorded here (whoever
+        reads them); the pids of started workers are returned."""
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        if ready:
+            try:
+                data = self._sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                self.gone = True
+                return []
+            self._buffer += data
+        started = []
+        while len(self._buffer) >= _MESSAGE.size:
+            kind, pid, status = _MESSAGE.unpack_from(self._buffer)
+            self._buffer = self._buffer[_MESSAGE.size :]
+            if kind == _STARTED:
+                # Messages come in order: a status seen before this one belongs to
+                # an earlier process that had the same pid.
+                self._exited.pop(pid, None)
+                started.append(pid)
+            else:
+                self._exited[pid] = status
+                while len(self._exited) > _KEEP_STATUSES:  # the oldest go first
+                    del self._exited[next(iter(self._exited))]
+        return started
+
+    def close(self) -> None:
+        """Let go of a server that is gone (or out of step): its socket too."""
+        from manycore._engine import _launch
+
+        self.gone = True
+        _launch.ENGINE_FDS.discard(self._sock.fileno())
+        self._sock.close()
+
+
+class ServedWorker:
+    """A worker forked by the fork server (not our child: the server reports how
+    it ended)."""
+
+    def __init__(self, server: _Server, pid: int):
+        self._server = server
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return self._server.status(self.pid, 0)
+
+    def wait(self, timeout: float) -> int | None:
+        return self._server.status(self.pid, timeout)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+_server: _Server | None = None
+_server_lock = threading.Lock()
+
+
+def launch(
+    task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None, more: tuple[int, ...] = ()
+) -> ServedWorker:
+    """A worker with these descriptors, and ``more`` that its init needs."""
+    global _server
+    fds = (task_fd, result_fd, slot_fd, *more)
+    for attempt in range(2):
+        with _server_lock:
+            if _server is None or _server.gone:
+                if _server is not None:
+                    _server.close()
+                _server = _Server()  # the first time, or the old one was killed
+            server = _server
+        try:
+            return ServedWorker(server, server.start(fds, blas_threads))
+        except OSError:
+            server.gone = True
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def server_pid() -> int | None:
+    """The fork server's pid, if this process has started one."""
+    return None if _server is None else _server.pid
+
+
+def server_fd() -> int | None:
+    """Our end of the socket to the fork server, if there is one (it stays open
+    for the life of the process, like the server)."""
+    return None if _server is None else _server.fileno()
+
+
+def _forget_in_child() -> None:
+    global _server, _server_lock
+    _server = None  # the socket was closed with the other engine descriptors
+    _server_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+# ------------------------------------------------------------------ the server
+
+
+def serve(fd: int) -> None:
+    """The fork server's loop (runs in its own process)."""
+    import signal
+
+    from manycore._engine import _worker  # noqa: F401  - loaded once here, inherited by every worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the user's process
+    owner = os.getppid()
+    sock = socket.socket(fileno=fd)
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.05)
+        fds: list[int] = []
+        # Our process may be gone before it reads an exit report: a closed socket
+        # then reads as the end, not as a traceback on the user's terminal.
+        if not _report_exits(sock):
+            request = b""
+        elif not ready:
+            continue
+        else:
+            request = _read_request(sock, fds)
+        if not request:  # our process is gone: so are we (the workers see it too)
+            _clean_up_after(owner)
+            os._exit(0)
+        (blas_threads,) = _REQUEST.unpack(request)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the new worker
+            sock.close()
+            _run_worker(fds, blas_threads)
+        for f in fds:
+            os.close(f)
+        sock.sendall(_MESSAGE.pack(_STARTED, pid, 0))
+
+
+def _read_request(sock: socket.socket, fds: list[int]) -> bytes:
+    try:
+        request, received, _, _ = socket.recv_fds(sock, _REQUEST.size, 3 + MAX_FDS)
+    except OSError:
+        return b""
+    fds.extend(received)
+    return request
+
+
+def _run_worker(fds: list[int], blas_threads: int) -> None:  # pragma: no cover
+    try:
+        if blas_threads > 0:
+            from manycore._engine._launch import BLAS_ENV
+
+            for name in BLAS_ENV:
+                os.environ[name] = str(blas_threads)
+        from manycore._engine._worker import main
+
+        main(fds[0], fds[1], fds[2], fds=tuple(fds[3:]))
+    finally:
+        os._exit(1)
+
+
+def _clean_up_after(owner: int) -> None:
+    """Our process closed its end: if it died rather than exited, nobody else will
+    remove its shared-memory segments (its workers' parent is this server)."""
+    time.sleep(0.5)  # a process that exits normally removes its own first
+    if not _shm.alive(owner) or os.getppid() != owner:
+        _shm.remove_segments_of(owner)
+
+
+def _report_exits(sock: socket.socket) -> bool:
+    """Tell our process which workers exited; False when it can no longer hear."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            return True
+        try:
+            sock.sendall(_MESSAGE.pack(_EXITED, pid, os.waitstatus_to_exitcode(status)))
+        except OSError:
+            return False

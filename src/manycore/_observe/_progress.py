@@ -1,0 +1,87 @@
+"""``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so
+far; ``progress="Downloading"`` labels it), or for a task graph being waited
+for (tasks settled out of all those behind it).
+
+The scheduler calls :meth:`Progress.advance` once per finished batch, not per
+item, so the bar costs a few microseconds per batch whatever the item count;
+tqdm itself redraws at most ten times a second. ``tqdm.auto`` picks a notebook
+widget under Jupyter and a text bar on a terminal (on stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from manycore._core._failure import Failure
+
+__all__ = ["GraphProgress", "Progress"]
+
+
+class Progress:
+    def __init__(self, total: int | None, what: str, on_error: str, initial: int = 0):
+        """``initial``: items done before the bar starts (a resumed checkpoint's);
+        the rate and ETA count only the items done from now on."""
+        from tqdm.auto import tqdm
+
+        self._bar: Any = tqdm(
+            total=total,
+            initial=initial,
+            desc=what,
+            unit="item",
+            mininterval=0.1,
+            smoothing=0.05,
+            leave=True,
+        )
+        self._collect = on_error == "collect"
+        self.failed = 0
+
+    def advance(self, covered: int, out: list[Any], error: BaseException | None) -> None:
+        """A batch of ``covered`` inputs is done: ``out`` its values as delivered
+        (failed items left out with ``skip``, as Failures with ``collect``)."""
+        failed = covered - len(out) + (error is not None)
+        if self._collect:
+            failed += sum(1 for x in out if type(x) is Failure)
+        if failed:
+            self.failed += failed
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+        self._bar.update(covered)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class GraphProgress:
+    """A bar over task calls (and plain futures): how many have settled, how
+    many of them failed. Refreshed by whoever waits, a few times a second."""
+
+    def __init__(self, nodes: list[Any], futures: list[Any]):
+        from tqdm.auto import tqdm
+
+        self._nodes = nodes  # TaskNodes (their state says whether they settled)
+        self._futures = futures  # futures that are not task calls
+        total = len(nodes) + len(futures)
+        self._bar: Any = tqdm(total=total, desc="manycore", unit="task", leave=True)
+        self.failed = 0
+
+    def refresh(self) -> None:
+        from manycore._tasks._nodes import TaskState
+
+        done = failed = 0
+        for node in self._nodes:
+            state = node.state
+            if state in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED):
+                done += 1
+                failed += state is TaskState.FAILED
+        for f in self._futures:
+            if f.done():
+                done += 1
+                failed += not f.cancelled() and f.exception() is not None
+        if failed != self.failed:
+            self.failed = failed
+            self._bar.set_postfix(failed=failed, refresh=False)
+        if done > self._bar.n:
+            self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        self.refresh()
+        self._bar.close()

@@ -1,0 +1,578 @@
+"""Backend-agnostic policy: chunking, ordering, back-pressure, error handling.
+
+:class:`ChunkPlanner` decides batch sizes from measured item cost and does no I/O,
+so its decisions are tested without processes. :class:`MapRun` drives one
+``map``/``imap`` call: it reads the input lazily in the caller's thread, keeps a
+bounded window of batches in flight on the backend, and yields results.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+import queue
+import sys
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from typing import Any
+
+from manycore._core._batch import Batch, BatchResult
+from manycore._core._errors import (
+    PoolBroken,
+    PoolClosed,
+    SerializationError,
+    WorkerCrashed,
+    set_cause,
+)
+from manycore._core._failure import Failure
+from manycore._core._remote import tag_with_index
+from manycore._observe._stats import Stats, StatsRecorder
+from manycore.backends import Backend
+
+__all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
+
+_TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
+_FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
+_GROWTH = 4  # a batch is at most this many times the largest so far
+_MAX_BATCH = 1 << 20
+_MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
+_BACKOFF_FIRST = 0.05  # seconds before the first retry of an item; doubles each time
+_BACKOFF_MAX = 2.0
+_BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
+_BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
+# Items are timed one by one (for the slowest items of pool.stats()) once they are
+# known to cost this much: two clock reads are then under 1% of an item.
+_TIME_ITEMS_FROM = 20e-6
+
+
+class ChunkPlanner:
+    """Picks the size of the next batch.
+
+    Until an item's cost has been measured, batches hold one item: a long task is
+    never stuck behind another in the same batch. Then each batch aims at
+    ``target`` seconds of work, is at most ``_GROWTH`` times the largest batch that
+    has *finished* (one noisy measurement cannot produce a giant batch, and sizes
+    grow with completions, not with dispatches), and never exceeds
+    ``remaining / (2 * workers)`` when the input's length is known, so the last
+    batches are small and the workers finish together (though not below about
+    ``_FLOOR_SECONDS`` of work: a tail of one-item batches is all round trips).
+    ``limit`` caps a batch from outside (the lazy-input read-ahead bound).
+    """
+
+    def __init__(self, workers: int, chunksize: int | None = None, target: float = _TARGET_SECONDS):
+        self.workers = max(1, workers)
+        self.fixed = chunksize
+        self.target = target
+        self._items = 0
+        self._seconds = 0.0
+        self._largest_done = 1
+
+    @classmethod
+    def for_backend(
+        cls, backend: Backend, chunksize: int | None, timed: bool = False
+    ) -> ChunkPlanner:
+        """The planner of a run on ``backend``. Items that mostly wait (asyncio) go
+        one per batch: they run side by side anyway, a batch's result waits for its
+        slowest item, and their wall time says nothing about the cost of batching."""
+        if timed and backend.one_item_when_timed:
+            chunksize = 1  # whatever was asked: the backend times batches, not items
+        elif chunksize is None and backend.one_item_per_batch:
+            chunksize = 1
+        return cls(backend.workers, chunksize, backend.batch_seconds)
+
+    @property
+    def cost(self) -> float | None:
+        """Mean seconds per item so far, or None before the first measurement."""
+        return self._seconds / self._items if self._items else None
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items > 0:
+            self._items += items
+            self._seconds += max(seconds, 0.0)
+            self._largest_done = max(self._largest_done, items)
+
+    def next_size(self, remaining: int | None = None, limit: int | None = None) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        cost = self.cost
+        if cost is None:
+            return 1
+        size = int(self.target / cost) if cost > 0 else _MAX_BATCH
+        size = min(size, self._largest_done * _GROWTH, _MAX_BATCH)
+        if remaining is not None:
+            # Split what is left across the workers so they finish together, but
+            # not into batches so small that round trips dominate the tail.
+            floor = round(_FLOOR_SECONDS / cost) if cost > 0 else size
+            size = min(size, max(remaining // (2 * self.workers), floor), remaining)
+        if limit is not None:
+            size = min(size, limit)
+        return max(1, size)
+
+
+_POOL_ERRORS = (PoolBroken, PoolClosed, CancelledError)
+
+
+def _own_copy(exc: BaseException, offset: int) -> BaseException:
+    """Each item of a batch that failed as a whole gets its own exception object,
+    so that index notes do not pile up on one shared object."""
+    if offset == 0:
+        return exc
+    try:
+        twin = copy.copy(exc)
+        notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("manycore:")]
+        # Past the class's own __setattr__ (a frozen dataclass exception refuses it).
+        object.__setattr__(twin, "__notes__", notes)
+    except Exception:  # the user's class would not copy: share the one object
+        return exc
+    set_cause(twin, exc.__cause__)
+    return twin
+
+
+def apply_policy(
+    policy: str, batch: Batch, values: list[Any], failures: dict[int, BaseException]
+) -> tuple[int, list[Any], BaseException | None]:
+    """(inputs covered, values to hand out, error to raise) for one finished batch."""
+    if not failures:
+        return len(batch), values, None
+    if policy == "raise":
+        first = min(failures)
+        return first, values[:first], tag_with_index(failures[first], batch.start + first)
+    if policy == "skip":
+        return len(batch), [v for i, v in enumerate(values) if i not in failures], None
+    out = list(values)
+    for offset, exc in failures.items():
+        index = batch.start + offset
+        out[offset] = Failure(tag_with_index(exc, index), index, batch.items[offset])
+    return len(batch), out, None
+
+
+def _is_array(obj: Any) -> bool:
+    """A NumPy array with at least one dimension (NumPy is never imported here)."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, np.ndarray) and obj.ndim > 0
+
+
+def _array_bytes(item: Any) -> int:
+    """Bytes of NumPy array data in ``item`` (an array, or arrays in a tuple, list
+    or dict, one level down), if that makes it a big item; else 0. NumPy is
+    never imported here."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return 0
+    if isinstance(item, dict):
+        parts: Any = item.values()
+    elif isinstance(item, (tuple, list)):
+        parts = item
+    else:
+        parts = (item,)
+    total = sum(p.nbytes for p in parts if isinstance(p, np.ndarray))
+    return total if total >= _BIG_ITEM else 0
+
+
+class InputSource:
+    """Cuts the input into slices: sequences by slicing, iterators lazily.
+
+    Several runs may read one source in turn (``backend="auto"`` runs the first
+    items inline, then the rest elsewhere): ``until`` ends the input for the
+    current run at that index, and a run started later goes on from
+    ``position``, with the indexes of the whole input.
+    """
+
+    def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
+        self.star = star or len(iterables) > 1
+        self.position = 0
+        self.until: int | None = None  # take nothing at or past this index (None: no end)
+        self._seq: Sequence[Any] | None = None
+        self._iter: Iterator[Any] | None = None
+        self.error: Exception | None = None  # what a lazy input raised, if it did
+        self.item_bytes = 0  # array bytes in one item, when items are big arrays
+        self.done = 0  # items done before the run began (a resumed checkpoint)
+        only: Any = iterables[0] if len(iterables) == 1 else None
+        if isinstance(only, (range, list, tuple)) or _is_array(only):
+            self._seq = only
+        elif only is not None:
+            self._iter = iter(only)
+        else:
+            self._iter = zip(*iterables, strict=False)
+
+    @property
+    def total(self) -> int | None:
+        return len(self._seq) if self._seq is not None else None
+
+    @property
+    def remaining(self) -> int | None:
+        return len(self._seq) - self.position if self._seq is not None else None
+
+    def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
+        """The next ``n`` items (fewer at the end) and the index of the first."""
+        start = self.position
+        if self.until is not None:
+            n = min(n, self.until - start)
+            if n <= 0:
+                return None
+        if self._seq is not None:
+            items = self._seq[start : start + n]
+        else:
+            assert self._iter is not None
+            items = []
+            try:
+                items.extend(itertools.islice(self._iter, n))
+            except Exception as exc:
+                # The input itself failed: what it gave before still runs; the
+                # run raises this once those results are out.
+                self.error = exc
+                self._iter = iter(())
+        if not len(items):
+            return None
+        if start == 0:
+            self.item_bytes = _array_bytes(items[0])
+        self.position = start + len(items)
+        return start, items
+
+    def at_end(self) -> bool:
+        """True if no item is left. A lazy input reads one item ahead for this and
+        keeps it for the next ``take`` (an error reading it is kept for the run)."""
+        if self._seq is not None:
+            return self.position >= len(self._seq)
+        assert self._iter is not None
+        try:
+            for item in self._iter:
+                self._iter = itertools.chain((item,), self._iter)
+                return False
+        except Exception as exc:
+            self.error = exc  # raised by the next run once it has nothing else to do
+            self._iter = iter(())
+        return True
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a run does with order and failures (the same on every backend).
+
+    ``ordered``: results in input order, else as batches finish. ``on_error``:
+    "raise" the first failure (in input order when ordered) after every result
+    before it; "skip" failed items; "collect" a :class:`Failure` in their place.
+    ``retries``: how many more times an item failing with one of ``retry_on`` is
+    run, after a short exponential backoff; a retried item that succeeds is
+    indistinguishable from one that succeeded at once. (When a worker dies during
+    a batch of several items, each is run once more on its own to find the one
+    that crashed it; that run is not counted as a retry.) ``timeout``: seconds an
+    item may run; the backend stops it (or stops waiting) and it fails with
+    :class:`~manycore.TaskTimeout`.
+    """
+
+    ordered: bool = True
+    on_error: str = "raise"
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    progress: bool | str = False  # a tqdm bar, a str its label (see manycore._observe._progress)
+    stats: bool = False  # the call returns its own Stats (see manycore._observe._stats)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry number ``attempt`` (1, 2, ...)."""
+        return float(min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX))
+
+
+class MapRun:
+    """One ``map``/``imap`` call on a backend; iterate it for lists of values,
+    following ``policy``. Batches still out are cancelled on exit."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        fn: Callable[..., Any],
+        source: InputSource,
+        planner: ChunkPlanner,
+        policy: Policy,
+        fn_blob: bytes | None = None,
+        recorders: Sequence[StatsRecorder] = (),
+    ):
+        self._backend = backend
+        # The pool's stats, and the call's own last when it asked for stats=True.
+        self._recorders = tuple(recorders)
+        self.call_stats = self._recorders[-1] if policy.stats and recorders else None
+        self._fn = fn
+        self._fn_blob = fn_blob
+        self._source = source
+        self._planner = planner
+        self._policy = policy
+        self._done: queue.SimpleQueue[tuple[Batch, BatchResult | BaseException]] = (
+            queue.SimpleQueue()
+        )
+        self._inflight: dict[int, Batch] = {}
+        self._window = 2 * backend.workers if backend.concurrent else 1
+        self._exhausted = False
+        self._keys = itertools.count()
+        self._retry: list[Batch] = []  # items to run again now (a crash, unrun items)
+        self._delayed: list[tuple[float, int, Batch]] = []  # retries: heap by due time
+        self._attempts: dict[int, int] = {}  # input index -> retries used
+        self._delivered = 0  # items handed to the consumer so far
+        self._stopped = False  # stop() was called: end now, kill what runs
+        self._bar: Any = None  # the progress bar, while the run is iterated
+        self._first = source.position  # 0, unless an earlier run took the first items
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        stream = self._stream()
+        try:
+            for _, out in stream:
+                yield out
+        finally:
+            stream.close()  # its own finally block cancels what is still out
+
+    def indexed(self) -> Generator[tuple[int, list[Any]], None, None]:
+        """``(index of the first, values)`` for each finished stretch of input, as
+        batches finish (a checkpoint stores each where it belongs). Only for an
+        unordered run collecting failures: then ``values`` holds one entry per
+        input, a :class:`Failure` for a failed one, and the stretch is whole."""
+        assert not self._policy.ordered and self._policy.on_error == "collect"
+        return self._stream()
+
+    def _stream(self) -> Generator[tuple[int, list[Any]], None, None]:
+        # Ordered mode: start index -> (inputs the batch covered, values, error).
+        ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
+        next_start = self._first
+        if self._policy.progress:
+            from manycore._observe._progress import Progress
+
+            label = self._policy.progress
+            self._bar = Progress(
+                self._source.total,
+                label if isinstance(label, str) else "manycore",
+                self._policy.on_error,
+                self._source.done,
+            )
+        try:
+            while True:
+                if self._stopped:
+                    raise CancelledError("the map was stopped")
+                self._fill(len(ready))
+                if not self._inflight and not self._delayed and not self._retry:
+                    if self._source.error is not None:
+                        raise self._source.error
+                    break
+                for start, covered, out, error in self._collect():
+                    if self._bar is not None:
+                        self._bar.advance(covered, out, error)
+                    if not self._policy.ordered:
+                        if out:
+                            self._delivered += len(out)
+                            yield start, out
+                        if error is not None:
+                            raise error
+                        continue
+                    ready[start] = (covered, out, error)
+                # Results are handed out in input order; a failure is raised when
+                # its turn comes, after every result before it.
+                while next_start in ready:
+                    start = next_start
+                    covered, out, error = ready.pop(start)
+                    next_start += covered
+                    if out:
+                        self._delivered += len(out)
+                        yield start, out
+                    if error is not None:
+                        raise error
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C: what runs for this map stops now, where the backend can.
+            self._cancel_inflight(kill=True)
+            raise
+        finally:
+            self._cancel_inflight(kill=self._stopped)
+            if self._bar is not None:
+                self._bar.close()
+
+    def stats(self) -> Stats:
+        """The :class:`Stats` of this run so far (a run made with ``stats=True``)."""
+        assert self.call_stats is not None
+        return self.call_stats.snapshot(self._backend.restarts())
+
+    def stop(self) -> None:
+        """End this run from any thread (an ``amap`` whose caller was cancelled):
+        its iteration raises CancelledError, and what runs for it is killed where
+        the backend can."""
+        self._stopped = True
+        # A batch no run sent (key -1): it wakes a waiting _wait, and _collect
+        # raises its CancelledError as a pool error.
+        self._done.put((Batch(self._fn, (), key=-1), CancelledError("the map was stopped")))
+        self._backend.wake()
+
+    def _fill(self, buffered: int) -> None:
+        """Send batches until the window is full; read the input only as needed."""
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._retry.append(heapq.heappop(self._delayed)[2])
+        # Items to re-run go out even when the ordered buffer is full: the results
+        # held there may be waiting for exactly these items.
+        while len(self._inflight) < self._window and (self._retry or buffered < 4 * self._window):
+            if self._retry:
+                batch = self._retry.pop()
+            elif self._exhausted:
+                return
+            else:
+                remaining = self._source.remaining
+                # A lazy input is read at most about as far ahead as the consumer
+                # has got: an endless generator costs bounded memory and time.
+                limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
+                if self._source.item_bytes:
+                    # Big items (arrays) go a few at a time: copying a batch into
+                    # shared memory delays its start, and a small batch overlaps
+                    # the copy of the next with the work on this one.
+                    cap = max(1, _BATCH_BYTES // self._source.item_bytes)
+                    limit = cap if limit is None else min(limit, cap)
+                size = self._planner.next_size(remaining, limit)
+                taken = self._source.take(size)
+                if taken is None:
+                    self._exhausted = True
+                    return
+                start, items = taken
+                cost = self._planner.cost
+                batch = Batch(
+                    self._fn,
+                    items,
+                    start,
+                    self._source.star,
+                    fn_blob=self._fn_blob,
+                    timeout=self._policy.timeout,
+                    time_items=self._policy.stats
+                    or (cost is not None and cost >= _TIME_ITEMS_FROM),
+                )
+            batch.key = next(self._keys)
+            self._inflight[batch.key] = batch
+            try:
+                self._backend.submit(batch, self._on_done)
+            except SerializationError as exc:
+                # An input that will not pickle fails that item alone: split the
+                # batch to find it; a single item's error goes through the policy.
+                if len(batch) > 1:
+                    self._inflight.pop(batch.key, None)
+                    self._retry.extend(batch.part(o, o + 1) for o in reversed(range(len(batch))))
+                else:
+                    self._done.put((batch, exc))
+            except BaseException:
+                self._inflight.pop(batch.key, None)
+                raise
+
+    def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
+        self._done.put((batch, result))
+
+    def _collect(self) -> list[tuple[int, int, list[Any], BaseException | None]]:
+        """Wait for one batch (or for the next retry to fall due) and apply the
+        policy: a list of (start, inputs covered, values to hand out, error to
+        raise after them); empty when there is nothing to hand out yet."""
+        got = self._wait()
+        if got is None:
+            return []
+        batch, result = got
+        self._inflight.pop(batch.key, None)
+        for recorder in self._recorders:
+            recorder.record(batch, result)
+        if isinstance(result, (WorkerCrashed, SerializationError)) and len(batch) > 1:
+            # The crash belongs to one item; give every item a batch of its own so
+            # that only the guilty one fails and the innocent ones are computed.
+            # So does a batch whose arguments would not load in the worker, or whose
+            # results would not load here: one item's data spoils the whole pickle.
+            for offset in reversed(range(len(batch))):
+                self._retry.append(batch.part(offset, offset + 1))
+            return []
+        if isinstance(result, _POOL_ERRORS):
+            raise result  # the pool itself failed, not an item: no policy applies
+        if isinstance(result, BaseException):  # the whole batch failed
+            values: list[Any] = [None] * len(batch)
+            failures = {i: _own_copy(result, i) for i in range(len(batch))}
+        else:
+            if not result.unrun:  # a cut-short batch says little about item cost
+                self._planner.observe(len(batch), result.elapsed)
+            values, failures = result.values, result.failures or {}
+            if result.unrun:
+                return self._settle(batch, values, failures, result.unrun)
+        return self._settle(batch, values, failures)
+
+    def _wait(self) -> tuple[Batch, BatchResult | BaseException] | None:
+        """The next finished batch, or None if a retry falls due first."""
+        done = self._done
+        deadline = self._delayed[0][0] if self._delayed else None
+        if not self._inflight:  # only retries are left: wait for the first
+            time.sleep(max(0.0, (deadline or 0.0) - time.monotonic()))
+            return None
+        if not done.empty():
+            return done.get()
+        if self._backend.drive(lambda: not done.empty(), deadline):
+            if done.empty() and deadline is not None and time.monotonic() >= deadline:
+                return None
+            return done.get()  # normally there; after a close, it is on its way
+        with self._backend.passive():  # another thread polls for us
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                return done.get(timeout=timeout)
+            except queue.Empty:
+                return None
+
+    def _settle(
+        self,
+        batch: Batch,
+        values: list[Any],
+        failures: dict[int, BaseException],
+        unrun: list[tuple[int, int]] | None = None,
+    ) -> list[tuple[int, int, list[Any], BaseException | None]]:
+        """Split off the items to run again (retries after a backoff, unrun items at
+        once); apply the error policy to the stretches between them."""
+        policy = self._policy
+        holes: list[tuple[int, int, float | None]] = [(lo, hi, None) for lo, hi in unrun or ()]
+        for o in sorted(failures):
+            if self._should_retry(batch.start + o, failures[o]):
+                holes.append((o, o + 1, policy.backoff(self._attempts[batch.start + o])))
+        if not holes:
+            return [(batch.start, *apply_policy(policy.on_error, batch, values, failures))]
+        holes.sort()
+        entries = []
+        now: list[Batch] = []
+        prev = 0
+        for lo, hi, delay in [*holes, (len(batch), len(batch), None)]:
+            if lo > prev:  # the stretch between holes is settled now
+                part = batch.part(prev, lo)
+                part_failures = {o - prev: e for o, e in failures.items() if prev <= o < lo}
+                outcome = apply_policy(policy.on_error, part, values[prev:lo], part_failures)
+                entries.append((part.start, *outcome))
+            if lo < hi:
+                again = batch.part(lo, hi)
+                if delay is None:
+                    now.append(again)
+                else:
+                    due = time.monotonic() + delay
+                    heapq.heappush(self._delayed, (due, next(self._keys), again))
+            prev = hi
+        self._retry.extend(reversed(now))  # popped from the end: lowest index first
+        return entries
+
+    def _should_retry(self, index: int, exc: BaseException) -> bool:
+        policy = self._policy
+        if policy.retries <= 0 or not isinstance(exc, policy.retry_on):
+            return False
+        used = self._attempts.get(index, 0)
+        if used >= policy.retries:
+            return False
+        self._attempts[index] = used + 1
+        return True
+
+    def _cancel_inflight(self, kill: bool = False) -> None:
+        batches = list(self._inflight.values())
+        self._inflight.clear()
+        # What has not started is dropped first: a kill frees a worker (or a
+        # coroutine's slot), which would otherwise start a queued batch of this
+        # very run only for it to be killed in turn.
+        running = [b for b in batches if not _attempt(self._backend.cancel, b)]
+        if kill:
+            for batch in running:
+                _attempt(self._backend.kill, batch)
+
+
+def _attempt(stop: Callable[[Batch], bool], batch: Batch) -> bool:
+    """``stop(batch)``; False also if it failed (the pool closed meanwhile, ...)."""
+    try:
+        return stop(batch)
+    except Exception:
+        return False
