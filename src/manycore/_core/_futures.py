@@ -8,15 +8,11 @@ never blocked; ``result()``, ``wait()`` and ``as_completed()`` work as usual.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from manycore._engine._engine import ProcessEngine
-
-__all__ = ["AwaitableFuture", "EngineFuture"]
+__all__ = ["AwaitableFuture"]
 
 T = TypeVar("T")
 
@@ -44,37 +40,3 @@ class AwaitableFuture(Future[T]):
     def check_blocking_wait(self, what: str) -> None:
         """Raise if ``what`` (a blocking wait for this future in the calling
         thread) could never end: nothing here; see the asyncio backend's."""
-
-
-class EngineFuture(AwaitableFuture[Any]):
-    """A ``Future`` whose ``result()`` reads its own result from the pipes.
-
-    See :mod:`manycore._engine._turns`: the waiting thread polls the engine itself when it
-    can, which saves the hand-off through the I/O thread on every round trip.
-    """
-
-    def __init__(self, engine: ProcessEngine):
-        super().__init__()
-        self._engine = engine
-
-    def cancel(self) -> bool:
-        # A thread waiting in result() may be the one polling the engine, asleep
-        # in select() until some worker event: wake it to see the cancellation.
-        cancelled = super().cancel()
-        if cancelled:
-            self._engine.wake()
-        return cancelled
-
-    def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._wait(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._wait(timeout))
-
-    def _wait(self, timeout: float | None) -> float | None:
-        """Poll until done or ``timeout``; the time left, for the base class."""
-        if self.done():
-            return timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._engine.wait_for(self, timeout)
-        return None if deadline is None else max(0.0, deadline - time.monotonic())

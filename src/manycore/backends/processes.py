@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from manycore._core._batch import Batch
-from manycore._core._futures import EngineFuture
 from manycore._engine._engine import ProcessEngine
+from manycore._engine._future import EngineFuture
 from manycore._engine._launch import default_start_method
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
