@@ -40,8 +40,8 @@ def collect() -> dict[str, Any]:
         "gil_enabled": _gil_enabled(),
         "cpus": {
             "os.cpu_count": os.cpu_count(),
-            "affinity": _cpus._affinity(),
-            "cgroup_quota": _cpus._cgroup_quota(),
+            "affinity": _cpus.affinity(),
+            "cgroup_quota": _cpus.cgroup_quota(),
             "usable": _cpus.usable_cpus(),
         },
         "start_methods": list(_launch.START_METHODS),

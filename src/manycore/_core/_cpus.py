@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ["cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
 
 
-def _affinity() -> int | None:
+def affinity() -> int | None:
     getter = getattr(os, "sched_getaffinity", None)
     if getter is None:
         return None
@@ -24,7 +24,7 @@ def _affinity() -> int | None:
         return None
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     """CPUs allowed by the cgroup (v2 ``cpu.max``, else v1 CFS quota), if limited."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
@@ -45,7 +45,7 @@ def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
 
 def usable_cpus() -> int:
     """CPUs available to this process: affinity and cgroup quota respected, at least 1."""
-    limits = [n for n in (os.cpu_count(), _affinity(), _cgroup_quota()) if n]
+    limits = [n for n in (os.cpu_count(), affinity(), cgroup_quota()) if n]
     return max(1, min(limits)) if limits else 1
 
 

@@ -104,7 +104,7 @@ class Segment:
             self.map = mmap.mmap(fd, max(size, 1), flags=flags, prot=prot)
         except BaseException:
             if create:
-                _unlink(name)
+                unlink_name(name)
             raise
         finally:
             os.close(fd)
@@ -128,7 +128,7 @@ class Segment:
 
     def unlink(self) -> None:
         """Remove the name (the mapping stays valid until closed or collected)."""
-        _unlink(self.name)
+        unlink_name(self.name)
 
     def close(self) -> bool:
         """Unmap; False if an object still uses the mapping (an array built on it),
@@ -148,7 +148,7 @@ def open_fd(name: str) -> int:
     return fd
 
 
-def _unlink(name: str) -> None:
+def unlink_name(name: str) -> None:
     if _posixshmem is None:  # pragma: no cover
         return
     try:
