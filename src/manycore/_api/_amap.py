@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
-from manycore._api._calls import _lease_default_pool, check_call_options, pick_backend
-from manycore._scheduler._maprun import MapRun
+from manycore._api._calls import check_call_options, lease_default_pool, pick_backend
+from manycore._scheduler import MapRun
 from manycore.backends._caller_loop import awaited_from
 
 __all__ = ["aimap", "amap"]
@@ -109,7 +109,7 @@ def _planner(
     check_call_options(fn, backend, **options)  # before the pool starts: no worker for nothing
 
     def make() -> tuple[MapRun, Callable[[], None]]:
-        lease = _lease_default_pool(
+        lease = lease_default_pool(
             backend,
             args["workers"],
             args["start_method"],

@@ -30,9 +30,8 @@ from manycore._api import _calls as _api
 from manycore._api import _validate as v
 from manycore._api._options import default_workers, map_options
 from manycore._api._pool import Pool
-from manycore._observe._recommend import Measurements, Recommendation, decide
-from manycore._observe._runqueue import queued, queued_between
-from manycore._scheduler._maprun import InputSource, Policy
+from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
+from manycore._scheduler import InputSource, Policy
 from manycore.backends._base import is_async_callable
 
 __all__ = ["AutoMap"]
@@ -121,7 +120,7 @@ class AutoMap:
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False)
         if self.policy.timeout is None:
-            lease = _api._lease_default_pool("serial", None, None)
+            lease = _api.lease_default_pool("serial", None, None)
             with _api._stop_on_interrupt(lease.pool, lease):
                 yield from lease.pool._run(
                     sampler, self.iterables, self.star, self.name, (1, policy), source
@@ -164,7 +163,7 @@ class AutoMap:
         """What the sample left, on ``backend``'s default pool."""
         workers = None if backend == "serial" else self.workers
         method = self.start_method if backend == "processes" else None
-        lease = _api._lease_default_pool(backend, workers, method)
+        lease = _api.lease_default_pool(backend, workers, method)
         with _api._stop_on_interrupt(lease.pool, lease):
             yield from lease.pool._run(
                 self.fn, self.iterables, self.star, self.name, (self.chunksize, self.policy), source
@@ -255,7 +254,7 @@ _CLOCKS = _clock_cost()
 
 def _data_per_task(fn: Callable[..., Any], first: tuple[Any, Any] | None, star: bool) -> int | None:
     """Pickled size of an item and its result; None if they (or fn) do not pickle."""
-    from manycore._transport._serialize import dumps, dumps_fn
+    from manycore._transport import dumps, dumps_fn
 
     if first is None:
         return 0  # no call returned: nothing known, nothing against processes

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import map_options
 from manycore._api._pool import Pool, PoolState
-from manycore._core._cpus import worker_share
-from manycore._observe._stats import Stats
-from manycore._scheduler._maprun import Policy
+from manycore._core import worker_share
+from manycore._observe import Stats
+from manycore._scheduler import Policy
 from manycore.backends import get_backend
 from manycore.backends._base import is_async_callable
 
@@ -71,7 +71,7 @@ def _default_pool(
     return _get_pool(backend, workers, start_method, concurrency, False).pool
 
 
-def _lease_default_pool(
+def lease_default_pool(
     backend: str,
     workers: int | None,
     start_method: str | None,
@@ -203,7 +203,7 @@ def map(  # type: ignore[misc]
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
     )
-    lease = _lease_default_pool(
+    lease = lease_default_pool(
         backend, workers, start_method, concurrency, address, timeout is not None
     )
     pool = lease.pool
@@ -253,7 +253,7 @@ def imap(
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
     )
-    lease = _lease_default_pool(
+    lease = lease_default_pool(
         backend, workers, start_method, concurrency, address, timeout is not None
     )
     try:
@@ -333,7 +333,7 @@ def starmap(  # type: ignore[misc]  # (see map)
     check_call_options(
         fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
     )
-    lease = _lease_default_pool(
+    lease = lease_default_pool(
         backend, workers, start_method, concurrency, address, timeout is not None
     )
     pool = lease.pool

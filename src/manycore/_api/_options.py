@@ -9,9 +9,8 @@ import os
 from typing import Any
 
 from manycore._api import _validate as v
-from manycore._core._cpus import cpu_budget
-from manycore._core._failure import ERROR_POLICIES
-from manycore._scheduler._maprun import Policy
+from manycore._core import ERROR_POLICIES, cpu_budget
+from manycore._scheduler import Policy
 from manycore.backends.aio import DEFAULT_CONCURRENCY
 
 __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]
@@ -78,7 +77,7 @@ def call_policy(
 
 def _env_threads() -> int | None:
     """The lowest thread count set by OMP_NUM_THREADS and friends, if any."""
-    from manycore._engine._launch import BLAS_ENV
+    from manycore._engine import BLAS_ENV
 
     found = []
     for name in BLAS_ENV:

@@ -18,12 +18,10 @@ from typing import Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
 from manycore._api._pool_sync import SharedPrimitives
-from manycore._core._batch import Batch
-from manycore._core._errors import PoolClosed, pool_of_another_process
-from manycore._observe._stats import Stats, StatsRecorder
-from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
-from manycore._scheduler._submission import Submission, fail
-from manycore._transport._serialize import dumps_fn
+from manycore._core import Batch, PoolClosed, pool_of_another_process
+from manycore._observe import Stats, StatsRecorder
+from manycore._scheduler import ChunkPlanner, InputSource, MapRun, Policy, Submission, fail
+from manycore._transport import dumps_fn
 from manycore.backends import Backend, BackendOptions, get_backend
 
 __all__ = ["Pool", "PoolState"]
@@ -493,7 +491,7 @@ class Pool(Executor, SharedPrimitives):
     ) -> list[Any] | tuple[list[Any], Stats]:
         """A map whose finished items are kept in the file at ``path`` (see
         ``manycore._scheduler._checkpoint``); the scheduler runs what is not done yet."""
-        from manycore._scheduler._checkpoint import run_checkpointed
+        from manycore._scheduler import run_checkpointed
 
         self._check_call(fn, iterables, name)
         chunksize = options[0]

@@ -30,9 +30,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from manycore._api import _validate as v
-from manycore._observe._profile_report import Profile, ProfileRow
-from manycore._observe._recommend import Measurements, Run, cheapest_first, decide
-from manycore._observe._runqueue import queued, queued_between
+from manycore._observe import (
+    Measurements,
+    Profile,
+    ProfileRow,
+    Run,
+    cheapest_first,
+    decide,
+    queued,
+    queued_between,
+)
 from manycore.backends._base import is_async_callable
 
 __all__ = ["Profile", "ProfileRow", "profile"]
@@ -75,7 +82,7 @@ def profile(
     """
     started = time.perf_counter()
     is_async, backends = _check(fn, items, backends, workers, sample, star)
-    from manycore._core._cpus import usable_cpus
+    from manycore._core import usable_cpus
 
     notes = _busy(usable_cpus())
     counts = {b: _worker_counts(b, workers) for b in backends if b != "serial"}
@@ -270,7 +277,7 @@ def _loop(
 def _data_per_task(fn: Callable[..., Any], taken: _Sample, star: bool) -> int | None:
     """Mean pickled size of an item and its result, as the process engine sends
     them; None if ``fn``, an item or a result does not pickle."""
-    from manycore._transport._serialize import dumps, dumps_fn
+    from manycore._transport import dumps, dumps_fn
 
     try:
         dumps_fn(fn)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from manycore._engine._launch import START_METHODS
+from manycore._engine import START_METHODS
 from manycore.backends import backend_names, get_backend
 
 __all__ = [

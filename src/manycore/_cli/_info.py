@@ -26,9 +26,9 @@ _ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
 def collect() -> dict[str, Any]:
     """The facts, as plain data (``manycore info --json`` prints them)."""
     from manycore import __version__
-    from manycore._core import _cpus
-    from manycore._engine import _launch
-    from manycore._transport import _shm
+    from manycore._core import cpus
+    from manycore._engine import launch
+    from manycore._transport import shmem
     from manycore.backends import backend_names
 
     engines = {name: importlib.util.find_spec(module) is not None for name, module, _ in _ENGINES}
@@ -40,12 +40,12 @@ def collect() -> dict[str, Any]:
         "gil_enabled": _gil_enabled(),
         "cpus": {
             "os.cpu_count": os.cpu_count(),
-            "affinity": _cpus.affinity(),
-            "cgroup_quota": _cpus.cgroup_quota(),
-            "usable": _cpus.usable_cpus(),
+            "affinity": cpus.affinity(),
+            "cgroup_quota": cpus.cgroup_quota(),
+            "usable": cpus.usable_cpus(),
         },
-        "start_methods": list(_launch.START_METHODS),
-        "shared_memory": _shm.available(),
+        "start_methods": list(launch.START_METHODS),
+        "shared_memory": shmem.available(),
         "blas": _blas(),
         "backends": {name: engines.get(name, True) for name in backend_names()},
     }

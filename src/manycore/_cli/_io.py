@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from manycore._core._failure import Failure
+    from manycore._core import Failure
 
 __all__ = [
     "BadInput",

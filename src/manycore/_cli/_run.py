@@ -284,7 +284,7 @@ def _open_output(path: str | None) -> IO[str]:
 
 def _execute(plan: Plan, results: Iterator[Any], out: JsonLines) -> int:
     """Write each result as it comes; the exit status."""
-    from manycore._core._failure import Failure
+    from manycore._core import Failure
 
     failed = 0
     try:
@@ -325,7 +325,7 @@ def _start(plan: Plan) -> Iterator[Any]:
 
 
 def _later(run: Callable[[], list[Any]]) -> Iterator[Any]:
-    from manycore._core._errors import CheckpointMismatch
+    from manycore._core import CheckpointMismatch
 
     try:
         results = run()

@@ -3,3 +3,107 @@ contract between scheduler and backends (``Batch``/``BatchResult``), ``Failure``
 remote tracebacks, awaitable futures, CPU counts and the worker's task state.
 
 Imports nothing else of manycore. Other layers use only the names below."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from manycore._core._door import lazy_door
+
+__all__ = [
+    "ERROR_POLICIES",
+    "AwaitableFuture",
+    "Batch",
+    "BatchResult",
+    "CheckpointMismatch",
+    "Done",
+    "Failure",
+    "PoolBroken",
+    "PoolClosed",
+    "SerializationError",
+    "TaskTimeout",
+    "UpstreamFailed",
+    "WorkerCrashed",
+    "cpu_budget",
+    "cpus",
+    "describe_exit",
+    "from_user_code",
+    "lazy_door",
+    "pack_exception",
+    "pinned",
+    "pool_of_another_process",
+    "rebuild",
+    "run_batch",
+    "run_tracked",
+    "set_cause",
+    "tag_with_index",
+    "task_state",
+    "usable_cpus",
+    "worker_share",
+]
+
+# The door: names other layers use, loaded on first use (see manycore._core._door).
+__getattr__, __dir__ = lazy_door(
+    __name__,
+    {
+        "AwaitableFuture": "_futures",
+        "Batch": "_batch",
+        "BatchResult": "_batch",
+        "CheckpointMismatch": "_errors",
+        "Done": "_batch",
+        "ERROR_POLICIES": "_failure",
+        "Failure": "_failure",
+        "PoolBroken": "_errors",
+        "PoolClosed": "_errors",
+        "SerializationError": "_errors",
+        "TaskTimeout": "_errors",
+        "UpstreamFailed": "_errors",
+        "WorkerCrashed": "_errors",
+        "cpu_budget": "_cpus",
+        "cpus": "_cpus",
+        "describe_exit": "_errors",
+        "from_user_code": "_batch",
+        "lazy_door": "_door",
+        "pack_exception": "_remote",
+        "pinned": "_batch",
+        "pool_of_another_process": "_errors",
+        "rebuild": "_remote",
+        "run_batch": "_batch",
+        "run_tracked": "_batch",
+        "set_cause": "_errors",
+        "tag_with_index": "_remote",
+        "task_state": "_state",
+        "usable_cpus": "_cpus",
+        "worker_share": "_cpus",
+    },
+)
+
+if TYPE_CHECKING:
+    from manycore._core import _cpus as cpus
+    from manycore._core import _state as task_state
+    from manycore._core._batch import (
+        Batch,
+        BatchResult,
+        Done,
+        from_user_code,
+        pinned,
+        run_batch,
+        run_tracked,
+    )
+    from manycore._core._cpus import cpu_budget, usable_cpus, worker_share
+    from manycore._core._door import lazy_door
+    from manycore._core._errors import (
+        CheckpointMismatch,
+        PoolBroken,
+        PoolClosed,
+        SerializationError,
+        TaskTimeout,
+        UpstreamFailed,
+        WorkerCrashed,
+        describe_exit,
+        pool_of_another_process,
+        set_cause,
+    )
+    from manycore._core._failure import ERROR_POLICIES, Failure
+    from manycore._core._futures import AwaitableFuture
+    from manycore._core._remote import pack_exception, rebuild, tag_with_index

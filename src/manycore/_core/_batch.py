@@ -143,7 +143,7 @@ def run_batch(
         except catch as exc:
             if failures is None:
                 failures = {}
-            failures[len(values)] = _from_user_code(exc)
+            failures[len(values)] = from_user_code(exc)
             append(None)
         pos = len(values)
     return BatchResult(values, failures, time.perf_counter() - started)
@@ -172,7 +172,7 @@ def _run_timed(
         except catch as exc:
             if failures is None:
                 failures = {}
-            failures[len(values)] = _from_user_code(exc, frames)
+            failures[len(values)] = from_user_code(exc, frames)
             append(None)
         stamp(clock())
     last = stamps[-1] if stamps else started
@@ -193,7 +193,7 @@ def _caller(
     return fn
 
 
-def _from_user_code(exc: BaseException, frames: int = 1) -> BaseException:
+def from_user_code(exc: BaseException, frames: int = 1) -> BaseException:
     """Start the traceback at the user's function, not at the loop (``frames``
     of ours) that called it."""
     tb = exc.__traceback__
@@ -246,7 +246,7 @@ def run_tracked(
         except catch as exc:
             if failures is None:
                 failures = {}
-            failures[offset] = _from_user_code(exc)
+            failures[offset] = from_user_code(exc)
             values.append(None)
         took.append(clock() - began)
     result = BatchResult(values, failures, clock() - started)

@@ -4,3 +4,37 @@ the fork server) and the loop each worker runs.
 
 Only the processes backend uses it. Its door loads lazily: a worker that imports
 its own loop from here does not load the parent's side."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from manycore._core import lazy_door
+
+__all__ = [
+    "BLAS_ENV",
+    "START_METHODS",
+    "EngineFuture",
+    "ProcessEngine",
+    "default_start_method",
+    "launch",
+]
+
+# The door: names other layers use, loaded on first use (see manycore._core._door).
+__getattr__, __dir__ = lazy_door(
+    __name__,
+    {
+        "BLAS_ENV": "_launch",
+        "EngineFuture": "_future",
+        "ProcessEngine": "_engine",
+        "START_METHODS": "_launch",
+        "default_start_method": "_launch",
+        "launch": "_launch",
+    },
+)
+
+if TYPE_CHECKING:
+    from manycore._engine import _launch as launch
+    from manycore._engine._engine import ProcessEngine
+    from manycore._engine._future import EngineFuture
+    from manycore._engine._launch import BLAS_ENV, START_METHODS, default_start_method

@@ -55,17 +55,14 @@ from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult, Done
-from manycore._core._errors import PoolBroken, PoolClosed
+from manycore._core import Batch, BatchResult, Done, PoolBroken, PoolClosed
 from manycore._engine import _launch
 from manycore._engine._faults import StartWatch, Task
 from manycore._engine._inherit import dumps_init
 from manycore._engine._turns import PollTurns, WakePipe
 from manycore._engine._workerproc import WorkerHandle, WorkerSpec, decode_result, start_worker
 from manycore._engine._workers import EngineState, WorkerLifecycle
-from manycore._transport import _shm
-from manycore._transport._payload import FN_LIMIT, FnIds, encode_args, pack_shared
-from manycore._transport._serialize import dumps_fn
+from manycore._transport import FN_LIMIT, FnIds, dumps_fn, encode_args, pack_shared, shmem
 
 __all__ = ["EngineState", "ProcessEngine"]
 
@@ -110,8 +107,8 @@ class ProcessEngine(WorkerLifecycle):
         self._workers: list[WorkerHandle] = []
         self._fn_ids = FnIds()
         self._next_key = 0
-        self._segments = _shm.SegmentPool()
-        _shm.remove_orphans()  # left by processes killed before they could clean up
+        self._segments = shmem.SegmentPool()
+        shmem.remove_orphans()  # left by processes killed before they could clean up
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
         self._retirees = 0  # retired workers not yet ended: the poller bounds their exit
         self._turns = PollTurns()

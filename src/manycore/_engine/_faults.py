@@ -11,10 +11,9 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult, Done, pinned
-from manycore._core._errors import WorkerCrashed, describe_exit
+from manycore._core import Batch, BatchResult, Done, WorkerCrashed, describe_exit, pinned
 from manycore._engine._workerproc import WorkerHandle, crash_error, timeout_error
-from manycore._transport import _shm
+from manycore._transport import shmem
 
 __all__ = ["StartWatch", "Task", "overdue", "unread_crash", "verdicts"]
 
@@ -36,7 +35,7 @@ class Task:
     fn_blob: bytes
     body: bytes
     oob: tuple[str, list[tuple[int, int]]] | None = None  # where its large buffers are
-    segment: _shm.Segment | None = None  # holding them; given back when the task ends
+    segment: shmem.Segment | None = None  # holding them; given back when the task ends
     # No worker can still use the segment: it was never sent, the worker said it
     # kept no array of it, or the worker is dead. Only then is it reused.
     clean: bool = True

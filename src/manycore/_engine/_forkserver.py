@@ -26,7 +26,7 @@ import threading
 import time
 
 from manycore._engine._inherit import MAX_FDS
-from manycore._transport import _shm
+from manycore._transport import shmem
 
 __all__ = ["available", "launch"]
 
@@ -99,7 +99,7 @@ class _Server:
                 if pid in self._exited:
                     return self._exited[pid]
                 if self.gone:  # nobody can tell how it ended, only whether it did
-                    return None if _shm.alive(pid) else -1
+                    return None if shmem.alive(pid) else -1
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -274,8 +274,8 @@ def _clean_up_after(owner: int) -> None:
     """Our process closed its end: if it died rather than exited, nobody else will
     remove its shared-memory segments (its workers' parent is this server)."""
     time.sleep(0.5)  # a process that exits normally removes its own first
-    if not _shm.alive(owner) or os.getppid() != owner:
-        _shm.remove_segments_of(owner)
+    if not shmem.alive(owner) or os.getppid() != owner:
+        shmem.remove_segments_of(owner)
 
 
 def _report_exits(sock: socket.socket) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from manycore._core._futures import AwaitableFuture
+from manycore._core import AwaitableFuture
 
 if TYPE_CHECKING:
     from manycore._engine._engine import ProcessEngine

@@ -27,8 +27,8 @@ import os
 import weakref
 from typing import Any
 
-from manycore._core._errors import SerializationError
-from manycore._transport._serialize import dumps_code_with
+from manycore._core import SerializationError
+from manycore._transport import dumps_code_with
 
 __all__ = ["MAX_FDS", "Inheritance", "InheritedFd", "dumps_init", "receive"]
 

@@ -35,13 +35,9 @@ import threading
 import time
 from typing import Any
 
-from manycore._core import _cpus, _state
-from manycore._core._batch import BatchResult, run_batch, run_tracked
-from manycore._core._remote import pack_exception
+from manycore._core import BatchResult, cpus, pack_exception, run_batch, run_tracked, task_state
 from manycore._engine import _inherit, _launch
-from manycore._transport import _bigglobals, _shm, _wire
-from manycore._transport._mapcache import Mappings
-from manycore._transport._serialize import dumps, loads_code
+from manycore._transport import Mappings, bigglobals, dumps, loads_code, shmem, wire
 
 __all__ = ["main"]
 
@@ -58,14 +54,14 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     if result.failures:
         failures = {i: pack_exception(e) for i, e in result.failures.items()}
     tail = (kept, result.slowest, result.moving)
-    message = (_wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, *tail)
+    message = (wire.RESULT, key, result.values, failures, result.elapsed, result.unrun, *tail)
     try:
         return _with_big_buffers(message)
     except BaseException:  # a result's __reduce__ ran: even SystemExit fails its item
         pass
     # Some value will not pickle: fail those items alone, keep the others.
-    from manycore._core._errors import SerializationError, set_cause
-    from manycore._transport._serialize import why
+    from manycore._core import SerializationError, set_cause
+    from manycore._transport import why
 
     values = list(result.values)
     failures = dict(failures or {})
@@ -80,24 +76,24 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
             )
             set_cause(err, exc)
             failures[i] = pack_exception(err)
-    message = (_wire.RESULT, key, values, failures, result.elapsed, result.unrun, *tail)
+    message = (wire.RESULT, key, values, failures, result.elapsed, result.unrun, *tail)
     return _with_big_buffers(message)
 
 
 def _with_big_buffers(message: Any) -> bytes:
     """Pickle a result message; its large buffers go into a shared-memory segment
     that the parent maps (and removes), and the pipe carries only their places."""
-    big: list[memoryview] | None = [] if _shm.available() else None
+    big: list[memoryview] | None = [] if shmem.available() else None
     data = dumps(message, big, to_worker=False)
     if not big:
         return data
     try:
-        segment, spans = _shm.pack(big)
+        segment, spans = shmem.pack(big)
     except OSError:  # no room in /dev/shm (a small container): through the pipe
         return dumps(message, to_worker=False)
     del big
     segment.close()
-    return pickle.dumps((_wire.RESULT_OOB, segment.name, spans, data), 5)
+    return pickle.dumps((wire.RESULT_OOB, segment.name, spans, data), 5)
 
 
 class _Limits:
@@ -110,7 +106,7 @@ class _Limits:
         self.max_memory = max_memory
         self.done = 0  # items run so far
         self.key = 0  # the batch being run (for the slot)
-        self._gen = 0  # the slot's seqlock counter (see _wire)
+        self._gen = 0  # the slot's seqlock counter (see wire)
         self._statm = -1
 
     def run(
@@ -148,10 +144,10 @@ class _Limits:
         slot = self.slot
         if slot is not None:
             self._gen += 1  # odd: a write is under way
-            _wire.GEN.pack_into(slot, 0, self._gen)
-            _wire.RUNNING.pack_into(slot, _wire.GEN.size, key, offset, started)
+            wire.GEN.pack_into(slot, 0, self._gen)
+            wire.RUNNING.pack_into(slot, wire.GEN.size, key, offset, started)
             self._gen += 1
-            _wire.GEN.pack_into(slot, 0, self._gen)
+            wire.GEN.pack_into(slot, 0, self._gen)
 
     def _over_memory(self) -> bool:
         return self.max_memory is not None and self._rss() > self.max_memory
@@ -223,7 +219,7 @@ class _Owner:
             with contextlib.suppress(OSError):
                 return bool(poller.poll(within * 1000))
         deadline = time.monotonic() + within  # no pidfd (not Linux 5.3+): look, sleep
-        while _shm.alive(cls.pid) and not (cls.parent == cls.pid != os.getppid()):
+        while shmem.alive(cls.pid) and not (cls.parent == cls.pid != os.getppid()):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
@@ -236,8 +232,8 @@ class _Owner:
         if cls.gone(within):
             with contextlib.suppress(Exception):
                 assert cls.pid is not None
-                _shm.remove_segments_of(cls.pid)
-                _shm.remove_segments_of(os.getpid())
+                shmem.remove_segments_of(cls.pid)
+                shmem.remove_segments_of(os.getpid())
 
 
 def _watch_parent(task_fd: int, mappings: Mappings) -> None:
@@ -277,24 +273,24 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
 def _serve(
     task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings, inherited: Any = None
 ) -> int:
-    first = _wire.read_frame(task_fd)
+    first = wire.read_frame(task_fd)
     if first is None:
         return 0
     config = pickle.loads(first)
     _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey, owner = config
     _take_authkey(authkey)
     _Owner.know(owner)
-    slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE) if slot_fd >= 0 else None
+    slot = mmap.mmap(slot_fd, wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot is not None:
         os.close(slot_fd)
-        _wire.TIME.pack_into(slot, _wire.BOOTED_AT, time.monotonic())
+        wire.TIME.pack_into(slot, wire.BOOTED_AT, time.monotonic())
     if blas_threads is not None:
         _limit_blas(blas_threads)
     # Pools started from a task (a nested mc.map) keep within this worker's share.
-    _cpus.set_worker_share(blas_threads or 1)
+    cpus.set_worker_share(blas_threads or 1)
     exit_fn = None
     try:
-        _state.set_process(shared_obj=_load_shared(shared_blob))
+        task_state.set_process(shared_obj=_load_shared(shared_blob))
         state = None
         if init_blob is not None:
             inherited = loads_code(init_blob)
@@ -302,12 +298,12 @@ def _serve(
             init, init_args, exit_fn = inherited
             if init is not None:
                 state = init(*init_args)
-        _state.set_process(state=state)
+        task_state.set_process(state=state)
         if slot is not None:
-            _wire.TIME.pack_into(slot, _wire.READY_AT, time.monotonic())
+            wire.TIME.pack_into(slot, wire.READY_AT, time.monotonic())
     except BaseException as exc:
-        message = pickle.dumps((_wire.INIT_FAILED, pack_exception(exc)), 5)
-        _wire.write_all(result_fd, _wire.frame(message))
+        message = pickle.dumps((wire.INIT_FAILED, pack_exception(exc)), 5)
+        wire.write_all(result_fd, wire.frame(message))
         return 3
     try:
         return _loop(task_fd, result_fd, _Limits(slot, max_tasks, max_memory), mappings)
@@ -330,8 +326,8 @@ def _load_shared(blob: tuple[bytes, str | None, Any] | None) -> Any:
     data, name, spans = blob
     if name is None:
         return pickle.loads(data)
-    segment = _shm.Segment.attach(name, populate=False, readonly=True)
-    return pickle.loads(data, buffers=_shm.views(segment, spans))
+    segment = shmem.Segment.attach(name, populate=False, readonly=True)
+    return pickle.loads(data, buffers=shmem.views(segment, spans))
 
 
 def _run_exit(exit_fn: Any) -> None:
@@ -356,7 +352,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     # result is gone, so it travels with the next one (for pool.stats()).
     encoding = 0.0
     while True:
-        data = _wire.read_frame(task_fd)
+        data = wire.read_frame(task_fd)
         if not data:
             _stopping = True
             if data is None:  # no STOP first: the parent may have died
@@ -367,18 +363,18 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         view = memoryview(data)
         head = pickle.loads(view[4 : 4 + head_size])
         if head[0] is None:  # a large global, ahead of the function that reads it
-            _bigglobals.receive(head, view[4 + head_size :])
+            bigglobals.receive(head, view[4 + head_size :])
             del view, data
             continue
         key, fn_id, fn_blob, reset, star, track, oob, time_items = head
         if slot is not None:  # it is ours now: a death from here on is its failure
-            _wire.TIME.pack_into(slot, _wire.ACK_TIME_AT, time.monotonic())
-            _wire.KEY.pack_into(slot, _wire.ACK_AT, key)
+            wire.TIME.pack_into(slot, wire.ACK_TIME_AT, time.monotonic())
+            wire.KEY.pack_into(slot, wire.ACK_AT, key)
         if reset:
             fns.clear()
         if fn_blob is not None:  # loaded even for a skipped batch: later ones refer to it
             fns[fn_id] = _load_fn(fn_blob)
-        if slot is not None and _wire.SKIP.unpack_from(slot, _wire.SKIP_AT)[0] == key:
+        if slot is not None and wire.SKIP.unpack_from(slot, wire.SKIP_AT)[0] == key:
             # Cancelled while it waited in the pipe: the parent drops the reply.
             _send(result_fd, _encode_result(key, BatchResult([], None, 0.0)))
             continue
@@ -409,24 +405,24 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         _send(result_fd, _encode_result(key, result, kept))
         encoding = clock() - began
         if retire:  # a message of its own: it must arrive even if the result won't load
-            _send(result_fd, pickle.dumps((_wire.RETIRE,), 5))
+            _send(result_fd, pickle.dumps((wire.RETIRE,), 5))
             return 0
 
 
 def _send(fd: int, payload: bytes) -> None:
-    _wire.write_all(fd, _wire.frame(payload))
+    wire.write_all(fd, wire.frame(payload))
 
 
 def _load_args(
     body: memoryview, oob: Any, mappings: Mappings
-) -> tuple[_shm.Segment | None, Any, Any]:
+) -> tuple[shmem.Segment | None, Any, Any]:
     """A batch's (segment, items, kwargs); its large buffers mapped, not copied."""
     if oob is None:
         items, kwargs = pickle.loads(body)
         return None, items, kwargs
     segment = mappings.take(oob[0])
     try:
-        items, kwargs = pickle.loads(body, buffers=_shm.views(segment, oob[1]))
+        items, kwargs = pickle.loads(body, buffers=shmem.views(segment, oob[1]))
     except BaseException:
         mappings.give(segment)
         raise
@@ -443,7 +439,7 @@ class _Unloadable:
 def _load_fn(fn_blob: bytes) -> Any:
     """The task's function, or why it cannot be loaded here (a module this
     worker cannot import): its batches fail with that, the worker lives on."""
-    from manycore._core._errors import SerializationError, set_cause
+    from manycore._core import SerializationError, set_cause
 
     try:
         return loads_code(fn_blob)
@@ -461,7 +457,7 @@ def _load_fn(fn_blob: bytes) -> Any:
 
 def _encode_failure(key: int, exc: BaseException) -> bytes:
     """A batch whose arguments could not be loaded here: it fails as a whole."""
-    from manycore._core._errors import SerializationError, set_cause
+    from manycore._core import SerializationError, set_cause
 
     err = SerializationError(f"a task's arguments could not be unpickled in the worker: {exc!r}")
     set_cause(err, exc)
@@ -470,7 +466,7 @@ def _encode_failure(key: int, exc: BaseException) -> bytes:
 
 def _encode_batch_error(key: int, err: BaseException) -> bytes:
     # Every item of the batch gets the error (values None: "the whole batch").
-    message = (_wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
+    message = (wire.RESULT, key, None, pack_exception(err), 0.0, None, True, None, 0.0)
     return pickle.dumps(message, 5)
 
 
@@ -495,9 +491,9 @@ def main(
     # Ctrl-C in a terminal reaches the whole process group; the parent decides
     # what stops, so the workers ignore it rather than dying mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from manycore._transport import _shared
+    from manycore._transport import shared_arrays
 
-    _shared.IN_WORKER = True
+    shared_arrays.IN_WORKER = True
     # A subprocess the task starts must not hold our pipes: the parent would see
     # no end of file when it kills this worker (a timeout), nor we when it dies.
     for fd in (task_fd, result_fd):

@@ -12,20 +12,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult
-from manycore._core._errors import (
+from manycore._core import (
+    Batch,
+    BatchResult,
     PoolBroken,
     SerializationError,
     TaskTimeout,
     WorkerCrashed,
     describe_exit,
+    rebuild,
     set_cause,
 )
-from manycore._core._remote import rebuild
 from manycore._engine import _launch
 from manycore._engine._inherit import Inheritance
-from manycore._transport import _shm, _wire
-from manycore._transport._serialize import ctrl_c
+from manycore._transport import ctrl_c, shmem, wire
 
 __all__ = [
     "Decoded",
@@ -51,7 +51,7 @@ def _slot_file() -> int:
 
         with tempfile.TemporaryFile() as file:
             fd = os.dup(file.fileno())
-    os.ftruncate(fd, _wire.SLOT_SIZE)
+    os.ftruncate(fd, wire.SLOT_SIZE)
     return fd
 
 
@@ -64,7 +64,7 @@ class WorkerHandle:
     out: deque[memoryview] = field(default_factory=deque)  # bytes not yet written
     known: set[int] = field(default_factory=set)  # function ids this worker caches
     globals: dict[str, int] = field(default_factory=dict)  # large global -> shipment it has
-    frames: _wire.FrameBuffer = field(default_factory=_wire.FrameBuffer)
+    frames: wire.FrameBuffer = field(default_factory=wire.FrameBuffer)
     writing: bool = False  # registered with the selector for write readiness
     dead: bool = False  # gets no more work (a write failed, or it is retiring)
     slot: mmap.mmap | None = None  # the item it runs and since when (see read_slot)
@@ -77,7 +77,7 @@ class WorkerHandle:
     def skip(self, key: int) -> None:
         """Ask the worker not to run the batch sent as ``key`` (queued in its pipe)."""
         if self.slot is not None:
-            _wire.SKIP.pack_into(self.slot, _wire.SKIP_AT, key)
+            wire.SKIP.pack_into(self.slot, wire.SKIP_AT, key)
 
     def close_slot(self) -> None:
         if self.slot is not None:
@@ -88,7 +88,7 @@ class WorkerHandle:
         """Key of the last batch the worker read from its pipe (None: unknown)."""
         if self.slot is None:
             return None
-        key: int = _wire.KEY.unpack_from(self.slot, _wire.ACK_AT)[0]
+        key: int = wire.KEY.unpack_from(self.slot, wire.ACK_AT)[0]
         return key
 
     def taken_at(self, key: int) -> float | None:
@@ -97,7 +97,7 @@ class WorkerHandle:
         if self.acked() != key:
             return None
         assert self.slot is not None
-        taken: float = _wire.TIME.unpack_from(self.slot, _wire.ACK_TIME_AT)[0]
+        taken: float = wire.TIME.unpack_from(self.slot, wire.ACK_TIME_AT)[0]
         return taken
 
     def runnable(self) -> bool:
@@ -111,16 +111,16 @@ class WorkerHandle:
 
     def booted(self) -> float | None:
         """When the worker had read its configuration, 0.0 if not yet (None: unknown)."""
-        return None if self.slot is None else _wire.TIME.unpack_from(self.slot, _wire.BOOTED_AT)[0]
+        return None if self.slot is None else wire.TIME.unpack_from(self.slot, wire.BOOTED_AT)[0]
 
     def ready(self) -> bool:
         """Its init has returned (True when unknown: no slot to tell)."""
-        return self.slot is None or _wire.TIME.unpack_from(self.slot, _wire.READY_AT)[0] > 0
+        return self.slot is None or wire.TIME.unpack_from(self.slot, wire.READY_AT)[0] > 0
 
     def read_slot(self) -> tuple[int, int, float] | None:
         """(batch key, item offset, start time) the worker last wrote, or None.
 
-        The worker writes it without a lock, as a seqlock (see :mod:`_wire`): a
+        The worker writes it without a lock, as a seqlock (see :mod:`wire`): a
         read that races a write is discarded, and None ("nothing known") is safe:
         the caller then assumes the item has not started.
         """
@@ -128,11 +128,11 @@ class WorkerHandle:
         if slot is None:
             return None
         for _ in range(3):
-            (gen,) = _wire.GEN.unpack_from(slot, 0)
+            (gen,) = wire.GEN.unpack_from(slot, 0)
             if gen & 1:
                 continue
-            seen: tuple[int, int, float] = _wire.RUNNING.unpack_from(slot, _wire.GEN.size)
-            if _wire.GEN.unpack_from(slot, 0)[0] == gen:
+            seen: tuple[int, int, float] = wire.RUNNING.unpack_from(slot, wire.GEN.size)
+            if wire.GEN.unpack_from(slot, 0)[0] == gen:
                 return seen
         return None
 
@@ -163,7 +163,7 @@ class WorkerHandle:
             self.known.add(fn_id)
             blob = fn_blob
         head = pickle.dumps((key, fn_id, blob, reset, star, track, oob, time_items), 5)
-        prefix = _wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
+        prefix = wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
         buffers: list[Any] = [prefix + body] if len(body) < 65536 else [prefix, body]
         if blob is not None and getattr(blob, "shipments", None):
@@ -196,7 +196,7 @@ class WorkerHandle:
             head, parts = shipment.frame_parts()
             head_bytes = pickle.dumps(head, 5)
             size = _HEAD.size + len(head_bytes) + sum(memoryview(p).nbytes for p in parts)
-            buffers.append(_wire.HEADER.pack(size) + _HEAD.pack(len(head_bytes)) + head_bytes)
+            buffers.append(wire.HEADER.pack(size) + _HEAD.pack(len(head_bytes)) + head_bytes)
             buffers.extend(parts)
         return buffers
 
@@ -245,9 +245,9 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
     slot_fd = _slot_file()
     _launch.ENGINE_FDS.update((task_r, task_w, result_r, result_w, slot_fd))
     try:
-        slot = mmap.mmap(slot_fd, _wire.SLOT_SIZE)
-        _wire.enlarge_pipe(task_w)
-        _wire.enlarge_pipe(result_w)
+        slot = mmap.mmap(slot_fd, wire.SLOT_SIZE)
+        wire.enlarge_pipe(task_w)
+        wire.enlarge_pipe(result_w)
         proc = _launch.launch(
             spec.start_method, task_r, result_w, slot_fd, spec.blas_threads, spec.init
         )
@@ -261,7 +261,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         close_fd(result_w)
         close_fd(slot_fd)  # the mapping stays valid without the descriptor
     settings = (
-        _wire.CONFIG,
+        wire.CONFIG,
         None if spec.init is None else spec.init.blob,
         spec.max_tasks,
         spec.max_memory,
@@ -272,7 +272,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
     )
     config = pickle.dumps(settings, 5)
     # The pipe is empty and large: this first small write never blocks.
-    _wire.write_all(task_w, _wire.frame(config))
+    wire.write_all(task_w, wire.frame(config))
     os.set_blocking(task_w, False)
     os.set_blocking(result_r, False)
     return WorkerHandle(proc, task_w, result_r, slot=slot)
@@ -293,7 +293,7 @@ def stop_workers(workers: list[WorkerHandle], grace: float) -> None:
     for w in workers:
         if not w.out:  # never in the middle of a frame; STOP fits any pipe at once
             try:
-                os.write(w.task_fd, _wire.STOP)
+                os.write(w.task_fd, wire.STOP)
             except OSError:
                 pass  # full or gone: the worker then sees a bare end of file
         close_fd(w.task_fd)
@@ -320,10 +320,10 @@ def _load_big(message: tuple[Any, ...]) -> Any:
     """A result whose large buffers wait in a worker's segment: map it, remove its
     name at once (the mapping lives on with the arrays), rebuild on top of it."""
     _, name, spans, data = message
-    segment = _shm.Segment.attach(name)
+    segment = shmem.Segment.attach(name)
     segment.unlink()
     try:
-        return pickle.loads(data, buffers=_shm.views(segment, spans))
+        return pickle.loads(data, buffers=shmem.views(segment, spans))
     finally:
         segment.close()
 
@@ -348,11 +348,11 @@ def decode_result(payload: bytes) -> Decoded:
 
 def _decode(payload: bytes) -> Decoded:
     message = pickle.loads(payload)
-    if message[0] == _wire.RESULT_OOB:
+    if message[0] == wire.RESULT_OOB:
         message = _load_big(message)
-    if message[0] == _wire.INIT_FAILED:
+    if message[0] == wire.INIT_FAILED:
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
-    if message[0] == _wire.RETIRE:
+    if message[0] == wire.RETIRE:
         return Decoded(None, retire=True)
     _, _key, values, failures, elapsed, unrun, kept, slowest, moved = message
     if values is None:  # the worker could not load the batch's arguments

@@ -30,8 +30,7 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError
 
-from manycore._core._batch import Batch, BatchResult
-from manycore._core._errors import PoolBroken, WorkerCrashed
+from manycore._core import Batch, BatchResult, PoolBroken, WorkerCrashed
 from manycore._engine._faults import StartWatch, Task, overdue, verdicts
 from manycore._engine._turns import PollTurns, WakePipe
 from manycore._engine._workerproc import (
@@ -41,7 +40,7 @@ from manycore._engine._workerproc import (
     start_worker,
     stop_workers,
 )
-from manycore._transport import _shm
+from manycore._transport import shmem
 
 __all__ = ["EngineState", "WorkerLifecycle"]
 
@@ -63,7 +62,7 @@ class WorkerLifecycle(abc.ABC):
     restarts_by_slot: dict[int, int]
     _starts: StartWatch
     _spec: WorkerSpec
-    _shared_segment: _shm.Segment | None
+    _shared_segment: shmem.Segment | None
     _lock: threading.Lock
     _state: EngineState
     _broken: BaseException | None
@@ -71,7 +70,7 @@ class WorkerLifecycle(abc.ABC):
     _pending: deque[Task]
     _ready: deque[tuple[Task, BatchResult | BaseException]]
     _workers: list[WorkerHandle]
-    _segments: _shm.SegmentPool
+    _segments: shmem.SegmentPool
     _timed: int
     _retirees: int
     _turns: PollTurns
@@ -211,7 +210,7 @@ class WorkerLifecycle(abc.ABC):
                 self._retirees -= 1
             replace = self._wants_replacement_locked()
         self._release(w)
-        _shm.remove_segments_of(w.proc.pid)  # a result it made but never sent
+        shmem.remove_segments_of(w.proc.pid)  # a result it made but never sent
         if replace:
             self._replace(w.index)
         if outcomes:
@@ -369,4 +368,4 @@ class WorkerLifecycle(abc.ABC):
             self._shared_segment.unlink()
             self._shared_segment.close()
         for w in workers:
-            _shm.remove_segments_of(w.proc.pid)  # results a dying worker left
+            shmem.remove_segments_of(w.proc.pid)  # results a dying worker left

@@ -1,2 +1,57 @@
 """What a run reports: per-worker stats, the map progress bar, the profile of a
 function and the recommendation drawn from it. Sinks fed by the layers above."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from manycore._core import lazy_door
+
+__all__ = [
+    "GraphProgress",
+    "Measurements",
+    "Profile",
+    "ProfileRow",
+    "Progress",
+    "Recommendation",
+    "Run",
+    "Stats",
+    "StatsRecorder",
+    "cheapest_first",
+    "decide",
+    "queued",
+    "queued_between",
+]
+
+# The door: names other layers use, loaded on first use (see manycore._core._door).
+__getattr__, __dir__ = lazy_door(
+    __name__,
+    {
+        "GraphProgress": "_progress",
+        "Measurements": "_recommend",
+        "Profile": "_profile_report",
+        "ProfileRow": "_profile_report",
+        "Progress": "_progress",
+        "Recommendation": "_recommend",
+        "Run": "_recommend",
+        "Stats": "_stats",
+        "StatsRecorder": "_stats",
+        "cheapest_first": "_recommend",
+        "decide": "_recommend",
+        "queued": "_runqueue",
+        "queued_between": "_runqueue",
+    },
+)
+
+if TYPE_CHECKING:
+    from manycore._observe._profile_report import Profile, ProfileRow
+    from manycore._observe._progress import GraphProgress, Progress
+    from manycore._observe._recommend import (
+        Measurements,
+        Recommendation,
+        Run,
+        cheapest_first,
+        decide,
+    )
+    from manycore._observe._runqueue import queued, queued_between
+    from manycore._observe._stats import Stats, StatsRecorder

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from manycore._core._failure import Failure
+from manycore._core import Failure
 
 __all__ = ["GraphProgress", "Progress"]
 
@@ -64,7 +64,7 @@ class GraphProgress:
         self.failed = 0
 
     def refresh(self) -> None:
-        from manycore._tasks._nodes import TaskState
+        from manycore._tasks import TaskState
 
         done = failed = 0
         for node in self._nodes:

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult
-from manycore._core._errors import WorkerCrashed
+from manycore._core import Batch, BatchResult, WorkerCrashed
 
 __all__ = ["SlowItem", "Stats", "StatsRecorder", "WorkerStats"]
 

@@ -30,9 +30,7 @@ from typing import Any
 
 import cloudpickle
 
-from manycore._core._errors import SerializationError
-from manycore._core._failure import Failure
-from manycore._core._remote import pack_exception, rebuild, tag_with_index
+from manycore._core import Failure, SerializationError, pack_exception, rebuild, tag_with_index
 from manycore._scheduler._checkpoint_file import CheckpointFile
 from manycore._scheduler._fingerprint import fingerprint, function_name, input_digests
 from manycore._scheduler._maprun import InputSource, MapRun, Policy

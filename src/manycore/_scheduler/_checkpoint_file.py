@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from manycore._core._errors import CheckpointMismatch
+from manycore._core import CheckpointMismatch
 
 __all__ = ["FORMAT", "VERSION", "CheckpointFile"]
 

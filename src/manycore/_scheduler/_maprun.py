@@ -19,17 +19,18 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult
-from manycore._core._errors import (
+from manycore._core import (
+    Batch,
+    BatchResult,
+    Failure,
     PoolBroken,
     PoolClosed,
     SerializationError,
     WorkerCrashed,
     set_cause,
+    tag_with_index,
 )
-from manycore._core._failure import Failure
-from manycore._core._remote import tag_with_index
-from manycore._observe._stats import Stats, StatsRecorder
+from manycore._observe import Stats, StatsRecorder
 from manycore.backends import Backend
 
 __all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
@@ -336,7 +337,7 @@ class MapRun:
         ready: dict[int, tuple[int, list[Any], BaseException | None]] = {}
         next_start = self._first
         if self._policy.progress:
-            from manycore._observe._progress import Progress
+            from manycore._observe import Progress
 
             label = self._policy.progress
             self._bar = Progress(

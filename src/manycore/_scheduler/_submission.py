@@ -8,13 +8,11 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
-from manycore._core._batch import Batch, BatchResult
-from manycore._core._errors import PoolBroken, PoolClosed
-from manycore._core._futures import AwaitableFuture
+from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
 from manycore._scheduler._maprun import Policy
 
 if TYPE_CHECKING:
-    from manycore._api._pool import Pool
+    from manycore._api import Pool
 
 __all__ = ["Submission", "fail", "settle"]
 

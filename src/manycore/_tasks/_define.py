@@ -14,20 +14,11 @@ from concurrent.futures import as_completed as _as_completed
 from concurrent.futures import wait as _wait
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
-from manycore._api import _validate as v
-from manycore._api._pool import PoolState
-from manycore._core import _state
-from manycore._core._futures import AwaitableFuture
+from manycore._api import PoolState, validate
+from manycore._core import AwaitableFuture, task_state
 from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, run_here
 from manycore._tasks._run import current_pool, futures_in
-from manycore._transport._bigglobals import pinned
-from manycore._transport._serialize import (
-    PROTOCOL,
-    _by_reference,
-    dumps_fn,
-    loads_code,
-    with_shipments,
-)
+from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pinned, with_shipments
 
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
@@ -58,9 +49,9 @@ class Task(Generic[P, R]):
         pool: Any = None,
         name: str | None = None,
     ):
-        from manycore._api._pool import Pool
+        from manycore._api import Pool
 
-        v.check_callable(fn, "fn")
+        validate.check_callable(fn, "fn")
         if isinstance(fn, Task):  # a task of a task: its options, updated by these
             inner: Task[P, R] = fn
             fn = inner.fn
@@ -71,13 +62,15 @@ class Task(Generic[P, R]):
                 backend, pool = inner.backend, inner.pool
             name = name or inner.name
         self.fn = fn
-        self.timeout = None if timeout is None else v.check_timeout(timeout)
-        self.retries = None if retries is None else v.check_count(retries, "retries")
-        self.retry_on = None if retry_on is None else v.check_exception_types(retry_on, "retry_on")
+        self.timeout = None if timeout is None else validate.check_timeout(timeout)
+        self.retries = None if retries is None else validate.check_count(retries, "retries")
+        self.retry_on = (
+            None if retry_on is None else validate.check_exception_types(retry_on, "retry_on")
+        )
         if backend is not None and pool is not None:
             raise ValueError("give a task backend= or pool=, not both")
         if backend is not None:
-            v.check_backend(backend)
+            validate.check_backend(backend)
         if pool is not None and not isinstance(pool, Pool):
             raise TypeError(f"pool must be a manycore.Pool, got {type(pool).__name__}")
         self.backend = backend
@@ -107,7 +100,7 @@ class Task(Generic[P, R]):
         return Task(self.fn, **current)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
-        if _state.context() == "process":
+        if task_state.context() == "process":
             return run_here(self, args, kwargs)
         inputs = futures_in((args, kwargs))
         deps = [f.node for f in inputs if isinstance(f, TaskFuture)]
@@ -132,7 +125,7 @@ class Task(Generic[P, R]):
         blob = self._blob
         if blob is not None:
             return blob
-        if _by_reference(self._call):
+        if by_reference(self._call):
             blob = self._blob = dumps_fn(self._call)
             return blob
         inner = dumps_fn(self.fn)
@@ -163,9 +156,9 @@ class Task(Generic[P, R]):
     def _default_pool(self) -> Any:
         """The default pool for this task's backend, held (a lease) until the
         call settles, so that evicting it meanwhile does not close it under us."""
-        from manycore._api._calls import _lease_default_pool
+        from manycore._api import lease_default_pool
 
-        return _lease_default_pool(self.backend or "processes", None, None)
+        return lease_default_pool(self.backend or "processes", None, None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         module = getattr(self.fn, "__module__", None)
@@ -288,8 +281,8 @@ def wait(
     tqdm bar over every task call behind ``futures`` (their inputs too): tasks
     settled, rate, failures so far."""
     fs = _check_futures(futures, "wait")
-    v.check_choice(return_when, "return_when", _RETURN_WHEN)
-    v.check_bool(progress, "progress")
+    validate.check_choice(return_when, "return_when", _RETURN_WHEN)
+    validate.check_bool(progress, "progress")
     deadline = _deadline(timeout)
     _check_blocking(fs, timeout, "mc.wait()", any_one=return_when == "FIRST_COMPLETED")
     help_along(fs, deadline, first=return_when == "FIRST_COMPLETED")
@@ -301,7 +294,7 @@ def wait(
 
 def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> DoneAndNotDone:
     """``wait`` with a bar, refreshed every ``_BAR_TICK`` seconds while it waits."""
-    from manycore._observe._progress import GraphProgress
+    from manycore._observe import GraphProgress
     from manycore._tasks._graph import nodes_behind
 
     bar = GraphProgress(nodes_behind(fs), [f for f in fs if not isinstance(f, TaskFuture)])

@@ -31,8 +31,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as _wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from manycore._core._errors import UpstreamFailed
-from manycore._core._futures import AwaitableFuture
+from manycore._core import AwaitableFuture, UpstreamFailed
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
 from manycore.backends._base import is_async_callable
 

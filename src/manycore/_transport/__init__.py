@@ -3,3 +3,80 @@ real file names otherwise), frames on a pipe, shared-memory segments, shared arr
 large globals sent once, and the shared primitives (queues, locks, values).
 
 Imports only ``_core``. Other layers use only the names below."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from manycore._core import lazy_door
+
+__all__ = [
+    "FN_LIMIT",
+    "PROTOCOL",
+    "FnIds",
+    "Mappings",
+    "bigglobals",
+    "by_reference",
+    "ctrl_c",
+    "dumps",
+    "dumps_code_with",
+    "dumps_fn",
+    "encode_args",
+    "loads_code",
+    "pack_shared",
+    "pinned",
+    "shared_arrays",
+    "shmem",
+    "sync_primitives",
+    "why",
+    "wire",
+    "with_shipments",
+]
+
+# The door: names other layers use, loaded on first use (see manycore._core._door).
+__getattr__, __dir__ = lazy_door(
+    __name__,
+    {
+        "FN_LIMIT": "_payload",
+        "FnIds": "_payload",
+        "Mappings": "_mapcache",
+        "PROTOCOL": "_serialize",
+        "bigglobals": "_bigglobals",
+        "by_reference": "_serialize",
+        "ctrl_c": "_serialize",
+        "dumps": "_serialize",
+        "dumps_code_with": "_serialize",
+        "dumps_fn": "_serialize",
+        "encode_args": "_payload",
+        "loads_code": "_serialize",
+        "pack_shared": "_payload",
+        "pinned": "_bigglobals",
+        "shared_arrays": "_shared",
+        "shmem": "_shm",
+        "sync_primitives": "_sync",
+        "why": "_serialize",
+        "wire": "_wire",
+        "with_shipments": "_serialize",
+    },
+)
+
+if TYPE_CHECKING:
+    from manycore._transport import _bigglobals as bigglobals
+    from manycore._transport import _shared as shared_arrays
+    from manycore._transport import _shm as shmem
+    from manycore._transport import _sync as sync_primitives
+    from manycore._transport import _wire as wire
+    from manycore._transport._bigglobals import pinned
+    from manycore._transport._mapcache import Mappings
+    from manycore._transport._payload import FN_LIMIT, FnIds, encode_args, pack_shared
+    from manycore._transport._serialize import (
+        PROTOCOL,
+        by_reference,
+        ctrl_c,
+        dumps,
+        dumps_code_with,
+        dumps_fn,
+        loads_code,
+        why,
+        with_shipments,
+    )

@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from manycore._core._errors import SerializationError
+from manycore._core import SerializationError
 from manycore._transport._coderef import by_reference_as
 
 __all__ = [

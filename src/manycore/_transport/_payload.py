@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from manycore._core._batch import Batch
-from manycore._core._errors import SerializationError
+from manycore._core import Batch, SerializationError
 from manycore._transport import _shm
 from manycore._transport._serialize import describe_batch, dumps, why
 

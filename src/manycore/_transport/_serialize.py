@@ -30,8 +30,7 @@ from typing import Any
 
 import cloudpickle
 
-from manycore._core._batch import Batch
-from manycore._core._errors import SerializationError
+from manycore._core import Batch, SerializationError
 from manycore._transport import _coderef
 from manycore._transport._bigglobals import PID as BIG_PID
 from manycore._transport._bigglobals import (
@@ -309,7 +308,7 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
             raise
         raise _unpicklable_fn(fn, exc) from exc
     try:
-        if _by_reference(fn):
+        if by_reference(fn):
             _fn_cache[fn] = (_module_spec(fn), data)
         elif fingerprint is not None:
             _value_cache[fn] = (fingerprint, data)
@@ -410,7 +409,7 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _by_reference(fn: Any) -> bool:
+def by_reference(fn: Any) -> bool:
     try:
         return b"__main__" not in pickle.dumps(fn, PROTOCOL)
     except Exception:

@@ -16,8 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from manycore._core._batch import Batch, Done
-from manycore._core._futures import AwaitableFuture
+from manycore._core import AwaitableFuture, Batch, Done
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
@@ -89,9 +88,9 @@ class Backend(abc.ABC):
     def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
         """A lock, semaphore, value, counter or queue (``kind``) that this
         backend's tasks can share: the machine-wide ones of ``manycore._transport._sync``."""
-        from manycore._transport import _sync
+        from manycore._transport import sync_primitives
 
-        return getattr(_sync, kind)(*args)
+        return getattr(sync_primitives, kind)(*args)
 
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:

@@ -24,9 +24,7 @@ import threading
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from manycore._core import _state
-from manycore._core._batch import Batch
-from manycore._core._futures import AwaitableFuture
+from manycore._core import AwaitableFuture, Batch, task_state
 
 if TYPE_CHECKING:
     import asyncio
@@ -130,7 +128,7 @@ async def call_at(
 
 
 async def _at_home(batch: Batch, offset: int, view: tuple[Any, Any]) -> Any:
-    _state.set_task(*view)  # mc.worker_state() and mc.shared() in the call
+    task_state.set_task(*view)  # mc.worker_state() and mc.shared() in the call
     return await call(batch, offset)
 
 

@@ -38,9 +38,16 @@ from collections import deque
 from concurrent.futures import CancelledError
 from typing import Any
 
-from manycore._core._batch import Batch, BatchResult, pinned
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout, WorkerCrashed
-from manycore._core._remote import rebuild
+from manycore._core import (
+    Batch,
+    BatchResult,
+    PoolBroken,
+    PoolClosed,
+    TaskTimeout,
+    WorkerCrashed,
+    pinned,
+    rebuild,
+)
 from manycore.backends._base import Backend, BackendOptions, Done
 from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
 

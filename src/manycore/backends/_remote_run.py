@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from manycore._core._remote import pack_exception
+from manycore._core import pack_exception
 
 __all__ = ["INIT_FAILED", "Placeholder", "ResultRef", "replace", "run_remote"]
 
@@ -81,8 +81,7 @@ def run_remote(
     import os
     import socket
 
-    from manycore._core import _state
-    from manycore._core._batch import run_batch
+    from manycore._core import run_batch, task_state
 
     if refs:
         items = [replace(x, lambda leaf: _fill(leaf, refs)) for x in items]
@@ -91,12 +90,12 @@ def run_remote(
     state, shared, error = _worker_state(setup, shared)
     if error is not None:
         return (INIT_FAILED, pack_exception(error))
-    previous = _state.set_thread(state, shared)
+    previous = task_state.set_thread(state, shared)
     try:
         star, time_items = how
         result = run_batch(fn, items, star, kwargs, Exception, time_items)
     finally:
-        _state.set_thread(*previous)
+        task_state.set_thread(*previous)
     packed = None
     if result.failures:
         packed = {k: pack_exception(e) for k, e in result.failures.items()}

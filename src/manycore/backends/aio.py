@@ -32,9 +32,15 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from manycore._core import _state
-from manycore._core._batch import Batch, BatchResult, _from_user_code
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore._core import (
+    Batch,
+    BatchResult,
+    PoolBroken,
+    PoolClosed,
+    TaskTimeout,
+    from_user_code,
+    task_state,
+)
 from manycore.backends._base import (
     Backend,
     BackendOptions,
@@ -383,7 +389,7 @@ class AsyncioBackend(Backend):
         self._wakeup = asyncio.Event()
         if not await self._initialise():
             return
-        _state.set_thread(self._state, self.options.shared)
+        task_state.set_thread(self._state, self.options.shared)
         with self._lock:
             self._ready = True
         self._pump()
@@ -485,9 +491,9 @@ class AsyncioBackend(Backend):
                 f"{type(exc).__name__}: something it awaited was cancelled (not by a "
                 "timeout or a kill of this item)"
             )
-            error.__cause__ = _from_user_code(exc)
+            error.__cause__ = from_user_code(exc)
         except BaseException as exc:  # the item's outcome, whatever it is
-            error = from_the_call(_from_user_code(exc))
+            error = from_the_call(from_user_code(exc))
         finally:
             if timer is not None:
                 timer.cancel()

@@ -7,10 +7,8 @@ from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any
 
-from manycore._core._batch import Batch
-from manycore._engine._engine import ProcessEngine
-from manycore._engine._future import EngineFuture
-from manycore._engine._launch import default_start_method
+from manycore._core import Batch
+from manycore._engine import EngineFuture, ProcessEngine, default_start_method
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ProcessBackend"]

@@ -10,9 +10,16 @@ import threading
 import time
 from typing import Any
 
-from manycore._core import _state
-from manycore._core._batch import Batch, BatchResult, run_batch, run_tracked
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore._core import (
+    Batch,
+    BatchResult,
+    PoolBroken,
+    PoolClosed,
+    TaskTimeout,
+    run_batch,
+    run_tracked,
+    task_state,
+)
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["SerialBackend"]
@@ -39,7 +46,7 @@ class SerialBackend(Backend):
         if batch.claim is not None and not batch.claim():
             return
         # KeyboardInterrupt is the user's Ctrl-C here, not a task failing: let it go.
-        previous = _state.set_thread(self._state, self.options.shared)
+        previous = task_state.set_thread(self._state, self.options.shared)
         try:
             if batch.timeout is None:
                 result = run_batch(
@@ -48,7 +55,7 @@ class SerialBackend(Backend):
             else:
                 result = _run_timed(batch, batch.timeout)
         finally:
-            _state.set_thread(*previous)
+            task_state.set_thread(*previous)
         done(batch, result)
 
     def _initialise(self) -> None:
@@ -72,11 +79,11 @@ class SerialBackend(Backend):
             first = not self._closed
             self._closed = True
         if first and self._initialised and self.options.exit is not None:
-            previous = _state.set_thread(self._state, self.options.shared)
+            previous = task_state.set_thread(self._state, self.options.shared)
             try:
                 self.options.exit()
             finally:
-                _state.set_thread(*previous)
+                task_state.set_thread(*previous)
 
 
 def _run_timed(batch: Batch, timeout: float) -> BatchResult:

@@ -20,9 +20,17 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
-from manycore._core import _state
-from manycore._core._batch import Batch, BatchResult, pinned, run_batch, run_tracked
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore._core import (
+    Batch,
+    BatchResult,
+    PoolBroken,
+    PoolClosed,
+    TaskTimeout,
+    pinned,
+    run_batch,
+    run_tracked,
+    task_state,
+)
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ThreadBackend"]
@@ -197,7 +205,7 @@ class ThreadBackend(Backend):
             ok, state = self._initialise()
             if not ok:
                 return
-        _state.set_thread(state, self.options.shared)
+        task_state.set_thread(state, self.options.shared)
         while True:
             with self._cond:
                 while not self._work and not self._closing:
