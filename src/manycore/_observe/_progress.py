@@ -10,6 +10,7 @@ widget under Jupyter and a text bar on a terminal (on stderr).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from manycore._core import Failure
@@ -51,31 +52,21 @@ class Progress:
 
 
 class GraphProgress:
-    """A bar over task calls (and plain futures): how many have settled, how
-    many of them failed. Refreshed by whoever waits, a few times a second."""
+    """A bar over a task graph (and plain futures): how many have settled, how
+    many of them failed. Refreshed by whoever waits, a few times a second.
 
-    def __init__(self, nodes: list[Any], futures: list[Any]):
+    ``tally`` counts (settled, failed) now: the task layer knows what settled
+    means for its nodes, the bar only draws it."""
+
+    def __init__(self, total: int, tally: Callable[[], tuple[int, int]]):
         from tqdm.auto import tqdm
 
-        self._nodes = nodes  # TaskNodes (their state says whether they settled)
-        self._futures = futures  # futures that are not task calls
-        total = len(nodes) + len(futures)
+        self._tally = tally
         self._bar: Any = tqdm(total=total, desc="manycore", unit="task", leave=True)
         self.failed = 0
 
     def refresh(self) -> None:
-        from manycore._tasks import TaskState
-
-        done = failed = 0
-        for node in self._nodes:
-            state = node.state
-            if state in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED):
-                done += 1
-                failed += state is TaskState.FAILED
-        for f in self._futures:
-            if f.done():
-                done += 1
-                failed += not f.cancelled() and f.exception() is not None
+        done, failed = self._tally()
         if failed != self.failed:
             self.failed = failed
             self._bar.set_postfix(failed=failed, refresh=False)

@@ -12,8 +12,7 @@ __all__ = [
     "InputSource",
     "MapRun",
     "Policy",
-    "Submission",
-    "fail",
+    "Submitter",
     "run_checkpointed",
 ]
 
@@ -25,8 +24,7 @@ __getattr__, __dir__ = lazy_door(
         "InputSource": "_maprun",
         "MapRun": "_maprun",
         "Policy": "_maprun",
-        "Submission": "_submission",
-        "fail": "_submission",
+        "Submitter": "_submission",
         "run_checkpointed": "_checkpoint",
     },
 )
@@ -34,4 +32,4 @@ __getattr__, __dir__ = lazy_door(
 if TYPE_CHECKING:
     from manycore._scheduler._checkpoint import run_checkpointed
     from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
-    from manycore._scheduler._submission import Submission, fail
+    from manycore._scheduler._submission import Submitter

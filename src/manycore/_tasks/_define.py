@@ -295,9 +295,11 @@ def wait(
 def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> DoneAndNotDone:
     """``wait`` with a bar, refreshed every ``_BAR_TICK`` seconds while it waits."""
     from manycore._observe import GraphProgress
-    from manycore._tasks._graph import nodes_behind
+    from manycore._tasks._graph import nodes_behind, tally
 
-    bar = GraphProgress(nodes_behind(fs), [f for f in fs if not isinstance(f, TaskFuture)])
+    nodes = nodes_behind(fs)
+    plain = [f for f in fs if not isinstance(f, TaskFuture)]
+    bar = GraphProgress(len(nodes) + len(plain), lambda: tally(nodes, plain))
     try:
         while True:
             left = _left(deadline)
