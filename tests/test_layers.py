@@ -12,8 +12,16 @@ import pytest
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "manycore"
 
 # High to low; layers on one line do not import each other.
-ORDER = [("_cli",), ("_tasks",), ("_api",), ("_scheduler",), ("backends", "_observe"),
-         ("_engine",), ("_transport",), ("_core",)]
+ORDER = [
+    ("_cli",),
+    ("_tasks",),
+    ("_api",),
+    ("_scheduler",),
+    ("backends", "_observe"),
+    ("_engine",),
+    ("_transport",),
+    ("_core",),
+]
 RANK = {layer: rank for rank, layers in enumerate(ORDER) for layer in layers}
 MAX_LINES = 600
 
@@ -31,13 +39,16 @@ def layer_of(module: str) -> str | None:
 
 def imports(path: pathlib.Path) -> list[tuple[int, str, list[str]]]:
     """(line, module, names) for every import in a file, wherever it is."""
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    package = module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
             module = ".".join([*base, node.module] if node.module else base)
             found.append((node.lineno, module, [alias.name for alias in node.names]))
     return [item for item in found if item[1] == "manycore" or item[1].startswith("manycore.")]

@@ -527,4 +527,4 @@ def _finish_multiprocessing() -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         with contextlib.suppress(Exception):
-            util._exit_function()
+            util._exit_function()  # noqa: SLF001 - what multiprocessing runs at exit

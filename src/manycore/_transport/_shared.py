@@ -86,7 +86,7 @@ def _hand_over(seg: _shm.Segment) -> None:
 def _place(arr: Any) -> tuple[Any, ...] | None:
     """(segment name, byte offset, shape, dtype, strides) if ``arr`` lives in its
     segment; None otherwise."""
-    seg = arr._segment
+    seg = arr._segment  # noqa: SLF001 - our own array class, made in _wrap below
     if seg is None:
         return None
     base = _address(seg)
@@ -105,7 +105,7 @@ def _wrap(seg: _shm.Segment, shape: Any, dtype: Any, offset: int = 0, strides: A
     np = _numpy()
     arr = np.ndarray(shape, dtype, buffer=seg.map, offset=offset, strides=strides)
     arr = arr.view(_array_class())
-    arr._segment = seg
+    arr._segment = seg  # noqa: SLF001 - our own array class
     return arr
 
 

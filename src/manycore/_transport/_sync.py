@@ -91,7 +91,7 @@ class Semaphore:
             self._sem = semlock(_SEMAPHORE, value, maxvalue, "/" + name, False)
             weakref.finalize(self, _unlink_semaphore, name, os.getpid())
         else:
-            self._sem = semlock._rebuild(0, _SEMAPHORE, maxvalue, "/" + name)
+            self._sem = semlock._rebuild(0, _SEMAPHORE, maxvalue, "/" + name)  # noqa: SLF001 - no public way to open a named SemLock
         self._name = name
         _opened[name] = self
 
@@ -102,7 +102,7 @@ class Semaphore:
         self._sem.release()
 
     def get_value(self) -> int:
-        return int(self._sem._get_value())
+        return int(self._sem._get_value())  # noqa: SLF001 - SemLock has no public reader
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -138,7 +138,7 @@ def _open_semaphore(cls: type[Semaphore], name: str) -> Semaphore:
     if known is not None:
         return known  # type: ignore[no-any-return]
     obj = cls.__new__(cls)
-    obj._setup(name, 0, created=False)
+    obj._setup(name, 0, created=False)  # noqa: SLF001 - a factory of this module
     return obj
 
 
@@ -238,7 +238,7 @@ def _open_value(cls: type[Value], name: str, typecode: str, lock: Lock) -> Value
     if known is not None:
         return known  # type: ignore[no-any-return]
     obj = cls.__new__(cls)
-    obj._setup(_shm.Segment.attach(name), typecode, lock)
+    obj._setup(_shm.Segment.attach(name), typecode, lock)  # noqa: SLF001 - a factory of this module
     return obj
 
 
@@ -398,7 +398,7 @@ def _open_queue(path: str, maxsize: int, creator: int) -> Queue:
     if known is not None:
         return known  # type: ignore[no-any-return]
     obj = Queue.__new__(Queue)
-    obj._setup(path, maxsize, creator)
+    obj._setup(path, maxsize, creator)  # noqa: SLF001 - a factory of this module
     return obj
 
 

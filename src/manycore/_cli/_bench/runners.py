@@ -169,7 +169,7 @@ class Joblib(Runner):
         try:
             self.jobs.__exit__(None, None, None)
         finally:
-            executor = reusable_executor._executor
+            executor = reusable_executor._executor  # noqa: SLF001 - loky's one shared executor
             if executor is not None:
                 executor.shutdown(wait=True)
 
