@@ -40,6 +40,7 @@ from manycore._observe import (
     queued,
     queued_between,
 )
+from manycore.backends import get_backend
 from manycore.backends._base import is_async_callable
 
 __all__ = ["Profile", "ProfileRow", "profile"]
@@ -108,7 +109,10 @@ def profile(
     )
     recommendation = decide(measured)
     elapsed = time.perf_counter() - started
-    return Profile(_name(fn), measured, recommendation, notes, elapsed, usable_cpus())
+    batch_seconds = get_backend(recommendation.backend).batch_seconds
+    return Profile(
+        _name(fn), measured, recommendation, notes, elapsed, usable_cpus(), batch_seconds
+    )
 
 
 def _check(

@@ -22,7 +22,6 @@ from manycore._observe._recommend import (
 
 __all__ = ["Profile", "ProfileRow", "html", "plot", "text"]
 
-_BATCH_SECONDS = 0.02  # what the adaptive planner aims at per batch (_scheduler)
 _HEADER = ("backend", "workers", "time", "speedup", "efficiency", "overhead/task", "start-up")
 
 
@@ -63,6 +62,7 @@ class Profile:
         notes: Sequence[str],
         elapsed: float,
         cpus: int,
+        batch_seconds: float,
     ):
         self.function = function
         self.measured = measured
@@ -70,6 +70,7 @@ class Profile:
         self.notes = list(notes)
         self.elapsed = elapsed
         self.cpus = cpus
+        self.batch_seconds = batch_seconds  # what the planner aims at on that backend
         self.items = measured.items
         self.seconds_per_item = measured.per_call
         self.cpu_per_item = measured.cpu_per_call
@@ -149,9 +150,10 @@ def _advice(p: Profile) -> list[str]:
     lines = [f'recommended: backend="{rec.backend}", {count}={rec.workers}, chunksize=None']
     lines += textwrap.wrap("why: " + rec.reason, 88, subsequent_indent="  ")
     if rec.backend != "serial" and p.seconds_per_item > 0:
-        per_batch = max(1, round(_BATCH_SECONDS / p.seconds_per_item))
+        per_batch = max(1, round(p.batch_seconds / p.seconds_per_item))
         lines += textwrap.wrap(
-            f"chunksize=None: the adaptive planner sends batches of about 20 ms of work "
+            f"chunksize=None: the adaptive planner sends batches of about "
+            f"{fmt_seconds(p.batch_seconds)} of work "
             f"(~{per_batch} item{'s' if per_batch != 1 else ''} here); no fixed size is needed",
             88,
             subsequent_indent="  ",

@@ -35,7 +35,6 @@ from manycore.backends import Backend
 
 __all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
 
-_TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
@@ -63,7 +62,9 @@ class ChunkPlanner:
     ``limit`` caps a batch from outside (the lazy-input read-ahead bound).
     """
 
-    def __init__(self, workers: int, chunksize: int | None = None, target: float = _TARGET_SECONDS):
+    def __init__(
+        self, workers: int, chunksize: int | None = None, target: float = Backend.batch_seconds
+    ):
         self.workers = max(1, workers)
         self.fixed = chunksize
         self.target = target
