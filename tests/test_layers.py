@@ -116,3 +116,23 @@ def test_no_module_is_over_600_lines(path):
 
 if __name__ == "__main__":  # a list to work from
     print("\n".join(violations()))
+
+
+DOORS = sorted(p for p in SRC.glob("_*/__init__.py"))
+
+
+@pytest.mark.parametrize("door", DOORS, ids=lambda p: p.parent.name)
+def test_each_door_lists_its_names_once_and_loads_them(door):
+    """A door's ``__all__``, its lazy table and its ``TYPE_CHECKING`` imports name
+    the same things, and every name loads."""
+    import importlib
+
+    module = importlib.import_module(module_name(door))
+    listed = set(getattr(module, "__all__", ()))
+    seen = set()
+    for node in ast.walk(ast.parse(door.read_text())):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            seen |= {a.asname or a.name for imp in node.body for a in imp.names}
+    assert listed == seen
+    for name in listed:
+        assert getattr(module, name) is not None, name
