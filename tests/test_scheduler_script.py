@@ -244,7 +244,7 @@ def test_retries_run_out_and_the_error_is_raised(clock: Clock) -> None:
     with pytest.raises(ValueError, match="flaky 1") as info:
         values(start_run(backend, fn, range(3), chunksize=3, retries=2))
     assert fn.calls.count(1) == 3  # the first run and two retries
-    assert "manycore: raised while processing input item 1" in info.value.__notes__
+    assert "manycore: raised while processing input item 1" in getattr(info.value, "__notes__", [])
 
 
 def test_retry_on_filters_which_errors_are_retried(clock: Clock) -> None:
@@ -299,9 +299,15 @@ def test_a_timeout_fails_that_item_only(clock: Clock) -> None:
     steps = [time_out(0, 2), finish(0), finish(0)]
     backend = ScriptedBackend(clock, workers=1, steps=steps)
     run = start_run(
-        backend, square, range(5), chunksize=5, timeout=1.5, on_error="collect", retries=2,
+        backend,
+        square,
+        range(5),
+        chunksize=5,
+        timeout=1.5,
+        on_error="collect",
+        retries=2,
         retry_on=(ValueError,),
-    )  # fmt: skip
+    )
     out = values(run)
     assert [v for i, v in enumerate(out) if i != 2] == [0, 1, 9, 16]
     assert isinstance(out[2], mc.Failure) and isinstance(out[2].exception, mc.TaskTimeout)
