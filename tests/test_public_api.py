@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ast
+import enum
 import inspect
+import pickle
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
+import helpers
 import manycore as mc
 
 INIT = Path(mc.__file__)
@@ -67,3 +72,59 @@ def test_keyword_only_options() -> None:
         params = inspect.signature(fn).parameters
         for name in ("workers", "backend", "chunksize", "ordered"):
             assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, (fn, name)
+
+
+def _public_objects() -> dict[str, Any]:
+    """The classes and functions of ``__all__`` (not its constants)."""
+    found = {name: getattr(mc, name) for name in mc.__all__}
+    return {n: v for n, v in found.items() if isinstance(v, type) or inspect.isfunction(v)}
+
+
+def test_public_names_are_named_as_public() -> None:
+    objects = _public_objects()
+    assert len(objects) == len(mc.__all__) - 2  # all but START_METHODS and __version__
+    for name, obj in objects.items():
+        assert (obj.__module__, obj.__qualname__) == ("manycore", name)
+        assert pickle.loads(pickle.dumps(obj)) is obj, name  # by reference, through __getattr__
+        if isinstance(obj, type) and not issubclass(obj, enum.Enum):
+            assert repr(obj) == f"<class 'manycore.{name}'>"
+
+
+def _errors() -> list[BaseException]:
+    return [
+        mc.ManycoreError("m"),
+        mc.PoolClosed("m"),
+        mc.PoolBroken("m"),
+        mc.WorkerCrashed("m", exitcode=-9, index=1),
+        mc.TaskTimeout("m", timeout=1.5, index=2),
+        mc.UpstreamFailed("m", task="t", key=3),
+        mc.SerializationError("m"),
+        mc.RemoteError("userlib.Oops", "m"),
+        mc.CheckpointMismatch("m", path="p"),
+        mc.RemoteTraceback("tb"),
+    ]
+
+
+def _same(a: BaseException, b: BaseException) -> bool:
+    keep = ("args", "exitcode", "index", "timeout", "task", "key", "type_name", "path")
+    return type(a) is type(b) and all(getattr(a, k, 0) == getattr(b, k, 0) for k in keep)
+
+
+def test_errors_round_trip_through_pickle_and_name_the_public_path() -> None:
+    for exc in _errors():
+        blob = pickle.dumps(exc)
+        assert _same(pickle.loads(blob), exc), exc
+        assert (
+            b"manycore._core" not in blob or b"_rebuild" in blob
+        )  # a class goes by its public name
+        line = traceback.format_exception_only(type(exc), exc)[-1]
+        assert line.startswith(f"manycore.{type(exc).__name__}"), line
+
+
+def test_errors_cross_a_process_both_ways() -> None:
+    errors = _errors()
+    with mc.Pool(workers=1, backend="processes") as pool:
+        assert all(map(_same, pool.map(helpers.identity, errors), errors))
+        out: list[Any] = pool.map(helpers.raise_it, errors, on_error="collect")
+    for failure, exc in zip(out, errors, strict=True):
+        assert isinstance(failure, mc.Failure) and _same(failure.exception, exc), failure

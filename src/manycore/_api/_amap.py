@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
 from manycore._api._calls import check_call_options, lease_default_pool, pick_backend
+from manycore._core import public
 from manycore._scheduler import MapRun
 from manycore.backends._caller_loop import awaited_from
 
@@ -32,6 +33,7 @@ _AHEAD = 256  # results aimap's thread may hold unread before it waits (or one c
 _STOP_WAIT = 5.0  # seconds a cancelled call waits for its map to wind down
 
 
+@public
 async def amap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],
@@ -63,6 +65,7 @@ async def amap(
     return [] if values is None else values
 
 
+@public
 def aimap(
     fn: Callable[..., Any],
     *iterables: Iterable[Any],

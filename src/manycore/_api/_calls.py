@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import map_options
 from manycore._api._pool import Pool, PoolState
-from manycore._core import worker_share
+from manycore._core import public, worker_share
 from manycore._observe import Stats
 from manycore._scheduler import Policy
 from manycore.backends import get_backend
@@ -147,7 +147,8 @@ def map(
 
 # The overloads above only tell ``stats=True`` apart (it returns a pair); the
 # keywords themselves are checked here, at run time.
-def map(  # type: ignore[misc]
+@public  # type: ignore[misc]
+def map(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     workers: int | None = None,
@@ -224,6 +225,7 @@ def map(  # type: ignore[misc]
         )
 
 
+@public
 def imap(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
@@ -299,7 +301,8 @@ def starmap(
 ) -> list[T] | tuple[list[T], Stats]: ...
 
 
-def starmap(  # type: ignore[misc]  # (see map)
+@public  # type: ignore[misc]  # (see map)
+def starmap(
     fn: Callable[..., T],
     iterable: Iterable[Iterable[Any]],
     *,
@@ -452,6 +455,7 @@ def _take_all() -> list[Pool]:
     return pools
 
 
+@public
 def shutdown_default_pools(wait: bool = True) -> None:
     """Shut down the warm pools behind ``mc.map``; the next call starts fresh ones."""
     for pool in _take_all():

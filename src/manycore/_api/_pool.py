@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
 from manycore._api._pool_sync import SharedPrimitives
-from manycore._core import Batch, PoolClosed, pool_of_another_process
+from manycore._core import Batch, PoolClosed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler import ChunkPlanner, InputSource, MapRun, Policy, Submitter
 from manycore._transport import dumps_fn
@@ -28,11 +28,13 @@ __all__ = ["Pool", "PoolState"]
 T = TypeVar("T")
 
 
+@public
 class PoolState(enum.Enum):
     RUNNING = "running"
     CLOSED = "closed"
 
 
+@public
 class Pool(Executor, SharedPrimitives):
     """Workers that stay up between calls.
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from manycore._api import _validate as v
+from manycore._core import public
 from manycore._observe import (
     Measurements,
     Profile,
@@ -60,6 +61,7 @@ _KEEP = 8  # results kept from the sequential run, to size the data a task moves
 _CLOSE = 1.10  # a count not 10% faster than the one before: more workers stopped helping
 
 
+@public
 def profile(
     fn: Callable[..., Any],
     items: Iterable[Any],

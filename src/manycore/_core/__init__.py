@@ -32,6 +32,7 @@ __all__ = [
     "pack_exception",
     "pinned",
     "pool_of_another_process",
+    "public",
     "rebuild",
     "run_batch",
     "run_tracked",
@@ -67,6 +68,7 @@ __getattr__, __dir__ = lazy_door(
         "pack_exception": "_remote",
         "pinned": "_batch",
         "pool_of_another_process": "_errors",
+        "public": "_public",
         "rebuild": "_remote",
         "run_batch": "_batch",
         "run_tracked": "_batch",
@@ -106,4 +108,5 @@ if TYPE_CHECKING:
     )
     from manycore._core._failure import ERROR_POLICIES, Failure
     from manycore._core._futures import AwaitableFuture
+    from manycore._core._public import public
     from manycore._core._remote import pack_exception, rebuild, tag_with_index

@@ -11,6 +11,8 @@ import math
 import os
 from pathlib import Path
 
+from manycore._core._public import public
+
 __all__ = ["cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
 
 
@@ -43,6 +45,7 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
     return None
 
 
+@public
 def usable_cpus() -> int:
     """CPUs available to this process: affinity and cgroup quota respected, at least 1."""
     limits = [n for n in (os.cpu_count(), affinity(), cgroup_quota()) if n]

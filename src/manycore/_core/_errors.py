@@ -30,6 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Any
 
+from manycore._core._public import public
+
 __all__ = [
     "CheckpointMismatch",
     "ManycoreError",
@@ -49,21 +51,25 @@ __all__ = [
 ]
 
 
+@public
 class ManycoreError(Exception):
     """Base class of every error raised by manycore itself."""
 
 
+@public
 class PoolClosed(ManycoreError, RuntimeError):
     """Work was given to a pool that has been shut down."""
 
 
 # The standard library's "broken" errors are bases too: code written for
 # concurrent.futures (``except BrokenExecutor``) catches manycore's as well.
+@public
 class PoolBroken(ManycoreError, BrokenExecutor):
     """The pool cannot run tasks: a worker's ``init`` raised (chained as ``__cause__``).
     Also a ``concurrent.futures.BrokenExecutor`` (so a ``RuntimeError``)."""
 
 
+@public
 class WorkerCrashed(ManycoreError, BrokenProcessPool):
     """A worker process died while it ran an item (segfault, ``os._exit``, a kill).
     Also a ``concurrent.futures.process.BrokenProcessPool`` (a ``BrokenExecutor``,
@@ -83,6 +89,7 @@ def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> Wor
     return WorkerCrashed(message, exitcode=exitcode, index=index)
 
 
+@public
 class TaskTimeout(ManycoreError, TimeoutError):
     """An item ran longer than its ``timeout``.
 
@@ -104,6 +111,7 @@ def _rebuild_timeout(message: str, timeout: float | None, index: int | None) -> 
     return TaskTimeout(message, timeout=timeout, index=index)
 
 
+@public
 class UpstreamFailed(ManycoreError):
     """A task was not run because one of its input tasks failed.
 
@@ -127,6 +135,7 @@ def _rebuild_upstream(message: str, task: str | None, key: int | None) -> Upstre
     return UpstreamFailed(message, task=task, key=key)
 
 
+@public
 class SerializationError(ManycoreError, TypeError):
     """Something that had to cross a process boundary could not be pickled.
 
@@ -134,6 +143,7 @@ class SerializationError(ManycoreError, TypeError):
     """
 
 
+@public
 class RemoteError(ManycoreError):
     """A task raised an exception that could not be sent back as itself.
 
@@ -149,6 +159,7 @@ class RemoteError(ManycoreError):
         return (RemoteError, (self.type_name, str(self).partition(": ")[2]))
 
 
+@public
 class CheckpointMismatch(ManycoreError, ValueError):
     """A ``checkpoint=`` file holds results of another function or another input.
 
@@ -170,6 +181,7 @@ def _rebuild_mismatch(message: str, path: str | None) -> CheckpointMismatch:
     return CheckpointMismatch(message, path=path)
 
 
+@public
 class RemoteTraceback(Exception):
     """Carries the worker-side traceback text; set as the ``__cause__`` of a task's error."""
 

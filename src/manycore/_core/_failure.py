@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from manycore._core._errors import RemoteTraceback
+from manycore._core._public import public
 
 __all__ = ["ERROR_POLICIES", "Failure"]
 
 ERROR_POLICIES = ("raise", "skip", "collect")
 
 
+@public
 @dataclass(frozen=True, eq=False)
 class Failure:
     """An item that failed: its exception, its index in the input and the input.

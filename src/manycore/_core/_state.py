@@ -13,6 +13,8 @@ import contextvars
 import threading
 from typing import Any
 
+from manycore._core._public import public
+
 __all__ = ["shared", "worker_state"]
 
 _UNSET: Any = object()
@@ -64,6 +66,7 @@ def _lookup(key: str, what: str) -> Any:
     return value
 
 
+@public
 def worker_state() -> Any:
     """Inside a task: what the pool's ``init`` returned in this worker (``None``
     without an ``init``). A loaded model, a database connection: made once per
@@ -71,6 +74,7 @@ def worker_state() -> Any:
     return _lookup("state", "worker_state")
 
 
+@public
 def shared() -> Any:
     """Inside a task: the object given as ``Pool(shared=...)``. It reaches each
     worker once (large NumPy arrays in it through shared memory, read-only),

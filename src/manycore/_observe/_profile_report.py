@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from manycore._core import public
 from manycore._observe._recommend import (
     Measurements,
     Recommendation,
@@ -39,6 +40,7 @@ class ProfileRow:
     startup: float  # seconds to start and warm the pool
 
 
+@public
 class Profile:
     """What :func:`manycore.profile` measured and what it recommends; ``print()`` it.
 

@@ -23,13 +23,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from manycore._core import Batch, BatchResult, WorkerCrashed
+from manycore._core import Batch, BatchResult, WorkerCrashed, public
 
 __all__ = ["SlowItem", "Stats", "StatsRecorder", "WorkerStats"]
 
 SLOWEST_KEPT = 10  # slow items a Stats lists
 
 
+@public
 @dataclass(frozen=True)
 class WorkerStats:
     """One worker's time. ``worker`` is its slot: 0..workers-1 on this machine
@@ -51,6 +52,7 @@ class WorkerStats:
     restarts: int
 
 
+@public
 @dataclass(frozen=True)
 class SlowItem:
     """An item that took long: its input ``index`` (None for a ``submit`` call),
@@ -62,6 +64,7 @@ class SlowItem:
     call: str  # the function's name
 
 
+@public
 @dataclass(frozen=True)
 class Stats:
     """What a pool's workers did over ``wall`` seconds (since the pool started or

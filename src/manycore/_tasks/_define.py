@@ -15,7 +15,7 @@ from concurrent.futures import wait as _wait
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from manycore._api import PoolState, validate
-from manycore._core import AwaitableFuture, task_state
+from manycore._core import AwaitableFuture, public, task_state
 from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, run_here
 from manycore._tasks._run import current_pool, futures_in
 from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pinned, with_shipments
@@ -26,6 +26,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@public
 class Task(Generic[P, R]):
     """A function made into a task by :func:`manycore.task`. Calling it schedules
     the call and returns a :class:`TaskFuture` at once."""
@@ -239,6 +240,7 @@ def task(
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
+@public
 def task(fn: Any = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: calling it returns a :class:`TaskFuture` at once and
     runs the call on a pool; futures among its arguments (also inside lists,
@@ -267,6 +269,7 @@ class DoneAndNotDone(NamedTuple):
 _RETURN_WHEN = ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
 
 
+@public
 def wait(
     futures: Iterable[Future[Any]],
     timeout: float | None = None,
@@ -322,6 +325,7 @@ def _satisfied(done: set[Future[Any]], not_done: set[Future[Any]], when: str) ->
     return False
 
 
+@public
 def as_completed(
     futures: Iterable[Future[Any]], timeout: float | None = None
 ) -> Iterator[Future[Any]]:

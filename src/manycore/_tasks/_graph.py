@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from manycore._core import public
 from manycore._tasks._nodes import TaskFuture, TaskNode, TaskState
 
 __all__ = ["TaskGraph", "graph"]
@@ -52,6 +53,7 @@ class GraphNode:
     error: str | None
 
 
+@public
 class TaskGraph:
     """A snapshot of task calls and which fed which. ``nodes``: by key;
     ``edges``: (input key, task key) pairs."""
@@ -197,6 +199,7 @@ def _graphviz(source: str, fmt: str, path: str) -> None:
         raise RuntimeError(f"Graphviz failed: {done.stderr.decode(errors='replace').strip()}")
 
 
+@public
 def graph(
     futures: Future[Any] | Iterable[Future[Any]],
     path: str | os.PathLike[str] | None = None,

@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as _wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from manycore._core import AwaitableFuture, UpstreamFailed
+from manycore._core import AwaitableFuture, UpstreamFailed, public
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
 from manycore.backends._base import is_async_callable
 
@@ -99,6 +99,7 @@ class TaskNode:
         return f"<TaskNode #{self.key} {self.name} {self.state.value}>"
 
 
+@public
 class TaskFuture(AwaitableFuture[R]):
     """The future of one task call: a ``concurrent.futures.Future`` (and
     awaitable). ``node`` is its place in the graph (:func:`manycore.graph`)."""

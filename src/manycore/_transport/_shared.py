@@ -15,6 +15,7 @@ import os
 import weakref
 from typing import Any
 
+from manycore._core import public
 from manycore._transport import _shm
 
 __all__ = ["shared_array"]
@@ -138,6 +139,7 @@ def _forget(name: str, owner: int) -> None:
     _shm.unlink_name(name)
 
 
+@public
 def shared_array(shape_or_array: Any, dtype: Any = float) -> Any:
     """A NumPy array in shared memory: ``shared_array((rows, cols), dtype)``
     (zero-filled) or ``shared_array(existing_array)`` (a copy of it).

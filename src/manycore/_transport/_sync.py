@@ -31,6 +31,7 @@ import time
 import weakref
 from typing import Any
 
+from manycore._core import public
 from manycore._transport import _shm, _wire
 
 __all__ = ["Counter", "Lock", "Queue", "Semaphore", "Value"]
@@ -68,6 +69,7 @@ def _check_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
+@public
 class Semaphore:
     """A counting semaphore shared by every process and thread it reaches.
 
@@ -117,6 +119,7 @@ class Semaphore:
         return f"<manycore.{type(self).__name__} value={self.get_value()}>"
 
 
+@public
 class Lock(Semaphore):
     """A lock shared by every process and thread it reaches (a semaphore of 1;
     any holder may release it, as with :class:`multiprocessing.Lock`)."""
@@ -142,6 +145,7 @@ def _open_semaphore(cls: type[Semaphore], name: str) -> Semaphore:
     return obj
 
 
+@public
 class Value:
     """A number in shared memory: ``.value`` to read or write it, ``get_lock()``
     for read-modify-write sequences (``with v.get_lock(): v.value += 1``).
@@ -203,6 +207,7 @@ def _check_value(fmt: struct.Struct, typecode: str, value: Any) -> None:
         ) from None
 
 
+@public
 class Counter(Value):
     """A shared integer that many tasks can add to without losing an update."""
 
@@ -249,6 +254,7 @@ _IN_SEGMENT = 1  # the payload is the name of a segment holding the pickled item
 _POLL_SLICE = 0.05  # seconds: an untimed wait re-checks this often (Ctrl-C, a lost race)
 
 
+@public
 class Queue:
     """A FIFO queue between processes and threads: ``put``, ``get`` (with
     ``block``/``timeout``, raising :class:`queue.Empty`/:class:`queue.Full`),

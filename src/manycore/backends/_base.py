@@ -16,11 +16,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from manycore._core import AwaitableFuture, Batch, Done
+from manycore._core import AwaitableFuture, Batch, Done, public
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
 
 
+@public
 @dataclass(frozen=True)
 class BackendOptions:
     workers: int
@@ -36,6 +37,7 @@ class BackendOptions:
     client: Any = None  # an existing distributed.Client to use (dask)
 
 
+@public
 class Backend(abc.ABC):
     """Runs :class:`Batch` objects and calls ``done`` once for each.
 
@@ -171,12 +173,14 @@ def is_async_callable(fn: Any) -> bool:
 _REGISTRY: dict[str, type[Backend]] = {}
 
 
+@public
 def register_backend(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make ``cls`` available as ``backend=cls.name``."""
     _REGISTRY[cls.name] = cls
     return cls
 
 
+@public
 def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
