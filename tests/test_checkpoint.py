@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -461,3 +462,32 @@ def test_a_read_only_checkpoint_is_refused_untouched(
     assert read_checkpoint(path) == {i: abs(x) for i, x in enumerate(range(-3, 3))}
     assert sorted(os.listdir(tmp_path)) == ["run.sqlite"]
     assert path.read_bytes() == before
+
+
+# Pickles as manycore wrote them before its modules moved into layer folders:
+# classes and rebuilders named by their flat module of then.
+OLD_TIMEOUT = b"cmanycore._errors\nTaskTimeout\n(Vslow\ntR."
+OLD_REBUILT_TIMEOUT = b"cmanycore._errors\n_rebuild_timeout\n(Vslow\nF1.5\nI7\ntR."
+
+
+def test_old_module_paths_in_a_checkpoint_still_load(tmp_path: Path) -> None:
+    path, log = tmp_path / "old.sqlite", str(tmp_path / "calls.log")
+    fn = functools.partial(ckptfns.logged_square, log=log)
+    assert mc.map(fn, range(4), checkpoint=path, backend="serial") == [0, 1, 4, 9]
+    old_failure = pickle.dumps((OLD_REBUILT_TIMEOUT, "manycore._errors.TaskTimeout", "slow", "tb"))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE items SET payload = ? WHERE idx = 2", (OLD_TIMEOUT,))
+        db.execute("UPDATE items SET ok = 0, payload = ? WHERE idx = 3", (old_failure,))
+    db.close()
+    held = read_checkpoint(path)
+    assert type(held[2]) is mc.TaskTimeout and str(held[2]) == "slow"
+    failure = held[3]
+    assert isinstance(failure, mc.Failure) and type(failure.exception) is mc.TaskTimeout
+    assert (failure.exception.timeout, failure.exception.index) == (1.5, 7)
+    # The resumed run takes item 2's stored value as it is; item 3 (a stored
+    # failure) is computed again, as every stored failure is.
+    out = mc.map(fn, range(4), checkpoint=path, backend="serial")
+    assert out[:2] == [0, 1] and out[3] == 9
+    assert type(out[2]) is mc.TaskTimeout and str(out[2]) == "slow"
+    assert sorted(ckptfns.logged_calls(log)) == [0, 1, 2, 3, 3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from manycore._core._errors import RemoteError, RemoteTraceback, add_note, set_cause, set_traceback
@@ -66,7 +67,7 @@ def _traceback_text(exc: BaseException) -> str:
         return "".join(["Traceback (most recent call last):\n", *lines, _type_name(exc), "\n"])
 
 
-def rebuild(wire: ErrorWire) -> BaseException:
+def rebuild(wire: ErrorWire, loads: Callable[[bytes], Any] = pickle.loads) -> BaseException:
     """The parent-side exception for a packed one, with the remote traceback.
 
     Never raises: an exception that will not load here, or will not take the
@@ -76,7 +77,7 @@ def rebuild(wire: ErrorWire) -> BaseException:
     exc: BaseException | None = None
     if blob is not None:
         try:
-            exc = pickle.loads(blob)
+            exc = loads(blob)
         except BaseException:  # the user's code ran here; none of it may escape
             exc = None
     if isinstance(exc, BaseException):

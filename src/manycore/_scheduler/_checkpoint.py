@@ -32,6 +32,7 @@ import cloudpickle
 
 from manycore._core import Failure, SerializationError, pack_exception, rebuild, tag_with_index
 from manycore._scheduler._checkpoint_file import CheckpointFile
+from manycore._scheduler._checkpoint_pickle import load
 from manycore._scheduler._fingerprint import fingerprint, function_name, input_digests
 from manycore._scheduler._maprun import InputSource, MapRun, Policy
 
@@ -128,7 +129,7 @@ def _match_stored(
         rows = store.done_in(start, end)
         if len(rows) == len(items) and [row[1] for row in rows] == digests:
             try:  # the common case: all stored, none changed
-                results[start:end] = [pickle.loads(row[2]) for row in rows]
+                results[start:end] = [load(row[2]) for row in rows]
                 done += len(rows)
                 continue
             except Exception:
@@ -139,7 +140,7 @@ def _match_stored(
                 changed.append(index)
                 continue
             try:
-                results[index] = pickle.loads(payload)
+                results[index] = load(payload)
             except Exception:
                 continue  # a value that no longer loads (its class is gone): computed again
             done += 1
@@ -285,11 +286,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[int, Any]:
             return {}
         out: dict[int, Any] = {}
         for index, ok, payload in store.all_rows():
-            out[index] = (
-                pickle.loads(payload)
-                if ok
-                else Failure(rebuild(pickle.loads(payload)), index, None)
-            )
+            out[index] = load(payload) if ok else Failure(rebuild(load(payload), load), index, None)
         return out
     finally:
         store.close()
