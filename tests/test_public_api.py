@@ -114,9 +114,8 @@ def test_errors_round_trip_through_pickle_and_name_the_public_path() -> None:
     for exc in _errors():
         blob = pickle.dumps(exc)
         assert _same(pickle.loads(blob), exc), exc
-        assert (
-            b"manycore._core" not in blob or b"_rebuild" in blob
-        )  # a class goes by its public name
+        if type(exc).__reduce__ is BaseException.__reduce__:
+            assert b"manycore._" not in blob  # the class goes by its public name
         line = traceback.format_exception_only(type(exc), exc)[-1]
         assert line.startswith(f"manycore.{type(exc).__name__}"), line
 
