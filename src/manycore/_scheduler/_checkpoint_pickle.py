@@ -3,16 +3,16 @@
 A value or exception pickled by an older manycore names the module that
 defined its class then: ``manycore._errors.TaskTimeout``, ``manycore._failure
 .Failure`` (flat modules, before the layer folders), or private rebuilders such
-as ``manycore._errors._rebuild_timeout``. A public name is found as
-``manycore.<name>`` wherever it was defined; another name of manycore's in the
-module that holds it now. Only a pickle that fails to load as it is pays for this.
+as ``manycore._errors._rebuild_timeout``. Such a name is looked up in the
+module that holds it now (a public class there is the very ``manycore.<name>``;
+pickles made since name that path). Only a pickle that fails to load as it is
+pays for this.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-import re
 from typing import Any
 
 __all__ = ["load"]
@@ -42,25 +42,21 @@ _LAYERS = {
     "_cli": "demo info",
 }
 _MOVED = {
-    **{
-        f"_{name}": f"{layer}._{name}" for layer, names in _LAYERS.items() for name in names.split()
-    },
-    **_RENAMED,
+    f"manycore.{old}": f"manycore.{new}"
+    for old, new in [
+        *(
+            (f"_{name}", f"{layer}._{name}")
+            for layer, names in _LAYERS.items()
+            for name in names.split()
+        ),
+        *_RENAMED.items(),
+    ]
 }
-_PRIVATE = re.compile(r"manycore\.(_\w+)(\.\w+)*")
 
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if _PRIVATE.fullmatch(module):
-            import manycore
-
-            if name in manycore.__all__:
-                return getattr(manycore, name)
-            moved = _MOVED.get(module.removeprefix("manycore."))
-            if moved is not None:
-                return super().find_class(f"manycore.{moved}", name)
-        return super().find_class(module, name)
+        return super().find_class(_MOVED.get(module, module), name)
 
 
 def load(payload: bytes) -> Any:
