@@ -487,7 +487,7 @@ def test_old_module_paths_in_a_checkpoint_still_load(tmp_path: Path) -> None:
     assert (failure.exception.timeout, failure.exception.index) == (1.5, 7)
     # The resumed run takes item 2's stored value as it is; item 3 (a stored
     # failure) is computed again, as every stored failure is.
-    out = mc.map(fn, range(4), checkpoint=path, backend="serial")
+    out: list[Any] = mc.map(fn, range(4), checkpoint=path, backend="serial")
     assert out[:2] == [0, 1] and out[3] == 9
     assert type(out[2]) is mc.TaskTimeout and str(out[2]) == "slow"
     assert sorted(ckptfns.logged_calls(log)) == [0, 1, 2, 3, 3]
