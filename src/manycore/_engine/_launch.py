@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from manycore._engine._inherit import Inheritance
@@ -199,7 +199,7 @@ def spawn_python(
     )
 
 
-def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Any) -> WorkerProcess:
+def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: object) -> WorkerProcess:
     mine = (task_fd, result_fd, slot_fd)
     _KEEP_IN_CHILD.update(mine)
     with warnings.catch_warnings():

@@ -178,7 +178,7 @@ class _Limits:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-_blas_limit: Any = None  # keeps threadpoolctl's limit in force
+_blas_limit: object = None  # keeps threadpoolctl's limit in force
 
 
 def _limit_blas(threads: int) -> None:

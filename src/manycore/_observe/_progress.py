@@ -10,11 +10,22 @@ widget under Jupyter and a text bar on a terminal (on stderr).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from concurrent.futures import Future
 
 from manycore._core._failure import Failure
 
 __all__ = ["GraphProgress", "Progress"]
+
+
+class _Node(Protocol):
+    """A task call as the bar sees it (a ``_tasks`` TaskNode)."""
+
+    @property
+    def state(self) -> object: ...
 
 
 class Progress:
@@ -23,7 +34,7 @@ class Progress:
         the rate and ETA count only the items done from now on."""
         from tqdm.auto import tqdm
 
-        self._bar: Any = tqdm(
+        self._bar: Any = tqdm(  # (tqdm is untyped here)
             total=total,
             initial=initial,
             desc=what,
@@ -35,7 +46,7 @@ class Progress:
         self._collect = on_error == "collect"
         self.failed = 0
 
-    def advance(self, covered: int, out: list[Any], error: BaseException | None) -> None:
+    def advance(self, covered: int, out: Sequence[object], error: BaseException | None) -> None:
         """A batch of ``covered`` inputs is done: ``out`` its values as delivered
         (failed items left out with ``skip``, as Failures with ``collect``)."""
         failed = covered - len(out) + (error is not None)
@@ -54,7 +65,7 @@ class GraphProgress:
     """A bar over task calls (and plain futures): how many have settled, how
     many of them failed. Refreshed by whoever waits, a few times a second."""
 
-    def __init__(self, nodes: list[Any], futures: list[Any]):
+    def __init__(self, nodes: Sequence[_Node], futures: Sequence[Future[object]]):
         from tqdm.auto import tqdm
 
         self._nodes = nodes  # TaskNodes (their state says whether they settled)
