@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from manycore._engine._faults import Doom, Task
     from manycore._transport._bigglobals import Shipment
+    from manycore._transport._payload import Shared
 
 from manycore._core._batch import Batch, BatchResult
 from manycore._core._errors import (
@@ -241,7 +242,7 @@ class WorkerSpec:
     max_tasks: int | None = None
     max_memory: int | None = None
     blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
-    shared: tuple[bytes, str | None, object] | None = None  # Pool(shared=...), pickled
+    shared: Shared | None = None  # Pool(shared=...), pickled
 
 
 def start_worker(spec: WorkerSpec) -> WorkerHandle:
