@@ -32,6 +32,12 @@ from manycore._transport._serialize import dumps_code_with
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeAlias
+
+    # A pool's (init, init_args, exit), as a worker runs them.
+    Setup: TypeAlias = tuple[
+        Callable[..., object] | None, tuple[object, ...], Callable[[], object] | None
+    ]
 
 __all__ = ["MAX_FDS", "Inheritance", "InheritedFd", "dumps_init", "receive"]
 
@@ -78,14 +84,14 @@ class Inheritance:
     ``blob`` (pickled) and the descriptors ``fds`` to hand over with it, or the
     objects themselves (``fork``)."""
 
-    def __init__(self, blob: bytes | None, fds: tuple[int, ...], objects: object = None):
+    def __init__(self, blob: bytes | None, fds: tuple[int, ...], objects: Setup | None = None):
         self.blob = blob
         self.fds = fds
         self.objects = objects
 
 
 def dumps_init(
-    setup: tuple[Callable[..., object] | None, tuple[object, ...], Callable[[], object] | None],
+    setup: Setup,
     start_method: str,
 ) -> Inheritance:
     """``(init, init_args, exit)`` made ready for the workers of ``start_method``."""
