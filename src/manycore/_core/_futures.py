@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from manycore._engine._engine import ProcessEngine
@@ -28,9 +28,9 @@ class AwaitableFuture(Future[T]):
     is done (the pool stops the call where it can, as ``mc.amap`` does, and as
     cancelling a task that awaits an asyncio task cancels that task)."""
 
-    on_abandoned: Callable[[Future[Any]], object] | None = None
+    on_abandoned: Callable[[AwaitableFuture[T]], object] | None = None
 
-    def __await__(self) -> Generator[Any, None, T]:
+    def __await__(self) -> Generator[object, None, T]:
         import asyncio  # here: importing it costs start-up time nobody else needs
 
         try:
@@ -46,7 +46,7 @@ class AwaitableFuture(Future[T]):
         thread) could never end: nothing here; see the asyncio backend's."""
 
 
-class EngineFuture(AwaitableFuture[Any]):
+class EngineFuture(AwaitableFuture[T]):
     """A ``Future`` whose ``result()`` reads its own result from the pipes.
 
     See :mod:`manycore._engine._turns`: the waiting thread polls the engine itself when it
@@ -65,7 +65,7 @@ class EngineFuture(AwaitableFuture[Any]):
             self._engine.wake()
         return cancelled
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         return super().result(self._wait(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 from manycore._core._batch import Batch, BatchResult, Done
 from manycore._core._errors import PoolBroken, PoolClosed
@@ -67,6 +68,8 @@ from manycore._transport._payload import FN_LIMIT, FnIds, encode_args, pack_shar
 from manycore._transport._serialize import dumps_fn
 
 __all__ = ["EngineState", "ProcessEngine"]
+
+T = TypeVar("T")
 
 
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
@@ -169,7 +172,7 @@ class ProcessEngine(WorkerLifecycle):
         with self._lock:
             return [w.proc.pid for w in self._workers]
 
-    def wait_for(self, future: Future[object], timeout: float | None) -> None:
+    def wait_for(self, future: Future[T], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
         deadline = None if timeout is None else time.monotonic() + timeout
         # drive() also returns once the engine has finished: a future settled
