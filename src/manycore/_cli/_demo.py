@@ -119,10 +119,11 @@ class Workload:
     """One function over a list of inputs, run on each of ``backends``."""
 
     name: str
-    fn: Callable[[Any], Any]
+    # (the four workloads differ in their item types: a list of them is heterogeneous)
+    fn: Callable[[Any], object]
     inputs: list[Any]
     backends: tuple[str, ...]
-    combine: Callable[[list[Any]], Any] = list  # applied to the results, inside the timing
+    combine: Callable[[list[Any]], object] = list  # applied to the results, inside the timing
 
 
 def plan(sizes: Sizes) -> list[Workload]:
@@ -237,10 +238,10 @@ class Timing:
     wall_s: float
     cpu_s: float  # this process's CPU time (worker processes not included)
     others_cpus: float | None
-    result: Any
+    result: object
 
 
-def _timed(call: Callable[[], Any], meter: CpuMeter) -> Timing:
+def _timed(call: Callable[[], object], meter: CpuMeter) -> Timing:
     """The fastest of a few runs of ``call`` (short calls are repeated)."""
     best: Timing | None = None
     spent = 0.0
@@ -258,7 +259,9 @@ def _timed(call: Callable[[], Any], meter: CpuMeter) -> Timing:
     return best
 
 
-def _then(combine: Callable[[list[Any]], Any], run: Callable[[], list[Any]]) -> Callable[[], Any]:
+def _then(
+    combine: Callable[[list[Any]], object], run: Callable[[], list[Any]]
+) -> Callable[[], object]:
     """``combine(run())``, as a call to time."""
     return lambda: combine(run())
 

@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import sysconfig
-from typing import Any
+from typing import TypedDict
 
 __all__ = ["collect", "render"]
 
@@ -22,8 +22,33 @@ __all__ = ["collect", "render"]
 # PyPI, so "manycore[dask]" would not be).
 _ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
 
+# (a key that is no identifier: the functional form)
+Cpus = TypedDict(
+    "Cpus",
+    {"os.cpu_count": int | None, "affinity": int | None, "cgroup_quota": int | None, "usable": int},
+)
 
-def collect() -> dict[str, Any]:
+
+class Blas(TypedDict):
+    library: str | None
+    threads: int | None
+    version: str | None
+
+
+class Facts(TypedDict):
+    manycore: str
+    python: str
+    platform: str
+    free_threading_build: bool
+    gil_enabled: bool
+    cpus: Cpus
+    start_methods: list[str]
+    shared_memory: bool
+    blas: list[Blas]
+    backends: dict[str, bool]
+
+
+def collect() -> Facts:
     """The facts, as plain data (``manycore info --json`` prints them)."""
     from manycore import __version__
     from manycore._core import cpus
@@ -56,7 +81,7 @@ def _gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
-def _blas() -> list[dict[str, Any]]:
+def _blas() -> list[Blas]:
     """BLAS/OpenMP libraries loaded once NumPy is imported (threadpoolctl)."""
     if importlib.util.find_spec("numpy") is None:
         return []
@@ -73,7 +98,7 @@ def _blas() -> list[dict[str, Any]]:
     ]
 
 
-def render(facts: dict[str, Any]) -> str:
+def render(facts: Facts) -> str:
     """The facts as aligned text for a terminal."""
     cpus = facts["cpus"]
     lines = [

@@ -45,7 +45,7 @@ class BadInput:
         self.text = text
         self.message = message
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (BadInput, (self.text, self.message))
 
 
@@ -55,16 +55,16 @@ class Inputs(abc.ABC):
     from_lines = False
 
     @abc.abstractmethod
-    def items(self) -> Iterable[Any]:
+    def items(self) -> Iterable[object]:
         """What ``mc.imap`` gets: a list, or a generator reading the lines as needed."""
 
     def line_of(self, index: int) -> int | None:
         """The line (from 1) that item ``index`` (from 0) was read from."""
         return None
 
-    def failure_record(self, failure: Failure, error: str) -> dict[str, Any]:
+    def failure_record(self, failure: Failure, error: str) -> dict[str, object]:
         """The error object written in a failed item's place (``--on-error collect``)."""
-        record: dict[str, Any] = {"index": failure.index}
+        record: dict[str, object] = {"index": failure.index}
         line = self.line_of(failure.index)
         if line is not None:
             record["line"] = line
@@ -81,11 +81,11 @@ class ArgInputs(Inputs):
     """INPUT arguments: with ``--json`` all are parsed before any work."""
 
     def __init__(self, texts: Sequence[str], as_json: bool, star: bool):
-        self._items: list[Any] = list(texts)
+        self._items: list[object] = list(texts)
         if as_json:
             self._items = [_parse_argument(i, text, star) for i, text in enumerate(texts)]
 
-    def items(self) -> list[Any]:
+    def items(self) -> list[object]:
         return self._items
 
 
@@ -104,7 +104,7 @@ class LineInputs(Inputs):
         self._owned = owned
         self._skipped: list[int] = []  # per skipped line: the items read before it
 
-    def items(self) -> Iterator[Any]:
+    def items(self) -> Iterator[object]:
         count = 0
         for number, text in self._lines():
             if isinstance(text, str) and not (text.strip() if self._json else text):
@@ -177,21 +177,21 @@ def _stdin() -> IO[Any]:
     return getattr(stdin, "buffer", stdin)  # bytes: each line is decoded on its own
 
 
-def _parse_argument(index: int, text: str, star: bool) -> Any:
+def _parse_argument(index: int, text: str, star: bool) -> object:
     try:
         return parse_json(text, star)
     except ValueError as exc:
         raise UsageError(f"item {index} {_short(text)}: {exc}") from None
 
 
-def _parse_line(number: int, text: str, star: bool) -> Any:
+def _parse_line(number: int, text: str, star: bool) -> object:
     try:
         return parse_json(text, star)
     except ValueError as exc:
         return BadInput(text, f"line {number}: {exc}")
 
 
-def parse_json(text: str, star: bool) -> Any:
+def parse_json(text: str, star: bool) -> object:
     """One input as JSON; a ValueError with a short message if it is not (or, with
     ``star``, if it is not an array)."""
     try:
@@ -203,7 +203,7 @@ def parse_json(text: str, star: bool) -> Any:
     return value
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, str):
@@ -240,7 +240,7 @@ class JsonLines:
         self._thread.join()
         self.flush()
 
-    def write(self, value: Any) -> None:
+    def write(self, value: object) -> None:
         line = dumps(value) + "\n"
         with self._lock:
             if self._error is not None:
@@ -267,7 +267,7 @@ class JsonLines:
                     self._error = exc
 
 
-def dumps(value: Any) -> str:
+def dumps(value: object) -> str:
     """``value`` as one line of JSON: NumPy values through ``.tolist()``, anything
     else that JSON cannot hold as its ``repr()`` string."""
     try:
@@ -276,7 +276,7 @@ def dumps(value: Any) -> str:
         return json.dumps(repr(value))
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> object:
     tolist = getattr(value, "tolist", None)
     if callable(tolist) and not isinstance(value, type):
         return tolist()

@@ -173,9 +173,10 @@ def _add_run_options(
 class Plan:
     """What to run, checked before any work: the call, its inputs and mc options."""
 
-    fn: Callable[..., Any]
+    fn: Callable[..., object]
     inputs: Inputs
     on_error: str
+    # (keyword options of mc.imap / mc.map, passed through as they are)
     options: dict[str, Any] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
 
@@ -282,7 +283,7 @@ def _open_output(path: str | None) -> IO[str]:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _execute(plan: Plan, results: Iterator[Any], out: JsonLines) -> int:
+def _execute(plan: Plan, results: Iterator[object], out: JsonLines) -> int:
     """Write each result as it comes; the exit status."""
     from manycore._core import Failure
 
@@ -308,7 +309,7 @@ def _execute(plan: Plan, results: Iterator[Any], out: JsonLines) -> int:
     return 0
 
 
-def _start(plan: Plan) -> Iterator[Any]:
+def _start(plan: Plan) -> Iterator[object]:
     """The results, as they come: mc.imap over the inputs, or with a checkpoint
     mc.map (run when first asked for a result). An option that mc refuses before
     any work is a usage error."""
@@ -324,7 +325,7 @@ def _start(plan: Plan) -> Iterator[Any]:
         raise UsageError(describe(exc, with_type=False)) from None
 
 
-def _later(run: Callable[[], list[Any]]) -> Iterator[Any]:
+def _later(run: Callable[[], list[object]]) -> Iterator[object]:
     from manycore._core import CheckpointMismatch
 
     try:

@@ -20,14 +20,14 @@ from manycore._cli._io import BadInput, UsageError, describe
 __all__ = ["AsyncCall", "Call", "InputError", "load_function"]
 
 
-def load_function(target: str) -> Callable[..., Any]:
+def load_function(target: str) -> Callable[..., object]:
     """``MODULE:FUNCTION`` imported as ``python -m`` would (the current directory on
     ``sys.path``); MODULE may be a dotted name or a path to a ``.py`` file."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"expected MODULE:FUNCTION (e.g. mytasks:process), got {target!r}")
     module = _import(module_name)
-    obj: Any = module
+    obj: object = module
     for i, part in enumerate(attr.split(".")):
         try:
             obj = getattr(obj, part)
@@ -36,7 +36,7 @@ def load_function(target: str) -> Callable[..., Any]:
             raise UsageError(f"{where} has no attribute {part!r}") from None
     if not callable(obj):
         raise UsageError(f"{target} is not callable (it is {type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _import(name: str) -> ModuleType:
@@ -97,13 +97,13 @@ class Call:
     """FUNCTION as ``manycore run`` calls it: an input line that could not be read
     fails its item, and with ``--star`` a list gives the positional arguments."""
 
-    def __init__(self, fn: Callable[..., Any], star: bool):
+    def __init__(self, fn: Callable[..., object], star: bool):
         self.fn = fn
         self.star = star
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
         self.__name__ = self.__qualname__ = name  # what mc's messages call it
 
-    def __call__(self, item: Any) -> Any:
+    def __call__(self, item: Any) -> Any:  # a decoded JSON line; what FUNCTION returns
         if isinstance(item, BadInput):
             raise InputError(item.message)
         return self.fn(*item) if self.star else self.fn(item)
@@ -112,7 +112,7 @@ class Call:
 class AsyncCall(Call):
     """:class:`Call` for an ``async def`` FUNCTION (the asyncio backend)."""
 
-    async def __call__(self, item: Any) -> Any:
+    async def __call__(self, item: Any) -> object:
         return await super().__call__(item)
 
 

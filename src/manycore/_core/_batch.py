@@ -28,11 +28,11 @@ class Batch:
     failing items.
     """
 
-    fn: Callable[..., Any]
+    fn: Callable[..., object]
     items: Sequence[Any]
     start: int = 0
     star: bool = False
-    kwargs: dict[str, Any] | None = None
+    kwargs: dict[str, object] | None = None
     # Filled in by the scheduler: the batch's place in its run, and a per-backend
     # slot for bookkeeping (the process engine keeps the encoded payload there).
     key: int = 0
@@ -96,7 +96,7 @@ class BatchResult:
     so its time is counted once, as that item's.
     """
 
-    values: list[Any]
+    values: list[object]
     failures: dict[int, BaseException] | None
     elapsed: float
     unrun: list[tuple[int, int]] | None = None
@@ -107,10 +107,10 @@ class BatchResult:
 
 
 def run_batch(
-    fn: Callable[..., Any],
+    fn: Callable[..., object],
     items: Sequence[Any],
     star: bool,
-    kwargs: dict[str, Any] | None,
+    kwargs: dict[str, object] | None,
     catch: type[BaseException] | tuple[type[BaseException], ...],
     time_items: bool = False,
 ) -> BatchResult:
@@ -123,7 +123,7 @@ def run_batch(
     if time_items:
         return _run_timed(fn, items, star, kwargs, catch)
     started = time.perf_counter()
-    values: list[Any] = []
+    values: list[object] = []
     append = values.append
     failures: dict[int, BaseException] | None = None
     pos = 0
@@ -150,16 +150,16 @@ def run_batch(
 
 
 def _run_timed(
-    fn: Callable[..., Any],
+    fn: Callable[..., object],
     items: Sequence[Any],
     star: bool,
-    kwargs: dict[str, Any] | None,
+    kwargs: dict[str, object] | None,
     catch: type[BaseException] | tuple[type[BaseException], ...],
 ) -> BatchResult:
     """:func:`run_batch` that times each item: one clock read per item (each item's
     time runs from the end of the one before), so tiny items pay little."""
     clock = time.perf_counter
-    values: list[Any] = []
+    values: list[object] = []
     stamps: list[float] = []  # when each item ended
     append, stamp = values.append, stamps.append
     failures: dict[int, BaseException] | None = None
@@ -183,8 +183,8 @@ def _run_timed(
 
 
 def _caller(
-    fn: Callable[..., Any], star: bool, kwargs: dict[str, Any] | None
-) -> Callable[[Any], Any]:
+    fn: Callable[..., object], star: bool, kwargs: dict[str, object] | None
+) -> Callable[[Any], object]:
     """``fn`` as a one-argument call on an item (an argument tuple with ``star``)."""
     if kwargs:
         return lambda args: fn(*args, **kwargs)
@@ -207,10 +207,10 @@ def from_user_code(exc: BaseException, frames: int = 1) -> BaseException:
 
 
 def run_tracked(
-    fn: Callable[..., Any],
+    fn: Callable[..., object],
     items: Sequence[Any],
     star: bool,
-    kwargs: dict[str, Any] | None,
+    kwargs: dict[str, object] | None,
     catch: type[BaseException] | tuple[type[BaseException], ...],
     mark: Callable[[int], bool] | None,
 ) -> BatchResult:
@@ -224,7 +224,7 @@ def run_tracked(
     """
     clock = time.perf_counter
     started = clock()
-    values: list[Any] = []
+    values: list[object] = []
     failures: dict[int, BaseException] | None = None
     took: list[float] = []
     n = len(items)

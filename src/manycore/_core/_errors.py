@@ -27,8 +27,7 @@ import signal
 import sys
 from concurrent.futures import BrokenExecutor
 from concurrent.futures.process import BrokenProcessPool
-from types import TracebackType
-from typing import Any
+from types import GetSetDescriptorType, TracebackType
 
 from manycore._core._public import public
 
@@ -81,7 +80,7 @@ class WorkerCrashed(ManycoreError, BrokenProcessPool):
         self.index = index
         self.worker_slot: int | None = None  # the slot of the worker that died (stats)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_crash, (str(self), self.exitcode, self.index))
 
 
@@ -103,7 +102,7 @@ class TaskTimeout(ManycoreError, TimeoutError):
         self.timeout = timeout
         self.index = index
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_timeout, (str(self), self.timeout, self.index))
 
 
@@ -127,7 +126,7 @@ class UpstreamFailed(ManycoreError):
         self.key = key
         self.first: BaseException | None = None  # the error that started the chain
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_upstream, (str(self), self.task, self.key))
 
 
@@ -155,7 +154,7 @@ class RemoteError(ManycoreError):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RemoteError, (self.type_name, str(self).partition(": ")[2]))
 
 
@@ -173,7 +172,7 @@ class CheckpointMismatch(ManycoreError, ValueError):
         super().__init__(message)
         self.path = path
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_mismatch, (str(self), self.path))
 
 
@@ -196,7 +195,7 @@ class RemoteTraceback(Exception):
 # The C-level slots of every exception: setting through them never runs a
 # class's own __setattr__ (a frozen dataclass exception refuses every attribute,
 # and the interpreter itself sets these slots the same way on ``raise ... from``).
-_CAUSE_SLOT: Any = BaseException.__dict__["__cause__"]
+_CAUSE_SLOT: GetSetDescriptorType = BaseException.__dict__["__cause__"]
 
 
 def set_cause(exc: BaseException, cause: BaseException | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = ["AwaitableFuture"]
 
@@ -24,9 +24,9 @@ class AwaitableFuture(Future[T]):
     is done (the pool stops the call where it can, as ``mc.amap`` does, and as
     cancelling a task that awaits an asyncio task cancels that task)."""
 
-    on_abandoned: Callable[[Future[Any]], object] | None = None
+    on_abandoned: Callable[[AwaitableFuture[T]], object] | None = None
 
-    def __await__(self) -> Generator[Any, None, T]:
+    def __await__(self) -> Generator[object, None, T]:
         import asyncio  # here: importing it costs start-up time nobody else needs
 
         try:

@@ -17,22 +17,22 @@ from manycore._core._public import public
 
 __all__ = ["shared", "worker_state"]
 
-_UNSET: Any = object()
+_UNSET: object = object()
 _local = threading.local()
-_process: dict[str, Any] = {}  # set once in a worker process
-_task: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+_process: dict[str, object] = {}  # set once in a worker process
+_task: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
     "manycore_task_view", default=None
 )
 
 
-def set_process(state: Any = _UNSET, shared_obj: Any = _UNSET) -> None:
+def set_process(state: object = _UNSET, shared_obj: object = _UNSET) -> None:
     if state is not _UNSET:
         _process["state"] = state
     if shared_obj is not _UNSET:
         _process["shared"] = shared_obj
 
 
-def set_thread(state: Any, shared_obj: Any) -> tuple[Any, Any]:
+def set_thread(state: object, shared_obj: object) -> tuple[object, object]:
     """Install a thread's view (threads and serial backends); the previous one."""
     previous = (getattr(_local, "state", _UNSET), getattr(_local, "shared", _UNSET))
     _local.state = state
@@ -40,7 +40,7 @@ def set_thread(state: Any, shared_obj: Any) -> tuple[Any, Any]:
     return previous
 
 
-def set_task(state: Any, shared_obj: Any) -> None:
+def set_task(state: object, shared_obj: object) -> None:
     """Install the view of the running asyncio task (and what it starts)."""
     _task.set({"state": state, "shared": shared_obj})
 
@@ -53,7 +53,7 @@ def context() -> str | None:
     return "process" if "shared" in _process else None
 
 
-def _lookup(key: str, what: str) -> Any:
+def _lookup(key: str, what: str) -> object:
     view = _task.get()
     value = view[key] if view is not None else getattr(_local, key, _UNSET)
     if value is _UNSET:
@@ -67,7 +67,7 @@ def _lookup(key: str, what: str) -> Any:
 
 
 @public
-def worker_state() -> Any:
+def worker_state() -> Any:  # the user's own value
     """Inside a task: what the pool's ``init`` returned in this worker (``None``
     without an ``init``). A loaded model, a database connection: made once per
     worker, used by every task there, never pickled per task."""
@@ -75,7 +75,7 @@ def worker_state() -> Any:
 
 
 @public
-def shared() -> Any:
+def shared() -> Any:  # the user's own value
     """Inside a task: the object given as ``Pool(shared=...)``. It reaches each
     worker once (large NumPy arrays in it through shared memory, read-only),
     whatever the number of tasks."""

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TypeVar
 
 from manycore._core import Batch, BatchResult, Done, PoolBroken, PoolClosed
 from manycore._engine import _launch
@@ -65,6 +65,8 @@ from manycore._engine._workers import EngineState, WorkerLifecycle
 from manycore._transport import FN_LIMIT, FnIds, dumps_fn, encode_args, pack_shared, shmem
 
 __all__ = ["EngineState", "ProcessEngine"]
+
+T = TypeVar("T")
 
 
 _DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
@@ -78,13 +80,13 @@ class ProcessEngine(WorkerLifecycle):
         self,
         workers: int,
         start_method: str,
-        init: Callable[..., Any] | None = None,
-        init_args: tuple[Any, ...] = (),
+        init: Callable[..., object] | None = None,
+        init_args: tuple[object, ...] = (),
         max_tasks: int | None = None,
         max_memory: int | None = None,
         blas_threads: int | None = None,
-        exit: Callable[[], Any] | None = None,
-        shared: Any = None,
+        exit: Callable[[], object] | None = None,
+        shared: object = None,
     ):
         self.workers = workers
         self.start_method = start_method
@@ -167,7 +169,7 @@ class ProcessEngine(WorkerLifecycle):
         with self._lock:
             return [w.proc.pid for w in self._workers]
 
-    def wait_for(self, future: Future[Any], timeout: float | None) -> None:
+    def wait_for(self, future: Future[T], timeout: float | None) -> None:
         """Block until ``future`` is done or ``timeout`` passes, polling if we can."""
         deadline = None if timeout is None else time.monotonic() + timeout
         # drive() also returns once the engine has finished: a future settled

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypeAlias
 
 from manycore._core import Batch, BatchResult, Done, WorkerCrashed, describe_exit, pinned
 from manycore._engine._workerproc import WorkerHandle, crash_error, timeout_error
@@ -47,7 +47,16 @@ class Task:
     unread_deaths: int = 0  # workers that died before reading it, in a row
 
 
-def overdue(w: WorkerHandle, now: float) -> tuple[tuple[Any, ...] | None, float | None]:
+# Why the parent killed a worker, or that its kill was settled: ("timeout", task,
+# the item it ran, the stage it was in), ("cancel", task) or ("settled", None).
+Doom: TypeAlias = (
+    tuple[Literal["timeout"], Task, int, str]
+    | tuple[Literal["cancel"], Task]
+    | tuple[Literal["settled"], None]
+)
+
+
+def overdue(w: WorkerHandle, now: float) -> tuple[Doom | None, float | None]:
     """For a worker's oldest batch: (the worker's doom if it overstayed its
     timeout, else None; seconds until it could, or None when nothing is timed).
 

@@ -25,10 +25,19 @@ from __future__ import annotations
 import io
 import os
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manycore._core import SerializationError
 from manycore._transport import dumps_code_with
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    # A pool's (init, init_args, exit), as a worker runs them.
+    Setup: TypeAlias = tuple[
+        Callable[..., object] | None, tuple[object, ...], Callable[[], object] | None
+    ]
 
 __all__ = ["MAX_FDS", "Inheritance", "InheritedFd", "dumps_init", "receive"]
 
@@ -75,13 +84,16 @@ class Inheritance:
     ``blob`` (pickled) and the descriptors ``fds`` to hand over with it, or the
     objects themselves (``fork``)."""
 
-    def __init__(self, blob: bytes | None, fds: tuple[int, ...], objects: Any = None):
+    def __init__(self, blob: bytes | None, fds: tuple[int, ...], objects: Setup | None = None):
         self.blob = blob
         self.fds = fds
         self.objects = objects
 
 
-def dumps_init(setup: tuple[Any, tuple[Any, ...], Any], start_method: str) -> Inheritance:
+def dumps_init(
+    setup: Setup,
+    start_method: str,
+) -> Inheritance:
     """``(init, init_args, exit)`` made ready for the workers of ``start_method``."""
     if start_method == "fork":
         return Inheritance(None, (), setup)
@@ -116,7 +128,7 @@ def _close_all(fds: tuple[int, ...]) -> None:
             pass
 
 
-def _reducers() -> dict[type, Any]:
+def _reducers() -> dict[type, object]:
     """multiprocessing's reducers of its own objects (a pipe end, as a queue holds
     two; a shared Value or Array and its memory), which hand a descriptor to the
     child being started. Not what other libraries registered with it (PyTorch's

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from manycore._engine._inherit import Inheritance
+    from manycore._engine._inherit import Inheritance, Setup
 
 __all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
 
@@ -199,7 +199,7 @@ def spawn_python(
     )
 
 
-def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Any) -> WorkerProcess:
+def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Setup | None) -> WorkerProcess:
     mine = (task_fd, result_fd, slot_fd)
     _KEEP_IN_CHILD.update(mine)
     with warnings.catch_warnings():

@@ -33,11 +33,17 @@ import struct
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manycore._core import BatchResult, cpus, pack_exception, run_batch, run_tracked, task_state
 from manycore._engine import _inherit, _launch
 from manycore._transport import Mappings, bigglobals, dumps, loads_code, shmem, wire
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from manycore._engine._inherit import Setup
+    from manycore._transport import Shared
 
 __all__ = ["main"]
 
@@ -80,7 +86,7 @@ def _encode_result(key: int, result: BatchResult, kept: bool = False) -> bytes:
     return _with_big_buffers(message)
 
 
-def _with_big_buffers(message: Any) -> bytes:
+def _with_big_buffers(message: object) -> bytes:
     """Pickle a result message; its large buffers go into a shared-memory segment
     that the parent maps (and removes), and the pipe carries only their places."""
     big: list[memoryview] | None = [] if shmem.available() else None
@@ -110,8 +116,14 @@ class _Limits:
         self._statm = -1
 
     def run(
-        self, fn: Any, items: Any, star: bool, kwargs: Any, track: bool, time_items: bool
-    ) -> tuple[Any, bool]:
+        self,
+        fn: Callable[..., object],
+        items: Sequence[Any],
+        star: bool,
+        kwargs: dict[str, object] | None,
+        track: bool,
+        time_items: bool,
+    ) -> tuple[BatchResult, bool]:
         """Run a batch within the limits: (BatchResult, whether to retire after it)."""
         n = len(items)
         budget = n if self.max_tasks is None else min(n, self.max_tasks - self.done)
@@ -174,7 +186,7 @@ class _Limits:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-_blas_limit: Any = None  # keeps threadpoolctl's limit in force
+_blas_limit: object = None  # keeps threadpoolctl's limit in force
 
 
 def _limit_blas(threads: int) -> None:
@@ -271,7 +283,7 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
 
 
 def _serve(
-    task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings, inherited: Any = None
+    task_fd: int, result_fd: int, slot_fd: int, mappings: Mappings, inherited: Setup | None = None
 ) -> int:
     first = wire.read_frame(task_fd)
     if first is None:
@@ -320,17 +332,17 @@ def _take_authkey(authkey: bytes) -> None:
     current_process().authkey = authkey
 
 
-def _load_shared(blob: tuple[bytes, str | None, Any] | None) -> Any:
+def _load_shared(blob: Shared | None) -> object:
     if blob is None:
         return None
     data, name, spans = blob
-    if name is None:
+    if name is None or spans is None:  # (both None together)
         return pickle.loads(data)
     segment = shmem.Segment.attach(name, populate=False, readonly=True)
     return pickle.loads(data, buffers=shmem.views(segment, spans))
 
 
-def _run_exit(exit_fn: Any) -> None:
+def _run_exit(exit_fn: Callable[[], object]) -> None:
     """The pool's ``exit`` as the worker stops normally (not when it is killed);
     its error is printed, not raised: the worker is going anyway."""
     try:
@@ -346,7 +358,7 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
     global _stopping
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
-    fns: dict[int, Any] = {}
+    fns: dict[int, Callable[..., object] | _Unloadable] = {}
     clock = time.perf_counter
     # Seconds spent pickling the previous result: it is known only once that
     # result is gone, so it travels with the next one (for pool.stats()).
@@ -414,8 +426,8 @@ def _send(fd: int, payload: bytes) -> None:
 
 
 def _load_args(
-    body: memoryview, oob: Any, mappings: Mappings
-) -> tuple[shmem.Segment | None, Any, Any]:
+    body: memoryview, oob: tuple[str, list[tuple[int, int]]] | None, mappings: Mappings
+) -> tuple[shmem.Segment | None, Sequence[Any], dict[str, object] | None]:
     """A batch's (segment, items, kwargs); its large buffers mapped, not copied."""
     if oob is None:
         items, kwargs = pickle.loads(body)
@@ -436,13 +448,14 @@ class _Unloadable:
         self.error = error
 
 
-def _load_fn(fn_blob: bytes) -> Any:
+def _load_fn(fn_blob: bytes) -> Callable[..., object] | _Unloadable:
     """The task's function, or why it cannot be loaded here (a module this
     worker cannot import): its batches fail with that, the worker lives on."""
     from manycore._core import SerializationError, set_cause
 
     try:
-        return loads_code(fn_blob)
+        fn: Callable[..., object] = loads_code(fn_blob)
+        return fn
     except BaseException as exc:  # the user's code ran (a module's import): even SystemExit
         err = SerializationError(
             f"the task's function could not be unpickled in the worker process: "
@@ -483,7 +496,7 @@ def main(
     result_fd: int,
     slot_fd: int = -1,
     fds: tuple[int, ...] = (),
-    inherited: Any = None,
+    inherited: Setup | None = None,
 ) -> None:
     """Entry point of a worker process; never returns. ``fds``: the descriptors
     its pickled init needs; ``inherited``: (init, init_args, exit) themselves,

@@ -10,7 +10,13 @@ import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from manycore._engine._faults import Doom, Task
+    from manycore._transport import Shared, Shipment
 
 from manycore._core import (
     Batch,
@@ -60,7 +66,7 @@ class WorkerHandle:
     proc: _launch.WorkerProcess
     task_fd: int  # parent writes tasks (non-blocking)
     result_fd: int  # parent reads results (non-blocking); EOF means the worker died
-    inflight: deque[Any] = field(default_factory=deque)  # sent, oldest first
+    inflight: deque[Task] = field(default_factory=deque)  # sent, oldest first
     out: deque[memoryview] = field(default_factory=deque)  # bytes not yet written
     known: set[int] = field(default_factory=set)  # function ids this worker caches
     globals: dict[str, int] = field(default_factory=dict)  # large global -> shipment it has
@@ -71,7 +77,7 @@ class WorkerHandle:
     retiring: bool = False  # it said it exits after its last result (task/memory limit)
     retired_at: float = 0.0  # when it said so
     # Why the parent killed it: ("timeout", task, offset) or ("cancel", task).
-    doom: tuple[Any, ...] | None = None
+    doom: Doom | None = None
     index: int = 0  # its slot, 0..workers-1: a replacement takes over the slot
 
     def skip(self, key: int) -> None:
@@ -165,7 +171,7 @@ class WorkerHandle:
         head = pickle.dumps((key, fn_id, blob, reset, star, track, oob, time_items), 5)
         prefix = wire.HEADER.pack(_HEAD.size + len(head) + len(body)) + _HEAD.pack(len(head))
         prefix += head
-        buffers: list[Any] = [prefix + body] if len(body) < 65536 else [prefix, body]
+        buffers: list[bytes | memoryview] = [prefix + body] if len(body) < 65536 else [prefix, body]
         if blob is not None and getattr(blob, "shipments", None):
             buffers[:0] = self._shipments(blob.shipments)  # type: ignore[attr-defined]
         if self.out:
@@ -185,10 +191,10 @@ class WorkerHandle:
             written = 0
         return not self.out
 
-    def _shipments(self, shipments: Any) -> list[Any]:
+    def _shipments(self, shipments: Iterable[Shipment]) -> list[bytes | memoryview]:
         """Frames of the large globals (see ``_bigglobals``) that a function about
         to be sent names and this worker lacks: written from the objects' memory."""
-        buffers: list[Any] = []
+        buffers: list[bytes | memoryview] = []
         for shipment in shipments:
             if self.globals.get(shipment.key) == shipment.gid:
                 continue
@@ -235,7 +241,7 @@ class WorkerSpec:
     max_tasks: int | None = None
     max_memory: int | None = None
     blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
-    shared: tuple[bytes, str | None, Any] | None = None  # Pool(shared=...), pickled
+    shared: Shared | None = None  # Pool(shared=...), pickled
 
 
 def start_worker(spec: WorkerSpec) -> WorkerHandle:
@@ -316,7 +322,7 @@ class Decoded:
     kept: bool = False  # the task kept arrays of its argument segment
 
 
-def _load_big(message: tuple[Any, ...]) -> Any:
+def _load_big(message: tuple[int, str, list[tuple[int, int]], bytes]) -> Any:
     """A result whose large buffers wait in a worker's segment: map it, remove its
     name at once (the mapping lives on with the arrays), rebuild on top of it."""
     _, name, spans, data = message

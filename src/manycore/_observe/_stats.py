@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from manycore._core import Batch, BatchResult, WorkerCrashed, public
 
@@ -100,7 +99,7 @@ class Stats:
         total = self.wall * max(1, self.capacity)
         return self.busy / total if total > 0 else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Plain data (for JSON): the fields, and the totals."""
         out = asdict(self)
         out.update(busy=self.busy, moving=self.moving, idle=self.idle)
@@ -142,7 +141,7 @@ class StatsRecorder:
     def __init__(
         self,
         slots: int,
-        restarts: Mapping[Any, int] | None = None,
+        restarts: Mapping[int | str, int] | None = None,
         capacity: int | None = None,
         whole_pool: bool = False,
     ):
@@ -153,12 +152,12 @@ class StatsRecorder:
         self._capacity = capacity or max(1, slots)
         self._lock = threading.Lock()
         self._start = time.monotonic()
-        self._tallies: dict[Any, _Tally] = {}
+        self._tallies: dict[int | str, _Tally] = {}
         self._slow: list[tuple[float, int, SlowItem]] = []  # min-heap of the slowest
         self._seq = 0
         self._restarts_base = dict(restarts or {})
 
-    def reset(self, restarts: Mapping[Any, int] | None = None) -> None:
+    def reset(self, restarts: Mapping[int | str, int] | None = None) -> None:
         """Start counting afresh. In place: runs under way hold this recorder."""
         with self._lock:
             self._start = time.monotonic()
@@ -190,7 +189,9 @@ class StatsRecorder:
             for offset, seconds in slowest or ():
                 self._note_slow(batch, offset, seconds, worker)
 
-    def _note_slow(self, batch: Batch, offset: int, seconds: float, worker: Any) -> None:
+    def _note_slow(
+        self, batch: Batch, offset: int, seconds: float, worker: int | str | None
+    ) -> None:
         heap = self._slow
         if len(heap) >= SLOWEST_KEPT and seconds <= heap[0][0]:
             return
@@ -203,13 +204,13 @@ class StatsRecorder:
         else:
             heapq.heapreplace(heap, entry)
 
-    def snapshot(self, restarts: Mapping[Any, int] | None = None) -> Stats:
+    def snapshot(self, restarts: Mapping[int | str, int] | None = None) -> Stats:
         """The figures so far. ``restarts``: the backend's replacements per slot,
         counted since it started (this recorder's share is what came after it)."""
         wall = time.monotonic() - self._start
         restarts = {k: n - self._restarts_base.get(k, 0) for k, n in (restarts or {}).items()}
         with self._lock:
-            keys: list[Any] = list(range(self._slots))
+            keys: list[int | str] = list(range(self._slots))
             keys += [k for k in self._tallies if k not in keys]
             keys += [k for k in restarts if k not in keys and restarts[k]]
             workers = []

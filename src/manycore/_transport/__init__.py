@@ -15,6 +15,8 @@ __all__ = [
     "PROTOCOL",
     "FnIds",
     "Mappings",
+    "Shared",
+    "Shipment",
     "bigglobals",
     "by_reference",
     "ctrl_c",
@@ -41,6 +43,8 @@ __getattr__, __dir__ = lazy_door(
         "FnIds": "_payload",
         "Mappings": "_mapcache",
         "PROTOCOL": "_serialize",
+        "Shared": "_payload",
+        "Shipment": "_bigglobals",
         "bigglobals": "_bigglobals",
         "by_reference": "_serialize",
         "ctrl_c": "_serialize",
@@ -66,9 +70,9 @@ if TYPE_CHECKING:
     from manycore._transport import _shm as shmem
     from manycore._transport import _sync as sync_primitives
     from manycore._transport import _wire as wire
-    from manycore._transport._bigglobals import pinned
+    from manycore._transport._bigglobals import Shipment, pinned
     from manycore._transport._mapcache import Mappings
-    from manycore._transport._payload import FN_LIMIT, FnIds, encode_args, pack_shared
+    from manycore._transport._payload import FN_LIMIT, FnIds, Shared, encode_args, pack_shared
     from manycore._transport._serialize import (
         PROTOCOL,
         by_reference,

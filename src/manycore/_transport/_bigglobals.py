@@ -22,12 +22,19 @@ import pickle
 import sys
 import types
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from manycore._core import SerializationError
 from manycore._transport._coderef import by_reference_as
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import TypeAlias
+
+    # What names a shipment on the wire: (None, key, gid, pickle size or -1, buffer sizes).
+    Head: TypeAlias = tuple[None, str, int, int, list[int]]
 
 __all__ = [
     "BIG",
@@ -55,7 +62,7 @@ class Shipment:
     the user deleted or rebound must be freed, not kept by a cached pickle. What
     is in flight holds it through its :class:`FnBlob`'s ``pins``."""
 
-    def __init__(self, key: str, name: str, value: Any, protocol: int):
+    def __init__(self, key: str, name: str, value: object, protocol: int):
         self.key = key  # the global's namespace and name: a worker keeps one value per key
         self.gid = next(_gids)  # this value of it
         self.protocol = protocol
@@ -70,7 +77,7 @@ class Shipment:
             except Exception as exc:
                 raise unpicklable(name, value, exc) from exc
         try:  # (while it lives, its id names no other object)
-            self._ref: Any = weakref.ref(value)
+            self._ref: Callable[[], object] = weakref.ref(value)
         except TypeError:
             self._ref = lambda: value  # bytes, a list...: held
             return
@@ -78,11 +85,11 @@ class Shipment:
         self.buffers = []
 
     @property
-    def value(self) -> Any:
+    def value(self) -> object:
         """The value, or None once it is gone (a weakly held one)."""
         return self._ref()
 
-    def frame_parts(self) -> tuple[tuple[Any, ...], list[bytes | memoryview]]:
+    def frame_parts(self) -> tuple[Head, list[bytes | memoryview]]:
         """What the engine writes: a head naming this shipment, and the bytes."""
         data, buffers = self.data, self.buffers
         if self._views:
@@ -93,7 +100,7 @@ class Shipment:
             else:
                 data = _pickle(value, buffers, self.protocol)
         size = -1 if data is None else len(data)
-        head = (None, self.key, self.gid, size, [b.nbytes for b in buffers])
+        head: Head = (None, self.key, self.gid, size, [b.nbytes for b in buffers])
         parts: list[bytes | memoryview] = [] if data is None else [data]
         return head, parts + buffers
 
@@ -104,15 +111,15 @@ class _Freed:
     def __init__(self, key: str):
         self.key = key
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_freed, (self.key,))
 
 
-def _freed(key: str) -> Any:
+def _freed(key: str) -> object:
     raise pickle.UnpicklingError(f"the global {key!r} was freed before it was sent")
 
 
-def _pickle(value: Any, buffers: list[memoryview], protocol: int) -> bytes:
+def _pickle(value: object, buffers: list[memoryview], protocol: int) -> bytes:
     if isinstance(value, bytearray):  # a view of it would stop the user resizing it
         return pickle.dumps(value, protocol)
 
@@ -140,21 +147,22 @@ class FnBlob(bytes):
     as plain bytes."""
 
     shipments: tuple[Shipment, ...] = ()
-    pins: tuple[Any, ...] = ()
+    pins: tuple[object, ...] = ()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (bytes, (bytes(self),))
 
 
-def with_shipments(data: bytes, shipments: Any) -> bytes:
+def with_shipments(data: bytes, shipments: Iterable[Shipment] | bytes) -> bytes:
     """``data`` with ``shipments`` attached: a list of them, or the blob ``data``
     wraps (whose shipments it needs too); not pinned (see :func:`pinned`)."""
     if isinstance(shipments, bytes):
         shipments = getattr(shipments, "shipments", ())
-    if not shipments:
+    attached = tuple(shipments)
+    if not attached:
         return data
     blob = FnBlob(data)
-    blob.shipments = tuple(shipments)
+    blob.shipments = attached
     return blob
 
 
@@ -178,7 +186,7 @@ def pinned(blob: bytes) -> bytes | None:
 _shipments: weakref.WeakValueDictionary[tuple[int, str], Shipment] = weakref.WeakValueDictionary()
 
 
-def size_hint(value: Any) -> int:
+def size_hint(value: Any) -> int:  # (duck-typed: anything with .nbytes)
     """A cheap estimate of ``value``'s size in bytes (0 when unknown)."""
     if isinstance(value, (bytes, bytearray, str)):
         return len(value)
@@ -196,7 +204,7 @@ def size_hint(value: Any) -> int:
     return size if isinstance(size, int) else 0
 
 
-def big_globals(fn: Any, protocol: int) -> dict[int, Shipment]:
+def big_globals(fn: object, protocol: int) -> dict[int, Shipment]:
     """The shipments for the large globals that ``fn`` (a by-value function) and
     the script functions it calls read, by the id of their value."""
     found: dict[int, Shipment] = {}
@@ -212,11 +220,11 @@ def big_globals(fn: Any, protocol: int) -> dict[int, Shipment]:
     return found
 
 
-def _globals_read(fn: Any) -> list[tuple[dict[str, Any], str, Any]]:
+def _globals_read(fn: object) -> list[tuple[dict[str, object], str, object]]:
     """(globals dict, name, value) of each global that ``fn`` and the by-value
     functions it reads (a script's helpers) use."""
-    out: list[tuple[dict[str, Any], str, Any]] = []
-    todo: list[Any] = [fn]
+    out: list[tuple[dict[str, object], str, object]] = []
+    todo: list[object] = [fn]
     seen: set[int] = set()
     while todo and len(seen) < 64:
         f = todo.pop()
@@ -232,7 +240,7 @@ def _globals_read(fn: Any) -> list[tuple[dict[str, Any], str, Any]]:
     return out
 
 
-def _filled(cell: Any) -> bool:
+def _filled(cell: types.CellType) -> bool:
     try:
         return cell.cell_contents is not _filled  # (read it: an empty cell raises)
     except ValueError:
@@ -247,7 +255,7 @@ def _names(code: types.CodeType) -> set[str]:
     return names
 
 
-def unpicklable(name: str, value: Any, exc: BaseException) -> SerializationError:
+def unpicklable(name: str, value: object, exc: BaseException) -> SerializationError:
     return SerializationError(
         f"cannot pickle the global {name!r} (of type {type(value).__name__!r}) that the "
         f"function uses, to send it to a worker process: {exc}. Pass it as an argument, "
@@ -255,7 +263,7 @@ def unpicklable(name: str, value: Any, exc: BaseException) -> SerializationError
     )
 
 
-def unpicklable_global(fn: Any) -> SerializationError | None:
+def unpicklable_global(fn: object) -> SerializationError | None:
     """The error naming the first global of ``fn`` that cannot be pickled, if any."""
     for _, name, value in _globals_read(fn):
         if isinstance(value, (types.FunctionType, types.ModuleType)):
@@ -269,10 +277,10 @@ def unpicklable_global(fn: Any) -> SerializationError | None:
 
 # ------------------------------------------------------------ the worker side
 
-_received: dict[str, tuple[int, Any]] = {}  # key -> (gid, value), the latest of each
+_received: dict[str, tuple[int, object]] = {}  # key -> (gid, value), the latest of each
 
 
-def receive(head: tuple[Any, ...], body: memoryview) -> None:
+def receive(head: Head, body: memoryview) -> None:
     """Keep a shipment that arrived (``head`` as :meth:`Shipment.frame_parts` made it)."""
     _, key, gid, size, sizes = head
     if body.readonly:  # the frame was read into bytes: the value must be writable, as pickled
@@ -294,7 +302,7 @@ class _Failed:
         self.exc = exc
 
 
-def global_value(key: str, gid: int) -> Any:
+def global_value(key: str, gid: int) -> object:
     """A shipment's value, for the unpickler of a function that names it."""
     got = _received.get(key)
     if got is None or got[0] != gid:

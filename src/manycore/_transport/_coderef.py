@@ -14,7 +14,6 @@ import importlib
 import sys
 import threading
 import types
-from typing import Any
 
 import cloudpickle
 
@@ -35,7 +34,7 @@ def by_reference_as(fn: types.FunctionType) -> tuple[str, str] | None:
         return None
     if _registered_by_value(name):
         return None
-    found: Any = module
+    found: object = module
     try:
         for part in fn.__qualname__.split("."):
             found = getattr(found, part)
@@ -54,7 +53,7 @@ def _registered_by_value(module_name: str) -> bool:
 # module name -> (its __spec__ when last seen here, reloads seen since). A reload
 # makes a new spec. A forked worker inherits the table: it tells which version of
 # each module the worker's inherited copy is.
-_seen: dict[str, tuple[Any, int]] = {}
+_seen: dict[str, tuple[object, int]] = {}
 _seen_lock = threading.Lock()
 
 
@@ -104,10 +103,10 @@ def current_module(name: str, gen: int) -> types.ModuleType:
     return module
 
 
-def current_function(module_name: str, qualname: str, gen: int) -> Any:
+def current_function(module_name: str, qualname: str, gen: int) -> object:
     """In the worker: the function ``module.qualname``, from an up-to-date module."""
     try:
-        obj: Any = current_module(module_name, gen)
+        obj: object = current_module(module_name, gen)
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except Exception as exc:  # named: the bare cause says nothing of which function

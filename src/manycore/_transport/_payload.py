@@ -9,7 +9,7 @@ cannot be pickled raises at once and names itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from manycore._core import Batch, SerializationError
 from manycore._transport import _shm
@@ -17,12 +17,19 @@ from manycore._transport._serialize import describe_batch, dumps, why
 
 __all__ = ["FN_LIMIT", "FnIds", "encode_args", "pack_shared"]
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # Pool(shared=...) as every worker gets it: the pickle, and the segment and
+    # spans of its large buffers (None, None: they are in the pickle).
+    Shared: TypeAlias = tuple[bytes, str | None, list[tuple[int, int]] | None]
+
 FN_LIMIT = 128  # functions a worker caches before the parent tells it to forget
 
 
 def encode_args(
     batch: Batch, segments: _shm.SegmentPool
-) -> tuple[bytes, tuple[str, Any] | None, _shm.Segment | None]:
+) -> tuple[bytes, tuple[str, list[tuple[int, int]]] | None, _shm.Segment | None]:
     """``(body, oob, segment)``: the pickled items and kwargs; with large buffers,
     where they sit in ``segment`` (taken from ``segments``), else None."""
     big: list[memoryview] | None = [] if _shm.available() else None
@@ -46,7 +53,7 @@ def encode_args(
     return body, (segment.name, spans), segment
 
 
-def pack_shared(obj: Any) -> tuple[tuple[bytes, str | None, Any] | None, _shm.Segment | None]:
+def pack_shared(obj: object) -> tuple[Shared | None, _shm.Segment | None]:
     """``Pool(shared=obj)`` pickled once for every worker, and the segment that
     holds its large buffers (the workers map it read-only, for the pool's life)."""
     if obj is None:

@@ -25,7 +25,7 @@ import threading
 import types
 import weakref
 from collections import ChainMap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -69,13 +69,13 @@ loads = pickle.loads
 
 # A function pickled by reference, with its module's __spec__ then: a reload makes
 # a new one, and the pickle names the module's version (see _coderef).
-_fn_cache: weakref.WeakKeyDictionary[Any, tuple[Any, bytes]] = weakref.WeakKeyDictionary()
-_value_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], bytes]] = (
+_fn_cache: weakref.WeakKeyDictionary[object, tuple[object, bytes]] = weakref.WeakKeyDictionary()
+_value_cache: weakref.WeakKeyDictionary[object, tuple[tuple[object, ...], bytes]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def dumps(obj: Any, big: list[memoryview] | None = None, *, to_worker: bool = True) -> bytes:
+def dumps(obj: object, big: list[memoryview] | None = None, *, to_worker: bool = True) -> bytes:
     """Pickle ``obj``; fall back to cloudpickle where plain pickle cannot serve.
 
     With ``big``, buffers of at least :data:`_shm.THRESHOLD` bytes (NumPy arrays and
@@ -96,7 +96,7 @@ def dumps(obj: Any, big: list[memoryview] | None = None, *, to_worker: bool = Tr
 _PIPE_ENDS = b"multiprocessing.connection"
 
 
-def _refuse_pipe_ends(obj: Any) -> None:
+def _refuse_pipe_ends(obj: object) -> None:
     """Raise TypeError if ``obj`` holds a multiprocessing Connection."""
     from collections import ChainMap
     from multiprocessing.connection import Connection
@@ -109,7 +109,7 @@ def _refuse_pipe_ends(obj: Any) -> None:
     Refusing(io.BytesIO(), PROTOCOL).dump(obj)
 
 
-def _refuse_connection(conn: Any) -> Any:
+def _refuse_connection(conn: object) -> object:
     raise TypeError(
         "a multiprocessing Connection (an end of multiprocessing.Pipe()) cannot travel "
         "to another process as an argument or a result: it is a file descriptor of this "
@@ -118,7 +118,7 @@ def _refuse_connection(conn: Any) -> Any:
     )
 
 
-def _dumps(obj: Any, big: list[memoryview] | None, to_worker: bool) -> bytes:
+def _dumps(obj: object, big: list[memoryview] | None, to_worker: bool) -> bytes:
     keep = None if big is None else _out_of_band(big)
     try:
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=keep)
@@ -132,7 +132,7 @@ def _dumps(obj: Any, big: list[memoryview] | None, to_worker: bool) -> bytes:
     return data
 
 
-def _cloud_dumps(obj: Any, big: list[memoryview] | None) -> bytes:
+def _cloud_dumps(obj: object, big: list[memoryview] | None) -> bytes:
     if big is not None:
         big.clear()  # a first, failed attempt may have collected some
     keep = None if big is None else _out_of_band(big)
@@ -157,7 +157,7 @@ _CLOUD_REDUCE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
 _DYNAMIC_FILE = "<dynamic-code>"
 
 
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+def _reduce_code(code: types.CodeType) -> tuple[object, ...]:
     """cloudpickle's reduction of a code object, with the real file name back.
 
     cloudpickle 3 writes ``<dynamic-code>`` in place of ``co_filename`` (so that
@@ -187,12 +187,15 @@ def _unfiled_source(filename: str) -> tuple[int, None, list[str], str] | None:
 
 
 def _code_with_source(
-    ctor: Any, args: tuple[Any, ...], filename: str, entry: tuple[int, None, list[str], str]
+    ctor: Callable[..., types.CodeType],
+    args: tuple[object, ...],
+    filename: str,
+    entry: tuple[int, None, list[str], str],
 ) -> types.CodeType:
     """In the worker: a code object whose source is in no file; its lines go into
     ``linecache`` (an mtime of None: ``checkcache`` keeps the entry)."""
     linecache.cache.setdefault(filename, entry)
-    return ctor(*args)  # type: ignore[no-any-return]
+    return ctor(*args)
 
 
 _OWN = frozenset({__name__, _coderef.__name__})
@@ -205,11 +208,11 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
     # Code objects keep their file name (see _reduce_code); the rest as cloudpickle does.
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
-    def __init__(self, file: Any, protocol: int, big: dict[int, Shipment] | None = None):
+    def __init__(self, file: object, protocol: int, big: dict[int, Shipment] | None = None):
         super().__init__(file, protocol)
         self._big = big or {}
 
-    def persistent_id(self, obj: Any) -> Any:
+    def persistent_id(self, obj: object) -> object:
         if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
             return _MAIN_GLOBALS
         if self._big:
@@ -218,7 +221,7 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
                 return (BIG_PID, shipment.key, shipment.gid)
         return None
 
-    def reducer_override(self, obj: Any) -> Any:
+    def reducer_override(self, obj: object) -> object:
         if type(obj) is types.MethodType:
             by_name = _method_by_name(obj)
             if by_name is not None:
@@ -234,7 +237,7 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
-def _method_by_name(method: types.MethodType) -> tuple[Any, ...] | None:
+def _method_by_name(method: types.MethodType) -> tuple[object, ...] | None:
     """A bound method (a classmethod too) as ``getattr(its object, its name)``, as
     plain pickle does. cloudpickle pickles a classmethod's function by value, and
     that copy runs against a copy of its module's globals: a global that ``init``
@@ -249,7 +252,7 @@ def _method_by_name(method: types.MethodType) -> tuple[Any, ...] | None:
 
 
 class _FunctionUnpickler(pickle.Unpickler):
-    def persistent_load(self, pid: Any) -> Any:
+    def persistent_load(self, pid: object) -> object:
         if pid == _MAIN_GLOBALS:
             import __main__
 
@@ -259,12 +262,12 @@ class _FunctionUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
-def _module_spec(fn: Any) -> Any:
+def _module_spec(fn: object) -> object:
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     return getattr(module, "__spec__", None)
 
 
-def dumps_code(obj: Any, big: dict[int, Shipment] | None = None) -> bytes:
+def dumps_code(obj: object, big: dict[int, Shipment] | None = None) -> bytes:
     """Pickle functions (and what goes with them) so that ``__main__`` ones share
     globals; the values in ``big`` (by id) are named, not pickled (see _bigglobals)."""
     buf = io.BytesIO()
@@ -277,7 +280,7 @@ def loads_code(data: bytes | memoryview) -> Any:
     return _FunctionUnpickler(io.BytesIO(data)).load()
 
 
-def dumps_fn(fn: Callable[..., Any]) -> bytes:
+def dumps_fn(fn: Callable[..., object]) -> bytes:
     """Pickle a task's function, by value where it is not importable.
 
     A function pickled *by reference* (an importable module function) is cached.
@@ -324,10 +327,12 @@ def dumps_fn(fn: Callable[..., Any]) -> bytes:
 # The large globals' shipments each by-value function sent last, whether or not
 # its pickle could be cached (a mutable small global beside them): the next call
 # then names the same shipments, which workers have, rather than new ones.
-_last_shipments: weakref.WeakKeyDictionary[Any, tuple[Shipment, ...]] = weakref.WeakKeyDictionary()
+_last_shipments: weakref.WeakKeyDictionary[object, tuple[Shipment, ...]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _keep_shipments(fn: Any, big: dict[int, Shipment]) -> None:
+def _keep_shipments(fn: object, big: dict[int, Shipment]) -> None:
     try:
         if big:
             _last_shipments[fn] = tuple(big.values())
@@ -340,7 +345,7 @@ def _keep_shipments(fn: Any, big: dict[int, Shipment]) -> None:
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, types.BuiltinFunctionType)
 
 
-def _unpicklable_fn(fn: Any, exc: BaseException) -> SerializationError:
+def _unpicklable_fn(fn: object, exc: BaseException) -> SerializationError:
     err = unpicklable_global(fn)
     if err is not None:
         return err
@@ -352,8 +357,8 @@ def _unpicklable_fn(fn: Any, exc: BaseException) -> SerializationError:
 
 
 def _fingerprint(
-    fn: Any, chain: tuple[int, ...] = (), big: dict[int, Shipment] | None = None
-) -> tuple[Any, ...] | None:
+    fn: object, chain: tuple[int, ...] = (), big: dict[int, Shipment] | None = None
+) -> tuple[object, ...] | None:
     """What a by-value function's pickle depends on, as comparable values; None
     when something it depends on is mutable (a list, a dict, an instance), since
     a change inside it would not show here and a cached pickle would be stale."""
@@ -362,7 +367,7 @@ def _fingerprint(
     if id(fn) in chain:  # recursion: the function is being fingerprinted already
         return ("recursive", fn.__qualname__)
     chain = (*chain, id(fn))
-    parts: list[Any] = [id(fn.__code__), fn.__qualname__]
+    parts: list[object] = [id(fn.__code__), fn.__qualname__]
     for value in (
         *(fn.__defaults__ or ()),
         *sorted((fn.__kwdefaults__ or {}).items()),
@@ -381,7 +386,7 @@ def _fingerprint(
     return tuple(parts)
 
 
-def _value_key(value: Any, chain: tuple[int, ...], big: dict[int, Shipment] | None) -> Any:
+def _value_key(value: object, chain: tuple[int, ...], big: dict[int, Shipment] | None) -> object:
     """A comparable stand-in for an immutable value; None if it may change inside.
     A large global stands for itself: its shipment, made once."""
     shipment = big.get(id(value)) if big else None
@@ -409,7 +414,7 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def by_reference(fn: Any) -> bool:
+def by_reference(fn: object) -> bool:
     try:
         return b"__main__" not in pickle.dumps(fn, PROTOCOL)
     except Exception:
@@ -417,15 +422,15 @@ def by_reference(fn: Any) -> bool:
 
 
 def describe_unpicklable(
-    args: Sequence[Any], kwargs: dict[str, Any] | None, what: str
+    args: Sequence[object], kwargs: Mapping[str, object] | None, what: str
 ) -> SerializationError | None:
     """Find the first argument that cannot be pickled and say which it is."""
-    named: list[tuple[str, Any]] = [(f"{what} {i}", a) for i, a in enumerate(args)]
+    named: list[tuple[str, object]] = [(f"{what} {i}", a) for i, a in enumerate(args)]
     named += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
     return _first_unpicklable(named)
 
 
-def _first_unpicklable(named: list[tuple[str, Any]]) -> SerializationError | None:
+def _first_unpicklable(named: list[tuple[str, object]]) -> SerializationError | None:
     for label, value in named:
         try:
             dumps(value)
@@ -468,7 +473,7 @@ def describe_batch(batch: Batch) -> SerializationError | None:
     return err
 
 
-def ctrl_c(exc: BaseException, again: Callable[[], Any]) -> bool:
+def ctrl_c(exc: BaseException, again: Callable[[], object]) -> bool:
     """Whether ``exc``, raised inside pickling or unpickling, is the user's
     Ctrl-C rather than the object's own doing (a ``__reduce__`` that raises
     ``KeyboardInterrupt``): a KeyboardInterrupt in the main thread, the only one
@@ -488,11 +493,11 @@ def ctrl_c(exc: BaseException, again: Callable[[], Any]) -> bool:
     return True
 
 
-def _name(fn: Any) -> str:
+def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
-def dumps_code_with(obj: Any, reducers: dict[type, Any]) -> bytes:
+def dumps_code_with(obj: object, reducers: dict[type, object]) -> bytes:
     """:func:`dumps_code` with ``reducers`` (by type) before copyreg's: for what a
     worker is given as it starts (see :mod:`manycore._engine._inherit`)."""
     from collections import ChainMap

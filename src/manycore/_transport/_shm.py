@@ -28,7 +28,10 @@ import mmap
 import os
 import secrets
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 try:
     import _posixshmem  # type: ignore[import-not-found]
@@ -157,7 +160,7 @@ def unlink_name(name: str) -> None:
         pass
 
 
-def layout(buffers: list[Any]) -> tuple[list[tuple[int, int]], int]:
+def layout(buffers: Sequence[memoryview]) -> tuple[list[tuple[int, int]], int]:
     """Where each buffer goes in a segment, and the size it needs."""
     spans = []
     offset = 0
@@ -168,7 +171,7 @@ def layout(buffers: list[Any]) -> tuple[list[tuple[int, int]], int]:
 
 
 def pack(
-    buffers: list[Any], segment: Segment | None = None, owner: int | None = None
+    buffers: Sequence[memoryview], segment: Segment | None = None, owner: int | None = None
 ) -> tuple[Segment, list[tuple[int, int]]]:
     """Copy ``buffers`` (contiguous memoryviews) into ``segment`` (big enough) or
     into a new one (see :meth:`Segment.create` for ``owner``)."""

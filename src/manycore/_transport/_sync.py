@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from manycore._core import public
 from manycore._transport import _shm, _wire
@@ -39,10 +39,10 @@ __all__ = ["Counter", "Lock", "Queue", "Semaphore", "Value"]
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 _counter = itertools.count()
 # Objects this process opened by name, so that each task gets the same one.
-_opened: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_opened: weakref.WeakValueDictionary[str, Semaphore | Value | Queue] = weakref.WeakValueDictionary()
 
 
-def _semlock() -> Any:
+def _semlock() -> Any:  # _multiprocessing.SemLock: no stubs
     import _multiprocessing  # type: ignore[import-not-found]
 
     return _multiprocessing.SemLock
@@ -112,7 +112,7 @@ class Semaphore:
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_open_semaphore, (type(self), self._name))
 
     def __repr__(self) -> str:
@@ -139,7 +139,7 @@ class Lock(Semaphore):
 def _open_semaphore(cls: type[Semaphore], name: str) -> Semaphore:
     known = _opened.get(name)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return cast("Semaphore", known)  # (the name says which kind)
     obj = cls.__new__(cls)
     obj._setup(name, 0, created=False)  # noqa: SLF001 - a factory of this module
     return obj
@@ -153,7 +153,7 @@ class Value:
     ``typecode`` as in :mod:`array`/:mod:`struct`: ``"i"``, ``"q"``, ``"d"``, ...
     """
 
-    def __init__(self, typecode: str = "q", value: Any = 0):
+    def __init__(self, typecode: str = "q", value: object = 0):
         try:
             fmt = struct.Struct("=" + typecode)
         except (struct.error, TypeError):
@@ -175,11 +175,11 @@ class Value:
         _opened[segment.name] = self
 
     @property
-    def value(self) -> Any:
+    def value(self) -> Any:  # an int or a float, by typecode
         return self._fmt.unpack_from(self._segment.map, 0)[0]
 
     @value.setter
-    def value(self, new: Any) -> None:
+    def value(self, new: object) -> None:
         # Checked whole before it is written: a failed pack_into has already
         # zeroed the shared value.
         _check_value(self._fmt, self._typecode, new)
@@ -188,14 +188,14 @@ class Value:
     def get_lock(self) -> Lock:
         return self._lock
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_open_value, (type(self), self._segment.name, self._typecode, self._lock))
 
     def __repr__(self) -> str:
         return f"<manycore.{type(self).__name__}({self._typecode!r}, {self.value!r})>"
 
 
-def _check_value(fmt: struct.Struct, typecode: str, value: Any) -> None:
+def _check_value(fmt: struct.Struct, typecode: str, value: object) -> None:
     """Refuse a value that typecode cannot hold, naming both (not a bare struct.error)."""
     try:
         fmt.pack(value)  # about 100 ns: no cost next to the shared write
@@ -241,7 +241,7 @@ def _made_in_worker() -> bool:
 def _open_value(cls: type[Value], name: str, typecode: str, lock: Lock) -> Value:
     known = _opened.get(name)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return cast("Value", known)  # (the name says which kind)
     obj = cls.__new__(cls)
     obj._setup(_shm.Segment.attach(name), typecode, lock)  # noqa: SLF001 - a factory of this module
     return obj
@@ -292,7 +292,7 @@ class Queue:
         weakref.finalize(self, _close_quietly, self._fd)
         _opened[path] = self
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         record = self._record(item)
         deadline = _deadline(block, timeout)
         while True:
@@ -317,7 +317,7 @@ class Queue:
                 continue
             return _unpack(record)
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: object) -> None:
         self.put(item, block=False)
 
     def get_nowait(self) -> Any:
@@ -337,7 +337,7 @@ class Queue:
     def full(self) -> bool:
         return bool(self.maxsize) and self.qsize() >= self.maxsize
 
-    def _record(self, item: Any) -> bytes:
+    def _record(self, item: object) -> bytes:
         data = _dumps(item)
         if len(data) <= _RECORD - _HEAD.size:
             kind, payload = _INLINE, data
@@ -347,7 +347,7 @@ class Queue:
             kind, payload = _IN_SEGMENT, segment.name.encode()
         return (_HEAD.pack(kind, len(payload)) + payload).ljust(_RECORD, b"\0")
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_open_queue, (self._path, self.maxsize, self._creator))
 
     def __repr__(self) -> str:
@@ -373,7 +373,7 @@ def _wait(fd: int, event: int, deadline: float | None) -> bool:
             return True
 
 
-def _unpack(record: bytes) -> Any:
+def _unpack(record: bytes) -> object:
     kind, size = _HEAD.unpack_from(record)
     payload = record[_HEAD.size : _HEAD.size + size]
     if kind == _INLINE:
@@ -393,7 +393,7 @@ def _discard(record: bytes) -> None:
         _shm.unlink_name(record[_HEAD.size : _HEAD.size + size].decode())
 
 
-def _dumps(item: Any) -> bytes:
+def _dumps(item: object) -> bytes:
     from manycore._transport._serialize import dumps
 
     return dumps(item)
@@ -402,7 +402,7 @@ def _dumps(item: Any) -> bytes:
 def _open_queue(path: str, maxsize: int, creator: int) -> Queue:
     known = _opened.get(path)
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return cast("Queue", known)  # (the name says which kind)
     obj = Queue.__new__(Queue)
     obj._setup(path, maxsize, creator)  # noqa: SLF001 - a factory of this module
     return obj

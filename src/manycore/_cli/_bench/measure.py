@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
-from manycore._cli._bench.runners import RUNNERS, ManycorePool, Runner, installed, opened
+from manycore._cli._bench.runners import RUNNERS, ManycorePool, R, Runner, T, installed, opened
 from manycore._cli._bench.work import echo as echo_child
 
 
@@ -46,12 +45,12 @@ class Workload:
         return row.median if row else None
 
 
-def same(got: Sequence[Any], expected: Sequence[Any]) -> bool:
+def same(got: Sequence[object], expected: Sequence[object]) -> bool:
     return len(got) == len(expected) and all(g == e for g, e in zip(got, expected, strict=True))
 
 
 def open_all(
-    stack: ExitStack, workers: int, warm_up: Callable[[Runner], Any], rows: dict[str, Row]
+    stack: ExitStack, workers: int, warm_up: Callable[[Runner], object], rows: dict[str, Row]
 ) -> list[Runner]:
     """Open and warm up every installed runner at once; the stack closes them all.
 
@@ -77,9 +76,9 @@ def open_all(
 
 def time_once(
     runner: Runner,
-    fn: Callable[[Any], Any],
-    items: Sequence[Any],
-    expected: Sequence[Any],
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    expected: Sequence[R],
     row: Row,
 ) -> None:
     """One timed, verified map; a wrong result or an error becomes the row's note."""
@@ -95,7 +94,7 @@ def time_once(
 
 
 def bench_map(
-    key: str, title: str, fn: Callable[[Any], Any], items: Sequence[Any], workers: int, repeat: int
+    key: str, title: str, fn: Callable[[T], R], items: Sequence[T], workers: int, repeat: int
 ) -> Workload:
     """Every runner's warm pool is open at once and the repeats go round-robin, so a
     burst of load from elsewhere on the machine falls on all runners alike."""
@@ -123,7 +122,7 @@ def run_guarded(runner_cls: type[Runner], workers: int, measure: Callable[[Runne
         return Row(runner_cls.name, note=f"ERROR: {type(exc).__name__}: {exc}")
 
 
-def timed_calls(call: Callable[[int], Any], xs: range) -> tuple[list[float], bool]:
+def timed_calls(call: Callable[[int], object], xs: range) -> tuple[list[float], bool]:
     """Seconds of each ``call(x)``, and whether every call gave ``x`` back."""
     times, ok = [], True
     for x in xs:
@@ -134,7 +133,7 @@ def timed_calls(call: Callable[[int], Any], xs: range) -> tuple[list[float], boo
     return times, ok
 
 
-def round_trips(call: Callable[[int], Any], count: int) -> tuple[list[float], bool]:
+def round_trips(call: Callable[[int], object], count: int) -> tuple[list[float], bool]:
     """``count`` timed round trips of ``call`` after ``count // 10`` warm-up ones."""
     timed_calls(call, range(max(10, count // 10)))
     return timed_calls(call, range(count))
@@ -153,7 +152,7 @@ class PipeEcho:
         child.close()
         return self
 
-    def ping(self, x: int) -> Any:
+    def ping(self, x: int) -> object:
         self.conn.send(x)
         return self.conn.recv()
 
@@ -169,17 +168,18 @@ IMPORTABLE = "manycore Pool, importable f"
 
 
 def latency_cases(
-    noop: Callable[[Any], Any],
-) -> list[tuple[type[Runner], Callable[[Any], Any], str]]:
+    noop: Callable[[object], object],
+) -> list[tuple[type[Runner], Callable[[int], object], str]]:
     """(runner, task function, row name) for (e): each parallel runner with ``noop``,
     and manycore's Pool once more with ``operator.pos``, a function that is not in
     ``__main__`` (manycore pickles a ``__main__`` function again on every submit)."""
+    cases: list[tuple[type[Runner], Callable[[int], object], str]]
     cases = [(cls, noop, cls.name) for cls in RUNNERS if cls.parallel]
     cases.insert(2, (ManycorePool, operator.pos, IMPORTABLE))
     return cases
 
 
-def bench_latency(workers: int, count: int, noop: Callable[[Any], Any]) -> Workload:
+def bench_latency(workers: int, count: int, noop: Callable[[object], object]) -> Workload:
     """Each runner's round trips, right after as many raw-pipe ones (its reference).
 
     The reference is measured next to each runner, so that their ratio holds when the
@@ -189,7 +189,7 @@ def bench_latency(workers: int, count: int, noop: Callable[[Any], Any]) -> Workl
     workload = Workload("e", f"round trip of one trivial task (median of {count}, after warm-up)")
     all_raw: list[float] = []
 
-    def measure(runner: Runner, fn: Callable[[Any], Any], name: str, raw: list[float]) -> Row:
+    def measure(runner: Runner, fn: Callable[[int], object], name: str, raw: list[float]) -> Row:
         runner.call(fn, 0)  # the pool is up before the warm-up round trips start
         times, ok = round_trips(lambda x: runner.call(fn, x), count)
         p90 = statistics.quantiles(times, n=10)[-1]
@@ -212,7 +212,7 @@ def bench_latency(workers: int, count: int, noop: Callable[[Any], Any]) -> Workl
 
 
 def cold_start(
-    runner_cls: type[Runner], workers: int, noop: Callable[[Any], Any]
+    runner_cls: type[Runner], workers: int, noop: Callable[[object], object]
 ) -> tuple[float, float]:
     """Seconds from building the pool to the first result, and to shut it down."""
     runner = runner_cls(workers)
@@ -228,7 +228,7 @@ def cold_start(
     return first - started, time.perf_counter() - closing
 
 
-def bench_cold(workers: int, repeat: int, noop: Callable[[Any], Any]) -> Workload:
+def bench_cold(workers: int, repeat: int, noop: Callable[[object], object]) -> Workload:
     workload = Workload("f", f"cold start: pool creation to first result (median of {repeat})")
     for runner_cls in RUNNERS:
         if not runner_cls.parallel:

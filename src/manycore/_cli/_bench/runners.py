@@ -9,9 +9,13 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from types import ModuleType
+from typing import TypeVar
 
 import manycore as mc
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # multiprocessing and ProcessPoolExecutor fork their workers where fork is the default.
 FORK_IS_DEFAULT = multiprocessing.get_all_start_methods()[0] == "fork"
@@ -40,10 +44,10 @@ class Runner(abc.ABC):
         """Start what the runner needs, outside the timing."""
 
     @abc.abstractmethod
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]`` the runner's way."""
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
+    def call(self, fn: Callable[[T], R], x: T) -> R:
         """One ``fn(x)`` round trip (runners with a submit of their own override it)."""
         return self.map(fn, [x])[0]
 
@@ -56,7 +60,7 @@ class Sequential(Runner):
     parallel = False
     settings = "`list(map(f, items))` in the parent process (no pool)."
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return list(map(fn, items))
 
 
@@ -68,10 +72,10 @@ class ManycoreMap(Runner):
         "warm default pool (built by the warm-up call), `mc.shutdown_default_pools()` to close."
     )
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return mc.map(fn, items, workers=self.workers)
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
+    def call(self, fn: Callable[[T], R], x: T) -> R:
         return mc.map(fn, [x], workers=self.workers)[0]
 
     def close(self) -> None:
@@ -86,10 +90,10 @@ class ManycorePool(Runner):
     def open(self) -> None:
         self.pool = mc.Pool(workers=self.workers)
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return self.pool.map(fn, items)
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
+    def call(self, fn: Callable[[T], R], x: T) -> R:
         return self.pool.submit(fn, x).result()
 
     def close(self) -> None:
@@ -108,10 +112,10 @@ class MultiprocessingPool(Runner):
     def open(self) -> None:
         self.pool = multiprocessing.Pool(self.workers)
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return self.pool.map(fn, items)
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
+    def call(self, fn: Callable[[T], R], x: T) -> R:
         return self.pool.apply_async(fn, (x,)).get()
 
     def close(self) -> None:
@@ -132,11 +136,11 @@ class FuturesPool(Runner):
     def open(self) -> None:
         self.executor = ProcessPoolExecutor(max_workers=self.workers)
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         chunksize = mp_chunksize(len(items), self.workers)
         return list(self.executor.map(fn, items, chunksize=chunksize))
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
+    def call(self, fn: Callable[[T], R], x: T) -> R:
         return self.executor.submit(fn, x).result()
 
     def close(self) -> None:
@@ -157,12 +161,13 @@ class Joblib(Runner):
         self.jobs = peer("joblib").Parallel(n_jobs=self.workers)
         self.jobs.__enter__()
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         delayed = peer("joblib").delayed
         return list(self.jobs(delayed(fn)(x) for x in items))
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
-        return self.jobs([peer("joblib").delayed(fn)(x)])[0]
+    def call(self, fn: Callable[[T], R], x: T) -> R:
+        out: R = self.jobs([peer("joblib").delayed(fn)(x)])[0]  # (untyped)
+        return out
 
     def close(self) -> None:
         reusable_executor = peer("joblib.externals.loky.reusable_executor")
@@ -188,11 +193,12 @@ class Mpire(Runner):
     def open(self) -> None:
         self.pool = peer("mpire").WorkerPool(n_jobs=self.workers, keep_alive=True)
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return list(self.pool.map(fn, items))
 
-    def call(self, fn: Callable[[Any], Any], x: Any) -> Any:
-        return self.pool.apply_async(fn, (x,)).get()
+    def call(self, fn: Callable[[T], R], x: T) -> R:
+        out: R = self.pool.apply_async(fn, (x,)).get()  # (untyped)
+        return out
 
     def close(self) -> None:
         try:
@@ -213,7 +219,7 @@ RUNNERS: list[type[Runner]] = [
 MANYCORE_REF = ManycoreMap.name  # the "vs manycore" column of (a)-(d)
 
 
-def peer(module: str) -> Any:
+def peer(module: str) -> ModuleType:
     """A peer's module, imported when its runner opens (joblib and mpire are optional,
     and untyped here)."""
     return importlib.import_module(module)

@@ -80,7 +80,7 @@ def run_workloads(
 
 
 def bench_arrays(
-    sizes: Sizes, workers: int, repeat: int, array_sum: Callable[[Any], Any]
+    sizes: Sizes, workers: int, repeat: int, array_sum: Callable[[Any], object]
 ) -> Workload:
     mb = sizes.array_len * 8 / 1e6
     title = f"{sizes.arrays} NumPy float64 arrays of {mb:.0f} MB → `a.sum()`"
@@ -96,7 +96,7 @@ def bench_arrays(
 
 
 def shared_array_notes(
-    arrays: list[Any], workers: int, repeat: int, array_sum: Callable[[Any], Any]
+    arrays: list[Any], workers: int, repeat: int, array_sum: Callable[[Any], object]
 ) -> list[str]:
     """Two more figures for (d): the same map when the arrays already live in
     ``mc.shared_array`` (nothing is copied), and the parent's peak memory for the

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 __all__ = [
     "ALL_WORKLOADS",
@@ -26,7 +29,7 @@ def square(x: int) -> int:
     return x * x
 
 
-def noop(x: Any) -> Any:
+def noop(x: object) -> object:
     return x
 
 
@@ -38,7 +41,7 @@ def spin(n: int) -> int:
     return acc
 
 
-def array_sum(a: Any) -> Any:
+def array_sum(a: Any) -> object:  # a NumPy array (NumPy is untyped here)
     return a.sum()
 
 
@@ -49,9 +52,9 @@ class Work:
     as for a user's script); ``manycore bench`` uses these importable ones."""
 
     square: Callable[[int], int]
-    noop: Callable[[Any], Any]
+    noop: Callable[[object], object]
     spin: Callable[[int], int]
-    array_sum: Callable[[Any], Any]
+    array_sum: Callable[[Any], object]
     origin: str
 
 
@@ -60,20 +63,20 @@ PACKAGE_WORK = Work(
 )
 
 
-def calibrate_spin(seconds: float, spin: Callable[[int], Any] = spin) -> int:
+def calibrate_spin(seconds: float, spin: Callable[[int], object] = spin) -> int:
     """Loops of ``spin`` that take about ``seconds`` on this machine (best of 5)."""
     probe = 200_000
     best = min(_timed(spin, probe) for _ in range(5))
     return max(1, round(probe * seconds / best))
 
 
-def _timed(fn: Callable[[int], Any], arg: int) -> float:
+def _timed(fn: Callable[[int], object], arg: int) -> float:
     started = time.perf_counter()
     fn(arg)
     return time.perf_counter() - started
 
 
-def echo(conn: Any) -> None:
+def echo(conn: Connection) -> None:
     """Child of the raw-pipe reference: send back what arrives until ``None``."""
     while (message := conn.recv()) is not None:
         conn.send(message)
