@@ -19,7 +19,7 @@ from manycore._api import _validate as v
 from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
 from manycore._api._pool_sync import SharedPrimitives
 from manycore._core._batch import Batch
-from manycore._core._errors import PoolClosed, pool_of_another_process
+from manycore._core._errors import pool_closed, pool_of_another_process
 from manycore._observe._stats import Stats, StatsRecorder
 from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
 from manycore._scheduler._submission import Submission, fail
@@ -512,7 +512,7 @@ class Pool(Executor, SharedPrimitives):
         if os.getpid() != self._pid:
             raise pool_of_another_process(self._pid)
         if self._state is not PoolState.RUNNING:
-            raise PoolClosed("the pool has been shut down and accepts no new work")
+            raise pool_closed()
 
     def shutdown(
         self,

@@ -56,7 +56,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from manycore._core._batch import Batch, BatchResult, Done
-from manycore._core._errors import PoolBroken, PoolClosed
+from manycore._core._errors import PoolBroken, pool_closed
 from manycore._engine import _launch
 from manycore._engine._faults import StartWatch, Task
 from manycore._engine._inherit import dumps_init
@@ -223,7 +223,7 @@ class ProcessEngine(WorkerLifecycle):
             err = PoolBroken(self._broken_text)
             err.__cause__ = self._broken
             return err
-        return PoolClosed("the pool has been shut down and accepts no new work")
+        return pool_closed()
 
     def _wake(self) -> None:
         self._waker.wake()

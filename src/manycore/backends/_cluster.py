@@ -39,7 +39,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from manycore._core._batch import Batch, BatchResult, pinned
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout, WorkerCrashed
+from manycore._core._errors import PoolClosed, WorkerCrashed, init_raised, pool_closed, timed_out
 from manycore._core._remote import rebuild
 from manycore.backends._base import Backend, BackendOptions, Done
 from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
@@ -138,7 +138,7 @@ class ClusterBackend(Backend):
     def submit(self, batch: Batch, done: Done) -> None:
         with self._lock:
             if self._closed:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
         if batch.claim is not None and not batch.claim():
             return
         record = _Running(batch, done)
@@ -189,9 +189,7 @@ class ClusterBackend(Backend):
             self._lost(record)
             return self._crashed(record.batch, exc)
         if answer[0] == INIT_FAILED:
-            err = PoolBroken(f"the pool's init function raised {rebuild(answer[1])!r}")
-            err.__cause__ = rebuild(answer[1])
-            return err
+            return init_raised(rebuild(answer[1]), "the pool's")
         values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
         return BatchResult(values, failures, elapsed, slowest=slowest, worker=where)
@@ -312,11 +310,7 @@ class ClusterBackend(Backend):
             if self.supports_kill
             else "a running Dask task cannot be stopped: it runs on, and its result is dropped"
         )
-        error = TaskTimeout(
-            f"{batch.name_item(0)} ran longer than timeout={batch.timeout:g} s ({what})",
-            timeout=batch.timeout,
-            index=batch.start,
-        )
+        error = timed_out(batch.name_item(0), batch.timeout, batch.start, what)
         return pinned(batch, 0, error, batch.timeout)
 
     # ------------------------------------------------------------ big objects

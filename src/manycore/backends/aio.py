@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from manycore._core import _state
 from manycore._core._batch import Batch, BatchResult, _from_user_code
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore._core._errors import PoolBroken, pool_closed, timed_out
 from manycore.backends._base import (
     Backend,
     BackendOptions,
@@ -173,7 +173,7 @@ class AsyncioBackend(Backend):
             if self._failure is not None:
                 raise self._failure
             if self._closing:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
             if not batch.submit and threading.current_thread() is self._thread:
                 # A blocking map waits for results only this very loop can produce.
                 raise RuntimeError(
@@ -517,11 +517,11 @@ class AsyncioBackend(Backend):
             timeout = job.batch.timeout
             assert timeout is not None
             job.failures = job.failures or {}
-            job.failures[offset] = TaskTimeout(
-                f"{job.batch.name_item(offset)} ran longer than timeout={timeout:g} s; "
+            job.failures[offset] = timed_out(
+                job.batch.name_item(offset),
+                timeout,
+                job.batch.start + offset,
                 "its coroutine was cancelled",
-                timeout=timeout,
-                index=job.batch.start + offset,
             )
             report = self._count_locked(job)
         task.cancel()

@@ -22,7 +22,7 @@ from typing import Any
 
 from manycore._core import _state
 from manycore._core._batch import Batch, BatchResult, pinned, run_batch, run_tracked
-from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
+from manycore._core._errors import PoolBroken, init_raised, pool_closed, timed_out
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ThreadBackend"]
@@ -82,7 +82,7 @@ class ThreadBackend(Backend):
             if self._init_error is not None:
                 raise self._broken()
             if self._closing:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
             lender = self._nested_without_taker_locked(batch)
             inline = lender is threading.current_thread() and batch.timeout is None
             if not inline:
@@ -291,11 +291,8 @@ class ThreadBackend(Backend):
             return False, None
 
     def _broken(self) -> PoolBroken:
-        err = PoolBroken(
-            f"a worker's init function raised {self._init_error!r}; the pool is broken"
-        )
-        err.__cause__ = self._init_error
-        return err
+        assert self._init_error is not None
+        return init_raised(self._init_error)
 
     # ---------------------------------------------------------------- watchdog
 
@@ -366,11 +363,11 @@ def _run_exit(exit_fn: Any) -> None:
 
 def _timed_out(batch: Batch, offset: int, seconds: float) -> BatchResult:
     assert batch.timeout is not None
-    error = TaskTimeout(
-        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s. A "
-        "thread cannot be stopped: the call goes on in the background and its result "
+    error = timed_out(
+        batch.name_item(offset),
+        batch.timeout,
+        batch.start + offset,
+        "a thread cannot be stopped: the call goes on in the background and its result "
         "will be dropped; use backend='processes' to really stop it",
-        timeout=batch.timeout,
-        index=batch.start + offset,
     )
     return pinned(batch, offset, error, seconds)
