@@ -28,8 +28,6 @@ by the client, and large objects sent to the cluster once.
 from __future__ import annotations
 
 import abc
-import heapq
-import itertools
 import threading
 import time
 import uuid
@@ -42,6 +40,7 @@ from manycore._core._batch import Batch, BatchResult, pinned
 from manycore._core._errors import PoolClosed, WorkerCrashed, init_raised, pool_closed, timed_out
 from manycore._core._remote import rebuild
 from manycore.backends._base import Backend, BackendOptions, Done
+from manycore.backends._deadlines import Deadlines
 from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
 
 __all__ = ["ClusterBackend"]
@@ -86,8 +85,7 @@ class ClusterBackend(Backend):
         self._puts: dict[int, list[Any]] = {}  # id(obj) -> [obj, ref, batches using it]
         self._timed_waiting: deque[tuple[_Running, tuple[Any, ...]]] = deque()
         self._timed_out = 0  # timed tasks out on the cluster (also ones that timed out)
-        self._deadlines: list[tuple[float, int, _Running]] = []
-        self._seq = itertools.count()
+        self._deadlines: Deadlines[_Running] = Deadlines()
         self._alarm = threading.Condition(self._lock)
         self._watchdog: threading.Thread | None = None
         token = uuid.uuid4().hex
@@ -222,6 +220,7 @@ class ClusterBackend(Backend):
             if record.settled:
                 return
             record.settled = True
+            self._deadlines.disarm(record)
             self._running.pop(id(record.batch), None)
             self._alarm.notify_all()
         self._release_puts(record)
@@ -277,7 +276,9 @@ class ClusterBackend(Backend):
 
     def _arm(self, record: _Running, deadline: float) -> None:
         with self._lock:
-            heapq.heappush(self._deadlines, (deadline, next(self._seq), record))
+            if record.settled:
+                return  # reported (a kill) before its deadline was set
+            self._deadlines.arm(record, deadline)
             if self._watchdog is None:
                 self._watchdog = threading.Thread(
                     target=self._watch, name=f"manycore-{self.name}-timeouts", daemon=True
@@ -291,14 +292,15 @@ class ClusterBackend(Backend):
                 while True:
                     if self._closed and not self._running:
                         return
-                    now = time.monotonic()
-                    while self._deadlines and self._deadlines[0][2].settled:
-                        heapq.heappop(self._deadlines)
-                    if self._deadlines and self._deadlines[0][0] <= now:
-                        record = heapq.heappop(self._deadlines)[2]
+                    expired, wait = self._deadlines.due(time.monotonic())
+                    if expired:
                         break
-                    wait = self._deadlines[0][0] - now if self._deadlines else 1.0
-                    self._alarm.wait(min(wait, 1.0))
+                    self._alarm.wait(1.0 if wait is None else min(wait, 1.0))
+            self._expire(expired)
+            del expired  # (no finished batch kept alive while the watchdog sleeps)
+
+    def _expire(self, records: list[_Running]) -> None:
+        for record in records:
             record.stop_asked = True
             self._settle(record, self._timed_out_result(record.batch))
             self._stop(record.handle, force=True)

@@ -24,6 +24,7 @@ from manycore._core import _state
 from manycore._core._batch import Batch, BatchResult, pinned, run_batch, run_tracked
 from manycore._core._errors import PoolBroken, init_raised, pool_closed, timed_out
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
+from manycore.backends._deadlines import Deadlines
 
 __all__ = ["ThreadBackend"]
 
@@ -39,13 +40,6 @@ class _Running:
     thread: threading.Thread
     now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
     abandoned: bool = False  # timed out: reported already; the thread quits after it
-
-    def mark(self, offset: int) -> bool:
-        """Item ``offset`` starts now; False: stop (the run was abandoned)."""
-        if self.abandoned:
-            return False
-        self.now = (offset, time.monotonic())
-        return True
 
 
 @register_backend
@@ -70,7 +64,7 @@ class ThreadBackend(Backend):
         # that thread (one each: more of its work waits for the same one).
         self._borrowed: dict[threading.Thread, threading.Thread] = {}
         self._idle = 0
-        self._running: dict[Batch, _Running] = {}
+        self._deadlines: Deadlines[_Running] = Deadlines()  # the item each timed run is on
         self._closing = False
         self._init_error: BaseException | None = None
         self._watchdog: threading.Thread | None = None
@@ -247,23 +241,32 @@ class ThreadBackend(Backend):
             del batch, done, result, run
             return True
         del done  # (only ``run`` holds it while the call runs: see _report_expired)
-        with self._cond:
-            self._running[batch] = run
-            self._alarm.notify()  # the watchdog now has a deadline to watch
 
         def mark(offset: int) -> bool:
-            return run.mark(offset)  # noqa: F821  (a cell: `del run` below empties it)
+            return self._mark(run, offset)  # noqa: F821  (a cell: `del run` below empties it)
 
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
         result.worker = slot
         with self._cond:
-            self._running.pop(batch, None)
+            self._deadlines.disarm(run)
             if run.abandoned:
                 return False
             result.nested = run.thread in self._borrowed
         assert run.done is not None
         run.done(batch, result)
         del batch, result, run
+        return True
+
+    def _mark(self, run: _Running, offset: int) -> bool:
+        """Item ``offset`` of ``run`` starts now; False: stop (the run was abandoned)."""
+        now = time.monotonic()
+        assert run.batch.timeout is not None
+        with self._cond:
+            if run.abandoned:
+                return False
+            run.now = (offset, now)
+            if self._deadlines.arm(run, now + run.batch.timeout):
+                self._alarm.notify()  # the watchdog sleeps until a later deadline
         return True
 
     def _lent(self, thread: threading.Thread) -> bool:
@@ -314,31 +317,23 @@ class ThreadBackend(Backend):
     def _expire_locked(self, now: float) -> tuple[list[tuple[_Running, int, int]], float | None]:
         """The runs past their deadline, taken off the books (their threads
         abandoned and replaced); and the seconds until the next deadline."""
-        expired: list[tuple[_Running, int, int]] = []
-        wait: float | None = None
-        for run in self._running.values():
-            limit = run.batch.timeout
-            if run.abandoned or limit is None:
-                continue
-            seen = run.now
-            left = limit if seen is None else seen[1] + limit - now
-            if left <= 0 and seen is not None:
-                run.abandoned = True
-                self._threads.discard(run.thread)
-                slot = self._slot_of.pop(run.thread)
-                expired.append((run, seen[0], slot))
-                lender = self._borrowed.pop(run.thread, None)
-                if not self._closing or self._work:
-                    replacement = self._start_thread_locked(slot)
-                    self._restarts[slot] = self._restarts.get(slot, 0) + 1
-                    if lender is not None:  # it takes over the lent slot too
-                        self._borrowed[replacement] = lender
-                self._drained.notify_all()
-            else:
-                wait = left if wait is None else min(wait, left)
-        for run, _, _ in expired:
-            self._running.pop(run.batch, None)
-        return expired, wait
+        due, wait = self._deadlines.due(now)
+        return [self._abandon_locked(run) for run in due], wait
+
+    def _abandon_locked(self, run: _Running) -> tuple[_Running, int, int]:
+        """``run``'s thread is left to its call; a new one takes its slot."""
+        assert run.now is not None
+        run.abandoned = True
+        self._threads.discard(run.thread)
+        slot = self._slot_of.pop(run.thread)
+        lender = self._borrowed.pop(run.thread, None)
+        if not self._closing or self._work:
+            replacement = self._start_thread_locked(slot)
+            self._restarts[slot] = self._restarts.get(slot, 0) + 1
+            if lender is not None:  # it takes over the lent slot too
+                self._borrowed[replacement] = lender
+        self._drained.notify_all()
+        return run, run.now[0], slot
 
     @staticmethod
     def _report_expired(expired: list[tuple[_Running, int, int]], now: float) -> None:
