@@ -42,6 +42,7 @@ __all__ = [
     "UpstreamFailed",
     "WorkerCrashed",
     "add_note",
+    "bad_wait_timeout",
     "describe_exit",
     "init_raised",
     "pool_closed",
@@ -255,6 +256,11 @@ def init_raised(error: BaseException, whose: str = "a worker's") -> PoolBroken:
     err = PoolBroken(f"{whose} init function raised {error!r}; the pool is broken")
     err.__cause__ = error
     return err
+
+
+def bad_wait_timeout(timeout: object) -> ValueError:
+    """A ``timeout=`` of a wait (a lock, a queue, a future) that is no duration."""
+    return ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
 
 
 def timed_out(

@@ -17,6 +17,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._pool import PoolState
 from manycore._core import _state
+from manycore._core._errors import bad_wait_timeout
 from manycore._core._futures import AwaitableFuture
 from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, run_here
 from manycore._tasks._run import current_pool, futures_in
@@ -388,7 +389,7 @@ def _deadline(timeout: Any) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        raise bad_wait_timeout(timeout)
     return None if timeout == math.inf else time.monotonic() + timeout
 
 
