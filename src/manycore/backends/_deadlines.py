@@ -1,10 +1,12 @@
 """Per-item deadlines for the backends that cannot kill a running item.
 
-The threads and cluster backends share this book of deadlines; their watchdog
-thread asks it what is due and how long to sleep. The policy (what a timed-out
-item becomes, the words of its ``TaskTimeout``) stays with each backend and
-``manycore._core._errors.timed_out``; the processes engine keeps its own watch,
-as it kills the worker (see ``manycore._engine._faults``).
+The threads, asyncio and cluster backends share this book of deadlines: a
+watchdog (the threads' and the cluster's a thread, asyncio's one loop timer)
+asks it what is due and how long to sleep. What a timed-out item becomes stays
+with each backend, its words with ``manycore._core._errors.timed_out``. The
+serial backend needs no watch (it fails an item after it returned), and the
+processes engine keeps its own, as it kills the worker
+(``manycore._engine._faults``).
 
 Not thread-safe: the caller holds its own lock around every call.
 """

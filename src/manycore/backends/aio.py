@@ -50,6 +50,7 @@ from manycore.backends._caller_loop import (
     from_the_call,
     running_loop,
 )
+from manycore.backends._deadlines import Deadlines
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing
@@ -131,6 +132,10 @@ class AsyncioBackend(Backend):
         self._state: Any = None  # what init returned
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
+        # Items' deadlines (in loop.time()), touched on the loop only; one loop
+        # timer, set for the earliest, serves them all.
+        self._deadlines: Deadlines[tuple[_Job, int]] = Deadlines()
+        self._alarm: asyncio.TimerHandle | None = None
 
     @classmethod
     def check_fn(cls, fn: Callable[..., Any]) -> None:
@@ -465,10 +470,8 @@ class AsyncioBackend(Backend):
 
         _ITEM.set(item)  # this task's own context: what it submits to this pool is nested
         batch = job.batch
-        timer = None
         if batch.timeout is not None:
-            assert self._loop is not None
-            timer = self._loop.call_later(batch.timeout, self._expire, job, offset)
+            self._arm((job, offset), batch.timeout)
         error: BaseException | None = None
         value = None
         try:
@@ -489,9 +492,26 @@ class AsyncioBackend(Backend):
         except BaseException as exc:  # the item's outcome, whatever it is
             error = from_the_call(_from_user_code(exc))
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadlines.disarm((job, offset))
         self._settle(job, offset, value, error)
+
+    def _arm(self, key: tuple[_Job, int], timeout: float) -> None:
+        """(On the loop.) Item ``key`` fails ``timeout`` seconds from now."""
+        loop = self._loop
+        assert loop is not None
+        if self._deadlines.arm(key, loop.time() + timeout):
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_later(timeout, self._on_alarm)
+
+    def _on_alarm(self) -> None:
+        """(On the loop.) Fail the items past their deadline; wait for the next."""
+        loop = self._loop
+        assert loop is not None
+        expired, wait = self._deadlines.due(loop.time())
+        self._alarm = None if wait is None else loop.call_later(wait, self._on_alarm)
+        for job, offset in expired:
+            self._expire(job, offset)
 
     def _settle(self, job: _Job, offset: int, value: Any, error: BaseException | None) -> None:
         with self._lock:
