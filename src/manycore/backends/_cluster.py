@@ -292,9 +292,11 @@ class ClusterBackend(Backend):
                 while True:
                     if self._closed and not self._running:
                         return
-                    expired, wait = self._deadlines.due(time.monotonic())
+                    now = time.monotonic()
+                    expired = self._deadlines.due(now)
                     if expired:
                         break
+                    wait = self._deadlines.wait(now)
                     self._alarm.wait(1.0 if wait is None else min(wait, 1.0))
             self._expire(expired)
             del expired  # (no finished batch kept alive while the watchdog sleeps)

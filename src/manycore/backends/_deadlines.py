@@ -59,16 +59,20 @@ class Deadlines(Generic[K]):
         if token is not None:
             del self._keys[token]
 
-    def due(self, now: float) -> tuple[list[K], float | None]:
-        """The keys whose deadline has passed (disarmed: taken off the book), and
-        the seconds until the next one (None: none is left)."""
+    def due(self, now: float) -> list[K]:
+        """The keys whose deadline has passed, disarmed: taken off the book."""
         expired: list[K] = []
         while (first := self._first()) is not None and first <= now:
             token = heapq.heappop(self._heap)[1]
             key = self._keys.pop(token)
             del self._tokens[key]
             expired.append(key)
-        return expired, None if first is None else first - now
+        return expired
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the next deadline (None: none is left)."""
+        first = self._first()
+        return None if first is None else first - now
 
     def _first(self) -> float | None:
         """The earliest live deadline (stale entries on top are dropped)."""

@@ -508,7 +508,9 @@ class AsyncioBackend(Backend):
         """(On the loop.) Fail the items past their deadline; wait for the next."""
         loop = self._loop
         assert loop is not None
-        expired, wait = self._deadlines.due(loop.time())
+        now = loop.time()
+        expired = self._deadlines.due(now)
+        wait = self._deadlines.wait(now)
         self._alarm = None if wait is None else loop.call_later(wait, self._on_alarm)
         for job, offset in expired:
             self._expire(job, offset)

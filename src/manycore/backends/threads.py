@@ -41,6 +41,16 @@ class _Running:
     now: tuple[int, float] | None = None  # (offset, time.monotonic() it started)
     abandoned: bool = False  # timed out: reported already; the thread quits after it
 
+    def mark(self, offset: int) -> bool:
+        """Item ``offset`` starts now; False: stop (the run was abandoned).
+
+        (No lock, no deadline armed per item: the watchdog, when the run's
+        deadline comes, reads this and sets it again if a later item is on.)"""
+        if self.abandoned:
+            return False
+        self.now = (offset, time.monotonic())
+        return True
+
 
 @register_backend
 class ThreadBackend(Backend):
@@ -242,8 +252,13 @@ class ThreadBackend(Backend):
             return True
         del done  # (only ``run`` holds it while the call runs: see _report_expired)
 
+        with self._cond:
+            # The first item starts after this: its deadline is no earlier.
+            if self._deadlines.arm(run, time.monotonic() + batch.timeout):
+                self._alarm.notify()
+
         def mark(offset: int) -> bool:
-            return self._mark(run, offset)  # noqa: F821  (a cell: `del run` below empties it)
+            return run.mark(offset)  # noqa: F821  (a cell: `del run` below empties it)
 
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
         result.worker = slot
@@ -255,18 +270,6 @@ class ThreadBackend(Backend):
         assert run.done is not None
         run.done(batch, result)
         del batch, result, run
-        return True
-
-    def _mark(self, run: _Running, offset: int) -> bool:
-        """Item ``offset`` of ``run`` starts now; False: stop (the run was abandoned)."""
-        now = time.monotonic()
-        assert run.batch.timeout is not None
-        with self._cond:
-            if run.abandoned:
-                return False
-            run.now = (offset, now)
-            if self._deadlines.arm(run, now + run.batch.timeout):
-                self._alarm.notify()  # the watchdog sleeps until a later deadline
         return True
 
     def _lent(self, thread: threading.Thread) -> bool:
@@ -317,8 +320,21 @@ class ThreadBackend(Backend):
     def _expire_locked(self, now: float) -> tuple[list[tuple[_Running, int, int]], float | None]:
         """The runs past their deadline, taken off the books (their threads
         abandoned and replaced); and the seconds until the next deadline."""
-        due, wait = self._deadlines.due(now)
-        return [self._abandon_locked(run) for run in due], wait
+        expired = [
+            self._abandon_locked(run) for run in self._deadlines.due(now) if self._late(run, now)
+        ]
+        return expired, self._deadlines.wait(now)
+
+    def _late(self, run: _Running, now: float) -> bool:
+        """``run``'s deadline came: True if its item overstayed; else (a later item
+        is on, or none has started) its deadline is set anew."""
+        limit = run.batch.timeout
+        assert limit is not None
+        seen = run.now
+        if seen is not None and seen[1] + limit <= now:
+            return True
+        self._deadlines.arm(run, (now if seen is None else seen[1]) + limit)
+        return False
 
     def _abandon_locked(self, run: _Running) -> tuple[_Running, int, int]:
         """``run``'s thread is left to its call; a new one takes its slot."""
