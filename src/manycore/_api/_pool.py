@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
 from manycore._api._pool_sync import SharedPrimitives
-from manycore._core import Batch, PoolClosed, pool_of_another_process, public
+from manycore._core import Batch, pool_closed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler import ChunkPlanner, InputSource, MapRun, Policy, Submitter
 from manycore._transport import dumps_fn
@@ -462,7 +462,7 @@ class Pool(Executor, SharedPrimitives):
         if os.getpid() != self._pid:
             raise pool_of_another_process(self._pid)
         if self._state is not PoolState.RUNNING:
-            raise PoolClosed("the pool has been shut down and accepts no new work")
+            raise pool_closed()
 
     def shutdown(
         self,

@@ -43,10 +43,14 @@ __all__ = [
     "UpstreamFailed",
     "WorkerCrashed",
     "add_note",
+    "bad_wait_timeout",
     "describe_exit",
+    "init_raised",
+    "pool_closed",
     "pool_of_another_process",
     "set_cause",
     "set_traceback",
+    "timed_out",
 ]
 
 
@@ -248,6 +252,40 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"signal {-exitcode}"
     return f"exit code {exitcode}"
+
+
+# The texts of errors that several backends raise, each worded here once.
+
+
+def pool_closed() -> PoolClosed:
+    """Work given to a pool after ``shutdown``."""
+    return PoolClosed("the pool has been shut down and accepts no new work")
+
+
+def init_raised(error: BaseException, whose: str = "a worker's") -> PoolBroken:
+    """The pool's ``init`` raised ``error`` (its ``__cause__``): it runs nothing more."""
+    err = PoolBroken(f"{whose} init function raised {error!r}; the pool is broken")
+    err.__cause__ = error
+    return err
+
+
+def bad_wait_timeout(timeout: object) -> ValueError:
+    """A ``timeout=`` of a wait (a lock, a queue, a future) that is no duration."""
+    return ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+
+
+def timed_out(
+    what: str, timeout: float, index: int, then: str, *, took: float | None = None
+) -> TaskTimeout:
+    """Item ``what`` (input ``index``) overstayed ``timeout``; ``then`` says what
+    became of it (killed, cancelled, left to run on)."""
+    limit = f"timeout={timeout:g} s"
+    ran = (
+        f"took {took:.3g} s, longer than {limit}"
+        if took is not None
+        else f"ran longer than {limit}"
+    )
+    return TaskTimeout(f"{what} {ran}; {then}", timeout=timeout, index=index)
 
 
 def pool_of_another_process(owner: int) -> PoolClosed:

@@ -55,7 +55,7 @@ from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from manycore._core import Batch, BatchResult, Done, PoolBroken, PoolClosed
+from manycore._core import Batch, BatchResult, Done, PoolBroken, pool_closed
 from manycore._engine import _launch
 from manycore._engine._faults import StartWatch, Task
 from manycore._engine._inherit import dumps_init
@@ -222,7 +222,7 @@ class ProcessEngine(WorkerLifecycle):
             err = PoolBroken(self._broken_text)
             err.__cause__ = self._broken
             return err
-        return PoolClosed("the pool has been shut down and accepts no new work")
+        return pool_closed()
 
     def _wake(self) -> None:
         self._waker.wake()

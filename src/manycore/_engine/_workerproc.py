@@ -28,6 +28,7 @@ from manycore._core import (
     describe_exit,
     rebuild,
     set_cause,
+    timed_out,
 )
 from manycore._engine import _launch
 from manycore._engine._inherit import Inheritance
@@ -401,12 +402,9 @@ def timeout_error(batch: Batch, offset: int, pid: int, phase: str = "running") -
     assert batch.timeout is not None
     index = batch.start + offset
     what, limit = batch.name_item(offset), f"timeout={batch.timeout:g} s"
-    if phase in _NOT_STARTED:
-        where = _NOT_STARTED[phase].format(what=what, limit=limit, pid=pid)
-        message = f"{where}; the worker was killed and has been replaced"
-    else:
-        message = (
-            f"{what} ran longer than {limit}; its worker process {pid} was killed to stop "
-            "it and has been replaced"
-        )
+    if phase not in _NOT_STARTED:
+        then = f"its worker process {pid} was killed to stop it and has been replaced"
+        return timed_out(what, batch.timeout, index, then)
+    where = _NOT_STARTED[phase].format(what=what, limit=limit, pid=pid)
+    message = f"{where}; the worker was killed and has been replaced"
     return TaskTimeout(message, timeout=batch.timeout, index=index)

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError
 
-from manycore._core import Batch, BatchResult, PoolBroken, WorkerCrashed
+from manycore._core import Batch, BatchResult, PoolBroken, WorkerCrashed, init_raised
 from manycore._engine._faults import StartWatch, Task, overdue, verdicts
 from manycore._engine._turns import PollTurns, WakePipe
 from manycore._engine._workerproc import (
@@ -176,9 +176,7 @@ class WorkerLifecycle(abc.ABC):
 
     def _break(self, error: BaseException, message: str | None = None) -> None:
         """A worker's init failed: fail everything, start nothing more."""
-        err = PoolBroken(
-            message or f"a worker's init function raised {error!r}; the pool is broken"
-        )
+        err = init_raised(error) if message is None else PoolBroken(message)
         err.__cause__ = error
         with self._lock:
             if self._state is EngineState.RUNNING:

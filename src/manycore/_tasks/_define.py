@@ -15,7 +15,7 @@ from concurrent.futures import wait as _wait
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from manycore._api import PoolState, validate
-from manycore._core import AwaitableFuture, public, task_state
+from manycore._core import AwaitableFuture, bad_wait_timeout, public, task_state
 from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, run_here
 from manycore._tasks._run import current_pool, futures_in
 from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pinned, with_shipments
@@ -387,7 +387,7 @@ def _deadline(timeout: Any) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        raise bad_wait_timeout(timeout)
     return None if timeout == math.inf else time.monotonic() + timeout
 
 

@@ -31,7 +31,7 @@ import time
 import weakref
 from typing import Any, cast
 
-from manycore._core import public
+from manycore._core import bad_wait_timeout, public
 from manycore._transport import _shm, _wire
 
 __all__ = ["Counter", "Lock", "Queue", "Semaphore", "Value"]
@@ -65,7 +65,7 @@ def _unlink_semaphore(name: str, creator: int) -> None:
 
 def _check_timeout(timeout: float | None) -> float | None:
     if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        raise bad_wait_timeout(timeout)
     return timeout
 
 

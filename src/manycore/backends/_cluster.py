@@ -28,8 +28,6 @@ by the client, and large objects sent to the cluster once.
 from __future__ import annotations
 
 import abc
-import heapq
-import itertools
 import threading
 import time
 import uuid
@@ -41,14 +39,16 @@ from typing import Any
 from manycore._core import (
     Batch,
     BatchResult,
-    PoolBroken,
     PoolClosed,
-    TaskTimeout,
     WorkerCrashed,
+    init_raised,
     pinned,
+    pool_closed,
     rebuild,
+    timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done
+from manycore.backends._deadlines import Deadlines
 from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
 
 __all__ = ["ClusterBackend"]
@@ -93,8 +93,7 @@ class ClusterBackend(Backend):
         self._puts: dict[int, list[Any]] = {}  # id(obj) -> [obj, ref, batches using it]
         self._timed_waiting: deque[tuple[_Running, tuple[Any, ...]]] = deque()
         self._timed_out = 0  # timed tasks out on the cluster (also ones that timed out)
-        self._deadlines: list[tuple[float, int, _Running]] = []
-        self._seq = itertools.count()
+        self._deadlines: Deadlines[_Running] = Deadlines()
         self._alarm = threading.Condition(self._lock)
         self._watchdog: threading.Thread | None = None
         token = uuid.uuid4().hex
@@ -145,7 +144,7 @@ class ClusterBackend(Backend):
     def submit(self, batch: Batch, done: Done) -> None:
         with self._lock:
             if self._closed:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
         if batch.claim is not None and not batch.claim():
             return
         record = _Running(batch, done)
@@ -196,9 +195,7 @@ class ClusterBackend(Backend):
             self._lost(record)
             return self._crashed(record.batch, exc)
         if answer[0] == INIT_FAILED:
-            err = PoolBroken(f"the pool's init function raised {rebuild(answer[1])!r}")
-            err.__cause__ = rebuild(answer[1])
-            return err
+            return init_raised(rebuild(answer[1]), "the pool's")
         values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
         return BatchResult(values, failures, elapsed, slowest=slowest, worker=where)
@@ -231,6 +228,7 @@ class ClusterBackend(Backend):
             if record.settled:
                 return
             record.settled = True
+            self._deadlines.disarm(record)
             self._running.pop(id(record.batch), None)
             self._alarm.notify_all()
         self._release_puts(record)
@@ -286,7 +284,9 @@ class ClusterBackend(Backend):
 
     def _arm(self, record: _Running, deadline: float) -> None:
         with self._lock:
-            heapq.heappush(self._deadlines, (deadline, next(self._seq), record))
+            if record.settled:
+                return  # reported (a kill) before its deadline was set
+            self._deadlines.arm(record, deadline)
             if self._watchdog is None:
                 self._watchdog = threading.Thread(
                     target=self._watch, name=f"manycore-{self.name}-timeouts", daemon=True
@@ -301,13 +301,16 @@ class ClusterBackend(Backend):
                     if self._closed and not self._running:
                         return
                     now = time.monotonic()
-                    while self._deadlines and self._deadlines[0][2].settled:
-                        heapq.heappop(self._deadlines)
-                    if self._deadlines and self._deadlines[0][0] <= now:
-                        record = heapq.heappop(self._deadlines)[2]
+                    expired = self._deadlines.due(now)
+                    if expired:
                         break
-                    wait = self._deadlines[0][0] - now if self._deadlines else 1.0
-                    self._alarm.wait(min(wait, 1.0))
+                    wait = self._deadlines.wait(now)
+                    self._alarm.wait(1.0 if wait is None else min(wait, 1.0))
+            self._expire(expired)
+            del expired  # (no finished batch kept alive while the watchdog sleeps)
+
+    def _expire(self, records: list[_Running]) -> None:
+        for record in records:
             record.stop_asked = True
             self._settle(record, self._timed_out_result(record.batch))
             self._stop(record.handle, force=True)
@@ -319,11 +322,7 @@ class ClusterBackend(Backend):
             if self.supports_kill
             else "a running Dask task cannot be stopped: it runs on, and its result is dropped"
         )
-        error = TaskTimeout(
-            f"{batch.name_item(0)} ran longer than timeout={batch.timeout:g} s ({what})",
-            timeout=batch.timeout,
-            index=batch.start,
-        )
+        error = timed_out(batch.name_item(0), batch.timeout, batch.start, what)
         return pinned(batch, 0, error, batch.timeout)
 
     # ------------------------------------------------------------ big objects

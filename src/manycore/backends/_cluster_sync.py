@@ -22,6 +22,8 @@ import time
 import uuid
 from typing import Any
 
+from manycore._core import bad_wait_timeout
+
 __all__ = ["make"]
 
 _POLL_MAX = 0.05
@@ -29,7 +31,7 @@ _POLL_MAX = 0.05
 
 def _check_timeout(timeout: Any) -> None:
     if timeout is not None and not timeout >= 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        raise bad_wait_timeout(timeout)
 
 
 def make(engine: str, kind: str, args: tuple[Any, ...], client: Any = None) -> Any:

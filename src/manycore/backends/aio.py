@@ -14,9 +14,8 @@ Work a task gives to its own pool (``await mc.amap(...)``, ``await pool.submit(.
 would wait forever once the waiting tasks hold every slot: such nested work goes
 first in line, and the task that waits for it lends it its own slot meanwhile.
 
-Work awaited from another running event loop (``await pool.submit(...)`` or
-``await mc.amap(...)`` in a coroutine of the caller's) runs on that loop, the
-caller's, so that what it made there works in the tasks: see ``_caller_loop``.
+Work awaited from another running loop (``await pool.submit(...)``, ``await
+mc.amap(...)``) runs on that loop, so what it made there works: see ``_caller_loop``.
 """
 
 from __future__ import annotations
@@ -36,10 +35,10 @@ from manycore._core import (
     Batch,
     BatchResult,
     PoolBroken,
-    PoolClosed,
-    TaskTimeout,
     from_user_code,
+    pool_closed,
     task_state,
+    timed_out,
 )
 from manycore.backends._base import (
     Backend,
@@ -56,6 +55,7 @@ from manycore.backends._caller_loop import (
     from_the_call,
     running_loop,
 )
+from manycore.backends._deadlines import Deadlines
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing
@@ -137,6 +137,10 @@ class AsyncioBackend(Backend):
         self._state: Any = None  # what init returned
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
+        # Items' deadlines (in loop.time()), touched on the loop only; one loop
+        # timer, set for the earliest, serves them all.
+        self._deadlines: Deadlines[tuple[_Job, int]] = Deadlines()
+        self._alarm: asyncio.TimerHandle | None = None
 
     @classmethod
     def check_fn(cls, fn: Callable[..., Any]) -> None:
@@ -179,7 +183,7 @@ class AsyncioBackend(Backend):
             if self._failure is not None:
                 raise self._failure
             if self._closing:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
             if not batch.submit and threading.current_thread() is self._thread:
                 # A blocking map waits for results only this very loop can produce.
                 raise RuntimeError(
@@ -471,10 +475,8 @@ class AsyncioBackend(Backend):
 
         _ITEM.set(item)  # this task's own context: what it submits to this pool is nested
         batch = job.batch
-        timer = None
         if batch.timeout is not None:
-            assert self._loop is not None
-            timer = self._loop.call_later(batch.timeout, self._expire, job, offset)
+            self._arm((job, offset), batch.timeout)
         error: BaseException | None = None
         value = None
         try:
@@ -495,9 +497,28 @@ class AsyncioBackend(Backend):
         except BaseException as exc:  # the item's outcome, whatever it is
             error = from_the_call(from_user_code(exc))
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadlines.disarm((job, offset))
         self._settle(job, offset, value, error)
+
+    def _arm(self, key: tuple[_Job, int], timeout: float) -> None:
+        """(On the loop.) Item ``key`` fails ``timeout`` seconds from now."""
+        loop = self._loop
+        assert loop is not None
+        if self._deadlines.arm(key, loop.time() + timeout):
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_later(timeout, self._on_alarm)
+
+    def _on_alarm(self) -> None:
+        """(On the loop.) Fail the items past their deadline; wait for the next."""
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        expired = self._deadlines.due(now)
+        wait = self._deadlines.wait(now)
+        self._alarm = None if wait is None else loop.call_later(wait, self._on_alarm)
+        for job, offset in expired:
+            self._expire(job, offset)
 
     def _settle(self, job: _Job, offset: int, value: Any, error: BaseException | None) -> None:
         with self._lock:
@@ -523,11 +544,11 @@ class AsyncioBackend(Backend):
             timeout = job.batch.timeout
             assert timeout is not None
             job.failures = job.failures or {}
-            job.failures[offset] = TaskTimeout(
-                f"{job.batch.name_item(offset)} ran longer than timeout={timeout:g} s; "
+            job.failures[offset] = timed_out(
+                job.batch.name_item(offset),
+                timeout,
+                job.batch.start + offset,
                 "its coroutine was cancelled",
-                timeout=timeout,
-                index=job.batch.start + offset,
             )
             report = self._count_locked(job)
         task.cancel()

@@ -13,12 +13,12 @@ from typing import Any
 from manycore._core import (
     Batch,
     BatchResult,
-    PoolBroken,
-    PoolClosed,
-    TaskTimeout,
+    init_raised,
+    pool_closed,
     run_batch,
     run_tracked,
     task_state,
+    timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
@@ -40,7 +40,7 @@ class SerialBackend(Backend):
 
     def submit(self, batch: Batch, done: Done) -> None:
         if self._closed:
-            raise PoolClosed("the pool has been shut down and accepts no new work")
+            raise pool_closed()
         if not self._initialised:
             self._initialise()
         if batch.claim is not None and not batch.claim():
@@ -69,10 +69,7 @@ class SerialBackend(Backend):
                     self._init_error = exc
                 self._initialised = self._init_error is None
             if self._init_error is not None:
-                err = PoolBroken(
-                    f"the init function raised {self._init_error!r}; the pool is broken"
-                )
-                raise err from self._init_error
+                raise init_raised(self._init_error, "the")
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         with self._lock:
@@ -103,11 +100,12 @@ def _run_timed(batch: Batch, timeout: float) -> BatchResult:
             result.values[offset] = None
             if result.failures is None:
                 result.failures = {}
-            result.failures[offset] = TaskTimeout(
-                f"{batch.name_item(offset)} took {took:.3g} s, longer than "
-                f"timeout={timeout:g} s. The serial backend runs items in the caller's "
-                "thread and cannot stop them: it ran to its end and its result was dropped",
-                timeout=timeout,
-                index=batch.start + offset,
+            result.failures[offset] = timed_out(
+                batch.name_item(offset),
+                timeout,
+                batch.start + offset,
+                "the serial backend runs items in the caller's thread and cannot stop "
+                "them: it ran to its end and its result was dropped",
+                took=took,
             )
     return result

@@ -24,14 +24,16 @@ from manycore._core import (
     Batch,
     BatchResult,
     PoolBroken,
-    PoolClosed,
-    TaskTimeout,
+    init_raised,
     pinned,
+    pool_closed,
     run_batch,
     run_tracked,
     task_state,
+    timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
+from manycore.backends._deadlines import Deadlines
 
 __all__ = ["ThreadBackend"]
 
@@ -49,7 +51,10 @@ class _Running:
     abandoned: bool = False  # timed out: reported already; the thread quits after it
 
     def mark(self, offset: int) -> bool:
-        """Item ``offset`` starts now; False: stop (the run was abandoned)."""
+        """Item ``offset`` starts now; False: stop (the run was abandoned).
+
+        (No lock, no deadline armed per item: the watchdog, when the run's
+        deadline comes, reads this and sets it again if a later item is on.)"""
         if self.abandoned:
             return False
         self.now = (offset, time.monotonic())
@@ -78,7 +83,7 @@ class ThreadBackend(Backend):
         # that thread (one each: more of its work waits for the same one).
         self._borrowed: dict[threading.Thread, threading.Thread] = {}
         self._idle = 0
-        self._running: dict[Batch, _Running] = {}
+        self._deadlines: Deadlines[_Running] = Deadlines()  # the item each timed run is on
         self._closing = False
         self._init_error: BaseException | None = None
         self._watchdog: threading.Thread | None = None
@@ -90,7 +95,7 @@ class ThreadBackend(Backend):
             if self._init_error is not None:
                 raise self._broken()
             if self._closing:
-                raise PoolClosed("the pool has been shut down and accepts no new work")
+                raise pool_closed()
             lender = self._nested_without_taker_locked(batch)
             inline = lender is threading.current_thread() and batch.timeout is None
             if not inline:
@@ -255,9 +260,11 @@ class ThreadBackend(Backend):
             del batch, done, result, run
             return True
         del done  # (only ``run`` holds it while the call runs: see _report_expired)
+
         with self._cond:
-            self._running[batch] = run
-            self._alarm.notify()  # the watchdog now has a deadline to watch
+            # The first item starts after this: its deadline is no earlier.
+            if self._deadlines.arm(run, time.monotonic() + batch.timeout):
+                self._alarm.notify()
 
         def mark(offset: int) -> bool:
             return run.mark(offset)  # noqa: F821  (a cell: `del run` below empties it)
@@ -265,7 +272,7 @@ class ThreadBackend(Backend):
         result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, _CATCH, mark)
         result.worker = slot
         with self._cond:
-            self._running.pop(batch, None)
+            self._deadlines.disarm(run)
             if run.abandoned:
                 return False
             result.nested = run.thread in self._borrowed
@@ -299,11 +306,8 @@ class ThreadBackend(Backend):
             return False, None
 
     def _broken(self) -> PoolBroken:
-        err = PoolBroken(
-            f"a worker's init function raised {self._init_error!r}; the pool is broken"
-        )
-        err.__cause__ = self._init_error
-        return err
+        assert self._init_error is not None
+        return init_raised(self._init_error)
 
     # ---------------------------------------------------------------- watchdog
 
@@ -325,31 +329,36 @@ class ThreadBackend(Backend):
     def _expire_locked(self, now: float) -> tuple[list[tuple[_Running, int, int]], float | None]:
         """The runs past their deadline, taken off the books (their threads
         abandoned and replaced); and the seconds until the next deadline."""
-        expired: list[tuple[_Running, int, int]] = []
-        wait: float | None = None
-        for run in self._running.values():
-            limit = run.batch.timeout
-            if run.abandoned or limit is None:
-                continue
-            seen = run.now
-            left = limit if seen is None else seen[1] + limit - now
-            if left <= 0 and seen is not None:
-                run.abandoned = True
-                self._threads.discard(run.thread)
-                slot = self._slot_of.pop(run.thread)
-                expired.append((run, seen[0], slot))
-                lender = self._borrowed.pop(run.thread, None)
-                if not self._closing or self._work:
-                    replacement = self._start_thread_locked(slot)
-                    self._restarts[slot] = self._restarts.get(slot, 0) + 1
-                    if lender is not None:  # it takes over the lent slot too
-                        self._borrowed[replacement] = lender
-                self._drained.notify_all()
-            else:
-                wait = left if wait is None else min(wait, left)
-        for run, _, _ in expired:
-            self._running.pop(run.batch, None)
-        return expired, wait
+        expired = [
+            self._abandon_locked(run) for run in self._deadlines.due(now) if self._late(run, now)
+        ]
+        return expired, self._deadlines.wait(now)
+
+    def _late(self, run: _Running, now: float) -> bool:
+        """``run``'s deadline came: True if its item overstayed; else (a later item
+        is on, or none has started) its deadline is set anew."""
+        limit = run.batch.timeout
+        assert limit is not None
+        seen = run.now
+        if seen is not None and seen[1] + limit <= now:
+            return True
+        self._deadlines.arm(run, (now if seen is None else seen[1]) + limit)
+        return False
+
+    def _abandon_locked(self, run: _Running) -> tuple[_Running, int, int]:
+        """``run``'s thread is left to its call; a new one takes its slot."""
+        assert run.now is not None
+        run.abandoned = True
+        self._threads.discard(run.thread)
+        slot = self._slot_of.pop(run.thread)
+        lender = self._borrowed.pop(run.thread, None)
+        if not self._closing or self._work:
+            replacement = self._start_thread_locked(slot)
+            self._restarts[slot] = self._restarts.get(slot, 0) + 1
+            if lender is not None:  # it takes over the lent slot too
+                self._borrowed[replacement] = lender
+        self._drained.notify_all()
+        return run, run.now[0], slot
 
     @staticmethod
     def _report_expired(expired: list[tuple[_Running, int, int]], now: float) -> None:
@@ -374,11 +383,11 @@ def _run_exit(exit_fn: Any) -> None:
 
 def _timed_out(batch: Batch, offset: int, seconds: float) -> BatchResult:
     assert batch.timeout is not None
-    error = TaskTimeout(
-        f"{batch.name_item(offset)} ran longer than timeout={batch.timeout:g} s. A "
-        "thread cannot be stopped: the call goes on in the background and its result "
+    error = timed_out(
+        batch.name_item(offset),
+        batch.timeout,
+        batch.start + offset,
+        "a thread cannot be stopped: the call goes on in the background and its result "
         "will be dropped; use backend='processes' to really stop it",
-        timeout=batch.timeout,
-        index=batch.start + offset,
     )
     return pinned(batch, offset, error, seconds)
