@@ -1,4 +1,9 @@
-"""Backends, registered by name. Importing this package registers the built-in ones."""
+"""Backends, registered by name; a built-in one is imported the first time it is named."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from manycore.backends._base import (
     Backend,
@@ -7,12 +12,6 @@ from manycore.backends._base import (
     get_backend,
     register_backend,
 )
-from manycore.backends.aio import AsyncioBackend
-from manycore.backends.cluster_dask import DaskBackend
-from manycore.backends.cluster_ray import RayBackend
-from manycore.backends.processes import ProcessBackend
-from manycore.backends.serial import SerialBackend
-from manycore.backends.threads import ThreadBackend
 
 __all__ = [
     "AsyncioBackend",
@@ -27,3 +26,19 @@ __all__ = [
     "get_backend",
     "register_backend",
 ]
+
+_CLASSES = {
+    "AsyncioBackend": "aio",
+    "DaskBackend": "cluster_dask",
+    "ProcessBackend": "processes",
+    "RayBackend": "cluster_ray",
+    "SerialBackend": "serial",
+    "ThreadBackend": "threads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _CLASSES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_CLASSES[name]}")
+    return getattr(module, name)

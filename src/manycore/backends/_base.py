@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -169,6 +170,16 @@ def is_async_callable(fn: Any) -> bool:
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
+# The built-in backends, imported on first use by name: importing the registry
+# must not start loading engines (the process engine, dask, ray).
+_BUILT_IN = {
+    "serial": "manycore.backends.serial",
+    "threads": "manycore.backends.threads",
+    "asyncio": "manycore.backends.aio",
+    "processes": "manycore.backends.processes",
+    "dask": "manycore.backends.cluster_dask",
+    "ray": "manycore.backends.cluster_ray",
+}
 _REGISTRY: dict[str, type[Backend]] = {}
 
 
@@ -179,13 +190,17 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 
 
 def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_BUILT_IN, *_REGISTRY})
 
 
 def get_backend(name: str) -> type[Backend]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        valid = ", ".join(repr(n) for n in backend_names())
-        message = f"backend={name!r} is not a known backend; choose one of {valid}"
-        raise ValueError(message) from None
+        pass
+    if isinstance(name, str) and name in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[name])  # registers it
+        return _REGISTRY[name]
+    valid = ", ".join(repr(n) for n in backend_names())
+    message = f"backend={name!r} is not a known backend; choose one of {valid}"
+    raise ValueError(message) from None
