@@ -12,19 +12,15 @@ from manycore._api import _validate as v
 from manycore._core._cpus import cpu_budget
 from manycore._core._failure import ERROR_POLICIES
 from manycore._scheduler._maprun import Policy
-from manycore.backends.aio import DEFAULT_CONCURRENCY
+from manycore.backends import get_backend
 
 __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]
 
 
 def default_workers(backend: str) -> int:
-    """CPUs usable by this process (in a worker process: its share); threads get a
-    few more for I/O-bound work, and asyncio runs many coroutines at once (they
-    wait; they do not compute)."""
-    if backend == "asyncio":
-        return DEFAULT_CONCURRENCY
-    cpus = cpu_budget()
-    return min(32, cpus + 4) if backend == "threads" else cpus
+    """Workers when none are asked for: the backend's choice (the CPUs, more
+    threads for I/O, many coroutines on an event loop)."""
+    return get_backend(backend).default_workers()
 
 
 def default_blas_threads(workers: int) -> int:

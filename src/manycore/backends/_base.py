@@ -11,13 +11,14 @@ import abc
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from manycore._core._batch import Batch, Done
+from manycore._core._cpus import cpu_budget
 from manycore._core._futures import AwaitableFuture
 
 __all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
@@ -53,8 +54,9 @@ class Backend(abc.ABC):
     supports_kill: ClassVar[bool] = False
     #: workers can be replaced while the pool runs (max_tasks_per_worker, ...)
     replaces_workers: ClassVar[bool] = False
-    #: large buffers can travel through shared memory
-    supports_shared_memory: ClassVar[bool] = False
+    #: the options of mc.Pool/mc.map, beyond those every backend takes, that this
+    #: backend accepts (the others are refused, naming a backend that takes them)
+    accepts: ClassVar[frozenset[str]] = frozenset()
     #: several batches can run at the same time
     concurrent: ClassVar[bool] = True
     #: items mostly wait (asyncio) rather than compute: batching them would only
@@ -74,6 +76,24 @@ class Backend(abc.ABC):
     @property
     def workers(self) -> int:
         return self.options.workers
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        """Check ``given``, this backend's own options that were set (names from
+        :attr:`accepts`), with ``workers`` (None: the default), before any work:
+        errors name the argument. Returns the worker count they imply."""
+        return workers
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        """Why option ``name`` (one this backend accepts) was refused on ``backend``."""
+        return f"{name}={value!r:.80} applies only to backend={cls.name!r}, not {backend!r}"
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """Workers when none are asked for: the CPUs this process may use (in a
+        worker process, its share)."""
+        return cpu_budget()
 
     @classmethod
     def check_fn(cls, fn: Callable[..., Any]) -> None:
@@ -97,6 +117,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
+
+    def result_ref(self, batch: Batch) -> Any:
+        """A handle to ``batch``'s one result where it was computed (a cluster keeps
+        it there for a task graph's next task); None: results travel back."""
+        return None
 
     def origin(self) -> Any:
         """Where a ``submit()`` made now, in this thread, is waited for: stamped on
@@ -187,6 +212,16 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     """Class decorator: make ``cls`` available as ``backend=cls.name``."""
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def refuse_option(name: str, value: Any, backend: str) -> ValueError:
+    """The error for option ``name``, which ``backend`` does not accept, worded by
+    a backend that does."""
+    for other in backend_names():
+        cls = get_backend(other)
+        if name in cls.accepts:
+            return ValueError(cls.misplaced(name, value, backend))
+    return ValueError(f"{name}= is not an option of backend={backend!r}")
 
 
 def backend_names() -> list[str]:

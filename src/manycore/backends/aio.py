@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -113,6 +113,30 @@ class AsyncioBackend(Backend):
     supports_kill = True  # a running coroutine is cancelled
     one_item_per_batch = True
     numbered_workers = False  # coroutines share one loop: stats list it as "loop"
+    accepts = frozenset({"concurrency"})
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        limit: int | None = given.get("concurrency")
+        if limit is None:
+            return workers
+        if workers is not None and workers != limit:
+            raise ValueError(
+                f"workers={workers} and concurrency={limit} disagree: for "
+                "backend='asyncio' both are the number of coroutines running at once; give one"
+            )
+        return limit
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        return (
+            f"{name}={value!r:.80} applies only to backend='asyncio' (coroutines "
+            f"running at once); for backend={backend!r} give workers="
+        )
+
+    @classmethod
+    def default_workers(cls) -> int:
+        return DEFAULT_CONCURRENCY
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)

@@ -22,6 +22,7 @@ from typing import Any
 
 from manycore._core import _state
 from manycore._core._batch import Batch, BatchResult, pinned, run_batch, run_tracked
+from manycore._core._cpus import cpu_budget
 from manycore._core._errors import PoolBroken, PoolClosed, TaskTimeout
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
@@ -51,6 +52,11 @@ class _Running:
 @register_backend
 class ThreadBackend(Backend):
     name = "threads"
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """A few more than the CPUs: threads often wait on I/O."""
+        return min(32, cpu_budget() + 4)
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
