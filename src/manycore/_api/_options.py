@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from manycore._api import _validate as v
-from manycore._core._cpus import cpu_budget
+from manycore._core._cpus import BLAS_ENV, cpu_budget
 from manycore._core._failure import ERROR_POLICIES
 from manycore._scheduler._maprun import Policy
 from manycore.backends import get_backend
@@ -74,8 +74,6 @@ def call_policy(
 
 def _env_threads() -> int | None:
     """The lowest thread count set by OMP_NUM_THREADS and friends, if any."""
-    from manycore._engine._launch import BLAS_ENV
-
     found = []
     for name in BLAS_ENV:
         try:

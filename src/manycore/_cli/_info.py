@@ -17,22 +17,16 @@ from typing import Any
 
 __all__ = ["collect", "render"]
 
-# Backends that need an engine installed: (backend, module, what to pip install).
-# The engine's own package: true however manycore was installed (it is not on
-# PyPI, so "manycore[dask]" would not be).
-_ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
-
 
 def collect() -> dict[str, Any]:
     """The facts, as plain data (``manycore info --json`` prints them)."""
     from manycore import __version__
     from manycore._core import _cpus
-    from manycore._engine import _launch
     from manycore._transport import _shm
-    from manycore.backends import backend_names
+    from manycore.backends import backend_names, get_backend
 
-    engines = {name: importlib.util.find_spec(module) is not None for name, module, _ in _ENGINES}
-    return {
+    classes = [get_backend(name) for name in backend_names()]
+    facts: dict[str, Any] = {
         "manycore": __version__,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
@@ -44,11 +38,17 @@ def collect() -> dict[str, Any]:
             "cgroup_quota": _cpus._cgroup_quota(),
             "usable": _cpus.usable_cpus(),
         },
-        "start_methods": list(_launch.START_METHODS),
         "shared_memory": _shm.available(),
         "blas": _blas(),
-        "backends": {name: engines.get(name, True) for name in backend_names()},
+        "backends": {cls.name: _installed(cls.needs_package) for cls in classes},
     }
+    for cls in classes:
+        facts.update(cls.describe())  # the process engine's start methods
+    return facts
+
+
+def _installed(package: tuple[str, str] | None) -> bool:
+    return package is None or importlib.util.find_spec(package[0]) is not None
 
 
 def _gil_enabled() -> bool:
@@ -91,9 +91,11 @@ def render(facts: dict[str, Any]) -> str:
             lines.append(f"  BLAS/OpenMP: {name} — {lib['threads']} threads in this process")
     else:
         lines.append("  BLAS/OpenMP: none loaded (NumPy not installed)")
-    hints = {name: extra for name, _, extra in _ENGINES}
+    from manycore.backends import get_backend
+
     for name, ok in facts["backends"].items():
-        status = "ready" if ok else f"not installed (pip install '{hints[name]}')"
+        hint = get_backend(name).needs_package or ("", "")
+        status = "ready" if ok else f"not installed (pip install '{hint[1]}')"
         lines.append(f"  backend {name}: {status}")
     return "\n".join(lines)
 

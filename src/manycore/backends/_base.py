@@ -70,6 +70,10 @@ class Backend(abc.ABC):
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True
 
+    #: (module, what to pip install) when the backend's engine is a package of its
+    #: own, which ``manycore info`` looks for; None: always ready
+    needs_package: ClassVar[tuple[str, str] | None] = None
+
     def __init__(self, options: BackendOptions):
         self.options = options
 
@@ -94,6 +98,11 @@ class Backend(abc.ABC):
         """Workers when none are asked for: the CPUs this process may use (in a
         worker process, its share)."""
         return cpu_budget()
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Facts of this machine that ``manycore info`` adds for this backend."""
+        return {}
 
     @classmethod
     def check_fn(cls, fn: Callable[..., Any]) -> None:

@@ -33,6 +33,8 @@ class DaskBackend(ClusterBackend):
     name = "dask"
     supports_kill = False  # Dask cannot stop a task that runs
     accepts = frozenset({"address", "client"})
+    # The engine's own package: true however manycore was installed.
+    needs_package = ("distributed", "dask[distributed]")
 
     @classmethod
     def misplaced(cls, name: str, value: Any, backend: str) -> str:
