@@ -66,7 +66,7 @@ def _blas() -> list[dict[str, Any]]:
     return [
         {
             "library": lib.get("internal_api"),
-            "threads": lib.get("num_threads"),
+            "threads": lib.get("num_threads"),  # a count: not a backend name
             "version": lib.get("version"),
         }
         for lib in threadpool_info()
@@ -88,7 +88,8 @@ def render(facts: dict[str, Any]) -> str:
     if facts["blas"]:
         for lib in facts["blas"]:
             name = f"{lib['library']} {lib['version'] or ''}".rstrip()
-            lines.append(f"  BLAS/OpenMP: {name} — {lib['threads']} threads in this process")
+            threads = lib["threads"]  # not a backend name
+            lines.append(f"  BLAS/OpenMP: {name} — {threads} threads in this process")
     else:
         lines.append("  BLAS/OpenMP: none loaded (NumPy not installed)")
     from manycore.backends import get_backend

@@ -1,13 +1,19 @@
-"""Backends, registered by name; a built-in one is imported the first time it is named."""
+"""Backends, registered by name; a built-in one is imported the first time it is named.
+
+What a backend of one's own needs (see docs/backends.md): :class:`Backend` to
+subclass, :func:`register_backend`, and the :class:`Batch` it runs with
+:func:`run_batch`, reporting a :class:`BatchResult` to ``done``."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from manycore._core._batch import Batch, BatchResult, run_batch
 from manycore.backends._base import (
     Backend,
     BackendOptions,
+    Done,
     backend_names,
     get_backend,
     register_backend,
@@ -17,7 +23,10 @@ __all__ = [
     "AsyncioBackend",
     "Backend",
     "BackendOptions",
+    "Batch",
+    "BatchResult",
     "DaskBackend",
+    "Done",
     "ProcessBackend",
     "RayBackend",
     "SerialBackend",
@@ -25,6 +34,7 @@ __all__ = [
     "backend_names",
     "get_backend",
     "register_backend",
+    "run_batch",
 ]
 
 _CLASSES = {
