@@ -24,7 +24,7 @@ from manycore._observe._stats import Stats, StatsRecorder
 from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
 from manycore._scheduler._submission import Submission, fail
 from manycore._transport._serialize import dumps_fn
-from manycore.backends import Backend, BackendOptions, get_backend
+from manycore.backends import DEFAULT_BACKEND, Backend, BackendOptions, backend_for, get_backend
 
 __all__ = ["Pool", "PoolState"]
 
@@ -70,7 +70,7 @@ class Pool(Executor, SharedPrimitives):
         self,
         workers: int | None = None,
         *,
-        backend: str = "processes",
+        backend: str = DEFAULT_BACKEND,
         concurrency: int | None = None,
         start_method: str | None = None,
         init: Callable[..., Any] | None = None,
@@ -102,7 +102,7 @@ class Pool(Executor, SharedPrimitives):
             if value is not None and not backend_cls.replaces_workers:
                 raise ValueError(
                     f"{name} needs a backend whose workers can be restarted "
-                    f"(backend='processes'), not backend={backend!r}"
+                    f"(backend={backend_for('process')!r}), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
         self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)

@@ -28,6 +28,7 @@ from manycore._transport._serialize import (
     loads_code,
     with_shipments,
 )
+from manycore.backends import DEFAULT_BACKEND
 
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
@@ -165,7 +166,7 @@ class Task(Generic[P, R]):
         call settles, so that evicting it meanwhile does not close it under us."""
         from manycore._api._calls import _lease_default_pool
 
-        return _lease_default_pool(self.backend or "processes", None, None)
+        return _lease_default_pool(self.backend or DEFAULT_BACKEND, None, None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         module = getattr(self.fn, "__module__", None)

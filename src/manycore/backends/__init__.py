@@ -11,15 +11,18 @@ from typing import Any
 
 from manycore._core._batch import Batch, BatchResult, run_batch
 from manycore.backends._base import (
+    DEFAULT_BACKEND,
     Backend,
     BackendOptions,
     Done,
+    backend_for,
     backend_names,
     get_backend,
     register_backend,
 )
 
 __all__ = [
+    "DEFAULT_BACKEND",
     "AsyncioBackend",
     "Backend",
     "BackendOptions",
@@ -31,6 +34,7 @@ __all__ = [
     "RayBackend",
     "SerialBackend",
     "ThreadBackend",
+    "backend_for",
     "backend_names",
     "get_backend",
     "register_backend",

@@ -21,7 +21,16 @@ from manycore._core._batch import Batch, Done
 from manycore._core._cpus import cpu_budget
 from manycore._core._futures import AwaitableFuture
 
-__all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "Backend",
+    "BackendOptions",
+    "Done",
+    "backend_for",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,20 @@ _BUILT_IN = {
     "ray": "manycore.backends.cluster_ray",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
+
+# The backend of each kind, for where manycore picks one itself: the default
+# ("process"), an async function's ("coroutine"), backend="auto"'s choices.
+_KINDS = {"process": "processes", "thread": "threads", "coroutine": "asyncio", "inline": "serial"}
+
+
+def backend_for(kind: str) -> str:
+    """The name of the built-in backend of ``kind``: "process", "thread",
+    "coroutine" or "inline"."""
+    return _KINDS[kind]
+
+
+#: the backend of a pool or call that names none
+DEFAULT_BACKEND = backend_for("process")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
