@@ -8,8 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from manycore.backends import backend_names, get_backend
-from manycore.backends._base import refuse_option
+from manycore.backends import backend_names, get_backend, refuse_option
 
 __all__ = [
     "check_backend",

@@ -18,6 +18,7 @@ from manycore.backends._base import (
     backend_for,
     backend_names,
     get_backend,
+    refuse_option,
     register_backend,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "backend_for",
     "backend_names",
     "get_backend",
+    "refuse_option",
     "register_backend",
     "run_batch",
 ]
