@@ -118,14 +118,12 @@ class AsyncioBackend(Backend):
     @classmethod
     def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
         limit: int | None = given.get("concurrency")
-        if limit is None:
-            return workers
-        if workers is not None and workers != limit:
+        if limit is not None and workers not in (None, limit):
             raise ValueError(
                 f"workers={workers} and concurrency={limit} disagree: for "
                 "backend='asyncio' both are the number of coroutines running at once; give one"
             )
-        return limit
+        return workers if limit is None else limit
 
     @classmethod
     def misplaced(cls, name: str, value: Any, backend: str) -> str:
