@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import manycore as mc
+import toy_backend
 
 BACKENDS = [
     pytest.param(("serial", None), id="serial"),
@@ -26,6 +27,11 @@ if "forkserver" in mc.START_METHODS:
     BACKENDS.append(pytest.param(("processes", "forkserver"), id="processes-forkserver"))
 
 PROCESS_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "processes"]
+
+# A backend defined in the tests (toy_backend.py), registered like a user's own:
+# the pool fixture runs the shared suite on it too, with no change to manycore.
+toy_backend.register()
+TOY = [pytest.param(("toy", None), id="toy")]
 
 # Dask, where installed: the `pool` and `shared_pool` fixtures run on a local
 # Dask cluster too (one per session; these cases run after all others). Ray is
@@ -43,7 +49,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     return request.param  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=BACKENDS + CLUSTERS)
+@pytest.fixture(params=BACKENDS + TOY + CLUSTERS)
 def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     with _pool_for(request) as p:
         yield p

@@ -24,7 +24,7 @@ from manycore._api import _validate as v
 from manycore._api._calls import check_call_options, lease_default_pool, pick_backend
 from manycore._core import public
 from manycore._scheduler import MapRun
-from manycore.backends._caller_loop import awaited_from
+from manycore.backends import awaited_from
 
 __all__ = ["aimap", "amap"]
 

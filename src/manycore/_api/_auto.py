@@ -32,10 +32,14 @@ from manycore._api._options import default_workers, map_options
 from manycore._api._pool import Pool
 from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
 from manycore._scheduler import InputSource, Policy
-from manycore.backends._base import is_async_callable
+from manycore.backends import backend_for, is_async_callable
 
 __all__ = ["AutoMap"]
 
+# The backends auto picks among, by kind: the registry names them.
+_INLINE, _THREADS, _PROCESSES, _ASYNC = (
+    backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
+)
 _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map worth parallelising
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
 
@@ -59,12 +63,12 @@ class AutoMap:
         self.is_async = is_async_callable(fn)
         if options["address"] is not None:
             v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
-        mode = "asyncio" if self.is_async else "auto"
+        mode = _ASYNC if self.is_async else "auto"
         self.workers = v.check_workers(options["workers"], options["concurrency"], mode)
         self.start_method = options["start_method"]
         if self.start_method is not None:
             # It applies if processes are picked; an async fn never runs on them.
-            v.check_start_method(self.start_method, "asyncio" if self.is_async else "processes")
+            v.check_start_method(self.start_method, _ASYNC if self.is_async else _PROCESSES)
         self.explain = options["explain"]
         self.chunksize, self.policy = map_options(
             Policy(),
@@ -80,10 +84,10 @@ class AutoMap:
     def run(self) -> Iterator[list[Any]]:
         source = InputSource(self.iterables, self.star)
         if self.is_async:
-            concurrency = self.workers or default_workers("asyncio")
+            concurrency = self.workers or default_workers(_ASYNC)
             plan = Measurements(0, 0.0, 0.0, is_async=True, predict=True, async_workers=concurrency)
             self._say(decide(plan))
-            yield from self._rest("asyncio", source)
+            yield from self._rest(_ASYNC, source)
             return
         source.until = _SAMPLE_ITEMS
         sampler = _Sampler(self.fn, source)
@@ -93,7 +97,7 @@ class AutoMap:
         source.done = source.position  # the rest's progress bar starts past the sample
         choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
         self._say(choice)
-        if self.policy.timeout is not None and choice.backend == "threads" and choice.workers == 1:
+        if self.policy.timeout is not None and choice.backend == _THREADS and choice.workers == 1:
             yield from self._on_own_thread(self.fn, self.policy, self.chunksize, source)
         else:
             yield from self._rest(choice.backend, source)
@@ -102,25 +106,25 @@ class AutoMap:
         """With ``timeout=``, never the caller's thread: no call could be stopped
         there (serial only notices an overstay once the call returns)."""
         limit = self.policy.timeout
-        if limit is None or choice.backend not in ("serial",):
+        if limit is None or choice.backend not in (_INLINE,):
             return choice
         if sampler.calls == 0:
-            workers = self.workers or default_workers("threads")
+            workers = self.workers or default_workers(_THREADS)
             why = (
                 f"no sampled call ended within timeout={limit:g} s: threads, which abandon "
                 "a call that overstays and go on with the others"
             )
-            return dataclasses.replace(choice, backend="threads", workers=workers, reason=why)
+            return dataclasses.replace(choice, backend=_THREADS, workers=workers, reason=why)
         why = choice.reason.replace("the rest runs inline", "the rest runs on one thread")
         why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
-        return dataclasses.replace(choice, backend="threads", workers=1, reason=why)
+        return dataclasses.replace(choice, backend=_THREADS, workers=1, reason=why)
 
     def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
         """The first items, one per batch (the sample can end after any of them),
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False)
         if self.policy.timeout is None:
-            lease = _api.lease_default_pool("serial", None, None)
+            lease = _api.lease_default_pool(_INLINE, None, None)
             with _api._stop_on_interrupt(lease.pool, lease):
                 yield from lease.pool._run(
                     sampler, self.iterables, self.star, self.name, (1, policy), source
@@ -133,7 +137,7 @@ class AutoMap:
     ) -> Iterator[list[Any]]:
         """Run on one thread of a pool of its own: a call past its timeout is
         abandoned (it ends in the background), not awaited."""
-        pool = Pool(1, backend="threads")
+        pool = Pool(1, backend=_THREADS)
         try:
             yield from pool._run(
                 fn, self.iterables, self.star, self.name, (chunksize, policy), source
@@ -145,7 +149,7 @@ class AutoMap:
         remaining = source.remaining
         if remaining is None and source.at_end():
             remaining = 0
-        processes = self.workers or default_workers("processes")
+        processes = self.workers or default_workers(_PROCESSES)
         return Measurements(
             sampler.calls,
             sampler.wall,
@@ -154,15 +158,15 @@ class AutoMap:
             bytes_per_task=_data_per_task(self.fn, sampler.first, source.star),
             predict=True,
             remaining=remaining,
-            thread_workers=self.workers or default_workers("threads"),
+            thread_workers=self.workers or default_workers(_THREADS),
             process_workers=processes,
-            processes_warm=_api._is_running("processes", self.workers, self.start_method),
+            processes_warm=_api._is_running(_PROCESSES, self.workers, self.start_method),
         )
 
     def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
         """What the sample left, on ``backend``'s default pool."""
-        workers = None if backend == "serial" else self.workers
-        method = self.start_method if backend == "processes" else None
+        workers = None if backend == _INLINE else self.workers
+        method = self.start_method if backend == _PROCESSES else None
         lease = _api.lease_default_pool(backend, workers, method)
         with _api._stop_on_interrupt(lease.pool, lease):
             yield from lease.pool._run(
@@ -172,9 +176,9 @@ class AutoMap:
     def _say(self, choice: Recommendation) -> None:
         if not self.explain:
             return
-        if choice.backend == "serial":
+        if choice.backend == _INLINE:
             how = "serial (inline)"
-        elif choice.backend == "asyncio":
+        elif choice.backend == _ASYNC:
             how = f"asyncio (concurrency={choice.workers})"
         else:
             how = f"{choice.backend} ({choice.workers} workers)"

@@ -23,8 +23,7 @@ from manycore._api._pool import Pool, PoolState
 from manycore._core import public, worker_share
 from manycore._observe import Stats
 from manycore._scheduler import Policy
-from manycore.backends import get_backend
-from manycore.backends._base import is_async_callable
+from manycore.backends import DEFAULT_BACKEND, backend_for, get_backend, is_async_callable
 
 if TYPE_CHECKING:
     from manycore._api._auto import AutoMap
@@ -98,7 +97,7 @@ def _get_pool(
     v.check_start_method(start_method, backend)
     v.check_cluster(backend, address, None, workers)
     share = worker_share()
-    if backend == "processes" and workers is None and share is not None:
+    if backend == backend_for("process") and workers is None and share is not None:
         # A nested map in a worker process: it runs in the worker itself, which
         # holds its share of the CPUs already (a pool per worker would start
         # workers x CPUs processes). An explicit workers= still gets its pool,
@@ -106,7 +105,7 @@ def _get_pool(
         if timed:
             workers = share
         else:
-            backend, start_method = "serial", None
+            backend, start_method = backend_for("inline"), None
     key = (backend, workers, start_method, address)
     evicted: list[Pool] = []
     with _lock:
@@ -361,7 +360,7 @@ def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
     """The backend the user named; if none, asyncio for an ``async def`` function
     (nothing else can run it) and processes for the rest."""
     if backend is None:
-        return "asyncio" if is_async_callable(fn) else "processes"
+        return backend_for("coroutine") if is_async_callable(fn) else DEFAULT_BACKEND
     return backend
 
 

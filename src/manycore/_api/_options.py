@@ -9,21 +9,17 @@ import os
 from typing import Any
 
 from manycore._api import _validate as v
-from manycore._core import ERROR_POLICIES, cpu_budget
+from manycore._core import BLAS_ENV, ERROR_POLICIES, cpu_budget
 from manycore._scheduler import Policy
-from manycore.backends.aio import DEFAULT_CONCURRENCY
+from manycore.backends import get_backend
 
 __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]
 
 
 def default_workers(backend: str) -> int:
-    """CPUs usable by this process (in a worker process: its share); threads get a
-    few more for I/O-bound work, and asyncio runs many coroutines at once (they
-    wait; they do not compute)."""
-    if backend == "asyncio":
-        return DEFAULT_CONCURRENCY
-    cpus = cpu_budget()
-    return min(32, cpus + 4) if backend == "threads" else cpus
+    """Workers when none are asked for: the backend's choice (the CPUs, more
+    threads for I/O, many coroutines on an event loop)."""
+    return get_backend(backend).default_workers()
 
 
 def default_blas_threads(workers: int) -> int:
@@ -77,8 +73,6 @@ def call_policy(
 
 def _env_threads() -> int | None:
     """The lowest thread count set by OMP_NUM_THREADS and friends, if any."""
-    from manycore._engine import BLAS_ENV
-
     found = []
     for name in BLAS_ENV:
         try:

@@ -21,7 +21,7 @@ from manycore._core import Batch, pool_closed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler import ChunkPlanner, InputSource, MapRun, Policy, Submitter
 from manycore._transport import dumps_fn
-from manycore.backends import Backend, BackendOptions, get_backend
+from manycore.backends import DEFAULT_BACKEND, Backend, BackendOptions, backend_for, get_backend
 
 __all__ = ["Pool", "PoolState"]
 
@@ -69,7 +69,7 @@ class Pool(Executor, SharedPrimitives):
         self,
         workers: int | None = None,
         *,
-        backend: str = "processes",
+        backend: str = DEFAULT_BACKEND,
         concurrency: int | None = None,
         start_method: str | None = None,
         init: Callable[..., Any] | None = None,
@@ -101,7 +101,7 @@ class Pool(Executor, SharedPrimitives):
             if value is not None and not backend_cls.replaces_workers:
                 raise ValueError(
                     f"{name} needs a backend whose workers can be restarted "
-                    f"(backend='processes'), not backend={backend!r}"
+                    f"(backend={backend_for('process')!r}), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
         self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)

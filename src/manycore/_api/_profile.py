@@ -41,13 +41,16 @@ from manycore._observe import (
     queued,
     queued_between,
 )
-from manycore.backends import get_backend
-from manycore.backends._base import is_async_callable
+from manycore.backends import backend_for, get_backend, is_async_callable
 
 __all__ = ["Profile", "ProfileRow", "profile"]
 
-_DEFAULT_BACKENDS = ("serial", "threads", "processes")
-_PROFILED = ("asyncio", "processes", "serial", "threads")  # what runs on this machine
+# The backends profiled, by kind: the registry names them.
+_INLINE, _THREADS, _PROCESSES, _ASYNC = (
+    backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
+)
+_DEFAULT_BACKENDS = (_INLINE, _THREADS, _PROCESSES)
+_PROFILED = (_ASYNC, _PROCESSES, _INLINE, _THREADS)  # what runs on this machine
 _TARGET = 0.5  # seconds of sequential work the default sample aims at
 _REPEATS = 2  # every timing is the best of this many runs (the sequential one too)
 _SEQ_LIMIT = 2.0  # ... and past which it stops growing, even if short of items
@@ -88,15 +91,15 @@ def profile(
     from manycore._core import usable_cpus
 
     notes = _busy(usable_cpus())
-    counts = {b: _worker_counts(b, workers) for b in backends if b != "serial"}
+    counts = {b: _worker_counts(b, workers) for b in backends if b != _INLINE}
     least = max([_MIN_SAMPLE, *(2 * max(c) for c in counts.values())])
     taken = _sequential(fn, items, star, sample, least, is_async)
     counts = {b: _capped(c, len(taken.items)) for b, c in counts.items()}
     moved: int | None = 0
-    if "processes" in counts:
+    if _PROCESSES in counts:
         moved = _data_per_task(fn, taken, star)
         if moved is None:
-            del counts["processes"]
+            del counts[_PROCESSES]
             notes.append("processes skipped: fn, an item or a result cannot be pickled")
     runs = _parallel(fn, taken, star, counts, started, notes)
     measured = Measurements(
@@ -146,13 +149,13 @@ def _check(
     is_async = is_async_callable(fn)
     if is_async:
         if names == _DEFAULT_BACKENDS:
-            return True, ("asyncio",)
-        if set(names) != {"asyncio"}:
+            return True, (_ASYNC,)
+        if set(names) != {_ASYNC}:
             raise TypeError(
                 "fn is an async function (async def): only backend 'asyncio' can run it; "
                 "leave backends= out or pass backends=('asyncio',)"
             )
-    elif "asyncio" in names:
+    elif _ASYNC in names:
         raise TypeError(
             "backends: 'asyncio' runs async functions (async def), and fn is a plain one"
         )
@@ -180,11 +183,11 @@ def _worker_counts(backend: str, workers: int | None) -> list[int]:
 
     if workers is not None:
         top = workers
-    elif backend == "asyncio":
+    elif backend == _ASYNC:
         top = _ASYNC_MAX
     else:
         top = default_workers(backend)
-    step = 4 if backend == "asyncio" else 2  # coroutines are cheap: fewer, wider steps
+    step = 4 if backend == _ASYNC else 2  # coroutines are cheap: fewer, wider steps
     counts, n = [], 1
     while n < top:
         counts.append(n)
@@ -310,7 +313,7 @@ def _parallel(
     for backend in cheapest_first(list(counts)):
         previous = 0.0
         for n in counts[backend]:
-            guess = _REPEATS * taken.wall / n + (_START_GUESS if backend == "processes" else 0.0)
+            guess = _REPEATS * taken.wall / n + (_START_GUESS if backend == _PROCESSES else 0.0)
             if time.perf_counter() - started + guess > _BUDGET:
                 notes.append(
                     f"{backend} from {n} workers on skipped: profiling would pass its "
@@ -342,7 +345,7 @@ def _measure(backend: str, n: int, fn: Callable[..., Any], items: list[Any], sta
 
     begun = time.perf_counter()
     with Pool(n, backend=backend) as pool:
-        if backend == "processes":
+        if backend == _PROCESSES:
             # Start-up, not per-map time: workers importing fn's module (and what
             # it imports) on their first call; one item each.
             _map(pool, fn, items[:n], star, chunksize=1)
@@ -353,7 +356,7 @@ def _measure(backend: str, n: int, fn: Callable[..., Any], items: list[Any], sta
             _map(pool, fn, items, star)
             timings.append((time.perf_counter() - t0, time.process_time() - c0))
     seconds, cpu = min(timings)
-    return Run(backend, n, seconds, cpu if backend == "threads" else None, startup)
+    return Run(backend, n, seconds, cpu if backend == _THREADS else None, startup)
 
 
 def _map(

@@ -8,8 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from manycore._engine import START_METHODS
-from manycore.backends import backend_names, get_backend
+from manycore.backends import backend_names, get_backend, refuse_option
 
 __all__ = [
     "check_backend",
@@ -50,52 +49,30 @@ def check_positive_int(value: Any, name: str) -> int | None:
     return value
 
 
-_CLUSTERS = ("dask", "ray")
-
-
 def check_cluster(backend: str, address: Any, client: Any, workers: int | None) -> None:
-    """``address=`` (dask, ray) and ``client=`` (dask) name an existing cluster,
-    whose size then decides the workers."""
-    if address is not None:
-        if backend not in _CLUSTERS:
-            raise ValueError(
-                f"address= connects to a cluster: it needs backend='dask' or 'ray', "
-                f"not backend={backend!r}"
-            )
-        if not isinstance(address, str) or not address:
-            raise TypeError(f"address must be a cluster address string, got {address!r:.80}")
-    if client is not None:
-        if backend != "dask":
-            raise ValueError(
-                f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
-            )
-        if address is not None:
-            raise ValueError("give address= or client=, not both")
-    if workers is not None and (address is not None or client is not None):
-        raise ValueError(
-            f"workers={workers} with an existing cluster: its workers are the cluster's "
-            "(start more workers there instead)"
-        )
+    """``address=`` and ``client=`` name an existing cluster (backends that accept
+    them), whose size then decides the workers."""
+    _check_given(backend, workers, address=address, client=client)
 
 
 def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
-    """``workers``, or ``concurrency`` (asyncio only: coroutines at once, the same
-    thing as workers there); None for the backend's default."""
-    count = check_positive_int(workers, "workers")
-    limit = check_positive_int(concurrency, "concurrency")
-    if limit is None:
-        return count
-    if backend != "asyncio":
-        raise ValueError(
-            f"concurrency={limit} applies only to backend='asyncio' (coroutines "
-            f"running at once); for backend={backend!r} give workers="
-        )
-    if count is not None and count != limit:
-        raise ValueError(
-            f"workers={count} and concurrency={limit} disagree: for "
-            "backend='asyncio' both are the number of coroutines running at once; give one"
-        )
-    return limit
+    """``workers``, or ``concurrency`` (where the backend accepts it: coroutines at
+    once, the same thing as workers there); None for the backend's default."""
+    return _check_given(backend, check_positive_int(workers, "workers"), concurrency=concurrency)
+
+
+def _check_given(backend: str, workers: int | None, **options: Any) -> int | None:
+    """Options of one backend: refused where ``backend`` does not accept them,
+    else checked by it (``backend`` may be "auto", which accepts none)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if "concurrency" in given:
+        given["concurrency"] = check_positive_int(given["concurrency"], "concurrency")
+    known = backend in backend_names()
+    accepts = get_backend(backend).accepts if known else frozenset()
+    for name, value in given.items():
+        if name not in accepts:
+            raise refuse_option(name, value, backend)
+    return get_backend(backend).check_options(workers, given) if known else workers
 
 
 def check_count(value: Any, name: str) -> int:
@@ -179,15 +156,7 @@ def check_backend(name: Any, *, auto: bool = False) -> None:
 
 
 def check_start_method(method: Any, backend: str) -> None:
-    if method is None:
-        return
-    if backend != "processes":
-        raise ValueError(
-            f"start_method={method!r} applies only to backend='processes', not {backend!r}"
-        )
-    if method not in START_METHODS:
-        valid = ", ".join(repr(m) for m in START_METHODS)
-        raise ValueError(f"start_method={method!r} is not available here; choose one of {valid}")
+    _check_given(backend, None, start_method=method)
 
 
 def check_iterables(iterables: tuple[Any, ...], name: str = "iterables") -> None:

@@ -13,14 +13,9 @@ import os
 import platform
 import sys
 import sysconfig
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 __all__ = ["collect", "render"]
-
-# Backends that need an engine installed: (backend, module, what to pip install).
-# The engine's own package: true however manycore was installed (it is not on
-# PyPI, so "manycore[dask]" would not be).
-_ENGINES = (("dask", "distributed", "dask[distributed]"), ("ray", "ray", "ray"))
 
 # (a key that is no identifier: the functional form)
 Cpus = TypedDict(
@@ -52,12 +47,11 @@ def collect() -> Facts:
     """The facts, as plain data (``manycore info --json`` prints them)."""
     from manycore import __version__
     from manycore._core import cpus
-    from manycore._engine import launch
     from manycore._transport import shmem
-    from manycore.backends import backend_names
+    from manycore.backends import backend_names, get_backend
 
-    engines = {name: importlib.util.find_spec(module) is not None for name, module, _ in _ENGINES}
-    return {
+    classes = [get_backend(name) for name in backend_names()]
+    facts: dict[str, Any] = {
         "manycore": __version__,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
@@ -69,11 +63,17 @@ def collect() -> Facts:
             "cgroup_quota": cpus.cgroup_quota(),
             "usable": cpus.usable_cpus(),
         },
-        "start_methods": list(launch.START_METHODS),
         "shared_memory": shmem.available(),
         "blas": _blas(),
-        "backends": {name: engines.get(name, True) for name in backend_names()},
+        "backends": {cls.name: _installed(cls.needs_package) for cls in classes},
     }
+    for cls in classes:
+        facts.update(cls.describe())  # the process engine's start methods
+    return cast("Facts", facts)
+
+
+def _installed(package: tuple[str, str] | None) -> bool:
+    return package is None or importlib.util.find_spec(package[0]) is not None
 
 
 def _gil_enabled() -> bool:
@@ -91,7 +91,7 @@ def _blas() -> list[Blas]:
     return [
         {
             "library": lib.get("internal_api"),
-            "threads": lib.get("num_threads"),
+            "threads": lib.get("num_threads"),  # a count: not a backend name
             "version": lib.get("version"),
         }
         for lib in threadpool_info()
@@ -113,12 +113,15 @@ def render(facts: Facts) -> str:
     if facts["blas"]:
         for lib in facts["blas"]:
             name = f"{lib['library']} {lib['version'] or ''}".rstrip()
-            lines.append(f"  BLAS/OpenMP: {name} — {lib['threads']} threads in this process")
+            threads = lib["threads"]  # not a backend name
+            lines.append(f"  BLAS/OpenMP: {name} — {threads} threads in this process")
     else:
         lines.append("  BLAS/OpenMP: none loaded (NumPy not installed)")
-    hints = {name: extra for name, _, extra in _ENGINES}
+    from manycore.backends import get_backend
+
     for name, ok in facts["backends"].items():
-        status = "ready" if ok else f"not installed (pip install '{hints[name]}')"
+        hint = get_backend(name).needs_package or ("", "")
+        status = "ready" if ok else f"not installed (pip install '{hint[1]}')"
         lines.append(f"  backend {name}: {status}")
     return "\n".join(lines)
 

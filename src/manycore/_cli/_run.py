@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from manycore._cli._io import Inputs, JsonLines, UsageError, describe, open_inputs
 from manycore._cli._target import AsyncCall, Call, load_function
+from manycore.backends import DEFAULT_BACKEND
 
 __all__ = ["add_parser", "load_function", "main", "map_takes_checkpoint"]
 
@@ -123,7 +124,7 @@ def _add_run_options(
     )
     running.add_argument(
         "--backend",
-        default="processes",
+        default=DEFAULT_BACKEND,
         metavar="NAME",
         help="processes (default), threads, asyncio (FUNCTION is an async def), serial, "
         "dask or ray",
@@ -214,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> Plan:
-    from manycore.backends._base import is_async_callable
+    from manycore.backends import is_async_callable
 
     _check_combinations(args)
     checkpoint = _checkpoint_options(args)

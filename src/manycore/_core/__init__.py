@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from manycore._core._door import lazy_door
 
 __all__ = [
+    "BLAS_ENV",
     "ERROR_POLICIES",
     "AwaitableFuture",
     "Batch",
@@ -52,6 +53,7 @@ __getattr__, __dir__ = lazy_door(
     __name__,
     {
         "AwaitableFuture": "_futures",
+        "BLAS_ENV": "_cpus",
         "Batch": "_batch",
         "BatchResult": "_batch",
         "CheckpointMismatch": "_errors",
@@ -100,7 +102,7 @@ if TYPE_CHECKING:
         run_batch,
         run_tracked,
     )
-    from manycore._core._cpus import cpu_budget, usable_cpus, worker_share
+    from manycore._core._cpus import BLAS_ENV, cpu_budget, usable_cpus, worker_share
     from manycore._core._door import lazy_door
     from manycore._core._errors import (
         CheckpointMismatch,

@@ -15,6 +15,20 @@ from manycore._core._public import public
 
 __all__ = ["cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
 
+__all__ = ["BLAS_ENV", "cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
+
+# The variables that BLAS and OpenMP libraries read for their thread count when
+# they load. (Libraries already loaded, in a forked worker, are limited with
+# threadpoolctl instead; see _worker.)
+BLAS_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
 
 def affinity() -> int | None:
     getter = getattr(os, "sched_getaffinity", None)

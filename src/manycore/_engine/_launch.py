@@ -20,10 +20,12 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Protocol
 
+from manycore._core import BLAS_ENV  # the variables a worker is started with
+
 if TYPE_CHECKING:
     from manycore._engine._inherit import Inheritance, Setup
 
-__all__ = ["START_METHODS", "WorkerProcess", "default_start_method", "launch"]
+__all__ = ["BLAS_ENV", "START_METHODS", "WorkerProcess", "default_start_method", "launch"]
 
 START_METHODS: tuple[str, ...] = ("spawn",)
 if hasattr(os, "fork"):
@@ -136,19 +138,6 @@ def _pidfd(pid: int) -> int | None:
         return int(opener(pid))
     except OSError:
         return None
-
-
-# The variables that BLAS and OpenMP libraries read for their thread count when
-# they load. (Libraries already loaded, in a forked worker, are limited with
-# threadpoolctl instead; see _worker.)
-BLAS_ENV = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-)
 
 
 def launch(

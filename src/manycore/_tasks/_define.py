@@ -19,6 +19,7 @@ from manycore._core import AwaitableFuture, bad_wait_timeout, public, task_state
 from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, run_here
 from manycore._tasks._run import current_pool, futures_in
 from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pinned, with_shipments
+from manycore.backends import DEFAULT_BACKEND
 
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
@@ -159,7 +160,7 @@ class Task(Generic[P, R]):
         call settles, so that evicting it meanwhile does not close it under us."""
         from manycore._api import lease_default_pool
 
-        return lease_default_pool(self.backend or "processes", None, None)
+        return lease_default_pool(self.backend or DEFAULT_BACKEND, None, None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         module = getattr(self.fn, "__module__", None)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from manycore._core import AwaitableFuture, UpstreamFailed, public
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
-from manycore.backends._base import is_async_callable
+from manycore.backends import is_async_callable
 
 if TYPE_CHECKING:
     from manycore._tasks._define import Task
@@ -249,12 +249,10 @@ class TaskFuture(AwaitableFuture[R]):
     def _note_batch(self, batch: Any) -> None:
         self._batch = batch
 
-    def _results_on_cluster(self, pool: Any) -> dict[int, Any] | None:
+    def _results_on_cluster(self, pool: Any) -> dict[int, Any]:
         """Inputs computed on the same cluster pool: references to their results
         there, which the engine resolves on the worker (no upload from here)."""
-        handle_of = getattr(pool._backend, "result_ref", None)
-        if handle_of is None:
-            return None
+        handle_of = pool._backend.result_ref
         refs = {}
         for f in self._inputs:
             if isinstance(f, TaskFuture) and f._pool is pool and f._batch is not None:

@@ -65,21 +65,11 @@ __getattr__, __dir__ = lazy_door(
 )
 
 if TYPE_CHECKING:
-    from manycore._transport import (
-        _bigglobals as bigglobals,
-    )
-    from manycore._transport import (
-        _shared as shared_arrays,
-    )
-    from manycore._transport import (
-        _shm as shmem,
-    )
-    from manycore._transport import (
-        _sync as sync_primitives,
-    )
-    from manycore._transport import (
-        _wire as wire,
-    )
+    from manycore._transport import _bigglobals as bigglobals
+    from manycore._transport import _shared as shared_arrays
+    from manycore._transport import _shm as shmem
+    from manycore._transport import _sync as sync_primitives
+    from manycore._transport import _wire as wire
     from manycore._transport._bigglobals import Shipment, pinned
     from manycore._transport._mapcache import Mappings
     from manycore._transport._payload import FN_LIMIT, FnIds, Shared, encode_args, pack_shared

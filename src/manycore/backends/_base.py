@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import abc
 import functools
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from manycore._core import AwaitableFuture, Batch, Done, public
+from manycore._core import AwaitableFuture, Batch, Done, cpu_budget, public
 
-__all__ = ["Backend", "BackendOptions", "Done", "backend_names", "get_backend", "register_backend"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "Backend",
+    "BackendOptions",
+    "Done",
+    "backend_for",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+]
 
 
 @public
@@ -53,8 +63,9 @@ class Backend(abc.ABC):
     supports_kill: ClassVar[bool] = False
     #: workers can be replaced while the pool runs (max_tasks_per_worker, ...)
     replaces_workers: ClassVar[bool] = False
-    #: large buffers can travel through shared memory
-    supports_shared_memory: ClassVar[bool] = False
+    #: the options of mc.Pool/mc.map, beyond those every backend takes, that this
+    #: backend accepts (the others are refused, naming a backend that takes them)
+    accepts: ClassVar[frozenset[str]] = frozenset()
     #: several batches can run at the same time
     concurrent: ClassVar[bool] = True
     #: items mostly wait (asyncio) rather than compute: batching them would only
@@ -68,12 +79,39 @@ class Backend(abc.ABC):
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True
 
+    #: (module, what to pip install) when the backend's engine is a package of its
+    #: own, which ``manycore info`` looks for; None: always ready
+    needs_package: ClassVar[tuple[str, str] | None] = None
+
     def __init__(self, options: BackendOptions):
         self.options = options
 
     @property
     def workers(self) -> int:
         return self.options.workers
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        """Check ``given``, this backend's own options that were set (names from
+        :attr:`accepts`), with ``workers`` (None: the default), before any work:
+        errors name the argument. Returns the worker count they imply."""
+        return workers
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        """Why option ``name`` (one this backend accepts) was refused on ``backend``."""
+        return f"{name}={value!r:.80} applies only to backend={cls.name!r}, not {backend!r}"
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """Workers when none are asked for: the CPUs this process may use (in a
+        worker process, its share)."""
+        return cpu_budget()
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Facts of this machine that ``manycore info`` adds for this backend."""
+        return {}
 
     @classmethod
     def check_fn(cls, fn: Callable[..., Any]) -> None:
@@ -97,6 +135,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
+
+    def result_ref(self, batch: Batch) -> Any:
+        """A handle to ``batch``'s one result where it was computed (a cluster keeps
+        it there for a task graph's next task); None: results travel back."""
+        return None
 
     def origin(self) -> Any:
         """Where a ``submit()`` made now, in this thread, is waited for: stamped on
@@ -170,7 +213,31 @@ def is_async_callable(fn: Any) -> bool:
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
+# The built-in backends, imported on first use by name: importing the registry
+# must not start loading engines (the process engine, dask, ray).
+_BUILT_IN = {
+    "serial": "manycore.backends.serial",
+    "threads": "manycore.backends.threads",
+    "asyncio": "manycore.backends.aio",
+    "processes": "manycore.backends.processes",
+    "dask": "manycore.backends.cluster_dask",
+    "ray": "manycore.backends.cluster_ray",
+}
 _REGISTRY: dict[str, type[Backend]] = {}
+
+# The backend of each kind, for where manycore picks one itself: the default
+# ("process"), an async function's ("coroutine"), backend="auto"'s choices.
+_KINDS = {"process": "processes", "thread": "threads", "coroutine": "asyncio", "inline": "serial"}
+
+
+def backend_for(kind: str) -> str:
+    """The name of the built-in backend of ``kind``: "process", "thread",
+    "coroutine" or "inline"."""
+    return _KINDS[kind]
+
+
+#: the backend of a pool or call that names none
+DEFAULT_BACKEND = backend_for("process")
 
 
 @public
@@ -180,15 +247,29 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def refuse_option(name: str, value: Any, backend: str) -> ValueError:
+    """The error for option ``name``, which ``backend`` does not accept, worded by
+    a backend that does."""
+    for other in backend_names():
+        cls = get_backend(other)
+        if name in cls.accepts:
+            return ValueError(cls.misplaced(name, value, backend))
+    return ValueError(f"{name}= is not an option of backend={backend!r}")
+
+
 @public
 def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_BUILT_IN, *_REGISTRY})
 
 
 def get_backend(name: str) -> type[Backend]:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        valid = ", ".join(repr(n) for n in backend_names())
-        message = f"backend={name!r} is not a known backend; choose one of {valid}"
-        raise ValueError(message) from None
+        pass
+    if isinstance(name, str) and name in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[name])  # registers it
+        return _REGISTRY[name]
+    valid = ", ".join(repr(n) for n in backend_names())
+    message = f"backend={name!r} is not a known backend; choose one of {valid}"
+    raise ValueError(message) from None

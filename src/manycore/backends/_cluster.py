@@ -33,6 +33,7 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -76,6 +77,30 @@ class ClusterBackend(Backend):
     one_item_when_timed = True
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
+    accepts = frozenset({"address"})
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        """``address=`` (and ``client=``, dask) name an existing cluster, whose size
+        then decides the workers."""
+        address, client = given.get("address"), given.get("client")
+        if address is not None and (not isinstance(address, str) or not address):
+            raise TypeError(f"address must be a cluster address string, got {address!r:.80}")
+        if address is not None and client is not None:
+            raise ValueError("give address= or client=, not both")
+        if workers is not None and (address is not None or client is not None):
+            raise ValueError(
+                f"workers={workers} with an existing cluster: its workers are the cluster's "
+                "(start more workers there instead)"
+            )
+        return workers
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        return (
+            f"address= connects to a cluster: it needs backend='dask' or 'ray', "
+            f"not backend={backend!r}"
+        )
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)

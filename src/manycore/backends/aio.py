@@ -20,15 +20,13 @@ mc.amap(...)``) runs on that loop, so what it made there works: see ``_caller_lo
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from manycore._core import (
@@ -40,6 +38,7 @@ from manycore._core import (
     task_state,
     timed_out,
 )
+from manycore.backends._aio_jobs import ITEM, Item, Job
 from manycore.backends._base import (
     Backend,
     BackendOptions,
@@ -67,66 +66,42 @@ _GRACE = 1.0  # seconds cancelled coroutines get to finish before the loop close
 _LOOK_AGAIN = 1.0  # seconds between looks, in shutdown(), at the callers' loops
 
 
-@dataclass(eq=False)
-class _Item:
-    """One running item, and the slot it holds (guarded by its backend's lock).
-
-    An item that gives work to its own pool lends its slot to that work while
-    any of it is unfinished: it is waiting for it, and the work would otherwise
-    wait for the slot (with every slot taken by such items: forever).
-    """
-
-    owner: AsyncioBackend
-    outer: _Item | None  # the item that submitted this one's batch (of any asyncio pool)
-    nested: int = 0  # jobs submitted to ``owner`` from inside this item, not yet reported
-    lent: bool = False  # its slot is counted free while those jobs are out
-    ended: bool = False  # its outcome is settled: the slot is no longer its own
-
-
-# The item whose task (or a thread it started, an amap's among them) runs now.
-_ITEM: contextvars.ContextVar[_Item | None] = contextvars.ContextVar(
-    "manycore_asyncio_item", default=None
-)
-
-
-@dataclass(eq=False)
-class _Job:
-    """A batch the loop runs: what its items gave so far (guarded by the lock)."""
-
-    batch: Batch
-    done: Done
-    values: list[Any]
-    left: int  # items without an outcome yet
-    caller: _Item | None = None  # the item it was submitted from, if any
-    home: asyncio.AbstractEventLoop | None = None  # the caller's loop, to run the items on
-    parent: _Item | None = None  # the item of this pool that waits for it, if any
-    failures: dict[int, BaseException] | None = None
-    begun: int = 0  # items started; the next to start is items[begun]
-    claimed: bool = False  # claim() was called: the batch counts as started
-    reported: bool = False  # done() was called, or will be by whoever set this
-    # running, by offset: the task, and the item whose slot it holds
-    tasks: dict[int, tuple[asyncio.Task[None], _Item]] = field(default_factory=dict)
-    started: float = 0.0
-
-    def result(self) -> BatchResult:
-        elapsed = time.perf_counter() - self.started
-        return BatchResult(self.values, self.failures, elapsed, worker="loop")
-
-
 @register_backend
 class AsyncioBackend(Backend):
     name = "asyncio"
     supports_kill = True  # a running coroutine is cancelled
     one_item_per_batch = True
     numbered_workers = False  # coroutines share one loop: stats list it as "loop"
+    accepts = frozenset({"concurrency"})
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        limit: int | None = given.get("concurrency")
+        if limit is not None and workers not in (None, limit):
+            raise ValueError(
+                f"workers={workers} and concurrency={limit} disagree: for "
+                "backend='asyncio' both are the number of coroutines running at once; give one"
+            )
+        return workers if limit is None else limit
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        return (
+            f"{name}={value!r:.80} applies only to backend='asyncio' (coroutines "
+            f"running at once); for backend={backend!r} give workers="
+        )
+
+    @classmethod
+    def default_workers(cls) -> int:
+        return DEFAULT_CONCURRENCY
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # a job left _jobs
-        self._jobs: dict[Batch, _Job] = {}  # not reported yet
-        self._queue: deque[_Job] = deque()  # with items not started yet, in order
-        self._nested: deque[_Job] = deque()  # the same, submitted by this pool's items: first
+        self._jobs: dict[Batch, Job] = {}  # not reported yet
+        self._queue: deque[Job] = deque()  # with items not started yet, in order
+        self._nested: deque[Job] = deque()  # the same, submitted by this pool's items: first
         self._free = options.workers  # slots for coroutines
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -139,7 +114,7 @@ class AsyncioBackend(Backend):
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
         # Items' deadlines (in loop.time()), touched on the loop only; one loop
         # timer, set for the earliest, serves them all.
-        self._deadlines: Deadlines[tuple[_Job, int]] = Deadlines()
+        self._deadlines: Deadlines[tuple[Job, int]] = Deadlines()
         self._alarm: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -175,7 +150,7 @@ class AsyncioBackend(Backend):
         return batch.origin is not None and batch.origin is running_loop()
 
     def submit(self, batch: Batch, done: Done) -> None:
-        caller = _ITEM.get()
+        caller = ITEM.get()
         parent = caller
         while parent is not None and parent.owner is not self:
             parent = parent.outer
@@ -197,7 +172,7 @@ class AsyncioBackend(Backend):
                 # A blocking map from a coroutine blocks that coroutine's loop: its
                 # items run on the pool's; an awaited map or submit(): on the caller's.
                 home = batch.origin if batch.submit else self._home(awaiting_loop())
-                job = _Job(batch, done, [None] * len(batch), len(batch), caller)
+                job = Job(batch, done, [None] * len(batch), len(batch), caller)
                 job.home = home
                 self._jobs[batch] = job
                 if parent is not None and not parent.ended:
@@ -240,7 +215,7 @@ class AsyncioBackend(Backend):
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         with self._lock:
             self._closing = True
-            dropped: list[_Job] = []
+            dropped: list[Job] = []
             for queue in (self._nested, self._queue) if cancel_pending else ():
                 waiting = [j for j in queue if not j.claimed]
                 if waiting:  # in one pass: removing jobs one by one from a long queue is slow
@@ -282,13 +257,13 @@ class AsyncioBackend(Backend):
             job.done(job.batch, CancelledError())
         self._call(self._cancel, tasks)
 
-    def _clear_locked(self) -> list[_Job]:
+    def _clear_locked(self) -> list[Job]:
         """Every job not reported yet; the queues emptied (the caller drops them)."""
         self._queue.clear()
         self._nested.clear()
         return list(self._jobs.values())
 
-    def _drop_locked(self, job: _Job) -> list[asyncio.Task[None]]:
+    def _drop_locked(self, job: Job) -> list[asyncio.Task[None]]:
         """Take ``job`` off the books (its caller reports it); its running tasks,
         whose slots are free from now on, whatever the tasks do with the cancel."""
         job.reported = True
@@ -305,13 +280,13 @@ class AsyncioBackend(Backend):
         self._job_over_locked(job)
         return tasks
 
-    def _release_locked(self, item: _Item) -> None:
+    def _release_locked(self, item: Item) -> None:
         """``item`` has its outcome: its slot is free (it already is while lent)."""
         item.ended = True
         if not item.lent:
             self._free += 1
 
-    def _job_over_locked(self, job: _Job) -> None:
+    def _job_over_locked(self, job: Job) -> None:
         """``job`` is reported: the item waiting for it takes its slot back when
         none of its work is left."""
         parent, job.parent = job.parent, None
@@ -454,7 +429,7 @@ class AsyncioBackend(Backend):
                 if dropped and error is not None:
                     job.done(job.batch, error)
 
-    def _start_locked_items(self, job: _Job, queue: deque[_Job]) -> None:
+    def _start_locked_items(self, job: Job, queue: deque[Job]) -> None:
         if job.begun == 0:
             job.started = time.perf_counter()
         assert self._loop is not None
@@ -462,7 +437,7 @@ class AsyncioBackend(Backend):
             offset = job.begun
             job.begun += 1
             self._free -= 1
-            item = _Item(self, job.caller)
+            item = Item(self, job.caller)
             task = self._loop.create_task(self._run_item(job, offset, item))
             job.tasks[offset] = (task, item)
             self._live.add(task)
@@ -470,10 +445,10 @@ class AsyncioBackend(Backend):
         if job.begun == len(job.batch):
             queue.popleft()
 
-    async def _run_item(self, job: _Job, offset: int, item: _Item) -> None:
+    async def _run_item(self, job: Job, offset: int, item: Item) -> None:
         import asyncio
 
-        _ITEM.set(item)  # this task's own context: what it submits to this pool is nested
+        ITEM.set(item)  # this task's own context: what it submits to this pool is nested
         batch = job.batch
         if batch.timeout is not None:
             self._arm((job, offset), batch.timeout)
@@ -500,7 +475,7 @@ class AsyncioBackend(Backend):
             self._deadlines.disarm((job, offset))
         self._settle(job, offset, value, error)
 
-    def _arm(self, key: tuple[_Job, int], timeout: float) -> None:
+    def _arm(self, key: tuple[Job, int], timeout: float) -> None:
         """(On the loop.) Item ``key`` fails ``timeout`` seconds from now."""
         loop = self._loop
         assert loop is not None
@@ -520,7 +495,7 @@ class AsyncioBackend(Backend):
         for job, offset in expired:
             self._expire(job, offset)
 
-    def _settle(self, job: _Job, offset: int, value: Any, error: BaseException | None) -> None:
+    def _settle(self, job: Job, offset: int, value: Any, error: BaseException | None) -> None:
         with self._lock:
             entry = job.tasks.pop(offset, None)
             if entry is None:
@@ -533,7 +508,7 @@ class AsyncioBackend(Backend):
             report = self._count_locked(job)
         self._after(job if report else None)
 
-    def _expire(self, job: _Job, offset: int) -> None:
+    def _expire(self, job: Job, offset: int) -> None:
         """An item overstayed its timeout: it fails now, and its task is cancelled."""
         with self._lock:
             entry = job.tasks.pop(offset, None)
@@ -554,7 +529,7 @@ class AsyncioBackend(Backend):
         task.cancel()
         self._after(job if report else None)
 
-    def _count_locked(self, job: _Job) -> bool:
+    def _count_locked(self, job: Job) -> bool:
         """One more item of ``job`` has its outcome: True if the job is to be reported."""
         job.left -= 1
         if job.left or job.reported:
@@ -570,7 +545,7 @@ class AsyncioBackend(Backend):
             task.cancel()
         self._after(None)  # their slots were freed
 
-    def _after(self, finished: _Job | None) -> None:
+    def _after(self, finished: Job | None) -> None:
         """On the loop, after slots were freed: report ``finished``, start waiting
         items, and wake ``_main`` when a closing pool has nothing left to run."""
         if finished is not None:

@@ -32,6 +32,15 @@ def _import() -> Any:
 class DaskBackend(ClusterBackend):
     name = "dask"
     supports_kill = False  # Dask cannot stop a task that runs
+    accepts = frozenset({"address", "client"})
+    # The engine's own package: true however manycore was installed.
+    needs_package = ("distributed", "dask[distributed]")
+
+    @classmethod
+    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+        if name != "client":
+            return super().misplaced(name, value, backend)
+        return f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers

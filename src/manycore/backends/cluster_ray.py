@@ -53,6 +53,7 @@ def _import() -> Any:
 class RayBackend(ClusterBackend):
     name = "ray"
     supports_kill = True  # ray.cancel(force=True) kills the worker running the task
+    needs_package = ("ray", "ray")
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers

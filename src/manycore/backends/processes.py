@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any
 
 from manycore._core import Batch
-from manycore._engine import EngineFuture, ProcessEngine, default_start_method
+from manycore._engine import START_METHODS, EngineFuture, ProcessEngine, default_start_method
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
 
 __all__ = ["ProcessBackend"]
@@ -20,6 +20,22 @@ class ProcessBackend(Backend):
     needs_pickling = True
     supports_kill = True
     replaces_workers = True
+    accepts = frozenset({"start_method"})
+
+    @classmethod
+    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+        method = given.get("start_method")
+        if method is not None and method not in START_METHODS:
+            valid = ", ".join(repr(m) for m in START_METHODS)
+            raise ValueError(
+                f"start_method={method!r} is not available here; choose one of {valid}"
+            )
+        return workers
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What ``manycore info`` reports of this backend."""
+        return {"start_methods": list(START_METHODS)}
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)

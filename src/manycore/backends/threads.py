@@ -24,6 +24,7 @@ from manycore._core import (
     Batch,
     BatchResult,
     PoolBroken,
+    cpu_budget,
     init_raised,
     pinned,
     pool_closed,
@@ -64,6 +65,11 @@ class _Running:
 @register_backend
 class ThreadBackend(Backend):
     name = "threads"
+
+    @classmethod
+    def default_workers(cls) -> int:
+        """A few more than the CPUs: threads often wait on I/O."""
+        return min(32, cpu_budget() + 4)
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
