@@ -11,8 +11,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
@@ -22,7 +21,7 @@ from manycore._core._batch import Batch
 from manycore._core._errors import PoolClosed, pool_of_another_process
 from manycore._observe._stats import Stats, StatsRecorder
 from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
-from manycore._scheduler._submission import Submission, fail
+from manycore._scheduler._submission import Submitter
 from manycore._transport._serialize import dumps_fn
 from manycore.backends import Backend, BackendOptions, get_backend
 
@@ -125,13 +124,10 @@ class Pool(Executor, SharedPrimitives):
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING
         self._pid = os.getpid()  # a forked child's copy of the pool must not close it
-        self._batches: dict[Future[Any], Batch] = {}  # submit futures not yet settled
-        # submit() retries waiting out their backoff, and whose future they settle
-        self._retrying: dict[threading.Timer, Future[Any]] = {}
-        self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         self._recorder = self._new_recorder(whole_pool=True)
+        self._submitter = Submitter(self._backend, self._recorder)
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -225,13 +221,7 @@ class Pool(Executor, SharedPrimitives):
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
-        origin = self._backend.origin()
-        future: Future[T] = self._backend.new_future(origin)
-        future.add_done_callback(self._forget)
-        submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
-        submission.origin = origin
-        submission.launch(True)
-        return future
+        return self._submitter.submit(fn, args, kwargs, policy, fn_blob, on_batch)
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
         """The policy of one call (checked options over the pool's defaults)."""
@@ -244,47 +234,7 @@ class Pool(Executor, SharedPrimitives):
         asyncio: its coroutine is cancelled); its
         future then raises ``CancelledError``. True if the task will not complete."""
         v.check_bool(force, "force")
-        if future.cancel():
-            return True
-        with self._lock:  # a retry waiting out its backoff is simply not run
-            timers = [t for t, f in self._retrying.items() if f is future]
-            for t in timers:
-                del self._retrying[t]
-        if timers:
-            timers[0].cancel()
-            fail(future, CancelledError())
-            self._backend.wake()
-            return True
-        if not force or future.done() or not self._backend.supports_kill:
-            return False
-        with self._lock:
-            batch = self._batches.get(future)
-        return batch is not None and self._backend.kill(batch)
-
-    def _forget(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._batches.pop(future, None)
-
-    def _later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
-        """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
-
-        def fire() -> None:
-            # The timer is this very thread. (Naming it in the closure would be a
-            # cycle, timer -> fire -> timer, keeping the future and its result.)
-            with self._lock:
-                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
-                    return  # cancelled meanwhile
-            try:
-                action()
-            except BaseException as exc:  # the pool closed meanwhile, ...
-                fail(future, exc)
-                self._backend.wake()  # a caller may be polling for this future
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
-        with self._lock:
-            self._retrying[timer] = future
-        timer.start()
+        return self._submitter.cancel(future, force)
 
     @overload  # type: ignore[override]
     def map(
@@ -532,30 +482,8 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._settle_retries(wait and not cancel_pending)
+        self._submitter.settle_retries(wait and not cancel_pending)
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
-
-    def _settle_retries(self, wait: bool) -> None:
-        """Before the backend closes: let submit() calls that may still be retried
-        finish (``wait``; not those that run on this thread's event loop, which
-        waiting would stop: their retry fails with PoolClosed), or cancel the
-        retries waiting out a backoff."""
-        if wait:
-            while True:
-                with self._lock:
-                    retried = [f for f in self._batches if f in self._may_retry]
-                    futures = [f for f in retried if not self._backend.runs_here(self._batches[f])]
-                if not futures:
-                    return
-                futures_wait(futures)
-        with self._lock:
-            timers = list(self._retrying.items())
-            self._retrying.clear()
-        for timer, future in timers:
-            timer.cancel()
-            fail(future, CancelledError())  # it counts as running: not cancel()
-        if timers:
-            self._backend.wake()
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled; running process tasks are killed
@@ -565,7 +493,7 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._settle_retries(False)
+        self._submitter.settle_retries(False)
         self._backend.terminate()
 
     def close(self) -> None:

@@ -1,25 +1,131 @@
-"""One ``Pool.submit()`` call: its batch sent, retried after a backoff when its
-error is one to retry, and its future settled with the outcome."""
+"""``submit()`` calls: each one's batch sent, retried after a backoff when its
+error is one to retry, and its future settled with the outcome. :class:`Submitter`
+keeps the calls of one pool (to cancel them, and to settle them at shutdown)."""
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import wait as futures_wait
+from typing import Any
 
 from manycore._core._batch import Batch, BatchResult
 from manycore._core._errors import PoolBroken, PoolClosed
 from manycore._core._futures import AwaitableFuture
+from manycore._observe._stats import StatsRecorder
 from manycore._scheduler._maprun import Policy
+from manycore.backends import Backend
 
-if TYPE_CHECKING:
-    from manycore._api._pool import Pool
-
-__all__ = ["Submission", "fail", "settle"]
+__all__ = ["Submission", "Submitter", "fail", "settle"]
 
 # Errors that end a submit() at once, whatever retry_on says: the pool's own state.
 _NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
+
+
+class Submitter:
+    """The ``submit()`` calls of one pool on ``backend``: the batches of calls not
+    yet settled (to kill one), and the retries waiting out their backoff."""
+
+    def __init__(self, backend: Backend, recorder: StatsRecorder):
+        self.backend = backend
+        self.recorder = recorder
+        self._lock = threading.Lock()
+        self._batches: dict[Future[Any], Batch] = {}  # futures not yet settled
+        self._retrying: dict[threading.Timer, Future[Any]] = {}  # and what they settle
+        self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: Policy,
+        fn_blob: bytes | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
+    ) -> Future[Any]:
+        """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
+        calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
+        origin = self.backend.origin()
+        future: Future[Any] = self.backend.new_future(origin)
+        future.add_done_callback(self._forget)
+        submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
+        submission.origin = origin
+        submission.launch(True)
+        return future
+
+    def cancel(self, future: Future[Any], force: bool) -> bool:
+        """``Pool.cancel``: True if the call will not complete."""
+        if future.cancel():
+            return True
+        with self._lock:  # a retry waiting out its backoff is simply not run
+            timers = [t for t, f in self._retrying.items() if f is future]
+            for t in timers:
+                del self._retrying[t]
+        if timers:
+            timers[0].cancel()
+            fail(future, CancelledError())
+            self.backend.wake()
+            return True
+        if not force or future.done() or not self.backend.supports_kill:
+            return False
+        with self._lock:
+            batch = self._batches.get(future)
+        return batch is not None and self.backend.kill(batch)
+
+    def sent(self, future: Future[Any], batch: Batch, may_retry: bool) -> None:
+        with self._lock:
+            self._batches[future] = batch
+            if may_retry:
+                self._may_retry.add(future)
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._batches.pop(future, None)
+
+    def later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
+        """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
+
+        def fire() -> None:
+            # The timer is this very thread. (Naming it in the closure would be a
+            # cycle, timer -> fire -> timer, keeping the future and its result.)
+            with self._lock:
+                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
+                    return  # cancelled meanwhile
+            try:
+                action()
+            except BaseException as exc:  # the pool closed meanwhile, ...
+                fail(future, exc)
+                self.backend.wake()  # a caller may be polling for this future
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            self._retrying[timer] = future
+        timer.start()
+
+    def settle_retries(self, wait: bool) -> None:
+        """Before the backend closes: let calls that may still be retried finish
+        (``wait``; not those that run on this thread's event loop, which waiting
+        would stop: their retry fails with PoolClosed), or cancel the retries
+        waiting out a backoff."""
+        if wait:
+            while True:
+                with self._lock:
+                    retried = [f for f in self._batches if f in self._may_retry]
+                    futures = [f for f in retried if not self.backend.runs_here(self._batches[f])]
+                if not futures:
+                    return
+                futures_wait(futures)
+        with self._lock:
+            timers = list(self._retrying.items())
+            self._retrying.clear()
+        for timer, future in timers:
+            timer.cancel()
+            fail(future, CancelledError())  # it counts as running: not cancel()
+        if timers:
+            self.backend.wake()
 
 
 class Submission:
@@ -33,7 +139,7 @@ class Submission:
 
     def __init__(
         self,
-        pool: Pool,
+        owner: Submitter,
         future: Future[Any],
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -42,7 +148,7 @@ class Submission:
         fn_blob: bytes | None,
         on_batch: Callable[[Batch], None] | None,
     ):
-        self.pool = pool
+        self.owner = owner
         self.future = future
         self.fn = fn
         self.args = args
@@ -53,10 +159,10 @@ class Submission:
         self.attempts = 0
         self.origin: Any = None  # the backend's origin() when submit() was called
         if isinstance(future, AwaitableFuture):
-            future.on_abandoned = stopper(pool)
+            future.on_abandoned = stopper(owner)
 
     def launch(self, first: bool) -> None:
-        pool, future, policy = self.pool, self.future, self.policy
+        owner, future, policy = self.owner, self.future, self.policy
         batch = Batch(
             self.fn, [self.args], 0, True, self.kwargs, submit=True, timeout=policy.timeout
         )
@@ -65,19 +171,16 @@ class Submission:
         batch.claim = future.set_running_or_notify_cancel if first else still_wanted(future)
         if self.on_batch is not None:
             self.on_batch(batch)
-        with pool._lock:
-            pool._batches[future] = batch
-            if policy.retries:
-                pool._may_retry.add(future)
+        owner.sent(future, batch, bool(policy.retries))
         try:
-            pool._backend.submit(batch, self.done)
+            owner.backend.submit(batch, self.done)
         except BaseException:
-            pool._forget(future)
+            owner._forget(future)
             raise
 
     def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         policy, future = self.policy, self.future
-        self.pool._recorder.record(batch, result)
+        self.owner.recorder.record(batch, result)
         error: Any = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
@@ -88,7 +191,7 @@ class Submission:
             and not future.done()
         ):
             self.attempts += 1
-            self.pool._later(policy.backoff(self.attempts), future, self._retry)
+            self.owner.later(policy.backoff(self.attempts), future, self._retry)
             return
         settle(future, result)
 
@@ -125,10 +228,10 @@ def fail(future: Future[Any], exc: BaseException) -> None:
         pass  # settled meanwhile by another thread
 
 
-def stopper(pool: Pool) -> Callable[[Future[Any]], object]:
+def stopper(owner: Submitter) -> Callable[[Future[Any]], object]:
     """What stops a call whose awaiting task was cancelled: ``pool.cancel(future,
-    force=True)``. (The pool by a weak reference: the future must not keep it.)"""
-    ref = weakref.ref(pool)
+    force=True)``. (The owner by a weak reference: the future must not keep it.)"""
+    ref = weakref.ref(owner)
 
     def stop(future: Future[Any]) -> None:
         alive = ref()
