@@ -1,6 +1,6 @@
 """``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so
-far; ``progress="Downloading"`` labels it), or for a task graph being waited
-for (tasks settled out of all those behind it).
+far; ``progress="Downloading"`` labels it). (A task graph's bar is
+``manycore._tasks._progress``.)
 
 The scheduler calls :meth:`Progress.advance` once per finished batch, not per
 item, so the bar costs a few microseconds per batch whatever the item count;
@@ -14,7 +14,7 @@ from typing import Any
 
 from manycore._core._failure import Failure
 
-__all__ = ["GraphProgress", "Progress"]
+__all__ = ["Progress"]
 
 
 class Progress:
@@ -47,41 +47,4 @@ class Progress:
         self._bar.update(covered)
 
     def close(self) -> None:
-        self._bar.close()
-
-
-class GraphProgress:
-    """A bar over task calls (and plain futures): how many have settled, how
-    many of them failed. Refreshed by whoever waits, a few times a second."""
-
-    def __init__(self, nodes: list[Any], futures: list[Any]):
-        from tqdm.auto import tqdm
-
-        self._nodes = nodes  # TaskNodes (their state says whether they settled)
-        self._futures = futures  # futures that are not task calls
-        total = len(nodes) + len(futures)
-        self._bar: Any = tqdm(total=total, desc="manycore", unit="task", leave=True)
-        self.failed = 0
-
-    def refresh(self) -> None:
-        from manycore._tasks._nodes import TaskState
-
-        done = failed = 0
-        for node in self._nodes:
-            state = node.state
-            if state in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED):
-                done += 1
-                failed += state is TaskState.FAILED
-        for f in self._futures:
-            if f.done():
-                done += 1
-                failed += not f.cancelled() and f.exception() is not None
-        if failed != self.failed:
-            self.failed = failed
-            self._bar.set_postfix(failed=failed, refresh=False)
-        if done > self._bar.n:
-            self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        self.refresh()
         self._bar.close()

@@ -301,8 +301,8 @@ def wait(
 
 def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> DoneAndNotDone:
     """``wait`` with a bar, refreshed every ``_BAR_TICK`` seconds while it waits."""
-    from manycore._observe._progress import GraphProgress
     from manycore._tasks._graph import nodes_behind
+    from manycore._tasks._progress import GraphProgress
 
     bar = GraphProgress(nodes_behind(fs), [f for f in fs if not isinstance(f, TaskFuture)])
     try:
