@@ -20,7 +20,7 @@ from manycore._api._pool_sync import SharedPrimitives
 from manycore._core._batch import Batch
 from manycore._core._errors import PoolClosed, pool_of_another_process
 from manycore._observe._stats import Stats, StatsRecorder
-from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
+from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
 from manycore._scheduler._submission import Submitter
 from manycore._transport._serialize import dumps_fn
 from manycore.backends import Backend, BackendOptions, get_backend
@@ -104,7 +104,7 @@ class Pool(Executor, SharedPrimitives):
                     f"(backend='processes'), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
-        self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)
+        self._defaults = call_policy(CallOptions(), True, on_error, retries, retry_on, timeout)
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
             blas_threads = default_blas_threads(workers)
@@ -214,7 +214,7 @@ class Pool(Executor, SharedPrimitives):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
     ) -> Future[T]:
@@ -223,7 +223,7 @@ class Pool(Executor, SharedPrimitives):
         self._check_open()
         return self._submitter.submit(fn, args, kwargs, policy, fn_blob, on_batch)
 
-    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
+    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
         """The policy of one call (checked options over the pool's defaults)."""
         return call_policy(self._defaults, True, None, retries, retry_on, timeout)
 
@@ -392,7 +392,7 @@ class Pool(Executor, SharedPrimitives):
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(self, *options: Any, **named: Any) -> tuple[int | None, Policy]:
+    def _map_options(self, *options: Any, **named: Any) -> CallOptions:
         """A map call's options (as :func:`map_options` takes them) checked over
         this pool's defaults, before any work, and bundled."""
         return map_options(self._defaults, *options, **named)
@@ -403,7 +403,7 @@ class Pool(Executor, SharedPrimitives):
         iterables: tuple[Iterable[Any], ...],
         star: bool,
         name: str,
-        options: tuple[int | None, Policy],
+        options: CallOptions,
         source: InputSource | None = None,
     ) -> MapRun:
         """The run of one map call; ``source``: go on reading one that an earlier
@@ -419,17 +419,13 @@ class Pool(Executor, SharedPrimitives):
         v.check_iterables(iterables, name)
         self._check_open()
 
-    def _start(
-        self, fn: Callable[..., Any], source: InputSource, options: tuple[int | None, Policy]
-    ) -> MapRun:
+    def _start(self, fn: Callable[..., Any], source: InputSource, options: CallOptions) -> MapRun:
         """A run of ``fn`` over what ``source`` hands out."""
-        chunksize, policy = options
         fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
-        planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
         recorders = [self._recorder]
-        if policy.stats:
+        if options.stats:
             recorders.append(self._new_recorder())
-        return MapRun(self._backend, fn, source, planner, policy, fn_blob, recorders)
+        return MapRun(self._backend, fn, source, options, None, fn_blob, recorders)
 
     def _checkpointed(
         self,
@@ -437,7 +433,7 @@ class Pool(Executor, SharedPrimitives):
         iterables: tuple[Iterable[Any], ...],
         star: bool,
         name: str,
-        options: tuple[int | None, Policy],
+        options: CallOptions,
         path: str,
         resume: bool | str,
     ) -> list[Any] | tuple[list[Any], Stats]:
@@ -446,15 +442,14 @@ class Pool(Executor, SharedPrimitives):
         from manycore._scheduler._checkpoint import run_checkpointed
 
         self._check_call(fn, iterables, name)
-        chunksize = options[0]
         runs: list[MapRun] = []
 
-        def start(source: InputSource, policy: Policy) -> MapRun:
-            runs.append(self._start(fn, source, (chunksize, policy)))
+        def start(source: InputSource, options: CallOptions) -> MapRun:
+            runs.append(self._start(fn, source, options))
             return runs[-1]
 
-        out = run_checkpointed(fn, iterables, star, options[1], path, resume, start)
-        return (out, runs[-1].stats()) if options[1].stats else out
+        out = run_checkpointed(fn, iterables, star, options, path, resume, start)
+        return (out, runs[-1].stats()) if options.stats else out
 
     # ------------------------------------------------------------- lifecycle
 

@@ -32,7 +32,7 @@ from manycore._core._remote import tag_with_index
 from manycore._observe._stats import Stats, StatsRecorder
 from manycore.backends import Backend
 
-__all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
+__all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun", "apply_policy"]
 
 _TARGET_SECONDS = 0.02  # a batch long enough that per-batch overhead is ~1%
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
@@ -249,7 +249,7 @@ class InputSource:
 
 
 @dataclass(frozen=True)
-class Policy:
+class CallOptions:
     """What a run does with order and failures (the same on every backend).
 
     ``ordered``: results in input order, else as batches finish. ``on_error``:
@@ -271,6 +271,7 @@ class Policy:
     timeout: float | None = None
     progress: bool | str = False  # a tqdm bar, a str its label (see manycore._observe._progress)
     stats: bool = False  # the call returns its own Stats (see manycore._observe._stats)
+    chunksize: int | None = None  # items per batch; None: the planner picks
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
@@ -286,11 +287,16 @@ class MapRun:
         backend: Backend,
         fn: Callable[..., Any],
         source: InputSource,
-        planner: ChunkPlanner,
-        policy: Policy,
+        policy: CallOptions,
+        planner: ChunkPlanner | None = None,
         fn_blob: bytes | None = None,
         recorders: Sequence[StatsRecorder] = (),
     ):
+        """``planner``: by default the backend's (see :meth:`ChunkPlanner.for_backend`)."""
+        if planner is None:
+            planner = ChunkPlanner.for_backend(
+                backend, policy.chunksize, policy.timeout is not None
+            )
         self._backend = backend
         # The pool's stats, and the call's own last when it asked for stats=True.
         self._recorders = tuple(recorders)

@@ -15,7 +15,7 @@ from manycore._core._batch import Batch, BatchResult
 from manycore._core._errors import PoolBroken, PoolClosed
 from manycore._core._futures import AwaitableFuture
 from manycore._observe._stats import StatsRecorder
-from manycore._scheduler._maprun import Policy
+from manycore._scheduler._maprun import CallOptions
 from manycore.backends import Backend
 
 __all__ = ["Submission", "Submitter", "fail", "settle"]
@@ -41,7 +41,7 @@ class Submitter:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
     ) -> Future[Any]:
@@ -144,7 +144,7 @@ class Submission:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None,
         on_batch: Callable[[Batch], None] | None,
     ):
