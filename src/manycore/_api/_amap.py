@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
 from manycore._api._calls import _lease_default_pool, check_call_options, pick_backend
-from manycore._scheduler._maprun import MapRun
+from manycore._scheduler import MapRun
 from manycore.backends._caller_loop import awaited_from
 
 __all__ = ["aimap", "amap"]

@@ -32,7 +32,7 @@ from manycore._api._options import default_workers, map_options
 from manycore._api._pool import Pool
 from manycore._observe._recommend import Measurements, Recommendation, decide
 from manycore._observe._runqueue import queued, queued_between
-from manycore._scheduler._maprun import CallOptions, InputSource
+from manycore._scheduler import CallOptions, InputSource
 from manycore.backends._base import is_async_callable
 
 __all__ = ["AutoMap"]

@@ -22,7 +22,7 @@ from manycore._api._options import map_options
 from manycore._api._pool import Pool, PoolState
 from manycore._core._cpus import worker_share
 from manycore._observe._stats import Stats
-from manycore._scheduler._maprun import CallOptions
+from manycore._scheduler import CallOptions
 from manycore.backends import get_backend
 from manycore.backends._base import is_async_callable
 

@@ -1,5 +1,5 @@
 """A pool's sizes and a call's options: how many workers and BLAS threads by
-default, and the checked :class:`~manycore._scheduler._maprun.CallOptions` of one call (its
+default, and the checked :class:`~manycore._scheduler.CallOptions` of one call (its
 options over the pool's defaults; a bad one fails before any work)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from manycore._api import _validate as v
 from manycore._core._cpus import cpu_budget
 from manycore._core._failure import ERROR_POLICIES
-from manycore._scheduler._maprun import CallOptions
+from manycore._scheduler import CallOptions
 from manycore.backends.aio import DEFAULT_CONCURRENCY
 
 __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]

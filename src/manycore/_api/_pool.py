@@ -20,9 +20,7 @@ from manycore._api._pool_sync import SharedPrimitives
 from manycore._core._batch import Batch
 from manycore._core._errors import PoolClosed, pool_of_another_process
 from manycore._observe._stats import Stats, StatsRecorder
-from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
-from manycore._scheduler._submission import Submitter
-from manycore._transport._serialize import dumps_fn
+from manycore._scheduler import CallOptions, InputSource, MapRun, Scheduler
 from manycore.backends import Backend, BackendOptions, get_backend
 
 __all__ = ["Pool", "PoolState"]
@@ -127,7 +125,7 @@ class Pool(Executor, SharedPrimitives):
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         self._recorder = self._new_recorder(whole_pool=True)
-        self._submitter = Submitter(self._backend, self._recorder)
+        self._scheduler = Scheduler(self._backend, self._recorder)
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -221,7 +219,7 @@ class Pool(Executor, SharedPrimitives):
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
-        return self._submitter.submit(fn, args, kwargs, policy, fn_blob, on_batch)
+        return self._scheduler.submit(fn, args, kwargs, policy, fn_blob, on_batch)
 
     def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
         """The policy of one call (checked options over the pool's defaults)."""
@@ -234,7 +232,7 @@ class Pool(Executor, SharedPrimitives):
         asyncio: its coroutine is cancelled); its
         future then raises ``CancelledError``. True if the task will not complete."""
         v.check_bool(force, "force")
-        return self._submitter.cancel(future, force)
+        return self._scheduler.cancel(future, force)
 
     @overload  # type: ignore[override]
     def map(
@@ -421,11 +419,10 @@ class Pool(Executor, SharedPrimitives):
 
     def _start(self, fn: Callable[..., Any], source: InputSource, options: CallOptions) -> MapRun:
         """A run of ``fn`` over what ``source`` hands out."""
-        fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
         recorders = [self._recorder]
         if options.stats:
             recorders.append(self._new_recorder())
-        return MapRun(self._backend, fn, source, options, None, fn_blob, recorders)
+        return self._scheduler.run(fn, source, options, recorders)
 
     def _checkpointed(
         self,
@@ -477,7 +474,7 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._submitter.settle_retries(wait and not cancel_pending)
+        self._scheduler.settle_retries(wait and not cancel_pending)
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
 
     def terminate(self) -> None:
@@ -488,7 +485,7 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._submitter.settle_retries(False)
+        self._scheduler.settle_retries(False)
         self._backend.terminate()
 
     def close(self) -> None:

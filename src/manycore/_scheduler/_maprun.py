@@ -273,6 +273,11 @@ class CallOptions:
     stats: bool = False  # the call returns its own Stats (see manycore._observe._stats)
     chunksize: int | None = None  # items per batch; None: the planner picks
 
+    def retried(self, error: object, used: int) -> bool:
+        """Whether an item that failed with ``error``, retried ``used`` times so
+        far, is run again (map, submit and a task run in place all ask this)."""
+        return used < self.retries and isinstance(error, self.retry_on)
+
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
         return float(min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX))
@@ -555,11 +560,8 @@ class MapRun:
         return entries
 
     def _should_retry(self, index: int, exc: BaseException) -> bool:
-        policy = self._policy
-        if policy.retries <= 0 or not isinstance(exc, policy.retry_on):
-            return False
         used = self._attempts.get(index, 0)
-        if used >= policy.retries:
+        if not self._policy.retried(exc, used):
             return False
         self._attempts[index] = used + 1
         return True

@@ -1,12 +1,12 @@
 """``submit()`` calls: each one's batch sent, retried after a backoff when its
-error is one to retry, and its future settled with the outcome. :class:`Submitter`
+error is one to retry, and its future settled with the outcome. :class:`Scheduler`
 keeps the calls of one pool (to cancel them, and to settle them at shutdown)."""
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
 from typing import Any
@@ -15,16 +15,17 @@ from manycore._core._batch import Batch, BatchResult
 from manycore._core._errors import PoolBroken, PoolClosed
 from manycore._core._futures import AwaitableFuture
 from manycore._observe._stats import StatsRecorder
-from manycore._scheduler._maprun import CallOptions
+from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._transport._serialize import dumps_fn
 from manycore.backends import Backend
 
-__all__ = ["Submission", "Submitter", "fail", "settle"]
+__all__ = ["Scheduler", "Submission", "fail", "settle"]
 
 # Errors that end a submit() at once, whatever retry_on says: the pool's own state.
 _NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 
 
-class Submitter:
+class Scheduler:
     """The ``submit()`` calls of one pool on ``backend``: the batches of calls not
     yet settled (to kill one), and the retries waiting out their backoff."""
 
@@ -54,6 +55,17 @@ class Submitter:
         submission.origin = origin
         submission.launch(True)
         return future
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        source: InputSource,
+        options: CallOptions,
+        recorders: Sequence[StatsRecorder],
+    ) -> MapRun:
+        """A map run of ``fn`` over what ``source`` hands out (iterate it)."""
+        fn_blob = dumps_fn(fn) if self.backend.needs_pickling else None
+        return MapRun(self.backend, fn, source, options, None, fn_blob, recorders)
 
     def cancel(self, future: Future[Any], force: bool) -> bool:
         """``Pool.cancel``: True if the call will not complete."""
@@ -139,7 +151,7 @@ class Submission:
 
     def __init__(
         self,
-        owner: Submitter,
+        owner: Scheduler,
         future: Future[Any],
         fn: Callable[..., Any],
         args: tuple[Any, ...],
@@ -184,12 +196,8 @@ class Submission:
         error: Any = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
-        if (
-            isinstance(error, policy.retry_on)
-            and not isinstance(error, _NOT_RETRIED)
-            and self.attempts < policy.retries
-            and not future.done()
-        ):
+        retried = policy.retried(error, self.attempts) and not isinstance(error, _NOT_RETRIED)
+        if retried and not future.done():
             self.attempts += 1
             self.owner.later(policy.backoff(self.attempts), future, self._retry)
             return
@@ -228,7 +236,7 @@ def fail(future: Future[Any], exc: BaseException) -> None:
         pass  # settled meanwhile by another thread
 
 
-def stopper(owner: Submitter) -> Callable[[Future[Any]], object]:
+def stopper(owner: Scheduler) -> Callable[[Future[Any]], object]:
     """What stops a call whose awaiting task was cancelled: ``pool.cancel(future,
     force=True)``. (The owner by a weak reference: the future must not keep it.)"""
     ref = weakref.ref(owner)

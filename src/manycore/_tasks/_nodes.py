@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from manycore._core._errors import UpstreamFailed
 from manycore._core._futures import AwaitableFuture
+from manycore._scheduler import CallOptions
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
 from manycore.backends._base import is_async_callable
 
@@ -479,18 +480,16 @@ def _call_with_retries(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, BaseException | None]:
     """Run a task in this thread, retried as the task says (its timeout cannot
-    be enforced here)."""
-    retries = task.retries or 0
-    retry_on = task.retry_on or Exception
+    be enforced here, and it waits out no backoff)."""
+    options = CallOptions(retries=task.retries or 0, retry_on=task.retry_on or (Exception,))
     attempt = 0
     while True:
         try:
             return task.fn(*args, **kwargs), None
         except Exception as exc:
-            if isinstance(exc, retry_on) and attempt < retries:
-                attempt += 1
-                continue
-            return None, exc
+            if not options.retried(exc, attempt):
+                return None, exc
+            attempt += 1
 
 
 def run_here(task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture[R]:
