@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import as_completed as _as_completed
 from concurrent.futures import wait as _wait
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from manycore._api import _validate as v
 from manycore._api._pool import PoolState
@@ -29,6 +29,9 @@ from manycore._transport._serialize import (
     with_shipments,
 )
 
+if TYPE_CHECKING:
+    from manycore._api._pool import Pool
+
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
 P = ParamSpec("P")
@@ -44,7 +47,7 @@ class Task(Generic[P, R]):
     retries: int | None
     retry_on: tuple[type[BaseException], ...] | None
     backend: str | None
-    pool: Any
+    pool: Pool | None
     name: str
 
     def __init__(
@@ -55,7 +58,7 @@ class Task(Generic[P, R]):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         backend: str | None = None,
-        pool: Any = None,
+        pool: Pool | None = None,
         name: str | None = None,
     ):
         from manycore._api._pool import Pool
@@ -229,7 +232,7 @@ def task(
     retries: int | None = None,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backend: str | None = None,
-    pool: Any = None,
+    pool: Pool | None = None,
     name: str | None = None,
 ) -> Task[P, R]: ...
 
@@ -241,7 +244,7 @@ def task(
     retries: int | None = None,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backend: str | None = None,
-    pool: Any = None,
+    pool: Pool | None = None,
     name: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 

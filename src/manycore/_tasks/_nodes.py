@@ -38,6 +38,7 @@ from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, re
 from manycore.backends._base import is_async_callable
 
 if TYPE_CHECKING:
+    from manycore._api._pool import Pool
     from manycore._tasks._define import Task
 
 __all__ = ["TaskFuture", "TaskNode", "TaskState", "help_along", "next_key", "run_here"]
@@ -113,7 +114,7 @@ class TaskFuture(AwaitableFuture[R]):
         self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._inputs: list[Future[Any]] = []
         self._waiting = 0
-        self._pool: Any = None  # None: the task's default pool, looked up when sent
+        self._pool: Pool | None = None  # None: the task's default pool, looked up when sent
         self._pool_future: Future[Any] | None = None
         self._sent = threading.Event()  # set once _pool_future is (or will never be) set
         self._sent_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # to take back
@@ -139,7 +140,7 @@ class TaskFuture(AwaitableFuture[R]):
     # ------------------------------------------------------------ scheduling
 
     def _start(
-        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: list[Future[Any]]
+        self, pool: Pool, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: list[Future[Any]]
     ) -> None:
         self._pool = pool
         self._call = (args, kwargs)
@@ -219,7 +220,7 @@ class TaskFuture(AwaitableFuture[R]):
                 return  # cancelled, or run in place by a task waiting for it
             self.node.move(TaskState.SUBMITTED)
             call, self._call = self._call, None
-        assert call is not None
+        assert call is not None and self._pool is not None  # set by _dispatch
         pool, t = self._pool, self.task
         try:
             on_cluster = self._results_on_cluster(pool)
@@ -231,7 +232,6 @@ class TaskFuture(AwaitableFuture[R]):
             else:  # in-process: the tasks it calls go to this same pool
                 fn, blob = functools.partial(on_pool, pool, t._call), None
             pool._backend.check_fn(fn)
-            pool._check_open()
             policy = pool._call_policy(t.timeout, t.retries, t.retry_on)
             pool_future = pool._submit(fn, args, kwargs, policy, blob, self._note_batch)
         except BaseException as exc:
@@ -250,7 +250,7 @@ class TaskFuture(AwaitableFuture[R]):
     def _note_batch(self, batch: Any) -> None:
         self._batch = batch
 
-    def _results_on_cluster(self, pool: Any) -> dict[int, Any] | None:
+    def _results_on_cluster(self, pool: Pool) -> dict[int, Any] | None:
         """Inputs computed on the same cluster pool: references to their results
         there, which the engine resolves on the worker (no upload from here)."""
         handle_of = getattr(pool._backend, "result_ref", None)
@@ -357,7 +357,7 @@ class TaskFuture(AwaitableFuture[R]):
 
     # ------------------------------------------------------------- in place
 
-    def _run_here_if_free(self, pool: Any, deadline: float | None) -> None:
+    def _run_here_if_free(self, pool: Pool, deadline: float | None) -> None:
         """Run this task in the calling thread if it is on ``pool`` and no
         worker has started it; its inputs must be settled."""
         if self._pool is not pool:
