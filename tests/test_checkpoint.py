@@ -326,7 +326,9 @@ def test_progress_counts_stored_items_as_done(
             seen.append((total, initial))
             super().__init__(total, what, on_error, initial)
 
-    monkeypatch.setattr(_progress, "Progress", Recorder)
+    import manycore._observe as observe  # the door the scheduler reaches it through
+
+    monkeypatch.setattr(observe, "Progress", Recorder)
     path = tmp_path / "run.sqlite"
     mc.map(abs, range(30), checkpoint=path, backend="serial")
     mc.map(abs, range(50), checkpoint=path, backend="serial", progress=True)

@@ -9,7 +9,7 @@ import pytest
 
 import manycore as mc
 from helpers import crash_once, flaky, square, type_error_on
-from manycore._scheduler._maprun import Policy
+from manycore._scheduler._maprun import CallOptions
 
 
 def _inputs(tmp_path: Path, fails: dict[int, int], n: int = 8) -> list[tuple[str, int, int]]:
@@ -62,7 +62,7 @@ def test_a_crash_is_retried(process_pool: mc.Pool, tmp_path: Path) -> None:
 
 
 def test_backoff_grows_and_is_bounded() -> None:
-    policy = Policy(retries=10)
+    policy = CallOptions(retries=10)
     delays = [policy.backoff(n) for n in range(1, 10)]
     assert delays[0] == pytest.approx(0.05)
     assert delays == sorted(delays)

@@ -20,7 +20,7 @@ import pytest
 import manycore as mc
 from manycore._core._batch import Batch, Done, pinned, run_batch
 from manycore._scheduler import _maprun
-from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
+from manycore._scheduler._maprun import CallOptions, ChunkPlanner, InputSource, MapRun
 from manycore.backends import Backend, BackendOptions
 
 Step = Callable[["ScriptedBackend"], None]
@@ -161,10 +161,10 @@ def start_run(
     chunksize: int | None = 1,
     **policy: Any,
 ) -> MapRun:
-    """The one place a MapRun is built (``policy``: Policy's fields)."""
+    """The one place a MapRun is built (``policy``: CallOptions' fields)."""
     source = InputSource((items,), star=False)
     planner = ChunkPlanner(backend.workers, chunksize)
-    return MapRun(backend, fn, source, planner, Policy(**policy))
+    return MapRun(backend, fn, source, CallOptions(**policy), planner)
 
 
 def values(run: MapRun) -> list[Any]:
@@ -235,7 +235,7 @@ def test_a_failing_item_is_retried_alone_after_its_backoff(clock: Clock) -> None
     assert backend.sent == [[0, 1, 2, 3], [2], [2]]  # only the failed item goes again
     assert fn.calls.count(2) == 3 and fn.calls.count(0) == 1
     # Each retry waited its backoff on MapRun's clock (no real sleep).
-    assert clock.now == pytest.approx(1000.0 + Policy().backoff(1) + Policy().backoff(2))
+    assert clock.now == pytest.approx(1000.0 + CallOptions().backoff(1) + CallOptions().backoff(2))
 
 
 def test_retries_run_out_and_the_error_is_raised(clock: Clock) -> None:

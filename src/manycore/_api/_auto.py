@@ -31,7 +31,7 @@ from manycore._api import _validate as v
 from manycore._api._options import default_workers, map_options
 from manycore._api._pool import Pool
 from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
-from manycore._scheduler import InputSource, Policy
+from manycore._scheduler import CallOptions, InputSource
 from manycore.backends import backend_for, is_async_callable
 
 __all__ = ["AutoMap"]
@@ -70,8 +70,8 @@ class AutoMap:
             # It applies if processes are picked; an async fn never runs on them.
             v.check_start_method(self.start_method, _ASYNC if self.is_async else _PROCESSES)
         self.explain = options["explain"]
-        self.chunksize, self.policy = map_options(
-            Policy(),
+        self.policy = map_options(
+            CallOptions(),
             options["chunksize"],
             options["ordered"],
             options["on_error"],
@@ -98,7 +98,7 @@ class AutoMap:
         choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
         self._say(choice)
         if self.policy.timeout is not None and choice.backend == _THREADS and choice.workers == 1:
-            yield from self._on_own_thread(self.fn, self.policy, self.chunksize, source)
+            yield from self._on_own_thread(self.fn, self.policy, source)
         else:
             yield from self._rest(choice.backend, source)
 
@@ -122,26 +122,24 @@ class AutoMap:
     def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
         """The first items, one per batch (the sample can end after any of them),
         with the call's policy; no progress bar for these few."""
-        policy = dataclasses.replace(self.policy, progress=False)
+        policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
         if self.policy.timeout is None:
             lease = _api.lease_default_pool(_INLINE, None, None)
             with _api._stop_on_interrupt(lease.pool, lease):
                 yield from lease.pool._run(
-                    sampler, self.iterables, self.star, self.name, (1, policy), source
+                    sampler, self.iterables, self.star, self.name, policy, source
                 )
             return
-        yield from self._on_own_thread(sampler, policy, 1, source)
+        yield from self._on_own_thread(sampler, policy, source)
 
     def _on_own_thread(
-        self, fn: Callable[..., Any], policy: Policy, chunksize: int | None, source: InputSource
+        self, fn: Callable[..., Any], policy: CallOptions, source: InputSource
     ) -> Iterator[list[Any]]:
         """Run on one thread of a pool of its own: a call past its timeout is
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
         try:
-            yield from pool._run(
-                fn, self.iterables, self.star, self.name, (chunksize, policy), source
-            )
+            yield from pool._run(fn, self.iterables, self.star, self.name, policy, source)
         finally:
             pool.shutdown(wait=False)
 
@@ -170,7 +168,7 @@ class AutoMap:
         lease = _api.lease_default_pool(backend, workers, method)
         with _api._stop_on_interrupt(lease.pool, lease):
             yield from lease.pool._run(
-                self.fn, self.iterables, self.star, self.name, (self.chunksize, self.policy), source
+                self.fn, self.iterables, self.star, self.name, self.policy, source
             )
 
     def _say(self, choice: Recommendation) -> None:

@@ -22,7 +22,7 @@ from manycore._api._options import map_options
 from manycore._api._pool import Pool, PoolState
 from manycore._core import public, worker_share
 from manycore._observe import Stats
-from manycore._scheduler import Policy
+from manycore._scheduler import CallOptions
 from manycore.backends import DEFAULT_BACKEND, backend_for, get_backend, is_async_callable
 
 if TYPE_CHECKING:
@@ -380,7 +380,9 @@ def check_call_options(
     default pool is started (its workers are not started for a call that fails)."""
     v.check_backend(backend)
     get_backend(backend).check_fn(fn)
-    map_options(Policy(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats)
+    map_options(
+        CallOptions(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    )
 
 
 def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:

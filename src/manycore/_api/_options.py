@@ -1,5 +1,5 @@
 """A pool's sizes and a call's options: how many workers and BLAS threads by
-default, and the checked :class:`~manycore._scheduler._maprun.Policy` of one call (its
+default, and the checked :class:`~manycore._scheduler.CallOptions` of one call (its
 options over the pool's defaults; a bad one fails before any work)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from manycore._api import _validate as v
 from manycore._core import BLAS_ENV, ERROR_POLICIES, cpu_budget
-from manycore._scheduler import Policy
+from manycore._scheduler import CallOptions
 from manycore.backends import get_backend
 
 __all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]
@@ -31,7 +31,7 @@ def default_blas_threads(workers: int) -> int:
 
 
 def map_options(
-    defaults: Policy,
+    defaults: CallOptions,
     chunksize: Any,
     ordered: Any,
     on_error: Any,
@@ -40,20 +40,19 @@ def map_options(
     timeout: Any,
     progress: Any = False,
     stats: Any = False,
-) -> tuple[int | None, Policy]:
-    """A map call's options checked (clear errors before any work) over ``defaults``:
-    (chunksize, policy)."""
+) -> CallOptions:
+    """A map call's options checked (clear errors before any work) over ``defaults``."""
     chunksize = v.check_positive_int(chunksize, "chunksize")
     v.check_bool(ordered, "ordered")
     v.check_progress(progress)
     v.check_bool(stats, "stats")
     policy = call_policy(defaults, ordered, on_error, retries, retry_on, timeout)
-    return chunksize, dataclasses.replace(policy, progress=progress, stats=stats)
+    return dataclasses.replace(policy, progress=progress, stats=stats, chunksize=chunksize)
 
 
 def call_policy(
-    base: Policy, ordered: bool, on_error: Any, retries: Any, retry_on: Any, timeout: Any
-) -> Policy:
+    base: CallOptions, ordered: bool, on_error: Any, retries: Any, retry_on: Any, timeout: Any
+) -> CallOptions:
     """``base`` with the options that are not None checked and put in."""
     if on_error is not None:
         v.check_choice(on_error, "on_error", ERROR_POLICIES)
@@ -62,7 +61,7 @@ def call_policy(
     if retry_on is not None:
         retry_on = v.check_exception_types(retry_on, "retry_on")
     limit = base.timeout if timeout is None else v.check_timeout(timeout)
-    return Policy(
+    return CallOptions(
         ordered,
         base.on_error if on_error is None else on_error,
         base.retries if retries is None else retries,

@@ -19,8 +19,7 @@ from manycore._api._options import call_policy, default_blas_threads, default_wo
 from manycore._api._pool_sync import SharedPrimitives
 from manycore._core import Batch, pool_closed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
-from manycore._scheduler import ChunkPlanner, InputSource, MapRun, Policy, Submitter
-from manycore._transport import dumps_fn
+from manycore._scheduler import CallOptions, InputSource, MapRun, Scheduler
 from manycore.backends import DEFAULT_BACKEND, Backend, BackendOptions, backend_for, get_backend
 
 __all__ = ["Pool", "PoolState"]
@@ -104,7 +103,7 @@ class Pool(Executor, SharedPrimitives):
                     f"(backend={backend_for('process')!r}), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
-        self._defaults = call_policy(Policy(), True, on_error, retries, retry_on, timeout)
+        self._defaults = call_policy(CallOptions(), True, on_error, retries, retry_on, timeout)
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
             blas_threads = default_blas_threads(workers)
@@ -127,7 +126,7 @@ class Pool(Executor, SharedPrimitives):
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         self._recorder = self._new_recorder(whole_pool=True)
-        self._submitter = Submitter(self._backend, self._recorder)
+        self._scheduler = Scheduler(self._backend, self._recorder)
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -214,16 +213,16 @@ class Pool(Executor, SharedPrimitives):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
     ) -> Future[T]:
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         self._check_open()
-        return self._submitter.submit(fn, args, kwargs, policy, fn_blob, on_batch)
+        return self._scheduler.submit(fn, args, kwargs, policy, fn_blob, on_batch)
 
-    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> Policy:
+    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
         """The policy of one call (checked options over the pool's defaults)."""
         return call_policy(self._defaults, True, None, retries, retry_on, timeout)
 
@@ -234,7 +233,7 @@ class Pool(Executor, SharedPrimitives):
         asyncio: its coroutine is cancelled); its
         future then raises ``CancelledError``. True if the task will not complete."""
         v.check_bool(force, "force")
-        return self._submitter.cancel(future, force)
+        return self._scheduler.cancel(future, force)
 
     @overload  # type: ignore[override]
     def map(
@@ -392,7 +391,7 @@ class Pool(Executor, SharedPrimitives):
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(self, *options: Any, **named: Any) -> tuple[int | None, Policy]:
+    def _map_options(self, *options: Any, **named: Any) -> CallOptions:
         """A map call's options (as :func:`map_options` takes them) checked over
         this pool's defaults, before any work, and bundled."""
         return map_options(self._defaults, *options, **named)
@@ -403,7 +402,7 @@ class Pool(Executor, SharedPrimitives):
         iterables: tuple[Iterable[Any], ...],
         star: bool,
         name: str,
-        options: tuple[int | None, Policy],
+        options: CallOptions,
         source: InputSource | None = None,
     ) -> MapRun:
         """The run of one map call; ``source``: go on reading one that an earlier
@@ -419,17 +418,12 @@ class Pool(Executor, SharedPrimitives):
         v.check_iterables(iterables, name)
         self._check_open()
 
-    def _start(
-        self, fn: Callable[..., Any], source: InputSource, options: tuple[int | None, Policy]
-    ) -> MapRun:
+    def _start(self, fn: Callable[..., Any], source: InputSource, options: CallOptions) -> MapRun:
         """A run of ``fn`` over what ``source`` hands out."""
-        chunksize, policy = options
-        fn_blob = dumps_fn(fn) if self._backend.needs_pickling else None
-        planner = ChunkPlanner.for_backend(self._backend, chunksize, policy.timeout is not None)
         recorders = [self._recorder]
-        if policy.stats:
+        if options.stats:
             recorders.append(self._new_recorder())
-        return MapRun(self._backend, fn, source, planner, policy, fn_blob, recorders)
+        return self._scheduler.run(fn, source, options, recorders)
 
     def _checkpointed(
         self,
@@ -437,7 +431,7 @@ class Pool(Executor, SharedPrimitives):
         iterables: tuple[Iterable[Any], ...],
         star: bool,
         name: str,
-        options: tuple[int | None, Policy],
+        options: CallOptions,
         path: str,
         resume: bool | str,
     ) -> list[Any] | tuple[list[Any], Stats]:
@@ -446,15 +440,14 @@ class Pool(Executor, SharedPrimitives):
         from manycore._scheduler import run_checkpointed
 
         self._check_call(fn, iterables, name)
-        chunksize = options[0]
         runs: list[MapRun] = []
 
-        def start(source: InputSource, policy: Policy) -> MapRun:
-            runs.append(self._start(fn, source, (chunksize, policy)))
+        def start(source: InputSource, options: CallOptions) -> MapRun:
+            runs.append(self._start(fn, source, options))
             return runs[-1]
 
-        out = run_checkpointed(fn, iterables, star, options[1], path, resume, start)
-        return (out, runs[-1].stats()) if options[1].stats else out
+        out = run_checkpointed(fn, iterables, star, options, path, resume, start)
+        return (out, runs[-1].stats()) if options.stats else out
 
     # ------------------------------------------------------------- lifecycle
 
@@ -482,7 +475,7 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._submitter.settle_retries(wait and not cancel_pending)
+        self._scheduler.settle_retries(wait and not cancel_pending)
         self._backend.shutdown(wait=wait, cancel_pending=cancel_pending)
 
     def terminate(self) -> None:
@@ -493,7 +486,7 @@ class Pool(Executor, SharedPrimitives):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._state = PoolState.CLOSED
-        self._submitter.settle_retries(False)
+        self._scheduler.settle_retries(False)
         self._backend.terminate()
 
     def close(self) -> None:

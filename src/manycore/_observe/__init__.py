@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
-    "GraphProgress",
     "Measurements",
     "Profile",
     "ProfileRow",
@@ -27,7 +26,6 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
-        "GraphProgress": "_progress",
         "Measurements": "_recommend",
         "Profile": "_profile_report",
         "ProfileRow": "_profile_report",
@@ -45,7 +43,7 @@ __getattr__, __dir__ = lazy_door(
 
 if TYPE_CHECKING:
     from manycore._observe._profile_report import Profile, ProfileRow
-    from manycore._observe._progress import GraphProgress, Progress
+    from manycore._observe._progress import Progress
     from manycore._observe._recommend import (
         Measurements,
         Recommendation,

@@ -1,6 +1,6 @@
 """``progress=True``: a tqdm bar for a map (items done, rate, ETA, failures so
-far; ``progress="Downloading"`` labels it), or for a task graph being waited
-for (tasks settled out of all those behind it).
+far; ``progress="Downloading"`` labels it). (A task graph's bar is
+``manycore._tasks._progress``.)
 
 The scheduler calls :meth:`Progress.advance` once per finished batch, not per
 item, so the bar costs a few microseconds per batch whatever the item count;
@@ -10,12 +10,11 @@ widget under Jupyter and a text bar on a terminal (on stderr).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from manycore._core import Failure
 
-__all__ = ["GraphProgress", "Progress"]
+__all__ = ["Progress"]
 
 
 class Progress:
@@ -24,7 +23,7 @@ class Progress:
         the rate and ETA count only the items done from now on."""
         from tqdm.auto import tqdm
 
-        self._bar: Any = tqdm(  # (tqdm is untyped here)
+        self._bar: Any = tqdm(
             total=total,
             initial=initial,
             desc=what,
@@ -36,7 +35,7 @@ class Progress:
         self._collect = on_error == "collect"
         self.failed = 0
 
-    def advance(self, covered: int, out: Sequence[object], error: BaseException | None) -> None:
+    def advance(self, covered: int, out: list[Any], error: BaseException | None) -> None:
         """A batch of ``covered`` inputs is done: ``out`` its values as delivered
         (failed items left out with ``skip``, as Failures with ``collect``)."""
         failed = covered - len(out) + (error is not None)
@@ -48,31 +47,4 @@ class Progress:
         self._bar.update(covered)
 
     def close(self) -> None:
-        self._bar.close()
-
-
-class GraphProgress:
-    """A bar over a task graph (and plain futures): how many have settled, how
-    many of them failed. Refreshed by whoever waits, a few times a second.
-
-    ``tally`` counts (settled, failed) now: the task layer knows what settled
-    means for its nodes, the bar only draws it."""
-
-    def __init__(self, total: int, tally: Callable[[], tuple[int, int]]):
-        from tqdm.auto import tqdm
-
-        self._tally = tally
-        self._bar: Any = tqdm(total=total, desc="manycore", unit="task", leave=True)
-        self.failed = 0
-
-    def refresh(self) -> None:
-        done, failed = self._tally()
-        if failed != self.failed:
-            self.failed = failed
-            self._bar.set_postfix(failed=failed, refresh=False)
-        if done > self._bar.n:
-            self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        self.refresh()
         self._bar.close()

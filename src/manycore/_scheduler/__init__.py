@@ -1,5 +1,6 @@
-"""Policy, with no I/O: chunking, ordering, back-pressure on lazy input,
-timeouts, retries, ``on_error``, checkpoints. Reached through one door."""
+"""Policy, with no I/O: chunking, ordering, back-pressure on lazy input, timeouts,
+retries, ``on_error``, checkpoints. Reached through one door: a :class:`Scheduler` per
+pool, following one frozen :class:`CallOptions` per call."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "CallOptions",
     "ChunkPlanner",
     "InputSource",
     "MapRun",
-    "Policy",
-    "Submitter",
+    "Scheduler",
     "run_checkpointed",
 ]
 
@@ -20,16 +21,16 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
+        "CallOptions": "_maprun",
         "ChunkPlanner": "_maprun",
         "InputSource": "_maprun",
         "MapRun": "_maprun",
-        "Policy": "_maprun",
-        "Submitter": "_submission",
+        "Scheduler": "_submission",
         "run_checkpointed": "_checkpoint",
     },
 )
 
 if TYPE_CHECKING:
     from manycore._scheduler._checkpoint import run_checkpointed
-    from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun, Policy
-    from manycore._scheduler._submission import Submitter
+    from manycore._scheduler._maprun import CallOptions, ChunkPlanner, InputSource, MapRun
+    from manycore._scheduler._submission import Scheduler

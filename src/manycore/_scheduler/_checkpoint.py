@@ -34,14 +34,14 @@ from manycore._core import Failure, SerializationError, pack_exception, rebuild,
 from manycore._scheduler._checkpoint_file import CheckpointFile
 from manycore._scheduler._checkpoint_pickle import load
 from manycore._scheduler._fingerprint import fingerprint, function_name, input_digests
-from manycore._scheduler._maprun import InputSource, MapRun, Policy
+from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
 
 __all__ = ["read_checkpoint", "run_checkpointed"]
 
 _PREPASS_CHUNK = 4096  # input items read at a time while matching the stored ones
 _MAX_PAYLOAD = 1_000_000_000 - 4096  # SQLite's default limit on one value's bytes
 _MISSING = object()
-_Start = Callable[[InputSource, Policy], MapRun]
+_Start = Callable[[InputSource, CallOptions], MapRun]
 
 # --------------------------------------------------------------------- the input
 
@@ -164,7 +164,7 @@ def run_checkpointed(
     fn: Callable[..., Any],
     iterables: Sequence[Iterable[Any]],
     star: bool,
-    policy: Policy,
+    policy: CallOptions,
     path: str,
     resume: bool | str,
     start: _Start,

@@ -33,7 +33,7 @@ from manycore._core import (
 from manycore._observe import Stats, StatsRecorder
 from manycore.backends import Backend
 
-__all__ = ["ChunkPlanner", "InputSource", "MapRun", "Policy", "apply_policy"]
+__all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun", "apply_policy"]
 
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
@@ -251,7 +251,7 @@ class InputSource:
 
 
 @dataclass(frozen=True)
-class Policy:
+class CallOptions:
     """What a run does with order and failures (the same on every backend).
 
     ``ordered``: results in input order, else as batches finish. ``on_error``:
@@ -273,6 +273,12 @@ class Policy:
     timeout: float | None = None
     progress: bool | str = False  # a tqdm bar, a str its label (see manycore._observe._progress)
     stats: bool = False  # the call returns its own Stats (see manycore._observe._stats)
+    chunksize: int | None = None  # items per batch; None: the planner picks
+
+    def retried(self, error: object, used: int) -> bool:
+        """Whether an item that failed with ``error``, retried ``used`` times so
+        far, is run again (map, submit and a task run in place all ask this)."""
+        return used < self.retries and isinstance(error, self.retry_on)
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1, 2, ...)."""
@@ -288,11 +294,16 @@ class MapRun:
         backend: Backend,
         fn: Callable[..., Any],
         source: InputSource,
-        planner: ChunkPlanner,
-        policy: Policy,
+        policy: CallOptions,
+        planner: ChunkPlanner | None = None,
         fn_blob: bytes | None = None,
         recorders: Sequence[StatsRecorder] = (),
     ):
+        """``planner``: by default the backend's (see :meth:`ChunkPlanner.for_backend`)."""
+        if planner is None:
+            planner = ChunkPlanner.for_backend(
+                backend, policy.chunksize, policy.timeout is not None
+            )
         self._backend = backend
         # The pool's stats, and the call's own last when it asked for stats=True.
         self._recorders = tuple(recorders)
@@ -551,11 +562,8 @@ class MapRun:
         return entries
 
     def _should_retry(self, index: int, exc: BaseException) -> bool:
-        policy = self._policy
-        if policy.retries <= 0 or not isinstance(exc, policy.retry_on):
-            return False
         used = self._attempts.get(index, 0)
-        if used >= policy.retries:
+        if not self._policy.retried(exc, used):
             return False
         self._attempts[index] = used + 1
         return True

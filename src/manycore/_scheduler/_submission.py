@@ -1,76 +1,72 @@
-"""Single calls (``Pool.submit()``): each sent as a batch, retried after a backoff
-when its error is one to retry, its future settled with the outcome, and reached by
-``cancel()`` wherever it is (running, or waiting out a backoff)."""
+"""``submit()`` calls: each one's batch sent, retried after a backoff when its
+error is one to retry, and its future settled with the outcome. :class:`Scheduler`
+keeps the calls of one pool (to cancel them, and to settle them at shutdown)."""
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
-from manycore._scheduler._maprun import Policy
+from manycore._observe import StatsRecorder
+from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._transport import dumps_fn
+from manycore.backends import Backend
 
-if TYPE_CHECKING:
-    from manycore._observe import StatsRecorder
-    from manycore.backends import Backend
-
-__all__ = ["Submitter", "fail", "settle"]
-
-T = TypeVar("T")
+__all__ = ["Scheduler", "Submission", "fail", "settle"]
 
 # Errors that end a submit() at once, whatever retry_on says: the pool's own state.
 _NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
 
 
-class Submitter:
-    """The single calls of one pool: what the pool's ``submit`` and ``cancel``
-    and the task graphs go through. Owns which batch each unsettled future has out
-    and which retries wait out a backoff, so that ``cancel()`` and shutdown can
-    reach them."""
+class Scheduler:
+    """The ``submit()`` calls of one pool on ``backend``: the batches of calls not
+    yet settled (to kill one), and the retries waiting out their backoff."""
 
     def __init__(self, backend: Backend, recorder: StatsRecorder):
         self.backend = backend
         self.recorder = recorder
         self._lock = threading.Lock()
         self._batches: dict[Future[Any], Batch] = {}  # futures not yet settled
-        self._retrying: dict[threading.Timer, Future[Any]] = {}  # backoffs, and whose
+        self._retrying: dict[threading.Timer, Future[Any]] = {}  # and what they settle
         self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
 
     def submit(
         self,
-        fn: Callable[..., T],
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
-    ) -> Future[T]:
+    ) -> Future[Any]:
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
         origin = self.backend.origin()
-        future: Future[T] = self.backend.new_future(origin)
-        future.add_done_callback(self.forget)
+        future: Future[Any] = self.backend.new_future(origin)
+        future.add_done_callback(self._forget)
         submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
         submission.origin = origin
         submission.launch(True)
         return future
 
-    def track(self, future: Future[Any], batch: Batch, retried: bool) -> None:
-        with self._lock:
-            self._batches[future] = batch
-            if retried:
-                self._may_retry.add(future)
-
-    def forget(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._batches.pop(future, None)
+    def run(
+        self,
+        fn: Callable[..., Any],
+        source: InputSource,
+        options: CallOptions,
+        recorders: Sequence[StatsRecorder],
+    ) -> MapRun:
+        """A map run of ``fn`` over what ``source`` hands out (iterate it)."""
+        fn_blob = dumps_fn(fn) if self.backend.needs_pickling else None
+        return MapRun(self.backend, fn, source, options, None, fn_blob, recorders)
 
     def cancel(self, future: Future[Any], force: bool) -> bool:
-        """See ``Pool.cancel``."""
+        """``Pool.cancel``: True if the call will not complete."""
         if future.cancel():
             return True
         with self._lock:  # a retry waiting out its backoff is simply not run
@@ -87,6 +83,16 @@ class Submitter:
         with self._lock:
             batch = self._batches.get(future)
         return batch is not None and self.backend.kill(batch)
+
+    def sent(self, future: Future[Any], batch: Batch, may_retry: bool) -> None:
+        with self._lock:
+            self._batches[future] = batch
+            if may_retry:
+                self._may_retry.add(future)
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._batches.pop(future, None)
 
     def later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
         """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
@@ -143,12 +149,12 @@ class Submission:
 
     def __init__(
         self,
-        owner: Submitter,
+        owner: Scheduler,
         future: Future[Any],
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: Policy,
+        policy: CallOptions,
         fn_blob: bytes | None,
         on_batch: Callable[[Batch], None] | None,
     ):
@@ -175,11 +181,11 @@ class Submission:
         batch.claim = future.set_running_or_notify_cancel if first else still_wanted(future)
         if self.on_batch is not None:
             self.on_batch(batch)
-        owner.track(future, batch, retried=policy.retries > 0)
+        owner.sent(future, batch, bool(policy.retries))
         try:
             owner.backend.submit(batch, self.done)
         except BaseException:
-            owner.forget(future)
+            owner._forget(future)
             raise
 
     def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
@@ -188,12 +194,8 @@ class Submission:
         error: Any = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
-        if (
-            isinstance(error, policy.retry_on)
-            and not isinstance(error, _NOT_RETRIED)
-            and self.attempts < policy.retries
-            and not future.done()
-        ):
+        retried = policy.retried(error, self.attempts) and not isinstance(error, _NOT_RETRIED)
+        if retried and not future.done():
             self.attempts += 1
             self.owner.later(policy.backoff(self.attempts), future, self._retry)
             return
@@ -232,8 +234,8 @@ def fail(future: Future[Any], exc: BaseException) -> None:
         pass  # settled meanwhile by another thread
 
 
-def stopper(owner: Submitter) -> Callable[[Future[Any]], object]:
-    """What stops a call whose awaiting task was cancelled: ``cancel(future,
+def stopper(owner: Scheduler) -> Callable[[Future[Any]], object]:
+    """What stops a call whose awaiting task was cancelled: ``pool.cancel(future,
     force=True)``. (The owner by a weak reference: the future must not keep it.)"""
     ref = weakref.ref(owner)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import as_completed as _as_completed
 from concurrent.futures import wait as _wait
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from manycore._api import PoolState, validate
 from manycore._core import AwaitableFuture, bad_wait_timeout, public, task_state
@@ -20,6 +20,9 @@ from manycore._tasks._nodes import TaskFuture, TaskNode, help_along, next_key, r
 from manycore._tasks._run import current_pool, futures_in
 from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pinned, with_shipments
 from manycore.backends import DEFAULT_BACKEND
+
+if TYPE_CHECKING:
+    from manycore._api import Pool
 
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
@@ -37,7 +40,7 @@ class Task(Generic[P, R]):
     retries: int | None
     retry_on: tuple[type[BaseException], ...] | None
     backend: str | None
-    pool: Any
+    pool: Pool | None
     name: str
 
     def __init__(
@@ -48,7 +51,7 @@ class Task(Generic[P, R]):
         retries: int | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         backend: str | None = None,
-        pool: Any = None,
+        pool: Pool | None = None,
         name: str | None = None,
     ):
         from manycore._api import Pool
@@ -224,7 +227,7 @@ def task(
     retries: int | None = None,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backend: str | None = None,
-    pool: Any = None,
+    pool: Pool | None = None,
     name: str | None = None,
 ) -> Task[P, R]: ...
 
@@ -236,7 +239,7 @@ def task(
     retries: int | None = None,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backend: str | None = None,
-    pool: Any = None,
+    pool: Pool | None = None,
     name: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -298,12 +301,10 @@ def wait(
 
 def _wait_showing(fs: list[Future[Any]], deadline: float | None, when: str) -> DoneAndNotDone:
     """``wait`` with a bar, refreshed every ``_BAR_TICK`` seconds while it waits."""
-    from manycore._observe import GraphProgress
-    from manycore._tasks._graph import nodes_behind, tally
+    from manycore._tasks._graph import nodes_behind
+    from manycore._tasks._progress import GraphProgress
 
-    nodes = nodes_behind(fs)
-    plain = [f for f in fs if not isinstance(f, TaskFuture)]
-    bar = GraphProgress(len(nodes) + len(plain), lambda: tally(nodes, plain))
+    bar = GraphProgress(nodes_behind(fs), [f for f in fs if not isinstance(f, TaskFuture)])
     try:
         while True:
             left = _left(deadline)

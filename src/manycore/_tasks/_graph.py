@@ -243,18 +243,3 @@ def _check(futures: Any) -> list[Future[Any]]:
         if not isinstance(f, Future):
             raise TypeError(f"graph() takes task futures, got an item of type {type(f).__name__}")
     return items
-
-
-def tally(nodes: list[TaskNode], futures: list[Future[Any]]) -> tuple[int, int]:
-    """(settled, failed) among task nodes and plain futures, for a graph's bar."""
-    done = failed = 0
-    for node in nodes:
-        state = node.state
-        if state in (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED):
-            done += 1
-            failed += state is TaskState.FAILED
-    for f in futures:
-        if f.done():
-            done += 1
-            failed += not f.cancelled() and f.exception() is not None
-    return done, failed

@@ -32,10 +32,12 @@ from concurrent.futures import wait as _wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from manycore._core import AwaitableFuture, UpstreamFailed, public
+from manycore._scheduler import CallOptions
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
 from manycore.backends import is_async_callable
 
 if TYPE_CHECKING:
+    from manycore._api import Pool
     from manycore._tasks._define import Task
 
 __all__ = ["TaskFuture", "TaskNode", "TaskState", "help_along", "next_key", "run_here"]
@@ -112,7 +114,7 @@ class TaskFuture(AwaitableFuture[R]):
         self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._inputs: list[Future[Any]] = []
         self._waiting = 0
-        self._pool: Any = None  # None: the task's default pool, looked up when sent
+        self._pool: Pool | None = None  # None: the task's default pool, looked up when sent
         self._pool_future: Future[Any] | None = None
         self._sent = threading.Event()  # set once _pool_future is (or will never be) set
         self._sent_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # to take back
@@ -138,7 +140,7 @@ class TaskFuture(AwaitableFuture[R]):
     # ------------------------------------------------------------ scheduling
 
     def _start(
-        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: list[Future[Any]]
+        self, pool: Pool, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: list[Future[Any]]
     ) -> None:
         self._pool = pool
         self._call = (args, kwargs)
@@ -218,7 +220,7 @@ class TaskFuture(AwaitableFuture[R]):
                 return  # cancelled, or run in place by a task waiting for it
             self.node.move(TaskState.SUBMITTED)
             call, self._call = self._call, None
-        assert call is not None
+        assert call is not None and self._pool is not None  # set by _dispatch
         pool, t = self._pool, self.task
         try:
             on_cluster = self._results_on_cluster(pool)
@@ -230,7 +232,6 @@ class TaskFuture(AwaitableFuture[R]):
             else:  # in-process: the tasks it calls go to this same pool
                 fn, blob = functools.partial(on_pool, pool, t._call), None
             pool._backend.check_fn(fn)
-            pool._check_open()
             policy = pool._call_policy(t.timeout, t.retries, t.retry_on)
             pool_future = pool._submit(fn, args, kwargs, policy, blob, self._note_batch)
         except BaseException as exc:
@@ -249,7 +250,7 @@ class TaskFuture(AwaitableFuture[R]):
     def _note_batch(self, batch: Any) -> None:
         self._batch = batch
 
-    def _results_on_cluster(self, pool: Any) -> dict[int, Any]:
+    def _results_on_cluster(self, pool: Pool) -> dict[int, Any] | None:
         """Inputs computed on the same cluster pool: references to their results
         there, which the engine resolves on the worker (no upload from here)."""
         handle_of = pool._backend.result_ref
@@ -354,7 +355,7 @@ class TaskFuture(AwaitableFuture[R]):
 
     # ------------------------------------------------------------- in place
 
-    def _run_here_if_free(self, pool: Any, deadline: float | None) -> None:
+    def _run_here_if_free(self, pool: Pool, deadline: float | None) -> None:
         """Run this task in the calling thread if it is on ``pool`` and no
         worker has started it; its inputs must be settled."""
         if self._pool is not pool:
@@ -477,18 +478,16 @@ def _call_with_retries(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, BaseException | None]:
     """Run a task in this thread, retried as the task says (its timeout cannot
-    be enforced here)."""
-    retries = task.retries or 0
-    retry_on = task.retry_on or Exception
+    be enforced here, and it waits out no backoff)."""
+    options = CallOptions(retries=task.retries or 0, retry_on=task.retry_on or (Exception,))
     attempt = 0
     while True:
         try:
             return task.fn(*args, **kwargs), None
         except Exception as exc:
-            if isinstance(exc, retry_on) and attempt < retries:
-                attempt += 1
-                continue
-            return None, exc
+            if not options.retried(exc, attempt):
+                return None, exc
+            attempt += 1
 
 
 def run_here(task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture[R]:

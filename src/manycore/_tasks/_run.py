@@ -19,7 +19,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from manycore._api import Pool
 
 __all__ = ["current_pool", "dispatch", "futures_in", "on_pool", "resolve", "to_lane"]
 
@@ -67,7 +70,7 @@ _lanes: dict[int, deque[_Sendable]] = {}  # id(pool) -> its waiting tasks
 _lanes_changed = threading.Condition(threading.Lock())
 
 
-def to_lane(pool: Any, future: _Sendable) -> None:
+def to_lane(pool: Pool, future: _Sendable) -> None:
     """Have ``future._send()`` called on ``pool``'s own thread (for a backend
     that runs tasks inside ``submit``)."""
     key = id(pool)
@@ -100,13 +103,13 @@ def _run_lane(key: int, lane: deque[_Sendable]) -> None:
 _here = threading.local()
 
 
-def current_pool() -> Any:
+def current_pool() -> Pool | None:
     """The pool running the task that runs in this thread (threads and serial
     backends), or None."""
     return getattr(_here, "pool", None)
 
 
-def on_pool(pool: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def on_pool(pool: Pool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)``, with ``pool`` as this thread's current pool."""
     previous = getattr(_here, "pool", None)
     _here.pool = pool
