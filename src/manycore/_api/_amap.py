@@ -120,8 +120,8 @@ def _planner(
             timed=args["timeout"] is not None,
         )
         try:
-            checked = lease.pool._map_options(**options)
-            return lease.pool._run(fn, iterables, False, name, checked), lease.release
+            checked = lease.pool._map_options(**options)  # noqa: SLF001 - the same layer: Pool's own map path
+            return lease.pool._run(fn, iterables, False, name, checked), lease.release  # noqa: SLF001 - the same layer: Pool's own map path
         except BaseException:
             lease.release()
             raise

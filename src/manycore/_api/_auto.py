@@ -125,8 +125,8 @@ class AutoMap:
         policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
         if self.policy.timeout is None:
             lease = _api.lease_default_pool(_INLINE, None, None)
-            with _api._stop_on_interrupt(lease.pool, lease):
-                yield from lease.pool._run(
+            with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
+                yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
                     sampler, self.iterables, self.star, self.name, policy, source
                 )
             return
@@ -139,7 +139,7 @@ class AutoMap:
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
         try:
-            yield from pool._run(fn, self.iterables, self.star, self.name, policy, source)
+            yield from pool._run(fn, self.iterables, self.star, self.name, policy, source)  # noqa: SLF001 - the same layer: Pool's own map path
         finally:
             pool.shutdown(wait=False)
 
@@ -158,7 +158,7 @@ class AutoMap:
             remaining=remaining,
             thread_workers=self.workers or default_workers(_THREADS),
             process_workers=processes,
-            processes_warm=_api._is_running(_PROCESSES, self.workers, self.start_method),
+            processes_warm=_api._is_running(_PROCESSES, self.workers, self.start_method),  # noqa: SLF001 - the same layer: Pool's own map path
         )
 
     def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
@@ -166,8 +166,8 @@ class AutoMap:
         workers = None if backend == _INLINE else self.workers
         method = self.start_method if backend == _PROCESSES else None
         lease = _api.lease_default_pool(backend, workers, method)
-        with _api._stop_on_interrupt(lease.pool, lease):
-            yield from lease.pool._run(
+        with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
+            yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
                 self.fn, self.iterables, self.star, self.name, self.policy, source
             )
 

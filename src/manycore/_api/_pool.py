@@ -126,7 +126,7 @@ class Pool(Executor, SharedPrimitives):
         self._backend: Backend = backend_cls(self._options)
         self.backend_name = backend
         self._recorder = self._new_recorder(whole_pool=True)
-        self._scheduler = Scheduler(self._backend, self._recorder)
+        self._scheduler = Scheduler(self._backend, self._recorder, self._check_open)
         # A pool dropped without shutdown() still releases its workers (the
         # finalizer holds the backend, not the pool, so it does not keep it alive).
         weakref.finalize(self, _release, self._backend, os.getpid())
@@ -219,11 +219,16 @@ class Pool(Executor, SharedPrimitives):
     ) -> Future[T]:
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
-        self._check_open()
         return self._scheduler.submit(fn, args, kwargs, policy, fn_blob, on_batch)
 
-    def _call_policy(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
-        """The policy of one call (checked options over the pool's defaults)."""
+    @property
+    def scheduler(self) -> Scheduler:
+        """The pool's scheduler: the door task graphs use to send their calls to the
+        pool's backend (ordinary code needs only ``submit`` and ``map``)."""
+        return self._scheduler
+
+    def call_options(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
+        """The options of one call: these, checked, over the pool's defaults."""
         return call_policy(self._defaults, True, None, retries, retry_on, timeout)
 
     def cancel(self, future: Future[Any], *, force: bool = False) -> bool:

@@ -27,9 +27,12 @@ class Scheduler:
     """The ``submit()`` calls of one pool on ``backend``: the batches of calls not
     yet settled (to kill one), and the retries waiting out their backoff."""
 
-    def __init__(self, backend: Backend, recorder: StatsRecorder):
+    def __init__(
+        self, backend: Backend, recorder: StatsRecorder, gate: Callable[[], None] = lambda: None
+    ):
         self.backend = backend
         self.recorder = recorder
+        self.gate = gate  # raises when the pool takes no new work (closed, forked)
         self._lock = threading.Lock()
         self._batches: dict[Future[Any], Batch] = {}  # futures not yet settled
         self._retrying: dict[threading.Timer, Future[Any]] = {}  # and what they settle
@@ -46,9 +49,10 @@ class Scheduler:
     ) -> Future[Any]:
         """``fn_blob``: ``fn`` pickled already (a task's, pickled once for all its
         calls). ``on_batch``: told each batch sent for this call (a retry sends another)."""
+        self.gate()
         origin = self.backend.origin()
         future: Future[Any] = self.backend.new_future(origin)
-        future.add_done_callback(self._forget)
+        future.add_done_callback(self.forget)
         submission = Submission(self, future, fn, args, kwargs, policy, fn_blob, on_batch)
         submission.origin = origin
         submission.launch(True)
@@ -90,7 +94,7 @@ class Scheduler:
             if may_retry:
                 self._may_retry.add(future)
 
-    def _forget(self, future: Future[Any]) -> None:
+    def forget(self, future: Future[Any]) -> None:
         with self._lock:
             self._batches.pop(future, None)
 
@@ -185,7 +189,7 @@ class Submission:
         try:
             owner.backend.submit(batch, self.done)
         except BaseException:
-            owner._forget(future)
+            owner.forget(future)
             raise
 
     def done(self, batch: Batch, result: BatchResult | BaseException) -> None:

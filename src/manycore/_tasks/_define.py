@@ -110,7 +110,7 @@ class Task(Generic[P, R]):
         inputs = futures_in((args, kwargs))
         deps = [f.node for f in inputs if isinstance(f, TaskFuture)]
         future: TaskFuture[R] = TaskFuture(self, TaskNode(next_key(), self.name, deps))
-        future._start(self._chosen_pool(), args, kwargs, inputs)
+        future._start(self._chosen_pool(), args, kwargs, inputs)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
         return future
 
     def _call(self, *args: Any, **kwargs: Any) -> Any:
@@ -204,7 +204,7 @@ class _CallByValue:
 
 
 def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., Any]:
-    return _rebuild_task(loads_code(fn_blob), options)._call
+    return _rebuild_task(loads_code(fn_blob), options)._call  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
 
 
 # -------------------------------------------------------------- the decorator

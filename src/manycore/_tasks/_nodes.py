@@ -150,8 +150,8 @@ class TaskFuture(AwaitableFuture[R]):
         self._waiting = len(inputs) + 1
         for f in inputs:
             if isinstance(f, TaskFuture):
-                with f._lock:
-                    f._dependents.append(self)
+                with f._lock:  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+                    f._dependents.append(self)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
             f.add_done_callback(self._input_done)
         self._input_done(None)
 
@@ -171,13 +171,13 @@ class TaskFuture(AwaitableFuture[R]):
             return
         if self._pool is None:
             try:
-                self._lease = self.task._default_pool()
+                self._lease = self.task._default_pool()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
                 self._pool = self._lease.pool
             except BaseException as exc:
                 if self._claim(TaskState.READY, TaskState.FAILED):
                     self._finish(None, exc)
                 return
-        if not self._pool._backend.concurrent:
+        if not self._pool.scheduler.backend.concurrent:
             to_lane(self._pool, self)  # it would run inside submit(): not on this thread
         else:
             self._send()
@@ -226,14 +226,14 @@ class TaskFuture(AwaitableFuture[R]):
             on_cluster = self._results_on_cluster(pool)
             args, kwargs = resolve(call[0], on_cluster), resolve(call[1], on_cluster)
             if is_async_callable(t.fn):  # for backend="asyncio" (others refuse it)
-                fn, blob = t._acall, None
-            elif pool._backend.needs_pickling:
-                fn, blob = t._call, t._pickled_call()
+                fn, blob = t._acall, None  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+            elif pool.scheduler.backend.needs_pickling:
+                fn, blob = t._call, t._pickled_call()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
             else:  # in-process: the tasks it calls go to this same pool
-                fn, blob = functools.partial(on_pool, pool, t._call), None
-            pool._backend.check_fn(fn)
-            policy = pool._call_policy(t.timeout, t.retries, t.retry_on)
-            pool_future = pool._submit(fn, args, kwargs, policy, blob, self._note_batch)
+                fn, blob = functools.partial(on_pool, pool, t._call), None  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+            pool.scheduler.backend.check_fn(fn)
+            policy = pool.call_options(t.timeout, t.retries, t.retry_on)
+            pool_future = pool.scheduler.submit(fn, args, kwargs, policy, blob, self._note_batch)
         except BaseException as exc:
             with self._lock:
                 self.node.move(TaskState.FAILED)
@@ -253,11 +253,11 @@ class TaskFuture(AwaitableFuture[R]):
     def _results_on_cluster(self, pool: Pool) -> dict[int, Any] | None:
         """Inputs computed on the same cluster pool: references to their results
         there, which the engine resolves on the worker (no upload from here)."""
-        handle_of = pool._backend.result_ref
+        handle_of = pool.scheduler.backend.result_ref
         refs = {}
         for f in self._inputs:
-            if isinstance(f, TaskFuture) and f._pool is pool and f._batch is not None:
-                ref = handle_of(f._batch)
+            if isinstance(f, TaskFuture) and f._pool is pool and f._batch is not None:  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+                ref = handle_of(f._batch)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
                 if ref is not None:
                     refs[id(f)] = ref
         return refs
@@ -321,8 +321,8 @@ class TaskFuture(AwaitableFuture[R]):
             self._sent.set()
             self._cancelled()
             for f in downstream:
-                f._sent.set()
-                f._cancelled()
+                f._sent.set()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+                f._cancelled()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
             return True
         if state is TaskState.SUBMITTED:
             self._sent.wait()
@@ -416,15 +416,15 @@ class TaskFuture(AwaitableFuture[R]):
 def _downstream_of(root: TaskFuture[Any]) -> list[TaskFuture[Any]]:
     """Every task that waits, directly or not, for ``root`` (a loop, not recursion)."""
     found: dict[int, TaskFuture[Any]] = {}
-    with root._lock:
-        stack = list(root._dependents)
+    with root._lock:  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+        stack = list(root._dependents)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
     while stack:
         f = stack.pop()
         if f.node.key in found:
             continue
         found[f.node.key] = f
-        with f._lock:
-            stack.extend(f._dependents)
+        with f._lock:  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
+            stack.extend(f._dependents)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
     return [found[k] for k in sorted(found)]
 
 
@@ -432,7 +432,7 @@ def _mark_cancelled(futures: list[TaskFuture[Any]]) -> list[TaskFuture[Any]]:
     """Move those of ``futures`` that have not started to CANCELLED; them."""
     marked = []
     for f in futures:
-        with f._lock:
+        with f._lock:  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
             if f.node.state in (TaskState.WAITING, TaskState.READY):
                 f.node.move(TaskState.CANCELLED)
                 marked.append(f)
@@ -455,7 +455,7 @@ def help_along(futures: list[Future[Any]], deadline: float | None, first: bool =
         if f.node.key in upstream or f.done():
             continue
         upstream[f.node.key] = f
-        stack.extend(i for i in f._inputs if isinstance(i, TaskFuture))
+        stack.extend(i for i in f._inputs if isinstance(i, TaskFuture))  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
     for key in sorted(upstream):  # inputs were made before what uses them
         f = upstream[key]
         if deadline is not None and time.monotonic() >= deadline:
@@ -463,10 +463,10 @@ def help_along(futures: list[Future[Any]], deadline: float | None, first: bool =
         if first and any(w.done() for w in wanted):
             return
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _, pending = _wait([i for i in f._inputs if not i.done()], left)
+        _, pending = _wait([i for i in f._inputs if not i.done()], left)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
         if pending:
             return  # the deadline passed
-        f._run_here_if_free(pool, deadline)
+        f._run_here_if_free(pool, deadline)  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
 
 
 def _short(error: BaseException) -> str:
@@ -495,10 +495,10 @@ def run_here(task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) 
     inputs = futures_in((args, kwargs))
     deps = [f.node for f in inputs if isinstance(f, TaskFuture)]
     future: TaskFuture[R] = TaskFuture(task, TaskNode(next_key(), task.name, deps))
-    future._inputs = inputs
+    future._inputs = inputs  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
     _wait(inputs)
     future.node.move(TaskState.READY)
-    if not future._settle_bad_inputs():
+    if not future._settle_bad_inputs():  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
         future.node.move(TaskState.RUNNING)
-        future._run_in_place(resolve(args), resolve(kwargs))
+        future._run_in_place(resolve(args), resolve(kwargs))  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
     return future

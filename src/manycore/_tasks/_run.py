@@ -60,7 +60,7 @@ def dispatch(future: _Sendable) -> None:
 def _serve(q: queue.SimpleQueue[_Sendable]) -> None:
     while True:
         future = q.get()  # a daemon thread: it idles here until there is work
-        future._dispatch()
+        future._dispatch()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
         del future
 
 
@@ -94,7 +94,7 @@ def _run_lane(key: int, lane: deque[_Sendable]) -> None:
                     del _lanes[key]  # to_lane starts a new thread for the next task
                     return
             future = lane.popleft()
-        future._send()
+        future._send()  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
         del future
 
 

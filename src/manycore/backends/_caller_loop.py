@@ -166,7 +166,7 @@ class LoopFuture(AwaitableFuture[T]):
     def check_blocking_wait(self, what: str) -> None:
         if self.done():
             return
-        if threading.current_thread() is self._backend._thread:
+        if threading.current_thread() is self._backend._thread:  # noqa: SLF001 - this layer: the asyncio backend's loop thread
             raise RuntimeError(
                 f"{what} inside a task of the same asyncio pool would block its "
                 "event loop, the one that is to settle the future, forever; "
