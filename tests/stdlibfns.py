@@ -56,6 +56,15 @@ def log_init(log: Any) -> None:
     log.put(f"init {os.getpid()}")
 
 
+def flush_log_and_exit(code: int) -> None:
+    """Ends its worker once the log's feeder thread has written everything and let
+    go of the queue's write lock (a worker ended while the feeder holds it leaves
+    the lock held for good: multiprocessing's own limit, docs/errors.md)."""
+    _log.close()
+    _log.join_thread()
+    os._exit(code)
+
+
 def log_task(x: int) -> int:
     _log.put(f"task {x}")
     return x

@@ -14,8 +14,8 @@ import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
-from faulty import die_on
 from stdlibfns import (
+    flush_log_and_exit,
     log_exit,
     log_init,
     log_task,
@@ -169,12 +169,12 @@ def test_a_worker_replaced_after_a_crash_gets_the_queue(backend: tuple[str, str]
     log = multiprocessing.get_context("spawn").Queue()
     with mc.Pool(1, start_method=backend[1], init=log_init, init_args=(log,)) as pool:
         (first,) = pool.pids()
-        # Its line read first: a worker that dies while its queue's feeder thread
+        assert log.get(timeout=30) == f"init {first}"
+        # It dies once its feeder thread is done: one that dies while the feeder
         # writes leaves the queue's lock held and the pipe torn (multiprocessing's
         # own limit, docs/errors.md), and no later line could come through.
-        assert log.get(timeout=30) == f"init {first}"
         with pytest.raises(mc.WorkerCrashed):
-            pool.submit(die_on, ("exit", 3)).result(timeout=30)
+            pool.submit(flush_log_and_exit, 3).result(timeout=30)
         assert pool.map(log_task, range(2), timeout=30) == [0, 1]
         (second,) = pool.pids()
         lines = set()
