@@ -186,7 +186,7 @@ class InputSource:
     ``position``, with the indexes of the whole input.
     """
 
-    def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
+    def __init__(self, iterables: Sequence[Iterable[object]], star: bool):
         self.star = star or len(iterables) > 1
         self.position = 0
         self.until: int | None = None  # take nothing at or past this index (None: no end)
@@ -211,7 +211,7 @@ class InputSource:
     def remaining(self) -> int | None:
         return len(self._seq) - self.position if self._seq is not None else None
 
-    def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
+    def take(self, n: int) -> tuple[int, Sequence[object]] | None:
         """The next ``n`` items (fewer at the end) and the index of the first."""
         start = self.position
         if self.until is not None:
