@@ -190,8 +190,8 @@ class InputSource:
         self.star = star or len(iterables) > 1
         self.position = 0
         self.until: int | None = None  # take nothing at or past this index (None: no end)
-        self._seq: Sequence[Any] | None = None
-        self._iter: Iterator[Any] | None = None
+        self._seq: Sequence[object] | None = None
+        self._iter: Iterator[object] | None = None
         self.error: Exception | None = None  # what a lazy input raised, if it did
         self.item_bytes = 0  # array bytes in one item, when items are big arrays
         self.done = 0  # items done before the run began (a resumed checkpoint)
