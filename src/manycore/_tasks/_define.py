@@ -346,7 +346,7 @@ def _completed(fs: list[Future[Any]], deadline: float | None) -> Iterator[Future
 _BAR_TICK = 0.1  # seconds between refreshes of a waiting graph's progress bar
 
 
-def _check_futures(futures: Any, name: str) -> list[Future[Any]]:
+def _check_futures(futures: Iterable[Future[Any]], name: str) -> list[Future[Any]]:
     if isinstance(futures, Future):
         raise TypeError(f"{name}() takes an iterable of futures, not a single future")
     try:
