@@ -111,7 +111,7 @@ class _Source(InputSource):
 
 
 def _match_stored(
-    source: _Source, store: CheckpointFile, results: list[Any]
+    source: _Source, store: CheckpointFile, results: list[object]
 ) -> tuple[int, list[int]]:
     """Read the input as far as the file holds results. An item whose stored
     fingerprint is its own is done: its value goes into ``results``; the others

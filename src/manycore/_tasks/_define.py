@@ -203,7 +203,7 @@ class _CallByValue:
         return (_call_by_value, (self.fn_blob, self.options))
 
 
-def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., Any]:
+def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., object]:
     return _rebuild_task(loads_code(fn_blob), options)._call  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
 
 
