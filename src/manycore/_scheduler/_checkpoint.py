@@ -50,10 +50,12 @@ class _Source(InputSource):
     """A checkpointed run's input: only items not done yet are handed out, each
     with its real index; every item is fingerprinted as it is read."""
 
-    def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
+    def __init__(self, iterables: Sequence[Iterable[object]], star: bool):
         super().__init__(iterables, star)
         # Stretches of items not done that the match against the file read ahead.
-        self._kept: collections.deque[tuple[int, Sequence[Any], list[bytes]]] = collections.deque()
+        self._kept: collections.deque[tuple[int, Sequence[object], list[bytes]]] = (
+            collections.deque()
+        )
         self._kept_count = 0
         # What take() handed out and is not stored yet: first index -> [items,
         # fingerprints, how many not stored yet]; the first indices, sorted.
@@ -65,7 +67,7 @@ class _Source(InputSource):
         rest = super().remaining
         return None if rest is None else rest + self._kept_count
 
-    def read(self, n: int) -> tuple[int, Sequence[Any], list[bytes]] | None:
+    def read(self, n: int) -> tuple[int, Sequence[object], list[bytes]] | None:
         """The next ``n`` items of the input itself, with their fingerprints."""
         taken = super().take(n)
         if taken is None:
@@ -73,12 +75,12 @@ class _Source(InputSource):
         start, items = taken
         return start, items, input_digests(items)
 
-    def keep(self, start: int, items: Sequence[Any], digests: list[bytes]) -> None:
+    def keep(self, start: int, items: Sequence[object], digests: list[bytes]) -> None:
         """Items read ahead and not done: take() hands them out first."""
         self._kept.append((start, items, digests))
         self._kept_count += len(items)
 
-    def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
+    def take(self, n: int) -> tuple[int, Sequence[object]] | None:
         if self._kept:
             start, items, digests = self._kept.popleft()
             if len(items) > n:
@@ -94,7 +96,7 @@ class _Source(InputSource):
         self._starts.append(start)  # always above the others: it stays sorted
         return start, items
 
-    def settle(self, first: int, count: int) -> tuple[Sequence[Any], list[bytes]]:
+    def settle(self, first: int, count: int) -> tuple[Sequence[object], list[bytes]]:
         """The inputs and fingerprints of items ``first..first+count``, which came
         back together (a batch, or part of one: they lie in one handed-out chunk)."""
         at = bisect.bisect_right(self._starts, first) - 1
@@ -109,7 +111,7 @@ class _Source(InputSource):
 
 
 def _match_stored(
-    source: _Source, store: CheckpointFile, results: list[Any]
+    source: _Source, store: CheckpointFile, results: list[object]
 ) -> tuple[int, list[int]]:
     """Read the input as far as the file holds results. An item whose stored
     fingerprint is its own is done: its value goes into ``results``; the others
@@ -152,7 +154,7 @@ def _match_stored(
     return done, changed
 
 
-def _grow(results: list[Any], size: int) -> None:
+def _grow(results: list[object], size: int) -> None:
     if len(results) < size:
         results.extend([_MISSING] * (size - len(results)))
 
@@ -161,8 +163,8 @@ def _grow(results: list[Any], size: int) -> None:
 
 
 def run_checkpointed(
-    fn: Callable[..., Any],
-    iterables: Sequence[Iterable[Any]],
+    fn: Callable[..., object],
+    iterables: Sequence[Iterable[object]],
     star: bool,
     policy: CallOptions,
     path: str,
@@ -212,7 +214,7 @@ def run_checkpointed(
 
 
 def _rows(
-    first: int, values: list[Any], items: Sequence[Any], digests: list[bytes]
+    first: int, values: list[object], items: Sequence[object], digests: list[bytes]
 ) -> Iterable[tuple[int, bytes, int, bytes]]:
     """The file's rows for items ``first...``. A value that cannot be stored
     becomes that item's failure (a SerializationError), in ``values`` too."""
@@ -245,7 +247,7 @@ def _rows(
     return rows
 
 
-def _dump(value: Any) -> bytes:
+def _dump(value: object) -> bytes:
     """A value as stored: pickle, else cloudpickle (a lambda, a local class)."""
     try:
         payload = pickle.dumps(value, 5)

@@ -14,7 +14,6 @@ import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from manycore._core import CheckpointMismatch
 
@@ -69,7 +68,7 @@ class CheckpointFile:
             self.close()  # another program's database: never write into it
             raise self.mismatch("is not a manycore checkpoint (other tables)", _FOREIGN)
 
-    def _inspect(self, write: bool) -> tuple[set[str], dict[str, Any]]:
+    def _inspect(self, write: bool) -> tuple[set[str], dict[str, object]]:
         """The file's tables and meta, read without changing anything (none yet
         if there is no file)."""
         if not os.path.exists(self.path):
@@ -210,7 +209,7 @@ def _is_sqlite(path: str) -> bool:
         return False
 
 
-def _read_meta(db: sqlite3.Connection) -> tuple[set[str], dict[str, Any]]:
+def _read_meta(db: sqlite3.Connection) -> tuple[set[str], dict[str, object]]:
     found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {r[0] for r in found}
     meta = db.execute("SELECT key, value FROM meta") if "meta" in tables else ()

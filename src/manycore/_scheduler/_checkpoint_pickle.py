@@ -55,7 +55,7 @@ _MOVED = {
 
 
 class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
+    def find_class(self, module: str, name: str) -> object:
         return super().find_class(_MOVED.get(module, module), name)
 
 

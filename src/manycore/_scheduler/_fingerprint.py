@@ -22,7 +22,7 @@ import cloudpickle
 __all__ = ["fingerprint", "function_name", "input_digest", "input_digests"]
 
 
-def input_digests(items: Iterable[Any]) -> list[bytes]:
+def input_digests(items: Iterable[object]) -> list[bytes]:
     """A fingerprint of each item's content: its protocol-5 pickle itself when
     that is short (under 16 bytes once the fixed header is cut: small numbers,
     short strings; exact, and no hash to compute), else a 16-byte blake2b digest
@@ -59,7 +59,7 @@ def input_digests(items: Iterable[Any]) -> list[bytes]:
     return out
 
 
-def input_digest(obj: Any) -> bytes:
+def input_digest(obj: object) -> bytes:
     """The fingerprint of one item (see :func:`input_digests`)."""
     return input_digests((obj,))[0]
 
@@ -68,7 +68,7 @@ _SET_OPS = (b"\x8f", b"\x91")  # EMPTY_SET and FROZENSET, pickle protocol 4+
 _SCALARS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
-def _canonical(obj: Any, keep: Callable[[pickle.PickleBuffer], Any] | None) -> bytes:
+def _canonical(obj: object, keep: Callable[[pickle.PickleBuffer], object] | None) -> bytes:
     """The pickle of ``obj`` with every set in it (through lists, tuples and
     dicts) written as a sorted tuple: the same in every process. (Picklers do
     not let a set be reduced another way: it is rewritten before.)"""
@@ -89,7 +89,7 @@ def _sets_sorted(obj: Any) -> Any:
     return obj
 
 
-def _slow_digest(obj: Any) -> bytes:
+def _slow_digest(obj: object) -> bytes:
     bufs: list[pickle.PickleBuffer] = []
     try:
         data = cloudpickle.dumps(obj, 5, buffer_callback=bufs.append)
@@ -108,7 +108,7 @@ def _digest(data: bytes, bufs: Iterable[pickle.PickleBuffer]) -> bytes:
     return digest.digest()
 
 
-def fingerprint(fn: Callable[..., Any], star: bool) -> str:
+def fingerprint(fn: Callable[..., object], star: bool) -> str:
     """A fingerprint of ``fn`` that changes when its code does, even for a module
     function that pickles by reference (its pickle is just its name): its name,
     its code objects (bytecode, constants, names; not line numbers), defaults,
@@ -118,7 +118,7 @@ def fingerprint(fn: Callable[..., Any], star: bool) -> str:
     return digest.hexdigest()
 
 
-def _feed_callable(digest: Any, fn: Any, seen: set[int]) -> None:
+def _feed_callable(digest: hashlib.blake2b, fn: object, seen: set[int]) -> None:
     if id(fn) in seen:  # recursion, or a helper reached twice
         return
     seen.add(id(fn))
@@ -165,7 +165,7 @@ def _feed_callable(digest: Any, fn: Any, seen: set[int]) -> None:
         digest.update(input_digest(fn))
 
 
-def _feed_code(digest: Any, code: types.CodeType) -> None:
+def _feed_code(digest: hashlib.blake2b, code: types.CodeType) -> None:
     digest.update(code.co_code)
     digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
     for const in code.co_consts:
@@ -175,7 +175,7 @@ def _feed_code(digest: Any, code: types.CodeType) -> None:
             digest.update(_const_text(const).encode())
 
 
-def _const_text(const: Any) -> str:
+def _const_text(const: object) -> str:
     # A frozenset constant (``x in {"a", "b"}``) iterates in an order that string
     # hash randomisation changes from run to run: sort it.
     if isinstance(const, frozenset):
@@ -198,7 +198,7 @@ def _helpers(fn: types.FunctionType) -> Iterator[types.FunctionType]:
                 yield found
 
 
-def function_name(fn: Any) -> str:
+def function_name(fn: object) -> str:
     """How messages name ``fn`` (a partial: by the function inside), with its
     module: two functions of one name in two modules are told apart."""
     while isinstance(fn, functools.partial):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manycore._core import (
     Batch,
@@ -32,6 +32,9 @@ from manycore._core import (
 )
 from manycore._observe import Stats, StatsRecorder
 from manycore.backends import Backend
+
+if TYPE_CHECKING:
+    from manycore._observe import Progress
 
 __all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun", "apply_policy"]
 
@@ -151,13 +154,13 @@ def apply_policy(
     return len(batch), out, None
 
 
-def _is_array(obj: Any) -> bool:
+def _is_array(obj: object) -> bool:
     """A NumPy array with at least one dimension (NumPy is never imported here)."""
     np = sys.modules.get("numpy")
     return np is not None and isinstance(obj, np.ndarray) and obj.ndim > 0
 
 
-def _array_bytes(item: Any) -> int:
+def _array_bytes(item: object) -> int:
     """Bytes of NumPy array data in ``item`` (an array, or arrays in a tuple, list
     or dict, one level down), if that makes it a big item; else 0. NumPy is
     never imported here."""
@@ -165,7 +168,7 @@ def _array_bytes(item: Any) -> int:
     if np is None:
         return 0
     if isinstance(item, dict):
-        parts: Any = item.values()
+        parts: Iterable[object] = item.values()
     elif isinstance(item, (tuple, list)):
         parts = item
     else:
@@ -183,12 +186,12 @@ class InputSource:
     ``position``, with the indexes of the whole input.
     """
 
-    def __init__(self, iterables: Sequence[Iterable[Any]], star: bool):
+    def __init__(self, iterables: Sequence[Iterable[object]], star: bool):
         self.star = star or len(iterables) > 1
         self.position = 0
         self.until: int | None = None  # take nothing at or past this index (None: no end)
-        self._seq: Sequence[Any] | None = None
-        self._iter: Iterator[Any] | None = None
+        self._seq: Sequence[object] | None = None
+        self._iter: Iterator[object] | None = None
         self.error: Exception | None = None  # what a lazy input raised, if it did
         self.item_bytes = 0  # array bytes in one item, when items are big arrays
         self.done = 0  # items done before the run began (a resumed checkpoint)
@@ -208,7 +211,7 @@ class InputSource:
     def remaining(self) -> int | None:
         return len(self._seq) - self.position if self._seq is not None else None
 
-    def take(self, n: int) -> tuple[int, Sequence[Any]] | None:
+    def take(self, n: int) -> tuple[int, Sequence[object]] | None:
         """The next ``n`` items (fewer at the end) and the index of the first."""
         start = self.position
         if self.until is not None:
@@ -292,7 +295,7 @@ class MapRun:
     def __init__(
         self,
         backend: Backend,
-        fn: Callable[..., Any],
+        fn: Callable[..., object],
         source: InputSource,
         policy: CallOptions,
         planner: ChunkPlanner | None = None,
@@ -325,7 +328,7 @@ class MapRun:
         self._attempts: dict[int, int] = {}  # input index -> retries used
         self._delivered = 0  # items handed to the consumer so far
         self._stopped = False  # stop() was called: end now, kill what runs
-        self._bar: Any = None  # the progress bar, while the run is iterated
+        self._bar: Progress | None = None  # the progress bar, while the run is iterated
         self._first = source.position  # 0, unless an earlier run took the first items
 
     def __iter__(self) -> Iterator[list[Any]]:

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
-from typing import Any
+from typing import Any, TypeVar
 
 from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
 from manycore._observe import StatsRecorder
@@ -18,6 +18,8 @@ from manycore._transport import dumps_fn
 from manycore.backends import Backend
 
 __all__ = ["Scheduler", "Submission", "fail", "settle"]
+
+T = TypeVar("T")
 
 # Errors that end a submit() at once, whatever retry_on says: the pool's own state.
 _NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
@@ -40,9 +42,9 @@ class Scheduler:
 
     def submit(
         self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: Callable[..., object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
@@ -60,7 +62,7 @@ class Scheduler:
 
     def run(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., object],
         source: InputSource,
         options: CallOptions,
         recorders: Sequence[StatsRecorder],
@@ -155,9 +157,9 @@ class Submission:
         self,
         owner: Scheduler,
         future: Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        fn: Callable[..., object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         policy: CallOptions,
         fn_blob: bytes | None,
         on_batch: Callable[[Batch], None] | None,
@@ -171,7 +173,7 @@ class Submission:
         self.fn_blob = fn_blob
         self.on_batch = on_batch
         self.attempts = 0
-        self.origin: Any = None  # the backend's origin() when submit() was called
+        self.origin: object = None  # the backend's origin() when submit() was called
         if isinstance(future, AwaitableFuture):
             future.on_abandoned = stopper(owner)
 
@@ -195,7 +197,7 @@ class Submission:
     def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         policy, future = self.policy, self.future
         self.owner.recorder.record(batch, result)
-        error: Any = result
+        error: object = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
         retried = policy.retried(error, self.attempts) and not isinstance(error, _NOT_RETRIED)
@@ -231,7 +233,7 @@ def settle(future: Future[Any], result: BatchResult | BaseException) -> None:
         future.set_result(result.values[0])
 
 
-def fail(future: Future[Any], exc: BaseException) -> None:
+def fail(future: Future[T], exc: BaseException) -> None:
     try:
         future.set_exception(exc)
     except InvalidStateError:
@@ -251,6 +253,6 @@ def stopper(owner: Scheduler) -> Callable[[Future[Any]], object]:
     return stop
 
 
-def still_wanted(future: Future[Any]) -> Callable[[], bool]:
+def still_wanted(future: Future[T]) -> Callable[[], bool]:
     """The claim of a retry: run it unless the future was settled meanwhile."""
     return lambda: not future.done()

@@ -146,7 +146,7 @@ class Task(Generic[P, R]):
         self._by_value = (bytes(inner), blob)
         return pinned(blob) or blob
 
-    def _chosen_pool(self) -> Any:
+    def _chosen_pool(self) -> Pool | None:
         """The pool a call goes to, as far as the caller's thread decides it:
         ``pool=``, or the pool of the task making the call; None for the
         default pool, looked up when the call is sent (default pools come and go)."""
@@ -165,7 +165,7 @@ class Task(Generic[P, R]):
 
         return lease_default_pool(self.backend or DEFAULT_BACKEND, None, None)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         module = getattr(self.fn, "__module__", None)
         qualname = getattr(self.fn, "__qualname__", "")
         if module not in (None, "__main__") and "<locals>" not in qualname:
@@ -180,8 +180,8 @@ class Task(Generic[P, R]):
         return (_rebuild_task, (self.fn, options))
 
 
-def _lookup(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
+def _lookup(module: str, qualname: str) -> object:
+    obj: object = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
@@ -199,11 +199,11 @@ class _CallByValue:
         self.fn_blob = fn_blob
         self.options = options
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_call_by_value, (self.fn_blob, self.options))
 
 
-def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., Any]:
+def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., object]:
     return _rebuild_task(loads_code(fn_blob), options)._call  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
 
 
@@ -212,7 +212,7 @@ def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., An
 OPTIONS = ("timeout", "retries", "retry_on", "backend", "pool", "name")
 
 
-def _check_options(given: dict[str, Any], where: str) -> None:
+def _check_options(given: dict[str, object], where: str) -> None:
     unknown = set(given) - set(OPTIONS)
     if unknown:
         raise TypeError(f"{where}() got unexpected options: {', '.join(sorted(unknown))}")
@@ -346,7 +346,7 @@ def _completed(fs: list[Future[Any]], deadline: float | None) -> Iterator[Future
 _BAR_TICK = 0.1  # seconds between refreshes of a waiting graph's progress bar
 
 
-def _check_futures(futures: Any, name: str) -> list[Future[Any]]:
+def _check_futures(futures: Iterable[Future[Any]], name: str) -> list[Future[Any]]:
     if isinstance(futures, Future):
         raise TypeError(f"{name}() takes an iterable of futures, not a single future")
     try:
@@ -361,7 +361,9 @@ def _check_futures(futures: Any, name: str) -> list[Future[Any]]:
     return fs
 
 
-def _check_blocking(fs: list[Future[Any]], timeout: Any, what: str, any_one: bool = False) -> None:
+def _check_blocking(
+    fs: list[Future[Any]], timeout: object, what: str, any_one: bool = False
+) -> None:
     """Refuse a wait that blocks this thread for futures only it can settle (an
     asyncio pool's calls submitted from the event loop running here): it would
     end only at its timeout, or never. A poll (``timeout=0``) blocks nothing;
@@ -384,7 +386,7 @@ def _check_blocking(fs: list[Future[Any]], timeout: Any, what: str, any_one: boo
         raise refusals[0]
 
 
-def _deadline(timeout: Any) -> float | None:
+def _deadline(timeout: object) -> float | None:
     """``time.monotonic()`` at which a wait of ``timeout`` seconds ends (None: never)."""
     if timeout is None:
         return None

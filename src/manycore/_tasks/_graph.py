@@ -233,7 +233,7 @@ def nodes_behind(futures: Iterable[Future[Any]]) -> list[TaskNode]:
     return list(seen.values())
 
 
-def _check(futures: Any) -> list[Future[Any]]:
+def _check(futures: Iterable[Future[Any]]) -> list[Future[Any]]:
     try:
         items = list(futures)
     except TypeError:

@@ -38,6 +38,7 @@ from manycore.backends import is_async_callable
 
 if TYPE_CHECKING:
     from manycore._api import Pool
+    from manycore._core import Batch
     from manycore._tasks._define import Task
 
 __all__ = ["TaskFuture", "TaskNode", "TaskState", "help_along", "next_key", "run_here"]
@@ -111,16 +112,17 @@ class TaskFuture(AwaitableFuture[R]):
         self.task = task
         self.node = node
         self._lock = threading.Lock()
-        self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._call: tuple[tuple[object, ...], dict[str, object]] | None = None
         self._inputs: list[Future[Any]] = []
         self._waiting = 0
         self._pool: Pool | None = None  # None: the task's default pool, looked up when sent
         self._pool_future: Future[Any] | None = None
         self._sent = threading.Event()  # set once _pool_future is (or will never be) set
-        self._sent_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # to take back
+        self._sent_call: tuple[tuple[object, ...], dict[str, object]] | None = None  # to take back
         self._cancelling = False  # cancel() asked while SUBMITTED: no taking back
         self._dependents: list[TaskFuture[Any]] = []  # for cancel(): until settled
-        self._batch: Any = None  # the last batch sent for it (its result's place on a cluster)
+        # The last batch sent for it (its result's place on a cluster).
+        self._batch: Batch | None = None
         self._lease: Any = None  # holds a default pool open until this call settles
 
     def __repr__(self) -> str:
@@ -140,7 +142,11 @@ class TaskFuture(AwaitableFuture[R]):
     # ------------------------------------------------------------ scheduling
 
     def _start(
-        self, pool: Pool, args: tuple[Any, ...], kwargs: dict[str, Any], inputs: list[Future[Any]]
+        self,
+        pool: Pool | None,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        inputs: list[Future[Any]],
     ) -> None:
         self._pool = pool
         self._call = (args, kwargs)
@@ -247,10 +253,10 @@ class TaskFuture(AwaitableFuture[R]):
         self._sent.set()
         pool_future.add_done_callback(self._pool_done)
 
-    def _note_batch(self, batch: Any) -> None:
+    def _note_batch(self, batch: Batch) -> None:
         self._batch = batch
 
-    def _results_on_cluster(self, pool: Pool) -> dict[int, Any] | None:
+    def _results_on_cluster(self, pool: Pool) -> dict[int, object] | None:
         """Inputs computed on the same cluster pool: references to their results
         there, which the engine resolves on the worker (no upload from here)."""
         handle_of = pool.scheduler.backend.result_ref
@@ -400,7 +406,7 @@ class TaskFuture(AwaitableFuture[R]):
         if pool_future.done():  # it finished while we held it: report it now
             self._pool_done(pool_future)
 
-    def _run_in_place(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _run_in_place(self, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
         try:
             value, error = _call_with_retries(self.task, args, kwargs)
         except BaseException as exc:  # Ctrl-C: settle (nobody waits forever), then go on
@@ -475,7 +481,7 @@ def _short(error: BaseException) -> str:
 
 
 def _call_with_retries(
-    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: Task[Any, Any], args: tuple[object, ...], kwargs: dict[str, object]
 ) -> tuple[Any, BaseException | None]:
     """Run a task in this thread, retried as the task says (its timeout cannot
     be enforced here, and it waits out no backoff)."""
@@ -490,7 +496,9 @@ def _call_with_retries(
             attempt += 1
 
 
-def run_here(task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskFuture[R]:
+def run_here(
+    task: Task[Any, R], args: tuple[object, ...], kwargs: dict[str, object]
+) -> TaskFuture[R]:
     """A task called inside a process worker runs at once, in that worker."""
     inputs = futures_in((args, kwargs))
     deps = [f.node for f in inputs if isinstance(f, TaskFuture)]

@@ -19,12 +19,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from manycore._api import Pool
 
 __all__ = ["current_pool", "dispatch", "futures_in", "on_pool", "resolve", "to_lane"]
+
+T = TypeVar("T")
 
 _LANE_IDLE = 1.0  # seconds a lane thread waits for work before it leaves
 
@@ -109,7 +111,7 @@ def current_pool() -> Pool | None:
     return getattr(_here, "pool", None)
 
 
-def on_pool(pool: Pool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def on_pool(pool: Pool, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """``fn(*args, **kwargs)``, with ``pool`` as this thread's current pool."""
     previous = getattr(_here, "pool", None)
     _here.pool = pool
@@ -122,7 +124,7 @@ def on_pool(pool: Pool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> An
 # ------------------------------------------------------------------- arguments
 
 
-def futures_in(obj: Any, found: list[Future[Any]] | None = None) -> list[Future[Any]]:
+def futures_in(obj: object, found: list[Future[Any]] | None = None) -> list[Future[Any]]:
     """The futures in ``obj``: itself, or inside lists, tuples and dict values,
     at any depth; each once, in order of appearance."""
     if found is None:
@@ -139,7 +141,7 @@ def futures_in(obj: Any, found: list[Future[Any]] | None = None) -> list[Future[
     return found
 
 
-def resolve(obj: Any, instead: dict[int, Any] | None = None) -> Any:
+def resolve(obj: object, instead: dict[int, object] | None = None) -> Any:
     """``obj`` with each (done) future replaced by its result, or by what
     ``instead`` gives for its id (a reference to the result on a cluster)."""
     if isinstance(obj, Future):
