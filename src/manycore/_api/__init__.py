@@ -22,6 +22,8 @@ __getattr__, __dir__ = lazy_door(
         "Pool": "_pool",
         "PoolState": "_pool",
         "lease_default_pool": "_calls",
+    },
+    modules={
         "validate": "_validate",
     },
 )

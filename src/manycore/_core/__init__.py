@@ -68,7 +68,6 @@ __getattr__, __dir__ = lazy_door(
         "WorkerCrashed": "_errors",
         "bad_wait_timeout": "_errors",
         "cpu_budget": "_cpus",
-        "cpus": "_cpus",
         "describe_exit": "_errors",
         "from_user_code": "_batch",
         "init_raised": "_errors",
@@ -83,10 +82,13 @@ __getattr__, __dir__ = lazy_door(
         "run_tracked": "_batch",
         "set_cause": "_errors",
         "tag_with_index": "_remote",
-        "task_state": "_state",
         "timed_out": "_errors",
         "usable_cpus": "_cpus",
         "worker_share": "_cpus",
+    },
+    modules={
+        "cpus": "_cpus",
+        "task_state": "_state",
     },
 )
 

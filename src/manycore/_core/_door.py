@@ -9,20 +9,22 @@ from typing import Any
 
 
 def lazy_door(
-    package: str, sources: dict[str, str]
+    package: str, sources: dict[str, str], modules: dict[str, str] | None = None
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for a layer's ``__init__``: ``sources`` maps each
-    exported name to the module of the layer that defines it (a module exported under
-    a public name maps to itself)."""
+    exported name to the module of the layer that defines it; ``modules`` maps the
+    public name a module of the layer is exported under to that module."""
     namespace = importlib.import_module(package).__dict__
+    aliases = modules or {}
 
     def load(name: str) -> Any:
-        source = sources.get(name)
-        if source is None:
+        if name in aliases:
+            value: Any = importlib.import_module(f"{package}.{aliases[name]}")
+        elif name in sources:
+            value = getattr(importlib.import_module(f"{package}.{sources[name]}"), name)
+        else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = importlib.import_module(f"{package}.{source}")
-        value = getattr(module, name, module)  # a module exported under a public name
         namespace[name] = value  # later lookups skip this function
         return value
 
-    return load, lambda: sorted(sources)
+    return load, lambda: sorted({*sources, *aliases})

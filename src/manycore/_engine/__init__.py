@@ -17,7 +17,6 @@ __all__ = [
     "EngineFuture",
     "ProcessEngine",
     "default_start_method",
-    "launch",
 ]
 
 # The door: names other layers use, loaded on first use (see manycore._core._door).
@@ -29,12 +28,10 @@ __getattr__, __dir__ = lazy_door(
         "ProcessEngine": "_engine",
         "START_METHODS": "_launch",
         "default_start_method": "_launch",
-        "launch": "_launch",
     },
 )
 
 if TYPE_CHECKING:
-    from manycore._engine import _launch as launch
     from manycore._engine._engine import ProcessEngine
     from manycore._engine._future import EngineFuture
     from manycore._engine._launch import BLAS_ENV, START_METHODS, default_start_method

@@ -45,7 +45,6 @@ __getattr__, __dir__ = lazy_door(
         "PROTOCOL": "_serialize",
         "Shared": "_payload",
         "Shipment": "_bigglobals",
-        "bigglobals": "_bigglobals",
         "by_reference": "_serialize",
         "ctrl_c": "_serialize",
         "dumps": "_serialize",
@@ -55,12 +54,15 @@ __getattr__, __dir__ = lazy_door(
         "loads_code": "_serialize",
         "pack_shared": "_payload",
         "pinned": "_bigglobals",
+        "why": "_serialize",
+        "with_shipments": "_serialize",
+    },
+    modules={
+        "bigglobals": "_bigglobals",
         "shared_arrays": "_shared",
         "shmem": "_shm",
         "sync_primitives": "_sync",
-        "why": "_serialize",
         "wire": "_wire",
-        "with_shipments": "_serialize",
     },
 )
 
