@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
-from manycore._api._calls import check_call_options, lease_default_pool, pick_backend
+from manycore._api._calls import check_call, lease_for_call, pick_backend
 from manycore._core import public
 from manycore._scheduler import MapRun
 from manycore.backends import awaited_from
@@ -106,22 +106,12 @@ def _planner(
     v.check_backend(backend)
     v.check_workers(args["workers"], args["concurrency"], backend)
     v.check_start_method(args["start_method"], backend)
-    options = {
-        k: args[k] for k in ("chunksize", "ordered", "on_error", "retries", "retry_on", "timeout")
-    }
-    check_call_options(fn, backend, **options)  # before the pool starts: no worker for nothing
+    options = check_call(fn, backend, args).options  # before the pool starts: no worker for nothing
 
     def make() -> tuple[MapRun, Callable[[], None]]:
-        lease = lease_default_pool(
-            backend,
-            args["workers"],
-            args["start_method"],
-            args["concurrency"],
-            timed=args["timeout"] is not None,
-        )
+        lease = lease_for_call(backend, args)
         try:
-            checked = lease.pool._map_options(**options)  # noqa: SLF001 - the same layer: Pool's own map path
-            return lease.pool._run(fn, iterables, False, name, checked), lease.release  # noqa: SLF001 - the same layer: Pool's own map path
+            return lease.pool.start_map(fn, iterables, False, name, options), lease.release
         except BaseException:
             lease.release()
             raise

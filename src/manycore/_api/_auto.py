@@ -23,12 +23,12 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from manycore._api import _calls as _api
 from manycore._api import _validate as v
-from manycore._api._options import default_workers, map_options
+from manycore._api._calls import default_pool_running, lease_default_pool, stop_on_interrupt
+from manycore._api._options import default_workers, map_call
 from manycore._api._pool import Pool
 from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
 from manycore._scheduler import CallOptions, InputSource
@@ -54,8 +54,9 @@ class AutoMap:
         iterables: tuple[Iterable[Any], ...],
         star: bool,
         name: str,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
     ):
+        """``options``: the call's arguments by name, as the user gave them."""
         self.fn = fn
         self.iterables = iterables
         self.star = star
@@ -70,16 +71,8 @@ class AutoMap:
             # It applies if processes are picked; an async fn never runs on them.
             v.check_start_method(self.start_method, _ASYNC if self.is_async else _PROCESSES)
         self.explain = options["explain"]
-        self.policy = map_options(
-            CallOptions(),
-            options["chunksize"],
-            options["ordered"],
-            options["on_error"],
-            options["retries"],
-            options["retry_on"],
-            options["timeout"],
-            options["progress"],
-        )
+        # stats=True and checkpoint= were refused already (auto runs on two backends).
+        self.policy = map_call(CallOptions(), {**options, "stats": False}).options
 
     def run(self) -> Iterator[list[Any]]:
         source = InputSource(self.iterables, self.star)
@@ -124,9 +117,9 @@ class AutoMap:
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
         if self.policy.timeout is None:
-            lease = _api.lease_default_pool(_INLINE, None, None)
-            with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
-                yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
+            lease = lease_default_pool(_INLINE, None, None)
+            with stop_on_interrupt(lease):
+                yield from lease.pool.start_map(
                     sampler, self.iterables, self.star, self.name, policy, source
                 )
             return
@@ -139,7 +132,7 @@ class AutoMap:
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
         try:
-            yield from pool._run(fn, self.iterables, self.star, self.name, policy, source)  # noqa: SLF001 - the same layer: Pool's own map path
+            yield from pool.start_map(fn, self.iterables, self.star, self.name, policy, source)
         finally:
             pool.shutdown(wait=False)
 
@@ -158,16 +151,16 @@ class AutoMap:
             remaining=remaining,
             thread_workers=self.workers or default_workers(_THREADS),
             process_workers=processes,
-            processes_warm=_api._is_running(_PROCESSES, self.workers, self.start_method),  # noqa: SLF001 - the same layer: Pool's own map path
+            processes_warm=default_pool_running(_PROCESSES, self.workers, self.start_method),
         )
 
     def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
         """What the sample left, on ``backend``'s default pool."""
         workers = None if backend == _INLINE else self.workers
         method = self.start_method if backend == _PROCESSES else None
-        lease = _api.lease_default_pool(backend, workers, method)
-        with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
-            yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
+        lease = lease_default_pool(backend, workers, method)
+        with stop_on_interrupt(lease):
+            yield from lease.pool.start_map(
                 self.fn, self.iterables, self.star, self.name, self.policy, source
             )
 

@@ -14,12 +14,12 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
-from manycore._api._options import map_options
-from manycore._api._pool import Pool, PoolState
+from manycore._api._options import MapCall, map_call
+from manycore._api._pool import Pool, PoolState, values_of
 from manycore._core import public, worker_share
 from manycore._observe import Stats
 from manycore._scheduler import CallOptions
@@ -193,35 +193,7 @@ def map(
     (calls that compute), whichever is estimated fastest; ``async def`` functions
     go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
     saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
-    v.check_callable(fn, "fn")
-    v.check_iterables(iterables, "map")
-    v.check_checkpoint(checkpoint, resume)
-    backend = pick_backend(fn, backend)
-    if _is_auto(backend, explain, stats, checkpoint):
-        auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
-        return [x for values in auto.run() for x in values]
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
-    pool = lease.pool
-    with _stop_on_interrupt(pool, lease):
-        return pool.map(
-            fn,
-            *iterables,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-            stats=stats,
-            checkpoint=checkpoint,
-            resume=resume,
-        )
+    return _map(fn, iterables, False, "map", locals())  # every argument, by name
 
 
 @public
@@ -251,28 +223,14 @@ def imap(
     if _is_auto(backend, explain):
         auto = _auto_map(fn, iterables, False, "imap", locals())
         return (x for values in auto.run() for x in values)
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
+    options = check_call(fn, backend, locals()).options
+    lease = lease_for_call(backend, locals())
     try:
-        results = lease.pool.imap(
-            fn,
-            *iterables,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-        )
+        run = lease.pool.start_map(fn, iterables, False, "imap", options)
     except BaseException:
         lease.release()
         raise
-    guarded = _guarded(lease, results)
+    guarded = _guarded(lease, values_of(run, lease.pool))
     # An iterator dropped before it was started never runs its finally block.
     weakref.finalize(guarded, lease.release).atexit = False
     return guarded
@@ -325,35 +283,7 @@ def starmap(
     """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
     ``checkpoint``, ``resume``, ``backend="auto"`` and ``explain``: as for
     :func:`map`)."""
-    v.check_callable(fn, "fn")
-    v.check_iterables((iterable,), "starmap")
-    v.check_checkpoint(checkpoint, resume)
-    backend = pick_backend(fn, backend)
-    if _is_auto(backend, explain, stats, checkpoint):
-        auto = _auto_map(fn, (iterable,), True, "starmap", locals())
-        return [x for values in auto.run() for x in values]
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
-    pool = lease.pool
-    with _stop_on_interrupt(pool, lease):
-        return pool.starmap(
-            fn,
-            iterable,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-            stats=stats,
-            checkpoint=checkpoint,
-            resume=resume,
-        )
+    return _map(fn, (iterable,), True, "starmap", locals())
 
 
 def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
@@ -364,28 +294,53 @@ def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
     return backend
 
 
-def check_call_options(
-    fn: Callable[..., Any],
-    backend: str,
-    chunksize: Any,
-    ordered: Any,
-    on_error: Any,
-    retries: Any,
-    retry_on: Any,
-    timeout: Any,
-    progress: Any = False,
-    stats: Any = False,
-) -> None:
-    """Refuse a bad option, or a function the backend cannot run, before the
-    default pool is started (its workers are not started for a call that fails)."""
+def _map(
+    fn: Callable[..., T],
+    iterables: tuple[Iterable[object], ...],
+    star: bool,
+    name: str,
+    args: Mapping[str, Any],
+) -> list[T] | tuple[list[T], Stats]:
+    """``mc.map`` (``star``: ``mc.starmap``) on a default pool; ``args``: the
+    call's arguments by name, as the user gave them (checked here)."""
+    v.check_callable(fn, "fn")
+    v.check_iterables(iterables, name)
+    v.check_checkpoint(args["checkpoint"], args["resume"])
+    backend = pick_backend(fn, args["backend"])
+    if _is_auto(backend, args["explain"], args["stats"], args["checkpoint"]):
+        auto = _auto_map(fn, iterables, star, name, args)
+        return [x for values in auto.run() for x in values]
+    call = check_call(fn, backend, args)
+    lease = lease_for_call(backend, args)
+    with stop_on_interrupt(lease):
+        return lease.pool.run_map(fn, iterables, star, name, call)
+
+
+def check_call(fn: Callable[..., object], backend: str, args: Mapping[str, object]) -> MapCall:
+    """A call's options (``args``: its arguments by name), checked before the
+    default pool is started (its workers are not started for a call that fails),
+    and whether the backend can run ``fn``."""
     v.check_backend(backend)
     get_backend(backend).check_fn(fn)
-    map_options(
-        CallOptions(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    return map_call(CallOptions(), args)
+
+
+def lease_for_call(backend: str, args: Mapping[str, Any]) -> _Lease:
+    """The default pool for a call's ``workers``, ``start_method``, ... (``args``:
+    its arguments by name), held open for it (see :func:`lease_default_pool`)."""
+    return lease_default_pool(
+        backend,
+        args["workers"],
+        args["start_method"],
+        args["concurrency"],
+        args.get("address"),
+        args["timeout"] is not None,
     )
 
 
-def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:
+def _is_auto(
+    backend: object, explain: object, stats: object = False, checkpoint: object = None
+) -> bool:
     """``backend="auto"``: the call picks its backend (see :mod:`manycore._api._auto`)."""
     v.check_bool(explain, "explain")
     v.check_backend(backend, auto=True)
@@ -410,14 +365,14 @@ def _auto_map(
     iterables: tuple[Iterable[Any], ...],
     star: bool,
     name: str,
-    args: dict[str, Any],
+    args: Mapping[str, Any],
 ) -> AutoMap:
     from manycore._api._auto import AutoMap  # loaded on first use: most calls name their backend
 
     return AutoMap(fn, iterables, star, name, args)
 
 
-def _is_running(backend: str, workers: int | None, start_method: str | None) -> bool:
+def default_pool_running(backend: str, workers: int | None, start_method: str | None) -> bool:
     """A default pool for these arguments is up already (no start-up to pay)."""
     with _lock:
         pool = _pools.get((backend, workers, start_method, None))
@@ -425,10 +380,11 @@ def _is_running(backend: str, workers: int | None, start_method: str | None) -> 
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
+def stop_on_interrupt(lease: _Lease) -> Iterator[None]:
     """Ctrl-C during a call: kill the default pool's workers at once (no process
     is left behind, whatever the caller does next); the next call starts afresh.
     In any case the call's hold on the pool ends with the call."""
+    pool = lease.pool
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
@@ -443,7 +399,7 @@ def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
 
 
 def _guarded(lease: _Lease, results: Iterator[T]) -> Iterator[T]:
-    with _stop_on_interrupt(lease.pool, lease):
+    with stop_on_interrupt(lease):
         yield from results
 
 

@@ -15,7 +15,13 @@ from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
-from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
+from manycore._api._options import (
+    MapCall,
+    call_options,
+    default_blas_threads,
+    default_workers,
+    map_call,
+)
 from manycore._api._pool_sync import SharedPrimitives
 from manycore._core import Batch, pool_closed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
@@ -103,7 +109,9 @@ class Pool(Executor, SharedPrimitives):
                     f"(backend={backend_for('process')!r}), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
-        self._defaults = call_policy(CallOptions(), True, on_error, retries, retry_on, timeout)
+        self._defaults = call_options(
+            CallOptions(), on_error=on_error, retries=retries, retry_on=retry_on, timeout=timeout
+        )
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
             blas_threads = default_blas_threads(workers)
@@ -205,7 +213,7 @@ class Pool(Executor, SharedPrimitives):
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
         self._backend.check_fn(fn)
-        policy = call_policy(self._defaults, True, None, retries, retry_on, timeout)
+        policy = self.call_options(timeout=timeout, retries=retries, retry_on=retry_on)
         return self._submit(fn, tuple(args), kwargs or {}, policy)
 
     def _submit(
@@ -227,9 +235,10 @@ class Pool(Executor, SharedPrimitives):
         pool's backend (ordinary code needs only ``submit`` and ``map``)."""
         return self._scheduler
 
-    def call_options(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
-        """The options of one call: these, checked, over the pool's defaults."""
-        return call_policy(self._defaults, True, None, retries, retry_on, timeout)
+    def call_options(self, **given: object) -> CallOptions:
+        """The options of one call (``timeout=``, ``retries=``, ... by their
+        keywords), checked over the pool's defaults."""
+        return call_options(self._defaults, **given)
 
     def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
         """Cancel a ``submit`` future. A task that has not started is dropped (as
@@ -302,15 +311,7 @@ class Pool(Executor, SharedPrimitives):
         first failure, and failures stored by an earlier run are computed again.
         (``imap`` takes no checkpoint.)
         """
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-        )
-        path = v.check_checkpoint(checkpoint, resume)
-        if path is not None:
-            return self._checkpointed(fn, iterables, False, "map", options, path, resume)
-        out: list[T] | tuple[list[T], Stats]
-        out = self._gather(self._run(fn, iterables, False, "map", options))
-        return out
+        return self.run_map(fn, iterables, False, "map", map_call(self._defaults, locals()))
 
     def imap(
         self,
@@ -325,10 +326,8 @@ class Pool(Executor, SharedPrimitives):
         progress: bool | str = False,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress
-        )
-        return _flatten(self._run(fn, iterables, False, "imap", options), self)
+        options = map_call(self._defaults, locals()).options
+        return values_of(self.start_map(fn, iterables, False, "imap", options), self)
 
     @overload
     def starmap(
@@ -378,52 +377,55 @@ class Pool(Executor, SharedPrimitives):
     ) -> list[T] | tuple[list[T], Stats]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
         ``checkpoint`` and ``resume``: as for :meth:`map`)."""
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-        )
-        path = v.check_checkpoint(checkpoint, resume)
-        if path is not None:
-            return self._checkpointed(fn, (iterable,), True, "starmap", options, path, resume)
-        out: list[T] | tuple[list[T], Stats]
-        out = self._gather(self._run(fn, (iterable,), True, "starmap", options))
-        return out
+        call = map_call(self._defaults, locals())
+        return self.run_map(fn, (iterable,), True, "starmap", call)
 
-    @staticmethod
-    def _gather(run: MapRun) -> Any:
-        """A run's values as one list; with its stats when the call asked."""
-        out: list[Any] = []
+    def run_map(
+        self,
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[object], ...],
+        star: bool,
+        name: str,
+        call: MapCall,
+    ) -> list[T] | tuple[list[T], Stats]:
+        """A ``map`` (``star``: a ``starmap``) whose options are checked already:
+        this pool's own, and ``mc.map``'s on a default pool."""
+        if call.checkpoint is not None:
+            return self._checkpointed(fn, iterables, star, name, call)
+        run = self.start_map(fn, iterables, star, name, call.options)
+        out: list[T] = []
         for values in run:
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(self, *options: Any, **named: Any) -> CallOptions:
-        """A map call's options (as :func:`map_options` takes them) checked over
-        this pool's defaults, before any work, and bundled."""
-        return map_options(self._defaults, *options, **named)
-
-    def _run(
+    def start_map(
         self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
+        fn: Callable[..., object],
+        iterables: tuple[Iterable[object], ...],
         star: bool,
         name: str,
         options: CallOptions,
         source: InputSource | None = None,
     ) -> MapRun:
-        """The run of one map call; ``source``: go on reading one that an earlier
-        run (``backend="auto"``'s inline sample) started on."""
+        """The run of one map call, its options checked already (iterate it for
+        lists of values); ``source``: go on reading one that an earlier run
+        (``backend="auto"``'s inline sample) started on."""
         self._check_call(fn, iterables, name)
         if source is None:
             source = InputSource(iterables, star)
         return self._start(fn, source, options)
 
-    def _check_call(self, fn: Any, iterables: tuple[Iterable[Any], ...], name: str) -> None:
+    def _check_call(
+        self, fn: Callable[..., object], iterables: tuple[Iterable[object], ...], name: str
+    ) -> None:
         v.check_callable(fn, "fn")
         self._backend.check_fn(fn)
         v.check_iterables(iterables, name)
         self._check_open()
 
-    def _start(self, fn: Callable[..., Any], source: InputSource, options: CallOptions) -> MapRun:
+    def _start(
+        self, fn: Callable[..., object], source: InputSource, options: CallOptions
+    ) -> MapRun:
         """A run of ``fn`` over what ``source`` hands out."""
         recorders = [self._recorder]
         if options.stats:
@@ -432,15 +434,13 @@ class Pool(Executor, SharedPrimitives):
 
     def _checkpointed(
         self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[object], ...],
         star: bool,
         name: str,
-        options: CallOptions,
-        path: str,
-        resume: bool | str,
-    ) -> list[Any] | tuple[list[Any], Stats]:
-        """A map whose finished items are kept in the file at ``path`` (see
+        call: MapCall,
+    ) -> list[T] | tuple[list[T], Stats]:
+        """A map whose finished items are kept in the file ``call.checkpoint`` (see
         ``manycore._scheduler._checkpoint``); the scheduler runs what is not done yet."""
         from manycore._scheduler import run_checkpointed
 
@@ -451,8 +451,10 @@ class Pool(Executor, SharedPrimitives):
             runs.append(self._start(fn, source, options))
             return runs[-1]
 
-        out = run_checkpointed(fn, iterables, star, options, path, resume, start)
-        return (out, runs[-1].stats()) if options.stats else out
+        path, policy = call.checkpoint, call.options
+        assert path is not None  # (run_map sends only a call with a checkpoint here)
+        out = run_checkpointed(fn, iterables, star, policy, path, call.resume, start)
+        return (out, runs[-1].stats()) if policy.stats else out
 
     # ------------------------------------------------------------- lifecycle
 
@@ -516,7 +518,7 @@ def _release(backend: Backend, owner: int) -> None:
         backend.shutdown(wait=False, cancel_pending=True)
 
 
-def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
+def values_of(run: MapRun, pool: Pool) -> Iterator[Any]:
     """The values of ``run``. The iterator holds its ``pool``: one made just for it
     (``list(mc.Pool(2).imap(f, xs))``) must not be finalized, its workers shut
     down, while the iterator still runs; both go once neither is reachable. (The
