@@ -40,7 +40,7 @@ _leases: dict[Pool, int] = {}  # pools that calls still use, and how many calls
 _retired: set[Pool] = set()  # evicted while in use: shut down when the last call ends
 
 
-class _Lease:
+class Lease:
     """A default pool held open for one call (a map, an imap, an amap): evicting
     it meanwhile defers its shutdown to the end of its last call."""
 
@@ -77,7 +77,7 @@ def lease_default_pool(
     concurrency: int | None = None,
     address: str | None = None,
     timed: bool = False,
-) -> _Lease:
+) -> Lease:
     """The default pool, held open for a call until ``release()``. ``timed``: the
     call has a ``timeout`` (which a map run inside a worker must still enforce)."""
     return _get_pool(backend, workers, start_method, concurrency, True, address, timed)
@@ -91,7 +91,7 @@ def _get_pool(
     lease: bool,
     address: str | None = None,
     timed: bool = False,
-) -> _Lease:
+) -> Lease:
     v.check_backend(backend)
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
@@ -123,7 +123,7 @@ def _get_pool(
                 evicted.append(old)
     for old in evicted:
         old.shutdown(wait=False)
-    return _Lease(pool, lease)
+    return Lease(pool, lease)
 
 
 @overload
@@ -325,7 +325,7 @@ def check_call(fn: Callable[..., object], backend: str, args: Mapping[str, objec
     return map_call(CallOptions(), args)
 
 
-def lease_for_call(backend: str, args: Mapping[str, Any]) -> _Lease:
+def lease_for_call(backend: str, args: Mapping[str, Any]) -> Lease:
     """The default pool for a call's ``workers``, ``start_method``, ... (``args``:
     its arguments by name), held open for it (see :func:`lease_default_pool`)."""
     return lease_default_pool(
@@ -380,7 +380,7 @@ def default_pool_running(backend: str, workers: int | None, start_method: str | 
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(lease: _Lease) -> Iterator[None]:
+def stop_on_interrupt(lease: Lease) -> Iterator[None]:
     """Ctrl-C during a call: kill the default pool's workers at once (no process
     is left behind, whatever the caller does next); the next call starts afresh.
     In any case the call's hold on the pool ends with the call."""
@@ -398,7 +398,7 @@ def stop_on_interrupt(lease: _Lease) -> Iterator[None]:
         lease.release()
 
 
-def _guarded(lease: _Lease, results: Iterator[T]) -> Iterator[T]:
+def _guarded(lease: Lease, results: Iterator[T]) -> Iterator[T]:
     with stop_on_interrupt(lease):
         yield from results
 
