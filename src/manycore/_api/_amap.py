@@ -35,8 +35,8 @@ _STOP_WAIT = 5.0  # seconds a cancelled call waits for its map to wind down
 
 @public
 async def amap(
-    fn: Callable[..., Any],
-    *iterables: Iterable[Any],
+    fn: Callable[..., object],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -67,8 +67,8 @@ async def amap(
 
 @public
 def aimap(
-    fn: Callable[..., Any],
-    *iterables: Iterable[Any],
+    fn: Callable[..., object],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -95,7 +95,10 @@ _Make = Callable[[], tuple[MapRun, Callable[[], None]]]
 
 
 def _planner(
-    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], name: str, args: dict[str, Any]
+    fn: Callable[..., object],
+    iterables: tuple[Iterable[object], ...],
+    name: str,
+    args: dict[str, Any],
 ) -> _Make:
     """Check what is cheap to check now; the function that builds the run (in the
     relay's thread: it may start the pool's processes), and the function to call
@@ -142,10 +145,10 @@ class _Relay:
         self._run: MapRun | None = None
         self._stopped = False
         self._unread = 0  # results handed over and not yet read
-        self._buffer: list[list[Any]] = []  # chunks the loop has yet to pick up
+        self._buffer: list[list[object]] = []  # chunks the loop has yet to pick up
         self._posted = False  # a _pick_up() is on its way to the loop
         # On the loop only:
-        self._chunks: deque[list[Any]] = deque()
+        self._chunks: deque[list[object]] = deque()
         self._error: BaseException | None = None
         self._ended = False
         self._waiters: list[asyncio.Future[None]] = []  # one per task awaiting next_chunk()
@@ -163,9 +166,9 @@ class _Relay:
             self._work()
 
     def _work(self) -> None:
-        collected: list[Any] = []
+        collected: list[object] = []
         error: BaseException | None = None
-        chunks: Generator[list[Any], None, None] | None = None
+        chunks: Generator[list[object], None, None] | None = None
         release: Callable[[], None] | None = None
         try:
             run, release = self._make()
@@ -173,7 +176,7 @@ class _Relay:
                 self._run = run
                 stopped = self._stopped
             if not stopped:
-                chunks = cast("Generator[list[Any], None, None]", iter(run))
+                chunks = cast("Generator[list[object], None, None]", iter(run))
                 for values in chunks:
                     if self._ahead is None:
                         collected.extend(values)
@@ -190,7 +193,7 @@ class _Relay:
                     release()  # an evicted default pool may close now
         self._post(self._end, collected, error)
 
-    def _hand_over(self, values: list[Any], ahead: int) -> bool:
+    def _hand_over(self, values: list[object], ahead: int) -> bool:
         """Give one chunk to the loop, then wait for room; False: stop reading."""
         with self._cond:
             self._buffer.append(values)
@@ -204,7 +207,7 @@ class _Relay:
                 self._cond.wait()  # woken by next_chunk() and by stop()
             return not self._stopped
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> bool:
+    def _post(self, fn: Callable[..., None], *args: object) -> bool:
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
@@ -220,7 +223,7 @@ class _Relay:
             self._posted = False
         self._wake()
 
-    def _end(self, collected: list[Any], error: BaseException | None) -> None:
+    def _end(self, collected: list[object], error: BaseException | None) -> None:
         self._pick_up()
         if self._ahead is None and error is None:
             self._chunks.append(collected)
@@ -235,7 +238,7 @@ class _Relay:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def next_chunk(self) -> list[Any] | None:
+    async def next_chunk(self) -> list[object] | None:
         """The next chunk of results; None at the end; the map's error, if it raised."""
         while not self._chunks:
             if self._ended:
@@ -278,7 +281,7 @@ class _Results(AsyncIterator[Any]):
     def __init__(self, make: _Make):
         self._make = make
         self._relay: _Relay | None = None
-        self._values: deque[Any] = deque()
+        self._values: deque[object] = deque()
 
     def __aiter__(self) -> _Results:
         return self

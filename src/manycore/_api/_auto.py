@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from manycore._api import _validate as v
 from manycore._api._calls import default_pool_running, lease_default_pool, stop_on_interrupt
@@ -36,6 +36,8 @@ from manycore.backends import backend_for, is_async_callable
 
 __all__ = ["AutoMap"]
 
+T = TypeVar("T")
+
 # The backends auto picks among, by kind: the registry names them.
 _INLINE, _THREADS, _PROCESSES, _ASYNC = (
     backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
@@ -44,14 +46,14 @@ _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map wort
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
 
 
-class AutoMap:
+class AutoMap(Generic[T]):
     """One ``backend="auto"`` call: arguments checked at once (before any work),
     the work done when :meth:`run` is iterated (lists of results, in order)."""
 
     def __init__(
         self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[object], ...],
         star: bool,
         name: str,
         options: Mapping[str, Any],
@@ -74,7 +76,7 @@ class AutoMap:
         # stats=True and checkpoint= were refused already (auto runs on two backends).
         self.policy = map_call(CallOptions(), {**options, "stats": False}).options
 
-    def run(self) -> Iterator[list[Any]]:
+    def run(self) -> Iterator[list[T]]:
         source = InputSource(self.iterables, self.star)
         if self.is_async:
             concurrency = self.workers or default_workers(_ASYNC)
@@ -112,7 +114,7 @@ class AutoMap:
         why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
         return dataclasses.replace(choice, backend=_THREADS, workers=1, reason=why)
 
-    def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
+    def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[T]]:
         """The first items, one per batch (the sample can end after any of them),
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
@@ -126,8 +128,8 @@ class AutoMap:
         yield from self._on_own_thread(sampler, policy, source)
 
     def _on_own_thread(
-        self, fn: Callable[..., Any], policy: CallOptions, source: InputSource
-    ) -> Iterator[list[Any]]:
+        self, fn: Callable[..., object], policy: CallOptions, source: InputSource
+    ) -> Iterator[list[T]]:
         """Run on one thread of a pool of its own: a call past its timeout is
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
@@ -154,7 +156,7 @@ class AutoMap:
             processes_warm=default_pool_running(_PROCESSES, self.workers, self.start_method),
         )
 
-    def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
+    def _rest(self, backend: str, source: InputSource) -> Iterator[list[T]]:
         """What the sample left, on ``backend``'s default pool."""
         workers = None if backend == _INLINE else self.workers
         method = self.start_method if backend == _PROCESSES else None
@@ -180,14 +182,14 @@ class _Sampler:
     """``fn``, timing each call (wall, CPU and wait for a CPU, in the thread that
     runs it); it ends the sample (``source.until``) once the calls have taken long enough."""
 
-    def __init__(self, fn: Callable[..., Any], source: InputSource):
+    def __init__(self, fn: Callable[..., object], source: InputSource):
         self._fn = fn
         self._source = source
         self.calls = 0
         self.wall = 0.0
         self.cpu = 0.0
         self.queued = 0.0  # of wall: waiting for a CPU other programs kept busy
-        self.first: tuple[tuple[Any, ...], Any] | None = None  # a call's args and result
+        self.first: tuple[tuple[object, ...], object] | None = None  # a call's args and result
         # A call abandoned at its timeout ends in its own time, maybe after the
         # sample: once closed, it must not cut the input short for the rest.
         self._lock = threading.Lock()
@@ -199,7 +201,7 @@ class _Sampler:
         with self._lock:
             self._closed = True
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: object) -> object:
         with self._lock:
             # Calls abandoned at a timeout never add their time: the sample also
             # ends on the clock, or it could last 64 timeouts.
@@ -247,7 +249,9 @@ def _clock_cost(rounds: int = 200) -> tuple[float, float]:
 _CLOCKS = _clock_cost()
 
 
-def _data_per_task(fn: Callable[..., Any], first: tuple[Any, Any] | None, star: bool) -> int | None:
+def _data_per_task(
+    fn: Callable[..., object], first: tuple[tuple[object, ...], object] | None, star: bool
+) -> int | None:
     """Pickled size of an item and its result; None if they (or fn) do not pickle."""
     from manycore._transport import dumps, dumps_fn
 

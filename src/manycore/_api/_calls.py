@@ -128,19 +128,22 @@ def _get_pool(
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[False] = ..., **options: Any
+    fn: Callable[..., T],
+    *iterables: Iterable[object],
+    stats: Literal[False] = ...,
+    **options: object,
 ) -> list[T]: ...
 
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+    fn: Callable[..., T], *iterables: Iterable[object], stats: Literal[True], **options: object
 ) -> tuple[list[T], Stats]: ...
 
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+    fn: Callable[..., T], *iterables: Iterable[object], stats: bool, **options: object
 ) -> list[T] | tuple[list[T], Stats]: ...
 
 
@@ -149,7 +152,7 @@ def map(
 @public  # type: ignore[misc]
 def map(
     fn: Callable[..., T],
-    *iterables: Iterable[Any],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -199,7 +202,7 @@ def map(
 @public
 def imap(
     fn: Callable[..., T],
-    *iterables: Iterable[Any],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -239,29 +242,33 @@ def imap(
 @overload
 def starmap(
     fn: Callable[..., T],
-    iterable: Iterable[Iterable[Any]],
+    iterable: Iterable[Iterable[object]],
     *,
     stats: Literal[False] = ...,
-    **options: Any,
+    **options: object,
 ) -> list[T]: ...
 
 
 @overload
 def starmap(
-    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: Literal[True], **options: Any
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[object]],
+    *,
+    stats: Literal[True],
+    **options: object,
 ) -> tuple[list[T], Stats]: ...
 
 
 @overload
 def starmap(
-    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: bool, **options: Any
+    fn: Callable[..., T], iterable: Iterable[Iterable[object]], *, stats: bool, **options: object
 ) -> list[T] | tuple[list[T], Stats]: ...
 
 
 @public  # type: ignore[misc]  # (see map)
 def starmap(
     fn: Callable[..., T],
-    iterable: Iterable[Iterable[Any]],
+    iterable: Iterable[Iterable[object]],
     *,
     workers: int | None = None,
     backend: str | None = None,
@@ -286,7 +293,7 @@ def starmap(
     return _map(fn, (iterable,), True, "starmap", locals())
 
 
-def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
+def pick_backend(fn: Callable[..., object], backend: str | None) -> str:
     """The backend the user named; if none, asyncio for an ``async def`` function
     (nothing else can run it) and processes for the rest."""
     if backend is None:
@@ -361,12 +368,12 @@ def _is_auto(
 
 
 def _auto_map(
-    fn: Callable[..., Any],
-    iterables: tuple[Iterable[Any], ...],
+    fn: Callable[..., T],
+    iterables: tuple[Iterable[object], ...],
     star: bool,
     name: str,
     args: Mapping[str, Any],
-) -> AutoMap:
+) -> AutoMap[T]:
     from manycore._api._auto import AutoMap  # loaded on first use: most calls name their backend
 
     return AutoMap(fn, iterables, star, name, args)

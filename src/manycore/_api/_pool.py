@@ -77,10 +77,10 @@ class Pool(Executor, SharedPrimitives):
         backend: str = DEFAULT_BACKEND,
         concurrency: int | None = None,
         start_method: str | None = None,
-        init: Callable[..., Any] | None = None,
-        init_args: Iterable[Any] = (),
-        exit: Callable[[], Any] | None = None,
-        shared: Any = None,
+        init: Callable[..., object] | None = None,
+        init_args: Iterable[object] = (),
+        exit: Callable[[], object] | None = None,
+        shared: object = None,
         timeout: float | None = None,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -89,7 +89,7 @@ class Pool(Executor, SharedPrimitives):
         max_memory_per_worker: int | str | None = None,
         blas_threads: int | None = None,
         address: str | None = None,
-        client: Any = None,
+        client: object = None,
     ):
         workers = v.check_workers(workers, concurrency, backend)
         v.check_cluster(backend, address, client, workers)
@@ -185,7 +185,7 @@ class Pool(Executor, SharedPrimitives):
 
     # ------------------------------------------------------------------ work
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``.
 
         The pool's ``timeout``, ``retries`` and ``retry_on`` apply; use
@@ -198,7 +198,7 @@ class Pool(Executor, SharedPrimitives):
     def schedule(
         self,
         fn: Callable[..., T],
-        args: Iterable[Any] = (),
+        args: Iterable[object] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
@@ -219,8 +219,8 @@ class Pool(Executor, SharedPrimitives):
     def _submit(
         self,
         fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
@@ -253,19 +253,23 @@ class Pool(Executor, SharedPrimitives):
     def map(
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         stats: Literal[False] = ...,
-        **options: Any,
+        **options: object,
     ) -> list[T]: ...
 
     @overload
     def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[object],
+        stats: Literal[True],
+        **options: object,
     ) -> tuple[list[T], Stats]: ...
 
     @overload
     def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+        self, fn: Callable[..., T], *iterables: Iterable[object], stats: bool, **options: object
     ) -> list[T] | tuple[list[T], Stats]: ...
 
     # The overloads above only tell ``stats=True`` apart (it returns a pair);
@@ -273,7 +277,7 @@ class Pool(Executor, SharedPrimitives):
     def map(  # type: ignore[misc]
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         chunksize: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
@@ -316,7 +320,7 @@ class Pool(Executor, SharedPrimitives):
     def imap(
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         chunksize: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
@@ -333,36 +337,36 @@ class Pool(Executor, SharedPrimitives):
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: Literal[False] = ...,
-        **options: Any,
+        **options: object,
     ) -> list[T]: ...
 
     @overload
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: Literal[True],
-        **options: Any,
+        **options: object,
     ) -> tuple[list[T], Stats]: ...
 
     @overload
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: bool,
-        **options: Any,
+        **options: object,
     ) -> list[T] | tuple[list[T], Stats]: ...
 
     def starmap(  # type: ignore[misc]  # (see map)
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         chunksize: int | None = None,
         ordered: bool = True,
