@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
 from manycore._api._calls import check_call, lease_for_call, pick_backend
+from manycore._api._options import MapWork
 from manycore._core import public
 from manycore._scheduler import MapRun
 from manycore.backends import awaited_from
@@ -114,7 +115,8 @@ def _planner(
     def make() -> tuple[MapRun, Callable[[], None]]:
         lease = lease_for_call(backend, args)
         try:
-            return lease.pool.start_map(fn, iterables, False, name, options), lease.release
+            run = lease.pool.start_map(MapWork(fn, iterables, False, name), options)
+            return run, lease.release
         except BaseException:
             lease.release()
             raise

@@ -23,12 +23,12 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from manycore._api import _validate as v
 from manycore._api._calls import default_pool_running, lease_default_pool, stop_on_interrupt
-from manycore._api._options import default_workers, map_call
+from manycore._api._options import MapWork, default_workers, map_call
 from manycore._api._pool import Pool
 from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
 from manycore._scheduler import CallOptions, InputSource
@@ -50,20 +50,10 @@ class AutoMap(Generic[T]):
     """One ``backend="auto"`` call: arguments checked at once (before any work),
     the work done when :meth:`run` is iterated (lists of results, in order)."""
 
-    def __init__(
-        self,
-        fn: Callable[..., T],
-        iterables: tuple[Iterable[object], ...],
-        star: bool,
-        name: str,
-        options: Mapping[str, Any],
-    ):
+    def __init__(self, work: MapWork[T], options: Mapping[str, Any]):
         """``options``: the call's arguments by name, as the user gave them."""
-        self.fn = fn
-        self.iterables = iterables
-        self.star = star
-        self.name = name
-        self.is_async = is_async_callable(fn)
+        self.work = work
+        self.is_async = is_async_callable(work.fn)
         if options["address"] is not None:
             v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
         mode = _ASYNC if self.is_async else "auto"
@@ -77,7 +67,7 @@ class AutoMap(Generic[T]):
         self.policy = map_call(CallOptions(), {**options, "stats": False}).options
 
     def run(self) -> Iterator[list[T]]:
-        source = InputSource(self.iterables, self.star)
+        source = InputSource(self.work.iterables, self.work.star)
         if self.is_async:
             concurrency = self.workers or default_workers(_ASYNC)
             plan = Measurements(0, 0.0, 0.0, is_async=True, predict=True, async_workers=concurrency)
@@ -85,7 +75,7 @@ class AutoMap(Generic[T]):
             yield from self._rest(_ASYNC, source)
             return
         source.until = _SAMPLE_ITEMS
-        sampler = _Sampler(self.fn, source)
+        sampler = _Sampler(self.work.fn, source)
         yield from self._sample(sampler, source)
         sampler.close()
         source.until = None
@@ -93,11 +83,11 @@ class AutoMap(Generic[T]):
         choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
         self._say(choice)
         if self.policy.timeout is not None and choice.backend == _THREADS and choice.workers == 1:
-            yield from self._on_own_thread(self.fn, self.policy, source)
+            yield from self._on_own_thread(self.work, self.policy, source)
         else:
             yield from self._rest(choice.backend, source)
 
-    def _timed_choice(self, choice: Recommendation, sampler: _Sampler) -> Recommendation:
+    def _timed_choice(self, choice: Recommendation, sampler: _Sampler[T]) -> Recommendation:
         """With ``timeout=``, never the caller's thread: no call could be stopped
         there (serial only notices an overstay once the call returns)."""
         limit = self.policy.timeout
@@ -114,31 +104,30 @@ class AutoMap(Generic[T]):
         why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
         return dataclasses.replace(choice, backend=_THREADS, workers=1, reason=why)
 
-    def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[T]]:
+    def _sample(self, sampler: _Sampler[T], source: InputSource) -> Iterator[list[T]]:
         """The first items, one per batch (the sample can end after any of them),
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
+        sampled = dataclasses.replace(self.work, fn=sampler)
         if self.policy.timeout is None:
             lease = lease_default_pool(_INLINE, None, None)
             with stop_on_interrupt(lease):
-                yield from lease.pool.start_map(
-                    sampler, self.iterables, self.star, self.name, policy, source
-                )
+                yield from lease.pool.start_map(sampled, policy, source)
             return
-        yield from self._on_own_thread(sampler, policy, source)
+        yield from self._on_own_thread(sampled, policy, source)
 
     def _on_own_thread(
-        self, fn: Callable[..., object], policy: CallOptions, source: InputSource
+        self, work: MapWork[T], policy: CallOptions, source: InputSource
     ) -> Iterator[list[T]]:
         """Run on one thread of a pool of its own: a call past its timeout is
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
         try:
-            yield from pool.start_map(fn, self.iterables, self.star, self.name, policy, source)
+            yield from pool.start_map(work, policy, source)
         finally:
             pool.shutdown(wait=False)
 
-    def _measured(self, sampler: _Sampler, source: InputSource) -> Measurements:
+    def _measured(self, sampler: _Sampler[T], source: InputSource) -> Measurements:
         remaining = source.remaining
         if remaining is None and source.at_end():
             remaining = 0
@@ -148,7 +137,7 @@ class AutoMap(Generic[T]):
             sampler.wall,
             sampler.cpu,
             queued=sampler.queued,
-            bytes_per_task=_data_per_task(self.fn, sampler.first, source.star),
+            bytes_per_task=_data_per_task(self.work.fn, sampler.first, source.star),
             predict=True,
             remaining=remaining,
             thread_workers=self.workers or default_workers(_THREADS),
@@ -162,9 +151,7 @@ class AutoMap(Generic[T]):
         method = self.start_method if backend == _PROCESSES else None
         lease = lease_default_pool(backend, workers, method)
         with stop_on_interrupt(lease):
-            yield from lease.pool.start_map(
-                self.fn, self.iterables, self.star, self.name, self.policy, source
-            )
+            yield from lease.pool.start_map(self.work, self.policy, source)
 
     def _say(self, choice: Recommendation) -> None:
         if not self.explain:
@@ -178,18 +165,18 @@ class AutoMap(Generic[T]):
         print(f'manycore: backend="auto" picked {how}: {choice.reason}', file=sys.stderr)
 
 
-class _Sampler:
+class _Sampler(Generic[T]):
     """``fn``, timing each call (wall, CPU and wait for a CPU, in the thread that
     runs it); it ends the sample (``source.until``) once the calls have taken long enough."""
 
-    def __init__(self, fn: Callable[..., object], source: InputSource):
+    def __init__(self, fn: Callable[..., T], source: InputSource):
         self._fn = fn
         self._source = source
         self.calls = 0
         self.wall = 0.0
         self.cpu = 0.0
         self.queued = 0.0  # of wall: waiting for a CPU other programs kept busy
-        self.first: tuple[tuple[object, ...], object] | None = None  # a call's args and result
+        self.first: tuple[tuple[object, ...], T] | None = None  # a call's args and result
         # A call abandoned at its timeout ends in its own time, maybe after the
         # sample: once closed, it must not cut the input short for the rest.
         self._lock = threading.Lock()
@@ -201,7 +188,7 @@ class _Sampler:
         with self._lock:
             self._closed = True
 
-    def __call__(self, *args: object) -> object:
+    def __call__(self, *args: object) -> T:
         with self._lock:
             # Calls abandoned at a timeout never add their time: the sample also
             # ends on the clock, or it could last 64 timeouts.

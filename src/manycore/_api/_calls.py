@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
-from manycore._api._options import MapCall, map_call
+from manycore._api._options import MapCall, MapWork, map_call
 from manycore._api._pool import Pool, PoolState, values_of
 from manycore._core import public, worker_share
 from manycore._observe import Stats
@@ -196,7 +196,7 @@ def map(
     (calls that compute), whichever is estimated fastest; ``async def`` functions
     go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
     saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
-    return _map(fn, iterables, False, "map", locals())  # every argument, by name
+    return _map(MapWork(fn, iterables, False, "map"), locals())  # every argument, by name
 
 
 @public
@@ -224,12 +224,12 @@ def imap(
     v.check_iterables(iterables, "imap")
     backend = pick_backend(fn, backend)
     if _is_auto(backend, explain):
-        auto = _auto_map(fn, iterables, False, "imap", locals())
+        auto = _auto_map(MapWork(fn, iterables, False, "imap"), locals())
         return (x for values in auto.run() for x in values)
     options = check_call(fn, backend, locals()).options
     lease = lease_for_call(backend, locals())
     try:
-        run = lease.pool.start_map(fn, iterables, False, "imap", options)
+        run = lease.pool.start_map(MapWork(fn, iterables, False, "imap"), options)
     except BaseException:
         lease.release()
         raise
@@ -290,7 +290,7 @@ def starmap(
     """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
     ``checkpoint``, ``resume``, ``backend="auto"`` and ``explain``: as for
     :func:`map`)."""
-    return _map(fn, (iterable,), True, "starmap", locals())
+    return _map(MapWork(fn, (iterable,), True, "starmap"), locals())
 
 
 def pick_backend(fn: Callable[..., object], backend: str | None) -> str:
@@ -301,26 +301,20 @@ def pick_backend(fn: Callable[..., object], backend: str | None) -> str:
     return backend
 
 
-def _map(
-    fn: Callable[..., T],
-    iterables: tuple[Iterable[object], ...],
-    star: bool,
-    name: str,
-    args: Mapping[str, Any],
-) -> list[T] | tuple[list[T], Stats]:
-    """``mc.map`` (``star``: ``mc.starmap``) on a default pool; ``args``: the
-    call's arguments by name, as the user gave them (checked here)."""
-    v.check_callable(fn, "fn")
-    v.check_iterables(iterables, name)
+def _map(work: MapWork[T], args: Mapping[str, Any]) -> list[T] | tuple[list[T], Stats]:
+    """``mc.map`` (or ``mc.starmap``) on a default pool; ``args``: the call's
+    arguments by name, as the user gave them (checked here)."""
+    v.check_callable(work.fn, "fn")
+    v.check_iterables(work.iterables, work.name)
     v.check_checkpoint(args["checkpoint"], args["resume"])
-    backend = pick_backend(fn, args["backend"])
+    backend = pick_backend(work.fn, args["backend"])
     if _is_auto(backend, args["explain"], args["stats"], args["checkpoint"]):
-        auto = _auto_map(fn, iterables, star, name, args)
+        auto = _auto_map(work, args)
         return [x for values in auto.run() for x in values]
-    call = check_call(fn, backend, args)
+    call = check_call(work.fn, backend, args)
     lease = lease_for_call(backend, args)
     with stop_on_interrupt(lease):
-        return lease.pool.run_map(fn, iterables, star, name, call)
+        return lease.pool.run_map(work, call)
 
 
 def check_call(fn: Callable[..., object], backend: str, args: Mapping[str, object]) -> MapCall:
@@ -367,16 +361,10 @@ def _is_auto(
     return False
 
 
-def _auto_map(
-    fn: Callable[..., T],
-    iterables: tuple[Iterable[object], ...],
-    star: bool,
-    name: str,
-    args: Mapping[str, Any],
-) -> AutoMap[T]:
+def _auto_map(work: MapWork[T], args: Mapping[str, Any]) -> AutoMap[T]:
     from manycore._api._auto import AutoMap  # loaded on first use: most calls name their backend
 
-    return AutoMap(fn, iterables, star, name, args)
+    return AutoMap(work, args)
 
 
 def default_pool_running(backend: str, workers: int | None, start_method: str | None) -> bool:

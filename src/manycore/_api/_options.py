@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from manycore._api import _validate as v
 from manycore._core import BLAS_ENV, ERROR_POLICIES, cpu_budget
 from manycore._scheduler import CallOptions
 from manycore.backends import get_backend
 
-__all__ = ["MapCall", "call_options", "default_blas_threads", "default_workers", "map_call"]
+__all__ = [
+    "MapCall",
+    "MapWork",
+    "call_options",
+    "default_blas_threads",
+    "default_workers",
+    "map_call",
+]
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def default_workers(backend: str) -> int:
@@ -28,6 +38,17 @@ def default_blas_threads(workers: int) -> int:
     share of them); a lower limit the user set in the environment is kept."""
     threads = max(1, cpu_budget() // workers)
     return min(threads, _env_threads() or threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapWork(Generic[T_co]):
+    """What a map call runs: ``fn`` over the ``iterables`` zipped (``star``: each
+    item of the one iterable holds fn's arguments); ``name``: the call's, for errors."""
+
+    fn: Callable[..., T_co]
+    iterables: tuple[Iterable[object], ...]
+    star: bool = False
+    name: str = "map"
 
 
 @dataclasses.dataclass(frozen=True)

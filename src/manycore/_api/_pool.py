@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import (
     MapCall,
+    MapWork,
     call_options,
     default_blas_threads,
     default_workers,
@@ -315,7 +316,7 @@ class Pool(Executor, SharedPrimitives):
         first failure, and failures stored by an earlier run are computed again.
         (``imap`` takes no checkpoint.)
         """
-        return self.run_map(fn, iterables, False, "map", map_call(self._defaults, locals()))
+        return self.run_map(MapWork(fn, iterables), map_call(self._defaults, locals()))
 
     def imap(
         self,
@@ -331,7 +332,7 @@ class Pool(Executor, SharedPrimitives):
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
         options = map_call(self._defaults, locals()).options
-        return values_of(self.start_map(fn, iterables, False, "imap", options), self)
+        return values_of(self.start_map(MapWork(fn, iterables, False, "imap"), options), self)
 
     @overload
     def starmap(
@@ -382,49 +383,34 @@ class Pool(Executor, SharedPrimitives):
         """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
         ``checkpoint`` and ``resume``: as for :meth:`map`)."""
         call = map_call(self._defaults, locals())
-        return self.run_map(fn, (iterable,), True, "starmap", call)
+        return self.run_map(MapWork(fn, (iterable,), True, "starmap"), call)
 
-    def run_map(
-        self,
-        fn: Callable[..., T],
-        iterables: tuple[Iterable[object], ...],
-        star: bool,
-        name: str,
-        call: MapCall,
-    ) -> list[T] | tuple[list[T], Stats]:
-        """A ``map`` (``star``: a ``starmap``) whose options are checked already:
-        this pool's own, and ``mc.map``'s on a default pool."""
+    def run_map(self, work: MapWork[T], call: MapCall) -> list[T] | tuple[list[T], Stats]:
+        """A ``map`` (or ``starmap``) whose options are checked already: this
+        pool's own, and ``mc.map``'s on a default pool."""
         if call.checkpoint is not None:
-            return self._checkpointed(fn, iterables, star, name, call)
-        run = self.start_map(fn, iterables, star, name, call.options)
+            return self._checkpointed(work, call)
+        run = self.start_map(work, call.options)
         out: list[T] = []
         for values in run:
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
     def start_map(
-        self,
-        fn: Callable[..., object],
-        iterables: tuple[Iterable[object], ...],
-        star: bool,
-        name: str,
-        options: CallOptions,
-        source: InputSource | None = None,
+        self, work: MapWork[object], options: CallOptions, source: InputSource | None = None
     ) -> MapRun:
         """The run of one map call, its options checked already (iterate it for
         lists of values); ``source``: go on reading one that an earlier run
         (``backend="auto"``'s inline sample) started on."""
-        self._check_call(fn, iterables, name)
+        self._check_call(work)
         if source is None:
-            source = InputSource(iterables, star)
-        return self._start(fn, source, options)
+            source = InputSource(work.iterables, work.star)
+        return self._start(work.fn, source, options)
 
-    def _check_call(
-        self, fn: Callable[..., object], iterables: tuple[Iterable[object], ...], name: str
-    ) -> None:
-        v.check_callable(fn, "fn")
-        self._backend.check_fn(fn)
-        v.check_iterables(iterables, name)
+    def _check_call(self, work: MapWork[object]) -> None:
+        v.check_callable(work.fn, "fn")
+        self._backend.check_fn(work.fn)
+        v.check_iterables(work.iterables, work.name)
         self._check_open()
 
     def _start(
@@ -436,28 +422,21 @@ class Pool(Executor, SharedPrimitives):
             recorders.append(self._new_recorder())
         return self._scheduler.run(fn, source, options, recorders)
 
-    def _checkpointed(
-        self,
-        fn: Callable[..., T],
-        iterables: tuple[Iterable[object], ...],
-        star: bool,
-        name: str,
-        call: MapCall,
-    ) -> list[T] | tuple[list[T], Stats]:
+    def _checkpointed(self, work: MapWork[T], call: MapCall) -> list[T] | tuple[list[T], Stats]:
         """A map whose finished items are kept in the file ``call.checkpoint`` (see
         ``manycore._scheduler._checkpoint``); the scheduler runs what is not done yet."""
         from manycore._scheduler import run_checkpointed
 
-        self._check_call(fn, iterables, name)
+        self._check_call(work)
         runs: list[MapRun] = []
 
         def start(source: InputSource, options: CallOptions) -> MapRun:
-            runs.append(self._start(fn, source, options))
+            runs.append(self._start(work.fn, source, options))
             return runs[-1]
 
         path, policy = call.checkpoint, call.options
         assert path is not None  # (run_map sends only a call with a checkpoint here)
-        out = run_checkpointed(fn, iterables, star, policy, path, call.resume, start)
+        out = run_checkpointed(work.fn, work.iterables, work.star, policy, path, call.resume, start)
         return (out, runs[-1].stats()) if policy.stats else out
 
     # ------------------------------------------------------------- lifecycle
