@@ -222,14 +222,15 @@ def imap(
     (the sample is taken when iteration starts)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
+    work = MapWork(fn, iterables, False, "imap")
     backend = pick_backend(fn, backend)
     if _is_auto(backend, explain):
-        auto = _auto_map(MapWork(fn, iterables, False, "imap"), locals())
+        auto = _auto_map(work, locals())
         return (x for values in auto.run() for x in values)
     options = check_call(fn, backend, locals()).options
     lease = lease_for_call(backend, locals())
     try:
-        run = lease.pool.start_map(MapWork(fn, iterables, False, "imap"), options)
+        run = lease.pool.start_map(work, options)
     except BaseException:
         lease.release()
         raise

@@ -61,30 +61,29 @@ class TaskOptions:
 def task_options(fn: Callable[..., object], given: Mapping[str, object]) -> TaskOptions:
     """``given`` (a task's options by name, as the user gave them) checked, the
     first bad one reported in this order; ``name`` defaults to ``fn``'s."""
-    from manycore._api import Pool
-
     timeout, retries, retry_on = (given.get(key) for key in ("timeout", "retries", "retry_on"))
-    options = TaskOptions(
-        name="",  # (set last: it is checked last)
-        timeout=None if timeout is None else validate.check_timeout(timeout),
-        retries=None if retries is None else validate.check_count(retries, "retries"),
-        retry_on=(
-            None if retry_on is None else validate.check_exception_types(retry_on, "retry_on")
-        ),
+    limits = (
+        None if timeout is None else validate.check_timeout(timeout),
+        None if retries is None else validate.check_count(retries, "retries"),
+        None if retry_on is None else validate.check_exception_types(retry_on, "retry_on"),
     )
-    backend, pool, name = given.get("backend"), given.get("pool"), given.get("name")
-    if backend is not None and pool is not None:
-        raise ValueError("give a task backend= or pool=, not both")
-    if backend is not None:
-        options = dataclasses.replace(options, backend=validate.check_backend(backend))
-    if pool is not None:
-        if not isinstance(pool, Pool):
-            raise TypeError(f"pool must be a manycore.Pool, got {type(pool).__name__}")
-        options = dataclasses.replace(options, pool=pool)
+    backend, pool = _checked_place(given.get("backend"), given.get("pool"))
+    name = given.get("name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     label = name or getattr(fn, "__name__", None) or type(fn).__name__
-    return dataclasses.replace(options, name=label)
+    return TaskOptions(label, *limits, backend, pool)
+
+
+def _checked_place(backend: object, pool: object) -> tuple[str | None, Pool | None]:
+    """Where a task's calls go: a backend's default pool, or a pool (not both)."""
+    from manycore._api import Pool
+
+    if backend is not None and pool is not None:
+        raise ValueError("give a task backend= or pool=, not both")
+    if pool is None or isinstance(pool, Pool):
+        return (None if backend is None else validate.check_backend(backend)), pool
+    raise TypeError(f"pool must be a manycore.Pool, got {type(pool).__name__}")
 
 
 @public
