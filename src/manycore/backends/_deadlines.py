@@ -39,6 +39,7 @@ class Deadlines(Generic[K]):
         self._heap: list[tuple[float, int]] = []
         self._keys: dict[int, K] = {}  # token -> key, for live entries only
         self._tokens: dict[K, int] = {}
+        self._when: dict[K, float] = {}  # each live key's deadline
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ class Deadlines(Generic[K]):
         now the earliest deadline (a sleeping watchdog must wake to see it)."""
         self.disarm(key)
         token = next(self._seq)
-        self._tokens[key], self._keys[token] = token, key
+        self._tokens[key], self._keys[token], self._when[key] = token, key, when
         heapq.heappush(self._heap, (when, token))
         if len(self._heap) > _STALE_FACTOR * len(self._keys) + 64:
             self._compact()
@@ -59,6 +60,7 @@ class Deadlines(Generic[K]):
         token = self._tokens.pop(key, None)
         if token is not None:
             del self._keys[token]
+            del self._when[key]
 
     def due(self, now: float) -> list[K]:
         """The keys whose deadline has passed, disarmed: taken off the book."""
@@ -66,9 +68,17 @@ class Deadlines(Generic[K]):
         while (first := self.first()) is not None and first <= now:
             token = heapq.heappop(self._heap)[1]
             key = self._keys.pop(token)
-            del self._tokens[key]
+            del self._tokens[key], self._when[key]
             expired.append(key)
         return expired
+
+    def passed(self, key: K, now: float) -> bool:
+        """Take ``key`` off the book, its item having returned at ``now``: True if
+        its deadline had passed by then (a backend that cannot interrupt an item,
+        and so has no watchdog, asks this instead)."""
+        when = self._when.get(key)
+        self.disarm(key)
+        return when is not None and when <= now
 
     def wait(self, now: float) -> float | None:
         """Seconds until the next deadline (None: none is left)."""
