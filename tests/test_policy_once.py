@@ -215,3 +215,21 @@ def test_a_waiting_retry_is_cancelled_and_close_cancels_the_rest(scheduler: Sche
         second.result(0)
     _wait_for(lambda: not _retry_threads())
     assert backend.sent == []  # neither was sent again
+
+
+def test_a_retry_run_inline_does_not_hold_up_the_retry_of_a_call_it_waits_for() -> None:
+    """On the serial backend a retry runs where it is sent: not in the one retry
+    thread, which the retry of the nested call it waits for needs."""
+    calls: dict[str, int] = {}
+
+    def flaky(name: str, pool: mc.Pool) -> str:
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] == 1:
+            raise ValueError(name)
+        if name == "outer":
+            return pool.schedule(flaky, ("inner", pool), retries=1).result(timeout=5)
+        return name
+
+    with mc.Pool(backend="serial") as pool:
+        assert pool.schedule(flaky, ("outer", pool), retries=1).result(timeout=10) == "inner"
+    assert calls == {"outer": 2, "inner": 2}
