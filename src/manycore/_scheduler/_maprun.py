@@ -474,7 +474,7 @@ class MapRun:
         done = self._done
         deadline = self._retries.next_due()
         if not self._inflight:  # only retries are left: wait for the first
-            time.sleep(max(0.0, (deadline or 0.0) - time.monotonic()))
+            time.sleep(self._retries.wait() or 0.0)
             return None
         if not done.empty():
             return done.get()
