@@ -22,6 +22,7 @@ from manycore.backends._base import (
     refuse_option,
     register_backend,
 )
+from manycore.backends._deadlines import Deadlines
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -31,6 +32,7 @@ __all__ = [
     "Batch",
     "BatchResult",
     "DaskBackend",
+    "Deadlines",
     "Done",
     "ProcessBackend",
     "RayBackend",

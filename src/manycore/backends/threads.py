@@ -109,14 +109,15 @@ class ThreadBackend(Backend):
                 self._queue_locked(batch, done, first=lender is not None)
             if lender is not None and not inline and lender not in self._borrowed.values():
                 # Timed work cannot run in the thread that waits for it (that thread
-                # could not give up on it), nor can a retry sent by a timer thread:
-                # a thread of its own takes the waiting thread's slot meanwhile.
+                # could not give up on it), nor can a submit()'s retry (the pool's
+                # retry thread sends it): a thread of its own takes the waiting
+                # thread's slot meanwhile.
                 self._borrowed[self._start_thread_locked(self._slot_of[lender])] = lender
         if inline:
             self._run_inline(batch, done)
 
     def origin(self) -> threading.Thread | None:
-        """The pool's thread that submits now (its retries are sent by a timer)."""
+        """The pool's thread that submits now (its retries are sent by another thread)."""
         me = threading.current_thread()
         return me if me in self._threads else None
 
