@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,10 +59,23 @@ class Work:
     array_sum: Callable[[Any], object]
     origin: str
 
+    def remade_in(self, namespace: dict[str, Any], origin: str) -> Work:
+        """These functions remade as ``namespace``'s own (a script's ``__main__``
+        globals) and bound there by name, so they travel as a user's script's do:
+        by value (manycore, loky) or by name from ``__main__`` (fork-based peers)."""
+        names = ("square", "noop", "spin", "array_sum")
+        remade = {name: _remade(getattr(self, name), namespace) for name in names}
+        namespace.update(remade)
+        return dataclasses.replace(self, origin=origin, **remade)
+
 
 PACKAGE_WORK = Work(
     square, noop, spin, array_sum, "the importable module `manycore._cli._bench.work`"
 )
+
+
+def _remade(fn: FunctionType, namespace: dict[str, Any]) -> FunctionType:
+    return FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def calibrate_spin(seconds: float, spin: Callable[[int], object] = spin) -> int:
