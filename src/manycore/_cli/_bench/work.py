@@ -50,8 +50,9 @@ def array_sum(a: Any) -> object:  # a NumPy array (NumPy is untyped here)
 @dataclass(frozen=True)
 class Work:
     """The work functions of a run, and where they live: ``benchmarks/run.py`` passes
-    its own, from the script's ``__main__`` (which manycore and loky send by value,
-    as for a user's script); ``manycore bench`` uses these importable ones."""
+    these remade in the script's ``__main__`` (:meth:`remade_in`: manycore and loky
+    send them by value, as for a user's script); ``manycore bench`` uses these
+    importable ones."""
 
     square: Callable[[int], int]
     noop: Callable[[object], object]
