@@ -73,7 +73,7 @@ class RayBackend(ClusterBackend[ObjectRef]):
         global _users
         with _users_lock:
             if not ray.is_initialized():
-                kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                kwargs: dict[str, object] = {"include_dashboard": False, "log_to_driver": False}
                 if opts.address is not None:
                     _check_reachable(opts.address)
                     kwargs["address"] = opts.address
