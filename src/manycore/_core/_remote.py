@@ -67,14 +67,14 @@ def _traceback_text(exc: BaseException) -> str:
         return "".join(["Traceback (most recent call last):\n", *lines, _type_name(exc), "\n"])
 
 
-def rebuild(wire: ErrorWire, loads: Callable[[bytes], Any] = pickle.loads) -> BaseException:
+def rebuild(wire: ErrorWire, loads: Callable[[bytes], object] = pickle.loads) -> BaseException:
     """The parent-side exception for a packed one, with the remote traceback.
 
     Never raises: an exception that will not load here, or will not take the
     traceback as its ``__cause__``, arrives as a :class:`RemoteError` with the
     same type name, message and traceback text."""
     blob, type_name, message, tb_text = wire
-    exc: BaseException | None = None
+    exc: object = None
     if blob is not None:
         try:
             exc = loads(blob)
