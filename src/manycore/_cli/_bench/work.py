@@ -60,7 +60,7 @@ class Work:
     array_sum: Callable[[Any], object]
     origin: str
 
-    def remade_in(self, namespace: dict[str, Any], origin: str) -> Work:
+    def remade_in(self, namespace: dict[str, object], origin: str) -> Work:
         """These functions remade as ``namespace``'s own (a script's ``__main__``
         globals) and bound there by name, so they travel as a user's script's do:
         by value (manycore, loky) or by name from ``__main__`` (fork-based peers)."""
@@ -75,7 +75,7 @@ PACKAGE_WORK = Work(
 )
 
 
-def _remade(fn: FunctionType, namespace: dict[str, Any]) -> FunctionType:
+def _remade(fn: FunctionType, namespace: dict[str, object]) -> FunctionType:
     return FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
