@@ -153,7 +153,7 @@ class Backend(abc.ABC):
         for it here would wait forever (the asyncio backend's, awaited there)."""
         return False
 
-    def new_future(self, origin: object = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         """The future that ``submit()`` returns (a backend may wait on it smarter);
         ``origin``: what :meth:`origin` said for this call."""
         return AwaitableFuture()

@@ -27,7 +27,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from manycore._core import (
     Batch,
@@ -144,7 +144,7 @@ class AsyncioBackend(Backend):
             return None
         return loop
 
-    def new_future(self, origin: object = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         return LoopFuture(self, origin)
 
     def runs_here(self, batch: Batch) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from typing import Any
 
 from manycore._core import Batch
 from manycore._engine import START_METHODS, EngineFuture, ProcessEngine, default_start_method
@@ -54,7 +53,7 @@ class ProcessBackend(Backend):
     def submit(self, batch: Batch, done: Done) -> None:
         self._engine.submit(batch, done)
 
-    def new_future(self, origin: object = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         return EngineFuture(self._engine)
 
     def drive(self, ready: Callable[[], bool], deadline: float | None = None) -> bool:
