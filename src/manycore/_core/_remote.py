@@ -11,7 +11,6 @@ from __future__ import annotations
 import pickle
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 from manycore._core._errors import RemoteError, RemoteTraceback, add_note, set_cause, set_traceback
 
@@ -96,7 +95,7 @@ def tag_with_index(exc: BaseException, index: int | None) -> BaseException:
     if index is not None:
         note = f"manycore: raised while processing input item {index}"
         try:
-            notes: Any = getattr(exc, "__notes__", None)
+            notes = getattr(exc, "__notes__", None)
             fresh = not notes or note not in notes
         except Exception:  # a class's own __getattr__ or __eq__ failed
             fresh = True

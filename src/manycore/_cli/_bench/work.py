@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_WORKLOADS",
     "PACKAGE_WORK",
+    "Array",
     "Work",
     "array_sum",
     "calibrate_spin",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 ALL_WORKLOADS = "abcdef"  # (a)-(f): see manycore._cli._bench
+Array = Any  # a NumPy array: NumPy is optional, so it is not typed here
 
 
 def square(x: int) -> int:
@@ -43,7 +45,7 @@ def spin(n: int) -> int:
     return acc
 
 
-def array_sum(a: Any) -> object:  # a NumPy array (NumPy is untyped here)
+def array_sum(a: Array) -> object:
     return a.sum()
 
 
@@ -57,7 +59,7 @@ class Work:
     square: Callable[[int], int]
     noop: Callable[[object], object]
     spin: Callable[[int], int]
-    array_sum: Callable[[Any], object]
+    array_sum: Callable[[Array], object]
     origin: str
 
     def remade_in(self, namespace: dict[str, object], origin: str) -> Work:
