@@ -21,14 +21,8 @@ import pytest
 import manycore as mc
 import proffns
 import taskfns
-from manycore._observe._recommend import (
-    BackendNames,
-    Measurements,
-    Run,
-    decide,
-    fmt_bytes,
-    fmt_seconds,
-)
+from manycore._observe import BackendNames
+from manycore._observe._recommend import Measurements, Run, decide, fmt_bytes, fmt_seconds
 from manycore.backends import backend_for
 
 NAMES = BackendNames.of(backend_for)  # what mc.profile and backend="auto" pass in

@@ -26,7 +26,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
-        "BackendNames": "_recommend",
+        "BackendNames": "_names",
         "Measurements": "_recommend",
         "Profile": "_profile_report",
         "ProfileRow": "_profile_report",
@@ -42,10 +42,10 @@ __getattr__, __dir__ = lazy_door(
 )
 
 if TYPE_CHECKING:
+    from manycore._observe._names import BackendNames
     from manycore._observe._profile_report import Profile, ProfileRow
     from manycore._observe._progress import Progress
     from manycore._observe._recommend import (
-        BackendNames,
         Measurements,
         Recommendation,
         Run,

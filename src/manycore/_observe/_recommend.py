@@ -15,18 +15,11 @@ backend (:func:`_predict`); it must promise ``_MIN_GAIN`` over a plain loop to l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = [
-    "BackendNames",
-    "Measurements",
-    "Recommendation",
-    "Run",
-    "decide",
-    "fmt_bytes",
-    "fmt_seconds",
-]
+from manycore._observe._names import BackendNames
+
+__all__ = ["Measurements", "Recommendation", "Run", "decide", "fmt_bytes", "fmt_seconds"]
 
 _CLOSE = 1.10  # options within 10% of the best count as equally fast: take the cheapest
 _MIN_GAIN = 1.25  # a predicted gain must be at least this to leave the plain loop
@@ -41,36 +34,6 @@ _THREAD_COST = 1e-6
 _PROCESS_COST = 2e-6
 _BYTE_COST = 2e-9
 _PROCESS_START = 0.2
-_KINDS = ("inline", "thread", "coroutine", "process")  # cheapest first
-
-
-@dataclass(frozen=True)
-class BackendNames:
-    """The backend of each kind, as the registry names them: this layer sits beside
-    ``backends/`` and may not import it, so its callers pass the names in."""
-
-    inline: str  # the plain loop
-    thread: str
-    coroutine: str
-    process: str
-
-    @classmethod
-    def of(cls, backend_for: Callable[[str], str]) -> BackendNames:
-        """The names ``backend_for(kind)`` gives (the registry's function)."""
-        return cls(**{kind: backend_for(kind) for kind in _KINDS})
-
-    def kind(self, backend: str) -> str | None:
-        """The kind of ``backend``; None for one of no kind here (a cluster's)."""
-        return next((k for k in _KINDS if getattr(self, k) == backend), None)
-
-    def cost_rank(self, backend: str) -> int:
-        """Where ``backend`` stands, cheapest first; one of no kind comes last."""
-        kind = self.kind(backend)
-        return len(_KINDS) if kind is None else _KINDS.index(kind)
-
-    def cheapest_first(self, names: Sequence[str]) -> list[str]:
-        """Backend names in the order their costs rise (for tables and plots)."""
-        return sorted(names, key=self.cost_rank)
 
 
 @dataclass(frozen=True)
