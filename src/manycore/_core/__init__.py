@@ -18,6 +18,7 @@ __all__ = [
     "BatchResult",
     "CheckpointMismatch",
     "Done",
+    "ErrorWire",
     "Failure",
     "PoolBroken",
     "PoolClosed",
@@ -58,6 +59,7 @@ __getattr__, __dir__ = lazy_door(
         "BatchResult": "_batch",
         "CheckpointMismatch": "_errors",
         "Done": "_batch",
+        "ErrorWire": "_remote",
         "ERROR_POLICIES": "_failure",
         "Failure": "_failure",
         "PoolBroken": "_errors",
@@ -125,4 +127,4 @@ if TYPE_CHECKING:
     from manycore._core._failure import ERROR_POLICIES, Failure
     from manycore._core._futures import AwaitableFuture
     from manycore._core._public import public
-    from manycore._core._remote import pack_exception, rebuild, tag_with_index
+    from manycore._core._remote import ErrorWire, pack_exception, rebuild, tag_with_index

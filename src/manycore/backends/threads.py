@@ -16,9 +16,9 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Any
 
 from manycore._core import (
     Batch,
@@ -206,9 +206,9 @@ class ThreadBackend(Backend):
         t.start()
         return t
 
-    def restarts(self) -> dict[Any, int]:
+    def restarts(self) -> dict[int | str, int]:
         with self._cond:
-            return dict(self._restarts)
+            return dict(self._restarts.items())
 
     def _serve(self) -> None:
         me = threading.current_thread()
@@ -293,7 +293,7 @@ class ThreadBackend(Backend):
         with self._cond:
             return thread in self._borrowed
 
-    def _initialise(self) -> tuple[bool, Any]:
+    def _initialise(self) -> tuple[bool, object]:
         """Run ``init`` in this thread: (succeeded, what it returned)."""
         assert self.options.init is not None
         try:
@@ -379,7 +379,7 @@ class ThreadBackend(Backend):
             run.done = None
 
 
-def _run_exit(exit_fn: Any) -> None:
+def _run_exit(exit_fn: Callable[[], object]) -> None:
     try:
         exit_fn()
     except Exception:
