@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 import manycore as mc
-from manycore._core import Batch, BatchResult, Failure
+from manycore._core import Batch, BatchResult, Deadlines, Failure
 from manycore._observe import StatsRecorder
 from manycore._scheduler import CallOptions, Retries, Scheduler
 from manycore._scheduler._on_error import apply_on_error, on_batch
-from manycore.backends import Backend, BackendOptions, Deadlines, Done
+from manycore.backends import Backend, BackendOptions, Done
 
 
 class Clock:

@@ -17,6 +17,7 @@ __all__ = [
     "Batch",
     "BatchResult",
     "CheckpointMismatch",
+    "Deadlines",
     "Done",
     "ErrorWire",
     "Failure",
@@ -58,6 +59,7 @@ __getattr__, __dir__ = lazy_door(
         "Batch": "_batch",
         "BatchResult": "_batch",
         "CheckpointMismatch": "_errors",
+        "Deadlines": "_deadlines",
         "Done": "_batch",
         "ErrorWire": "_remote",
         "ERROR_POLICIES": "_failure",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:
         run_tracked,
     )
     from manycore._core._cpus import BLAS_ENV, cpu_budget, usable_cpus, worker_share
+    from manycore._core._deadlines import Deadlines
     from manycore._core._door import lazy_door
     from manycore._core._errors import (
         CheckpointMismatch,

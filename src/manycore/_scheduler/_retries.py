@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from manycore.backends import Deadlines
+from manycore._core import Deadlines
 
 if TYPE_CHECKING:
     from manycore._scheduler._maprun import CallOptions

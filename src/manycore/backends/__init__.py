@@ -22,7 +22,6 @@ from manycore.backends._base import (
     refuse_option,
     register_backend,
 )
-from manycore.backends._deadlines import Deadlines
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -32,7 +31,6 @@ __all__ = [
     "Batch",
     "BatchResult",
     "DaskBackend",
-    "Deadlines",
     "Done",
     "ProcessBackend",
     "RayBackend",

@@ -40,6 +40,7 @@ from typing import Generic, TypeVar
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolClosed,
     WorkerCrashed,
     init_raised,
@@ -49,7 +50,6 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done
-from manycore.backends._deadlines import Deadlines
 from manycore.backends._remote_run import (
     Answer,
     Placeholder,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolBroken,
     from_user_code,
     pool_closed,
@@ -54,7 +55,6 @@ from manycore.backends._caller_loop import (
     from_the_call,
     running_loop,
 )
-from manycore.backends._deadlines import Deadlines
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing

@@ -13,6 +13,7 @@ from typing import Any
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     init_raised,
     pool_closed,
     run_batch,
@@ -21,7 +22,6 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
-from manycore.backends._deadlines import Deadlines
 
 __all__ = ["SerialBackend"]
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolBroken,
     cpu_budget,
     init_raised,
@@ -34,7 +35,6 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
-from manycore.backends._deadlines import Deadlines
 
 __all__ = ["ThreadBackend"]
 

@@ -1,4 +1,5 @@
-"""Per-item deadlines for the backends that cannot kill a running item.
+"""Deadlines by key: the book of per-item deadlines for the backends that cannot
+kill a running item, and of the scheduler's retries waiting out their backoff.
 
 The threads, asyncio, cluster and serial backends share this book of deadlines:
 a watchdog (the threads' and the cluster's a thread, asyncio's one loop timer)
