@@ -13,10 +13,6 @@ from manycore.backends import backend_names, get_backend
 
 SRC = Path(mc.__file__).resolve().parent
 
-# Modules that still name backends, to move behind the registry (issue 14): the
-# list may only shrink. _observe sits beside backends/ and may not import it: its
-# recommendation would take the backends' names from its caller.
-NOT_YET = {"_observe/_profile_report.py", "_observe/_recommend.py"}
 # A showcase written as a user's program of the public API (its table names them).
 USER_CODE = {"_cli/_demo.py"}
 
@@ -72,5 +68,4 @@ def test_no_backend_is_named_outside_backends() -> None:
         ]
         if hits:
             found[rel] = hits
-    assert not {rel: hits for rel, hits in found.items() if rel not in NOT_YET}, found
-    assert not NOT_YET - set(found), "these name no backend now: drop them from NOT_YET"
+    assert not found, found

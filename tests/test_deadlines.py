@@ -3,7 +3,7 @@
 import gc
 import weakref
 
-from manycore.backends._deadlines import Deadlines
+from manycore._core import Deadlines
 
 
 class Key:

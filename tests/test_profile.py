@@ -21,7 +21,11 @@ import pytest
 import manycore as mc
 import proffns
 import taskfns
+from manycore._observe import BackendNames
 from manycore._observe._recommend import Measurements, Run, decide, fmt_bytes, fmt_seconds
+from manycore.backends import backend_for
+
+NAMES = BackendNames.of(backend_for)  # what mc.profile and backend="auto" pass in
 
 # ------------------------------------------------- the rules, on made-up figures
 
@@ -37,6 +41,7 @@ SLEEPY = Measurements(
         Run("processes", 1, 0.245),
         Run("processes", 2, 0.125),
     ),
+    names=NAMES,
 )
 CPU_BOUND = Measurements(
     items=40,
@@ -49,6 +54,7 @@ CPU_BOUND = Measurements(
         Run("processes", 2, 0.107),
     ),
     bytes_per_task=24,
+    names=NAMES,
 )
 
 
@@ -71,7 +77,11 @@ def test_work_holding_the_gil_goes_to_processes() -> None:
 
 def test_work_releasing_the_gil_prefers_threads_when_as_fast() -> None:
     numpy_like = Measurements(
-        40, 0.2, 0.2, (Run("threads", 2, 0.105, cpu=0.2), Run("processes", 2, 0.100))
+        40,
+        0.2,
+        0.2,
+        (Run("threads", 2, 0.105, cpu=0.2), Run("processes", 2, 0.100)),
+        names=NAMES,
     )
     rec = decide(numpy_like)
     assert rec.backend == "threads"  # within 10% of processes, and nothing is pickled
@@ -80,28 +90,40 @@ def test_work_releasing_the_gil_prefers_threads_when_as_fast() -> None:
 
 
 def test_fewer_workers_when_nearly_as_fast() -> None:
-    m = Measurements(80, 0.4, 0.4, (Run("processes", 2, 0.21), Run("processes", 4, 0.20)))
+    m = Measurements(
+        80, 0.4, 0.4, (Run("processes", 2, 0.21), Run("processes", 4, 0.20)), names=NAMES
+    )
     assert decide(m).workers == 2
 
 
 def test_nothing_faster_than_the_loop_is_serial() -> None:
     tiny = Measurements(
-        2000, 0.0002, 0.0002, (Run("threads", 2, 0.001, cpu=0.001), Run("processes", 2, 0.004))
+        2000,
+        0.0002,
+        0.0002,
+        (Run("threads", 2, 0.001, cpu=0.001), Run("processes", 2, 0.004)),
+        names=NAMES,
     )
     rec = decide(tiny)
     assert (rec.backend, rec.workers) == ("serial", 1)
     assert "100 ns" in rec.reason and "plain loop is fastest" in rec.reason
-    slow = Measurements(10, 1.0, 1.0, (Run("threads", 2, 1.0, cpu=1.0),))
+    slow = Measurements(10, 1.0, 1.0, (Run("threads", 2, 1.0, cpu=1.0),), names=NAMES)
     assert "try processes" in decide(slow).reason
-    alone = decide(Measurements(10, 1.0, 1.0))  # backends=("serial",)
+    alone = decide(Measurements(10, 1.0, 1.0, names=NAMES))  # backends=("serial",)
     assert alone.backend == "serial" and "only the plain loop" in alone.reason
 
 
 def test_gains_that_cannot_be_real_are_noise() -> None:
-    m = Measurements(10, 0.10, 0.10, (Run("processes", 1, 0.08), Run("processes", 2, 0.12)))
+    m = Measurements(
+        10, 0.10, 0.10, (Run("processes", 1, 0.08), Run("processes", 2, 0.12)), names=NAMES
+    )
     assert decide(m).backend == "serial"  # one worker does the loop's work, and more
     gil = Measurements(
-        30, 0.18, 0.15, (Run("threads", 2, 0.15, cpu=0.15), Run("processes", 2, 0.16))
+        30,
+        0.18,
+        0.15,
+        (Run("threads", 2, 0.15, cpu=0.15), Run("processes", 2, 0.16)),
+        names=NAMES,
     )
     assert gil.holds_gil() is True  # 2 threads kept 1 CPU busy: ran one at a time
     assert decide(gil).backend == "processes"  # not threads, "faster" by 20%
@@ -115,6 +137,7 @@ def test_async_functions_stay_on_asyncio() -> None:
         (Run("asyncio", 1, 0.33), Run("asyncio", 4, 0.085), Run("asyncio", 16, 0.025)),
         is_async=True,
         candidates=("asyncio",),
+        names=NAMES,
     )
     rec = decide(m)
     assert (rec.backend, rec.workers) == ("asyncio", 16)
@@ -129,6 +152,7 @@ def _sampled(wall: float, cpu: float, **kw: object) -> Measurements:
         "process_workers": 2,
         "bytes_per_task": 20,
         "predict": True,
+        "names": NAMES,
     }
     base.update(kw)
     return Measurements(10, 10 * wall, 10 * cpu, **base)  # type: ignore[arg-type]
@@ -176,6 +200,7 @@ def test_profile_counts_a_wait_for_a_busy_cpu_as_computing() -> None:
         (Run("threads", 2, 0.60, cpu=0.20), Run("processes", 2, 0.33)),
         bytes_per_task=24,
         queued=0.39,
+        names=NAMES,
     )
     assert loaded.holds_gil() is True
     rec = decide(loaded)

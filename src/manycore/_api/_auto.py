@@ -30,7 +30,14 @@ from manycore._api import _validate as v
 from manycore._api._calls import default_pool_running, lease_default_pool, stop_on_interrupt
 from manycore._api._options import MapWork, default_workers, map_call
 from manycore._api._pool import Pool
-from manycore._observe import Measurements, Recommendation, decide, queued, queued_between
+from manycore._observe import (
+    BackendNames,
+    Measurements,
+    Recommendation,
+    decide,
+    queued,
+    queued_between,
+)
 from manycore._scheduler import CallOptions, InputSource
 from manycore.backends import backend_for, is_async_callable
 
@@ -42,6 +49,7 @@ T = TypeVar("T")
 _INLINE, _THREADS, _PROCESSES, _ASYNC = (
     backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
 )
+_NAMES = BackendNames.of(backend_for)  # for the recommendation
 _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map worth parallelising
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
 
@@ -70,7 +78,9 @@ class AutoMap(Generic[T]):
         source = InputSource(self.work.iterables, self.work.star)
         if self.is_async:
             concurrency = self.workers or default_workers(_ASYNC)
-            plan = Measurements(0, 0.0, 0.0, is_async=True, predict=True, async_workers=concurrency)
+            plan = Measurements(
+                0, 0.0, 0.0, is_async=True, predict=True, async_workers=concurrency, names=_NAMES
+            )
             self._say(decide(plan))
             yield from self._rest(_ASYNC, source)
             return
@@ -143,6 +153,7 @@ class AutoMap(Generic[T]):
             thread_workers=self.workers or default_workers(_THREADS),
             process_workers=processes,
             processes_warm=default_pool_running(_PROCESSES, self.workers, self.start_method),
+            names=_NAMES,
         )
 
     def _rest(self, backend: str, source: InputSource) -> Iterator[list[T]]:

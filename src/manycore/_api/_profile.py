@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 from manycore._api import _validate as v
 from manycore._core import public
 from manycore._observe import (
+    BackendNames,
     Measurements,
     Profile,
     ProfileRow,
     Run,
-    cheapest_first,
     decide,
     queued,
     queued_between,
@@ -52,6 +52,7 @@ __all__ = ["Profile", "ProfileRow", "profile"]
 _INLINE, _THREADS, _PROCESSES, _ASYNC = (
     backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
 )
+_NAMES = BackendNames.of(backend_for)  # for the recommendation and the report
 _DEFAULT_BACKENDS = (_INLINE, _THREADS, _PROCESSES)
 _PROFILED = (_ASYNC, _PROCESSES, _INLINE, _THREADS)  # what runs on this machine
 _TARGET = 0.5  # seconds of sequential work the default sample aims at
@@ -114,6 +115,7 @@ def profile(
         is_async,
         backends,
         queued=taken.queued,
+        names=_NAMES,
     )
     recommendation = decide(measured)
     elapsed = time.perf_counter() - started
@@ -313,7 +315,7 @@ def _parallel(
     """Each backend at each worker count, cheapest backend first; a backend stops
     adding workers once they stop helping, and nothing starts past the budget."""
     runs: list[Run] = []
-    for backend in cheapest_first(list(counts)):
+    for backend in _NAMES.cheapest_first(list(counts)):
         previous = 0.0
         for n in counts[backend]:
             guess = _REPEATS * taken.wall / n + (_START_GUESS if backend == _PROCESSES else 0.0)

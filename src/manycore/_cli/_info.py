@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import sysconfig
-from typing import Any, TypedDict, cast
+from typing import TypedDict, cast
 
 __all__ = ["collect", "render"]
 
@@ -51,7 +51,7 @@ def collect() -> Facts:
     from manycore.backends import backend_names, get_backend
 
     classes = [get_backend(name) for name in backend_names()]
-    facts: dict[str, Any] = {
+    facts: dict[str, object] = {
         "manycore": __version__,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),

@@ -17,7 +17,9 @@ __all__ = [
     "Batch",
     "BatchResult",
     "CheckpointMismatch",
+    "Deadlines",
     "Done",
+    "ErrorWire",
     "Failure",
     "PoolBroken",
     "PoolClosed",
@@ -57,7 +59,9 @@ __getattr__, __dir__ = lazy_door(
         "Batch": "_batch",
         "BatchResult": "_batch",
         "CheckpointMismatch": "_errors",
+        "Deadlines": "_deadlines",
         "Done": "_batch",
+        "ErrorWire": "_remote",
         "ERROR_POLICIES": "_failure",
         "Failure": "_failure",
         "PoolBroken": "_errors",
@@ -105,6 +109,7 @@ if TYPE_CHECKING:
         run_tracked,
     )
     from manycore._core._cpus import BLAS_ENV, cpu_budget, usable_cpus, worker_share
+    from manycore._core._deadlines import Deadlines
     from manycore._core._door import lazy_door
     from manycore._core._errors import (
         CheckpointMismatch,
@@ -125,4 +130,4 @@ if TYPE_CHECKING:
     from manycore._core._failure import ERROR_POLICIES, Failure
     from manycore._core._futures import AwaitableFuture
     from manycore._core._public import public
-    from manycore._core._remote import pack_exception, rebuild, tag_with_index
+    from manycore._core._remote import ErrorWire, pack_exception, rebuild, tag_with_index

@@ -48,7 +48,8 @@ class Batch:
     # reads per item, so only asked for where that is cheap (see _stats).
     time_items: bool = False
     # Where the submitter waits (Backend.origin(): the event loop that awaits a
-    # submit() future); a backend running coroutines runs them there.
+    # submit() future); a backend running coroutines runs them there. Untyped:
+    # only the backend that made it reads it, as what its origin() returns.
     origin: Any = field(default=None, repr=False)
 
     def part(self, lo: int, hi: int) -> Batch:

@@ -19,7 +19,7 @@ def lazy_door(
 
     def load(name: str) -> Any:
         if name in aliases:
-            value: Any = importlib.import_module(f"{package}.{aliases[name]}")
+            value: object = importlib.import_module(f"{package}.{aliases[name]}")
         elif name in sources:
             value = getattr(importlib.import_module(f"{package}.{sources[name]}"), name)
         else:

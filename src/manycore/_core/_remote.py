@@ -11,7 +11,6 @@ from __future__ import annotations
 import pickle
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 from manycore._core._errors import RemoteError, RemoteTraceback, add_note, set_cause, set_traceback
 
@@ -67,14 +66,14 @@ def _traceback_text(exc: BaseException) -> str:
         return "".join(["Traceback (most recent call last):\n", *lines, _type_name(exc), "\n"])
 
 
-def rebuild(wire: ErrorWire, loads: Callable[[bytes], Any] = pickle.loads) -> BaseException:
+def rebuild(wire: ErrorWire, loads: Callable[[bytes], object] = pickle.loads) -> BaseException:
     """The parent-side exception for a packed one, with the remote traceback.
 
     Never raises: an exception that will not load here, or will not take the
     traceback as its ``__cause__``, arrives as a :class:`RemoteError` with the
     same type name, message and traceback text."""
     blob, type_name, message, tb_text = wire
-    exc: BaseException | None = None
+    exc: object = None
     if blob is not None:
         try:
             exc = loads(blob)
@@ -96,7 +95,7 @@ def tag_with_index(exc: BaseException, index: int | None) -> BaseException:
     if index is not None:
         note = f"manycore: raised while processing input item {index}"
         try:
-            notes: Any = getattr(exc, "__notes__", None)
+            notes = getattr(exc, "__notes__", None)
             fresh = not notes or note not in notes
         except Exception:  # a class's own __getattr__ or __eq__ failed
             fresh = True

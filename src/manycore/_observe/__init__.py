@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "BackendNames",
     "Measurements",
     "Profile",
     "ProfileRow",
@@ -16,7 +17,6 @@ __all__ = [
     "Run",
     "Stats",
     "StatsRecorder",
-    "cheapest_first",
     "decide",
     "queued",
     "queued_between",
@@ -26,6 +26,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
+        "BackendNames": "_names",
         "Measurements": "_recommend",
         "Profile": "_profile_report",
         "ProfileRow": "_profile_report",
@@ -34,7 +35,6 @@ __getattr__, __dir__ = lazy_door(
         "Run": "_recommend",
         "Stats": "_stats",
         "StatsRecorder": "_stats",
-        "cheapest_first": "_recommend",
         "decide": "_recommend",
         "queued": "_runqueue",
         "queued_between": "_runqueue",
@@ -42,13 +42,13 @@ __getattr__, __dir__ = lazy_door(
 )
 
 if TYPE_CHECKING:
+    from manycore._observe._names import BackendNames
     from manycore._observe._profile_report import Profile, ProfileRow
     from manycore._observe._progress import Progress
     from manycore._observe._recommend import (
         Measurements,
         Recommendation,
         Run,
-        cheapest_first,
         decide,
     )
     from manycore._observe._runqueue import queued, queued_between

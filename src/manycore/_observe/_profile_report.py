@@ -15,7 +15,6 @@ from manycore._core import public
 from manycore._observe._recommend import (
     Measurements,
     Recommendation,
-    cheapest_first,
     fmt_bytes,
     fmt_seconds,
     overhead,
@@ -103,10 +102,10 @@ class Profile:
 
 def _rows(m: Measurements) -> list[ProfileRow]:
     # The baseline first: the plain loop (for an async fn: awaiting each call in turn).
-    rows = [ProfileRow("serial", 1, m.wall, 1.0, 1.0, 0.0, 0, 0.0)]
+    rows = [ProfileRow(m.names.inline, 1, m.wall, 1.0, 1.0, 0.0, 0, 0.0)]
     for r in m.runs:
         speedup = m.speedup(r)
-        moved = (m.bytes_per_task or 0) if r.backend == "processes" else 0
+        moved = (m.bytes_per_task or 0) if r.backend == m.names.process else 0
         rows.append(
             ProfileRow(
                 r.backend, r.workers, r.seconds, speedup, speedup / r.workers,
@@ -131,7 +130,7 @@ def _summary(p: Profile) -> list[str]:
 def _cells(p: Profile) -> list[tuple[str, ...]]:
     cells: list[tuple[str, ...]] = []
     for r in p.rows:
-        baseline = r.backend == "serial"
+        baseline = r.backend == p.measured.names.inline
         cells.append(
             (
                 r.backend,
@@ -147,11 +146,11 @@ def _cells(p: Profile) -> list[tuple[str, ...]]:
 
 
 def _advice(p: Profile) -> list[str]:
-    rec = p.recommendation
-    count = "concurrency" if rec.backend == "asyncio" else "workers"
+    rec, names = p.recommendation, p.measured.names
+    count = "concurrency" if rec.backend == names.coroutine else "workers"
     lines = [f'recommended: backend="{rec.backend}", {count}={rec.workers}, chunksize=None']
     lines += textwrap.wrap("why: " + rec.reason, 88, subsequent_indent="  ")
-    if rec.backend != "serial" and p.seconds_per_item > 0:
+    if rec.backend != names.inline and p.seconds_per_item > 0:
         per_batch = max(1, round(p.batch_seconds / p.seconds_per_item))
         lines += textwrap.wrap(
             f"chunksize=None: the adaptive planner sends batches of about "
@@ -210,9 +209,10 @@ def plot(p: Profile, path: Path) -> Path:
     top = max(r.workers for r in p.rows)
     ax.plot([1, top], [1, top], linestyle="--", color="grey", label="ideal (speedup = workers)")
     ax.plot([1], [1], marker="s", color="black", linestyle="", label="plain loop")
-    for backend in cheapest_first(list(dict.fromkeys(r.backend for r in p.rows))):
+    names = p.measured.names
+    for backend in names.cheapest_first(list(dict.fromkeys(r.backend for r in p.rows))):
         rows = [r for r in p.rows if r.backend == backend]
-        if backend != "serial":
+        if backend != names.inline:
             ax.plot([r.workers for r in rows], [r.speedup for r in rows], marker="o", label=backend)
     rec = p.recommendation
     chosen = [r for r in p.rows if (r.backend, r.workers) == (rec.backend, rec.workers)]

@@ -10,7 +10,7 @@ widget under Jupyter and a text bar on a terminal (on stderr).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from manycore._core import Failure
 
@@ -23,7 +23,7 @@ class Progress:
         the rate and ETA count only the items done from now on."""
         from tqdm.auto import tqdm
 
-        self._bar: Any = tqdm(
+        self._bar = tqdm(  # (tqdm is untyped)
             total=total,
             initial=initial,
             desc=what,
@@ -35,7 +35,7 @@ class Progress:
         self._collect = on_error == "collect"
         self.failed = 0
 
-    def advance(self, covered: int, out: list[Any], error: BaseException | None) -> None:
+    def advance(self, covered: int, out: Sequence[object], error: BaseException | None) -> None:
         """A batch of ``covered`` inputs is done: ``out`` its values as delivered
         (failed items left out with ``skip``, as Failures with ``collect``)."""
         failed = covered - len(out) + (error is not None)

@@ -15,8 +15,9 @@ backend (:func:`_predict`); it must promise ``_MIN_GAIN`` over a plain loop to l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from manycore._observe._names import BackendNames
 
 __all__ = ["Measurements", "Recommendation", "Run", "decide", "fmt_bytes", "fmt_seconds"]
 
@@ -33,7 +34,6 @@ _THREAD_COST = 1e-6
 _PROCESS_COST = 2e-6
 _BYTE_COST = 2e-9
 _PROCESS_START = 0.2
-_COST_ORDER = {"serial": 0, "threads": 1, "asyncio": 2, "processes": 3}  # cheapest first
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Measurements:
     runs: tuple[Run, ...] = ()  # mc.profile's runs; empty for backend="auto"
     bytes_per_task: int | None = 0  # pickled item + result; None: they do not pickle
     is_async: bool = False
-    candidates: tuple[str, ...] = ("serial", "threads", "processes")
+    candidates: tuple[str, ...] | None = None  # None: the inline, thread and process ones
     predict: bool = False  # backend="auto": no parallel runs, predict from the sample
     remaining: int | None = None  # (auto) items still to run; None: unknown (lazy input)
     thread_workers: int = 1  # (auto) workers of the pools it would use
@@ -68,6 +68,14 @@ class Measurements:
     # other programs kept busy. Not the function's own waiting: on a loaded
     # machine pure-Python work would otherwise read as I/O and go to threads.
     queued: float = 0.0
+    names: BackendNames = field(kw_only=True)
+
+    @property
+    def offered(self) -> tuple[str, ...]:
+        """The backends the recommendation may pick from."""
+        if self.candidates is not None:
+            return self.candidates
+        return (self.names.inline, self.names.thread, self.names.process)
 
     @property
     def own_wall(self) -> float:
@@ -100,7 +108,7 @@ class Measurements:
             return None
         if self.waiting >= _WAITING:
             return False  # waiting releases the GIL (sleep, I/O)
-        threaded = [r for r in self.runs if r.backend == "threads" and r.workers > 1]
+        threaded = [r for r in self.runs if r.backend == self.names.thread and r.workers > 1]
         if not threaded or threaded[-1].cpu is None or threaded[-1].seconds <= 0:
             return None
         busy = threaded[-1].cpu / threaded[-1].seconds  # CPUs in use at once, on average
@@ -128,7 +136,7 @@ def decide(m: Measurements) -> Recommendation:
         return _from_runs(m)
     if m.is_async:
         return Recommendation(
-            "asyncio",
+            m.names.coroutine,
             m.async_workers,
             None,
             f"fn is an async function (async def): up to {m.async_workers} calls run side "
@@ -146,27 +154,28 @@ def _from_runs(m: Measurements) -> Recommendation:
     # picked while the loop is there to fall back on (they stay in the table):
     # one worker beating the loop (it does the loop's work plus hand-offs), and
     # threads beating it for a function that holds the GIL.
-    fallback = "serial" in m.candidates
+    names = m.names
+    fallback = names.inline in m.offered
     gil = m.holds_gil()
-    options: list[tuple[str, int, float]] = [("serial", 1, 1.0)] if fallback else []
+    options: list[tuple[str, int, float]] = [(names.inline, 1, 1.0)] if fallback else []
     for r in m.runs:
-        if fallback and (r.workers == 1 or (gil and r.backend == "threads")):
+        if fallback and (r.workers == 1 or (gil and r.backend == names.thread)):
             continue
         options.append((r.backend, r.workers, m.speedup(r)))
     if not options:  # nothing but runs that the budget or pickling ruled out
-        fallback_backend = "asyncio" if m.is_async else m.candidates[0]
+        fallback_backend = names.coroutine if m.is_async else m.offered[0]
         return Recommendation(
             fallback_backend, 1, None, "no parallel run could be measured (see the notes)"
         )
     best = max(s for _, _, s in options)
-    options.sort(key=lambda o: (_COST_ORDER.get(o[0], 9), o[1]))
+    options.sort(key=lambda o: (names.cost_rank(o[0]), o[1]))
     backend, workers, _ = next(o for o in options if o[2] * _CLOSE >= best)
-    if backend == "serial":
-        return Recommendation("serial", 1, None, _serial_reason(m))
+    if backend == names.inline:
+        return Recommendation(backend, 1, None, _serial_reason(m))
     run = next(r for r in m.runs if (r.backend, r.workers) == (backend, workers))
-    if backend == "asyncio":
+    if backend == names.coroutine:
         reason = _asyncio_reason(m, run)
-    elif backend == "threads":
+    elif backend == names.thread:
         reason = _threads_reason(m, run)
     else:
         reason = _processes_reason(m, run)
@@ -190,7 +199,7 @@ def _serial_reason(m: Measurements) -> str:
     if not m.runs:
         return "only the plain loop was measured: there is nothing to compare it with"
     top = max(m.runs, key=m.speedup)
-    at_best = f"{_who(top)} ran it {m.speedup(top):.2f}x"
+    at_best = f"{_who(m, top)} ran it {m.speedup(top):.2f}x"
     if m.per_call < 50e-6:
         return (
             f"each call takes only {fmt_seconds(m.per_call)}: handing items to workers "
@@ -198,16 +207,17 @@ def _serial_reason(m: Measurements) -> str:
             "is fastest"
         )
     why = ""
-    if m.holds_gil() and not any(r.backend == "processes" for r in m.runs):
+    if m.holds_gil() and not any(r.backend == m.names.process for r in m.runs):
         why = "; it holds the GIL, so threads cannot run it in parallel (try processes)"
     return f"nothing ran it clearly faster than a plain loop (at best {at_best}){why}"
 
 
-def _who(run: Run) -> str:
-    noun = {"threads": "thread", "processes": "process", "asyncio": "coroutine"}
-    word = noun.get(run.backend, run.backend)
+def _who(m: Measurements, run: Run) -> str:
+    """``run``'s workers in words: "1 thread", "4 processes", "16 coroutines"."""
+    kind = m.names.kind(run.backend)
+    word = kind if kind in ("thread", "process", "coroutine") else run.backend
     if run.workers != 1:
-        word = "processes" if word == "process" else word + "s"
+        word += "es" if word.endswith("s") else "s"
     return f"{run.workers} {word}"
 
 
@@ -224,19 +234,19 @@ def _threads_reason(m: Measurements, run: Run) -> str:
     if m.waiting >= _WAITING:
         return (
             f"the function spends {m.waiting:.0%} of its time waiting ({_usage(m)}): "
-            f"threads overlap the waiting without pickling; {_who(run)} ran it "
+            f"threads overlap the waiting without pickling; {_who(m, run)} ran it "
             f"{speedup:.1f}x faster than a loop{_more_may_help(m, run)}"
         )
-    procs = _best_of(m, "processes")
+    procs = _best_of(m, m.names.process)
     versus = f", as fast as processes ({procs:.1f}x)" if procs else ""
     if m.holds_gil() is False:
         busy = (run.cpu or 0.0) / run.seconds if run.seconds > 0 else 0.0
         return (
-            f"the function computes ({_usage(m)}) but releases the GIL ({_who(run)} kept "
+            f"the function computes ({_usage(m)}) but releases the GIL ({_who(m, run)} kept "
             f"{busy:.1f} CPUs busy): threads ran it {speedup:.1f}x faster without "
             f"pickling{versus}"
         )
-    return f"{_who(run)} ran it {speedup:.1f}x faster than a loop, without pickling{versus}"
+    return f"{_who(m, run)} ran it {speedup:.1f}x faster than a loop, without pickling{versus}"
 
 
 def _processes_reason(m: Measurements, run: Run) -> str:
@@ -245,7 +255,7 @@ def _processes_reason(m: Measurements, run: Run) -> str:
         f"{speedup / run.workers:.0%} efficiency, {fmt_seconds(overhead(m, run))} overhead "
         f"and {fmt_bytes(m.bytes_per_task or 0)} moved per task"
     )
-    threads = _best_of(m, "threads")
+    threads = _best_of(m, m.names.thread)
     if m.holds_gil():
         lead = (
             f"the function computes ({_usage(m)}) and holds the GIL, so threads cannot "
@@ -255,7 +265,7 @@ def _processes_reason(m: Measurements, run: Run) -> str:
         lead = f"the function mostly waits ({_usage(m)}), yet "
     else:
         lead = f"the function computes ({_usage(m)}); "
-    return f"{lead}{_who(run)} ran it {speedup:.1f}x faster than a loop ({costs})"
+    return f"{lead}{_who(m, run)} ran it {speedup:.1f}x faster than a loop ({costs})"
 
 
 def _asyncio_reason(m: Measurements, run: Run) -> str:
@@ -285,31 +295,31 @@ def _predict(m: Measurements) -> Recommendation:
     computing is a job for processes. Either must promise ``_MIN_GAIN`` over the
     loop once its costs are counted, else the rest runs inline too.
     """
-    n = m.items
+    n, names = m.items, m.names
     sampled = f"the first {n} item{'s' if n != 1 else ''}"
     if m.remaining == 0:
         done = f"all {n} items ran while sampling ({fmt_seconds(m.wall)})"
-        return Recommendation("serial", 1, None, done if n else "the input is empty")
+        return Recommendation(names.inline, 1, None, done if n else "the input is empty")
     per_call = m.per_call
-    if m.waiting >= _WAITING and "threads" in m.candidates:
-        backend, workers = "threads", m.thread_workers
+    if m.waiting >= _WAITING and names.thread in m.offered:
+        backend, workers = names.thread, m.thread_workers
         parallel = max(m.cpu_per_call, per_call / workers) + _THREAD_COST
         why = (
             f"{sampled} spent {m.waiting:.0%} of their time waiting ({_usage(m)}): "
             f"threads overlap the waiting without pickling"
         )
-    elif m.bytes_per_task is not None and "processes" in m.candidates:
-        backend, workers = "processes", m.process_workers
+    elif m.bytes_per_task is not None and names.process in m.offered:
+        backend, workers = names.process, m.process_workers
         parallel = per_call / workers + _PROCESS_COST + m.bytes_per_task * _BYTE_COST
         if not m.processes_warm and m.remaining is not None:
             parallel += _PROCESS_START / m.remaining
         why = (
             f"{sampled} kept a CPU busy {1 - m.waiting:.0%} of the time ({_usage(m)}): "
-            f"{_who(Run('processes', workers, 0))} run them side by side"
+            f"{_who(m, Run(backend, workers, 0))} run them side by side"
         )
     else:
         return Recommendation(
-            "serial",
+            names.inline,
             1,
             None,
             f"{sampled} took {fmt_seconds(per_call)} per call and their data does not "
@@ -317,7 +327,7 @@ def _predict(m: Measurements) -> Recommendation:
         )
     if workers < 2:
         return Recommendation(
-            "serial",
+            names.inline,
             1,
             None,
             f"{sampled} took {fmt_seconds(per_call)} per call, but with workers=1 nothing "
@@ -326,7 +336,7 @@ def _predict(m: Measurements) -> Recommendation:
     gain = per_call / parallel if parallel > 0 else 1.0
     if gain < _MIN_GAIN:
         return Recommendation(
-            "serial",
+            names.inline,
             1,
             None,
             f"{sampled} took {fmt_seconds(per_call)} per call{_cpu_share(m)}: {backend} "
@@ -358,8 +368,3 @@ def fmt_bytes(size: float) -> str:
         if size >= scale:
             return f"{size / scale:.3g} {unit}"
     return f"{int(size)} B"
-
-
-def cheapest_first(names: Sequence[str]) -> list[str]:
-    """Backend names in the order their costs rise (for tables and plots)."""
-    return sorted(names, key=lambda name: _COST_ORDER.get(name, 9))

@@ -13,6 +13,7 @@ __all__ = [
     "ChunkPlanner",
     "InputSource",
     "MapRun",
+    "Retries",
     "Scheduler",
     "run_checkpointed",
 ]
@@ -25,6 +26,7 @@ __getattr__, __dir__ = lazy_door(
         "ChunkPlanner": "_maprun",
         "InputSource": "_maprun",
         "MapRun": "_maprun",
+        "Retries": "_retries",
         "Scheduler": "_submission",
         "run_checkpointed": "_checkpoint",
     },
@@ -33,4 +35,5 @@ __getattr__, __dir__ = lazy_door(
 if TYPE_CHECKING:
     from manycore._scheduler._checkpoint import run_checkpointed
     from manycore._scheduler._maprun import CallOptions, ChunkPlanner, InputSource, MapRun
+    from manycore._scheduler._retries import Retries
     from manycore._scheduler._submission import Scheduler

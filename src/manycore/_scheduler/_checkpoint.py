@@ -35,6 +35,7 @@ from manycore._scheduler._checkpoint_file import CheckpointFile
 from manycore._scheduler._checkpoint_pickle import load
 from manycore._scheduler._fingerprint import fingerprint, function_name, input_digests
 from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._scheduler._on_error import apply_on_error
 
 __all__ = ["read_checkpoint", "run_checkpointed"]
 
@@ -266,15 +267,12 @@ def _pack_failure(failure: Failure) -> bytes:
 
 
 def _apply(on_error: str, results: list[Any]) -> list[Any]:
-    """The caller's ``on_error`` over the whole list."""
-    if on_error == "collect":
-        return results
-    if on_error == "skip":
-        return [v for v in results if type(v) is not Failure]
-    for value in results:
-        if type(value) is Failure:
-            raise value.exception
-    return results
+    """The caller's ``on_error`` over the whole list (a failure is its Failure)."""
+    failed = {i for i, v in enumerate(results) if type(v) is Failure}
+    _, out, error = apply_on_error(on_error, results, failed, results.__getitem__)
+    if error is not None:
+        raise error
+    return out
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[int, Any]:

@@ -8,8 +8,6 @@ bounded window of batches in flight on the backend, and yields results.
 
 from __future__ import annotations
 
-import copy
-import heapq
 import itertools
 import queue
 import sys
@@ -22,21 +20,20 @@ from typing import TYPE_CHECKING, Any
 from manycore._core import (
     Batch,
     BatchResult,
-    Failure,
     PoolBroken,
     PoolClosed,
     SerializationError,
     WorkerCrashed,
-    set_cause,
-    tag_with_index,
 )
 from manycore._observe import Stats, StatsRecorder
+from manycore._scheduler._on_error import on_batch, own_copy
+from manycore._scheduler._retries import Retries
 from manycore.backends import Backend
 
 if TYPE_CHECKING:
     from manycore._observe import Progress
 
-__all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun", "apply_policy"]
+__all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun"]
 
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
@@ -118,40 +115,6 @@ class ChunkPlanner:
 
 
 _POOL_ERRORS = (PoolBroken, PoolClosed, CancelledError)
-
-
-def _own_copy(exc: BaseException, offset: int) -> BaseException:
-    """Each item of a batch that failed as a whole gets its own exception object,
-    so that index notes do not pile up on one shared object."""
-    if offset == 0:
-        return exc
-    try:
-        twin = copy.copy(exc)
-        notes = [n for n in getattr(exc, "__notes__", []) if not n.startswith("manycore:")]
-        # Past the class's own __setattr__ (a frozen dataclass exception refuses it).
-        object.__setattr__(twin, "__notes__", notes)
-    except Exception:  # the user's class would not copy: share the one object
-        return exc
-    set_cause(twin, exc.__cause__)
-    return twin
-
-
-def apply_policy(
-    policy: str, batch: Batch, values: list[Any], failures: dict[int, BaseException]
-) -> tuple[int, list[Any], BaseException | None]:
-    """(inputs covered, values to hand out, error to raise) for one finished batch."""
-    if not failures:
-        return len(batch), values, None
-    if policy == "raise":
-        first = min(failures)
-        return first, values[:first], tag_with_index(failures[first], batch.start + first)
-    if policy == "skip":
-        return len(batch), [v for i, v in enumerate(values) if i not in failures], None
-    out = list(values)
-    for offset, exc in failures.items():
-        index = batch.start + offset
-        out[offset] = Failure(tag_with_index(exc, index), index, batch.items[offset])
-    return len(batch), out, None
 
 
 def _is_array(obj: object) -> bool:
@@ -324,8 +287,9 @@ class MapRun:
         self._exhausted = False
         self._keys = itertools.count()
         self._retry: list[Batch] = []  # items to run again now (a crash, unrun items)
-        self._delayed: list[tuple[float, int, Batch]] = []  # retries: heap by due time
-        self._attempts: dict[int, int] = {}  # input index -> retries used
+        # Retries waiting out their backoff, by input index (on the clock of this
+        # module's ``time``, which a scripted test replaces).
+        self._retries: Retries[int, Batch] = Retries(time.monotonic)
         self._delivered = 0  # items handed to the consumer so far
         self._stopped = False  # stop() was called: end now, kill what runs
         self._bar: Progress | None = None  # the progress bar, while the run is iterated
@@ -366,7 +330,7 @@ class MapRun:
                 if self._stopped:
                     raise CancelledError("the map was stopped")
                 self._fill(len(ready))
-                if not self._inflight and not self._delayed and not self._retry:
+                if not self._inflight and not self._retries and not self._retry:
                     if self._source.error is not None:
                         raise self._source.error
                     break
@@ -418,9 +382,7 @@ class MapRun:
 
     def _fill(self, buffered: int) -> None:
         """Send batches until the window is full; read the input only as needed."""
-        now = time.monotonic()
-        while self._delayed and self._delayed[0][0] <= now:
-            self._retry.append(heapq.heappop(self._delayed)[2])
+        self._retry.extend(self._retries.due())
         # Items to re-run go out even when the ordered buffer is full: the results
         # held there may be waiting for exactly these items.
         while len(self._inflight) < self._window and (self._retry or buffered < 4 * self._window):
@@ -498,7 +460,7 @@ class MapRun:
             raise result  # the pool itself failed, not an item: no policy applies
         if isinstance(result, BaseException):  # the whole batch failed
             values: list[Any] = [None] * len(batch)
-            failures = {i: _own_copy(result, i) for i in range(len(batch))}
+            failures = {i: own_copy(result, i) for i in range(len(batch))}
         else:
             if not result.unrun:  # a cut-short batch says little about item cost
                 self._planner.observe(len(batch), result.elapsed)
@@ -510,9 +472,9 @@ class MapRun:
     def _wait(self) -> tuple[Batch, BatchResult | BaseException] | None:
         """The next finished batch, or None if a retry falls due first."""
         done = self._done
-        deadline = self._delayed[0][0] if self._delayed else None
+        deadline = self._retries.next_due()
         if not self._inflight:  # only retries are left: wait for the first
-            time.sleep(max(0.0, (deadline or 0.0) - time.monotonic()))
+            time.sleep(self._retries.wait() or 0.0)
             return None
         if not done.empty():
             return done.get()
@@ -536,40 +498,25 @@ class MapRun:
     ) -> list[tuple[int, int, list[Any], BaseException | None]]:
         """Split off the items to run again (retries after a backoff, unrun items at
         once); apply the error policy to the stretches between them."""
-        policy = self._policy
-        holes: list[tuple[int, int, float | None]] = [(lo, hi, None) for lo, hi in unrun or ()]
+        on_error = self._policy.on_error
+        holes = sorted(unrun or ())
+        self._retry.extend(batch.part(lo, hi) for lo, hi in reversed(holes))  # lowest popped first
         for o in sorted(failures):
-            if self._should_retry(batch.start + o, failures[o]):
-                holes.append((o, o + 1, policy.backoff(self._attempts[batch.start + o])))
+            if self._retries.book(batch.start + o, failures[o], self._policy, batch.part(o, o + 1)):
+                holes.append((o, o + 1))
         if not holes:
-            return [(batch.start, *apply_policy(policy.on_error, batch, values, failures))]
-        holes.sort()
+            return [(batch.start, *on_batch(on_error, batch, values, failures))]
         entries = []
-        now: list[Batch] = []
         prev = 0
-        for lo, hi, delay in [*holes, (len(batch), len(batch), None)]:
+        for lo, hi in [*sorted(holes), (len(batch), len(batch))]:
             if lo > prev:  # the stretch between holes is settled now
                 part = batch.part(prev, lo)
                 part_failures = {o - prev: e for o, e in failures.items() if prev <= o < lo}
-                outcome = apply_policy(policy.on_error, part, values[prev:lo], part_failures)
-                entries.append((part.start, *outcome))
-            if lo < hi:
-                again = batch.part(lo, hi)
-                if delay is None:
-                    now.append(again)
-                else:
-                    due = time.monotonic() + delay
-                    heapq.heappush(self._delayed, (due, next(self._keys), again))
+                entries.append(
+                    (part.start, *on_batch(on_error, part, values[prev:lo], part_failures))
+                )
             prev = hi
-        self._retry.extend(reversed(now))  # popped from the end: lowest index first
         return entries
-
-    def _should_retry(self, index: int, exc: BaseException) -> bool:
-        used = self._attempts.get(index, 0)
-        if not self._policy.retried(exc, used):
-            return False
-        self._attempts[index] = used + 1
-        return True
 
     def _cancel_inflight(self, kill: bool = False) -> None:
         batches = list(self._inflight.values())

@@ -1,6 +1,7 @@
 """``submit()`` calls: each one's batch sent, retried after a backoff when its
 error is one to retry, and its future settled with the outcome. :class:`Scheduler`
-keeps the calls of one pool (to cancel them, and to settle them at shutdown)."""
+keeps the calls of one pool (to cancel them, and to settle them at shutdown), and
+one thread that sends their retries as they fall due (see ``_retries``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
 from manycore._observe import StatsRecorder
 from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._scheduler._retries import Retries
 from manycore._transport import dumps_fn
 from manycore.backends import Backend
 
@@ -37,8 +39,10 @@ class Scheduler:
         self.gate = gate  # raises when the pool takes no new work (closed, forked)
         self._lock = threading.Lock()
         self._batches: dict[Future[Any], Batch] = {}  # futures not yet settled
-        self._retrying: dict[threading.Timer, Future[Any]] = {}  # and what they settle
         self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        self._retries: Retries[Future[Any], Submission] = Retries()
+        self._due = threading.Condition(self._lock)  # wakes the retry thread
+        self._sender: threading.Thread | None = None  # the retry thread, while one waits
 
     def submit(
         self,
@@ -76,11 +80,8 @@ class Scheduler:
         if future.cancel():
             return True
         with self._lock:  # a retry waiting out its backoff is simply not run
-            timers = [t for t, f in self._retrying.items() if f is future]
-            for t in timers:
-                del self._retrying[t]
-        if timers:
-            timers[0].cancel()
+            waiting = self._retries.cancel(future)
+        if waiting is not None:
             fail(future, CancelledError())
             self.backend.wake()
             return True
@@ -99,27 +100,52 @@ class Scheduler:
     def forget(self, future: Future[Any]) -> None:
         with self._lock:
             self._batches.pop(future, None)
+            self._retries.forget(future)
 
-    def later(self, delay: float, future: Future[Any], action: Callable[[], None]) -> None:
-        """Run ``action`` (a retry) after ``delay`` seconds, off the polling thread."""
-
-        def fire() -> None:
-            # The timer is this very thread. (Naming it in the closure would be a
-            # cycle, timer -> fire -> timer, keeping the future and its result.)
-            with self._lock:
-                if self._retrying.pop(threading.current_thread(), None) is None:  # type: ignore[call-overload]
-                    return  # cancelled meanwhile
-            try:
-                action()
-            except BaseException as exc:  # the pool closed meanwhile, ...
-                fail(future, exc)
-                self.backend.wake()  # a caller may be polling for this future
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
+    def retry_later(self, call: Submission, error: object) -> bool:
+        """Book ``call``'s retry after ``error`` if its options retry it (else False:
+        it settles now); the retry thread sends it when its backoff has passed."""
+        future = call.future
         with self._lock:
-            self._retrying[timer] = future
-        timer.start()
+            if not self._retries.book(future, error, call.policy, call):
+                return False
+            if future.done():  # settled meanwhile: its done callback may have run already
+                self._retries.forget(future)
+            elif self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_retries, name="manycore-retries", daemon=True
+                )
+                self._sender.start()
+            else:
+                self._due.notify()
+        return True
+
+    def _send_retries(self) -> None:
+        """The retry thread: sends each booked retry when it falls due; it ends when
+        none is left waiting (the next one booked starts it anew)."""
+        while self._send_due():
+            pass
+
+    def _send_due(self) -> bool:
+        """Wait for the next retries to fall due and send them; False if none waits.
+        (A method of its own: no local holds a sent call while the thread waits.)"""
+        with self._lock:
+            due = self._retries.due()
+            while not due and self._retries:
+                self._due.wait(self._retries.wait())
+                due = self._retries.due()
+            if not due:
+                self._sender = None
+                return False
+        for call in due:
+            self._send(call)
+        return True
+
+    def _send(self, call: Submission) -> None:
+        if self.backend.concurrent:
+            call.resend()
+        else:  # the backend runs it in this thread: it must not hold up the others
+            threading.Thread(target=call.resend, name="manycore-retry", daemon=True).start()
 
     def settle_retries(self, wait: bool) -> None:
         """Before the backend closes: let calls that may still be retried finish
@@ -135,12 +161,11 @@ class Scheduler:
                     return
                 futures_wait(futures)
         with self._lock:
-            timers = list(self._retrying.items())
-            self._retrying.clear()
-        for timer, future in timers:
-            timer.cancel()
-            fail(future, CancelledError())  # it counts as running: not cancel()
-        if timers:
+            waiting = self._retries.drain()
+            self._due.notify()  # the retry thread ends
+        for call in waiting:
+            fail(call.future, CancelledError())  # it counts as running: not cancel()
+        if waiting:
             self.backend.wake()
 
 
@@ -150,7 +175,7 @@ class Submission:
     An object, not closures that call each other: those made a reference cycle
     through the future, which then kept the result alive after the user dropped
     it, until the cyclic GC ran. The backend holds ``done`` only while the batch
-    runs, and a retry's timer holds ``launch`` only while it waits.
+    runs, and the scheduler's retries hold the call only while its retry waits.
     """
 
     def __init__(
@@ -172,7 +197,6 @@ class Submission:
         self.policy = policy
         self.fn_blob = fn_blob
         self.on_batch = on_batch
-        self.attempts = 0
         self.origin: object = None  # the backend's origin() when submit() was called
         if isinstance(future, AwaitableFuture):
             future.on_abandoned = stopper(owner)
@@ -195,20 +219,21 @@ class Submission:
             raise
 
     def done(self, batch: Batch, result: BatchResult | BaseException) -> None:
-        policy, future = self.policy, self.future
+        future = self.future
         self.owner.recorder.record(batch, result)
         error: object = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
-        retried = policy.retried(error, self.attempts) and not isinstance(error, _NOT_RETRIED)
-        if retried and not future.done():
-            self.attempts += 1
-            self.owner.later(policy.backoff(self.attempts), future, self._retry)
-            return
-        settle(future, result)
+        if isinstance(error, _NOT_RETRIED) or not self.owner.retry_later(self, error):
+            settle(future, result)
 
-    def _retry(self) -> None:
-        self.launch(False)
+    def resend(self) -> None:
+        """Send the call again (its retry fell due)."""
+        try:
+            self.launch(False)
+        except BaseException as exc:  # the pool closed meanwhile, ...
+            fail(self.future, exc)
+            self.owner.backend.wake()  # a caller may be polling for this future
 
 
 def settle(future: Future[Any], result: BatchResult | BaseException) -> None:

@@ -32,7 +32,7 @@ from concurrent.futures import wait as _wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from manycore._core import AwaitableFuture, UpstreamFailed, public
-from manycore._scheduler import CallOptions
+from manycore._scheduler import CallOptions, Retries
 from manycore._tasks._run import current_pool, dispatch, futures_in, on_pool, resolve, to_lane
 from manycore.backends import is_async_callable
 
@@ -483,17 +483,18 @@ def _short(error: BaseException) -> str:
 def _call_with_retries(
     task: Task[Any, Any], args: tuple[object, ...], kwargs: dict[str, object]
 ) -> tuple[Any, BaseException | None]:
-    """Run a task in this thread, retried as the task says (its timeout cannot
-    be enforced here, and it waits out no backoff)."""
+    """Run a task in this thread, retried as the task says, each retry after its
+    backoff (its timeout cannot be enforced here)."""
     options = CallOptions(retries=task.retries or 0, retry_on=task.retry_on or (Exception,))
-    attempt = 0
+    retries: Retries[None, None] = Retries()
     while True:
         try:
             return task.fn(*args, **kwargs), None
         except Exception as exc:
-            if not options.retried(exc, attempt):
+            if not retries.book(None, exc, options, None):
                 return None, exc
-            attempt += 1
+            time.sleep(retries.wait() or 0.0)
+            retries.due()
 
 
 def run_here(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any
+from typing import Any, SupportsIndex
 
 from manycore._core import public
 from manycore._transport import _shm
@@ -24,6 +24,8 @@ __all__ = ["shared_array"]
 # ones it has attached. Weak: a segment lives as long as an array uses it.
 _segments: weakref.WeakValueDictionary[str, _shm.Segment] = weakref.WeakValueDictionary()
 _class: type | None = None
+# A NumPy ndarray: NumPy is optional, so it is not typed here.
+Array = Any
 
 
 def _numpy() -> Any:
@@ -46,12 +48,12 @@ def _array_class() -> type:
 
         _segment: _shm.Segment | None = None
 
-        def __array_finalize__(self, obj: Any) -> None:
+        def __array_finalize__(self, obj: object) -> None:
             # Views (slices, reshapes) keep the segment alive; a new array made
             # by arithmetic carries it too but does not live in it (see below).
             self._segment = getattr(obj, "_segment", None)
 
-        def __reduce_ex__(self, protocol: Any) -> Any:
+        def __reduce_ex__(self, protocol: SupportsIndex) -> Any:  # (NumPy's, for a copy)
             place = _place(self)
             if place is None:  # not in the segment (a computed array): a plain copy
                 return np.asarray(self).__reduce_ex__(protocol)
@@ -69,7 +71,7 @@ def _array_class() -> type:
 
 
 IN_WORKER = False  # set in worker processes
-_finalizers: dict[str, weakref.finalize[Any, Any]] = {}
+_finalizers: dict[str, weakref.finalize[[str, int], _shm.Segment]] = {}
 
 
 _handed: set[str] = set()  # (in a worker) segments given to the parent
@@ -84,7 +86,7 @@ def _hand_over(seg: _shm.Segment) -> None:
     _handed.add(seg.name)
 
 
-def _place(arr: Any) -> tuple[Any, ...] | None:
+def _place(arr: Array) -> tuple[str, int, object, object, object] | None:
     """(segment name, byte offset, shape, dtype, strides) if ``arr`` lives in its
     segment; None otherwise."""
     seg = arr._segment  # noqa: SLF001 - our own array class, made in _wrap below
@@ -102,7 +104,9 @@ def _address(seg: _shm.Segment) -> int:
     return int(np.frombuffer(seg.map, dtype=np.uint8, count=1).__array_interface__["data"][0])
 
 
-def _wrap(seg: _shm.Segment, shape: Any, dtype: Any, offset: int = 0, strides: Any = None) -> Any:
+def _wrap(
+    seg: _shm.Segment, shape: object, dtype: object, offset: int = 0, strides: object = None
+) -> Array:
     np = _numpy()
     arr = np.ndarray(shape, dtype, buffer=seg.map, offset=offset, strides=strides)
     arr = arr.view(_array_class())
@@ -111,8 +115,8 @@ def _wrap(seg: _shm.Segment, shape: Any, dtype: Any, offset: int = 0, strides: A
 
 
 def _rebuild(
-    name: str, offset: int, shape: Any, dtype: Any, strides: Any, handed: bool = False
-) -> Any:
+    name: str, offset: int, shape: object, dtype: object, strides: object, handed: bool = False
+) -> Array:
     seg = _segments.get(name)
     if seg is None:
         seg = _shm.Segment.attach(name)
@@ -140,7 +144,7 @@ def _forget(name: str, owner: int) -> None:
 
 
 @public
-def shared_array(shape_or_array: Any, dtype: Any = float) -> Any:
+def shared_array(shape_or_array: Any, dtype: object = float) -> Array:  # (a shape: duck-typed)
     """A NumPy array in shared memory: ``shared_array((rows, cols), dtype)``
     (zero-filled) or ``shared_array(existing_array)`` (a copy of it).
 

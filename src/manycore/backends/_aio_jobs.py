@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from manycore._core import Batch, BatchResult
 from manycore.backends._base import Done
@@ -47,7 +47,7 @@ class Job:
 
     batch: Batch
     done: Done
-    values: list[Any]
+    values: list[object]
     left: int  # items without an outcome yet
     caller: Item | None = None  # the item it was submitted from, if any
     home: asyncio.AbstractEventLoop | None = None  # the caller's loop, to run the items on

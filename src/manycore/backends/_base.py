@@ -36,15 +36,16 @@ __all__ = [
 class BackendOptions:
     workers: int
     start_method: str | None = None
-    init: Callable[..., Any] | None = None
-    init_args: tuple[Any, ...] = ()
+    init: Callable[..., object] | None = None
+    init_args: tuple[object, ...] = ()
     max_tasks_per_worker: int | None = None
     max_memory_per_worker: int | None = None  # bytes
     blas_threads: int | None = None  # threads per BLAS/OpenMP library in each worker
-    exit: Callable[..., Any] | None = None  # runs in each worker as it stops
-    shared: Any = None  # the object mc.shared() returns in tasks
+    exit: Callable[..., object] | None = None  # runs in each worker as it stops
+    shared: object = None  # the object mc.shared() returns in tasks
     address: str | None = None  # a cluster to connect to (dask, ray)
-    client: Any = None  # an existing distributed.Client to use (dask)
+    # An existing distributed.Client to use (dask): typed where dask is, not here.
+    client: Any = None
 
 
 @public
@@ -91,14 +92,14 @@ class Backend(abc.ABC):
         return self.options.workers
 
     @classmethod
-    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+    def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
         """Check ``given``, this backend's own options that were set (names from
         :attr:`accepts`), with ``workers`` (None: the default), before any work:
         errors name the argument. Returns the worker count they imply."""
         return workers
 
     @classmethod
-    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+    def misplaced(cls, name: str, value: object, backend: str) -> str:
         """Why option ``name`` (one this backend accepts) was refused on ``backend``."""
         return f"{name}={value!r:.80} applies only to backend={cls.name!r}, not {backend!r}"
 
@@ -109,12 +110,12 @@ class Backend(abc.ABC):
         return cpu_budget()
 
     @classmethod
-    def describe(cls) -> dict[str, Any]:
+    def describe(cls) -> dict[str, object]:
         """Facts of this machine that ``manycore info`` adds for this backend."""
         return {}
 
     @classmethod
-    def check_fn(cls, fn: Callable[..., Any]) -> None:
+    def check_fn(cls, fn: Callable[..., object]) -> None:
         """Refuse, before any work, a function this backend cannot run (a TypeError
         naming ``fn``). By default: an ``async def`` function, which would only
         return coroutine objects here. A class method: ``mc.map`` asks before it
@@ -125,7 +126,7 @@ class Backend(abc.ABC):
                 "create coroutine objects: use backend='asyncio'"
             )
 
-    def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
+    def make_sync(self, kind: str, args: tuple[object, ...]) -> object:
         """A lock, semaphore, value, counter or queue (``kind``) that this
         backend's tasks can share: the machine-wide ones of ``manycore._transport._sync``."""
         from manycore._transport import sync_primitives
@@ -136,12 +137,12 @@ class Backend(abc.ABC):
     def submit(self, batch: Batch, done: Done) -> None:
         """Start ``batch`` (or queue it); raise at once if it cannot be accepted."""
 
-    def result_ref(self, batch: Batch) -> Any:
+    def result_ref(self, batch: Batch) -> object:
         """A handle to ``batch``'s one result where it was computed (a cluster keeps
         it there for a task graph's next task); None: results travel back."""
         return None
 
-    def origin(self) -> Any:
+    def origin(self) -> object:
         """Where a ``submit()`` made now, in this thread, is waited for: stamped on
         its batches (``Batch.origin``, retries too). None: nowhere in particular
         (the asyncio backend names the event loop that awaits the future)."""
@@ -152,7 +153,7 @@ class Backend(abc.ABC):
         for it here would wait forever (the asyncio backend's, awaited there)."""
         return False
 
-    def new_future(self, origin: Any = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         """The future that ``submit()`` returns (a backend may wait on it smarter);
         ``origin``: what :meth:`origin` said for this call."""
         return AwaitableFuture()
@@ -197,12 +198,12 @@ class Backend(abc.ABC):
         """Process ids of the workers, where the backend has processes."""
         return []
 
-    def restarts(self) -> dict[Any, int]:
+    def restarts(self) -> dict[int | str, int]:
         """Times each worker slot was replaced since the backend started."""
         return {}
 
 
-def is_async_callable(fn: Any) -> bool:
+def is_async_callable(fn: object) -> bool:
     """``fn(...)`` returns a coroutine: an ``async def`` function or method, a
     ``functools.partial`` of one, or an object whose ``__call__`` is one."""
     while isinstance(fn, functools.partial):
@@ -247,7 +248,7 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
-def refuse_option(name: str, value: Any, backend: str) -> ValueError:
+def refuse_option(name: str, value: object, backend: str) -> ValueError:
     """The error for option ``name``, which ``backend`` does not accept, worded by
     a backend that does."""
     for other in backend_names():

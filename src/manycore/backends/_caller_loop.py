@@ -22,7 +22,7 @@ import inspect
 import sys
 import threading
 from collections.abc import Awaitable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from manycore._core import AwaitableFuture, Batch, task_state
 
@@ -77,7 +77,7 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def call(batch: Batch, offset: int) -> Awaitable[Any]:
+def call(batch: Batch, offset: int) -> Awaitable[object]:
     """What ``fn`` returns for item ``offset``: an awaitable, or a TypeError saying why not."""
     args = batch.items[offset]
     if batch.kwargs:
@@ -96,8 +96,8 @@ def call(batch: Batch, offset: int) -> Awaitable[Any]:
 
 
 async def call_at(
-    home: asyncio.AbstractEventLoop, batch: Batch, offset: int, view: tuple[Any, Any]
-) -> Any:
+    home: asyncio.AbstractEventLoop, batch: Batch, offset: int, view: tuple[object, object]
+) -> object:
     """On the pool's loop: item ``offset`` run on ``home`` (the caller's loop),
     its outcome awaited here. Cancelling this cancels the call there."""
     import asyncio
@@ -127,7 +127,7 @@ async def call_at(
             coroutine.close()  # it never started there: no "never awaited" warning
 
 
-async def _at_home(batch: Batch, offset: int, view: tuple[Any, Any]) -> Any:
+async def _at_home(batch: Batch, offset: int, view: tuple[object, object]) -> object:
     task_state.set_task(*view)  # mc.worker_state() and mc.shared() in the call
     return await call(batch, offset)
 
@@ -156,9 +156,11 @@ def _closed(batch: Batch, offset: int) -> str:
 class LoopFuture(AwaitableFuture[T]):
     """A ``submit()`` future of an asyncio pool. Waiting for it with ``result()``
     on the loop that runs its call (the pool's own, or the caller's loop that
-    submitted it) would stop the loop that is to settle it: that raises."""
+    submitted it) would stop the loop that is to settle it: that raises. ``home``:
+    the loop its call runs on, as the backend's ``origin()`` gave it (None: the
+    pool's own); only ever compared with the running loop."""
 
-    def __init__(self, backend: AsyncioBackend, home: asyncio.AbstractEventLoop | None):
+    def __init__(self, backend: AsyncioBackend, home: object):
         super().__init__()
         self._backend = backend
         self._home = home

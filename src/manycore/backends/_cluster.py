@@ -35,11 +35,12 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import CancelledError
-from typing import Any
+from typing import Generic, TypeVar
 
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolClosed,
     WorkerCrashed,
     init_raised,
@@ -49,29 +50,48 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done
-from manycore.backends._deadlines import Deadlines
-from manycore.backends._remote_run import INIT_FAILED, Placeholder, ResultRef, replace
+from manycore.backends._remote_run import (
+    Answer,
+    Placeholder,
+    ResultRef,
+    replace,
+    replace_values,
+)
 
 __all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
+H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray object ref)
 
 
-class _Running:
+class _Running(Generic[H]):
     __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed")
 
     def __init__(self, batch: Batch, done: Done):
         self.batch = batch
         self.done = done
-        self.handle: Any = None
+        self.handle: H | None = None
         self.settled = False
         self.stop_asked = False  # a CancelledError from the engine is then ours
         self.timed = batch.timeout is not None
         self.puts: list[int] = []  # keys of the cached puts this batch uses
 
 
-class ClusterBackend(Backend):
-    """A backend whose batches run as tasks of a cluster engine."""
+class _Put:
+    """An object put on the cluster: its ref, and how many batches in flight use it
+    (the entry holds the object, so its id is not reused meanwhile)."""
+
+    __slots__ = ("obj", "ref", "users")
+
+    def __init__(self, obj: object, ref: object):
+        self.obj = obj
+        self.ref = ref
+        self.users = 1
+
+
+class ClusterBackend(Backend, Generic[H]):
+    """A backend whose batches run as tasks of a cluster engine, which knows each
+    remote call by a handle ``H``."""
 
     needs_pickling = True
     one_item_when_timed = True
@@ -80,7 +100,7 @@ class ClusterBackend(Backend):
     accepts = frozenset({"address"})
 
     @classmethod
-    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+    def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
         """``address=`` (and ``client=``, dask) name an existing cluster, whose size
         then decides the workers."""
         address, client = given.get("address"), given.get("client")
@@ -96,7 +116,7 @@ class ClusterBackend(Backend):
         return workers
 
     @classmethod
-    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+    def misplaced(cls, name: str, value: object, backend: str) -> str:
         return (
             f"address= connects to a cluster: it needs backend='dask' or 'ray', "
             f"not backend={backend!r}"
@@ -111,14 +131,14 @@ class ClusterBackend(Backend):
             )
         self._lock = threading.Lock()
         self._closed = False
-        self._running: dict[int, _Running] = {}  # id(batch) -> its record
+        self._running: dict[int, _Running[H]] = {}  # id(batch) -> its record
         # Each batch's handle while the batch lives: a later task can take its
         # result on the cluster (the handle keeps it there).
-        self._handles: weakref.WeakKeyDictionary[Batch, Any] = weakref.WeakKeyDictionary()
-        self._puts: dict[int, list[Any]] = {}  # id(obj) -> [obj, ref, batches using it]
-        self._timed_waiting: deque[tuple[_Running, tuple[Any, ...]]] = deque()
+        self._handles: weakref.WeakKeyDictionary[Batch, H] = weakref.WeakKeyDictionary()
+        self._puts: dict[int, _Put] = {}  # by id(obj)
+        self._timed_waiting: deque[tuple[_Running[H], tuple[object, ...]]] = deque()
         self._timed_out = 0  # timed tasks out on the cluster (also ones that timed out)
-        self._deadlines: Deadlines[_Running] = Deadlines()
+        self._deadlines: Deadlines[_Running[H]] = Deadlines()
         self._alarm = threading.Condition(self._lock)
         self._watchdog: threading.Thread | None = None
         token = uuid.uuid4().hex
@@ -139,20 +159,20 @@ class ClusterBackend(Backend):
         """Connect to (or start) the engine; set ``self._workers``."""
 
     @abc.abstractmethod
-    def _put(self, obj: Any) -> Any:
-        """Send ``obj`` to the cluster once; a reference tasks can take."""
+    def _put(self, obj: object) -> object:
+        """Send ``obj`` to the cluster once; a reference tasks can take (as an argument)."""
 
     @abc.abstractmethod
-    def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
+    def _send(self, args: tuple[object, ...], record: _Running[H]) -> H:
         """Start ``run_remote(*args)``; its handle. Call ``self._finished(record)``
         when it is done (from any thread)."""
 
     @abc.abstractmethod
-    def _outcome(self, handle: Any) -> Any:
+    def _outcome(self, handle: H | None) -> Answer:
         """The finished handle's value (raises what the remote call raised)."""
 
     @abc.abstractmethod
-    def _stop(self, handle: Any, force: bool) -> None:
+    def _stop(self, handle: H | None, force: bool) -> None:
         """Cancel a remote call (``force``: even if it runs, where the engine can);
         never raises."""
 
@@ -172,7 +192,7 @@ class ClusterBackend(Backend):
                 raise pool_closed()
         if batch.claim is not None and not batch.claim():
             return
-        record = _Running(batch, done)
+        record: _Running[H] = _Running(batch, done)
         items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
         how = (batch.star, batch.time_items)
         args = (self._fn_ref(record), items, how, kwargs, self._setup, self._shared_ref)
@@ -185,7 +205,7 @@ class ClusterBackend(Backend):
                 self._timed_out += 1
         self._launch(record, (*args, *refs))
 
-    def _launch(self, record: _Running, args: tuple[Any, ...]) -> None:
+    def _launch(self, record: _Running[H], args: tuple[object, ...]) -> None:
         try:
             record.handle = self._send(args, record)
             self._handles[record.batch] = record.handle
@@ -202,7 +222,7 @@ class ClusterBackend(Backend):
             assert record.batch.timeout is not None
             self._arm(record, time.monotonic() + record.batch.timeout)
 
-    def _finished(self, record: _Running) -> None:
+    def _finished(self, record: _Running[H]) -> None:
         """The remote call ended (done-callback): report it, unless a timeout or
         a kill already did; free its timed slot."""
         try:
@@ -211,7 +231,7 @@ class ClusterBackend(Backend):
         finally:
             self._ended(record)
 
-    def _read(self, record: _Running) -> BatchResult | BaseException:
+    def _read(self, record: _Running[H]) -> BatchResult | BaseException:
         try:
             answer = self._outcome(record.handle)
         except BaseException as exc:  # the engine lost it, or we cancelled it
@@ -219,7 +239,7 @@ class ClusterBackend(Backend):
                 return CancelledError()
             self._lost(record)
             return self._crashed(record.batch, exc)
-        if answer[0] == INIT_FAILED:
+        if len(answer) == 2:  # (INIT_FAILED, error)
             return init_raised(rebuild(answer[1]), "the pool's")
         values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
@@ -234,7 +254,7 @@ class ClusterBackend(Backend):
         err.__cause__ = exc
         return err
 
-    def _lost(self, record: _Running) -> None:
+    def _lost(self, record: _Running[H]) -> None:
         """A task the engine lost: what it carried may be lost with its worker
         (scattered data cannot be recomputed), so send it again next time."""
         with self._lock:
@@ -248,7 +268,7 @@ class ClusterBackend(Backend):
             except Exception:  # the engine is going: later batches will say so
                 pass
 
-    def _settle(self, record: _Running, outcome: BatchResult | BaseException) -> None:
+    def _settle(self, record: _Running[H], outcome: BatchResult | BaseException) -> None:
         with self._lock:
             if record.settled:
                 return
@@ -259,7 +279,7 @@ class ClusterBackend(Backend):
         self._release_puts(record)
         record.done(record.batch, outcome)
 
-    def _ended(self, record: _Running) -> None:
+    def _ended(self, record: _Running[H]) -> None:
         """A timed task left the cluster: its slot goes to the next one waiting."""
         if not record.timed:
             return
@@ -272,7 +292,7 @@ class ClusterBackend(Backend):
         if nxt is not None:
             self._launch(*nxt)
 
-    def make_sync(self, kind: str, args: tuple[Any, ...]) -> Any:
+    def make_sync(self, kind: str, args: tuple[object, ...]) -> object:
         """``pool.Lock()`` and friends: built on the engine's own primitives."""
         from manycore.backends._cluster_sync import make
 
@@ -292,7 +312,7 @@ class ClusterBackend(Backend):
         self._cancel(record)
         return True
 
-    def _cancel(self, record: _Running) -> None:
+    def _cancel(self, record: _Running[H]) -> None:
         # Settled first: stopping it may call _finished at once, with the engine's error.
         record.stop_asked = True
         self._settle(record, CancelledError())
@@ -307,7 +327,7 @@ class ClusterBackend(Backend):
 
     # --------------------------------------------------------------- timeouts
 
-    def _arm(self, record: _Running, deadline: float) -> None:
+    def _arm(self, record: _Running[H], deadline: float) -> None:
         with self._lock:
             if record.settled:
                 return  # reported (a kill) before its deadline was set
@@ -334,7 +354,7 @@ class ClusterBackend(Backend):
             self._expire(expired)
             del expired  # (no finished batch kept alive while the watchdog sleeps)
 
-    def _expire(self, records: list[_Running]) -> None:
+    def _expire(self, records: list[_Running[H]]) -> None:
         for record in records:
             record.stop_asked = True
             self._settle(record, self._timed_out_result(record.batch))
@@ -353,15 +373,15 @@ class ClusterBackend(Backend):
     # ------------------------------------------------------------ big objects
 
     def _lift(
-        self, record: _Running, items: list[Any], kwargs: dict[str, Any] | None
-    ) -> tuple[list[Any], dict[str, Any] | None, list[Any]]:
+        self, record: _Running[H], items: list[object], kwargs: dict[str, object] | None
+    ) -> tuple[list[object], dict[str, object] | None, list[object]]:
         """Large arrays (and results left on the cluster) in ``items`` and
         ``kwargs`` replaced by placeholders; their refs, each array put on the
         cluster once for all the batches in flight that carry it."""
-        refs: list[Any] = []
+        refs: list[object] = []
         seen: dict[int, int] = {}
 
-        def leaf(x: Any) -> Any:
+        def leaf(x: object) -> object:
             if isinstance(x, ResultRef):
                 refs.append(x.handle)
                 return Placeholder(len(refs) - 1, first_value=True)
@@ -376,9 +396,9 @@ class ClusterBackend(Backend):
             return Placeholder(seen[id(x)])
 
         lifted = [replace(x, leaf) for x in items]
-        return lifted, (None if kwargs is None else replace(kwargs, leaf)), refs
+        return lifted, (None if kwargs is None else replace_values(kwargs, leaf)), refs
 
-    def _fn_ref(self, record: _Running) -> Any:
+    def _fn_ref(self, record: _Running[H]) -> object:
         """The function, or for a big one (a closure over a large array) its ref:
         the engine pickles what it is given once per task."""
         blob = record.batch.fn_blob
@@ -387,34 +407,33 @@ class ClusterBackend(Backend):
             return record.batch.fn
         return self._cached_put(record, record.batch.fn)
 
-    def _cached_put(self, record: _Running, obj: Any) -> Any:
-        """``obj`` on the cluster: put once while batches in flight carry it (the
-        entry holds the object, so its id is not reused meanwhile)."""
+    def _cached_put(self, record: _Running[H], obj: object) -> object:
+        """``obj`` on the cluster: put once while batches in flight carry it."""
         key = id(obj)
         with self._lock:
             entry = self._puts.get(key)
-            if entry is not None and entry[0] is obj:
-                entry[2] += 1
+            if entry is not None and entry.obj is obj:
+                entry.users += 1
                 record.puts.append(key)
-                return entry[1]
+                return entry.ref
         ref = self._put(obj)
         with self._lock:
             entry = self._puts.get(key)
-            if entry is not None and entry[0] is obj:
-                entry[2] += 1  # another thread put it meanwhile: share that one
-                ref = entry[1]
+            if entry is not None and entry.obj is obj:
+                entry.users += 1  # another thread put it meanwhile: share that one
+                ref = entry.ref
             else:
-                self._puts[key] = [obj, ref, 1]
+                self._puts[key] = _Put(obj, ref)
             record.puts.append(key)
         return ref
 
-    def _release_puts(self, record: _Running) -> None:
+    def _release_puts(self, record: _Running[H]) -> None:
         with self._lock:
             for key in record.puts:
                 entry = self._puts.get(key)
                 if entry is not None:
-                    entry[2] -= 1
-                    if entry[2] <= 0:
+                    entry.users -= 1
+                    if entry.users <= 0:
                         del self._puts[key]
             record.puts = []
 

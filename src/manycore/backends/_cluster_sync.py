@@ -20,21 +20,25 @@ import pickle
 import queue
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from manycore._core import bad_wait_timeout
 
 __all__ = ["make"]
 
 _POLL_MAX = 0.05
+T = TypeVar("T")
+# A distributed.Client, and Dask's and Ray's objects: their calls are untyped.
+Client = Any
 
 
-def _check_timeout(timeout: Any) -> None:
+def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout >= 0:
         raise bad_wait_timeout(timeout)
 
 
-def make(engine: str, kind: str, args: tuple[Any, ...], client: Any = None) -> Any:
+def make(engine: str, kind: str, args: tuple[object, ...], client: Client | None = None) -> object:
     """A ``kind`` object ("Lock", "Semaphore", "Value", "Counter", "Queue") on ``engine``."""
     name = f"manycore-{kind.lower()}-{uuid.uuid4().hex}"
     if engine == "dask":
@@ -47,34 +51,34 @@ def make(engine: str, kind: str, args: tuple[Any, ...], client: Any = None) -> A
 
 
 class _DaskObject:
-    def __init__(self, name: str, client: Any = None):
+    def __init__(self, name: str, client: Client | None = None):
         self.name = name
         self._client = client  # the pool's, in the parent; a task uses its worker's
 
-    def _here(self) -> Any:
+    def _here(self) -> contextlib.AbstractContextManager[object]:
         """Where Dask's primitives find their scheduler: the pool's client (it is
         not the process's default one), or in a task, the worker's."""
         return contextlib.nullcontext() if self._client is None else self._client.as_current()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Callable[..., _DaskObject], tuple[str, tuple[object, ...]]]:
         return (_rebuild_dask, (type(self).__name__, self._state()))
 
-    def _state(self) -> tuple[Any, ...]:
+    def _state(self) -> tuple[object, ...]:
         return (self.name,)
 
 
-def _rebuild_dask(kind: str, state: tuple[Any, ...]) -> Any:
+def _rebuild_dask(kind: str, state: tuple[object, ...]) -> _DaskObject:
     return _DASK_CLASSES[kind](*state)
 
 
-def _distributed() -> Any:
+def _distributed() -> Any:  # the module: see Client
     import distributed
 
     return distributed
 
 
 class DaskLock(_DaskObject):
-    def __init__(self, name: str, client: Any = None):
+    def __init__(self, name: str, client: Client | None = None):
         super().__init__(name, client)
         with self._here():
             self._lock = _distributed().Lock(name)
@@ -99,13 +103,13 @@ class DaskLock(_DaskObject):
 
 
 class DaskSemaphore(_DaskObject):
-    def __init__(self, name: str, value: int = 1, client: Any = None):
+    def __init__(self, name: str, value: int = 1, client: Client | None = None):
         super().__init__(name, client)
         self.max = value
         with self._here():
             self._sem = _distributed().Semaphore(max_leases=value, name=name)
 
-    def _state(self) -> tuple[Any, ...]:
+    def _state(self) -> tuple[object, ...]:
         return (self.name, self.max)
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -130,7 +134,12 @@ class DaskSemaphore(_DaskObject):
 
 class DaskValue(_DaskObject):
     def __init__(
-        self, name: str, typecode: str = "q", value: Any = 0, fresh: bool = True, client: Any = None
+        self,
+        name: str,
+        typecode: str = "q",
+        value: object = 0,
+        fresh: bool = True,
+        client: Client | None = None,
     ):
         super().__init__(name, client)
         self.typecode = typecode
@@ -139,15 +148,15 @@ class DaskValue(_DaskObject):
         if fresh:
             self._var.set(value)
 
-    def _state(self) -> tuple[Any, ...]:
+    def _state(self) -> tuple[object, ...]:
         return (self.name, self.typecode, None, False)
 
     @property
-    def value(self) -> Any:
+    def value(self) -> object:
         return self._var.get()
 
     @value.setter
-    def value(self, new: Any) -> None:
+    def value(self, new: object) -> None:
         self._var.set(new)
 
     def get_lock(self) -> DaskLock:
@@ -155,10 +164,10 @@ class DaskValue(_DaskObject):
 
 
 class DaskCounter(DaskValue):
-    def __init__(self, name: str, value: int = 0, fresh: bool = True, client: Any = None):
+    def __init__(self, name: str, value: int = 0, fresh: bool = True, client: Client | None = None):
         super().__init__(name, "q", value, fresh, client)
 
-    def _state(self) -> tuple[Any, ...]:
+    def _state(self) -> tuple[object, ...]:
         return (self.name, None, False)
 
     def increment(self, by: int = 1) -> int:
@@ -169,17 +178,17 @@ class DaskCounter(DaskValue):
 
 
 class DaskQueue(_DaskObject):
-    def __init__(self, name: str, maxsize: int = 0, client: Any = None):
+    def __init__(self, name: str, maxsize: int = 0, client: Client | None = None):
         super().__init__(name, client)
         self.maxsize = maxsize
         self._queue = _distributed().Queue(name, client=client, maxsize=maxsize)
 
-    def _state(self) -> tuple[Any, ...]:
+    def _state(self) -> tuple[object, ...]:
         return (self.name, self.maxsize)
 
     # Items go pickled: Dask's queue would send them through msgpack, which turns
     # a namedtuple into a tuple.
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         if not block and self.full():
             raise queue.Full
         try:
@@ -187,7 +196,7 @@ class DaskQueue(_DaskObject):
         except TimeoutError:
             raise queue.Full from None
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
         if not block and self.empty():  # (no scheduler error log for a plain miss)
             raise queue.Empty
         try:
@@ -198,10 +207,10 @@ class DaskQueue(_DaskObject):
     def full(self) -> bool:
         return 0 < self.maxsize <= self.qsize()
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: object) -> None:
         self.put(item, block=False)
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> object:
         return self.get(block=False)
 
     def qsize(self) -> int:
@@ -211,7 +220,7 @@ class DaskQueue(_DaskObject):
         return self.qsize() == 0
 
 
-_DASK: dict[str, Any] = {
+_DASK: dict[str, Callable[..., _DaskObject]] = {
     "Lock": DaskLock,
     "Semaphore": DaskSemaphore,
     "Value": DaskValue,
@@ -227,18 +236,20 @@ _DASK_CLASSES = {cls.__name__: cls for cls in _DASK.values()}
 class _SyncState:
     """The actor behind one Ray object (its methods never block)."""
 
-    def __init__(self, kind: str, args: tuple[Any, ...]):
+    def __init__(self, kind: str, args: tuple[Any, ...]):  # make()'s, as the pool checked them
         import collections
 
         self.kind = kind
         self.leases = 0
         # Leases (a Value's or Counter's lease is its get_lock()); a queue's maxsize.
-        self.limit = args[0] if kind in ("Semaphore", "Queue") and args else 1
+        self.limit: int = args[0] if kind in ("Semaphore", "Queue") and args else 1
+        # A Value's (any object) or a Counter's (a number, added to).
+        self.value: Any
         if kind == "Value":
             self.value = args[1] if len(args) > 1 else 0
         else:
             self.value = args[0] if kind == "Counter" and args else 0
-        self.items: collections.deque[Any] = collections.deque()
+        self.items: collections.deque[object] = collections.deque()
 
     def try_acquire(self) -> bool:
         if self.leases < self.limit:
@@ -254,23 +265,23 @@ class _SyncState:
     def leased(self) -> int:
         return self.leases
 
-    def get(self) -> Any:
+    def get(self) -> object:
         return self.value
 
-    def set(self, value: Any) -> None:
+    def set(self, value: object) -> None:
         self.value = value
 
     def add(self, by: int) -> int:
         self.value += by
         return int(self.value)
 
-    def push(self, item: Any) -> bool:
+    def push(self, item: object) -> bool:
         if 0 < self.limit <= len(self.items):
             return False
         self.items.append(item)
         return True
 
-    def pop(self) -> tuple[bool, Any]:
+    def pop(self) -> tuple[bool, object]:
         return (True, self.items.popleft()) if self.items else (False, None)
 
     def size(self) -> int:
@@ -283,10 +294,10 @@ class _SyncState:
         return int(self.limit - self.leases)
 
 
-_actor_class: Any = None
+_actor_class: Any = None  # ray.remote(_SyncState)
 
 
-def _ray_actor() -> Any:
+def _ray_actor() -> Callable[[str, tuple[object, ...]], object]:
     global _actor_class
     import ray
 
@@ -294,13 +305,15 @@ def _ray_actor() -> Any:
         _actor_class = ray.remote(num_cpus=0)(_SyncState)
     cls = _actor_class
 
-    def create(kind: str, args: tuple[Any, ...]) -> Any:
+    def create(kind: str, args: tuple[object, ...]) -> object:
         return cls.remote(kind, args)
 
     return create
 
 
-def _poll(attempt: Any, block: bool, timeout: float | None, ok: Any = bool) -> Any:
+def _poll(
+    attempt: Callable[[], T], block: bool, timeout: float | None, ok: Callable[[T], object] = bool
+) -> T:
     """Call ``attempt()`` until ``ok(answer)`` or the time is up; the last answer."""
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = 0.001
@@ -315,13 +328,13 @@ def _poll(attempt: Any, block: bool, timeout: float | None, ok: Any = bool) -> A
 
 
 class _RayObject:
-    def __init__(self, actor: Any):
-        self.actor = actor
+    def __init__(self, actor: object):
+        self.actor = actor  # the _SyncState actor's handle: passed along
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[_RayObject], tuple[object]]:
         return (type(self), (self.actor,))
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: object) -> Any:  # what ray.get gives: untyped
         import ray
 
         return ray.get(getattr(self.actor, method).remote(*args), timeout=60)
@@ -356,11 +369,11 @@ class RayValue(_RayObject):
         return RayLock(self.actor)
 
     @property
-    def value(self) -> Any:
+    def value(self) -> object:
         return self._call("get")
 
     @value.setter
-    def value(self, new: Any) -> None:
+    def value(self, new: object) -> None:
         self._call("set", new)
 
 
@@ -371,20 +384,20 @@ class RayCounter(RayValue):
 
 
 class RayQueue(_RayObject):
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         if not _poll(lambda: self._call("push", item), block, timeout):
             raise queue.Full
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
         found, item = _poll(lambda: self._call("pop"), block, timeout, ok=lambda a: a[0])
         if not found:
             raise queue.Empty
         return item
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: object) -> None:
         self.put(item, block=False)
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> object:
         return self.get(block=False)
 
     def qsize(self) -> int:
@@ -397,7 +410,7 @@ class RayQueue(_RayObject):
         return self.qsize() == 0
 
 
-_RAY: dict[str, Any] = {
+_RAY: dict[str, type[_RayObject]] = {
     "Lock": RayLock,
     "Semaphore": RaySemaphore,
     "Value": RayValue,

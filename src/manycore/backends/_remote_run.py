@@ -10,13 +10,35 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from manycore._core import pack_exception
 
-__all__ = ["INIT_FAILED", "Placeholder", "ResultRef", "replace", "run_remote"]
+if TYPE_CHECKING:
+    from manycore._core import ErrorWire
+
+__all__ = [
+    "INIT_FAILED",
+    "Answer",
+    "Placeholder",
+    "ResultRef",
+    "Setup",
+    "replace",
+    "replace_values",
+    "run_remote",
+]
 
 INIT_FAILED = "manycore:init-failed"  # first element of run_remote's answer then
+
+# What run_remote answers: (INIT_FAILED, error), or (values, errors packed by
+# offset, compute seconds, host:pid, slowest (offset, seconds)).
+Answer = Union[
+    "tuple[str, ErrorWire]",
+    "tuple[list[object], dict[int, ErrorWire] | None, float, str, list[tuple[int, float]] | None]",
+]
+K = TypeVar("K")
+# A pool's worker state: (token, init, init_args); init runs once per worker process.
+Setup = tuple[str, Callable[..., object], tuple[object, ...]]
 
 
 class Placeholder:
@@ -30,7 +52,7 @@ class Placeholder:
         self.index = index
         self.first_value = first_value
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[type[Placeholder], tuple[int, bool]]:
         return (Placeholder, (self.index, self.first_value))
 
 
@@ -40,11 +62,11 @@ class ResultRef:
 
     __slots__ = ("handle",)
 
-    def __init__(self, handle: Any):
-        self.handle = handle
+    def __init__(self, handle: object):
+        self.handle = handle  # the engine's, passed back to it
 
 
-def replace(obj: Any, leaf: Callable[[Any], Any]) -> Any:
+def replace(obj: object, leaf: Callable[[object], object]) -> object:
     """``obj`` with ``leaf(x)`` for each element ``x`` inside tuples, lists and
     dict values (``leaf`` returns ``x`` itself to keep it); a container is
     rebuilt, as its own type, only if something in it changed."""
@@ -56,25 +78,38 @@ def replace(obj: Any, leaf: Callable[[Any], Any]) -> Any:
             return obj._make(items)
         return type(obj)(items)
     if isinstance(obj, dict):
-        changed = {k: replace(x, leaf) for k, x in obj.items()}
-        if all(changed[k] is x for k, x in obj.items()):
-            return obj
-        out = obj.copy()
-        out.update(changed)
-        return out
+        return replace_values(obj, leaf)
     return leaf(obj)
+
+
+def replace_values(obj: dict[K, object], leaf: Callable[[object], object]) -> dict[K, object]:
+    """:func:`replace` for a dict: its values replaced, a copy only if one changed."""
+    changed = {k: replace(x, leaf) for k, x in obj.items()}
+    if all(changed[k] is x for k, x in obj.items()):
+        return obj
+    out = obj.copy()
+    out.update(changed)
+    return out
 
 
 # ---------------------------------------------------------------- worker side
 
-_inited: dict[str, tuple[Any, Any, BaseException | None]] = {}  # token -> state, shared, error
+_inited: dict[
+    str, tuple[object, object, BaseException | None]
+] = {}  # token -> state, shared, error
 _init_lock = threading.Lock()
 _KEEP_STATES = 16  # pools whose worker state one process keeps, at most
 
 
 def run_remote(
-    fn: Any, items: Any, how: tuple[bool, bool], kwargs: Any, setup: Any, shared: Any, *refs: Any
-) -> tuple[Any, ...]:
+    fn: Callable[..., object],
+    items: list[object],
+    how: tuple[bool, bool],
+    kwargs: dict[str, object] | None,
+    setup: Setup | None,
+    shared: object,
+    *refs: object,
+) -> Answer:
     """Run a batch on a cluster worker (the engine has resolved ``refs``): its
     values, its errors packed, the compute time, where it ran (host:pid) and
     its slowest items (``how``: star-args, time items); or ``(INIT_FAILED, error)``."""
@@ -86,7 +121,7 @@ def run_remote(
     if refs:
         items = [replace(x, lambda leaf: _fill(leaf, refs)) for x in items]
         if kwargs:
-            kwargs = replace(kwargs, lambda leaf: _fill(leaf, refs))
+            kwargs = replace_values(kwargs, lambda leaf: _fill(leaf, refs))
     state, shared, error = _worker_state(setup, shared)
     if error is not None:
         return (INIT_FAILED, pack_exception(error))
@@ -103,14 +138,16 @@ def run_remote(
     return result.values, packed, result.elapsed, where, result.slowest
 
 
-def _fill(leaf: Any, refs: tuple[Any, ...]) -> Any:
+def _fill(leaf: object, refs: tuple[Any, ...]) -> object:  # objects, or another batch's Answer
     if not isinstance(leaf, Placeholder):
         return leaf
     ref = refs[leaf.index]
     return ref[0][0] if leaf.first_value else ref
 
 
-def _worker_state(setup: Any, shared: Any) -> tuple[Any, Any, BaseException | None]:
+def _worker_state(
+    setup: Setup | None, shared: object
+) -> tuple[object, object, BaseException | None]:
     """This pool's worker state in this process: ``init`` runs once (a failure
     too is remembered, not retried for every batch)."""
     if setup is None:

@@ -27,11 +27,12 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolBroken,
     from_user_code,
     pool_closed,
@@ -54,7 +55,6 @@ from manycore.backends._caller_loop import (
     from_the_call,
     running_loop,
 )
-from manycore.backends._deadlines import Deadlines
 
 if TYPE_CHECKING:
     import asyncio  # imported where the loop starts: a pool that never uses it pays nothing
@@ -75,8 +75,9 @@ class AsyncioBackend(Backend):
     accepts = frozenset({"concurrency"})
 
     @classmethod
-    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
-        limit: int | None = given.get("concurrency")
+    def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
+        limit = given.get("concurrency")
+        assert limit is None or isinstance(limit, int)  # checked by the caller
         if limit is not None and workers not in (None, limit):
             raise ValueError(
                 f"workers={workers} and concurrency={limit} disagree: for "
@@ -85,7 +86,7 @@ class AsyncioBackend(Backend):
         return workers if limit is None else limit
 
     @classmethod
-    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+    def misplaced(cls, name: str, value: object, backend: str) -> str:
         return (
             f"{name}={value!r:.80} applies only to backend='asyncio' (coroutines "
             f"running at once); for backend={backend!r} give workers="
@@ -109,7 +110,7 @@ class AsyncioBackend(Backend):
         self._pumping = False  # a _pump() is already on its way to the loop
         self._closing = False
         self._failure: PoolBroken | None = None  # init raised, or the loop died
-        self._state: Any = None  # what init returned
+        self._state: object = None  # what init returned
         self._live: set[asyncio.Task[None]] = set()  # every item task not yet ended
         self._wakeup: asyncio.Event | None = None  # made on the loop; wakes _main
         # Items' deadlines (in loop.time()), touched on the loop only; one loop
@@ -118,7 +119,7 @@ class AsyncioBackend(Backend):
         self._alarm: asyncio.TimerHandle | None = None
 
     @classmethod
-    def check_fn(cls, fn: Callable[..., Any]) -> None:
+    def check_fn(cls, fn: Callable[..., object]) -> None:
         if not is_async_callable(fn):
             name = getattr(fn, "__qualname__", None) or type(fn).__name__
             raise TypeError(
@@ -143,7 +144,7 @@ class AsyncioBackend(Backend):
             return None
         return loop
 
-    def new_future(self, origin: Any = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         return LoopFuture(self, origin)
 
     def runs_here(self, batch: Batch) -> bool:
@@ -298,7 +299,7 @@ class AsyncioBackend(Backend):
             if not parent.ended:
                 self._free -= 1
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
         """Run ``fn(*args)`` on the loop, from any thread."""
         loop = self._loop
         if loop is None:
@@ -495,7 +496,7 @@ class AsyncioBackend(Backend):
         for job, offset in expired:
             self._expire(job, offset)
 
-    def _settle(self, job: Job, offset: int, value: Any, error: BaseException | None) -> None:
+    def _settle(self, job: Job, offset: int, value: object, error: BaseException | None) -> None:
         with self._lock:
             entry = job.tasks.pop(offset, None)
             if entry is None:
@@ -564,7 +565,7 @@ def _can_go_on(
     return home is None or (home is not here and (home.is_running() or home.is_closed()))
 
 
-async def _run_exit(exit_fn: Callable[[], Any] | None) -> None:
+async def _run_exit(exit_fn: Callable[[], object] | None) -> None:
     if exit_fn is None:
         return
     try:

@@ -13,12 +13,16 @@ from typing import Any
 
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
-from manycore.backends._remote_run import run_remote
+from manycore.backends._remote_run import Answer, run_remote
 
 __all__ = ["DaskBackend"]
 
+# distributed's Client and Future: untyped (their calls are Any), so named only.
+Client = Any
+Future = Any
 
-def _import() -> Any:
+
+def _import() -> Any:  # the distributed module
     try:
         import distributed
     except ImportError:
@@ -29,7 +33,7 @@ def _import() -> Any:
 
 
 @register_backend
-class DaskBackend(ClusterBackend):
+class DaskBackend(ClusterBackend[Future]):
     name = "dask"
     supports_kill = False  # Dask cannot stop a task that runs
     accepts = frozenset({"address", "client"})
@@ -37,15 +41,15 @@ class DaskBackend(ClusterBackend):
     needs_package = ("distributed", "dask[distributed]")
 
     @classmethod
-    def misplaced(cls, name: str, value: Any, backend: str) -> str:
+    def misplaced(cls, name: str, value: object, backend: str) -> str:
         if name != "client":
             return super().misplaced(name, value, backend)
         return f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers
-        self._client: Any = None
-        self._owned: list[Any] = []  # what this pool started: closed with it
+        self._client: Client = None
+        self._owned: list[Client] = []  # what this pool started (a cluster too): closed with it
         super().__init__(options)
 
     def _connect(self) -> None:
@@ -82,19 +86,20 @@ class DaskBackend(ClusterBackend):
     def workers(self) -> int:
         return self._workers
 
-    def _put(self, obj: Any) -> Any:
+    def _put(self, obj: object) -> Future:
         # In a list: scatter() would split a list, tuple or dict into its elements.
         return self._client.scatter([obj], broadcast=False, hash=False)[0]
 
-    def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
+    def _send(self, args: tuple[object, ...], record: _Running[Future]) -> Future:
         future = self._client.submit(run_remote, *args, pure=False, retries=0)
         future.add_done_callback(lambda _: self._finished(record))
         return future
 
-    def _outcome(self, handle: Any) -> Any:
-        return handle.result()
+    def _outcome(self, handle: Future) -> Answer:
+        answer: Answer = handle.result()
+        return answer
 
-    def _stop(self, handle: Any, force: bool) -> None:
+    def _stop(self, handle: Future | None, force: bool) -> None:
         if handle is None:
             return
         try:

@@ -15,9 +15,12 @@ from typing import Any
 
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
-from manycore.backends._remote_run import run_remote
+from manycore.backends._remote_run import Answer, run_remote
 
 __all__ = ["RayBackend"]
+
+# Ray's ObjectRef: ray is untyped here (its calls are Any), so named only.
+ObjectRef = Any
 
 
 # Pools using the Ray runtime that manycore started: the last one to close shuts it
@@ -41,7 +44,7 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def _import() -> Any:
+def _import() -> Any:  # the ray module
     try:
         import ray
     except ImportError:
@@ -50,15 +53,15 @@ def _import() -> Any:
 
 
 @register_backend
-class RayBackend(ClusterBackend):
+class RayBackend(ClusterBackend[ObjectRef]):
     name = "ray"
     supports_kill = True  # ray.cancel(force=True) kills the worker running the task
     needs_package = ("ray", "ray")
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers
-        self._ray: Any = None
-        self._remote: Any = None
+        self._ray: Any = None  # the ray module
+        self._remote: Any = None  # run_remote as a Ray remote function
         self._started = False
         super().__init__(options)
 
@@ -70,7 +73,7 @@ class RayBackend(ClusterBackend):
         global _users
         with _users_lock:
             if not ray.is_initialized():
-                kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                kwargs: dict[str, object] = {"include_dashboard": False, "log_to_driver": False}
                 if opts.address is not None:
                     _check_reachable(opts.address)
                     kwargs["address"] = opts.address
@@ -92,18 +95,19 @@ class RayBackend(ClusterBackend):
     def workers(self) -> int:
         return self._workers
 
-    def _put(self, obj: Any) -> Any:
+    def _put(self, obj: object) -> ObjectRef:
         return self._ray.put(obj)
 
-    def _send(self, args: tuple[Any, ...], record: _Running) -> Any:
+    def _send(self, args: tuple[object, ...], record: _Running[ObjectRef]) -> ObjectRef:
         ref = self._remote.remote(*args)
         ref.future().add_done_callback(lambda _: self._finished(record))
         return ref
 
-    def _outcome(self, handle: Any) -> Any:
-        return self._ray.get(handle, timeout=60)
+    def _outcome(self, handle: ObjectRef | None) -> Answer:
+        answer: Answer = self._ray.get(handle, timeout=60)
+        return answer
 
-    def _stop(self, handle: Any, force: bool) -> None:
+    def _stop(self, handle: ObjectRef | None, force: bool) -> None:
         if handle is None:
             return
         try:

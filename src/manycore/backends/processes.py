@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from typing import Any
 
 from manycore._core import Batch
 from manycore._engine import START_METHODS, EngineFuture, ProcessEngine, default_start_method
@@ -23,7 +22,7 @@ class ProcessBackend(Backend):
     accepts = frozenset({"start_method"})
 
     @classmethod
-    def check_options(cls, workers: int | None, given: Mapping[str, Any]) -> int | None:
+    def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
         method = given.get("start_method")
         if method is not None and method not in START_METHODS:
             valid = ", ".join(repr(m) for m in START_METHODS)
@@ -33,7 +32,7 @@ class ProcessBackend(Backend):
         return workers
 
     @classmethod
-    def describe(cls) -> dict[str, Any]:
+    def describe(cls) -> dict[str, object]:
         """What ``manycore info`` reports of this backend."""
         return {"start_methods": list(START_METHODS)}
 
@@ -54,7 +53,7 @@ class ProcessBackend(Backend):
     def submit(self, batch: Batch, done: Done) -> None:
         self._engine.submit(batch, done)
 
-    def new_future(self, origin: Any = None) -> Future[Any]:
+    def new_future(self, origin: object = None) -> Future[object]:
         return EngineFuture(self._engine)
 
     def drive(self, ready: Callable[[], bool], deadline: float | None = None) -> bool:
@@ -81,5 +80,5 @@ class ProcessBackend(Backend):
     def pids(self) -> list[int]:
         return self._engine.pids()
 
-    def restarts(self) -> dict[Any, int]:
-        return dict(self._engine.restarts_by_slot)
+    def restarts(self) -> dict[int | str, int]:
+        return dict(self._engine.restarts_by_slot.items())

@@ -13,6 +13,7 @@ from typing import Any
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     init_raised,
     pool_closed,
     run_batch,
@@ -84,28 +85,36 @@ class SerialBackend(Backend):
 
 
 def _run_timed(batch: Batch, timeout: float) -> BatchResult:
-    """Run inline, then fail the items that took longer than ``timeout``: nothing can
-    interrupt the caller's own thread, but the outcome matches the other backends."""
-    starts: list[float] = []
+    """Run inline, each item on a book of deadlines as on the other backends that
+    cannot kill; one found past its deadline once it has returned fails then:
+    nothing can interrupt the caller's own thread, but the outcome is the same."""
+    book: Deadlines[int] = Deadlines()
+    began: list[float] = []  # when each item started, by offset
+    late: list[tuple[int, float]] = []  # (offset, seconds it ran)
+
+    def returned(now: float) -> None:  # the item that started last is over
+        offset = len(began) - 1
+        if offset >= 0 and book.passed(offset, now):
+            late.append((offset, now - began[offset]))
 
     def mark(offset: int) -> bool:
-        starts.append(time.monotonic())
+        now = time.monotonic()
+        returned(now)
+        began.append(now)
+        book.arm(offset, now + timeout)
         return True
 
     result = run_tracked(batch.fn, batch.items, batch.star, batch.kwargs, Exception, mark)
-    ends = [*starts[1:], time.monotonic()]
-    for offset, (began, ended) in enumerate(zip(starts, ends, strict=True)):
-        took = ended - began
-        if took > timeout:
-            result.values[offset] = None
-            if result.failures is None:
-                result.failures = {}
-            result.failures[offset] = timed_out(
-                batch.name_item(offset),
-                timeout,
-                batch.start + offset,
-                "the serial backend runs items in the caller's thread and cannot stop "
-                "them: it ran to its end and its result was dropped",
-                took=took,
-            )
+    returned(time.monotonic())
+    for offset, took in late:
+        result.values[offset] = None
+        result.failures = result.failures or {}
+        result.failures[offset] = timed_out(
+            batch.name_item(offset),
+            timeout,
+            batch.start + offset,
+            "the serial backend runs items in the caller's thread and cannot stop "
+            "them: it ran to its end and its result was dropped",
+            took=took,
+        )
     return result

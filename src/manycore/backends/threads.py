@@ -16,13 +16,14 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Any
 
 from manycore._core import (
     Batch,
     BatchResult,
+    Deadlines,
     PoolBroken,
     cpu_budget,
     init_raised,
@@ -34,7 +35,6 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done, register_backend
-from manycore.backends._deadlines import Deadlines
 
 __all__ = ["ThreadBackend"]
 
@@ -109,14 +109,15 @@ class ThreadBackend(Backend):
                 self._queue_locked(batch, done, first=lender is not None)
             if lender is not None and not inline and lender not in self._borrowed.values():
                 # Timed work cannot run in the thread that waits for it (that thread
-                # could not give up on it), nor can a retry sent by a timer thread:
-                # a thread of its own takes the waiting thread's slot meanwhile.
+                # could not give up on it), nor can a submit()'s retry (the pool's
+                # retry thread sends it): a thread of its own takes the waiting
+                # thread's slot meanwhile.
                 self._borrowed[self._start_thread_locked(self._slot_of[lender])] = lender
         if inline:
             self._run_inline(batch, done)
 
     def origin(self) -> threading.Thread | None:
-        """The pool's thread that submits now (its retries are sent by a timer)."""
+        """The pool's thread that submits now (its retries are sent by another thread)."""
         me = threading.current_thread()
         return me if me in self._threads else None
 
@@ -205,9 +206,9 @@ class ThreadBackend(Backend):
         t.start()
         return t
 
-    def restarts(self) -> dict[Any, int]:
+    def restarts(self) -> dict[int | str, int]:
         with self._cond:
-            return dict(self._restarts)
+            return dict(self._restarts.items())
 
     def _serve(self) -> None:
         me = threading.current_thread()
@@ -292,7 +293,7 @@ class ThreadBackend(Backend):
         with self._cond:
             return thread in self._borrowed
 
-    def _initialise(self) -> tuple[bool, Any]:
+    def _initialise(self) -> tuple[bool, object]:
         """Run ``init`` in this thread: (succeeded, what it returned)."""
         assert self.options.init is not None
         try:
@@ -378,7 +379,7 @@ class ThreadBackend(Backend):
             run.done = None
 
 
-def _run_exit(exit_fn: Any) -> None:
+def _run_exit(exit_fn: Callable[[], object]) -> None:
     try:
         exit_fn()
     except Exception:

@@ -9,11 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import manycore as mc
 from manycore._cli._bench.measure import Workload, bench_cold, bench_latency, bench_map, same
-from manycore._cli._bench.work import ALL_WORKLOADS, Work
+from manycore._cli._bench.work import ALL_WORKLOADS, Array, Work
 
 __all__ = ["ALL_WORKLOADS", "DEFAULT_REPEAT", "QUICK", "Sizes", "run_workloads"]
 
@@ -80,7 +79,7 @@ def run_workloads(
 
 
 def bench_arrays(
-    sizes: Sizes, workers: int, repeat: int, array_sum: Callable[[Any], object]
+    sizes: Sizes, workers: int, repeat: int, array_sum: Callable[[Array], object]
 ) -> Workload:
     mb = sizes.array_len * 8 / 1e6
     title = f"{sizes.arrays} NumPy float64 arrays of {mb:.0f} MB → `a.sum()`"
@@ -96,7 +95,7 @@ def bench_arrays(
 
 
 def shared_array_notes(
-    arrays: list[Any], workers: int, repeat: int, array_sum: Callable[[Any], object]
+    arrays: list[Array], workers: int, repeat: int, array_sum: Callable[[Array], object]
 ) -> list[str]:
     """Two more figures for (d): the same map when the arrays already live in
     ``mc.shared_array`` (nothing is copied), and the parent's peak memory for the

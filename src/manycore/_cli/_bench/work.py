@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_WORKLOADS",
     "PACKAGE_WORK",
+    "Array",
     "Work",
     "array_sum",
     "calibrate_spin",
@@ -23,6 +26,7 @@ __all__ = [
 ]
 
 ALL_WORKLOADS = "abcdef"  # (a)-(f): see manycore._cli._bench
+Array = Any  # a NumPy array: NumPy is optional, so it is not typed here
 
 
 def square(x: int) -> int:
@@ -41,26 +45,40 @@ def spin(n: int) -> int:
     return acc
 
 
-def array_sum(a: Any) -> object:  # a NumPy array (NumPy is untyped here)
+def array_sum(a: Array) -> object:
     return a.sum()
 
 
 @dataclass(frozen=True)
 class Work:
     """The work functions of a run, and where they live: ``benchmarks/run.py`` passes
-    its own, from the script's ``__main__`` (which manycore and loky send by value,
-    as for a user's script); ``manycore bench`` uses these importable ones."""
+    these remade in the script's ``__main__`` (:meth:`remade_in`: manycore and loky
+    send them by value, as for a user's script); ``manycore bench`` uses these
+    importable ones."""
 
     square: Callable[[int], int]
     noop: Callable[[object], object]
     spin: Callable[[int], int]
-    array_sum: Callable[[Any], object]
+    array_sum: Callable[[Array], object]
     origin: str
+
+    def remade_in(self, namespace: dict[str, object], origin: str) -> Work:
+        """These functions remade as ``namespace``'s own (a script's ``__main__``
+        globals) and bound there by name, so they travel as a user's script's do:
+        by value (manycore, loky) or by name from ``__main__`` (fork-based peers)."""
+        names = ("square", "noop", "spin", "array_sum")
+        remade = {name: _remade(getattr(self, name), namespace) for name in names}
+        namespace.update(remade)
+        return dataclasses.replace(self, origin=origin, **remade)
 
 
 PACKAGE_WORK = Work(
     square, noop, spin, array_sum, "the importable module `manycore._cli._bench.work`"
 )
+
+
+def _remade(fn: FunctionType, namespace: dict[str, object]) -> FunctionType:
+    return FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 def calibrate_spin(seconds: float, spin: Callable[[int], object] = spin) -> int:
