@@ -113,7 +113,7 @@ def test_async_function_without_a_backend_runs_on_asyncio() -> None:
     assert asyncio.run(mc.amap(double, [5])) == [10]
     # A plain function still goes to processes by default.
     assert mc.map(abs, [-1]) == [1]
-    assert _api._is_running("processes", None, None)
+    assert _api.default_pool_running("processes", None, None)
 
 
 def test_a_backend_the_user_named_is_kept_for_an_async_function() -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "Lease",
     "Pool",
     "PoolState",
     "lease_default_pool",
@@ -19,6 +20,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
+        "Lease": "_calls",
         "Pool": "_pool",
         "PoolState": "_pool",
         "lease_default_pool": "_calls",
@@ -30,5 +32,5 @@ __getattr__, __dir__ = lazy_door(
 
 if TYPE_CHECKING:
     from manycore._api import _validate as validate
-    from manycore._api._calls import lease_default_pool
+    from manycore._api._calls import Lease, lease_default_pool
     from manycore._api._pool import Pool, PoolState

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from typing import Any, TypeVar, cast
 
 from manycore._api import _validate as v
-from manycore._api._calls import check_call_options, lease_default_pool, pick_backend
+from manycore._api._calls import check_call, lease_for_call, pick_backend
+from manycore._api._options import MapWork
 from manycore._core import public
 from manycore._scheduler import MapRun
 from manycore.backends import awaited_from
@@ -35,8 +36,8 @@ _STOP_WAIT = 5.0  # seconds a cancelled call waits for its map to wind down
 
 @public
 async def amap(
-    fn: Callable[..., Any],
-    *iterables: Iterable[Any],
+    fn: Callable[..., object],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -67,8 +68,8 @@ async def amap(
 
 @public
 def aimap(
-    fn: Callable[..., Any],
-    *iterables: Iterable[Any],
+    fn: Callable[..., object],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -95,7 +96,10 @@ _Make = Callable[[], tuple[MapRun, Callable[[], None]]]
 
 
 def _planner(
-    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], name: str, args: dict[str, Any]
+    fn: Callable[..., object],
+    iterables: tuple[Iterable[object], ...],
+    name: str,
+    args: dict[str, Any],
 ) -> _Make:
     """Check what is cheap to check now; the function that builds the run (in the
     relay's thread: it may start the pool's processes), and the function to call
@@ -106,22 +110,13 @@ def _planner(
     v.check_backend(backend)
     v.check_workers(args["workers"], args["concurrency"], backend)
     v.check_start_method(args["start_method"], backend)
-    options = {
-        k: args[k] for k in ("chunksize", "ordered", "on_error", "retries", "retry_on", "timeout")
-    }
-    check_call_options(fn, backend, **options)  # before the pool starts: no worker for nothing
+    options = check_call(fn, backend, args).options  # before the pool starts: no worker for nothing
 
     def make() -> tuple[MapRun, Callable[[], None]]:
-        lease = lease_default_pool(
-            backend,
-            args["workers"],
-            args["start_method"],
-            args["concurrency"],
-            timed=args["timeout"] is not None,
-        )
+        lease = lease_for_call(backend, args)
         try:
-            checked = lease.pool._map_options(**options)  # noqa: SLF001 - the same layer: Pool's own map path
-            return lease.pool._run(fn, iterables, False, name, checked), lease.release  # noqa: SLF001 - the same layer: Pool's own map path
+            run = lease.pool.start_map(MapWork(fn, iterables, False, name), options)
+            return run, lease.release
         except BaseException:
             lease.release()
             raise
@@ -152,10 +147,10 @@ class _Relay:
         self._run: MapRun | None = None
         self._stopped = False
         self._unread = 0  # results handed over and not yet read
-        self._buffer: list[list[Any]] = []  # chunks the loop has yet to pick up
+        self._buffer: list[list[object]] = []  # chunks the loop has yet to pick up
         self._posted = False  # a _pick_up() is on its way to the loop
         # On the loop only:
-        self._chunks: deque[list[Any]] = deque()
+        self._chunks: deque[list[object]] = deque()
         self._error: BaseException | None = None
         self._ended = False
         self._waiters: list[asyncio.Future[None]] = []  # one per task awaiting next_chunk()
@@ -173,9 +168,9 @@ class _Relay:
             self._work()
 
     def _work(self) -> None:
-        collected: list[Any] = []
+        collected: list[object] = []
         error: BaseException | None = None
-        chunks: Generator[list[Any], None, None] | None = None
+        chunks: Generator[list[object], None, None] | None = None
         release: Callable[[], None] | None = None
         try:
             run, release = self._make()
@@ -183,7 +178,7 @@ class _Relay:
                 self._run = run
                 stopped = self._stopped
             if not stopped:
-                chunks = cast("Generator[list[Any], None, None]", iter(run))
+                chunks = cast("Generator[list[object], None, None]", iter(run))
                 for values in chunks:
                     if self._ahead is None:
                         collected.extend(values)
@@ -200,7 +195,7 @@ class _Relay:
                     release()  # an evicted default pool may close now
         self._post(self._end, collected, error)
 
-    def _hand_over(self, values: list[Any], ahead: int) -> bool:
+    def _hand_over(self, values: list[object], ahead: int) -> bool:
         """Give one chunk to the loop, then wait for room; False: stop reading."""
         with self._cond:
             self._buffer.append(values)
@@ -214,7 +209,7 @@ class _Relay:
                 self._cond.wait()  # woken by next_chunk() and by stop()
             return not self._stopped
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> bool:
+    def _post(self, fn: Callable[..., None], *args: object) -> bool:
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
@@ -230,7 +225,7 @@ class _Relay:
             self._posted = False
         self._wake()
 
-    def _end(self, collected: list[Any], error: BaseException | None) -> None:
+    def _end(self, collected: list[object], error: BaseException | None) -> None:
         self._pick_up()
         if self._ahead is None and error is None:
             self._chunks.append(collected)
@@ -245,7 +240,7 @@ class _Relay:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def next_chunk(self) -> list[Any] | None:
+    async def next_chunk(self) -> list[object] | None:
         """The next chunk of results; None at the end; the map's error, if it raised."""
         while not self._chunks:
             if self._ended:
@@ -288,7 +283,7 @@ class _Results(AsyncIterator[Any]):
     def __init__(self, make: _Make):
         self._make = make
         self._relay: _Relay | None = None
-        self._values: deque[Any] = deque()
+        self._values: deque[object] = deque()
 
     def __aiter__(self) -> _Results:
         return self

@@ -23,12 +23,12 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
-from manycore._api import _calls as _api
 from manycore._api import _validate as v
-from manycore._api._options import default_workers, map_options
+from manycore._api._calls import default_pool_running, lease_default_pool, stop_on_interrupt
+from manycore._api._options import MapWork, default_workers, map_call
 from manycore._api._pool import Pool
 from manycore._observe import (
     BackendNames,
@@ -43,6 +43,8 @@ from manycore.backends import backend_for, is_async_callable
 
 __all__ = ["AutoMap"]
 
+T = TypeVar("T")
+
 # The backends auto picks among, by kind: the registry names them.
 _INLINE, _THREADS, _PROCESSES, _ASYNC = (
     backend_for(kind) for kind in ("inline", "thread", "process", "coroutine")
@@ -52,23 +54,14 @@ _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map wort
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
 
 
-class AutoMap:
+class AutoMap(Generic[T]):
     """One ``backend="auto"`` call: arguments checked at once (before any work),
     the work done when :meth:`run` is iterated (lists of results, in order)."""
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        star: bool,
-        name: str,
-        options: dict[str, Any],
-    ):
-        self.fn = fn
-        self.iterables = iterables
-        self.star = star
-        self.name = name
-        self.is_async = is_async_callable(fn)
+    def __init__(self, work: MapWork[T], options: Mapping[str, Any]):
+        """``options``: the call's arguments by name, as the user gave them."""
+        self.work = work
+        self.is_async = is_async_callable(work.fn)
         if options["address"] is not None:
             v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
         mode = _ASYNC if self.is_async else "auto"
@@ -78,19 +71,11 @@ class AutoMap:
             # It applies if processes are picked; an async fn never runs on them.
             v.check_start_method(self.start_method, _ASYNC if self.is_async else _PROCESSES)
         self.explain = options["explain"]
-        self.policy = map_options(
-            CallOptions(),
-            options["chunksize"],
-            options["ordered"],
-            options["on_error"],
-            options["retries"],
-            options["retry_on"],
-            options["timeout"],
-            options["progress"],
-        )
+        # stats=True and checkpoint= were refused already (auto runs on two backends).
+        self.policy = map_call(CallOptions(), {**options, "stats": False}).options
 
-    def run(self) -> Iterator[list[Any]]:
-        source = InputSource(self.iterables, self.star)
+    def run(self) -> Iterator[list[T]]:
+        source = InputSource(self.work.iterables, self.work.star)
         if self.is_async:
             concurrency = self.workers or default_workers(_ASYNC)
             plan = Measurements(
@@ -100,7 +85,7 @@ class AutoMap:
             yield from self._rest(_ASYNC, source)
             return
         source.until = _SAMPLE_ITEMS
-        sampler = _Sampler(self.fn, source)
+        sampler = _Sampler(self.work.fn, source)
         yield from self._sample(sampler, source)
         sampler.close()
         source.until = None
@@ -108,11 +93,11 @@ class AutoMap:
         choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
         self._say(choice)
         if self.policy.timeout is not None and choice.backend == _THREADS and choice.workers == 1:
-            yield from self._on_own_thread(self.fn, self.policy, source)
+            yield from self._on_own_thread(self.work, self.policy, source)
         else:
             yield from self._rest(choice.backend, source)
 
-    def _timed_choice(self, choice: Recommendation, sampler: _Sampler) -> Recommendation:
+    def _timed_choice(self, choice: Recommendation, sampler: _Sampler[T]) -> Recommendation:
         """With ``timeout=``, never the caller's thread: no call could be stopped
         there (serial only notices an overstay once the call returns)."""
         limit = self.policy.timeout
@@ -129,31 +114,30 @@ class AutoMap:
         why += f" (with timeout={limit:g} s, a thread of its own can abandon a call that overstays)"
         return dataclasses.replace(choice, backend=_THREADS, workers=1, reason=why)
 
-    def _sample(self, sampler: _Sampler, source: InputSource) -> Iterator[list[Any]]:
+    def _sample(self, sampler: _Sampler[T], source: InputSource) -> Iterator[list[T]]:
         """The first items, one per batch (the sample can end after any of them),
         with the call's policy; no progress bar for these few."""
         policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
+        sampled = dataclasses.replace(self.work, fn=sampler)
         if self.policy.timeout is None:
-            lease = _api.lease_default_pool(_INLINE, None, None)
-            with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
-                yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
-                    sampler, self.iterables, self.star, self.name, policy, source
-                )
+            lease = lease_default_pool(_INLINE, None, None)
+            with stop_on_interrupt(lease):
+                yield from lease.pool.start_map(sampled, policy, source)
             return
-        yield from self._on_own_thread(sampler, policy, source)
+        yield from self._on_own_thread(sampled, policy, source)
 
     def _on_own_thread(
-        self, fn: Callable[..., Any], policy: CallOptions, source: InputSource
-    ) -> Iterator[list[Any]]:
+        self, work: MapWork[T], policy: CallOptions, source: InputSource
+    ) -> Iterator[list[T]]:
         """Run on one thread of a pool of its own: a call past its timeout is
         abandoned (it ends in the background), not awaited."""
         pool = Pool(1, backend=_THREADS)
         try:
-            yield from pool._run(fn, self.iterables, self.star, self.name, policy, source)  # noqa: SLF001 - the same layer: Pool's own map path
+            yield from pool.start_map(work, policy, source)
         finally:
             pool.shutdown(wait=False)
 
-    def _measured(self, sampler: _Sampler, source: InputSource) -> Measurements:
+    def _measured(self, sampler: _Sampler[T], source: InputSource) -> Measurements:
         remaining = source.remaining
         if remaining is None and source.at_end():
             remaining = 0
@@ -163,24 +147,22 @@ class AutoMap:
             sampler.wall,
             sampler.cpu,
             queued=sampler.queued,
-            bytes_per_task=_data_per_task(self.fn, sampler.first, source.star),
+            bytes_per_task=_data_per_task(self.work.fn, sampler.first, source.star),
             predict=True,
             remaining=remaining,
             thread_workers=self.workers or default_workers(_THREADS),
             process_workers=processes,
-            processes_warm=_api._is_running(_PROCESSES, self.workers, self.start_method),  # noqa: SLF001 - the same layer: Pool's own map path
+            processes_warm=default_pool_running(_PROCESSES, self.workers, self.start_method),
             names=_NAMES,
         )
 
-    def _rest(self, backend: str, source: InputSource) -> Iterator[list[Any]]:
+    def _rest(self, backend: str, source: InputSource) -> Iterator[list[T]]:
         """What the sample left, on ``backend``'s default pool."""
         workers = None if backend == _INLINE else self.workers
         method = self.start_method if backend == _PROCESSES else None
-        lease = _api.lease_default_pool(backend, workers, method)
-        with _api._stop_on_interrupt(lease.pool, lease):  # noqa: SLF001 - the same layer: Pool's own map path
-            yield from lease.pool._run(  # noqa: SLF001 - the same layer: Pool's own map path
-                self.fn, self.iterables, self.star, self.name, self.policy, source
-            )
+        lease = lease_default_pool(backend, workers, method)
+        with stop_on_interrupt(lease):
+            yield from lease.pool.start_map(self.work, self.policy, source)
 
     def _say(self, choice: Recommendation) -> None:
         if not self.explain:
@@ -194,18 +176,18 @@ class AutoMap:
         print(f'manycore: backend="auto" picked {how}: {choice.reason}', file=sys.stderr)
 
 
-class _Sampler:
+class _Sampler(Generic[T]):
     """``fn``, timing each call (wall, CPU and wait for a CPU, in the thread that
     runs it); it ends the sample (``source.until``) once the calls have taken long enough."""
 
-    def __init__(self, fn: Callable[..., Any], source: InputSource):
+    def __init__(self, fn: Callable[..., T], source: InputSource):
         self._fn = fn
         self._source = source
         self.calls = 0
         self.wall = 0.0
         self.cpu = 0.0
         self.queued = 0.0  # of wall: waiting for a CPU other programs kept busy
-        self.first: tuple[tuple[Any, ...], Any] | None = None  # a call's args and result
+        self.first: tuple[tuple[object, ...], T] | None = None  # a call's args and result
         # A call abandoned at its timeout ends in its own time, maybe after the
         # sample: once closed, it must not cut the input short for the rest.
         self._lock = threading.Lock()
@@ -217,7 +199,7 @@ class _Sampler:
         with self._lock:
             self._closed = True
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: object) -> T:
         with self._lock:
             # Calls abandoned at a timeout never add their time: the sample also
             # ends on the clock, or it could last 64 timeouts.
@@ -265,7 +247,9 @@ def _clock_cost(rounds: int = 200) -> tuple[float, float]:
 _CLOCKS = _clock_cost()
 
 
-def _data_per_task(fn: Callable[..., Any], first: tuple[Any, Any] | None, star: bool) -> int | None:
+def _data_per_task(
+    fn: Callable[..., object], first: tuple[tuple[object, ...], object] | None, star: bool
+) -> int | None:
     """Pickled size of an item and its result; None if they (or fn) do not pickle."""
     from manycore._transport import dumps, dumps_fn
 

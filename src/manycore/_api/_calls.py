@@ -14,12 +14,12 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
-from manycore._api._options import map_options
-from manycore._api._pool import Pool, PoolState
+from manycore._api._options import MapCall, MapWork, map_call
+from manycore._api._pool import Pool, PoolState, values_of
 from manycore._core import public, worker_share
 from manycore._observe import Stats
 from manycore._scheduler import CallOptions
@@ -40,7 +40,7 @@ _leases: dict[Pool, int] = {}  # pools that calls still use, and how many calls
 _retired: set[Pool] = set()  # evicted while in use: shut down when the last call ends
 
 
-class _Lease:
+class Lease:
     """A default pool held open for one call (a map, an imap, an amap): evicting
     it meanwhile defers its shutdown to the end of its last call."""
 
@@ -77,7 +77,7 @@ def lease_default_pool(
     concurrency: int | None = None,
     address: str | None = None,
     timed: bool = False,
-) -> _Lease:
+) -> Lease:
     """The default pool, held open for a call until ``release()``. ``timed``: the
     call has a ``timeout`` (which a map run inside a worker must still enforce)."""
     return _get_pool(backend, workers, start_method, concurrency, True, address, timed)
@@ -91,7 +91,7 @@ def _get_pool(
     lease: bool,
     address: str | None = None,
     timed: bool = False,
-) -> _Lease:
+) -> Lease:
     v.check_backend(backend)
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
@@ -123,24 +123,27 @@ def _get_pool(
                 evicted.append(old)
     for old in evicted:
         old.shutdown(wait=False)
-    return _Lease(pool, lease)
+    return Lease(pool, lease)
 
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[False] = ..., **options: Any
+    fn: Callable[..., T],
+    *iterables: Iterable[object],
+    stats: Literal[False] = ...,
+    **options: object,
 ) -> list[T]: ...
 
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+    fn: Callable[..., T], *iterables: Iterable[object], stats: Literal[True], **options: object
 ) -> tuple[list[T], Stats]: ...
 
 
 @overload
 def map(
-    fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+    fn: Callable[..., T], *iterables: Iterable[object], stats: bool, **options: object
 ) -> list[T] | tuple[list[T], Stats]: ...
 
 
@@ -149,7 +152,7 @@ def map(
 @public  # type: ignore[misc]
 def map(
     fn: Callable[..., T],
-    *iterables: Iterable[Any],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -193,41 +196,13 @@ def map(
     (calls that compute), whichever is estimated fastest; ``async def`` functions
     go to asyncio. ``explain=True`` (with "auto" only) writes one line to stderr
     saying what was picked and why. ``mc.profile`` measures this more thoroughly."""
-    v.check_callable(fn, "fn")
-    v.check_iterables(iterables, "map")
-    v.check_checkpoint(checkpoint, resume)
-    backend = pick_backend(fn, backend)
-    if _is_auto(backend, explain, stats, checkpoint):
-        auto = _auto_map(fn, iterables, False, "map", locals())  # every argument, by name
-        return [x for values in auto.run() for x in values]
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
-    pool = lease.pool
-    with _stop_on_interrupt(pool, lease):
-        return pool.map(
-            fn,
-            *iterables,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-            stats=stats,
-            checkpoint=checkpoint,
-            resume=resume,
-        )
+    return _map(MapWork(fn, iterables, False, "map"), locals())  # every argument, by name
 
 
 @public
 def imap(
     fn: Callable[..., T],
-    *iterables: Iterable[Any],
+    *iterables: Iterable[object],
     workers: int | None = None,
     backend: str | None = None,
     concurrency: int | None = None,
@@ -247,32 +222,19 @@ def imap(
     (the sample is taken when iteration starts)."""
     v.check_callable(fn, "fn")
     v.check_iterables(iterables, "imap")
+    work = MapWork(fn, iterables, False, "imap")
     backend = pick_backend(fn, backend)
     if _is_auto(backend, explain):
-        auto = _auto_map(fn, iterables, False, "imap", locals())
+        auto = _auto_map(work, locals())
         return (x for values in auto.run() for x in values)
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
+    options = check_call(fn, backend, locals()).options
+    lease = lease_for_call(backend, locals())
     try:
-        results = lease.pool.imap(
-            fn,
-            *iterables,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-        )
+        run = lease.pool.start_map(work, options)
     except BaseException:
         lease.release()
         raise
-    guarded = _guarded(lease, results)
+    guarded = _guarded(lease, values_of(run, lease.pool))
     # An iterator dropped before it was started never runs its finally block.
     weakref.finalize(guarded, lease.release).atexit = False
     return guarded
@@ -281,29 +243,33 @@ def imap(
 @overload
 def starmap(
     fn: Callable[..., T],
-    iterable: Iterable[Iterable[Any]],
+    iterable: Iterable[Iterable[object]],
     *,
     stats: Literal[False] = ...,
-    **options: Any,
+    **options: object,
 ) -> list[T]: ...
 
 
 @overload
 def starmap(
-    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: Literal[True], **options: Any
+    fn: Callable[..., T],
+    iterable: Iterable[Iterable[object]],
+    *,
+    stats: Literal[True],
+    **options: object,
 ) -> tuple[list[T], Stats]: ...
 
 
 @overload
 def starmap(
-    fn: Callable[..., T], iterable: Iterable[Iterable[Any]], *, stats: bool, **options: Any
+    fn: Callable[..., T], iterable: Iterable[Iterable[object]], *, stats: bool, **options: object
 ) -> list[T] | tuple[list[T], Stats]: ...
 
 
 @public  # type: ignore[misc]  # (see map)
 def starmap(
     fn: Callable[..., T],
-    iterable: Iterable[Iterable[Any]],
+    iterable: Iterable[Iterable[object]],
     *,
     workers: int | None = None,
     backend: str | None = None,
@@ -325,38 +291,10 @@ def starmap(
     """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
     ``checkpoint``, ``resume``, ``backend="auto"`` and ``explain``: as for
     :func:`map`)."""
-    v.check_callable(fn, "fn")
-    v.check_iterables((iterable,), "starmap")
-    v.check_checkpoint(checkpoint, resume)
-    backend = pick_backend(fn, backend)
-    if _is_auto(backend, explain, stats, checkpoint):
-        auto = _auto_map(fn, (iterable,), True, "starmap", locals())
-        return [x for values in auto.run() for x in values]
-    check_call_options(
-        fn, backend, chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-    )
-    lease = lease_default_pool(
-        backend, workers, start_method, concurrency, address, timeout is not None
-    )
-    pool = lease.pool
-    with _stop_on_interrupt(pool, lease):
-        return pool.starmap(
-            fn,
-            iterable,
-            chunksize=chunksize,
-            ordered=ordered,
-            timeout=timeout,
-            retries=retries,
-            retry_on=retry_on,
-            on_error=on_error,
-            progress=progress,
-            stats=stats,
-            checkpoint=checkpoint,
-            resume=resume,
-        )
+    return _map(MapWork(fn, (iterable,), True, "starmap"), locals())
 
 
-def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
+def pick_backend(fn: Callable[..., object], backend: str | None) -> str:
     """The backend the user named; if none, asyncio for an ``async def`` function
     (nothing else can run it) and processes for the rest."""
     if backend is None:
@@ -364,28 +302,47 @@ def pick_backend(fn: Callable[..., Any], backend: str | None) -> str:
     return backend
 
 
-def check_call_options(
-    fn: Callable[..., Any],
-    backend: str,
-    chunksize: Any,
-    ordered: Any,
-    on_error: Any,
-    retries: Any,
-    retry_on: Any,
-    timeout: Any,
-    progress: Any = False,
-    stats: Any = False,
-) -> None:
-    """Refuse a bad option, or a function the backend cannot run, before the
-    default pool is started (its workers are not started for a call that fails)."""
+def _map(work: MapWork[T], args: Mapping[str, Any]) -> list[T] | tuple[list[T], Stats]:
+    """``mc.map`` (or ``mc.starmap``) on a default pool; ``args``: the call's
+    arguments by name, as the user gave them (checked here)."""
+    v.check_callable(work.fn, "fn")
+    v.check_iterables(work.iterables, work.name)
+    v.check_checkpoint(args["checkpoint"], args["resume"])
+    backend = pick_backend(work.fn, args["backend"])
+    if _is_auto(backend, args["explain"], args["stats"], args["checkpoint"]):
+        auto = _auto_map(work, args)
+        return [x for values in auto.run() for x in values]
+    call = check_call(work.fn, backend, args)
+    lease = lease_for_call(backend, args)
+    with stop_on_interrupt(lease):
+        return lease.pool.run_map(work, call)
+
+
+def check_call(fn: Callable[..., object], backend: str, args: Mapping[str, object]) -> MapCall:
+    """A call's options (``args``: its arguments by name), checked before the
+    default pool is started (its workers are not started for a call that fails),
+    and whether the backend can run ``fn``."""
     v.check_backend(backend)
     get_backend(backend).check_fn(fn)
-    map_options(
-        CallOptions(), chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
+    return map_call(CallOptions(), args)
+
+
+def lease_for_call(backend: str, args: Mapping[str, Any]) -> Lease:
+    """The default pool for a call's ``workers``, ``start_method``, ... (``args``:
+    its arguments by name), held open for it (see :func:`lease_default_pool`)."""
+    return lease_default_pool(
+        backend,
+        args["workers"],
+        args["start_method"],
+        args["concurrency"],
+        args.get("address"),
+        args["timeout"] is not None,
     )
 
 
-def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = None) -> bool:
+def _is_auto(
+    backend: object, explain: object, stats: object = False, checkpoint: object = None
+) -> bool:
     """``backend="auto"``: the call picks its backend (see :mod:`manycore._api._auto`)."""
     v.check_bool(explain, "explain")
     v.check_backend(backend, auto=True)
@@ -405,19 +362,13 @@ def _is_auto(backend: Any, explain: Any, stats: Any = False, checkpoint: Any = N
     return False
 
 
-def _auto_map(
-    fn: Callable[..., Any],
-    iterables: tuple[Iterable[Any], ...],
-    star: bool,
-    name: str,
-    args: dict[str, Any],
-) -> AutoMap:
+def _auto_map(work: MapWork[T], args: Mapping[str, Any]) -> AutoMap[T]:
     from manycore._api._auto import AutoMap  # loaded on first use: most calls name their backend
 
-    return AutoMap(fn, iterables, star, name, args)
+    return AutoMap(work, args)
 
 
-def _is_running(backend: str, workers: int | None, start_method: str | None) -> bool:
+def default_pool_running(backend: str, workers: int | None, start_method: str | None) -> bool:
     """A default pool for these arguments is up already (no start-up to pay)."""
     with _lock:
         pool = _pools.get((backend, workers, start_method, None))
@@ -425,10 +376,11 @@ def _is_running(backend: str, workers: int | None, start_method: str | None) -> 
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
+def stop_on_interrupt(lease: Lease) -> Iterator[None]:
     """Ctrl-C during a call: kill the default pool's workers at once (no process
     is left behind, whatever the caller does next); the next call starts afresh.
     In any case the call's hold on the pool ends with the call."""
+    pool = lease.pool
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
@@ -442,8 +394,8 @@ def _stop_on_interrupt(pool: Pool, lease: _Lease) -> Iterator[None]:
         lease.release()
 
 
-def _guarded(lease: _Lease, results: Iterator[T]) -> Iterator[T]:
-    with _stop_on_interrupt(lease.pool, lease):
+def _guarded(lease: Lease, results: Iterator[T]) -> Iterator[T]:
+    with stop_on_interrupt(lease):
         yield from results
 
 

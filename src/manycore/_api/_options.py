@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from manycore._api import _validate as v
 from manycore._core import BLAS_ENV, ERROR_POLICIES, cpu_budget
 from manycore._scheduler import CallOptions
 from manycore.backends import get_backend
 
-__all__ = ["call_policy", "default_blas_threads", "default_workers", "map_options"]
+__all__ = [
+    "MapCall",
+    "MapWork",
+    "call_options",
+    "default_blas_threads",
+    "default_workers",
+    "map_call",
+]
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def default_workers(backend: str) -> int:
@@ -30,43 +40,69 @@ def default_blas_threads(workers: int) -> int:
     return min(threads, _env_threads() or threads)
 
 
-def map_options(
+@dataclasses.dataclass(frozen=True)
+class MapWork(Generic[T_co]):
+    """What a map call runs: ``fn`` over the ``iterables`` zipped (``star``: each
+    item of the one iterable holds fn's arguments); ``name``: the call's, for errors."""
+
+    fn: Callable[..., T_co]
+    iterables: tuple[Iterable[object], ...]
+    star: bool = False
+    name: str = "map"
+
+
+@dataclasses.dataclass(frozen=True)
+class MapCall:
+    """A map call's checked options: the scheduler's, and where its finished
+    items are kept (``checkpoint``, a path, and ``resume``; see ``Pool.map``)."""
+
+    options: CallOptions
+    checkpoint: str | None = None
+    resume: bool | str = True
+
+
+def map_call(defaults: CallOptions, args: Mapping[str, object]) -> MapCall:
+    """A map call's options, taken by name from ``args`` (the call's ``locals()``,
+    so that each option is named once, in the public signature) and checked over
+    ``defaults``: the scheduler's options first, then the checkpoint's."""
+    given = {f.name: args[f.name] for f in dataclasses.fields(CallOptions) if f.name in args}
+    options = call_options(defaults, **given)
+    resume = args.get("resume", True)
+    checkpoint = v.check_checkpoint(args.get("checkpoint"), resume)
+    return MapCall(options, checkpoint, resume if isinstance(resume, str) else bool(resume))
+
+
+def call_options(
     defaults: CallOptions,
-    chunksize: Any,
-    ordered: Any,
-    on_error: Any,
-    retries: Any,
-    retry_on: Any,
-    timeout: Any,
-    progress: Any = False,
-    stats: Any = False,
+    *,
+    chunksize: object = None,
+    ordered: object = True,
+    progress: object = False,
+    stats: object = False,
+    on_error: object = None,
+    retries: object = None,
+    retry_on: object = None,
+    timeout: object = None,
 ) -> CallOptions:
-    """A map call's options checked (clear errors before any work) over ``defaults``."""
-    chunksize = v.check_positive_int(chunksize, "chunksize")
-    v.check_bool(ordered, "ordered")
-    v.check_progress(progress)
-    v.check_bool(stats, "stats")
-    policy = call_policy(defaults, ordered, on_error, retries, retry_on, timeout)
-    return dataclasses.replace(policy, progress=progress, stats=stats, chunksize=chunksize)
-
-
-def call_policy(
-    base: CallOptions, ordered: bool, on_error: Any, retries: Any, retry_on: Any, timeout: Any
-) -> CallOptions:
-    """``base`` with the options that are not None checked and put in."""
-    if on_error is not None:
-        v.check_choice(on_error, "on_error", ERROR_POLICIES)
-    if retries is not None:
-        retries = v.check_count(retries, "retries")
-    if retry_on is not None:
-        retry_on = v.check_exception_types(retry_on, "retry_on")
-    limit = base.timeout if timeout is None else v.check_timeout(timeout)
-    return CallOptions(
-        ordered,
-        base.on_error if on_error is None else on_error,
-        base.retries if retries is None else retries,
-        base.retry_on if retry_on is None else retry_on,
-        limit,
+    """One call's options checked over ``defaults`` (a pool's): a clear error
+    before any work, the first bad option in this order named. ``on_error``,
+    ``retries``, ``retry_on`` and ``timeout`` left at None keep the defaults'."""
+    return dataclasses.replace(
+        defaults,
+        chunksize=v.check_positive_int(chunksize, "chunksize"),
+        ordered=v.check_bool(ordered, "ordered"),
+        progress=v.check_progress(progress),
+        stats=v.check_bool(stats, "stats"),
+        on_error=(
+            defaults.on_error
+            if on_error is None
+            else v.check_choice(on_error, "on_error", ERROR_POLICIES)
+        ),
+        retries=defaults.retries if retries is None else v.check_count(retries, "retries"),
+        retry_on=(
+            defaults.retry_on if retry_on is None else v.check_exception_types(retry_on, "retry_on")
+        ),
+        timeout=defaults.timeout if timeout is None else v.check_timeout(timeout),
     )
 
 

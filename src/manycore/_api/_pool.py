@@ -15,7 +15,14 @@ from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
-from manycore._api._options import call_policy, default_blas_threads, default_workers, map_options
+from manycore._api._options import (
+    MapCall,
+    MapWork,
+    call_options,
+    default_blas_threads,
+    default_workers,
+    map_call,
+)
 from manycore._api._pool_sync import SharedPrimitives
 from manycore._core import Batch, pool_closed, pool_of_another_process, public
 from manycore._observe import Stats, StatsRecorder
@@ -71,10 +78,10 @@ class Pool(Executor, SharedPrimitives):
         backend: str = DEFAULT_BACKEND,
         concurrency: int | None = None,
         start_method: str | None = None,
-        init: Callable[..., Any] | None = None,
-        init_args: Iterable[Any] = (),
-        exit: Callable[[], Any] | None = None,
-        shared: Any = None,
+        init: Callable[..., object] | None = None,
+        init_args: Iterable[object] = (),
+        exit: Callable[[], object] | None = None,
+        shared: object = None,
         timeout: float | None = None,
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -83,7 +90,7 @@ class Pool(Executor, SharedPrimitives):
         max_memory_per_worker: int | str | None = None,
         blas_threads: int | None = None,
         address: str | None = None,
-        client: Any = None,
+        client: object = None,
     ):
         workers = v.check_workers(workers, concurrency, backend)
         v.check_cluster(backend, address, client, workers)
@@ -103,7 +110,9 @@ class Pool(Executor, SharedPrimitives):
                     f"(backend={backend_for('process')!r}), not backend={backend!r}"
                 )
         blas_threads = v.check_positive_int(blas_threads, "blas_threads")
-        self._defaults = call_policy(CallOptions(), True, on_error, retries, retry_on, timeout)
+        self._defaults = call_options(
+            CallOptions(), on_error=on_error, retries=retries, retry_on=retry_on, timeout=timeout
+        )
         workers = workers or default_workers(backend)
         if blas_threads is None and backend_cls.needs_pickling:
             blas_threads = default_blas_threads(workers)
@@ -177,7 +186,7 @@ class Pool(Executor, SharedPrimitives):
 
     # ------------------------------------------------------------------ work
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``.
 
         The pool's ``timeout``, ``retries`` and ``retry_on`` apply; use
@@ -190,7 +199,7 @@ class Pool(Executor, SharedPrimitives):
     def schedule(
         self,
         fn: Callable[..., T],
-        args: Iterable[Any] = (),
+        args: Iterable[object] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
@@ -205,14 +214,14 @@ class Pool(Executor, SharedPrimitives):
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError(f"kwargs must be a dict of keyword arguments, got {kwargs!r:.80}")
         self._backend.check_fn(fn)
-        policy = call_policy(self._defaults, True, None, retries, retry_on, timeout)
+        policy = self.call_options(timeout=timeout, retries=retries, retry_on=retry_on)
         return self._submit(fn, tuple(args), kwargs or {}, policy)
 
     def _submit(
         self,
         fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         policy: CallOptions,
         fn_blob: bytes | None = None,
         on_batch: Callable[[Batch], None] | None = None,
@@ -227,9 +236,10 @@ class Pool(Executor, SharedPrimitives):
         pool's backend (ordinary code needs only ``submit`` and ``map``)."""
         return self._scheduler
 
-    def call_options(self, timeout: Any, retries: Any, retry_on: Any) -> CallOptions:
-        """The options of one call: these, checked, over the pool's defaults."""
-        return call_policy(self._defaults, True, None, retries, retry_on, timeout)
+    def call_options(self, **given: object) -> CallOptions:
+        """The options of one call (``timeout=``, ``retries=``, ... by their
+        keywords), checked over the pool's defaults."""
+        return call_options(self._defaults, **given)
 
     def cancel(self, future: Future[Any], *, force: bool = False) -> bool:
         """Cancel a ``submit`` future. A task that has not started is dropped (as
@@ -244,19 +254,23 @@ class Pool(Executor, SharedPrimitives):
     def map(
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         stats: Literal[False] = ...,
-        **options: Any,
+        **options: object,
     ) -> list[T]: ...
 
     @overload
     def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: Literal[True], **options: Any
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[object],
+        stats: Literal[True],
+        **options: object,
     ) -> tuple[list[T], Stats]: ...
 
     @overload
     def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], stats: bool, **options: Any
+        self, fn: Callable[..., T], *iterables: Iterable[object], stats: bool, **options: object
     ) -> list[T] | tuple[list[T], Stats]: ...
 
     # The overloads above only tell ``stats=True`` apart (it returns a pair);
@@ -264,7 +278,7 @@ class Pool(Executor, SharedPrimitives):
     def map(  # type: ignore[misc]
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         chunksize: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
@@ -302,20 +316,12 @@ class Pool(Executor, SharedPrimitives):
         first failure, and failures stored by an earlier run are computed again.
         (``imap`` takes no checkpoint.)
         """
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-        )
-        path = v.check_checkpoint(checkpoint, resume)
-        if path is not None:
-            return self._checkpointed(fn, iterables, False, "map", options, path, resume)
-        out: list[T] | tuple[list[T], Stats]
-        out = self._gather(self._run(fn, iterables, False, "map", options))
-        return out
+        return self.run_map(MapWork(fn, iterables), map_call(self._defaults, locals()))
 
     def imap(
         self,
         fn: Callable[..., T],
-        *iterables: Iterable[Any],
+        *iterables: Iterable[object],
         chunksize: int | None = None,
         ordered: bool = True,
         timeout: float | None = None,
@@ -325,45 +331,43 @@ class Pool(Executor, SharedPrimitives):
         progress: bool | str = False,
     ) -> Iterator[T]:
         """Lazy ``map``: reads the input as needed, yields results as they are ready."""
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress
-        )
-        return _flatten(self._run(fn, iterables, False, "imap", options), self)
+        options = map_call(self._defaults, locals()).options
+        return values_of(self.start_map(MapWork(fn, iterables, False, "imap"), options), self)
 
     @overload
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: Literal[False] = ...,
-        **options: Any,
+        **options: object,
     ) -> list[T]: ...
 
     @overload
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: Literal[True],
-        **options: Any,
+        **options: object,
     ) -> tuple[list[T], Stats]: ...
 
     @overload
     def starmap(
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         stats: bool,
-        **options: Any,
+        **options: object,
     ) -> list[T] | tuple[list[T], Stats]: ...
 
     def starmap(  # type: ignore[misc]  # (see map)
         self,
         fn: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
+        iterable: Iterable[Iterable[object]],
         *,
         chunksize: int | None = None,
         ordered: bool = True,
@@ -378,81 +382,62 @@ class Pool(Executor, SharedPrimitives):
     ) -> list[T] | tuple[list[T], Stats]:
         """``[fn(*args) for args in iterable]`` in parallel, as a list (``stats``,
         ``checkpoint`` and ``resume``: as for :meth:`map`)."""
-        options = self._map_options(
-            chunksize, ordered, on_error, retries, retry_on, timeout, progress, stats
-        )
-        path = v.check_checkpoint(checkpoint, resume)
-        if path is not None:
-            return self._checkpointed(fn, (iterable,), True, "starmap", options, path, resume)
-        out: list[T] | tuple[list[T], Stats]
-        out = self._gather(self._run(fn, (iterable,), True, "starmap", options))
-        return out
+        call = map_call(self._defaults, locals())
+        return self.run_map(MapWork(fn, (iterable,), True, "starmap"), call)
 
-    @staticmethod
-    def _gather(run: MapRun) -> Any:
-        """A run's values as one list; with its stats when the call asked."""
-        out: list[Any] = []
+    def run_map(self, work: MapWork[T], call: MapCall) -> list[T] | tuple[list[T], Stats]:
+        """A ``map`` (or ``starmap``) whose options are checked already: this
+        pool's own, and ``mc.map``'s on a default pool."""
+        if call.checkpoint is not None:
+            return self._checkpointed(work, call)
+        run = self.start_map(work, call.options)
+        out: list[T] = []
         for values in run:
             out.extend(values)
         return (out, run.stats()) if run.call_stats is not None else out
 
-    def _map_options(self, *options: Any, **named: Any) -> CallOptions:
-        """A map call's options (as :func:`map_options` takes them) checked over
-        this pool's defaults, before any work, and bundled."""
-        return map_options(self._defaults, *options, **named)
-
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        star: bool,
-        name: str,
-        options: CallOptions,
-        source: InputSource | None = None,
+    def start_map(
+        self, work: MapWork[object], options: CallOptions, source: InputSource | None = None
     ) -> MapRun:
-        """The run of one map call; ``source``: go on reading one that an earlier
-        run (``backend="auto"``'s inline sample) started on."""
-        self._check_call(fn, iterables, name)
+        """The run of one map call, its options checked already (iterate it for
+        lists of values); ``source``: go on reading one that an earlier run
+        (``backend="auto"``'s inline sample) started on."""
+        self._check_call(work)
         if source is None:
-            source = InputSource(iterables, star)
-        return self._start(fn, source, options)
+            source = InputSource(work.iterables, work.star)
+        return self._start(work.fn, source, options)
 
-    def _check_call(self, fn: Any, iterables: tuple[Iterable[Any], ...], name: str) -> None:
-        v.check_callable(fn, "fn")
-        self._backend.check_fn(fn)
-        v.check_iterables(iterables, name)
+    def _check_call(self, work: MapWork[object]) -> None:
+        v.check_callable(work.fn, "fn")
+        self._backend.check_fn(work.fn)
+        v.check_iterables(work.iterables, work.name)
         self._check_open()
 
-    def _start(self, fn: Callable[..., Any], source: InputSource, options: CallOptions) -> MapRun:
+    def _start(
+        self, fn: Callable[..., object], source: InputSource, options: CallOptions
+    ) -> MapRun:
         """A run of ``fn`` over what ``source`` hands out."""
         recorders = [self._recorder]
         if options.stats:
             recorders.append(self._new_recorder())
         return self._scheduler.run(fn, source, options, recorders)
 
-    def _checkpointed(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        star: bool,
-        name: str,
-        options: CallOptions,
-        path: str,
-        resume: bool | str,
-    ) -> list[Any] | tuple[list[Any], Stats]:
-        """A map whose finished items are kept in the file at ``path`` (see
+    def _checkpointed(self, work: MapWork[T], call: MapCall) -> list[T] | tuple[list[T], Stats]:
+        """A map whose finished items are kept in the file ``call.checkpoint`` (see
         ``manycore._scheduler._checkpoint``); the scheduler runs what is not done yet."""
         from manycore._scheduler import run_checkpointed
 
-        self._check_call(fn, iterables, name)
+        self._check_call(work)
         runs: list[MapRun] = []
 
         def start(source: InputSource, options: CallOptions) -> MapRun:
-            runs.append(self._start(fn, source, options))
+            runs.append(self._start(work.fn, source, options))
             return runs[-1]
 
-        out = run_checkpointed(fn, iterables, star, options, path, resume, start)
-        return (out, runs[-1].stats()) if options.stats else out
+        path, policy = call.checkpoint, call.options
+        assert path is not None  # (run_map sends only a call with a checkpoint here)
+        out = run_checkpointed(work.fn, work.iterables, work.star, policy, path, call.resume, start)
+        return (out, runs[-1].stats()) if policy.stats else out
 
     # ------------------------------------------------------------- lifecycle
 
@@ -516,7 +501,7 @@ def _release(backend: Backend, owner: int) -> None:
         backend.shutdown(wait=False, cancel_pending=True)
 
 
-def _flatten(run: MapRun, pool: Pool) -> Iterator[Any]:
+def values_of(run: MapRun, pool: Pool) -> Iterator[Any]:
     """The values of ``run``. The iterator holds its ``pool``: one made just for it
     (``list(mc.Pool(2).imap(f, xs))``) must not be finalized, its workers shut
     down, while the iterator still runs; both go once neither is reachable. (The

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manycore._api import _validate as v
 from manycore._core import public
@@ -42,6 +42,9 @@ from manycore._observe import (
     queued_between,
 )
 from manycore.backends import backend_for, get_backend, is_async_callable
+
+if TYPE_CHECKING:
+    from manycore._api._pool import Pool
 
 __all__ = ["Profile", "ProfileRow", "profile"]
 
@@ -67,8 +70,8 @@ _CLOSE = 1.10  # a count not 10% faster than the one before: more workers stoppe
 
 @public
 def profile(
-    fn: Callable[..., Any],
-    items: Iterable[Any],
+    fn: Callable[..., object],
+    items: Iterable[object],
     *,
     backends: Sequence[str] = _DEFAULT_BACKENDS,
     workers: int | None = None,
@@ -205,16 +208,16 @@ def _capped(counts: list[int], items: int) -> list[int]:
 
 @dataclass
 class _Sample:
-    items: list[Any]
+    items: list[Any]  # as given: under star=True, each an iterable of arguments
     wall: float  # total sequential wall time of the calls
     cpu: float  # ... and their CPU time
-    results: list[Any]  # the first results, to size the data a task moves
+    results: list[object]  # the first results, to size the data a task moves
     queued: float = 0.0  # of wall: waiting for a CPU that other programs kept busy
 
 
 def _sequential(
-    fn: Callable[..., Any],
-    items: Iterable[Any],
+    fn: Callable[..., Any],  # (async: it returns an awaitable)
+    items: Iterable[object],
     star: bool,
     sample: int | None,
     least: int,
@@ -223,7 +226,7 @@ def _sequential(
     """Run the sample one call at a time, twice (an async fn on an event loop of
     a thread of its own: the caller may be inside a running loop, as in Jupyter)."""
 
-    def twice(call: Callable[..., Any]) -> _Sample:
+    def twice(call: Callable[..., object]) -> _Sample:
         # The faster of two passes: another program's burst of work on a shared
         # machine only ever adds time. Both run the same items.
         first = _loop(call, items, star, sample, least)
@@ -247,12 +250,12 @@ def _sequential(
 
 
 def _loop(
-    call: Callable[..., Any], items: Iterable[Any], star: bool, sample: int | None, least: int
+    call: Callable[..., object], items: Iterable[Any], star: bool, sample: int | None, least: int
 ) -> _Sample:
     """Calls in blocks that double while short: reading the clocks costs about a
     microsecond (thread_time is a system call), as much as a cheap call itself."""
     taken: list[Any] = []
-    results: list[Any] = []
+    results: list[object] = []
     wall = cpu = waited = 0.0
     source = iter(items)
     limit = sample or _MAX_SAMPLE
@@ -285,7 +288,7 @@ def _loop(
     return _Sample(taken, wall, cpu, results, waited)
 
 
-def _data_per_task(fn: Callable[..., Any], taken: _Sample, star: bool) -> int | None:
+def _data_per_task(fn: Callable[..., object], taken: _Sample, star: bool) -> int | None:
     """Mean pickled size of an item and its result, as the process engine sends
     them; None if ``fn``, an item or a result does not pickle."""
     from manycore._transport import dumps, dumps_fn
@@ -302,7 +305,7 @@ def _data_per_task(fn: Callable[..., Any], taken: _Sample, star: bool) -> int | 
 
 
 def _parallel(
-    fn: Callable[..., Any],
+    fn: Callable[..., object],
     taken: _Sample,
     star: bool,
     counts: dict[str, list[int]],
@@ -335,7 +338,7 @@ def _parallel(
     return runs
 
 
-def _measure(backend: str, n: int, fn: Callable[..., Any], items: list[Any], star: bool) -> Run:
+def _measure(backend: str, n: int, fn: Callable[..., object], items: list[Any], star: bool) -> Run:
     """The sample on a fresh pool of ``n`` workers, timed once the pool is warm.
 
     On threads, the process's CPU time over the run is the CPU time of the calls
@@ -362,7 +365,11 @@ def _measure(backend: str, n: int, fn: Callable[..., Any], items: list[Any], sta
 
 
 def _map(
-    pool: Any, fn: Callable[..., Any], items: list[Any], star: bool, chunksize: int | None = None
+    pool: Pool,
+    fn: Callable[..., object],
+    items: list[Any],
+    star: bool,
+    chunksize: int | None = None,
 ) -> None:
     if star:
         pool.starmap(fn, items, chunksize=chunksize)
@@ -370,5 +377,5 @@ def _map(
         pool.map(fn, items, chunksize=chunksize)
 
 
-def _name(fn: Any) -> str:
+def _name(fn: object) -> str:
     return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))

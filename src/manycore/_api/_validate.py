@@ -139,20 +139,21 @@ def check_checkpoint(checkpoint: Any, resume: Any) -> str | None:
     return path
 
 
-def check_backend(name: Any, *, auto: bool = False) -> None:
+def check_backend(name: Any, *, auto: bool = False) -> str:
     """A registered backend's name, or ``"auto"`` where the caller supports it
     (``auto=True``: mc.map/imap/starmap, which pick a backend per call)."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a backend name (a str), got {name!r:.80}")
     if name == "auto":
         if auto:
-            return
+            return name
         valid = ", ".join(repr(n) for n in backend_names())
         raise ValueError(
             "backend='auto' picks a backend per call, so it is for mc.map, mc.imap and "
             f"mc.starmap only; here choose one of {valid}"
         )
     get_backend(name)  # raises ValueError listing the valid names
+    return name
 
 
 def check_start_method(method: Any, backend: str) -> None:

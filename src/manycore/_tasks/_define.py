@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
 import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import as_completed as _as_completed
 from concurrent.futures import wait as _wait
@@ -22,12 +23,67 @@ from manycore._transport import PROTOCOL, by_reference, dumps_fn, loads_code, pi
 from manycore.backends import DEFAULT_BACKEND
 
 if TYPE_CHECKING:
-    from manycore._api import Pool
+    from manycore._api import Lease, Pool
 
 __all__ = ["DoneAndNotDone", "Task", "as_completed", "task", "wait"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """A task's options, checked (see :func:`task`); ``name`` is always set."""
+
+    name: str
+    timeout: float | None = None
+    retries: int | None = None
+    retry_on: tuple[type[BaseException], ...] | None = None
+    backend: str | None = None
+    pool: Pool | None = None
+
+    def under(self, given: Mapping[str, object]) -> dict[str, object]:
+        """For a task made of this task: the options ``given`` (those not None,
+        a non-empty name), the rest this task's; a new ``backend`` or ``pool``
+        replaces both. Unchecked: :func:`task_options` checks them."""
+        new = {key: value for key, value in given.items() if value is not None}
+        base = self
+        if "backend" in new or "pool" in new:
+            base = dataclasses.replace(self, backend=None, pool=None)
+        return {**vars(base), **new, "name": given.get("name") or self.name}
+
+    def travelling(self) -> TaskOptions:
+        """What a task pickled by value keeps: a pool does not travel (nor the
+        backend of its default one): the task runs in place where it is unpickled."""
+        return dataclasses.replace(self, backend=None, pool=None)
+
+
+def task_options(fn: Callable[..., object], given: Mapping[str, object]) -> TaskOptions:
+    """``given`` (a task's options by name, as the user gave them) checked, the
+    first bad one reported in this order; ``name`` defaults to ``fn``'s."""
+    timeout, retries, retry_on = (given.get(key) for key in ("timeout", "retries", "retry_on"))
+    limits = (
+        None if timeout is None else validate.check_timeout(timeout),
+        None if retries is None else validate.check_count(retries, "retries"),
+        None if retry_on is None else validate.check_exception_types(retry_on, "retry_on"),
+    )
+    backend, pool = _checked_place(given.get("backend"), given.get("pool"))
+    name = given.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    label = name or getattr(fn, "__name__", None) or type(fn).__name__
+    return TaskOptions(label, *limits, backend, pool)
+
+
+def _checked_place(backend: object, pool: object) -> tuple[str | None, Pool | None]:
+    """Where a task's calls go: a backend's default pool, or a pool (not both)."""
+    from manycore._api import Pool
+
+    if backend is not None and pool is not None:
+        raise ValueError("give a task backend= or pool=, not both")
+    if pool is None or isinstance(pool, Pool):
+        return (None if backend is None else validate.check_backend(backend)), pool
+    raise TypeError(f"pool must be a manycore.Pool, got {type(pool).__name__}")
 
 
 @public
@@ -36,12 +92,7 @@ class Task(Generic[P, R]):
     the call and returns a :class:`TaskFuture` at once."""
 
     fn: Callable[P, R]
-    timeout: float | None
-    retries: int | None
-    retry_on: tuple[type[BaseException], ...] | None
-    backend: str | None
-    pool: Pool | None
-    name: str
+    settings: TaskOptions  # its options, checked (read them as attributes: task.timeout)
 
     def __init__(
         self,
@@ -54,40 +105,43 @@ class Task(Generic[P, R]):
         pool: Pool | None = None,
         name: str | None = None,
     ):
-        from manycore._api import Pool
-
         validate.check_callable(fn, "fn")
+        args = locals()  # the options by name: each is named once, in the signature
+        given: dict[str, object] = {key: args[key] for key in OPTIONS}
         if isinstance(fn, Task):  # a task of a task: its options, updated by these
             inner: Task[P, R] = fn
-            fn = inner.fn
-            timeout = inner.timeout if timeout is None else timeout
-            retries = inner.retries if retries is None else retries
-            retry_on = inner.retry_on if retry_on is None else retry_on
-            if backend is None and pool is None:
-                backend, pool = inner.backend, inner.pool
-            name = name or inner.name
+            fn, given = inner.fn, inner.settings.under(given)
         self.fn = fn
-        self.timeout = None if timeout is None else validate.check_timeout(timeout)
-        self.retries = None if retries is None else validate.check_count(retries, "retries")
-        self.retry_on = (
-            None if retry_on is None else validate.check_exception_types(retry_on, "retry_on")
-        )
-        if backend is not None and pool is not None:
-            raise ValueError("give a task backend= or pool=, not both")
-        if backend is not None:
-            validate.check_backend(backend)
-        if pool is not None and not isinstance(pool, Pool):
-            raise TypeError(f"pool must be a manycore.Pool, got {type(pool).__name__}")
-        self.backend = backend
-        self.pool = pool
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a string, got {type(name).__name__}")
-        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        self.settings = task_options(fn, given)
         self._blob: bytes | None = None
         self._by_value: tuple[bytes, bytes] | None = None  # (fn pickled, call pickled)
         # Name and docstring of the function, but not its __dict__: attributes
         # of the function must not replace this task's options.
         functools.update_wrapper(self, fn, updated=())
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def timeout(self) -> float | None:
+        return self.settings.timeout
+
+    @property
+    def retries(self) -> int | None:
+        return self.settings.retries
+
+    @property
+    def retry_on(self) -> tuple[type[BaseException], ...] | None:
+        return self.settings.retry_on
+
+    @property
+    def backend(self) -> str | None:
+        return self.settings.backend
+
+    @property
+    def pool(self) -> Pool | None:
+        return self.settings.pool
 
     def __repr__(self) -> str:
         return f"<manycore.Task {self.name!r}>"
@@ -96,7 +150,7 @@ class Task(Generic[P, R]):
         """The same function as a task with some options changed, e.g.
         ``load.options(timeout=5)(path)`` or ``load.options(pool=pool)``."""
         _check_options(changes, "options")
-        current: dict[str, Any] = {key: getattr(self, key) for key in OPTIONS}
+        current = dict(vars(self.settings))
         if "pool" in changes:
             current["backend"] = None
         if "backend" in changes:
@@ -139,7 +193,7 @@ class Task(Generic[P, R]):
             sent = pinned(last[1])
             if sent is not None:
                 return sent
-        options = (self.timeout, self.retries, self.retry_on, self.name)
+        options = self.settings.travelling()
         # The large globals the function reads travel apart (see _bigglobals);
         # what is kept here must not hold them (bytes(inner) drops its pins).
         blob = with_shipments(pickle.dumps(_CallByValue(inner, options), PROTOCOL), inner)
@@ -158,7 +212,7 @@ class Task(Generic[P, R]):
                 return pool
         return None
 
-    def _default_pool(self) -> Any:
+    def _default_pool(self) -> Lease:
         """The default pool for this task's backend, held (a lease) until the
         call settles, so that evicting it meanwhile does not close it under us."""
         from manycore._api import lease_default_pool
@@ -174,10 +228,8 @@ class Task(Generic[P, R]):
                     return (_lookup, (module, qualname))
             except (ImportError, AttributeError):
                 pass
-        # By value (a script's or a local task); a pool does not travel: the
-        # task runs in place wherever it is unpickled.
-        options = (self.timeout, self.retries, self.retry_on, self.name)
-        return (_rebuild_task, (self.fn, options))
+        # By value (a script's or a local task).
+        return (_rebuild_task, (self.fn, self.settings.travelling()))
 
 
 def _lookup(module: str, qualname: str) -> object:
@@ -187,15 +239,14 @@ def _lookup(module: str, qualname: str) -> object:
     return obj
 
 
-def _rebuild_task(fn: Callable[..., Any], options: tuple[Any, ...]) -> Task[Any, Any]:
-    timeout, retries, retry_on, name = options
-    return Task(fn, timeout=timeout, retries=retries, retry_on=retry_on, name=name)
+def _rebuild_task(fn: Callable[..., Any], options: TaskOptions) -> Task[Any, Any]:
+    return Task(fn, **vars(options))
 
 
 class _CallByValue:
     """Pickles as "load this function, make it a task, take its call"."""
 
-    def __init__(self, fn_blob: bytes, options: tuple[Any, ...]):
+    def __init__(self, fn_blob: bytes, options: TaskOptions):
         self.fn_blob = fn_blob
         self.options = options
 
@@ -203,13 +254,13 @@ class _CallByValue:
         return (_call_by_value, (self.fn_blob, self.options))
 
 
-def _call_by_value(fn_blob: bytes, options: tuple[Any, ...]) -> Callable[..., object]:
+def _call_by_value(fn_blob: bytes, options: TaskOptions) -> Callable[..., object]:
     return _rebuild_task(loads_code(fn_blob), options)._call  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
 
 
 # -------------------------------------------------------------- the decorator
 
-OPTIONS = ("timeout", "retries", "retry_on", "backend", "pool", "name")
+OPTIONS = tuple(field.name for field in dataclasses.fields(TaskOptions))
 
 
 def _check_options(given: dict[str, object], where: str) -> None:

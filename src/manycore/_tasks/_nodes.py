@@ -238,7 +238,7 @@ class TaskFuture(AwaitableFuture[R]):
             else:  # in-process: the tasks it calls go to this same pool
                 fn, blob = functools.partial(on_pool, pool, t._call), None  # noqa: SLF001 - task nodes, futures and tasks of this layer work on each other
             pool.scheduler.backend.check_fn(fn)
-            policy = pool.call_options(t.timeout, t.retries, t.retry_on)
+            policy = pool.call_options(timeout=t.timeout, retries=t.retries, retry_on=t.retry_on)
             pool_future = pool.scheduler.submit(fn, args, kwargs, policy, blob, self._note_batch)
         except BaseException as exc:
             with self._lock:
