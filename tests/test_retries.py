@@ -9,7 +9,7 @@ import pytest
 
 import manycore as mc
 from helpers import crash_once, flaky, square, type_error_on
-from manycore._scheduler._maprun import CallOptions
+from manycore._scheduler import CallOptions
 
 
 def _inputs(tmp_path: Path, fails: dict[int, int], n: int = 8) -> list[tuple[str, int, int]]:

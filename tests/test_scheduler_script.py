@@ -19,8 +19,8 @@ import pytest
 
 import manycore as mc
 from manycore._core._batch import Batch, Done, pinned, run_batch
-from manycore._scheduler import _maprun
-from manycore._scheduler._maprun import CallOptions, ChunkPlanner, InputSource, MapRun
+from manycore._scheduler import CallOptions, _maprun
+from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun
 from manycore.backends import Backend, BackendOptions
 
 Step = Callable[["ScriptedBackend"], None]

@@ -22,7 +22,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
-        "CallOptions": "_maprun",
+        "CallOptions": "_options",
         "ChunkPlanner": "_maprun",
         "InputSource": "_maprun",
         "MapRun": "_maprun",
@@ -34,6 +34,7 @@ __getattr__, __dir__ = lazy_door(
 
 if TYPE_CHECKING:
     from manycore._scheduler._checkpoint import run_checkpointed
-    from manycore._scheduler._maprun import CallOptions, ChunkPlanner, InputSource, MapRun
+    from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun
+    from manycore._scheduler._options import CallOptions
     from manycore._scheduler._retries import Retries
     from manycore._scheduler._submission import Scheduler

@@ -34,8 +34,9 @@ from manycore._core import Failure, SerializationError, pack_exception, rebuild,
 from manycore._scheduler._checkpoint_file import CheckpointFile
 from manycore._scheduler._checkpoint_pickle import load
 from manycore._scheduler._fingerprint import fingerprint, function_name, input_digests
-from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._scheduler._maprun import InputSource, MapRun
 from manycore._scheduler._on_error import apply_on_error
+from manycore._scheduler._options import CallOptions
 
 __all__ = ["read_checkpoint", "run_checkpointed"]
 

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from manycore._core import (
@@ -27,20 +26,19 @@ from manycore._core import (
 )
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler._on_error import on_batch, own_copy
+from manycore._scheduler._options import CallOptions
 from manycore._scheduler._retries import Retries
 from manycore.backends import Backend
 
 if TYPE_CHECKING:
     from manycore._observe import Progress
 
-__all__ = ["CallOptions", "ChunkPlanner", "InputSource", "MapRun"]
+__all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
-_BACKOFF_FIRST = 0.05  # seconds before the first retry of an item; doubles each time
-_BACKOFF_MAX = 2.0
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
 _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
 # Items are timed one by one (for the slowest items of pool.stats()) once they are
@@ -214,41 +212,6 @@ class InputSource:
             self.error = exc  # raised by the next run once it has nothing else to do
             self._iter = iter(())
         return True
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    """What a run does with order and failures (the same on every backend).
-
-    ``ordered``: results in input order, else as batches finish. ``on_error``:
-    "raise" the first failure (in input order when ordered) after every result
-    before it; "skip" failed items; "collect" a :class:`Failure` in their place.
-    ``retries``: how many more times an item failing with one of ``retry_on`` is
-    run, after a short exponential backoff; a retried item that succeeds is
-    indistinguishable from one that succeeded at once. (When a worker dies during
-    a batch of several items, each is run once more on its own to find the one
-    that crashed it; that run is not counted as a retry.) ``timeout``: seconds an
-    item may run; the backend stops it (or stops waiting) and it fails with
-    :class:`~manycore.TaskTimeout`.
-    """
-
-    ordered: bool = True
-    on_error: str = "raise"
-    retries: int = 0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-    timeout: float | None = None
-    progress: bool | str = False  # a tqdm bar, a str its label (see manycore._observe._progress)
-    stats: bool = False  # the call returns its own Stats (see manycore._observe._stats)
-    chunksize: int | None = None  # items per batch; None: the planner picks
-
-    def retried(self, error: object, used: int) -> bool:
-        """Whether an item that failed with ``error``, retried ``used`` times so
-        far, is run again (map, submit and a task run in place all ask this)."""
-        return used < self.retries and isinstance(error, self.retry_on)
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds before retry number ``attempt`` (1, 2, ...)."""
-        return float(min(_BACKOFF_FIRST * 2 ** (attempt - 1), _BACKOFF_MAX))
 
 
 class MapRun:

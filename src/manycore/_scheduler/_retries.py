@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from manycore._core import Deadlines
 
 if TYPE_CHECKING:
-    from manycore._scheduler._maprun import CallOptions
+    from manycore._scheduler._options import CallOptions
 
 __all__ = ["Retries"]
 

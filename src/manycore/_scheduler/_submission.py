@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
 from manycore._observe import StatsRecorder
-from manycore._scheduler._maprun import CallOptions, InputSource, MapRun
+from manycore._scheduler._maprun import InputSource, MapRun
+from manycore._scheduler._options import CallOptions
 from manycore._scheduler._retries import Retries
 from manycore._transport import dumps_fn
 from manycore.backends import Backend
