@@ -1,0 +1,41 @@
+"""The cluster suites: manycore against engines started as separate services
+(``dask scheduler``/``dask worker`` processes, a Ray head, ``mpiexec``), as a
+user runs them. ``make test-clusters`` runs this folder; ``make test`` leaves
+it out. Each engine's service fixture starts what it needs on 127.0.0.1 and
+stops every process it started. Where an engine is not installed the case
+skips, except in CI (``CI=true``), where a missing engine is a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.services)
+
+
+def need(what: str, found: bool, how: str) -> None:
+    """Skip the case when ``what`` is missing, or fail it in CI, saying ``how``
+    to install it."""
+    if found:
+        return
+    message = f"{what} is not available ({how})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def need_command(name: str, how: str) -> str:
+    """The path of the command ``name``, or a skip (a failure in CI)."""
+    path = shutil.which(name)
+    need(f"the command {name!r}", path is not None, how)
+    assert path is not None
+    return path
