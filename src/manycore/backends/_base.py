@@ -45,6 +45,7 @@ class BackendOptions:
     shared: Any = None  # the object mc.shared() returns in tasks
     address: str | None = None  # a cluster to connect to (dask, ray)
     client: Any = None  # an existing distributed.Client to use (dask)
+    thread_name_prefix: str | None = None  # threads: named f"{prefix}_{slot}"
 
 
 @public
