@@ -41,7 +41,7 @@ __all__ = ["Executor"]
 T = TypeVar("T")
 
 _names = itertools.count()  # default thread names: "manycore.Executor-<n>_<slot>"
-_live: weakref.WeakSet[Executor] = weakref.WeakSet()  # not shut down: finished at exit
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()  # their work is finished at exit
 # Executors with unfinished futures, held as the standard library's are held by
 # their threads: dropping one lets its submitted work run to the end.
 _busy: set[Executor] = set()
@@ -167,7 +167,6 @@ class Executor(futures.Executor):
             return  # a child made by os.fork(): the workers are its parent's
         with self._lock:
             self._closed = True
-        _live.discard(self)
         self._scheduler.settle_retries(wait and not cancel_futures)
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
 
@@ -175,10 +174,10 @@ class Executor(futures.Executor):
         """Raises when no new work is taken (the scheduler asks on each submit)."""
         if os.getpid() != self._pid:
             raise pool_of_another_process(self._pid)
+        if _exiting:  # (first: the exit hook shuts every executor down)
+            raise closed_at_exit()
         if self._closed:
             raise pool_closed()
-        if _exiting:
-            raise closed_at_exit()
 
     def _finished(self) -> None:
         with self._lock:
@@ -342,7 +341,9 @@ def _watch(executor: Executor) -> None:
 
 
 def _finish_at_exit() -> None:
-    """The interpreter exits: no new work; what was submitted runs to the end."""
+    """The interpreter exits: no new work; what was submitted runs to the end,
+    even on an executor shut down with ``wait=False`` (the standard library's
+    threads are joined at exit; manycore's are daemons, so the hook waits)."""
     global _exiting
     with _exit:
         _exiting = True
