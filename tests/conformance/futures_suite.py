@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         importlib.import_module("test.test_concurrent_futures")
     except ImportError as exc:
-        print(f"SKIP futures_suite: this Python ({sys.version.split()[0]}) has no "
-              f"test.test_concurrent_futures ({exc}); run it with Python 3.13's")
+        print(
+            f"SKIP futures_suite: this Python ({sys.version.split()[0]}) has no "
+            f"test.test_concurrent_futures ({exc}); run it with Python 3.13's"
+        )
         return SKIPPED_SUITE
     kinds = [k for k in args.only.split(",") if k]
     modules = load(tuple(m for m in args.modules.split(",") if m))

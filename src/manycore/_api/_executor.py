@@ -31,7 +31,14 @@ from typing import Any, TypeVar
 
 from manycore._api import _validate as v
 from manycore._api._options import call_policy, default_blas_threads
-from manycore._core import closed_at_exit, pool_closed, pool_of_another_process, public, run_chunk
+from manycore._core import (
+    SerializationError,
+    closed_at_exit,
+    pool_closed,
+    pool_of_another_process,
+    public,
+    run_chunk,
+)
 from manycore._observe import StatsRecorder
 from manycore._scheduler import CallOptions, Scheduler
 from manycore.backends import DEFAULT_BACKEND, Backend, BackendOptions, get_backend
@@ -125,7 +132,14 @@ class Executor(futures.Executor):
         v.check_callable(fn, "fn")
         self._backend.check_fn(fn)
         # (No lock around it: after shutdown() the gate or the backend refuses it.)
-        future: futures.Future[T] = self._scheduler.submit(fn, args, kwargs, self._policy)
+        try:
+            future: futures.Future[T] = self._scheduler.submit(fn, args, kwargs, self._policy)
+        except SerializationError as exc:
+            # An argument that cannot be pickled fails its future, as with the
+            # standard executor, not the submit() call.
+            future = futures.Future()
+            future.set_exception(exc)
+            return future
         with self._lock:
             self._unfinished += 1
             _busy.add(self)
