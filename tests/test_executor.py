@@ -91,12 +91,15 @@ def test_a_failing_initializer_breaks_the_executor(backend: str) -> None:
 
 def test_shutdown_cancels_what_has_not_started() -> None:
     executor = mc.Executor(1, backend="threads")
-    futures = [executor.submit(sleep_then, 0.1) for _ in range(10)]
+    started = threading.Event()
+    running = executor.submit(lambda: started.set() or sleep_then(0.1))
+    waiting = [executor.submit(sleep_then, 0.1) for _ in range(9)]
+    assert started.wait(30)
     executor.shutdown(cancel_futures=True)
-    assert futures[0].result() == 0.1
-    assert sum(f.cancelled() for f in futures) >= 8
+    assert running.result() == 0.1
+    assert all(f.cancelled() for f in waiting)
     with pytest.raises(CancelledError):
-        futures[-1].result()
+        waiting[-1].result()
     with pytest.raises(RuntimeError):
         executor.submit(square, 1)
 
@@ -105,6 +108,12 @@ def test_thread_name_prefix() -> None:
     with mc.Executor(2, backend="threads", thread_name_prefix="Special") as executor:
         names = executor.map(lambda _: threading.current_thread().name, range(4))
         assert all(re.fullmatch(r"Special_[01]", name) for name in names)
+
+
+def test_work_of_a_dropped_executor_is_finished() -> None:
+    future = mc.Executor(1, backend="threads").submit(sleep_then, 0.2)
+    gc.collect()
+    assert future.result(timeout=30) == 0.2
 
 
 def test_work_submitted_before_exit_is_finished() -> None:

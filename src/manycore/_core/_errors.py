@@ -263,10 +263,10 @@ def pool_closed() -> PoolClosed:
     return PoolClosed("the pool has been shut down and accepts no new work")
 
 
-def closed_at_exit() -> RuntimeError:
-    """Work given to an Executor once the interpreter began to exit: the standard
-    library's error, word for word (code written for it matches on the text)."""
-    return RuntimeError("cannot schedule new futures after interpreter shutdown")
+def closed_at_exit() -> PoolClosed:
+    """Work given to an Executor once the interpreter began to exit (in the
+    standard library's words: code written for it may match on the text)."""
+    return PoolClosed("cannot schedule new futures after interpreter shutdown")
 
 
 def init_raised(error: BaseException, whose: str = "a worker's") -> PoolBroken:
