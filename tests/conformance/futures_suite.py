@@ -70,8 +70,7 @@ _PRIVATE = "reads a private attribute of the standard executor: "
 
 # "module.test" -> why it is skipped (for every start method it runs under).
 SKIPS = {
-    "test_init.test_initializer": _PRIVATE
-    + "executor._broken (FailingInitializer; the initializer test proper runs)",
+    "test_init.FailingInitializer.test_initializer": _PRIVATE + "executor._broken",
     "test_init.test_spawn": "runs test_init's FailingInitializer test (skipped: reads "
     "executor._broken) in a nested runner, then stops multiprocessing's private _resource_tracker",
     "test_init.test_forkserver": "as test_init.test_spawn",
@@ -170,17 +169,27 @@ def kind_of(test: unittest.TestCase) -> str:
     return getattr(test, "ctx", "other")
 
 
-def key_of(test: unittest.TestCase) -> str:
-    return f"{type(test).__module__.rsplit('.', 1)[-1]}.{test._testMethodName}"
+def key_of(test: unittest.TestCase, table: dict[str, str]) -> str | None:
+    """The key of ``table`` naming ``test``: "module.test", or "module.Part.test"
+    where ``Part`` is in its class's name (two classes of a module share a name)."""
+    module = type(test).__module__.rsplit(".", 1)[-1]
+    for key in table:
+        mod, *part, name = key.split(".")
+        if (mod, name) == (module, test._testMethodName) and all(
+            p in type(test).__name__ for p in part
+        ):
+            return key
+    return None
 
 
 def mark(test: unittest.TestCase) -> None:
     """Skip or expect to fail, on the test's own class only."""
-    key, name = key_of(test), test._testMethodName
+    name, kind = test._testMethodName, kind_of(test)
     method = getattr(type(test), name)
-    if key in SKIPS and kind_of(test) in SKIP_ONLY_UNDER.get(key, {kind_of(test)}):
-        setattr(type(test), name, unittest.skip(SKIPS[key])(method))
-    elif key in DIFFERENCES:
+    skip, differs = key_of(test, SKIPS), key_of(test, DIFFERENCES)
+    if skip is not None and kind in SKIP_ONLY_UNDER.get(skip, {kind}):
+        setattr(type(test), name, unittest.skip(SKIPS[skip])(method))
+    elif differs is not None:
         setattr(type(test), name, unittest.expectedFailure(method))
 
 
