@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 import manycore as mc
-from helpers import crash_on, fail_on, failing_init, sleep_then, square
+from helpers import crash_on, fail_on, failing_init, getpid, sleep_then, square
 
 
 class Box:
@@ -77,6 +77,12 @@ def test_a_worker_death_fails_only_its_future(processes: mc.Executor) -> None:
     assert isinstance(error, BrokenProcessPool)
     assert [f.result(timeout=30) for f in others] == [i * i for i in range(6)]
     assert processes.submit(square, 9).result(timeout=30) == 81  # not broken
+
+
+def test_max_tasks_per_child_replaces_the_worker() -> None:
+    with mc.Executor(1, max_tasks_per_child=2) as executor:
+        pids = [executor.submit(getpid).result(timeout=30) for _ in range(3)]
+    assert pids[0] == pids[1] != pids[2]
 
 
 @pytest.mark.parametrize("backend", ["threads", "processes"])
