@@ -25,10 +25,13 @@ import argparse
 import importlib
 import sys
 import time
+import types
 import unittest
 from collections import Counter
+from concurrent import futures
 from typing import Any
 
+_SHUTDOWN = "test.test_concurrent_futures.test_shutdown"
 SKIPPED_SUITE = 77  # exit status: the suite could not run here (see tests/conformance/run.py)
 
 MODULES = (
@@ -42,11 +45,10 @@ MODULES = (
 )
 KINDS = ("thread", "fork", "forkserver", "spawn")
 
-# What a test of theirs names as ThreadPoolExecutor / ProcessPoolExecutor, here and
-# in the fresh interpreters some tests start (prepended to their scripts).
-PREAMBLE = """\
-import concurrent.futures as _futures
-import multiprocessing
+# What a test of theirs names as ThreadPoolExecutor / ProcessPoolExecutor: their
+# mixins' executor_type here, and in the fresh interpreters some tests start (with
+# SUBSTITUTE after it, put before their scripts).
+EXECUTORS = """\
 import manycore as _mc
 
 
@@ -62,9 +64,15 @@ class ProcessPoolExecutor(_mc.Executor):
     pass
 
 
+"""
+SUBSTITUTE = """\
+import concurrent.futures as _futures
+import multiprocessing  # (test_hang_gh83386's script uses it without importing it)
+
 _futures.ThreadPoolExecutor = ThreadPoolExecutor
 _futures.ProcessPoolExecutor = ProcessPoolExecutor
 """
+PREAMBLE = EXECUTORS + SUBSTITUTE
 
 _PRIVATE = "reads a private attribute of the standard executor: "
 
@@ -137,15 +145,25 @@ DIFFERENCES = {
 
 
 def load(names: tuple[str, ...]) -> list[Any]:
-    """The test modules, with manycore's executor in their mixins."""
+    """The test modules, with manycore's executor in their mixins, and where they
+    name the standard ones (``futures.ThreadPoolExecutor(...)``). Not in
+    test_shutdown: its test_hang_gh83386 skips itself when the executor it tests
+    is ``futures.ProcessPoolExecutor`` (the standard one hangs there); it runs
+    manycore's in a fresh interpreter, where the preamble substitutes it."""
     namespace: dict[str, Any] = {}
-    exec(PREAMBLE, namespace)
+    exec(EXECUTORS, namespace)
     util = importlib.import_module("test.test_concurrent_futures.util")
     util.ThreadPoolMixin.executor_type = namespace["ThreadPoolExecutor"]
     for mixin in ("Fork", "Forkserver", "Spawn"):
         getattr(util, f"ProcessPool{mixin}Mixin").executor_type = namespace["ProcessPoolExecutor"]
+    substituted = types.ModuleType(futures.__name__)
+    substituted.__dict__.update(vars(futures))
+    for name in ("ThreadPoolExecutor", "ProcessPoolExecutor"):
+        setattr(substituted, name, namespace[name])
     modules = [importlib.import_module(f"test.test_concurrent_futures.{n}") for n in names]
     for module in modules:
+        if getattr(module, "futures", None) is futures and module.__name__ != _SHUTDOWN:
+            module.futures = substituted
         if hasattr(module, "assert_python_ok"):
             module.assert_python_ok = _with_preamble(module.assert_python_ok)
     return modules
@@ -216,6 +234,7 @@ class Outcomes(unittest.TextTestResult):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.ours: list[tuple[str, str]] = []  # (test id, reason) skipped by SKIPS
 
     def _count(self, test: Any, outcome: str) -> None:
         if isinstance(test, unittest.TestCase):
@@ -228,6 +247,8 @@ class Outcomes(unittest.TextTestResult):
     def addSkip(self, test: Any, reason: str) -> None:
         super().addSkip(test, reason)
         self._count(test, "skip")
+        if reason in SKIPS.values():
+            self.ours.append((test.id(), reason))
 
     def addExpectedFailure(self, test: Any, err: Any) -> None:
         super().addExpectedFailure(test, err)
@@ -250,6 +271,9 @@ def report(result: Outcomes, kinds: list[str], seconds: float) -> None:
     print("\nSkipped (reads the standard executor's private state), by test:")
     for key in sorted(SKIPS):
         print(f"  {key}: {SKIPS[key]}")
+    print("Skipped by CPython's tests themselves (their own conditions):")
+    for test_id, why in sorted({(t.id(), why) for t, why in result.skipped} - set(result.ours)):
+        print(f"  {test_id.removeprefix('test.test_concurrent_futures.')}: {why}")
     print("Deliberate differences (run, expected to fail), by test:")
     for key in sorted(DIFFERENCES):
         print(f"  {key}: {DIFFERENCES[key]}")
