@@ -8,8 +8,8 @@ where they test ``ThreadPoolExecutor``, the processes backend with their
 Tests that start a fresh interpreter (exit behaviour) get the same substitution
 through a preamble put before their script.
 
-Skipped: only tests that read private attributes of the standard executors
-(``SKIPS``). Run as expected failures: where manycore deliberately differs
+Skipped: only tests that read private attributes of the standard executors (or patch
+their private classes; ``SKIPS``). Run as expected failures: where manycore deliberately differs
 (``DIFFERENCES``, also listed in docs/executor.md). Prints every skip and
 difference with its reason, and pass/skip/differ/fail counts per start method.
 
