@@ -233,12 +233,13 @@ class Outcomes(unittest.TextTestResult):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.counts: Counter[tuple[str, str]] = Counter()
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (module, kind, outcome)
         self.ours: list[tuple[str, str]] = []  # (test id, reason) skipped by SKIPS
 
     def _count(self, test: Any, outcome: str) -> None:
         if isinstance(test, unittest.TestCase):
-            self.counts[kind_of(test), outcome] += 1
+            module = type(test).__module__.rsplit(".", 1)[-1]
+            self.counts[module, kind_of(test), outcome] += 1
 
     def addSuccess(self, test: Any) -> None:
         super().addSuccess(test)
@@ -277,11 +278,22 @@ def report(result: Outcomes, kinds: list[str], seconds: float) -> None:
     print("Deliberate differences (run, expected to fail), by test:")
     for key in sorted(DIFFERENCES):
         print(f"  {key}: {DIFFERENCES[key]}")
+    modules = sorted({module for module, _, _ in result.counts})
     print(f"\nconcurrent.futures conformance of mc.Executor ({seconds:.0f} s):")
-    for kind in [*kinds, "other"]:
-        row = {o: result.counts[kind, o] for o in ("pass", "skip", "differ", "fail")}
-        if any(row.values()):
-            print(f"  {kind:>10}: " + ", ".join(f"{n} {o}" for o, n in row.items()))
+    for module in [*modules, "all modules"]:
+        print(f"  {module}:")
+        for kind in [*kinds, "other"]:
+            row = {o: _total(result, module, kind, o) for o in ("pass", "skip", "differ", "fail")}
+            if any(row.values()):
+                print(f"    {kind:>10}: " + ", ".join(f"{n} {o}" for o, n in row.items()))
+
+
+def _total(result: Outcomes, module: str, kind: str, outcome: str) -> int:
+    return sum(
+        n
+        for (m, k, o), n in result.counts.items()
+        if (module in ("all modules", m)) and (k, o) == (kind, outcome)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
