@@ -21,6 +21,7 @@ __all__ = [
     "BackendOptions",
     "CheckpointMismatch",
     "Counter",
+    "Executor",
     "Failure",
     "Lock",
     "ManycoreError",
@@ -85,6 +86,7 @@ _SOURCES = {
     "WorkerCrashed": "_core._errors",
     "START_METHODS": "_engine._launch",
     "Failure": "_core._failure",
+    "Executor": "_api._executor",
     "Pool": "_api._pool",
     "PoolState": "_api._pool",
     "Profile": "_api._profile",
@@ -116,6 +118,7 @@ _SOURCES = {
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._amap import aimap, amap
     from ._api._calls import imap, map, shutdown_default_pools, starmap
+    from ._api._executor import Executor
     from ._api._pool import Pool, PoolState
     from ._api._profile import Profile, profile
     from ._core._cpus import usable_cpus

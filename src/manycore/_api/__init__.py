@@ -1,4 +1,5 @@
-"""What ``import manycore`` offers for running work: ``Pool``, ``mc.map`` and its
+"""What ``import manycore`` offers for running work: ``Pool``, ``Executor`` (a
+strict ``concurrent.futures.Executor``), ``mc.map`` and its
 siblings, the default pools, ``amap``, ``backend="auto"``, ``mc.profile``, and the
 argument checks that run before any work starts."""
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "Executor",
     "Lease",
     "Pool",
     "PoolState",
@@ -20,6 +22,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_door(
     __name__,
     {
+        "Executor": "_executor",
         "Lease": "_calls",
         "Pool": "_pool",
         "PoolState": "_pool",
@@ -33,4 +36,5 @@ __getattr__, __dir__ = lazy_door(
 if TYPE_CHECKING:
     from manycore._api import _validate as validate
     from manycore._api._calls import Lease, lease_default_pool
+    from manycore._api._executor import Executor
     from manycore._api._pool import Pool, PoolState

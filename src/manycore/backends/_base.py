@@ -46,6 +46,7 @@ class BackendOptions:
     address: str | None = None  # a cluster to connect to (dask, ray)
     # An existing distributed.Client to use (dask): typed where dask is, not here.
     client: Any = None
+    thread_name_prefix: str | None = None  # threads: named f"{prefix}_{slot}"
 
 
 @public
