@@ -12,6 +12,8 @@ __all__ = [
     "Pool",
     "PoolState",
     "lease_default_pool",
+    "mp_pool",
+    "mp_results",
     "validate",
 ]
 
@@ -24,11 +26,15 @@ __getattr__, __dir__ = lazy_door(
         "lease_default_pool": "_calls",
     },
     modules={
+        "mp_pool": "_mp_pool",
+        "mp_results": "_mp_results",
         "validate": "_validate",
     },
 )
 
 if TYPE_CHECKING:
+    from manycore._api import _mp_pool as mp_pool
+    from manycore._api import _mp_results as mp_results
     from manycore._api import _validate as validate
     from manycore._api._calls import lease_default_pool
     from manycore._api._pool import Pool, PoolState
