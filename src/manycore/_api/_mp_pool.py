@@ -392,11 +392,14 @@ def _deliver_outcomes(outcomes: queue.SimpleQueue[Outcome]) -> None:
     while (outcome := outcomes.get()) is not None:
         result, index, ok, value = outcome
         result.settle(index, ok, value)
+        # Not held while the thread waits for the next: the values belong to the user.
+        outcome = result = value = None
 
 
 def _run_feeds(feeds: queue.SimpleQueue[Feed]) -> None:
     while (feed := feeds.get()) is not None:
         feed()
+        feed = None  # nor the input and the function of the last imap
 
 
 def _start(target: Callable[[Any], None], channel: object, role: str) -> threading.Thread:
