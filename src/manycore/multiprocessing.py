@@ -58,9 +58,9 @@ IMapIterator = mp_results.IMapIterator
 IMapUnorderedIterator = mp_results.IMapUnorderedIterator
 
 __all__ = [
+    "ApplyResult",
     "Array",
     "AsyncResult",
-    "ApplyResult",
     "AuthenticationError",
     "Barrier",
     "BoundedSemaphore",

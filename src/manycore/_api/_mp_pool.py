@@ -22,7 +22,7 @@ import queue
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
@@ -98,14 +98,15 @@ class Pool:
         )
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError(
-            "pool objects cannot be passed between processes or pickled"
-        )
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __del__(self) -> None:
         if getattr(self, "_state", None) == RUN:
             warnings.warn(
-                f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self
+                f"unclosed running multiprocessing pool {self!r}",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
             )
 
     @property
@@ -372,11 +373,14 @@ def _standard_error(exc: BaseException) -> BaseException:
         return cause
     text = getattr(cause, "tb_text", None)
     if isinstance(text, str) and type(cause).__name__ == "RemoteTraceback":
-        set_cause(exc, multiprocessing.pool.RemoteTraceback(f'\n"""\n{text}"""'))
+        remote = multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
+        set_cause(exc, remote(f'\n"""\n{text}"""'))
     return exc
 
 
-def _report(outcomes: queue.SimpleQueue[Outcome], result: Any, index: int, future: Future[Any]) -> None:
+def _report(
+    outcomes: queue.SimpleQueue[Outcome], result: Any, index: int, future: Future[Any]
+) -> None:
     """A future's outcome, to the result thread (from the thread that settled it)."""
     if future.cancelled():
         outcomes.put((result, index, False, CancelledError()))

@@ -59,7 +59,7 @@ class Jobs:
 class ApplyResult:
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
     def __init__(self, jobs: Jobs, callback: Callback, error_callback: Callback):
         self._event = threading.Event()
