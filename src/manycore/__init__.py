@@ -54,6 +54,7 @@ __all__ = [
     "map",
     "profile",
     "register_backend",
+    "register_joblib",
     "shared",
     "shared_array",
     "shutdown_default_pools",
@@ -88,6 +89,7 @@ _SOURCES = {
     "Pool": "_api._pool",
     "PoolState": "_api._pool",
     "Profile": "_api._profile",
+    "register_joblib": "_api._joblib",
     "profile": "_api._profile",
     "Backend": "backends",
     "BackendOptions": "backends",
@@ -116,6 +118,7 @@ _SOURCES = {
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._amap import aimap, amap
     from ._api._calls import imap, map, shutdown_default_pools, starmap
+    from ._api._joblib import register_joblib
     from ._api._pool import Pool, PoolState
     from ._api._profile import Profile, profile
     from ._core._cpus import usable_cpus

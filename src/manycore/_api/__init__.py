@@ -14,6 +14,7 @@ __all__ = [
     "lease_default_pool",
     "mp_pool",
     "mp_results",
+    "register_joblib",
     "validate",
 ]
 
@@ -24,6 +25,7 @@ __getattr__, __dir__ = lazy_door(
         "Pool": "_pool",
         "PoolState": "_pool",
         "lease_default_pool": "_calls",
+        "register_joblib": "_joblib",
     },
     modules={
         "mp_pool": "_mp_pool",
@@ -37,4 +39,5 @@ if TYPE_CHECKING:
     from manycore._api import _mp_results as mp_results
     from manycore._api import _validate as validate
     from manycore._api._calls import lease_default_pool
+    from manycore._api._joblib import register_joblib
     from manycore._api._pool import Pool, PoolState
