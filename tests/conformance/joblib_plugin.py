@@ -121,5 +121,19 @@ def _skip_if_listed(item: pytest.Item) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    left = ", ".join(f"{n} {why}" for why, n in LEFT_OUT.items())
-    terminalreporter.write_line(f"joblib_plugin: left out (not manycore's cases): {left}")
+    """The counts and every skip's reason (one line per test and reason)."""
+    write = terminalreporter.write_line
+    stats = terminalreporter.stats
+    kinds = ("passed", "skipped", "failed", "error", "xfailed", "xpassed")
+    counts = ", ".join(f"{len(stats.get(k, []))} {k}" for k in kinds)
+    write(f"joblib_suite: joblib's test_parallel.py on backend='manycore': {counts}")
+    left = ", ".join(f"{n} ({why})" for why, n in LEFT_OUT.items())
+    write(f"joblib_suite: left out, not manycore's cases: {left}")
+    reasons: dict[tuple[str, str], int] = {}
+    for report in stats.get("skipped", []):
+        name = report.nodeid.rpartition("::")[2]
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        key = (name.partition("[")[0] if "not backend-agnostic" not in why else name, why)
+        reasons[key] = reasons.get(key, 0) + 1
+    for (name, why), n in sorted(reasons.items()):
+        write(f"  skipped {name} (x{n}): {why.removeprefix('Skipped: ')}")
