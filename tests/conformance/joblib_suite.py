@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
 
 
-def test_parallel_path() -> Path | None:
+def find_test_parallel() -> Path | None:
     spec = importlib.util.find_spec("joblib")
     if spec is None or spec.origin is None:
         print("joblib_suite: SKIPPED test_parallel.py: joblib is not installed")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="pattern", help="pytest -k expression for test_parallel.py")
     parser.add_argument("--no-sklearn", action="store_true", help="leave out the sklearn check")
     args = parser.parse_args(argv)
-    path = test_parallel_path()
+    path = find_test_parallel()
     failed = 0 if path is None else run_test_parallel(path, args.pattern)
     if not args.no_sklearn:
         failed |= sklearn_check()
