@@ -261,6 +261,22 @@ def test_close_join_and_terminate() -> None:
         pass
 
 
+def note_pid(folder: str) -> None:
+    Path(folder, str(os.getpid())).touch()
+
+
+@pytest.mark.parametrize("method", mc.START_METHODS)
+def test_initializer_runs_in_every_worker_of_a_pool_closed_at_once(
+    tmp_path: Path, method: str
+) -> None:
+    # The pool ends before its workers have started: each still runs its init,
+    # as multiprocessing.Pool's do (the workers used to exit on the closed pipe).
+    p = mp.Pool(2, note_pid, (str(tmp_path),), context=mp.get_context(method))
+    p.close()
+    p.join()
+    assert len(list(tmp_path.iterdir())) == 2
+
+
 def test_maxtasksperchild_replaces_workers() -> None:
     with mp.Pool(1, maxtasksperchild=2) as p:
         pids = {p.apply(os.getpid) for _ in range(6)}

@@ -87,8 +87,8 @@ def import_manycore() -> Any:
 
 def build(tm: Any, pool: Any) -> list[type[unittest.TestCase]]:
     """Test classes: the standard ones with manycore's pool in the standard's place.
-    They are globals of this module, imported as ``mp_pool_suite`` (not run as
-    ``__main__``), so that a test's classmethod sent to a worker pickles by
+    They are globals of this module, known as ``mp_pool_suite`` (also when run
+    as ``__main__``), so that a test's classmethod sent to a worker pickles by
     reference, as the standard suite's do."""
 
     class ManycoreMixin(tm.ProcessesMixin):  # type: ignore[misc,name-defined]
@@ -121,7 +121,7 @@ def _derive(base: type, bases: tuple[type, ...]) -> type[unittest.TestCase]:
         elif f"{base.__name__}.{attr}" in DIFFERENCES:
             namespace[attr] = unittest.expectedFailure(getattr(base, attr))
     cls = type(f"Manycore{name}", bases, namespace)
-    cls.__module__ = __name__
+    cls.__module__ = "mp_pool_suite"
     globals()[cls.__name__] = cls
     return cls
 
@@ -151,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     tm = load()
     if tm is None:
         return 0
-    pool = import_manycore().Pool
+    try:
+        pool = import_manycore().Pool
+    except ImportError as exc:
+        print(
+            f"mp_pool_suite: FAILED: manycore does not import under {sys.executable} "
+            f"({exc}): install its dependencies for this interpreter"
+        )
+        return 2
     classes = build(tm, pool)
     totals = {}
     for method in args.methods or METHODS:
@@ -182,11 +189,10 @@ def report(totals: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
-    import mp_pool_suite  # this file again, as a module workers can import
-
-    sys.exit(mp_pool_suite.main())
-elif __name__ == "mp_pool_suite" and "test._test_multiprocessing" not in sys.modules:
+    # Workers find the test classes as mp_pool_suite.<name>: this very module.
+    sys.modules["mp_pool_suite"] = sys.modules["__main__"]
+    sys.exit(main())
+elif __name__ == "mp_pool_suite":
     # A spawned worker unpickling a test's class: build the classes it names.
     _tm = load()
     if _tm is not None:
