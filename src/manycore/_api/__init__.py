@@ -15,6 +15,9 @@ __all__ = [
     "Pool",
     "PoolState",
     "lease_default_pool",
+    "mp_pool",
+    "mp_results",
+    "register_joblib",
     "validate",
 ]
 
@@ -27,14 +30,20 @@ __getattr__, __dir__ = lazy_door(
         "Pool": "_pool",
         "PoolState": "_pool",
         "lease_default_pool": "_calls",
+        "register_joblib": "_joblib",
     },
     modules={
+        "mp_pool": "_mp_pool",
+        "mp_results": "_mp_results",
         "validate": "_validate",
     },
 )
 
 if TYPE_CHECKING:
+    from manycore._api import _mp_pool as mp_pool
+    from manycore._api import _mp_results as mp_results
     from manycore._api import _validate as validate
     from manycore._api._calls import Lease, lease_default_pool
     from manycore._api._executor import Executor
+    from manycore._api._joblib import register_joblib
     from manycore._api._pool import Pool, PoolState
