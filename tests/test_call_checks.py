@@ -139,3 +139,36 @@ def test_on_a_closed_pool_a_bad_option_is_named_first() -> None:
         pool.map(abs, [1], timeout=1)
     with pytest.raises(mc.PoolClosed):
         pool.schedule(abs, (1,), retries=1)
+
+
+@pytest.mark.parametrize(
+    ("given", "ours", "facade"),
+    [
+        ({"processes": 2}, "workers=", "manycore.multiprocessing.Pool"),
+        ({"initializer": print}, "init=", "manycore.Executor"),
+        ({"maxtasksperchild": 3}, "max_tasks_per_worker=", "manycore.multiprocessing.Pool"),
+        ({"max_workers": 2}, "workers=", "manycore.Executor"),
+        ({"mp_context": None}, "start_method=", "manycore.Executor"),
+    ],
+)
+def test_another_librarys_option_names_manycores_spelling(
+    given: dict[str, object], ours: str, facade: str
+) -> None:
+    (name,) = given
+    with pytest.raises(TypeError, match=rf"'{name}'.*spells it {ours}.*{facade}"):
+        mc.Pool(**given)  # type: ignore[call-arg]
+
+
+def test_an_unknown_option_is_still_a_plain_type_error() -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'bogus'$"):
+        mc.Pool(bogus=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("name", ["join", "apply_async", "imap_unordered", "map_async"])
+def test_a_multiprocessing_method_says_what_to_use(name: str) -> None:
+    with mc.Pool(1, backend="threads") as pool:
+        with pytest.raises(AttributeError, match=f"'{name}': use .*manycore.multiprocessing.Pool"):
+            getattr(pool, name)
+        with pytest.raises(AttributeError, match=r"'nothing'$"):
+            pool.nothing  # type: ignore[attr-defined]  # noqa: B018
+        assert not hasattr(pool, "apply")

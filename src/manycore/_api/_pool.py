@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
+from manycore._api._foreign import foreign_method, refuse_foreign_options
 from manycore._api._options import (
     MapCall,
     MapWork,
@@ -72,6 +73,13 @@ class Pool(SharedPrimitives):
     The backend is fixed for the pool's life: ``backend="auto"``, which picks one
     per call, is for ``mc.map``/``imap``/``starmap``.
     """
+
+    def __new__(cls, *args: object, **kwargs: object) -> Pool:
+        refuse_foreign_options(kwargs)  # before __init__'s bare TypeError
+        return super().__new__(cls)
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not there
+        raise AttributeError(foreign_method(type(self).__name__, name), name=name, obj=self)
 
     def __init__(
         self,
