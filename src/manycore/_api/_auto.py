@@ -65,7 +65,8 @@ class AutoMap(Generic[T]):
         if options["address"] is not None:
             v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
         mode = _ASYNC if self.is_async else "auto"
-        self.workers = v.check_workers(options["workers"], options["concurrency"], mode)
+        gpus = options.get("gpus")  # refused: auto may pick threads, which cannot be pinned
+        self.workers = v.check_workers(options["workers"], options["concurrency"], mode, gpus)
         self.start_method = options["start_method"]
         if self.start_method is not None:
             # It applies if processes are picked; an async fn never runs on them.

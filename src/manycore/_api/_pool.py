@@ -10,7 +10,7 @@ import enum
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar, overload
 
@@ -67,6 +67,13 @@ class Pool(Executor, SharedPrimitives):
     MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
     workers, so that workers x threads never oversubscribes the machine.
 
+    ``gpus``: a count of GPUs or a list of device ids: each worker process is
+    pinned to one (``CUDA_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``) before it
+    imports anything, round-robin, so the workers share the devices evenly
+    (``workers`` defaults to one per device); a replaced worker keeps its device.
+    Tasks see theirs with :func:`manycore.worker_gpu`. On Dask and Ray each task
+    asks for its share of a device instead (see docs/gpus.md).
+
     The backend is fixed for the pool's life: ``backend="auto"``, which picks one
     per call, is for ``mc.map``/``imap``/``starmap``.
     """
@@ -91,8 +98,10 @@ class Pool(Executor, SharedPrimitives):
         blas_threads: int | None = None,
         address: str | None = None,
         client: object = None,
+        gpus: int | Sequence[int] | None = None,
     ):
-        workers = v.check_workers(workers, concurrency, backend)
+        devices = v.check_gpus(gpus)
+        workers = v.check_workers(workers, concurrency, backend, devices)
         v.check_cluster(backend, address, client, workers)
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
@@ -128,6 +137,7 @@ class Pool(Executor, SharedPrimitives):
             shared=shared,
             address=address,
             client=client,
+            gpus=devices,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING
