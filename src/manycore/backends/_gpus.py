@@ -113,14 +113,20 @@ def task_share(gpus: Gpus | None, workers: int) -> float | None:
     return 1 / math.ceil(workers / len(device_ids(gpus)))
 
 
-def check_cluster_gpus(given: Mapping[str, object]) -> None:
-    """A cluster takes a count of devices: where tasks run is the engine's choice."""
+def check_cluster_gpus(workers: int | None, given: Mapping[str, object]) -> int | None:
+    """A cluster takes a count of devices (where tasks run is the engine's
+    choice); a cluster the pool starts has one worker per device by default.
+    Returns the workers."""
     gpus = given.get("gpus")
     if isinstance(gpus, tuple):
         raise ValueError(
             f"gpus={gpus!r}: on a cluster the engine places tasks on its devices, so "
             f"device ids cannot be chosen; give a count (gpus={len(gpus)})"
         )
+    existing = given.get("address") is not None or given.get("client") is not None
+    if isinstance(gpus, int) and workers is None and not existing:
+        return gpus
+    return workers
 
 
 def require_gpus(found: float, engine: str, how: str, close: Callable[[], None]) -> None:
