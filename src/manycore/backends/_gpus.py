@@ -66,11 +66,16 @@ def check_gpus(workers: int | None, gpus: Gpus) -> int:
         _pin(device)  # raises for an id this process does not see
     if workers is not None and workers < len(ids):
         raise ValueError(
-            f"gpus={gpus!r} names {len(ids)} devices but workers={workers}: some would "
+            f"gpus={_shown(gpus)} names {len(ids)} devices but workers={workers}: some would "
             f"get no worker; give workers of at least {len(ids)} (or leave it out: one "
             "per device), or fewer devices"
         )
     return len(ids) if workers is None else workers
+
+
+def _shown(gpus: Gpus) -> str:
+    """``gpus`` as the user most likely wrote it (ids as a list)."""
+    return repr(list(gpus) if isinstance(gpus, tuple) else gpus)
 
 
 def slot_envs(gpus: Gpus | None, workers: int) -> tuple[dict[str, str], ...]:
@@ -120,7 +125,7 @@ def check_cluster_gpus(workers: int | None, given: Mapping[str, object]) -> int 
     gpus = given.get("gpus")
     if isinstance(gpus, tuple):
         raise ValueError(
-            f"gpus={gpus!r}: on a cluster the engine places tasks on its devices, so "
+            f"gpus={_shown(gpus)}: on a cluster the engine places tasks on its devices, so "
             f"device ids cannot be chosen; give a count (gpus={len(gpus)})"
         )
     existing = given.get("address") is not None or given.get("client") is not None
