@@ -294,3 +294,26 @@ def test_ray_without_gpus_is_refused_and_stopped(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match="no worker of the Ray cluster advertises a GPU"):
         _ray(monkeypatch, fake, gpus=1)
     assert not fake.up  # the runtime it started is shut down again
+
+
+@pytest.mark.cluster
+def test_dask_workers_that_advertise_gpus_run_the_tasks() -> None:
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,  # the resource bookkeeping is the scheduler's: threads do
+            dashboard_address=None,  # in-process: nothing listens
+            resources={"GPU": 1},
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+        mc.Pool(backend="dask", client=client, gpus=2) as pool,
+    ):
+        assert pool.map(abs, range(-50, 0)) == list(range(50, 0, -1))
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+        pytest.raises(ValueError, match="no worker of the Dask cluster advertises a GPU"),
+    ):
+        mc.Pool(backend="dask", client=client, gpus=1)

@@ -97,11 +97,12 @@ def _get_pool(
     gpus: object = None,
 ) -> Lease:
     v.check_backend(backend)
-    devices = v.check_gpus(gpus)
-    # With gpus, workers is set (one per device): a nested map gets its own pool.
-    workers = v.check_workers(workers, concurrency, backend, devices)
+    workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
     v.check_cluster(backend, address, None, workers)
+    devices = v.check_gpus(gpus)
+    # With gpus, workers is set (one per device): a nested map gets its own pool.
+    workers = v.check_gpus_on(backend, workers, devices, address)
     share = worker_share()
     if backend == backend_for("process") and workers is None and share is not None:
         # A nested map in a worker process: it runs in the worker itself, which

@@ -100,9 +100,10 @@ class Pool(Executor, SharedPrimitives):
         client: object = None,
         gpus: int | Sequence[int] | None = None,
     ):
-        devices = v.check_gpus(gpus)
-        workers = v.check_workers(workers, concurrency, backend, devices)
+        workers = v.check_workers(workers, concurrency, backend)
         v.check_cluster(backend, address, client, workers)
+        devices = v.check_gpus(gpus)
+        workers = v.check_gpus_on(backend, workers, devices, address, client)
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)

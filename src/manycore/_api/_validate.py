@@ -19,6 +19,7 @@ __all__ = [
     "check_count",
     "check_exception_types",
     "check_gpus",
+    "check_gpus_on",
     "check_iterables",
     "check_memory",
     "check_positive_int",
@@ -56,12 +57,18 @@ def check_cluster(backend: str, address: Any, client: Any, workers: int | None) 
     _check_given(backend, workers, address=address, client=client)
 
 
-def check_workers(workers: Any, concurrency: Any, backend: str, gpus: Any = None) -> int | None:
+def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
     """``workers``, or ``concurrency`` (where the backend accepts it: coroutines at
-    once, the same thing as workers there); None for the backend's default, which
-    ``gpus`` (where accepted) may set: one worker per device."""
-    workers = check_positive_int(workers, "workers")
-    return _check_given(backend, workers, concurrency=concurrency, gpus=gpus)
+    once, the same thing as workers there); None for the backend's default."""
+    return _check_given(backend, check_positive_int(workers, "workers"), concurrency=concurrency)
+
+
+def check_gpus_on(
+    backend: str, workers: int | None, gpus: Any, address: Any = None, client: Any = None
+) -> int | None:
+    """``gpus`` where the backend accepts it (with the cluster it names, if any:
+    ids mean nothing there); the workers it implies (by default one per device)."""
+    return _check_given(backend, workers, gpus=gpus, address=address, client=client)
 
 
 def check_gpus(value: Any) -> int | tuple[int, ...] | None:
