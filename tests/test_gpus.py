@@ -16,6 +16,7 @@ import manycore as mc
 from conftest import PROCESS_BACKENDS
 from manycore.backends import DaskBackend, get_backend
 from manycore.backends._gpus import slot_envs, task_share
+from test_call_checks import no_default_pool  # noqa: F401  (a fixture)
 
 View = tuple[str | None, str | None, int | None]  # CUDA's, HIP's, mc.worker_gpu()
 _PINNING = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "MANYCORE_GPU")
@@ -147,11 +148,15 @@ BAD = [
 
 
 @pytest.mark.parametrize(("gpus", "error", "match"), BAD)
+@pytest.mark.usefixtures("no_default_pool")  # and no worker process
 def test_bad_gpus_are_refused_before_any_work(gpus: Any, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         mc.Pool(gpus=gpus)
+    for call in (mc.map, mc.imap):
+        with pytest.raises(error, match=match):
+            call(view, _never(), gpus=gpus)
     with pytest.raises(error, match=match):
-        mc.map(view, _never(), gpus=gpus)
+        mc.starmap(view, _never(), gpus=gpus)
 
 
 def _never() -> Iterator[int]:
