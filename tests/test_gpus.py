@@ -98,6 +98,16 @@ def test_a_worker_killed_at_its_timeout_is_replaced_on_its_device(
     assert sorted(v for _, v in after) == [pinned(0), pinned(1)]
 
 
+def test_a_recycled_worker_keeps_its_device() -> None:
+    with mc.Pool(gpus=[0, 1], max_tasks_per_worker=1) as pool:
+        out = pool.map(view, range(8), chunksize=1)  # each item on a fresh worker
+        stats = pool.stats().workers
+    # Slot i runs on device i, its replacements too: the items each slot ran are
+    # the items each device saw.
+    assert Counter(out) == {pinned(int(w.worker)): w.items for w in stats if w.items}
+    assert sum(w.restarts for w in stats) >= 6
+
+
 def test_ids_count_the_devices_this_process_sees(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     with mc.Pool(gpus=2) as pool:
