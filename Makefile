@@ -16,8 +16,20 @@ LATEST := .venv-latest
 PINVENV := .venv-pin
 # Passed on to pytest, e.g. make test PYTEST_ARGS="tests/test_map.py -x"
 PYTEST_ARGS ?=
+# make conformance: the standards' own test suites (CPython's test_concurrent_futures,
+# ...) against manycore's facades, under a Python that ships them (3.13; the
+# interpreter of make test does not). PY313: that interpreter, by default the newest
+# pyenv 3.13 (pyenv's python3.13 shim refuses to run unless 3.13 is selected), else
+# python3.13 on PATH. CONFORMANCE_REQUIRED=1 (CI): a missing interpreter or test
+# package fails instead of skipping.
+PYENV_ROOT ?= $(HOME)/.pyenv
+PY313 ?= $(firstword $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13*/bin/python3))) \
+	$(shell command -v python3.13 2>/dev/null))
+CONFORMANCE_REQUIRED ?=
+CONFORMANCE := .venv-conformance
+STAMP_CONFORMANCE := $(CONFORMANCE)/.installed
 
-.PHONY: demo test test-slow test-clusters test-latest constraints lint bench clean
+.PHONY: demo test test-slow test-clusters test-latest conformance constraints lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +77,23 @@ test-latest:
 	$(LATEST)/bin/python .ci/constraints.py newer $(PINS)
 	$(LATEST)/bin/python -m pytest -m "not services" $(PYTEST_ARGS)
 
+# Every tests/conformance/*_suite.py (tests/conformance/run.py runs them; a new
+# suite is one more file there). A suite needing more packages adds them to the
+# install below.
+conformance:
+	@if [ -z "$(PY313)" ] || ! "$(PY313)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then \
+		echo "SKIP make conformance: no Python 3.13 found (set PY313=/path/to/python3.13)"; \
+		exit $(if $(CONFORMANCE_REQUIRED),1,0); \
+	fi; \
+	$(MAKE) --no-print-directory $(STAMP_CONFORMANCE) && \
+	$(CONFORMANCE)/bin/python tests/conformance/run.py $(if $(CONFORMANCE_REQUIRED),--required)
+
+$(STAMP_CONFORMANCE): pyproject.toml $(PINS)
+	test -x $(CONFORMANCE)/bin/python || "$(PY313)" -m venv $(CONFORMANCE)
+	$(CONFORMANCE)/bin/python -m pip install --quiet --constraint $(PINS) --upgrade pip
+	$(CONFORMANCE)/bin/python -m pip install --quiet $(PIN) -e .
+	touch $@
+
 # Rewrite constraints.txt with what resolves today, from a fresh venv.
 constraints:
 	rm -rf $(PINVENV)
@@ -84,4 +113,4 @@ bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(PINVENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(PINVENV) $(CONFORMANCE) build src/*.egg-info .pytest_cache

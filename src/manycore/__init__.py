@@ -21,6 +21,7 @@ __all__ = [
     "BackendOptions",
     "CheckpointMismatch",
     "Counter",
+    "Executor",
     "Failure",
     "Lock",
     "ManycoreError",
@@ -54,6 +55,7 @@ __all__ = [
     "map",
     "profile",
     "register_backend",
+    "register_joblib",
     "shared",
     "shared_array",
     "shutdown_default_pools",
@@ -86,9 +88,11 @@ _SOURCES = {
     "WorkerCrashed": "_core._errors",
     "START_METHODS": "_engine._launch",
     "Failure": "_core._failure",
+    "Executor": "_api._executor",
     "Pool": "_api._pool",
     "PoolState": "_api._pool",
     "Profile": "_api._profile",
+    "register_joblib": "_api._joblib",
     "profile": "_api._profile",
     "Backend": "backends",
     "BackendOptions": "backends",
@@ -118,6 +122,8 @@ _SOURCES = {
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._amap import aimap, amap
     from ._api._calls import imap, map, shutdown_default_pools, starmap
+    from ._api._executor import Executor
+    from ._api._joblib import register_joblib
     from ._api._pool import Pool, PoolState
     from ._api._profile import Profile, profile
     from ._core._cpus import usable_cpus

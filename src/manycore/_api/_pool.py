@@ -1,7 +1,9 @@
 """``Pool``: a set of warm workers with ``map``/``imap``/``starmap``/``submit``.
 
-A Pool is a :class:`concurrent.futures.Executor`, so ``submit`` returns a standard
-``Future`` that works with ``as_completed``, ``wait`` and ``asyncio.wrap_future``.
+``submit`` returns a standard ``concurrent.futures.Future`` that works with
+``as_completed``, ``wait`` and ``asyncio.wrap_future``. A Pool is not a
+``concurrent.futures.Executor``: its ``map`` returns a list and its ``timeout=``
+limits each item. Code written for an Executor takes :class:`manycore.Executor`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from typing import Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
@@ -41,7 +43,7 @@ class PoolState(enum.Enum):
 
 
 @public
-class Pool(Executor, SharedPrimitives):
+class Pool(SharedPrimitives):
     """Workers that stay up between calls.
 
     ``workers``: how many (default: the CPUs this process may use). ``backend``:
@@ -261,7 +263,7 @@ class Pool(Executor, SharedPrimitives):
         v.check_bool(force, "force")
         return self._scheduler.cancel(future, force)
 
-    @overload  # type: ignore[override]
+    @overload
     def map(
         self,
         fn: Callable[..., T],

@@ -25,6 +25,7 @@ __all__ = [
     "check_positive_int",
     "check_progress",
     "check_start_method",
+    "check_thread_name_prefix",
     "check_timeout",
     "check_workers",
 ]
@@ -196,6 +197,15 @@ def check_backend(name: Any, *, auto: bool = False) -> str:
 
 def check_start_method(method: Any, backend: str) -> None:
     _check_given(backend, None, start_method=method)
+
+
+def check_thread_name_prefix(prefix: Any, backend: str) -> str | None:
+    """The names of a thread backend's threads (``f"{prefix}_{slot}"``); "" or
+    None: the backend's own names."""
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"thread_name_prefix must be a str, got {prefix!r:.80}")
+    _check_given(backend, None, thread_name_prefix=prefix or None)
+    return prefix or None
 
 
 def check_iterables(iterables: tuple[Any, ...], name: str = "iterables") -> None:

@@ -11,11 +11,13 @@ import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from manycore._core._errors import set_traceback
 
-__all__ = ["Batch", "BatchResult", "Done", "pinned", "run_batch", "run_tracked"]
+__all__ = ["Batch", "BatchResult", "Done", "pinned", "run_batch", "run_chunk", "run_tracked"]
+
+R = TypeVar("R")
 
 
 @dataclass(eq=False)
@@ -105,6 +107,12 @@ class BatchResult:
     moving: float = 0.0
     worker: int | str | None = None
     nested: bool = False
+
+
+def run_chunk(fn: Callable[..., R], chunk: Sequence[tuple[Any, ...]]) -> list[R]:
+    """``[fn(*args) for args in chunk]``: one call that runs a chunk of an Executor's
+    ``map`` in a worker (here, in the module every worker imports anyway)."""
+    return [fn(*args) for args in chunk]
 
 
 def run_batch(

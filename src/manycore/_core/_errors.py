@@ -44,6 +44,7 @@ __all__ = [
     "WorkerCrashed",
     "add_note",
     "bad_wait_timeout",
+    "closed_at_exit",
     "describe_exit",
     "init_raised",
     "pool_closed",
@@ -260,6 +261,12 @@ def describe_exit(exitcode: int | None) -> str:
 def pool_closed() -> PoolClosed:
     """Work given to a pool after ``shutdown``."""
     return PoolClosed("the pool has been shut down and accepts no new work")
+
+
+def closed_at_exit() -> PoolClosed:
+    """Work given to an Executor once the interpreter began to exit (in the
+    standard library's words: code written for it may match on the text)."""
+    return PoolClosed("cannot schedule new futures after interpreter shutdown")
 
 
 def init_raised(error: BaseException, whose: str = "a worker's") -> PoolBroken:

@@ -52,6 +52,11 @@ _HEAD = struct.Struct("<I")  # size of the task's head, before its body
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _ORPHAN_GRACE = 1.0  # seconds between the parent's death being seen and exiting
 _stopping = False  # the task pipe has ended (STOP): exit() and queue flushes run
+# Until the first frame after the configuration: the worker is starting (reading
+# its configuration, running init). A pool closed meanwhile has hung up the pipe,
+# but its STOP is still to be read: the parent waits for that, and so does the
+# watcher (else a pool closed at once ended its workers before their init ran).
+_starting = True
 _SWEEP_MS = 1000  # how often an idle worker unmaps segments the parent removed
 
 
@@ -275,9 +280,9 @@ def _watch_parent(task_fd: int, mappings: Mappings) -> None:
     # But a worker that took its STOP is running exit() or flushing multiprocessing
     # queues (cut short, a message torn mid-write leaves its queue unreadable):
     # the live parent gives it its own grace, and kills it past that.
-    while _stopping and not _Owner.gone(_ORPHAN_GRACE):
-        if _Owner.pid is None:  # (always known by then; never spin)
-            break
+    while (_stopping or _starting) and not _Owner.gone(_ORPHAN_GRACE):
+        if _Owner.pid is None:  # the configuration is not read yet: gone() cannot wait
+            time.sleep(0.02)
     _Owner.clean_up_if_gone(0.0)
     os._exit(0)
 
@@ -355,7 +360,7 @@ def _run_exit(exit_fn: Callable[[], object]) -> None:
 
 def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> int:
     """Read batches, run them, write results, until the pipe closes or we retire."""
-    global _stopping
+    global _stopping, _starting
     slot = limits.slot
     plain = limits.max_tasks is None and limits.max_memory is None
     fns: dict[int, Callable[..., object] | _Unloadable] = {}
@@ -367,9 +372,11 @@ def _loop(task_fd: int, result_fd: int, limits: _Limits, mappings: Mappings) -> 
         data = wire.read_frame(task_fd)
         if not data:
             _stopping = True
+            _starting = False
             if data is None:  # no STOP first: the parent may have died
                 _Owner.clean_up_if_gone(_ORPHAN_GRACE)
             return 0
+        _starting = False  # busy now: a hang-up mid-task is the watcher's to end
         began = clock()
         (head_size,) = _HEAD.unpack_from(data)
         view = memoryview(data)

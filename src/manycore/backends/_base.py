@@ -48,6 +48,7 @@ class BackendOptions:
     gpus: int | tuple[int, ...] | None = None
     # An existing distributed.Client to use (dask): typed where dask is, not here.
     client: Any = None
+    thread_name_prefix: str | None = None  # threads: named f"{prefix}_{slot}"
 
 
 @public

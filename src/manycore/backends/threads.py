@@ -65,6 +65,7 @@ class _Running:
 @register_backend
 class ThreadBackend(Backend):
     name = "threads"
+    accepts = frozenset({"thread_name_prefix"})
 
     @classmethod
     def default_workers(cls) -> int:
@@ -200,7 +201,9 @@ class ThreadBackend(Backend):
         if slot is None:
             used = {self._slot_of[t] for t in self._threads}
             slot = next(i for i in itertools.count() if i not in used)
-        t = threading.Thread(target=self._serve, name=f"manycore-thread-{slot}", daemon=True)
+        prefix = self.options.thread_name_prefix
+        name = f"{prefix}_{slot}" if prefix else f"manycore-thread-{slot}"
+        t = threading.Thread(target=self._serve, name=name, daemon=True)
         self._threads.add(t)
         self._slot_of[t] = slot
         t.start()
