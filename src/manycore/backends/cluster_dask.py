@@ -95,7 +95,8 @@ class DaskBackend(ClusterBackend[Future]):
         advertised = sum(w.get("resources", {}).get("GPU", 0) for w in workers)
         how = (
             "start each worker with `dask worker ADDRESS --resources GPU=1` and its own "
-            "CUDA_VISIBLE_DEVICES (or use dask-cuda), and pass address="
+            "CUDA_VISIBLE_DEVICES (or `dask cuda worker ADDRESS --resources GPU=1`), and "
+            "pass address="
         )
         require_gpus(advertised, "Dask", how, self._disconnect)
         return {"GPU": share}
