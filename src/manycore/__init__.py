@@ -63,6 +63,7 @@ __all__ = [
     "task",
     "usable_cpus",
     "wait",
+    "worker_gpu",
     "worker_state",
 ]
 
@@ -108,6 +109,7 @@ _SOURCES = {
     "Semaphore": "_transport._sync",
     "Value": "_transport._sync",
     "worker_state": "_core._state",
+    "worker_gpu": "_core._gpus",
     "Task": "_tasks._define",
     "as_completed": "_tasks._define",
     "task": "_tasks._define",
@@ -138,6 +140,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
         WorkerCrashed,
     )
     from ._core._failure import Failure
+    from ._core._gpus import worker_gpu
     from ._core._state import shared, worker_state
     from ._engine._launch import START_METHODS
     from ._observe._stats import SlowItem, Stats, WorkerStats

@@ -66,6 +66,8 @@ class AutoMap(Generic[T]):
             v.check_cluster("auto", options["address"], None, None)  # raises: not a cluster
         mode = _ASYNC if self.is_async else "auto"
         self.workers = v.check_workers(options["workers"], options["concurrency"], mode)
+        # Refused: auto may pick threads, which cannot be pinned.
+        v.check_gpus_on(mode, self.workers, v.check_gpus(options.get("gpus")))
         self.start_method = options["start_method"]
         if self.start_method is not None:
             # It applies if processes are picked; an async fn never runs on them.

@@ -14,7 +14,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from manycore._api import _validate as v
@@ -32,10 +32,11 @@ __all__ = ["imap", "map", "shutdown_default_pools", "starmap"]
 
 T = TypeVar("T")
 _MAX_DEFAULT_POOLS = 4
+Gpus = int | tuple[int, ...] | None
 
 _lock = threading.Lock()
-# (backend, workers, start_method, address) -> pool; most recently used last.
-_pools: dict[tuple[str, int | None, str | None, str | None], Pool] = {}
+# (backend, workers, start_method, address, gpus) -> pool; most recently used last.
+_pools: dict[tuple[str, int | None, str | None, str | None, Gpus], Pool] = {}
 _leases: dict[Pool, int] = {}  # pools that calls still use, and how many calls
 _retired: set[Pool] = set()  # evicted while in use: shut down when the last call ends
 
@@ -77,10 +78,12 @@ def lease_default_pool(
     concurrency: int | None = None,
     address: str | None = None,
     timed: bool = False,
+    gpus: object = None,
 ) -> Lease:
     """The default pool, held open for a call until ``release()``. ``timed``: the
-    call has a ``timeout`` (which a map run inside a worker must still enforce)."""
-    return _get_pool(backend, workers, start_method, concurrency, True, address, timed)
+    call has a ``timeout`` (which a map run inside a worker must still enforce);
+    ``gpus``: its workers' devices (see :class:`Pool`)."""
+    return _get_pool(backend, workers, start_method, concurrency, True, address, timed, gpus)
 
 
 def _get_pool(
@@ -91,11 +94,15 @@ def _get_pool(
     lease: bool,
     address: str | None = None,
     timed: bool = False,
+    gpus: object = None,
 ) -> Lease:
     v.check_backend(backend)
     workers = v.check_workers(workers, concurrency, backend)
     v.check_start_method(start_method, backend)
     v.check_cluster(backend, address, None, workers)
+    devices = v.check_gpus(gpus)
+    # With gpus, workers is set (one per device): a nested map gets its own pool.
+    workers = v.check_gpus_on(backend, workers, devices, address)
     share = worker_share()
     if backend == backend_for("process") and workers is None and share is not None:
         # A nested map in a worker process: it runs in the worker itself, which
@@ -106,12 +113,14 @@ def _get_pool(
             workers = share
         else:
             backend, start_method = backend_for("inline"), None
-    key = (backend, workers, start_method, address)
+    key = (backend, workers, start_method, address, devices)
     evicted: list[Pool] = []
     with _lock:
         pool = _pools.pop(key, None)
         if pool is None or pool.state is not PoolState.RUNNING:
-            pool = Pool(workers, backend=backend, start_method=start_method, address=address)
+            pool = Pool(
+                workers, backend=backend, start_method=start_method, address=address, gpus=devices
+            )
         _pools[key] = pool
         if lease:  # taken here, under the lock: no eviction can come in between
             _leases[pool] = _leases.get(pool, 0) + 1
@@ -160,6 +169,7 @@ def map(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    gpus: int | Sequence[int] | None = None,
     timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -186,6 +196,8 @@ def map(
     (``progress="Downloading"``). ``stats``: return
     ``(results, stats)``, a :class:`manycore.Stats` of this call (per worker:
     busy, moving and idle seconds, items, restarts; the slowest items).
+    ``gpus``: pin each worker process to a GPU (a count, or device ids; see
+    :class:`manycore.Pool`).
     ``checkpoint``: an SQLite file keeping each finished item, so that the same
     call run again after a crash or a kill computes only the rest; ``resume``:
     True, "force" or False (see :meth:`manycore.Pool.map`; ``imap`` takes no
@@ -210,6 +222,7 @@ def imap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    gpus: int | Sequence[int] | None = None,
     timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -278,6 +291,7 @@ def starmap(
     chunksize: int | None = None,
     ordered: bool = True,
     start_method: str | None = None,
+    gpus: int | Sequence[int] | None = None,
     timeout: float | None = None,
     retries: int = 0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -337,6 +351,7 @@ def lease_for_call(backend: str, args: Mapping[str, Any]) -> Lease:
         args["concurrency"],
         args.get("address"),
         args["timeout"] is not None,
+        args.get("gpus"),
     )
 
 
@@ -371,7 +386,7 @@ def _auto_map(work: MapWork[T], args: Mapping[str, Any]) -> AutoMap[T]:
 def default_pool_running(backend: str, workers: int | None, start_method: str | None) -> bool:
     """A default pool for these arguments is up already (no start-up to pay)."""
     with _lock:
-        pool = _pools.get((backend, workers, start_method, None))
+        pool = _pools.get((backend, workers, start_method, None, None))
     return pool is not None and pool.state is PoolState.RUNNING
 
 

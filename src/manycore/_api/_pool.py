@@ -12,7 +12,7 @@ import enum
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, Literal, TypeVar, overload
 
@@ -70,6 +70,13 @@ class Pool(SharedPrimitives):
     MKL, OpenBLAS) may use in a worker; by default the CPUs divided by the
     workers, so that workers x threads never oversubscribes the machine.
 
+    ``gpus``: a count of GPUs or a list of device ids: each worker process is
+    pinned to one (``CUDA_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``) before it
+    imports anything, round-robin, so the workers share the devices evenly
+    (``workers`` defaults to one per device); a replaced worker keeps its device.
+    Tasks see theirs with :func:`manycore.worker_gpu`. On Dask and Ray each task
+    asks for its share of a device instead (see docs/gpus.md).
+
     The backend is fixed for the pool's life: ``backend="auto"``, which picks one
     per call, is for ``mc.map``/``imap``/``starmap``.
     """
@@ -101,9 +108,12 @@ class Pool(SharedPrimitives):
         blas_threads: int | None = None,
         address: str | None = None,
         client: object = None,
+        gpus: int | Sequence[int] | None = None,
     ):
         workers = v.check_workers(workers, concurrency, backend)
         v.check_cluster(backend, address, client, workers)
+        devices = v.check_gpus(gpus)
+        workers = v.check_gpus_on(backend, workers, devices, address, client)
         v.check_backend(backend)
         v.check_start_method(start_method, backend)
         v.check_callable(init, "init", optional=True)
@@ -138,6 +148,7 @@ class Pool(SharedPrimitives):
             shared=shared,
             address=address,
             client=client,
+            gpus=devices,
         )
         self._lock = threading.Lock()
         self._state = PoolState.RUNNING

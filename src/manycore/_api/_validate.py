@@ -18,6 +18,8 @@ __all__ = [
     "check_choice",
     "check_count",
     "check_exception_types",
+    "check_gpus",
+    "check_gpus_on",
     "check_iterables",
     "check_memory",
     "check_positive_int",
@@ -62,12 +64,48 @@ def check_workers(workers: Any, concurrency: Any, backend: str) -> int | None:
     return _check_given(backend, check_positive_int(workers, "workers"), concurrency=concurrency)
 
 
+def check_gpus_on(
+    backend: str, workers: int | None, gpus: Any, address: Any = None, client: Any = None
+) -> int | None:
+    """``gpus`` where the backend accepts it (with the cluster it names, if any:
+    ids mean nothing there); the workers it implies (by default one per device)."""
+    return _check_given(backend, workers, gpus=gpus, address=address, client=client)
+
+
+def check_gpus(value: Any) -> int | tuple[int, ...] | None:
+    """``gpus``: None, a count of devices (at least 1), or distinct device ids
+    (whole numbers from 0), as a tuple."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(
+                f"gpus={value} must be at least 1 device (or None: no worker is pinned)"
+            )
+        return value
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"gpus must be a count or a list of device ids, got {value!r:.80}")
+    ids = tuple(value)
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+    if bad or not ids:
+        what = f"{bad[0]!r} is not" if bad else "none is"
+        raise ValueError(f"gpus={value!r:.80}: {what} a device id (a whole number from 0)")
+    if len(set(ids)) < len(ids):
+        raise ValueError(
+            f"gpus={value!r:.80} names a device twice; to put several workers on one "
+            "device, give more workers than devices (they share them evenly)"
+        )
+    return ids
+
+
 def _check_given(backend: str, workers: int | None, **options: Any) -> int | None:
     """Options of one backend: refused where ``backend`` does not accept them,
     else checked by it (``backend`` may be "auto", which accepts none)."""
     given = {name: value for name, value in options.items() if value is not None}
     if "concurrency" in given:
         given["concurrency"] = check_positive_int(given["concurrency"], "concurrency")
+    if "gpus" in given:
+        given["gpus"] = check_gpus(given["gpus"])
     known = backend in backend_names()
     accepts = get_backend(backend).accepts if known else frozenset()
     for name, value in given.items():

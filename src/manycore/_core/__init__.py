@@ -13,6 +13,7 @@ from manycore._core._door import lazy_door
 __all__ = [
     "BLAS_ENV",
     "ERROR_POLICIES",
+    "GPU_VAR",
     "AwaitableFuture",
     "Batch",
     "BatchResult",
@@ -66,6 +67,7 @@ __getattr__, __dir__ = lazy_door(
         "ErrorWire": "_remote",
         "ERROR_POLICIES": "_failure",
         "Failure": "_failure",
+        "GPU_VAR": "_gpus",
         "PoolBroken": "_errors",
         "PoolClosed": "_errors",
         "SerializationError": "_errors",
@@ -135,5 +137,6 @@ if TYPE_CHECKING:
     )
     from manycore._core._failure import ERROR_POLICIES, Failure
     from manycore._core._futures import AwaitableFuture
+    from manycore._core._gpus import GPU_VAR
     from manycore._core._public import public
     from manycore._core._remote import ErrorWire, pack_exception, rebuild, tag_with_index

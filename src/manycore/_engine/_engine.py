@@ -49,7 +49,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
@@ -74,7 +74,9 @@ _HANDOVER_WAIT = 0.01  # how long a caller waits for the I/O thread to step asid
 
 
 class ProcessEngine(WorkerLifecycle):
-    """Runs batches on ``workers`` processes started with ``start_method``."""
+    """Runs batches on ``workers`` processes started with ``start_method``;
+    ``slot_env[i]``: what worker slot ``i`` (and each replacement of it) adds to
+    its environment as it starts."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class ProcessEngine(WorkerLifecycle):
         blas_threads: int | None = None,
         exit: Callable[[], object] | None = None,
         shared: object = None,
+        slot_env: tuple[Mapping[str, str], ...] = (),
     ):
         self.workers = workers
         self.start_method = start_method
@@ -98,7 +101,7 @@ class ProcessEngine(WorkerLifecycle):
             setup = dumps_init((init, tuple(init_args), exit), start_method)
         shared_blob, self._shared_segment = pack_shared(shared)
         self._spec = WorkerSpec(
-            start_method, setup, max_tasks, max_memory, blas_threads, shared_blob
+            start_method, setup, max_tasks, max_memory, blas_threads, shared_blob, slot_env
         )
         self._lock = threading.Lock()
         self._state = EngineState.RUNNING
@@ -119,7 +122,7 @@ class ProcessEngine(WorkerLifecycle):
         self._selector.register(self._waker.fileno(), selectors.EVENT_READ, None)
         try:
             for index in range(workers):
-                self._add_worker(start_worker(self._spec), index)
+                self._add_worker(start_worker(self._spec, index), index)
         except BaseException:
             self._close_everything()
             raise

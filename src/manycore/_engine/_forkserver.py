@@ -8,9 +8,9 @@ code, and then forks each worker from itself: a clean, single-threaded parent, s
 workers start in milliseconds and safely.
 
 Protocol on one Unix socket pair (the server holds one end, this process the
-other). This process sends a request per worker: a small message with the
-worker's three descriptors (and those its init needs) attached
-(``socket.send_fds``). The server answers
+other). This process sends a request per worker: the length of the worker's
+environment additions, then those (JSON), with the worker's three descriptors (and
+those its init needs) attached (``socket.send_fds``). The server answers
 ``(STARTED, pid)``. It also reaps its children and sends ``(EXITED, pid, status)``
 for each, since only a process's parent can learn its exit status. The server
 exits when this process goes (end of file on the socket).
@@ -18,6 +18,7 @@ exits when this process goes (end of file on the socket).
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
@@ -33,7 +34,7 @@ __all__ = ["available", "launch"]
 _MESSAGE = struct.Struct("<iii")  # kind, pid, exit status
 _STARTED = 1
 _EXITED = 2
-_REQUEST = struct.Struct("<i")  # threads for BLAS in the new worker (-1: leave alone)
+_REQUEST = struct.Struct("<i")  # bytes of the new worker's environment additions that follow
 _KEEP_STATUSES = 10_000  # exit statuses remembered (a worker's is asked for soon)
 
 
@@ -70,12 +71,13 @@ class _Server:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def start(self, fds: tuple[int, ...], blas_threads: int | None) -> int:
-        """A new worker with these descriptors; its pid."""
+    def start(self, fds: tuple[int, ...], env: dict[str, str]) -> int:
+        """A new worker with these descriptors and ``env`` added; its pid."""
         with self._lock:
             if self.gone:
                 raise OSError("the fork server has gone away")
-            request = _REQUEST.pack(-1 if blas_threads is None else blas_threads)
+            added = json.dumps(env).encode()
+            request = _REQUEST.pack(len(added)) + added
             try:
                 socket.send_fds(self._sock, [request], list(fds))
                 while True:
@@ -169,9 +171,10 @@ _server_lock = threading.Lock()
 
 
 def launch(
-    task_fd: int, result_fd: int, slot_fd: int, blas_threads: int | None, more: tuple[int, ...] = ()
+    task_fd: int, result_fd: int, slot_fd: int, env: dict[str, str], more: tuple[int, ...] = ()
 ) -> ServedWorker:
-    """A worker with these descriptors, and ``more`` that its init needs."""
+    """A worker with these descriptors, and ``more`` that its init needs; ``env``
+    is added to its environment before it runs anything."""
     global _server
     fds = (task_fd, result_fd, slot_fd, *more)
     for attempt in range(2):
@@ -182,7 +185,7 @@ def launch(
                 _server = _Server()  # the first time, or the old one was killed
             server = _server
         try:
-            return ServedWorker(server, server.start(fds, blas_threads))
+            return ServedWorker(server, server.start(fds, env))
         except OSError:
             server.gone = True
             if attempt:
@@ -234,14 +237,14 @@ def serve(fd: int) -> None:
             continue
         else:
             request = _read_request(sock, fds)
-        if not request:  # our process is gone: so are we (the workers see it too)
+        env = _read_env(sock, request)
+        if env is None:  # our process is gone: so are we (the workers see it too)
             _clean_up_after(owner)
             os._exit(0)
-        (blas_threads,) = _REQUEST.unpack(request)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the new worker
             sock.close()
-            _run_worker(fds, blas_threads)
+            _run_worker(fds, env)
         for f in fds:
             os.close(f)
         sock.sendall(_MESSAGE.pack(_STARTED, pid, 0))
@@ -256,13 +259,28 @@ def _read_request(sock: socket.socket, fds: list[int]) -> bytes:
     return request
 
 
-def _run_worker(fds: list[int], blas_threads: int) -> None:  # pragma: no cover
-    try:
-        if blas_threads > 0:
-            from manycore._engine._launch import BLAS_ENV
+def _read_env(sock: socket.socket, request: bytes) -> dict[str, str] | None:
+    """The environment additions that follow a request's header; None when our
+    process is gone (nothing, or only part of a request, came)."""
+    if len(request) < _REQUEST.size:
+        return None
+    (size,) = _REQUEST.unpack(request)
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = sock.recv(size - len(data))
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    env: dict[str, str] = json.loads(data)
+    return env
 
-            for name in BLAS_ENV:
-                os.environ[name] = str(blas_threads)
+
+def _run_worker(fds: list[int], env: dict[str, str]) -> None:  # pragma: no cover
+    try:
+        os.environ.update(env)
         from manycore._engine._worker import main
 
         main(fds[0], fds[1], fds[2], fds=tuple(fds[3:]))

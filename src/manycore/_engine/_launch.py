@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from manycore._core import BLAS_ENV  # the variables a worker is started with
@@ -147,26 +148,31 @@ def launch(
     slot_fd: int,
     blas_threads: int | None = None,
     setup: Inheritance | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> WorkerProcess:
     """Start a worker that reads tasks from ``task_fd`` and writes results to
     ``result_fd``; ``slot_fd`` is its progress slot (shared memory). With
     ``blas_threads``, BLAS/OpenMP libraries it loads use that many threads.
     ``setup``: what the worker inherits as it starts (see :mod:`_inherit`): the
-    objects themselves (fork), or the descriptors its pickled ``init`` needs."""
+    objects themselves (fork), or the descriptors its pickled ``init`` needs.
+    ``env``: variables set in the worker before it imports anything of the
+    user's (a GPU runtime reads its device list once, as it loads)."""
     if method == "fork":
-        return _fork(task_fd, result_fd, slot_fd, None if setup is None else setup.objects)
+        objects = None if setup is None else setup.objects
+        return _fork(task_fd, result_fd, slot_fd, objects, dict(env or {}))
     fds = () if setup is None else setup.fds
+    full = {} if blas_threads is None else dict.fromkeys(BLAS_ENV, str(blas_threads))
+    full.update(env or {})
     if method == "forkserver":
         from manycore._engine import _forkserver
 
-        return _forkserver.launch(task_fd, result_fd, slot_fd, blas_threads, fds)
-    env = {} if blas_threads is None else dict.fromkeys(BLAS_ENV, str(blas_threads))
+        return _forkserver.launch(task_fd, result_fd, slot_fd, full, fds)
     popen = spawn_python(
         "from manycore._engine._worker import main;"
         "a=[*map(int,sys.argv[1:])];main(*a[:3],fds=(*a[3:],))",
         [str(fd) for fd in (task_fd, result_fd, slot_fd, *fds)],
         pass_fds=(task_fd, result_fd, slot_fd, *fds),
-        env=env,
+        env=full,
     )
     return _Spawned(popen)
 
@@ -188,7 +194,9 @@ def spawn_python(
     )
 
 
-def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Setup | None) -> WorkerProcess:
+def _fork(
+    task_fd: int, result_fd: int, slot_fd: int, setup: Setup | None, env: dict[str, str]
+) -> WorkerProcess:
     mine = (task_fd, result_fd, slot_fd)
     _KEEP_IN_CHILD.update(mine)
     with warnings.catch_warnings():
@@ -202,6 +210,7 @@ def _fork(task_fd: int, result_fd: int, slot_fd: int, setup: Setup | None) -> Wo
             _KEEP_IN_CHILD.difference_update(mine)
     if pid == 0:  # pragma: no cover - runs in the child, reported by coverage there
         try:
+            os.environ.update(env)
             from manycore._engine._inherit import adopt_after_fork
             from manycore._engine._worker import main
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from manycore._engine._faults import Doom, Task
     from manycore._transport import Shared, Shipment
@@ -243,10 +243,18 @@ class WorkerSpec:
     max_memory: int | None = None
     blas_threads: int | None = None  # threads each BLAS/OpenMP library may use
     shared: Shared | None = None  # Pool(shared=...), pickled
+    # Environment additions per worker slot (a replacement gets its slot's): the
+    # backend decides them (a GPU each), the engine only sets them. Empty: none.
+    slot_env: tuple[Mapping[str, str], ...] = ()
+
+    def env(self, index: int) -> Mapping[str, str]:
+        """What worker slot ``index`` adds to its environment."""
+        return self.slot_env[index] if self.slot_env else {}
 
 
-def start_worker(spec: WorkerSpec) -> WorkerHandle:
-    """Create the pipes and the slot, start the process, send it its configuration."""
+def start_worker(spec: WorkerSpec, index: int) -> WorkerHandle:
+    """Create the pipes and the slot, start the process of worker slot ``index``,
+    send it its configuration."""
     task_r, task_w = os.pipe()
     result_r, result_w = os.pipe()
     slot_fd = _slot_file()
@@ -256,7 +264,13 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
         wire.enlarge_pipe(task_w)
         wire.enlarge_pipe(result_w)
         proc = _launch.launch(
-            spec.start_method, task_r, result_w, slot_fd, spec.blas_threads, spec.init
+            spec.start_method,
+            task_r,
+            result_w,
+            slot_fd,
+            spec.blas_threads,
+            spec.init,
+            spec.env(index),
         )
     except BaseException:
         close_fd(task_w)

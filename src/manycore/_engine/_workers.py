@@ -275,7 +275,7 @@ class WorkerLifecycle(abc.ABC):
 
     def _replace(self, index: int) -> None:
         try:
-            fresh = start_worker(self._spec)
+            fresh = start_worker(self._spec, index)  # the slot's own env (its GPU)
         except Exception as exc:  # cannot start processes any more: fail loudly
             self._break(exc)
             return

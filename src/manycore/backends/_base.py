@@ -44,6 +44,8 @@ class BackendOptions:
     exit: Callable[..., object] | None = None  # runs in each worker as it stops
     shared: object = None  # the object mc.shared() returns in tasks
     address: str | None = None  # a cluster to connect to (dask, ray)
+    # GPUs the workers share: a count, or device ids (see manycore.backends._gpus)
+    gpus: int | tuple[int, ...] | None = None
     # An existing distributed.Client to use (dask): typed where dask is, not here.
     client: Any = None
     thread_name_prefix: str | None = None  # threads: named f"{prefix}_{slot}"
@@ -251,8 +253,8 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 
 def refuse_option(name: str, value: object, backend: str) -> ValueError:
     """The error for option ``name``, which ``backend`` does not accept, worded by
-    a backend that does."""
-    for other in backend_names():
+    a backend that does (the default backend first)."""
+    for other in (DEFAULT_BACKEND, *backend_names()):
         cls = get_backend(other)
         if name in cls.accepts:
             return ValueError(cls.misplaced(name, value, backend))

@@ -50,6 +50,7 @@ from manycore._core import (
     timed_out,
 )
 from manycore.backends._base import Backend, BackendOptions, Done
+from manycore.backends._gpus import check_cluster_gpus
 from manycore.backends._remote_run import (
     Answer,
     Placeholder,
@@ -97,7 +98,7 @@ class ClusterBackend(Backend, Generic[H]):
     one_item_when_timed = True
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
-    accepts = frozenset({"address"})
+    accepts = frozenset({"address", "gpus"})
 
     @classmethod
     def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
@@ -113,7 +114,7 @@ class ClusterBackend(Backend, Generic[H]):
                 f"workers={workers} with an existing cluster: its workers are the cluster's "
                 "(start more workers there instead)"
             )
-        return workers
+        return check_cluster_gpus(workers, given)  # gpus=: a count (see backends._gpus)
 
     @classmethod
     def misplaced(cls, name: str, value: object, backend: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
+from manycore.backends._gpus import require_gpus, task_share
 from manycore.backends._remote_run import Answer, run_remote
 
 __all__ = ["DaskBackend"]
@@ -36,7 +37,7 @@ def _import() -> Any:  # the distributed module
 class DaskBackend(ClusterBackend[Future]):
     name = "dask"
     supports_kill = False  # Dask cannot stop a task that runs
-    accepts = frozenset({"address", "client"})
+    accepts = frozenset({"address", "client", "gpus"})
     # The engine's own package: true however manycore was installed.
     needs_package = ("distributed", "dask[distributed]")
 
@@ -50,6 +51,7 @@ class DaskBackend(ClusterBackend[Future]):
         self._workers = options.workers
         self._client: Client = None
         self._owned: list[Client] = []  # what this pool started (a cluster too): closed with it
+        self._resources: dict[str, float] | None = None  # each task's (gpus=: its GPU share)
         super().__init__(options)
 
     def _connect(self) -> None:
@@ -81,6 +83,23 @@ class DaskBackend(ClusterBackend[Future]):
             self._workers = max(1, int(threads))
         else:
             self._workers = opts.workers
+        self._resources = self._gpu_resources()
+
+    def _gpu_resources(self) -> dict[str, float] | None:
+        """``gpus=``: each task asks for its share of a GPU, which only workers
+        that advertise a ``GPU`` resource can give (refused up front if none does)."""
+        share = task_share(self.options.gpus, self._workers)
+        if share is None:
+            return None
+        workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
+        advertised = sum(w.get("resources", {}).get("GPU", 0) for w in workers)
+        how = (
+            "start each worker with `dask worker ADDRESS --resources GPU=1` and its own "
+            "CUDA_VISIBLE_DEVICES (or `dask cuda worker ADDRESS --resources GPU=1`), and "
+            "pass address="
+        )
+        require_gpus(advertised, "Dask", how, self._disconnect)
+        return {"GPU": share}
 
     @property
     def workers(self) -> int:
@@ -91,7 +110,9 @@ class DaskBackend(ClusterBackend[Future]):
         return self._client.scatter([obj], broadcast=False, hash=False)[0]
 
     def _send(self, args: tuple[object, ...], record: _Running[Future]) -> Future:
-        future = self._client.submit(run_remote, *args, pure=False, retries=0)
+        future = self._client.submit(
+            run_remote, *args, pure=False, retries=0, resources=self._resources
+        )
         future.add_done_callback(lambda _: self._finished(record))
         return future
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
+from manycore.backends._gpus import require_gpus, task_share
 from manycore.backends._remote_run import Answer, run_remote
 
 __all__ = ["RayBackend"]
@@ -85,11 +86,23 @@ class RayBackend(ClusterBackend[ObjectRef]):
             elif _users > 0:  # manycore's own runtime: shared, closed by its last user
                 _users += 1
                 self._started = True
-        # Ray retries a task whose worker died on its own; manycore's retries=
-        # decide that here, as on the other backends.
-        self._remote = ray.remote(max_retries=0)(run_remote)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self._workers = max(1, cpus)  # the runtime's CPUs (workers= when it is ours)
+        self._remote = ray.remote(**self._task_options())(run_remote)
+
+    def _task_options(self) -> dict[str, float]:
+        """Ray's options for each task; with ``gpus=``, its share of a GPU (Ray
+        pins the task to that device)."""
+        # Ray retries a task whose worker died on its own; manycore's retries=
+        # decide that here, as on the other backends.
+        options: dict[str, float] = {"max_retries": 0}
+        share = task_share(self.options.gpus, self._workers)
+        if share is not None:
+            found = float(self._ray.cluster_resources().get("GPU", 0))
+            how = "start Ray on machines with GPUs (`ray start --num-gpus N`)"
+            require_gpus(found, "Ray", how, self._disconnect)
+            options["num_gpus"] = share
+        return options
 
     @property
     def workers(self) -> int:

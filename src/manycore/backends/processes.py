@@ -8,7 +8,15 @@ from contextlib import AbstractContextManager
 
 from manycore._core import Batch
 from manycore._engine import START_METHODS, EngineFuture, ProcessEngine, default_start_method
-from manycore.backends._base import Backend, BackendOptions, Done, register_backend
+from manycore.backends._base import (
+    Backend,
+    BackendOptions,
+    Done,
+    backend_names,
+    get_backend,
+    register_backend,
+)
+from manycore.backends._gpus import Gpus, check_gpus, slot_envs
 
 __all__ = ["ProcessBackend"]
 
@@ -19,17 +27,31 @@ class ProcessBackend(Backend):
     needs_pickling = True
     supports_kill = True
     replaces_workers = True
-    accepts = frozenset({"start_method"})
+    accepts = frozenset({"start_method", "gpus"})
 
     @classmethod
     def check_options(cls, workers: int | None, given: Mapping[str, object]) -> int | None:
+        """``start_method``: one this platform has; ``gpus``: devices this process
+        sees, and by default one worker each (see :mod:`manycore.backends._gpus`)."""
         method = given.get("start_method")
         if method is not None and method not in START_METHODS:
             valid = ", ".join(repr(m) for m in START_METHODS)
             raise ValueError(
                 f"start_method={method!r} is not available here; choose one of {valid}"
             )
-        return workers
+        gpus: Gpus | None = given.get("gpus")  # type: ignore[assignment]  # checked by the API
+        return workers if gpus is None else check_gpus(workers, gpus)
+
+    @classmethod
+    def misplaced(cls, name: str, value: object, backend: str) -> str:
+        if name != "gpus":
+            return super().misplaced(name, value, backend)
+        takes = ", ".join(repr(n) for n in backend_names() if name in get_backend(n).accepts)
+        return (
+            f"gpus={value!r:.80} pins each worker process to a device as it starts, which "
+            f"backend={backend!r} cannot do (threads and coroutines share one process: "
+            f"they cannot be pinned each to a device); use backend= one of {takes}"
+        )
 
     @classmethod
     def describe(cls) -> dict[str, object]:
@@ -48,6 +70,7 @@ class ProcessBackend(Backend):
             options.blas_threads,
             options.exit,
             options.shared,
+            slot_envs(options.gpus, options.workers),
         )
 
     def submit(self, batch: Batch, done: Done) -> None:
