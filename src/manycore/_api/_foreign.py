@@ -11,7 +11,7 @@ _CF = "manycore.Executor"
 
 # option -> (manycore's spelling, the facade that takes the name as it is)
 _OPTIONS = {
-    "processes": ("workers=", _MP),
+    "processes": ("workers=", _MP),  # multiprocessing's option: not a backend name
     "initializer": ("init=", f"{_MP} or {_CF}"),
     "initargs": ("init_args=", f"{_MP} or {_CF}"),
     "maxtasksperchild": ("max_tasks_per_worker=", _MP),

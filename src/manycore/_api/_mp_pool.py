@@ -38,6 +38,7 @@ from manycore._api._mp_results import (
 )
 from manycore._api._pool import Pool as EnginePool
 from manycore._core import SerializationError, set_cause
+from manycore.backends import backend_for
 
 __all__ = ["Pool"]
 
@@ -75,7 +76,7 @@ class Pool:
         _check_maxtasks(maxtasksperchild)
         self._engine = EnginePool(
             processes,
-            backend="processes",
+            backend=backend_for("process"),
             start_method=_start_method(context),
             init=initializer,
             init_args=initargs,
