@@ -98,10 +98,10 @@ def test_top_level_functions(backend: tuple[str, str | None]) -> None:
 
 def test_default_pool_is_reused() -> None:
     first = mc.map(square, range(4), workers=2)
-    pids = mc._api._calls._pools[("processes", 2, None, None)].pids()
+    pids = mc._api._calls._pools[("processes", 2, None, None, None)].pids()
     second = mc.map(square, range(4), workers=2)
     assert first == second
-    assert mc._api._calls._pools[("processes", 2, None, None)].pids() == pids
+    assert mc._api._calls._pools[("processes", 2, None, None, None)].pids() == pids
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 4096])

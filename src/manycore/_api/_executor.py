@@ -298,13 +298,17 @@ def _check_max_workers(max_workers: object) -> int | None:
 
 
 def _start_method(mp_context: object, backend: str, max_tasks: int | None) -> str | None:
-    """The start method of ``mp_context`` (None: the one the program set with
-    ``multiprocessing.set_start_method``, if any), checked against ``backend``."""
+    """The start method of ``mp_context`` (None: spawn where workers are replaced
+    after ``max_tasks`` tasks, as the standard executor does; else the one the
+    program set with ``multiprocessing.set_start_method``, if any), checked
+    against ``backend``."""
     if "start_method" not in get_backend(backend).accepts:
         if mp_context is not None:
             raise ValueError(f"mp_context applies to processes, not backend={backend!r}")
         return None
-    if mp_context is None:
+    if mp_context is None and max_tasks is not None:
+        method: str | None = "spawn"
+    elif mp_context is None:
         method = multiprocessing.get_start_method(allow_none=True)
     elif isinstance(mp_context, BaseContext):
         method = mp_context.get_start_method()
