@@ -79,7 +79,9 @@ test-latest:
 
 # Every tests/conformance/*_suite.py (tests/conformance/run.py runs them; a new
 # suite is one more file there). A suite needing more packages adds them to the
-# install below.
+# install below: futures and mp_pool need only manycore's own dependencies,
+# joblib_suite needs pytest and joblib (the test extra) and scikit-learn (the
+# conformance extra), all pinned by constraints.txt.
 conformance:
 	@if [ -z "$(PY313)" ] || ! "$(PY313)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then \
 		echo "SKIP make conformance: no Python 3.13 found (set PY313=/path/to/python3.13)"; \
@@ -91,15 +93,16 @@ conformance:
 $(STAMP_CONFORMANCE): pyproject.toml $(PINS)
 	test -x $(CONFORMANCE)/bin/python || "$(PY313)" -m venv $(CONFORMANCE)
 	$(CONFORMANCE)/bin/python -m pip install --quiet --constraint $(PINS) --upgrade pip
-	$(CONFORMANCE)/bin/python -m pip install --quiet $(PIN) -e .
+	$(CONFORMANCE)/bin/python -m pip install --quiet $(PIN) -e '.[test,conformance]'
 	touch $@
 
-# Rewrite constraints.txt with what resolves today, from a fresh venv.
+# Rewrite constraints.txt with what resolves today, from a fresh venv: every extra
+# that a make target installs (conformance included: its venv is pinned here too).
 constraints:
 	rm -rf $(PINVENV)
 	$(PYTHON) -m venv $(PINVENV)
 	$(PINVENV)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev]'
+	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,conformance]'
 	$(PINVENV)/bin/python .ci/constraints.py write > $(PINS).new
 	mv $(PINS).new $(PINS)
 	rm -rf $(PINVENV)

@@ -15,11 +15,12 @@ import sys
 from importlib import metadata
 
 HEADER = """\
-# Exact releases that `make test` (and demo, bench, lint) install: pip, the build
-# backend and every dependency of the test, bench and dev extras, as resolved on
-# {python}. pyproject.toml keeps ranges: these pins only make CI reproducible.
-# `make test-latest` runs the suite on the newest releases instead (non-blocking in
-# .ci/run). Regenerate with `make constraints` (a fresh venv, then pip freeze).
+# Exact releases that `make test` (and demo, bench, lint, conformance) install: pip,
+# the build backend and every dependency of the test, bench, dev and conformance
+# extras, as resolved on {python}. pyproject.toml keeps ranges: these pins only
+# make CI reproducible. `make test-latest` runs the suite on the newest releases
+# instead (non-blocking in .ci/run). Regenerate with `make constraints` (a fresh
+# venv, then pip freeze).
 """
 
 

@@ -50,12 +50,22 @@ def run(suite: Path, timeout: float) -> int:
     try:
         status = child.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
+        stop_group(child.pid)
         child.wait()
         print(f"{suite.name} ran past {timeout:.0f} s: stopped")
         status = 124
+    # What the suite left running (loky's reusable workers and resource trackers
+    # outlive joblib_suite) goes with it: the next suite gets the CPUs.
+    stop_group(child.pid)
     print(f"=== {suite.name}: exit {status} after {time.monotonic() - started:.0f} s ===")
     return status
+
+
+def stop_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nothing of the suite's is left
 
 
 if __name__ == "__main__":
