@@ -222,18 +222,20 @@ class ClusterBackend(Backend, Generic[H]):
             assert record.batch.timeout is not None
             self._arm(record, time.monotonic() + record.batch.timeout)
 
-    def _finished(self, record: _Running[H]) -> None:
-        """The remote call ended (done-callback): report it, unless a timeout or
-        a kill already did; free its timed slot."""
+    def _finished(self, record: _Running[H], handle: H | None = None) -> None:
+        """The remote call ``handle`` ended (done-callback): report it, unless a
+        timeout or a kill already did; free its timed slot. (A task that ends at
+        once can call back before ``_launch`` has stored its handle: the engine
+        passes it.)"""
         try:
             if not record.settled:
-                self._settle(record, self._read(record))
+                self._settle(record, self._read(record, handle))
         finally:
             self._ended(record)
 
-    def _read(self, record: _Running[H]) -> BatchResult | BaseException:
+    def _read(self, record: _Running[H], handle: H | None) -> BatchResult | BaseException:
         try:
-            answer = self._outcome(record.handle)
+            answer = self._outcome(record.handle if handle is None else handle)
         except BaseException as exc:  # the engine lost it, or we cancelled it
             if record.stop_asked and isinstance(exc, CancelledError):
                 return CancelledError()
