@@ -54,6 +54,7 @@ test-slow: $(STAMP_TEST)
 # suite starts its own on 127.0.0.1 and stops it; CI (CI=true) fails where an
 # engine is missing instead of skipping.
 test-clusters: $(STAMP_TEST)
+	$(BIN)/python -m pip install --quiet $(PIN) -e '.[ray]'
 	$(BIN)/python -m pytest -m services tests/clusters $(PYTEST_ARGS)
 
 # The suite on the newest release of every dependency (no constraints, upgraded
@@ -70,7 +71,7 @@ constraints:
 	rm -rf $(PINVENV)
 	$(PYTHON) -m venv $(PINVENV)
 	$(PINVENV)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev]'
+	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,ray]'
 	$(PINVENV)/bin/python .ci/constraints.py write > $(PINS).new
 	mv $(PINS).new $(PINS)
 	rm -rf $(PINVENV)

@@ -98,7 +98,10 @@ def _auto_token() -> None:
 
 def _probe(target: str, client: bool, bound: float) -> tuple[str, str] | None:
     """One call to ``target``: None if it answered, else (gRPC code name, details)."""
-    grpc = _ray("grpc")
+    try:
+        grpc = _ray("grpc")
+    except ImportError:  # ray without its client extra: ray.init alone decides
+        return None
     channel = _channel(target)
     try:
         call = _client_ping(channel) if client else _gcs_ping(channel)
