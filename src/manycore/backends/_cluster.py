@@ -61,6 +61,7 @@ from manycore.backends._remote_run import (
 __all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray object ref)
 
 
@@ -97,6 +98,7 @@ class ClusterBackend(Backend, Generic[H]):
     one_item_when_timed = True
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
+    batch_growth = 64  # each size step costs a round trip: few steps to that size
     accepts = frozenset({"address"})
 
     @classmethod
@@ -397,7 +399,10 @@ class ClusterBackend(Backend, Generic[H]):
                 refs.append(self._cached_put(record, x))
             return Placeholder(seen[id(x)])
 
-        lifted = [replace(x, leaf) for x in items]
+        if _SCALARS.issuperset(map(type, items)):
+            lifted = items  # (nothing to lift: 100k tiny items skip the walk)
+        else:
+            lifted = [replace(x, leaf) for x in items]
         return lifted, (None if kwargs is None else replace_values(kwargs, leaf)), refs
 
     def _fn_ref(self, record: _Running[H]) -> object:
