@@ -10,6 +10,8 @@ with ``ray start --head``), three ways to compute ``x * x`` for ``--tiny`` items
   for each chunk size ``c`` of ``--chunks``: the best of them is the target;
 * manycore: ``pool.map(square, items)`` on a ``backend="ray"`` pool.
 
+manycore and the chunk sizes run in turn, ``--repeat`` rounds; each one's median.
+
     .venv/bin/python benchmarks/clusters_ray.py
     .venv/bin/python benchmarks/clusters_ray.py --address 127.0.0.1:6379
 """
@@ -33,13 +35,16 @@ def squares(xs: list[int]) -> list[int]:
     return [x * x for x in xs]
 
 
-def median_of(repeat: int, run: Callable[[], Any]) -> float:
-    times = []
+def medians(repeat: int, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """Each run's median time, the runs taken in turn in each round: a machine
+    whose load drifts weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def hand_chunked(ray: Any, items: list[int], size: int) -> list[int]:
@@ -81,13 +86,14 @@ def run(ray: Any, args: argparse.Namespace) -> None:
         assert pool.map(square, items) == expected  # warm-up: workers started
         assert hand_chunked(ray, items, 5000) == expected
         one_by_one(ray, list(range(200)))
-        t_mc = median_of(args.repeat, lambda: pool.map(square, items))
-        chunked = {
-            size: median_of(args.repeat, lambda size=size: hand_chunked(ray, items, size))
-            for size in map(int, args.chunks.split(","))
-        }
+        runs: dict[str, Callable[[], Any]] = {"mc": lambda: pool.map(square, items)}
+        for size in map(int, args.chunks.split(",")):
+            runs[str(size)] = lambda size=size: hand_chunked(ray, items, size)
+        times = medians(args.repeat, runs)
+        t_mc = times.pop("mc")
+        chunked = {int(size): t for size, t in times.items()}
         few = items[: args.one_by_one]
-        t_one = median_of(1, lambda: one_by_one(ray, few)) * (args.tiny / len(few))
+        t_one = medians(1, {"one": lambda: one_by_one(ray, few)})["one"] * (args.tiny / len(few))
     best_size = min(chunked, key=lambda size: chunked[size])
     best = chunked[best_size]
     print(f"\nworkers: {pool.workers}; medians of {args.repeat}; {args.tiny:,} x `x*x`\n")
