@@ -65,8 +65,19 @@ test-slow: $(STAMP_TEST)
 # manycore against engines started as separate services (tests/clusters): each
 # suite starts its own on 127.0.0.1 and stops it; CI (CI=true) fails where an
 # engine is missing instead of skipping.
-test-clusters: $(STAMP_TEST)
-	$(BIN)/python -m pytest -m services tests/clusters $(PYTEST_ARGS)
+# Its own venv, so that make test never depends on whether an engine (ray, ...)
+# happens to be installed.
+CLUSTERS := .venv-clusters
+STAMP_CLUSTERS := $(CLUSTERS)/.installed
+
+$(STAMP_CLUSTERS): pyproject.toml $(PINS)
+	test -x $(CLUSTERS)/bin/python || $(PYTHON) -m venv $(CLUSTERS)
+	$(CLUSTERS)/bin/python -m pip install --quiet --constraint $(PINS) --upgrade pip
+	$(CLUSTERS)/bin/python -m pip install --quiet $(PIN) -e '.[test,ray]'
+	touch $@
+
+test-clusters: $(STAMP_CLUSTERS)
+	$(CLUSTERS)/bin/python -m pytest -m services tests/clusters $(PYTEST_ARGS)
 
 # The suite on the newest release of every dependency (no constraints, upgraded
 # on every run): a new release that breaks manycore shows here first.
@@ -102,7 +113,7 @@ constraints:
 	rm -rf $(PINVENV)
 	$(PYTHON) -m venv $(PINVENV)
 	$(PINVENV)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,conformance]'
+	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,conformance,ray]'
 	$(PINVENV)/bin/python .ci/constraints.py write > $(PINS).new
 	mv $(PINS).new $(PINS)
 	rm -rf $(PINVENV)
@@ -116,4 +127,4 @@ bench: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(PINVENV) $(CONFORMANCE) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(PINVENV) $(CONFORMANCE) $(CLUSTERS) build src/*.egg-info .pytest_cache

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
-_GROWTH = 4  # a batch is at most this many times the largest so far
 _MAX_BATCH = 1 << 20
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
@@ -51,7 +50,7 @@ class ChunkPlanner:
 
     Until an item's cost has been measured, batches hold one item: a long task is
     never stuck behind another in the same batch. Then each batch aims at
-    ``target`` seconds of work, is at most ``_GROWTH`` times the largest batch that
+    ``target`` seconds of work, is at most ``growth`` times the largest batch that
     has *finished* (one noisy measurement cannot produce a giant batch, and sizes
     grow with completions, not with dispatches), and never exceeds
     ``remaining / (2 * workers)`` when the input's length is known, so the last
@@ -61,11 +60,16 @@ class ChunkPlanner:
     """
 
     def __init__(
-        self, workers: int, chunksize: int | None = None, target: float = Backend.batch_seconds
+        self,
+        workers: int,
+        chunksize: int | None = None,
+        target: float = Backend.batch_seconds,
+        growth: int = Backend.batch_growth,
     ):
         self.workers = max(1, workers)
         self.fixed = chunksize
         self.target = target
+        self.growth = growth
         self._items = 0
         self._seconds = 0.0
         self._largest_done = 1
@@ -81,7 +85,7 @@ class ChunkPlanner:
             chunksize = 1  # whatever was asked: the backend times batches, not items
         elif chunksize is None and backend.one_item_per_batch:
             chunksize = 1
-        return cls(backend.workers, chunksize, backend.batch_seconds)
+        return cls(backend.workers, chunksize, backend.batch_seconds, backend.batch_growth)
 
     @property
     def cost(self) -> float | None:
@@ -101,7 +105,7 @@ class ChunkPlanner:
         if cost is None:
             return 1
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
-        size = min(size, self._largest_done * _GROWTH, _MAX_BATCH)
+        size = min(size, self._largest_done * self.growth, _MAX_BATCH)
         if remaining is not None:
             # Split what is left across the workers so they finish together, but
             # not into batches so small that round trips dominate the tail.

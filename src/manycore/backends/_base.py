@@ -79,6 +79,9 @@ class Backend(abc.ABC):
     one_item_when_timed: ClassVar[bool] = False
     #: how long a batch should take: long enough that per-batch overhead is small
     batch_seconds: ClassVar[float] = 0.02
+    #: a batch is at most this many times the largest that has finished (sizes grow
+    #: with measurements: one noisy measurement cannot make a giant batch)
+    batch_growth: ClassVar[int] = 4
     #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True

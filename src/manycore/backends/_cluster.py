@@ -62,6 +62,7 @@ from manycore.backends._remote_run import (
 __all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
 H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray object ref)
 
 
@@ -98,6 +99,7 @@ class ClusterBackend(Backend, Generic[H]):
     one_item_when_timed = True
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
+    batch_growth = 64  # each size step costs a round trip: few steps to that size
     accepts = frozenset({"address", "gpus"})
 
     @classmethod
@@ -223,18 +225,20 @@ class ClusterBackend(Backend, Generic[H]):
             assert record.batch.timeout is not None
             self._arm(record, time.monotonic() + record.batch.timeout)
 
-    def _finished(self, record: _Running[H]) -> None:
-        """The remote call ended (done-callback): report it, unless a timeout or
-        a kill already did; free its timed slot."""
+    def _finished(self, record: _Running[H], handle: H | None = None) -> None:
+        """The remote call ``handle`` ended (done-callback): report it, unless a
+        timeout or a kill already did; free its timed slot. (A task that ends at
+        once can call back before ``_launch`` has stored its handle: the engine
+        passes it.)"""
         try:
             if not record.settled:
-                self._settle(record, self._read(record))
+                self._settle(record, self._read(record, handle))
         finally:
             self._ended(record)
 
-    def _read(self, record: _Running[H]) -> BatchResult | BaseException:
+    def _read(self, record: _Running[H], handle: H | None) -> BatchResult | BaseException:
         try:
-            answer = self._outcome(record.handle)
+            answer = self._outcome(record.handle if handle is None else handle)
         except BaseException as exc:  # the engine lost it, or we cancelled it
             if record.stop_asked and isinstance(exc, CancelledError):
                 return CancelledError()
@@ -396,7 +400,10 @@ class ClusterBackend(Backend, Generic[H]):
                 refs.append(self._cached_put(record, x))
             return Placeholder(seen[id(x)])
 
-        lifted = [replace(x, leaf) for x in items]
+        if _SCALARS.issuperset(map(type, items)):
+            lifted = items  # (nothing to lift: 100k tiny items skip the walk)
+        else:
+            lifted = [replace(x, leaf) for x in items]
         return lifted, (None if kwargs is None else replace_values(kwargs, leaf)), refs
 
     def _fn_ref(self, record: _Running[H]) -> object:

@@ -4,18 +4,29 @@
 a Ray runtime the program has already initialised is reused; with neither, the
 pool starts a local one with ``workers`` CPUs and shuts it down with the pool.
 A task past its timeout is force-cancelled (Ray kills the worker running it).
+
+Ray calls a task's done-callback on a thread of its own; with the Ray Client
+(``ray://``) that is the thread that reads every answer from the server, so a
+Ray call that waits there (reading the result, sending the next task, a cancel)
+waits forever. The callback only hands the task to the pool's reader thread,
+and cancels run on threads of their own: neither the caller nor the timeout
+watchdog ever waits on Ray.
+
 See :mod:`manycore.backends._cluster` for what this backend shares with Dask's.
 """
 
 from __future__ import annotations
 
-import socket
+import logging
+import queue
 import threading
+import time
 from typing import Any
 
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
 from manycore.backends._gpus import require_gpus, task_share
+from manycore.backends._ray_connect import check_cluster, connect_bound
 from manycore.backends._remote_run import Answer, run_remote
 
 __all__ = ["RayBackend"]
@@ -28,21 +39,7 @@ ObjectRef = Any
 # down (a runtime the program started itself is left alone).
 _users = 0
 _users_lock = threading.Lock()
-_CONNECT_TIMEOUT = 5.0
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast, naming the address, where ``ray.init`` would wait for minutes."""
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), _CONNECT_TIMEOUT).close()
-    except (OSError, ValueError) as exc:
-        raise ConnectionError(
-            f"address={address!r}: no Ray cluster answers there ({exc}); start one with "
-            "`ray start --head`, or check the host and port"
-        ) from None
+_log = logging.getLogger(__name__)
 
 
 def _import() -> Any:  # the ray module
@@ -64,6 +61,11 @@ class RayBackend(ClusterBackend[ObjectRef]):
         self._ray: Any = None  # the ray module
         self._remote: Any = None  # run_remote as a Ray remote function
         self._started = False
+        # Finished tasks, for the reader thread (None: stop).
+        self._inbox: queue.SimpleQueue[tuple[_Running[ObjectRef], ObjectRef] | None]
+        self._inbox = queue.SimpleQueue()
+        self._reader: threading.Thread | None = None
+        self._cancels: list[threading.Thread] = []
         super().__init__(options)
 
     def _connect(self) -> None:
@@ -76,7 +78,7 @@ class RayBackend(ClusterBackend[ObjectRef]):
             if not ray.is_initialized():
                 kwargs: dict[str, object] = {"include_dashboard": False, "log_to_driver": False}
                 if opts.address is not None:
-                    _check_reachable(opts.address)
+                    check_cluster(opts.address)
                     kwargs["address"] = opts.address
                 else:
                     kwargs["num_cpus"] = opts.workers
@@ -89,6 +91,10 @@ class RayBackend(ClusterBackend[ObjectRef]):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self._workers = max(1, cpus)  # the runtime's CPUs (workers= when it is ours)
         self._remote = ray.remote(**self._task_options())(run_remote)
+        self._reader = threading.Thread(
+            target=self._read_answers, name="manycore-ray-answers", daemon=True
+        )
+        self._reader.start()
 
     def _task_options(self) -> dict[str, float]:
         """Ray's options for each task; with ``gpus=``, its share of a GPU (Ray
@@ -113,8 +119,16 @@ class RayBackend(ClusterBackend[ObjectRef]):
 
     def _send(self, args: tuple[object, ...], record: _Running[ObjectRef]) -> ObjectRef:
         ref = self._remote.remote(*args)
-        ref.future().add_done_callback(lambda _: self._finished(record))
+        ref.future().add_done_callback(lambda _: self._inbox.put((record, ref)))
         return ref
+
+    def _read_answers(self) -> None:
+        """The reader thread: each finished task reported, off Ray's threads."""
+        while (item := self._inbox.get()) is not None:
+            try:
+                self._finished(*item)
+            except Exception:  # (a bug: the other tasks are still to be reported)
+                _log.exception("manycore: reporting a Ray task failed")
 
     def _outcome(self, handle: ObjectRef | None) -> Answer:
         answer: Answer = self._ray.get(handle, timeout=60)
@@ -123,6 +137,15 @@ class RayBackend(ClusterBackend[ObjectRef]):
     def _stop(self, handle: ObjectRef | None, force: bool) -> None:
         if handle is None:
             return
+        thread = threading.Thread(
+            target=self._cancel_now, args=(handle, force), name="manycore-ray-cancel", daemon=True
+        )
+        thread.start()
+        with self._lock:
+            self._cancels = [t for t in self._cancels if t.is_alive()]
+            self._cancels.append(thread)
+
+    def _cancel_now(self, handle: ObjectRef, force: bool) -> None:
         try:
             self._ray.cancel(handle, force=force)
         except Exception:  # already finished, or the runtime is going down
@@ -132,6 +155,16 @@ class RayBackend(ClusterBackend[ObjectRef]):
         return bool(self._ray.is_initialized())
 
     def _disconnect(self) -> None:
+        self._inbox.put(None)
+        deadline = time.monotonic() + connect_bound()
+        with self._lock:
+            threads = [*self._cancels, self._reader]
+        for thread in threads:  # bounded: a cancel that hangs is left behind
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._release()
+
+    def _release(self) -> None:
         global _users
         with _users_lock:
             if not self._started:
