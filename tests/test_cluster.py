@@ -15,6 +15,7 @@ import pytest
 
 import clusterfns as cf
 import manycore as mc
+from manycore.backends import get_backend
 
 pytestmark = pytest.mark.cluster
 
@@ -308,3 +309,28 @@ def test_a_script_functions_large_global_on_a_cluster(pool: mc.Pool) -> None:
     assert [pool.submit(f, i).result(timeout=60) for i in range(3)] == [1.0, 2.0, 3.0]
     namespace["DATA"] = np.full(1 << 18, 10.0)
     assert pool.map(f, range(3)) == [10.0, 11.0, 12.0]
+
+
+class _RayThatRefuses:
+    """A ``ray`` module whose ``init`` fails, as Ray's does on a refused connect."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs: Any) -> None:
+        raise ConnectionError("refused")
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_a_failed_ray_init_leaves_no_half_set_up_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A half set-up driver made the next pool's ray.init fail on Ray's stale state.
+    fake = _RayThatRefuses()
+    monkeypatch.setattr("manycore.backends.cluster_ray._import", lambda: fake)
+    with pytest.raises(ConnectionError, match="refused"):
+        get_backend("ray")(mc.BackendOptions(workers=2))
+    assert fake.shut_down

@@ -82,7 +82,7 @@ class RayBackend(ClusterBackend[ObjectRef]):
                     kwargs["address"] = opts.address
                 else:
                     kwargs["num_cpus"] = opts.workers
-                ray.init(**kwargs)
+                _init(ray, kwargs)
                 _users = 1
                 self._started = True
             elif _users > 0:  # manycore's own runtime: shared, closed by its last user
@@ -174,3 +174,13 @@ class RayBackend(ClusterBackend[ObjectRef]):
             if _users > 0:
                 return
         self._ray.shutdown()
+
+
+def _init(ray: Any, kwargs: dict[str, object]) -> None:
+    """``ray.init``; one that fails leaves this process's Ray driver half set up
+    (the next ``ray.init`` then trips on its stale state), so it is shut down."""
+    try:
+        ray.init(**kwargs)
+    except BaseException:
+        ray.shutdown()
+        raise
