@@ -308,3 +308,30 @@ def test_a_script_functions_large_global_on_a_cluster(pool: mc.Pool) -> None:
     assert [pool.submit(f, i).result(timeout=60) for i in range(3)] == [1.0, 2.0, 3.0]
     namespace["DATA"] = np.full(1 << 18, 10.0)
     assert pool.map(f, range(3)) == [10.0, 11.0, 12.0]
+
+
+def _listening(proc: Any) -> set[tuple[str, int]]:
+    import psutil
+
+    try:
+        found = proc.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return set()
+    return {(c.laddr.ip, c.laddr.port) for c in found if c.status == psutil.CONN_LISTEN}
+
+
+def test_the_local_dask_cluster_listens_on_loopback_only() -> None:
+    pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    import psutil
+
+    me = psutil.Process()
+    others = {p.pid for p in me.children(recursive=True)}
+    before = _listening(me)
+    with mc.Pool(2, backend="dask") as p:
+        assert p.map(cf.square, range(4)) == [0, 1, 4, 9]
+        tree = [q for q in me.children(recursive=True) if q.pid not in others]
+        sockets = _listening(me) - before
+        for proc in tree:
+            sockets |= _listening(proc)
+    assert len(tree) >= 2 and sockets  # the scheduler (here), its dashboard, the workers
+    assert {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
