@@ -76,6 +76,9 @@ class Backend(abc.ABC):
     one_item_when_timed: ClassVar[bool] = False
     #: how long a batch should take: long enough that per-batch overhead is small
     batch_seconds: ClassVar[float] = 0.02
+    #: what a batch costs beyond its items' work (a remote task's round trip): the
+    #: scheduler plans no batch so small that this dominates it
+    batch_overhead: ClassVar[float] = 0.0
     #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True

@@ -61,6 +61,7 @@ from manycore.backends._remote_run import (
     Answer,
     Placeholder,
     ResultRef,
+    all_scalars,
     replace,
     replace_values,
 )
@@ -104,6 +105,7 @@ class ClusterBackend(Backend, Generic[H]):
     one_item_when_timed = True
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
+    batch_overhead = 0.1  # about a remote task's round trip, on a busy cluster
     timed_out_how = "its worker was killed"  # what became of a task that timed out
     accepts = frozenset({"address"})
 
@@ -446,7 +448,8 @@ class ClusterBackend(Backend, Generic[H]):
                 refs.append(self._cached_put(record, x))
             return Placeholder(seen[id(x)])
 
-        lifted = [replace(x, leaf) for x in items]
+        # (Most maps' items are plain scalars: nothing to look into.)
+        lifted = items if all_scalars(items) else [replace(x, leaf) for x in items]
         return lifted, (None if kwargs is None else replace_values(kwargs, leaf)), refs
 
     def _fn_ref(self, record: _Running[H]) -> object:

@@ -23,6 +23,7 @@ __all__ = [
     "Placeholder",
     "ResultRef",
     "Setup",
+    "all_scalars",
     "replace",
     "replace_values",
     "run_remote",
@@ -66,10 +67,21 @@ class ResultRef:
         self.handle = handle  # the engine's, passed back to it
 
 
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def all_scalars(items: list[object]) -> bool:
+    """Every item is a plain scalar: nothing in them to replace (most maps)."""
+    return _SCALARS.issuperset(map(type, items))
+
+
 def replace(obj: object, leaf: Callable[[object], object]) -> object:
     """``obj`` with ``leaf(x)`` for each element ``x`` inside tuples, lists and
     dict values (``leaf`` returns ``x`` itself to keep it); a container is
-    rebuilt, as its own type, only if something in it changed."""
+    rebuilt, as its own type, only if something in it changed. (Plain scalars
+    are never a leaf worth replacing: skipped without a call, as most items are.)"""
+    if type(obj) in _SCALARS:
+        return obj
     if isinstance(obj, (tuple, list)):
         items = [replace(x, leaf) for x in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
