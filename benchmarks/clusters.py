@@ -119,7 +119,8 @@ def dask_cluster(workers: int, address: str | None) -> Iterator[Engine]:
             engine.client.close()
         return
     dask = str(Path(sys.executable).parent / "dask")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "src"), str(_ROOT)])}
+    src = Path(mc.__file__).resolve().parent.parent  # the manycore this process runs
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(_ROOT)])}
     with tempfile.TemporaryDirectory() as tmp:
         file = str(Path(tmp) / "scheduler.json")
         common = {"env": env, "start_new_session": True, "stderr": subprocess.DEVNULL}
