@@ -246,3 +246,17 @@ def test_nested_calls_start_no_pool_that_outlives_the_map(dask_service: DaskServ
     while _pool_processes_below(dask_service) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _pool_processes_below(dask_service) == []
+
+
+@pytest.mark.timeout(120)
+def test_an_item_that_waits_for_a_busy_cluster_does_not_time_out(
+    dask_service: DaskService, pool: mc.Pool
+) -> None:
+    # Both workers busy for 4 s with someone else's tasks: timed items wait
+    # behind them on the workers, and their 2 s start when they do.
+    with dask_service.client() as other:
+        busy = [other.submit(cf.nap, 4.0, pure=False) for _ in range(2)]
+        time.sleep(0.5)
+        out = bounded(lambda: pool.map(cf.nap, [0.1] * 4, timeout=2), 60)
+        other.gather(busy)
+    assert out == [0.1] * 4

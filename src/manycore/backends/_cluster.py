@@ -69,11 +69,12 @@ from manycore.backends._remote_run import (
 __all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
+_RECHECK = 0.25  # seconds between looks at a timed task that has not started yet
 H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray object ref)
 
 
 class _Running(Generic[H]):
-    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed")
+    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed", "waited")
 
     def __init__(self, batch: Batch, done: Done):
         self.batch = batch
@@ -82,6 +83,7 @@ class _Running(Generic[H]):
         self.settled = False
         self.stop_asked = False  # a CancelledError from the engine is then ours
         self.timed = batch.timeout is not None
+        self.waited = False  # its deadline passed before it had started
         self.puts: list[int] = []  # keys of the cached puts this batch uses
 
 
@@ -205,6 +207,10 @@ class ClusterBackend(Backend, Generic[H]):
         """Whether the timed-out task of ``record`` has started on a worker
         (False: it waited for a slot, and its clock starts again)."""
         return True
+
+    def _halting(self, record: _Running[H]) -> None:
+        """A timed-out task is about to be reported (then stopped by ``_halt``):
+        whatever waits for the report must find the stop under way."""
 
     def _halt(self, record: _Running[H]) -> None:
         """Stop a timed-out task; its slot comes back when it has stopped."""
@@ -395,10 +401,16 @@ class ClusterBackend(Backend, Generic[H]):
     def _expire(self, records: list[_Running[H]]) -> None:
         for record in records:
             if not self._has_started(record):
+                record.waited = True  # its clock starts once it does: look again soon
+                self._arm(record, time.monotonic() + _RECHECK)
+                continue
+            if record.waited:  # it started since the last look: its full time from now
+                record.waited = False
                 assert record.batch.timeout is not None
                 self._arm(record, time.monotonic() + record.batch.timeout)
                 continue
             record.stop_asked = True
+            self._halting(record)
             self._settle(record, self._timed_out_result(record.batch))
             self._halt(record)
 
@@ -416,7 +428,9 @@ class ClusterBackend(Backend, Generic[H]):
             self._timed_waiting.clear()
         for record in records:
             error = problem if isinstance(problem, PoolBroken) else None
+            record.stop_asked = True
             self._settle(record, error or self._crashed(record.batch, problem))
+            self._stop(record.handle, force=False)  # not run later, should workers come back
 
     def _timed_out_result(self, batch: Batch) -> BatchResult:
         assert batch.timeout is not None

@@ -37,6 +37,7 @@ Future = Any
 _CONNECT_TIMEOUT = 5.0  # seconds for a scheduler to answer when the pool starts
 _GRACE = 10.0  # seconds without a scheduler, or without any worker, before giving up
 _RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart a worker
+_SETTLE = 10.0  # seconds for the scheduler to see a restarted worker go and come back
 _HANDSHAKE_MAX = 1 << 20  # bytes: a Dask handshake is far smaller
 _REFRESH = 1.0  # seconds between two readings of the cluster's size
 
@@ -160,7 +161,6 @@ class DaskBackend(ClusterBackend[Future]):
         self._no_workers_since: float | None = None
         self._lost_since: float | None = None  # the scheduler unreachable since
         self._replacing: set[int] = set()  # ids of timed-out records whose worker restarts
-        self._restarts: list[threading.Thread] = []  # threads restarting workers
         super().__init__(options)
 
     def _connect(self) -> None:
@@ -261,14 +261,13 @@ class DaskBackend(ClusterBackend[Future]):
             return True
         return any(stacks.values())
 
+    def _halting(self, record: _Running[Future]) -> None:
+        with self._lock:
+            self._replacing.add(id(record))  # its slot stays taken, and shutdown waits
+
     def _halt(self, record: _Running[Future]) -> None:
-        with self._lock:
-            self._replacing.add(id(record))  # its slot stays taken meanwhile
         name = f"manycore-dask-restart-{record.batch.key}"
-        thread = threading.Thread(target=self._replace, args=(record,), name=name, daemon=True)
-        thread.start()
-        with self._lock:
-            self._restarts = [t for t in self._restarts if t.is_alive()] + [thread]
+        threading.Thread(target=self._replace, args=(record,), name=name, daemon=True).start()
 
     def _replace(self, record: _Running[Future]) -> None:
         """Restart the worker that runs ``record``'s task, then free its slot."""
@@ -278,14 +277,31 @@ class DaskBackend(ClusterBackend[Future]):
             where = [w for w, keys in self._client.processing().items() if key in keys]
             self._stop(record.handle, force=False)  # the scheduler forgets it: not run again
             if where:
+                threads = self._live
                 self._client.restart_workers(where, timeout=_RESTART_TIMEOUT, raise_for_error=False)
+                self._wait_replaced(where, threads)
                 self._lost(record)  # what the pool had put there went with the worker
         except Exception:  # the cluster is going: _health says so
             pass
         finally:
             with self._lock:
                 self._replacing.discard(id(record))
+                self._alarm.notify_all()
             super()._ended(record)
+
+    def _wait_replaced(self, old: list[str], threads: int) -> None:
+        """Until the scheduler has dropped the ``old`` workers and has ``threads``
+        again (bounded): restart_workers can return while it still lists an old
+        one, which would then be given work, or data, that dies with it. (A worker
+        on a fixed port comes back at its old address: the bound ends the wait.)"""
+        deadline = time.monotonic() + _SETTLE
+        while time.monotonic() < deadline:
+            workers = self._client.scheduler_info(n_workers=-1).get("workers", {})
+            live = sum(int(w.get("nthreads", 0)) for w in workers.values())
+            if live >= threads and not set(old) & set(workers):
+                break
+            time.sleep(0.1)
+        self._count()
 
     def _ended(self, record: _Running[Future]) -> None:
         with self._lock:
@@ -329,11 +345,10 @@ class DaskBackend(ClusterBackend[Future]):
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
         if wait:  # the cluster whole again first (a later pool counts its workers)
-            deadline = time.monotonic() + _RESTART_TIMEOUT
+            deadline = time.monotonic() + _RESTART_TIMEOUT + _SETTLE
             with self._lock:
-                restarts = list(self._restarts)
-            for thread in restarts:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                while self._replacing and time.monotonic() < deadline:
+                    self._alarm.wait(0.5)
         super().shutdown(wait, cancel_pending)
 
     def _disconnect(self) -> None:
