@@ -27,6 +27,14 @@ _SRC = _TESTS.parent / "src"
 _START_TIMEOUT = 60.0
 
 
+def need_distributed() -> None:
+    """Skip where dask.distributed is not installed (fail in CI)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        need("dask.distributed", False, "pip install -e '.[test]'")
+
+
 def _dask_command() -> str:
     beside = Path(sys.executable).parent / "dask"  # the venv's, when it is not on PATH
     if beside.exists():
@@ -38,10 +46,7 @@ class DaskService:
     """The processes of one cluster, and what a test does to them."""
 
     def __init__(self, tmp: Path, workers: int = 2):
-        try:
-            import distributed  # noqa: F401  # (the client side must be there too)
-        except ImportError:
-            need("dask.distributed", False, "pip install -e '.[test]'")
+        need_distributed()  # (the client side must be there too)
         self.tmp = tmp
         self.workers: list[subprocess.Popen[bytes]] = []
         self.scheduler_file = tmp / "scheduler.json"
@@ -164,4 +169,4 @@ def fresh_dask_service(tmp_path: Path) -> Iterator[DaskService]:
         service.stop()
 
 
-__all__ = ["DaskService", "dask_service", "fresh_dask_service"]
+__all__ = ["DaskService", "dask_service", "fresh_dask_service", "need_distributed"]

@@ -18,7 +18,7 @@ import pytest
 import clusterfns as cf
 import manycore as mc
 
-from ._dask_service import DaskService, dask_service, fresh_dask_service
+from ._dask_service import DaskService, dask_service, fresh_dask_service, need_distributed
 
 __all__ = ["dask_service", "fresh_dask_service"]  # the fixtures, used by name
 
@@ -153,7 +153,7 @@ def test_a_lost_worker_is_counted(fresh_dask_service: DaskService) -> None:
 
 @pytest.mark.timeout(60)
 def test_nothing_listening_fails_fast_naming_the_address() -> None:
-    pytest.importorskip("distributed")
+    need_distributed()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed: nothing listens there
@@ -200,7 +200,7 @@ def not_dask(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.mark.timeout(60)
 def test_a_service_that_is_not_dask_is_named(not_dask: str) -> None:
-    pytest.importorskip("distributed")
+    need_distributed()
     started = time.monotonic()
     with pytest.raises(ConnectionError, match=f"{not_dask}.*Dask scheduler") as info:
         bounded(lambda: mc.Pool(backend="dask", address=not_dask), 40)
