@@ -81,7 +81,12 @@ def distributed_runner(workers: int) -> Iterator[Callable[[int], int]]:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
         Client(cluster) as client,
     ):
         d_inc, d_add = dask.delayed(inc, pure=False), dask.delayed(add_all, pure=False)

@@ -108,3 +108,17 @@ def produce(args: tuple[Any, int]) -> int:
 
 
 Point = collections.namedtuple("Point", "x y")
+
+
+def hang_on(x: int, hang: tuple[int, ...] = (3, 11)) -> int:
+    """Item ``x`` in ``hang`` sleeps for an hour; the others return at once."""
+    time.sleep(3600 if x in hang else 0.05)
+    return x
+
+
+def nested_calls(n: int) -> tuple[list[int], list[int], int]:
+    """A task that calls tasks: an untimed and a timed map inside it, and a task
+    (its value is n)."""
+    plain = mc.map(abs, range(-n, 0))
+    timed = mc.map(abs, range(-n, 0), timeout=30)
+    return plain, timed, mc.task(abs)(-n).result(timeout=30)

@@ -81,7 +81,11 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
 def dask_client() -> Iterator[Any]:
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
     )
     client = distributed.Client(cluster, set_as_default=False)
     yield client

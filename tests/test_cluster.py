@@ -334,3 +334,30 @@ def test_a_failed_ray_init_leaves_no_half_set_up_driver(monkeypatch: pytest.Monk
     with pytest.raises(ConnectionError, match="refused"):
         get_backend("ray")(mc.BackendOptions(workers=2))
     assert fake.shut_down
+
+
+def _listening(proc: Any) -> set[tuple[str, int]]:
+    import psutil
+
+    try:
+        found = proc.net_connections(kind="inet")
+    except psutil.NoSuchProcess:
+        return set()
+    return {(c.laddr.ip, c.laddr.port) for c in found if c.status == psutil.CONN_LISTEN}
+
+
+def test_the_local_dask_cluster_listens_on_loopback_only() -> None:
+    pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    import psutil
+
+    me = psutil.Process()
+    others = {p.pid for p in me.children(recursive=True)}
+    before = _listening(me)
+    with mc.Pool(2, backend="dask") as p:
+        assert p.map(cf.square, range(4)) == [0, 1, 4, 9]
+        tree = [q for q in me.children(recursive=True) if q.pid not in others]
+        sockets = _listening(me) - before
+        for proc in tree:
+            sockets |= _listening(proc)
+    assert len(tree) >= 2 and sockets  # the scheduler (here), its dashboard, the workers
+    assert {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets

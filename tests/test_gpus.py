@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -218,6 +219,9 @@ def test_a_cluster_takes_a_count_of_devices() -> None:
     assert cls.check_options(None, {"gpus": 2, "address": "tcp://h:1"}) is None
 
 
+_NO_CALL = (None, [], None, {}, None)  # run_remote's arguments: fn, items, how, kwargs, setup
+
+
 class _FakeFuture:
     def add_done_callback(self, fn: Any) -> None:
         pass
@@ -227,6 +231,7 @@ class _FakeDaskClient:
     """What DaskBackend asks of a ``distributed.Client``, and what it submits."""
 
     status = "running"
+    scheduler = SimpleNamespace(address="tcp://fake:1")
 
     def __init__(self, gpus_per_worker: float):
         self.gpus_per_worker = gpus_per_worker
@@ -236,6 +241,8 @@ class _FakeDaskClient:
         return {"tcp://a:1": 2, "tcp://b:1": 2}
 
     def scheduler_info(self, n_workers: int = 5) -> dict[str, Any]:
+        if n_workers == 0:  # the count of worker threads only
+            return {"total_threads": sum(self.nthreads().values())}
         assert n_workers == -1  # every worker, not the first few
         resources = {"GPU": self.gpus_per_worker} if self.gpus_per_worker else {}
         return {"workers": {a: {"resources": resources} for a in self.nthreads()}}
@@ -253,10 +260,10 @@ def _dask(client: _FakeDaskClient, gpus: int | None) -> DaskBackend:
 def test_dask_tasks_ask_for_a_gpu_resource() -> None:
     client = _FakeDaskClient(gpus_per_worker=1)
     backend = _dask(client, gpus=2)  # 4 worker threads share 2 devices: half each
-    backend._send((), None)  # type: ignore[arg-type]
+    backend._send(_NO_CALL, None)  # type: ignore[arg-type]
     assert client.submitted[-1]["resources"] == {"GPU": 0.5}
     plain = _dask(client, gpus=None)
-    plain._send((), None)  # type: ignore[arg-type]
+    plain._send(_NO_CALL, None)  # type: ignore[arg-type]
     assert client.submitted[-1]["resources"] is None
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from manycore._api import _validate as v
 from manycore._api._options import MapCall, MapWork, map_call
 from manycore._api._pool import Pool, PoolState, values_of
-from manycore._core import public, worker_share
+from manycore._core import cpus, public, worker_share
 from manycore._observe import Stats
 from manycore._scheduler import CallOptions
 from manycore.backends import DEFAULT_BACKEND, backend_for, get_backend, is_async_callable
@@ -113,6 +113,9 @@ def _get_pool(
             workers = share
         else:
             backend, start_method = backend_for("inline"), None
+    if share is not None and lease and cpus.pools_per_call():
+        own = Pool(workers, backend=backend, start_method=start_method, gpus=devices)
+        return _pool_for_the_call(own)
     key = (backend, workers, start_method, address, devices)
     evicted: list[Pool] = []
     with _lock:
@@ -133,6 +136,15 @@ def _get_pool(
     for old in evicted:
         old.shutdown(wait=False)
     return Lease(pool, lease)
+
+
+def _pool_for_the_call(pool: Pool) -> Lease:
+    """A lease on a pool that no later call reuses: retired, it shuts down when
+    the call ends (a nested call in a cluster's worker, which outlives pools)."""
+    with _lock:
+        _leases[pool] = 1
+        _retired.add(pool)
+    return Lease(pool, True)
 
 
 @overload

@@ -13,9 +13,16 @@ from pathlib import Path
 
 from manycore._core._public import public
 
-__all__ = ["cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
+__all__ = ["cpu_budget", "pools_per_call", "set_worker_share", "usable_cpus", "worker_share"]
 
-__all__ = ["BLAS_ENV", "cpu_budget", "set_worker_share", "usable_cpus", "worker_share"]
+__all__ = [
+    "BLAS_ENV",
+    "cpu_budget",
+    "pools_per_call",
+    "set_worker_share",
+    "usable_cpus",
+    "worker_share",
+]
 
 # The variables that BLAS and OpenMP libraries read for their thread count when
 # they load. (Libraries already loaded, in a forked worker, are limited with
@@ -69,16 +76,26 @@ def usable_cpus() -> int:
 # Set in a manycore worker process: the CPUs that worker may use, its share of the
 # machine (the pool's BLAS thread count: CPUs divided by workers, by default).
 _worker_share: int | None = None
+_pools_per_call = False
 
 
-def set_worker_share(cpus: int) -> None:
-    global _worker_share
+def set_worker_share(cpus: int, pools_per_call: bool = False) -> None:
+    """This process is a worker that may use ``cpus``. ``pools_per_call``: it
+    outlives the pools it serves (a cluster's worker), so a pool that a nested
+    call starts here lasts for that call only."""
+    global _worker_share, _pools_per_call
     _worker_share = max(1, cpus)
+    _pools_per_call = pools_per_call
 
 
 def worker_share() -> int | None:
     """In a manycore worker process, the CPUs it may use; None elsewhere."""
     return _worker_share
+
+
+def pools_per_call() -> bool:
+    """In a cluster's worker process: pools that nested calls start last for the call."""
+    return _pools_per_call
 
 
 def cpu_budget() -> int:

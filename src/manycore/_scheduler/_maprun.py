@@ -57,6 +57,10 @@ class ChunkPlanner:
     batches are small and the workers finish together (though not below about
     ``_FLOOR_SECONDS`` of work: a tail of one-item batches is all round trips).
     ``limit`` caps a batch from outside (the lazy-input read-ahead bound).
+
+    ``overhead``: what a batch costs beyond its items (a cluster's round trip,
+    milliseconds). A batch of no more work than that is small whatever was
+    measured: it may be that big at once, and the tail shrinks no further.
     """
 
     def __init__(
@@ -65,11 +69,13 @@ class ChunkPlanner:
         chunksize: int | None = None,
         target: float = Backend.batch_seconds,
         growth: int = Backend.batch_growth,
+        overhead: float = Backend.batch_overhead,
     ):
         self.workers = max(1, workers)
         self.fixed = chunksize
         self.target = target
         self.growth = growth
+        self.overhead = overhead
         self._items = 0
         self._seconds = 0.0
         self._largest_done = 1
@@ -85,7 +91,13 @@ class ChunkPlanner:
             chunksize = 1  # whatever was asked: the backend times batches, not items
         elif chunksize is None and backend.one_item_per_batch:
             chunksize = 1
-        return cls(backend.workers, chunksize, backend.batch_seconds, backend.batch_growth)
+        return cls(
+            backend.workers,
+            chunksize,
+            backend.batch_seconds,
+            backend.batch_growth,
+            backend.batch_overhead,
+        )
 
     @property
     def cost(self) -> float | None:
@@ -105,11 +117,12 @@ class ChunkPlanner:
         if cost is None:
             return 1
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
-        size = min(size, self._largest_done * self.growth, _MAX_BATCH)
+        small = int(self.overhead / cost) if cost > 0 else size  # a batch's own cost of work
+        size = min(size, max(self._largest_done * self.growth, small), _MAX_BATCH)
         if remaining is not None:
             # Split what is left across the workers so they finish together, but
             # not into batches so small that round trips dominate the tail.
-            floor = round(_FLOOR_SECONDS / cost) if cost > 0 else size
+            floor = round(max(_FLOOR_SECONDS, self.overhead) / cost) if cost > 0 else size
             size = min(size, max(remaining // (2 * self.workers), floor), remaining)
         if limit is not None:
             size = min(size, limit)
@@ -251,6 +264,10 @@ class MapRun:
         )
         self._inflight: dict[int, Batch] = {}
         self._window = 2 * backend.workers if backend.concurrent else 1
+        # Keys of one-item batches sent before any cost was known, where a batch
+        # has a cost of its own (a cluster): once one answers, the rest of the
+        # window is not kept waiting for them.
+        self._probes: set[int] = set()
         self._exhausted = False
         self._keys = itertools.count()
         self._retry: list[Batch] = []  # items to run again now (a crash, unrun items)
@@ -352,7 +369,7 @@ class MapRun:
         self._retry.extend(self._retries.due())
         # Items to re-run go out even when the ordered buffer is full: the results
         # held there may be waiting for exactly these items.
-        while len(self._inflight) < self._window and (self._retry or buffered < 4 * self._window):
+        while self._room() and (self._retry or buffered < 4 * self._window):
             if self._retry:
                 batch = self._retry.pop()
             elif self._exhausted:
@@ -387,6 +404,8 @@ class MapRun:
                 )
             batch.key = next(self._keys)
             self._inflight[batch.key] = batch
+            if self._planner.overhead and self._planner.cost is None:
+                self._probes.add(batch.key)
             try:
                 self._backend.submit(batch, self._on_done)
             except SerializationError as exc:
@@ -401,6 +420,13 @@ class MapRun:
                 self._inflight.pop(batch.key, None)
                 raise
 
+    def _room(self) -> bool:
+        """Whether the window has room for another batch."""
+        busy = len(self._inflight)
+        if self._probes and self._planner.cost is not None:
+            busy -= len(self._probes)
+        return busy < self._window
+
     def _on_done(self, batch: Batch, result: BatchResult | BaseException) -> None:
         self._done.put((batch, result))
 
@@ -413,6 +439,7 @@ class MapRun:
             return []
         batch, result = got
         self._inflight.pop(batch.key, None)
+        self._probes.discard(batch.key)
         for recorder in self._recorders:
             recorder.record(batch, result)
         if isinstance(result, (WorkerCrashed, SerializationError)) and len(batch) > 1:
@@ -488,6 +515,7 @@ class MapRun:
     def _cancel_inflight(self, kill: bool = False) -> None:
         batches = list(self._inflight.values())
         self._inflight.clear()
+        self._probes.clear()
         # What has not started is dropped first: a kill frees a worker (or a
         # coroutine's slot), which would otherwise start a queued batch of this
         # very run only for it to be killed in turn.

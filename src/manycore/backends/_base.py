@@ -82,6 +82,9 @@ class Backend(abc.ABC):
     #: a batch is at most this many times the largest that has finished (sizes grow
     #: with measurements: one noisy measurement cannot make a giant batch)
     batch_growth: ClassVar[int] = 4
+    #: what a batch costs beyond its items' work (a remote task's round trip): the
+    #: scheduler plans no batch so small that this dominates it
+    batch_overhead: ClassVar[float] = 0.0
     #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True

@@ -15,9 +15,14 @@ by the client, and large objects sent to the cluster once.
 * Timeouts. A timed run goes one item per batch, and only as many timed tasks
   are out as the cluster has worker slots, so that an item's clock starts about
   when it does (not while it waits in the engine's queue). A watchdog thread
-  fails an item past its deadline with ``TaskTimeout`` at once. Ray then kills
-  the worker running it; Dask cannot stop a running task, so its slot counts as
-  busy until the task really ends.
+  fails an item past its deadline with ``TaskTimeout`` at once (unless the
+  engine says it has not started: its clock then starts again), and the engine
+  stops it (``_halt``): Ray kills the worker running it, Dask restarts it; its
+  slot comes back once the task has really stopped.
+* Health. The same thread asks the engine, about once a second while batches
+  are out, whether it can still run them (``_health``): a cluster whose
+  scheduler is gone, or that has had no workers for a while, fails them with
+  ``PoolBroken`` or ``WorkerCrashed`` rather than leaving the caller waiting.
 * Objects put on the cluster are shared by the batches in flight that carry
   them, and dropped when the last such batch ends: a later run sends them again
   (an array changed in place between two maps is seen changed).
@@ -28,6 +33,7 @@ by the client, and large objects sent to the cluster once.
 from __future__ import annotations
 
 import abc
+import os
 import threading
 import time
 import uuid
@@ -41,6 +47,7 @@ from manycore._core import (
     Batch,
     BatchResult,
     Deadlines,
+    PoolBroken,
     PoolClosed,
     WorkerCrashed,
     init_raised,
@@ -55,6 +62,7 @@ from manycore.backends._remote_run import (
     Answer,
     Placeholder,
     ResultRef,
+    all_scalars,
     replace,
     replace_values,
 )
@@ -62,12 +70,12 @@ from manycore.backends._remote_run import (
 __all__ = ["ClusterBackend"]
 
 BIG = 1 << 20  # an argument array at least this big is put on the cluster once
-_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_RECHECK = 0.25  # seconds between looks at a timed task that has not started yet
 H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray object ref)
 
 
 class _Running(Generic[H]):
-    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed")
+    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed", "waited")
 
     def __init__(self, batch: Batch, done: Done):
         self.batch = batch
@@ -76,6 +84,7 @@ class _Running(Generic[H]):
         self.settled = False
         self.stop_asked = False  # a CancelledError from the engine is then ours
         self.timed = batch.timeout is not None
+        self.waited = False  # its deadline passed before it had started
         self.puts: list[int] = []  # keys of the cached puts this batch uses
 
 
@@ -100,6 +109,8 @@ class ClusterBackend(Backend, Generic[H]):
     numbered_workers = False  # stats name the cluster worker (host:pid) that ran a batch
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
     batch_growth = 64  # each size step costs a round trip: few steps to that size
+    batch_overhead = 0.1  # about a remote task's round trip, on a busy cluster
+    timed_out_how = "its worker was killed"  # what became of a task that timed out
     accepts = frozenset({"address", "gpus"})
 
     @classmethod
@@ -144,6 +155,7 @@ class ClusterBackend(Backend, Generic[H]):
         self._deadlines: Deadlines[_Running[H]] = Deadlines()
         self._alarm = threading.Condition(self._lock)
         self._watchdog: threading.Thread | None = None
+        self._broken: BaseException | None = None  # a PoolBroken the engine gave
         token = uuid.uuid4().hex
         self._setup = (
             None if options.init is None else (token, options.init, tuple(options.init_args))
@@ -187,20 +199,43 @@ class ClusterBackend(Backend, Generic[H]):
     def _disconnect(self) -> None:
         """Close what this backend started (a local cluster, its client)."""
 
+    def _health(self) -> BaseException | None:
+        """Why the batches out cannot finish (asked about once a second while
+        some are): a ``PoolBroken`` fails them and every later batch, another
+        error fails each of them as a crash of its worker. None: all is well."""
+        return None
+
+    def _has_started(self, record: _Running[H]) -> bool:
+        """Whether the timed-out task of ``record`` has started on a worker
+        (False: it waited for a slot, and its clock starts again)."""
+        return True
+
+    def _halting(self, record: _Running[H]) -> None:
+        """A timed-out task is about to be reported (then stopped by ``_halt``):
+        whatever waits for the report must find the stop under way."""
+
+    def _halt(self, record: _Running[H]) -> None:
+        """Stop a timed-out task; its slot comes back when it has stopped."""
+        self._stop(record.handle, force=True)
+
     # ---------------------------------------------------------------- batches
 
     def submit(self, batch: Batch, done: Done) -> None:
         with self._lock:
             if self._closed:
                 raise pool_closed()
+            if self._broken is not None:
+                raise self._broken
         if batch.claim is not None and not batch.claim():
             return
         record: _Running[H] = _Running(batch, done)
         items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
-        how = (batch.star, batch.time_items)
+        # (The submitting process: a worker that is another process runs nested calls there.)
+        how = (batch.star, batch.time_items, os.getpid())
         args = (self._fn_ref(record), items, how, kwargs, self._setup, self._shared_ref)
         with self._lock:
             self._running[id(batch)] = record
+            self._watch_locked()
             if record.timed and self._timed_out >= self.workers:
                 self._timed_waiting.append((record, (*args, *refs)))
                 return  # sent when a timed task ends
@@ -242,6 +277,8 @@ class ClusterBackend(Backend, Generic[H]):
         except BaseException as exc:  # the engine lost it, or we cancelled it
             if record.stop_asked and isinstance(exc, CancelledError):
                 return CancelledError()
+            if isinstance(exc, PoolBroken):  # the engine is gone: no worker to blame
+                return exc
             self._lost(record)
             return self._crashed(record.batch, exc)
         if len(answer) == 2:  # (INIT_FAILED, error)
@@ -337,42 +374,71 @@ class ClusterBackend(Backend, Generic[H]):
             if record.settled:
                 return  # reported (a kill) before its deadline was set
             self._deadlines.arm(record, deadline)
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(
-                    target=self._watch, name=f"manycore-{self.name}-timeouts", daemon=True
-                )
-                self._watchdog.start()
+            self._watch_locked()
             self._alarm.notify_all()
 
+    def _watch_locked(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"manycore-{self.name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
     def _watch(self) -> None:
+        checked = time.monotonic()
         while True:
             with self._lock:
-                while True:
-                    if self._closed and not self._running:
-                        return
-                    now = time.monotonic()
-                    expired = self._deadlines.due(now)
-                    if expired:
-                        break
+                if self._closed and not self._running:
+                    return
+                now = time.monotonic()
+                expired = self._deadlines.due(now)
+                if not expired:
                     wait = self._deadlines.wait(now)
                     self._alarm.wait(1.0 if wait is None else min(wait, 1.0))
+                    expired = self._deadlines.due(time.monotonic())
             self._expire(expired)
             del expired  # (no finished batch kept alive while the watchdog sleeps)
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                self._check_health()
 
     def _expire(self, records: list[_Running[H]]) -> None:
         for record in records:
+            if not self._has_started(record):
+                record.waited = True  # its clock starts once it does: look again soon
+                self._arm(record, time.monotonic() + _RECHECK)
+                continue
+            if record.waited:  # it started since the last look: its full time from now
+                record.waited = False
+                assert record.batch.timeout is not None
+                self._arm(record, time.monotonic() + record.batch.timeout)
+                continue
             record.stop_asked = True
+            self._halting(record)
             self._settle(record, self._timed_out_result(record.batch))
-            self._stop(record.handle, force=True)
+            self._halt(record)
+
+    def _check_health(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+        problem = self._health()
+        if problem is None:
+            return
+        with self._lock:
+            if isinstance(problem, PoolBroken):
+                self._broken = problem
+            records = list(self._running.values())
+            self._timed_waiting.clear()
+        for record in records:
+            error = problem if isinstance(problem, PoolBroken) else None
+            record.stop_asked = True
+            self._settle(record, error or self._crashed(record.batch, problem))
+            self._stop(record.handle, force=False)  # not run later, should workers come back
 
     def _timed_out_result(self, batch: Batch) -> BatchResult:
         assert batch.timeout is not None
-        what = (
-            "its worker was killed"
-            if self.supports_kill
-            else "a running Dask task cannot be stopped: it runs on, and its result is dropped"
-        )
-        error = timed_out(batch.name_item(0), batch.timeout, batch.start, what)
+        error = timed_out(batch.name_item(0), batch.timeout, batch.start, self.timed_out_how)
         return pinned(batch, 0, error, batch.timeout)
 
     # ------------------------------------------------------------ big objects
@@ -400,10 +466,8 @@ class ClusterBackend(Backend, Generic[H]):
                 refs.append(self._cached_put(record, x))
             return Placeholder(seen[id(x)])
 
-        if _SCALARS.issuperset(map(type, items)):
-            lifted = items  # (nothing to lift: 100k tiny items skip the walk)
-        else:
-            lifted = [replace(x, leaf) for x in items]
+        # (Most maps' items are plain scalars: nothing to look into.)
+        lifted = items if all_scalars(items) else [replace(x, leaf) for x in items]
         return lifted, (None if kwargs is None else replace_values(kwargs, leaf)), refs
 
     def _fn_ref(self, record: _Running[H]) -> object:

@@ -23,6 +23,7 @@ __all__ = [
     "Placeholder",
     "ResultRef",
     "Setup",
+    "all_scalars",
     "replace",
     "replace_values",
     "run_remote",
@@ -66,10 +67,21 @@ class ResultRef:
         self.handle = handle  # the engine's, passed back to it
 
 
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def all_scalars(items: list[object]) -> bool:
+    """Every item is a plain scalar: nothing in them to replace (most maps)."""
+    return _SCALARS.issuperset(map(type, items))
+
+
 def replace(obj: object, leaf: Callable[[object], object]) -> object:
     """``obj`` with ``leaf(x)`` for each element ``x`` inside tuples, lists and
     dict values (``leaf`` returns ``x`` itself to keep it); a container is
-    rebuilt, as its own type, only if something in it changed."""
+    rebuilt, as its own type, only if something in it changed. (Plain scalars
+    are never a leaf worth replacing: skipped without a call, as most items are.)"""
+    if type(obj) in _SCALARS:
+        return obj
     if isinstance(obj, (tuple, list)):
         items = [replace(x, leaf) for x in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
@@ -104,7 +116,7 @@ _KEEP_STATES = 16  # pools whose worker state one process keeps, at most
 def run_remote(
     fn: Callable[..., object],
     items: list[object],
-    how: tuple[bool, bool],
+    how: tuple[bool, bool, int],
     kwargs: dict[str, object] | None,
     setup: Setup | None,
     shared: object,
@@ -112,11 +124,19 @@ def run_remote(
 ) -> Answer:
     """Run a batch on a cluster worker (the engine has resolved ``refs``): its
     values, its errors packed, the compute time, where it ran (host:pid) and
-    its slowest items (``how``: star-args, time items); or ``(INIT_FAILED, error)``."""
+    its slowest items (``how``: star-args, time items, the submitting process);
+    or ``(INIT_FAILED, error)``."""
     import os
     import socket
 
-    from manycore._core import run_batch, task_state
+    from manycore._core import cpus, run_batch, task_state
+
+    star, time_items, origin = how
+    if origin != os.getpid() and cpus.worker_share() is None:
+        # A worker process of the cluster: nested calls run here, as in a process
+        # worker, and a pool one starts ends with that call (the worker outlives
+        # this pool; a pool left behind would outlive it too).
+        cpus.set_worker_share(1, pools_per_call=True)
 
     if refs:
         items = [replace(x, lambda leaf: _fill(leaf, refs)) for x in items]
@@ -127,7 +147,6 @@ def run_remote(
         return (INIT_FAILED, pack_exception(error))
     previous = task_state.set_thread(state, shared)
     try:
-        star, time_items = how
         result = run_batch(fn, items, star, kwargs, Exception, time_items)
     finally:
         task_state.set_thread(*previous)

@@ -5,12 +5,24 @@ a ``distributed.Client``; with neither, the pool starts a ``LocalCluster`` of
 ``workers`` single-threaded worker processes on the loopback interface and
 closes it with the pool. See :mod:`manycore.backends._cluster` for what this
 backend shares with Ray's.
+
+* A timed-out task is stopped by restarting the worker (through its nanny) that
+  runs it: Dask cannot stop a running task otherwise. Its slot comes back once
+  the worker has.
+* The pool counts the cluster's worker threads as they come and go, and fails
+  what is out when the scheduler is lost or no worker is left for a while
+  (``_GRACE`` seconds), naming the scheduler's address.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
 from typing import Any
 
+from manycore._core import PoolBroken
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
 from manycore.backends._gpus import require_gpus, task_share
@@ -23,6 +35,14 @@ Client = Any
 Future = Any
 
 
+_CONNECT_TIMEOUT = 5.0  # seconds for a scheduler to answer when the pool starts
+_GRACE = 10.0  # seconds without a scheduler, or without any worker, before giving up
+_RESTART_TIMEOUT = 60.0  # seconds for a nanny to restart a worker
+_SETTLE = 10.0  # seconds for the scheduler to see a restarted worker go and come back
+_HANDSHAKE_MAX = 1 << 20  # bytes: a Dask handshake is far smaller
+_REFRESH = 1.0  # seconds between two readings of the cluster's size
+
+
 def _import() -> Any:  # the distributed module
     try:
         import distributed
@@ -33,10 +53,96 @@ def _import() -> Any:  # the distributed module
     return distributed
 
 
+def _check_scheduler(address: str) -> None:
+    """Ask ``address`` before Dask does, within seconds: where nothing listens,
+    Dask's own connect retries for its whole timeout, and a service that is not
+    Dask (a Ray or HTTP port) gives it a garbled handshake or none at all."""
+    scheme, _, rest = address.rpartition("://")
+    if scheme not in ("", "tcp", "tls"):
+        return  # another transport (ucx, inproc): Dask's own check only
+    host, _, port = rest.rpartition(":")
+    try:
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(
+            f"address={address!r}: nothing accepts connections there ({exc}); start a "
+            "scheduler with `dask scheduler`, or check the host and port"
+        ) from None
+    with conn:
+        if scheme != "tls":  # (over TLS the client speaks first)
+            _check_greeting(address, conn)
+
+
+def _check_greeting(address: str, conn: socket.socket) -> None:
+    """A Dask scheduler greets a new connection at once with its handshake, a
+    message whose first 8 bytes are its (small) length."""
+    head = b""
+    try:
+        while len(head) < 8:
+            got = conn.recv(8 - len(head))
+            if not got:
+                break
+            head += got
+    except OSError:  # (a timeout: it says nothing)
+        pass
+    length = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+    if not 0 < length < _HANDSHAKE_MAX:
+        said = f"it sent {head!r}" if head else f"it said nothing for {_CONNECT_TIMEOUT:g} s"
+        raise ConnectionError(
+            f"address={address!r} is not a Dask scheduler ({said}): is it another "
+            "service, such as a Ray or HTTP port? Check the port `dask scheduler` printed"
+        )
+
+
+def _open_client(distributed: Any, address: str) -> Client:
+    _check_scheduler(address)
+    try:
+        return distributed.Client(address, set_as_default=False, timeout=_CONNECT_TIMEOUT)
+    except Exception as exc:  # CommClosedError, a timeout, a garbled handshake
+        raise ConnectionError(
+            f"address={address!r}: something listens there, but not a Dask scheduler "
+            f"that answered within {_CONNECT_TIMEOUT:g} s ({type(exc).__name__}: {exc!s:.200}); "
+            "is it another service (a Ray or HTTP port)?"
+        ) from exc
+
+
+def _import_error_in(exc: BaseException) -> ImportError | None:
+    """An ImportError among the causes of ``exc`` (a task that could not be
+    unpickled on a worker: Dask wraps it in its own error)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ImportError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+class _Box:
+    """Arguments that Dask passes on as one object: it looks into every list (a
+    batch's items) element by element, which costs more than running tiny items."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple[object, ...]):
+        self.args = args
+
+    def __reduce__(self) -> tuple[type[_Box], tuple[tuple[object, ...]]]:
+        return (_Box, (self.args,))
+
+
+def _run_boxed(fn: Any, box: _Box, shared: object, *refs: object) -> Answer:
+    """run_remote, its arguments taken out of the box (on the worker)."""
+    items, how, kwargs, setup = box.args
+    return run_remote(fn, items, how, kwargs, setup, shared, *refs)  # type: ignore[arg-type]
+
+
 @register_backend
 class DaskBackend(ClusterBackend[Future]):
     name = "dask"
-    supports_kill = False  # Dask cannot stop a task that runs
+    supports_kill = False  # pool.cancel(force=True) does not restart a worker
+    timed_out_how = "its Dask worker was restarted"
     accepts = frozenset({"address", "client", "gpus"})
     # The engine's own package: true however manycore was installed.
     needs_package = ("distributed", "dask[distributed]")
@@ -48,10 +154,15 @@ class DaskBackend(ClusterBackend[Future]):
         return f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
 
     def __init__(self, options: BackendOptions):
-        self._workers = options.workers
         self._client: Client = None
         self._owned: list[Client] = []  # what this pool started (a cluster too): closed with it
         self._resources: dict[str, float] | None = None  # each task's (gpus=: its GPU share)
+        self._where = "the pool's local cluster"  # named in errors
+        self._live = options.workers  # the cluster's worker threads, as last read
+        self._counted = 0.0  # when they were read
+        self._no_workers_since: float | None = None
+        self._lost_since: float | None = None  # the scheduler unreachable since
+        self._replacing: set[int] = set()  # ids of timed-out records whose worker restarts
         super().__init__(options)
 
     def _connect(self) -> None:
@@ -60,7 +171,7 @@ class DaskBackend(ClusterBackend[Future]):
         if opts.client is not None:
             self._client = opts.client
         elif opts.address is not None:
-            self._client = distributed.Client(opts.address, set_as_default=False)
+            self._client = _open_client(distributed, opts.address)
             self._owned.append(self._client)
         else:
             import dask
@@ -73,22 +184,20 @@ class DaskBackend(ClusterBackend[Future]):
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=":0",
+                    dashboard_address="127.0.0.1:0",  # (":0" is every interface)
                 )
             self._owned.append(cluster)
             self._client = distributed.Client(cluster, set_as_default=False)
             self._owned.insert(0, self._client)
         if opts.client is not None or opts.address is not None:
-            threads = sum(self._client.nthreads().values())
-            self._workers = max(1, int(threads))
-        else:
-            self._workers = opts.workers
+            self._where = f"the Dask scheduler at {self._client.scheduler.address}"
+        self._count()
         self._resources = self._gpu_resources()
 
     def _gpu_resources(self) -> dict[str, float] | None:
         """``gpus=``: each task asks for its share of a GPU, which only workers
         that advertise a ``GPU`` resource can give (refused up front if none does)."""
-        share = task_share(self.options.gpus, self._workers)
+        share = task_share(self.options.gpus, self.workers)
         if share is None:
             return None
         workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
@@ -103,21 +212,52 @@ class DaskBackend(ClusterBackend[Future]):
 
     @property
     def workers(self) -> int:
-        return self._workers
+        """The cluster's worker threads now (read again at most once a second;
+        at least 1, for the scheduler's sake: a cluster left with none fails
+        what is out, see _health)."""
+        if time.monotonic() - self._counted >= _REFRESH:
+            self._count()
+        return max(1, self._live)
+
+    def _count(self) -> None:
+        """Read the cluster's worker threads (kept as they were if it does not answer)."""
+        self._counted = time.monotonic()
+        if self._client.status != "running":
+            return
+        try:
+            info = self._client.scheduler_info(n_workers=0)
+            self._live = int(info.get("total_threads", self._live))
+        except Exception:  # the scheduler is going: _health says so
+            pass
 
     def _put(self, obj: object) -> Future:
         # In a list: scatter() would split a list, tuple or dict into its elements.
         return self._client.scatter([obj], broadcast=False, hash=False)[0]
 
     def _send(self, args: tuple[object, ...], record: _Running[Future]) -> Future:
+        # fn (or its ref), the items and options in one box, the shared object's and
+        # the other refs as they are: Dask finds refs among the top-level arguments.
+        fn, items, how, kwargs, setup, *refs = args
+        box = _Box((items, how, kwargs, setup))
         future = self._client.submit(
-            run_remote, *args, pure=False, retries=0, resources=self._resources
+            _run_boxed, fn, box, *refs, pure=False, retries=0, resources=self._resources
         )
-        future.add_done_callback(lambda _: self._finished(record))
+        future.add_done_callback(lambda done: self._finished(record, done))
         return future
 
     def _outcome(self, handle: Future) -> Answer:
-        answer: Answer = handle.result()
+        try:
+            answer: Answer = handle.result()
+        except Exception as exc:
+            if getattr(exc, "reason", None) == "scheduler-connection-lost":
+                raise self._scheduler_lost("the client's connection to it closed") from exc
+            missing = _import_error_in(exc)
+            if missing is None or missing is exc:
+                raise
+            # The workers cannot import the function's module: that first, with
+            # Dask's "Error during deserialization" below it.
+            error = type(missing)(*missing.args, name=missing.name, path=missing.path)
+            raise error from exc
         return answer
 
     def _stop(self, handle: Future | None, force: bool) -> None:
@@ -131,10 +271,111 @@ class DaskBackend(ClusterBackend[Future]):
     def _alive(self) -> bool:
         return self._client is not None and self._client.status == "running"
 
+    # ------------------------------------------------------- timeouts, health
+
+    def _has_started(self, record: _Running[Future]) -> bool:
+        if record.handle is None or not self._alive():
+            return True
+        try:
+            stacks = self._client.call_stack(keys=[record.handle.key])
+        except Exception:  # the scheduler is going: _health says so
+            return True
+        return any(stacks.values())
+
+    def _halting(self, record: _Running[Future]) -> None:
+        with self._lock:
+            self._replacing.add(id(record))  # its slot stays taken, and shutdown waits
+
+    def _halt(self, record: _Running[Future]) -> None:
+        name = f"manycore-dask-restart-{record.batch.key}"
+        threading.Thread(target=self._replace, args=(record,), name=name, daemon=True).start()
+
+    def _replace(self, record: _Running[Future]) -> None:
+        """Restart the worker that runs ``record``'s task, then free its slot."""
+        try:
+            assert record.handle is not None  # (a timed-out task was sent)
+            key = record.handle.key
+            where = [w for w, keys in self._client.processing().items() if key in keys]
+            self._stop(record.handle, force=False)  # the scheduler forgets it: not run again
+            if where:
+                threads = self._live
+                self._client.restart_workers(where, timeout=_RESTART_TIMEOUT, raise_for_error=False)
+                self._wait_replaced(where, threads)
+                self._lost(record)  # what the pool had put there went with the worker
+        except Exception:  # the cluster is going: _health says so
+            pass
+        finally:
+            with self._lock:
+                self._replacing.discard(id(record))
+                self._alarm.notify_all()
+            super()._ended(record)
+
+    def _wait_replaced(self, old: list[str], threads: int) -> None:
+        """Until the scheduler has dropped the ``old`` workers and has ``threads``
+        again (bounded): restart_workers can return while it still lists an old
+        one, which would then be given work, or data, that dies with it. (A worker
+        on a fixed port comes back at its old address: the bound ends the wait.)"""
+        deadline = time.monotonic() + _SETTLE
+        while time.monotonic() < deadline:
+            workers = self._client.scheduler_info(n_workers=-1).get("workers", {})
+            live = sum(int(w.get("nthreads", 0)) for w in workers.values())
+            if live >= threads and not set(old) & set(workers):
+                break
+            time.sleep(0.1)
+        self._count()
+
+    def _ended(self, record: _Running[Future]) -> None:
+        with self._lock:
+            if id(record) in self._replacing:
+                return  # the slot comes back once the worker has been restarted
+        super()._ended(record)
+
+    def _scheduler_lost(self, how: str) -> PoolBroken:
+        """The pool's error once its scheduler is gone: this batch's, and every later one's."""
+        error = PoolBroken(
+            f"lost the connection to {self._where} ({how}): the scheduler stopped, or "
+            "the network to it is down; the tasks that were out are lost"
+        )
+        with self._lock:
+            self._broken = self._broken or error
+        return error
+
+    def _health(self) -> BaseException | None:
+        now = time.monotonic()
+        if self._client.status != "running":
+            self._lost_since = self._lost_since or now
+            if now - self._lost_since < _GRACE:
+                return None
+            status = self._client.status
+            return self._scheduler_lost(
+                f"the client is {status!r} for {now - self._lost_since:.0f} s"
+            )
+        self._lost_since = None
+        if now - self._counted >= _REFRESH:
+            self._count()
+        if self._live > 0:
+            self._no_workers_since = None
+            return None
+        self._no_workers_since = self._no_workers_since or now
+        if now - self._no_workers_since < _GRACE:
+            return None
+        return ConnectionError(
+            f"{self._where} has had no workers for {now - self._no_workers_since:.0f} s "
+            "(they died or left): nothing can run the tasks"
+        )
+
+    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> None:
+        if wait:  # the cluster whole again first (a later pool counts its workers)
+            deadline = time.monotonic() + _RESTART_TIMEOUT + _SETTLE
+            with self._lock:
+                while self._replacing and time.monotonic() < deadline:
+                    self._alarm.wait(0.5)
+        super().shutdown(wait, cancel_pending)
+
     def _disconnect(self) -> None:
         for thing in self._owned:
             try:
-                thing.close()
+                thing.close(timeout=_CONNECT_TIMEOUT)
             except Exception:  # closing twice, a scheduler already gone: nothing to do
                 pass
         self._owned = []
