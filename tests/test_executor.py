@@ -122,6 +122,31 @@ def test_work_of_a_dropped_executor_is_finished() -> None:
     assert future.result(timeout=30) == 0.2
 
 
+def _fail_and_drop() -> weakref.ref[mc.Executor]:
+    executor = mc.Executor(1)
+    submitted = [executor.submit(fail_on, 7)]
+    with pytest.raises(ValueError, match="bad input 7"):
+        submitted.pop().result(timeout=30)
+    return weakref.ref(executor)
+
+
+def test_a_dropped_executor_goes_with_its_last_reference() -> None:
+    """Dropped without shutdown() after a failed call, an executor is freed (its
+    finalizer stops its workers and I/O thread) when its last reference goes, not
+    at some later garbage collection: no reference cycle holds it. (Its scheduler
+    held a bound method of it; the failed future held itself through the frame of
+    its result() in the error's traceback, and so the frames that called it.)"""
+    gc.disable()
+    try:
+        ref = _fail_and_drop()
+        deadline = time.monotonic() + 5  # (the future's done-callback may still run)
+        while ref() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_work_submitted_before_exit_is_finished() -> None:
     code = (
         "import time, manycore as mc\n"

@@ -33,7 +33,13 @@ class EngineFuture(AwaitableFuture[Any]):
         return cancelled
 
     def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._wait(timeout))
+        try:
+            return super().result(self._wait(timeout))
+        finally:
+            # The error raised keeps this frame in its traceback, and the future
+            # keeps the error: without this, a failed future is a cycle (as the
+            # base class breaks it in its own result()).
+            del self
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         return super().exception(self._wait(timeout))

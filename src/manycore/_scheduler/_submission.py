@@ -6,13 +6,21 @@ one thread that sends their retries as they fall due (see ``_retries``)."""
 from __future__ import annotations
 
 import threading
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import wait as futures_wait
 from typing import Any, TypeVar
 
-from manycore._core import AwaitableFuture, Batch, BatchResult, PoolBroken, PoolClosed
+from manycore._core import (
+    AwaitableFuture,
+    Batch,
+    BatchResult,
+    PoolBroken,
+    PoolClosed,
+    pool_closed,
+)
 from manycore._observe import StatsRecorder
 from manycore._scheduler._maprun import InputSource, MapRun
 from manycore._scheduler._options import CallOptions
@@ -37,7 +45,7 @@ class Scheduler:
     ):
         self.backend = backend
         self.recorder = recorder
-        self.gate = gate  # raises when the pool takes no new work (closed, forked)
+        self.gate = _held_weakly(gate)  # raises when the pool takes no new work (closed, forked)
         self._lock = threading.Lock()
         self._batches: dict[Future[Any], Batch] = {}  # futures not yet settled
         self._may_retry: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
@@ -282,3 +290,21 @@ def stopper(owner: Scheduler) -> Callable[[Future[Any]], object]:
 def still_wanted(future: Future[T]) -> Callable[[], bool]:
     """The claim of a retry: run it unless the future was settled meanwhile."""
     return lambda: not future.done()
+
+
+def _held_weakly(gate: Callable[[], None]) -> Callable[[], None]:
+    """``gate``, not keeping its object alive when it is a bound method. It is the
+    method of the pool that holds this scheduler: held strongly, the pair is a
+    cycle, and a pool dropped without shutdown() keeps its workers (and their I/O
+    thread) until the garbage collector runs, not until its finalizer would."""
+    if not isinstance(gate, types.MethodType):
+        return gate
+    method = weakref.WeakMethod(gate)
+
+    def check() -> None:
+        bound = method()
+        if bound is None:
+            raise pool_closed()  # its pool is gone: nobody can shut it down, or reopen it
+        bound()
+
+    return check
