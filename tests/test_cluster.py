@@ -208,6 +208,7 @@ def test_top_level_map_on_an_address(dask_client: Any) -> None:
 # ------------------------------------------------------- found by a review
 
 
+@pytest.mark.slow  # seconds long: make test-slow (CI runs it)
 def test_timed_items_wait_their_turn_without_timing_out(engine: dict[str, Any]) -> None:
     with mc.Pool(**engine) as p:
         # 6 items of 0.4 s on 2 workers with a 1 s timeout: the later ones wait

@@ -89,6 +89,7 @@ def test_shutting_down_twice_touches_no_other_file(tmp_path) -> None:  # type: i
     assert victim.read_bytes() == b""
 
 
+@pytest.mark.slow  # seconds long: make test-slow (CI runs it)
 def test_result_is_not_held_back_by_other_work_while_closing() -> None:
     pool = mc.Pool(2)
     slow = pool.submit(pause_then, (3.0, "slow"))

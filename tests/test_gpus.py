@@ -88,6 +88,7 @@ def test_a_crashed_worker_is_replaced_on_its_device(backend: tuple[str, str]) ->
     assert old not in after  # device 1's worker is a new process, on device 1
 
 
+@pytest.mark.slow  # seconds long: make test-slow (CI runs it)
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_a_worker_killed_at_its_timeout_is_replaced_on_its_device(
     backend: tuple[str, str],

@@ -40,6 +40,7 @@ def test_diamond(t: dict[str, mc.Task]) -> None:  # type: ignore[type-arg]
     assert g.counts() == {"done": 4}
 
 
+@pytest.mark.slow  # seconds long: make test-slow (CI runs it)
 def test_fan_out_fan_in_of_a_thousand(t: dict[str, mc.Task]) -> None:  # type: ignore[type-arg]
     squares = [t["square"](i) for i in range(1000)]
     pairs = [t["add"](squares[i], squares[i + 1]) for i in range(0, 1000, 2)]
