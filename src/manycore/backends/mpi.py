@@ -30,6 +30,7 @@ through the executor's initializer, and make that worker's state.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import socket
@@ -236,7 +237,19 @@ _pools_lock = threading.Lock()
 
 def _install(token: str, options: bytes) -> None:
     """The executor's initializer, once per rank: this pool's options."""
+    if not _options:
+        atexit.register(_close_all)  # (after mpi4py's own: so it runs before MPI ends)
     _options[token] = options
+
+
+def _close_all() -> None:
+    """As the rank exits: stop the workers of its engine pools, which would
+    otherwise hold the rank's exit up."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.terminate()
 
 
 def _inner(token: str) -> Backend:
