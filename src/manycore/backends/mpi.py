@@ -67,7 +67,7 @@ __all__ = ["MPIBackend"]
 Executor = Any
 MPIFuture = Any
 
-_BOOT_SECONDS = float(os.environ.get("MANYCORE_MPI_BOOT_TIMEOUT", "120"))
+_BOOT_SECONDS = float(os.environ.get("MANYCORE_MPI_BOOT_TIMEOUT", "60"))
 
 
 def _futures() -> Any:  # the mpi4py.futures module
@@ -147,10 +147,12 @@ class MPIBackend(Backend):
             return box[0]
         self._executor.shutdown(wait=False, cancel_futures=True)
         raise PoolBroken(
-            f"the MPI ranks did not start within {_BOOT_SECONDS:g} s. Spawning more ranks "
-            "than the MPI library has slots waits forever: allow oversubscription "
-            "(Open MPI: OMPI_MCA_rmaps_base_oversubscribe=1), give a hostfile, or run "
-            "under mpiexec -n N python -m mpi4py.futures"
+            f"the MPI ranks did not start within {_BOOT_SECONDS:g} s (MANYCORE_MPI_BOOT_TIMEOUT). "
+            "An MPI spawn waits forever for ranks it cannot place: allow oversubscription "
+            "(Open MPI: OMPI_MCA_rmaps_base_oversubscribe=1) or give a hostfile. Open MPI "
+            "4.1 with an external PMIx also hangs in MPI_Comm_spawn now and then, and no "
+            "later spawn of this process can start: run under mpiexec -n N python -m "
+            "mpi4py.futures, which spawns nothing"
         )
 
     @property
@@ -271,9 +273,7 @@ def _inner(token: str) -> Backend:
 def _on_rank(token: str, payload: bytes) -> bytes:
     """Run one batch on this rank, in its engine pool's worker; the outcome packed."""
     try:
-        (fn, items, start, star, kwargs), (submit, timeout, time_items) = cloudpickle.loads(
-            payload
-        )
+        (fn, items, start, star, kwargs), (submit, timeout, time_items) = cloudpickle.loads(payload)
         batch = Batch(fn, items, start, star, kwargs)
         batch.submit, batch.timeout, batch.time_items = submit, timeout, time_items
         outcome = _run(_inner(token), batch)
@@ -295,12 +295,15 @@ _WHERE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _pack(outcome: BatchResult | BaseException) -> bytes:
+    blob: bytes
     if isinstance(outcome, BaseException):
-        return cloudpickle.dumps(pack_exception(outcome))
+        blob = cloudpickle.dumps(pack_exception(outcome))
+        return blob
     failures = outcome.failures
     packed = {k: pack_exception(e) for k, e in failures.items()} if failures else None
     fields = (outcome.values, packed, outcome.elapsed, outcome.unrun, outcome.slowest)
-    return cloudpickle.dumps((*fields, outcome.moving, _WHERE))
+    blob = cloudpickle.dumps((*fields, outcome.moving, _WHERE))
+    return blob
 
 
 def _unpack(blob: bytes) -> BatchResult | BaseException:
@@ -310,4 +313,3 @@ def _unpack(blob: bytes) -> BatchResult | BaseException:
     values, packed, elapsed, unrun, slowest, moving, where = answer
     failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
     return BatchResult(values, failures, elapsed, unrun, slowest, moving, where)
-
