@@ -72,7 +72,7 @@ def test_the_shared_backend_suite_in_spawn_mode() -> None:
     for name in SHARED_SUITE:
         command = [sys.executable, *PYTEST, "-x", str(ROOT / "tests" / name)]
         for _attempt in range(3):
-            done = run(command, timeout=360, env=env)
+            done = run(command, timeout=150, env=env)
             if done.returncode == 0 or SPAWN_HANG not in done.stdout:
                 break
         assert done.returncode == 0, done.stdout[-8000:]  # (-9: killed past its time)

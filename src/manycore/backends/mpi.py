@@ -105,12 +105,13 @@ class MPIBackend(Backend):
 
     @classmethod
     def describe(cls) -> dict[str, object]:
+        """mpi4py's version, where installed (importing ``mpi4py.MPI`` would start
+        MPI in this process: ``manycore info`` does not)."""
         try:
-            _futures()
-            size, vendor = _world()
+            import mpi4py
         except ImportError:
             return {}
-        return {"mpi_vendor": vendor, "world_size": size}
+        return {"mpi4py": mpi4py.__version__}
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)
