@@ -39,6 +39,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import cloudpickle
@@ -134,18 +135,15 @@ class MPIBackend(Backend):
             raise PoolBroken("the MPI pool could not start its ranks (see the MPI errors above)")
 
     def _boot(self) -> int:
-        """The ranks serving this pool, once they answer: bounded, since an MPI
-        spawn that cannot place its ranks waits forever."""
-        box: list[int] = []
-        waiter = threading.Thread(
-            target=lambda: box.append(self._executor.num_workers),
-            name="manycore-mpi-boot",
-            daemon=True,
-        )
-        waiter.start()
-        waiter.join(_BOOT_SECONDS)
-        if box:
-            return box[0]
+        """The ranks serving this pool, once one answers: bounded, since an MPI
+        spawn that cannot place its ranks waits forever. (A first task, waited
+        for with a timeout: ``num_workers`` would wait holding the executor's
+        lock, and its shutdown would then wait for that too.)"""
+        try:
+            self._executor.submit(abs, 0).result(timeout=_BOOT_SECONDS)
+            return int(self._executor.num_workers)
+        except FutureTimeout:
+            pass
         self._executor.shutdown(wait=False, cancel_futures=True)
         raise PoolBroken(
             f"the MPI ranks did not start within {_BOOT_SECONDS:g} s (MANYCORE_MPI_BOOT_TIMEOUT). "
