@@ -73,7 +73,7 @@ STAMP_CLUSTERS := $(CLUSTERS)/.installed
 $(STAMP_CLUSTERS): pyproject.toml $(PINS)
 	test -x $(CLUSTERS)/bin/python || $(PYTHON) -m venv $(CLUSTERS)
 	$(CLUSTERS)/bin/python -m pip install --quiet --constraint $(PINS) --upgrade pip
-	$(CLUSTERS)/bin/python -m pip install --quiet $(PIN) -e '.[test,ray]'
+	$(CLUSTERS)/bin/python -m pip install --quiet $(PIN) -e '.[test,ray,mpi]'
 	touch $@
 
 test-clusters: $(STAMP_CLUSTERS)
@@ -113,7 +113,7 @@ constraints:
 	rm -rf $(PINVENV)
 	$(PYTHON) -m venv $(PINVENV)
 	$(PINVENV)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,conformance,ray]'
+	$(PINVENV)/bin/python -m pip install --quiet -e '.[test,bench,dev,conformance,ray,mpi]'
 	$(PINVENV)/bin/python .ci/constraints.py write > $(PINS).new
 	mv $(PINS).new $(PINS)
 	rm -rf $(PINVENV)

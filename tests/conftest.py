@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ CLUSTERS = [
     for _ in [0]
     if importlib.util.find_spec("distributed") is not None
 ]
+# MPI only where asked for (MANYCORE_TEST_MPI=1): tests/clusters/test_mpi.py runs
+# the shared suite so, in a pytest of its own, since MPI, once started, stays in
+# the process (the other tests fork it).
+if os.environ.get("MANYCORE_TEST_MPI") == "1":
+    CLUSTERS.append(pytest.param(("mpi", None), id="mpi", marks=pytest.mark.cluster))
 
 
 @pytest.fixture(params=BACKENDS)

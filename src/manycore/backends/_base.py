@@ -232,6 +232,7 @@ _BUILT_IN = {
     "processes": "manycore.backends.processes",
     "dask": "manycore.backends.cluster_dask",
     "ray": "manycore.backends.cluster_ray",
+    "mpi": "manycore.backends.mpi",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
