@@ -76,8 +76,8 @@ def _futures() -> Any:  # the mpi4py.futures module
         import mpi4py.futures
     except ImportError:
         raise ImportError(
-            "backend='mpi' needs mpi4py and an MPI library: pip install 'manycore[mpi]' "
-            "(with Open MPI installed, e.g. apt-get install openmpi-bin libopenmpi-dev)"
+            "backend='mpi' needs mpi4py and an MPI library: install Open MPI (e.g. "
+            "apt-get install openmpi-bin libopenmpi-dev), then pip install mpi4py"
         ) from None
     return mpi4py.futures
 
