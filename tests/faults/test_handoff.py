@@ -64,7 +64,10 @@ def test_timeout_counts_an_init_that_never_returns(backend: tuple[str, str]) -> 
             assert type(err) is mc.TaskTimeout and err.index == index
             assert "init" in str(err)
         closing = time.monotonic()
-    assert time.monotonic() - closing < 3  # (its watchdog ends a worker stuck in init)
+    # A closing pool lets a starting worker finish its init (multiprocessing.Pool's
+    # initializer runs even for a pool closed at once), and kills one whose init
+    # never returns once the stop grace (5 s) has passed: bounded, never a hang.
+    assert time.monotonic() - closing < 8
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
