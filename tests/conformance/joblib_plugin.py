@@ -113,8 +113,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.hook.pytest_deselected(items=dropped)
 
 
+# Open defects of manycore's backend, not differences: listed so that each run
+# shows them (xfail, not strict: a pass shows as xpassed), until they are fixed.
+KNOWN_DEFECTS: dict[str, str] = {
+    "test_error_in_task_iterator": (
+        "OPEN DEFECT (intermittent): an error the task iterator raises long after "
+        "pre-dispatch, while a batch's completion callback dispatches the next "
+        "batch, is sometimes lost (1 run in 4 here)"
+    ),
+}
+
+
 def _skip_if_listed(item: pytest.Item) -> None:
-    for key in (item.name, item.name.partition("[")[0]):
+    name = item.name.partition("[")[0]
+    if name in KNOWN_DEFECTS:
+        item.add_marker(pytest.mark.xfail(reason=KNOWN_DEFECTS[name], strict=False))
+    for key in (item.name, name):
         if key in SKIPS:
             item.add_marker(pytest.mark.skip(reason=f"not backend-agnostic: {SKIPS[key]}"))
             return
