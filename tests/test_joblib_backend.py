@@ -123,3 +123,40 @@ def test_options_reach_the_pool() -> None:
         assert Parallel()(delayed(helpers.get_state)() for _ in range(3)) == [5, 5, 5]
     with pytest.raises(ValueError, match="n_jobs == 0"), parallel_config(backend="manycore"):
         Parallel(n_jobs=0)(delayed(abs)(1) for _ in range(2))
+
+
+def test_an_abort_settles_every_batch_before_it_returns() -> None:
+    # joblib clears its "aborting" flag when the next call on the same Parallel
+    # starts: a killed batch landing after the abort would fail that call.
+    from manycore._api._joblib_backend import ManycoreBackend
+
+    backend = ManycoreBackend()
+    backend.configure(n_jobs=2)
+    try:
+        futures = [backend.submit(lambda: time.sleep(30)) for _ in range(3)]
+        backend.abort_everything(ensure_ready=True)
+        assert all(f.done() for f in futures)
+        assert all(f.cancelled() or f.exception() is not None for f in futures)
+        assert backend.submit(lambda: 7).result(timeout=20) == 7
+    finally:
+        backend.terminate()
+
+
+def my_generator(raise_at: int):  # type: ignore[no-untyped-def]
+    for i in range(20):
+        if i == raise_at:
+            raise ValueError("iterator error")
+        yield i
+
+
+@pytest.mark.parametrize("raise_at", [0, 5, 19])
+def test_an_error_of_the_task_iterator_is_raised_after_an_aborted_call(raise_at: int) -> None:
+    with Parallel(n_jobs=2, backend="manycore") as p:
+        for _ in range(5):
+            with pytest.raises(ZeroDivisionError):
+                p(
+                    delayed(division)(1, 0) if i == 0 else delayed(helpers.sleep_then)(30.0)
+                    for i in range(3)
+                )
+            with pytest.raises(ValueError, match="iterator error"):
+                p(delayed(abs)(i) for i in my_generator(raise_at))

@@ -115,13 +115,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # Open defects of manycore's backend, not differences: listed so that each run
 # shows them (xfail, not strict: a pass shows as xpassed), until they are fixed.
-KNOWN_DEFECTS: dict[str, str] = {
-    "test_error_in_task_iterator": (
-        "OPEN DEFECT (intermittent): an error the task iterator raises long after "
-        "pre-dispatch, while a batch's completion callback dispatches the next "
-        "batch, is sometimes lost (1 run in 4 here)"
-    ),
-}
+KNOWN_DEFECTS: dict[str, str] = {}  # none open
 
 
 def _skip_if_listed(item: pytest.Item) -> None:

@@ -21,7 +21,7 @@ import collections
 import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any
 
 from joblib import register_parallel_backend
@@ -91,14 +91,22 @@ class _Batches:
         return ours
 
     def abort(self) -> None:
-        """Drop the waiting batches, kill the running ones (their workers replaced)."""
+        """Drop the waiting batches, kill the running ones (their workers replaced).
+
+        Every batch of the call is settled here, before joblib's abort returns:
+        joblib resets its "aborting" flag when the next call on the same
+        ``Parallel`` starts, a moment before it gives that call a new id, so a
+        killed batch landing late in that moment would fail the next call
+        (silently: it then returns ``[]`` instead of raising its own error)."""
         with self._lock:
             waiting, self._waiting = list(self._waiting), collections.deque()
-            running = [f for f in self._running.values() if f is not None]
+            running = list(self._running.items())
         for _, ours in waiting:
             ours.cancel()
-        for theirs in running:
-            self.pool.cancel(theirs, force=True)
+        for ours, theirs in running:
+            _settle(ours, CancelledError())
+            if theirs is not None:
+                self.pool.cancel(theirs, force=True)
 
     def _pump(self) -> None:
         while (picked := self._next()) is not None:
@@ -108,10 +116,12 @@ class _Batches:
             except BaseException as exc:  # the pool closed meanwhile, ...
                 with self._lock:
                     self._running.pop(ours, None)
-                ours.set_exception(exc)
+                _settle(ours, exc)
                 continue
             with self._lock:
                 self._running[ours] = theirs
+            if ours.done():  # aborted while it was being sent
+                self.pool.cancel(theirs, force=True)
             theirs.add_done_callback(functools.partial(self._landed, ours))
 
     def _next(self) -> tuple[Callable[[], Any], Future[Any]] | None:
@@ -127,12 +137,24 @@ class _Batches:
         with self._lock:
             self._running.pop(ours, None)
         if theirs.cancelled():
-            ours.set_exception(CancelledError())
+            _settle(ours, CancelledError())
         elif (exc := theirs.exception()) is not None:
-            ours.set_exception(exc)
+            _settle(ours, exc)
         else:
-            ours.set_result(theirs.result())
+            _settle(ours, theirs.result(), failed=False)
         self._pump()  # the slot is free (joblib's callback may have filled it already)
+
+
+def _settle(future: Future[Any], outcome: Any, failed: bool = True) -> None:
+    """Give ``future`` its outcome unless it has one: an aborted batch is settled
+    by the abort, and its own outcome, landing later, is dropped."""
+    try:
+        if failed:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass
 
 
 class ManycoreBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
