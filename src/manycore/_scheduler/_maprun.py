@@ -9,6 +9,7 @@ bounded window of batches in flight on the backend, and yields results.
 from __future__ import annotations
 
 import itertools
+import pickle
 import queue
 import sys
 import time
@@ -37,6 +38,7 @@ __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _MAX_BATCH = 1 << 20
+_OPENING_MAX = 1 << 16  # items in an opening batch (see ChunkPlanner), at most
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
 _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
@@ -61,6 +63,12 @@ class ChunkPlanner:
     ``overhead``: what a batch costs beyond its items (a cluster's round trip,
     milliseconds). A batch of no more work than that is small whatever was
     measured: it may be that big at once, and the tail shrinks no further.
+
+    ``opening``: where a probe's round trip would leave the workers idle (a
+    cluster), a run whose length is known opens instead with one batch per
+    worker, each of an equal share of the input (up to ``opening`` items), which
+    the backend stops after its ``opening_budget`` with the rest of its items
+    unrun: few items if they are slow, all of them if they are tiny.
     """
 
     def __init__(
@@ -70,8 +78,10 @@ class ChunkPlanner:
         target: float = Backend.batch_seconds,
         growth: int = Backend.batch_growth,
         overhead: float = Backend.batch_overhead,
+        opening: int = 0,
     ):
         self.workers = max(1, workers)
+        self.opening = opening
         self.fixed = chunksize
         self.target = target
         self.growth = growth
@@ -79,6 +89,7 @@ class ChunkPlanner:
         self._items = 0
         self._seconds = 0.0
         self._largest_done = 1
+        self._share: int | None = None  # an opening batch's items
 
     @classmethod
     def for_backend(
@@ -97,12 +108,18 @@ class ChunkPlanner:
             backend.batch_seconds,
             backend.batch_growth,
             backend.batch_overhead,
+            _OPENING_MAX if backend.opening_budget is not None else 0,
         )
 
     @property
     def cost(self) -> float | None:
         """Mean seconds per item so far, or None before the first measurement."""
         return self._seconds / self._items if self._items else None
+
+    @property
+    def opens(self) -> bool:
+        """Whether the next batch is an opening one (see the class's doc)."""
+        return self.opening > 0 and self.fixed is None and self._items == 0
 
     def observe(self, items: int, seconds: float) -> None:
         if items > 0:
@@ -115,7 +132,11 @@ class ChunkPlanner:
             return self.fixed
         cost = self.cost
         if cost is None:
-            return 1
+            if not (self.opening and remaining):
+                return 1  # a probe
+            if self._share is None:  # each worker's share of the input, at the opening
+                self._share = -(-remaining // self.workers)
+            return max(1, min(self._share, self.opening, limit or remaining, remaining))
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
         small = int(self.overhead / cost) if cost > 0 else size  # a batch's own cost of work
         size = min(size, max(self._largest_done * self.growth, small), _MAX_BATCH)
@@ -214,6 +235,11 @@ class InputSource:
             self.item_bytes = _array_bytes(items[0])
         self.position = start + len(items)
         return start, items
+
+    def peek(self) -> object:
+        """The next item of a sequence input (there must be one), not taken."""
+        assert self._seq is not None
+        return self._seq[self.position]
 
     def at_end(self) -> bool:
         """True if no item is left. A lazy input reads one item ahead for this and
@@ -371,37 +397,15 @@ class MapRun:
         # held there may be waiting for exactly these items.
         while self._room() and (self._retry or buffered < 4 * self._window):
             if self._retry:
-                batch = self._retry.pop()
+                batch = self._retried()
             elif self._exhausted:
                 return
             else:
-                remaining = self._source.remaining
-                # A lazy input is read at most about as far ahead as the consumer
-                # has got: an endless generator costs bounded memory and time.
-                limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
-                if self._source.item_bytes:
-                    # Big items (arrays) go a few at a time: copying a batch into
-                    # shared memory delays its start, and a small batch overlaps
-                    # the copy of the next with the work on this one.
-                    cap = max(1, _BATCH_BYTES // self._source.item_bytes)
-                    limit = cap if limit is None else min(limit, cap)
-                size = self._planner.next_size(remaining, limit)
-                taken = self._source.take(size)
-                if taken is None:
+                fresh = self._fresh()
+                if fresh is None:
                     self._exhausted = True
                     return
-                start, items = taken
-                cost = self._planner.cost
-                batch = Batch(
-                    self._fn,
-                    items,
-                    start,
-                    self._source.star,
-                    fn_blob=self._fn_blob,
-                    timeout=self._policy.timeout,
-                    time_items=self._policy.stats
-                    or (cost is not None and cost >= _TIME_ITEMS_FROM),
-                )
+                batch = fresh
             batch.key = next(self._keys)
             self._inflight[batch.key] = batch
             if self._planner.overhead and self._planner.cost is None:
@@ -419,6 +423,61 @@ class MapRun:
             except BaseException:
                 self._inflight.pop(batch.key, None)
                 raise
+
+    def _fresh(self) -> Batch | None:
+        """The next batch from the input, sized by the planner; None at its end."""
+        remaining = self._source.remaining
+        # A lazy input is read at most about as far ahead as the consumer
+        # has got: an endless generator costs bounded memory and time.
+        limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
+        if self._source.item_bytes:
+            # Big items (arrays) go a few at a time: copying a batch into
+            # shared memory delays its start, and a small batch overlaps
+            # the copy of the next with the work on this one.
+            cap = max(1, _BATCH_BYTES // self._source.item_bytes)
+            limit = cap if limit is None else min(limit, cap)
+        opening = self._planner.opens
+        if opening and remaining:
+            limit = self._opening_cap(limit)
+        size = self._planner.next_size(remaining, limit)
+        taken = self._source.take(size)
+        if taken is None:
+            return None
+        start, items = taken
+        cost = self._planner.cost
+        return Batch(
+            self._fn,
+            items,
+            start,
+            self._source.star,
+            fn_blob=self._fn_blob,
+            timeout=self._policy.timeout,
+            time_items=self._policy.stats or (cost is not None and cost >= _TIME_ITEMS_FROM),
+            budget=self._backend.opening_budget if opening and len(items) > 1 else None,
+        )
+
+    def _retried(self) -> Batch:
+        """The next batch to run again. The rest of an opening batch goes out in
+        batches of the planner's size (its items' cost is known now)."""
+        batch = self._retry.pop()
+        if batch.budget is None or self._planner.cost is None:
+            return batch
+        size = self._planner.next_size(len(batch) + (self._source.remaining or 0))
+        if len(batch) > size:
+            self._retry.append(batch.part(size, len(batch)))
+            batch = batch.part(0, size)
+        batch.budget = None
+        return batch
+
+    def _opening_cap(self, limit: int | None) -> int:
+        """``limit`` for an opening batch: about ``_BATCH_BYTES`` of pickled
+        items (those it does not reach are sent again)."""
+        try:
+            each = len(pickle.dumps(self._source.peek(), pickle.HIGHEST_PROTOCOL))
+        except Exception:  # it will not pickle: the batch that carries it says so
+            return 1
+        cap = max(1, _BATCH_BYTES // each)
+        return cap if limit is None else min(limit, cap)
 
     def _room(self) -> bool:
         """Whether the window has room for another batch."""
@@ -456,7 +515,10 @@ class MapRun:
             values: list[Any] = [None] * len(batch)
             failures = {i: own_copy(result, i) for i in range(len(batch))}
         else:
-            if not result.unrun:  # a cut-short batch says little about item cost
+            if batch.budget is not None:  # its budget ran out: the items it ran say
+                ran = len(batch) - sum(hi - lo for lo, hi in result.unrun or ())
+                self._planner.observe(ran, result.elapsed)
+            elif not result.unrun:  # a cut-short batch says little about item cost
                 self._planner.observe(len(batch), result.elapsed)
             values, failures = result.values, result.failures or {}
             if result.unrun:

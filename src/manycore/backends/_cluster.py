@@ -121,6 +121,7 @@ class ClusterBackend(Backend, Generic[H]):
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
     batch_growth = 64  # each size step costs a round trip: few steps to that size
     batch_overhead = 0.1  # about a remote task's round trip, on a busy cluster
+    opening_budget = 0.2  # a one-item probe would cost a round trip of idle workers
     timed_out_how = "its worker was killed"  # what became of a task that timed out
     accepts = frozenset({"address", "gpus"})
 
@@ -252,7 +253,7 @@ class ClusterBackend(Backend, Generic[H]):
         record: _Running[H] = _Running(batch, done)
         items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
         # (The submitting process: a worker that is another process runs nested calls there.)
-        how = (batch.star, batch.time_items, os.getpid())
+        how = (batch.star, batch.time_items, os.getpid(), batch.budget)
         args = (self._fn_ref(record), items, how, kwargs, self._setup, self._shared_ref)
         with self._lock:
             self._running[id(batch)] = record
@@ -307,7 +308,10 @@ class ClusterBackend(Backend, Generic[H]):
             return init_raised(rebuild(answer[1]), "the pool's")
         values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
-        return BatchResult(values, failures, elapsed, slowest=slowest, worker=where)
+        n, ran = len(record.batch), len(values)
+        unrun = [(ran, n)] if ran < n else None  # a budget ran out (Batch.budget)
+        values = values + [None] * (n - ran) if unrun else values
+        return BatchResult(values, failures, elapsed, unrun, slowest, worker=where)
 
     def _crashed(self, batch: Batch, exc: BaseException) -> BaseException:
         err = WorkerCrashed(
