@@ -108,9 +108,10 @@ def test_a_cluster_opens_with_a_share_per_worker() -> None:
     assert planner.opens
     assert [planner.next_size(100_000), planner.next_size(50_000)] == [50_000, 50_000]
     assert planner.next_size(3) == 3
-    big = ChunkPlanner(workers=2, overhead=0.1, opening=1 << 16)
-    assert big.next_size(10**7) == 1 << 16  # (at most this many items)
-    assert big.next_size(10**7, limit=10) == 10
+    # At most ``opening`` items (or ``limit``), in as many batches for each worker.
+    assert ChunkPlanner(workers=2, opening=30_000).next_size(100_000) == 25_000
+    assert ChunkPlanner(workers=2, opening=1 << 16).next_size(10**7) <= 1 << 16
+    assert ChunkPlanner(workers=2, opening=1 << 16).next_size(100, limit=10) == 10
     assert ChunkPlanner(workers=2, overhead=0.1, opening=1 << 16).next_size(None) == 1
     fixed = ChunkPlanner(workers=2, chunksize=5, opening=1 << 16)
     assert not fixed.opens and fixed.next_size(100) == 5

@@ -39,6 +39,7 @@ __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 _FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
 _MAX_BATCH = 1 << 20
 _OPENING_MAX = 1 << 16  # items in an opening batch (see ChunkPlanner), at most
+_SAMPLE = 16  # items pickled to guess the size of an opening batch
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
 _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
@@ -135,8 +136,10 @@ class ChunkPlanner:
             if not (self.opening and remaining):
                 return 1  # a probe
             if self._share is None:  # each worker's share of the input, at the opening
-                self._share = -(-remaining // self.workers)
-            return max(1, min(self._share, self.opening, limit or remaining, remaining))
+                most = min(self.opening, limit or remaining)
+                batches = self.workers * -(-remaining // (self.workers * most))
+                self._share = -(-remaining // batches)  # as many batches for each worker
+            return max(1, min(self._share, remaining))
         size = int(self.target / cost) if cost > 0 else _MAX_BATCH
         small = int(self.overhead / cost) if cost > 0 else size  # a batch's own cost of work
         size = min(size, max(self._largest_done * self.growth, small), _MAX_BATCH)
@@ -236,10 +239,10 @@ class InputSource:
         self.position = start + len(items)
         return start, items
 
-    def peek(self) -> object:
-        """The next item of a sequence input (there must be one), not taken."""
+    def peek(self, n: int) -> list[object]:
+        """The next ``n`` items (fewer at the end) of a sequence input, not taken."""
         assert self._seq is not None
-        return self._seq[self.position]
+        return list(self._seq[self.position : self.position + n])
 
     def at_end(self) -> bool:
         """True if no item is left. A lazy input reads one item ahead for this and
@@ -470,13 +473,14 @@ class MapRun:
         return batch
 
     def _opening_cap(self, limit: int | None) -> int:
-        """``limit`` for an opening batch: about ``_BATCH_BYTES`` of pickled
-        items (those it does not reach are sent again)."""
+        """``limit`` for an opening batch: about the backend's ``opening_bytes``
+        of pickled items (those it does not reach are sent again)."""
+        sample = self._source.peek(_SAMPLE)
         try:
-            each = len(pickle.dumps(self._source.peek(), pickle.HIGHEST_PROTOCOL))
+            size = len(pickle.dumps(sample, pickle.HIGHEST_PROTOCOL))
         except Exception:  # it will not pickle: the batch that carries it says so
             return 1
-        cap = max(1, _BATCH_BYTES // each)
+        cap = max(1, self._backend.opening_bytes * len(sample) // size)
         return cap if limit is None else min(limit, cap)
 
     def _room(self) -> bool:

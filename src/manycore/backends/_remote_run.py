@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 __all__ = [
     "INIT_FAILED",
     "Answer",
+    "Box",
     "Placeholder",
     "ResultRef",
     "Setup",
     "all_scalars",
     "replace",
     "replace_values",
+    "run_boxed",
     "run_remote",
 ]
 
@@ -201,6 +203,26 @@ def _joined(parts: list[BatchResult]) -> BatchResult:
     slowest = sorted(slowest, key=lambda x: -x[1])[:5] if parts[0].slowest is not None else []
     elapsed = sum(p.elapsed for p in parts)
     return BatchResult(values, failures or None, elapsed, slowest=slowest or None)
+
+
+class Box:
+    """A batch's items and options passed on as one object: the engines look into
+    every list argument (a batch's items) element by element (Dask) or encode it
+    apart (Ray), which costs more than running tiny items."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple[object, ...]):
+        self.args = args
+
+    def __reduce__(self) -> tuple[type[Box], tuple[tuple[object, ...]]]:
+        return (Box, (self.args,))
+
+
+def run_boxed(fn: Any, box: Box, shared: object, *refs: object) -> Answer:
+    """``run_remote``, its arguments taken out of the box (on the worker)."""
+    items, how, kwargs, setup = box.args
+    return run_remote(fn, items, how, kwargs, setup, shared, *refs)  # type: ignore[arg-type]
 
 
 def _fill(leaf: object, refs: tuple[Any, ...]) -> object:  # objects, or another batch's Answer

@@ -26,7 +26,7 @@ from manycore._core import PoolBroken
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
 from manycore.backends._gpus import require_gpus, task_share
-from manycore.backends._remote_run import Answer, run_remote
+from manycore.backends._remote_run import Answer, Box, run_boxed
 
 __all__ = ["DaskBackend"]
 
@@ -117,25 +117,6 @@ def _import_error_in(exc: BaseException) -> ImportError | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
-
-
-class _Box:
-    """Arguments that Dask passes on as one object: it looks into every list (a
-    batch's items) element by element, which costs more than running tiny items."""
-
-    __slots__ = ("args",)
-
-    def __init__(self, args: tuple[object, ...]):
-        self.args = args
-
-    def __reduce__(self) -> tuple[type[_Box], tuple[tuple[object, ...]]]:
-        return (_Box, (self.args,))
-
-
-def _run_boxed(fn: Any, box: _Box, shared: object, *refs: object) -> Answer:
-    """run_remote, its arguments taken out of the box (on the worker)."""
-    items, how, kwargs, setup = box.args
-    return run_remote(fn, items, how, kwargs, setup, shared, *refs)  # type: ignore[arg-type]
 
 
 @register_backend
@@ -238,9 +219,9 @@ class DaskBackend(ClusterBackend[Future]):
         # fn (or its ref), the items and options in one box, the shared object's and
         # the other refs as they are: Dask finds refs among the top-level arguments.
         fn, items, how, kwargs, setup, *refs = args
-        box = _Box((items, how, kwargs, setup))
+        box = Box((items, how, kwargs, setup))
         future = self._client.submit(
-            _run_boxed, fn, box, *refs, pure=False, retries=0, resources=self._resources
+            run_boxed, fn, box, *refs, pure=False, retries=0, resources=self._resources
         )
         future.add_done_callback(lambda done: self._finished(record, done))
         return future

@@ -36,7 +36,7 @@ from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
 from manycore.backends._gpus import require_gpus, task_share
 from manycore.backends._ray_connect import check_cluster, connect_bound
-from manycore.backends._remote_run import Answer, run_remote
+from manycore.backends._remote_run import Answer, Box, run_boxed
 
 __all__ = ["RayBackend"]
 
@@ -66,6 +66,10 @@ class RayBackend(ClusterBackend[ObjectRef]):
     name = "ray"
     supports_kill = True  # ray.cancel(force=True) kills the worker running the task
     needs_package = ("ray", "ray")
+    # Ray passes task arguments and results under 100 KiB inline; bigger ones go
+    # through its object store, which costs the opening batches of tiny items
+    # more than cutting them smaller does.
+    opening_bytes = 90 << 10
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers
@@ -138,7 +142,8 @@ class RayBackend(ClusterBackend[ObjectRef]):
         if record.timed:
             with self._lock:
                 stamp = self._stamps[id(record)] = next(self._stamp_names)
-        ref = self._remote.remote(stamp, *args)
+        fn, items, how, kwargs, setup, *refs = args  # (refs: top-level, for Ray to resolve)
+        ref = self._remote.remote(stamp, fn, Box((items, how, kwargs, setup)), *refs)
         ref.future().add_done_callback(lambda _: self._inbox.put((record, ref)))
         return ref
 
@@ -231,14 +236,14 @@ def _kv() -> Any:
 
 
 def _run_stamped(stamp: bytes | None, *args: Any) -> Answer:
-    """``run_remote(*args)`` as a Ray task; a timed one first writes its start
+    """``run_boxed(*args)`` as a Ray task; a timed one first writes its start
     stamp (and deletes it once done: one the pool stopped, the pool deletes)."""
     if stamp is None:
-        return run_remote(*args)
+        return run_boxed(*args)
     put = _kv()._internal_kv_put  # noqa: SLF001  # (see _kv)
     put(stamp, repr(time.time()).encode(), namespace=_STAMPS)
     try:
-        return run_remote(*args)
+        return run_boxed(*args)
     finally:
         _forget(stamp)
 
