@@ -119,6 +119,15 @@ def _import_error_in(exc: BaseException) -> ImportError | None:
     return None
 
 
+def _ran_for(key: str, dask_worker: Any = None) -> float | None:
+    """On a Dask worker (``client.run``): seconds task ``key`` has run here, or
+    None if it does not run here (yet)."""
+    if key not in dask_worker.active_keys:
+        return None
+    start = getattr(dask_worker.state.tasks.get(key), "start_time", None)
+    return float("inf") if start is None else time.time() - start  # (its whole time)
+
+
 @register_backend
 class DaskBackend(ClusterBackend[Future]):
     name = "dask"
@@ -254,14 +263,20 @@ class DaskBackend(ClusterBackend[Future]):
 
     # ------------------------------------------------------- timeouts, health
 
-    def _has_started(self, record: _Running[Future]) -> bool:
+    def _running_for(self, record: _Running[Future]) -> float | None:
+        """Asked of the worker that has the task: a task that waited there (or
+        at the scheduler) behind others has run only since it started."""
+        assert record.batch.timeout is not None
         if record.handle is None or not self._alive():
-            return True
+            return record.batch.timeout
+        key = record.handle.key
         try:
-            stacks = self._client.call_stack(keys=[record.handle.key])
+            where = [w for w, keys in self._client.processing().items() if key in keys]
+            ran = self._client.run(_ran_for, key, workers=where) if where else {}
         except Exception:  # the scheduler is going: _health says so
-            return True
-        return any(stacks.values())
+            return record.batch.timeout
+        seconds = [s for s in ran.values() if s is not None]
+        return max(seconds) if seconds else None
 
     def _halting(self, record: _Running[Future]) -> None:
         with self._lock:
