@@ -77,6 +77,11 @@ def test_slow_items_stop_an_opening_batch_early(pool: mc.Pool) -> None:
     assert pool.map(cf.nap, [0.05] * 40) == [0.05] * 40
     assert sent[:2] == [20, 20] and sum(sent) > 40, sent
     assert time.monotonic() - start < 10
+    # Big items open a few at a time (about 16 MB of them), not half the input each.
+    sent.clear()
+    arrays = [np.full(1 << 19, float(i)) for i in range(12)]  # 4 MB each
+    assert pool.map(cf.first_of, arrays) == [float(i) for i in range(12)]
+    assert max(sent) <= 4, sent
 
 
 def test_errors_keep_their_type_and_remote_traceback(pool: mc.Pool) -> None:

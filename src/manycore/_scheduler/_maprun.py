@@ -475,12 +475,16 @@ class MapRun:
     def _opening_cap(self, limit: int | None) -> int:
         """``limit`` for an opening batch: about the backend's ``opening_bytes``
         of pickled items (those it does not reach are sent again)."""
-        sample = self._source.peek(_SAMPLE)
+        most = self._backend.opening_bytes
         try:
+            # The first item, then as many more as fit (pickled apart, each
+            # carries a header: a list of a few tells the size of tiny items).
+            first = len(pickle.dumps(self._source.peek(1), pickle.HIGHEST_PROTOCOL))
+            sample = self._source.peek(max(1, min(_SAMPLE, most // first)))
             size = len(pickle.dumps(sample, pickle.HIGHEST_PROTOCOL))
         except Exception:  # it will not pickle: the batch that carries it says so
             return 1
-        cap = max(1, self._backend.opening_bytes * len(sample) // size)
+        cap = max(1, most * len(sample) // size)
         return cap if limit is None else min(limit, cap)
 
     def _room(self) -> bool:
