@@ -473,9 +473,9 @@ class MapRun:
         return batch
 
     def _opening_cap(self, limit: int | None) -> int:
-        """``limit`` for an opening batch: about the backend's ``opening_bytes``
-        of pickled items (those it does not reach are sent again)."""
-        most = self._backend.opening_bytes
+        """``limit`` for an opening batch: about ``_BATCH_BYTES`` of pickled
+        items (those it does not reach are sent again)."""
+        most = _BATCH_BYTES
         try:
             # The first item, then as many more as fit (pickled apart, each
             # carries a header: a list of a few tells the size of tiny items).

@@ -89,8 +89,6 @@ class Backend(abc.ABC):
     #: one-item probes, each stopping after this many seconds (``Batch.budget``)
     #: with the rest of its items unrun; None: one-item probes (no round trip to save)
     opening_budget: ClassVar[float | None] = None
-    #: an opening batch holds about this many bytes of pickled items at most
-    opening_bytes: ClassVar[int] = 16 << 20
     #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True

@@ -66,10 +66,6 @@ class RayBackend(ClusterBackend[ObjectRef]):
     name = "ray"
     supports_kill = True  # ray.cancel(force=True) kills the worker running the task
     needs_package = ("ray", "ray")
-    # Ray passes task arguments and results under 100 KiB inline; bigger ones go
-    # through its object store, which costs the opening batches of tiny items
-    # more than cutting them smaller does.
-    opening_bytes = 90 << 10
 
     def __init__(self, options: BackendOptions):
         self._workers = options.workers
