@@ -124,8 +124,11 @@ def _ran_for(key: str, dask_worker: Any = None) -> float | None:
     None if it does not run here (yet)."""
     if key not in dask_worker.active_keys:
         return None
-    start = getattr(dask_worker.state.tasks.get(key), "start_time", None)
-    return float("inf") if start is None else time.time() - start  # (its whole time)
+    task = dask_worker.state.tasks.get(key)
+    if not hasattr(task, "start_time"):  # (a Dask that does not say: its whole time)
+        return float("inf")
+    start = task.start_time
+    return 0.0 if start is None else time.time() - start  # (None: it is starting now)
 
 
 @register_backend
