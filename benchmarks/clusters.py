@@ -2,16 +2,18 @@
 
 For each engine (``--engines``; an engine is a class below, started as a user starts
 it: for Dask, a ``dask scheduler`` and ``--workers`` ``dask worker`` processes of one
-thread each on 127.0.0.1, or the cluster at ``--address``), ``--items`` tiny items
-(``x * x``):
+thread each on 127.0.0.1; for Ray, a runtime of ``--workers`` CPUs (``ray.init``); or
+the cluster at ``--address``), ``--items`` tiny items (``x * x``):
 
 * manycore: ``mc.Pool(backend=engine, address=...).map(square, items)``;
-* one task per item: the engine's own map (``client.map``), on ``--one-by-one``
-  items, its time scaled to ``--items`` (it grows linearly; the table says so);
+* one task per item: the engine's own (``client.map``; ``f.remote`` each), on
+  ``--one-by-one`` items, its time scaled to ``--items`` (it grows linearly; the
+  table says so);
 * hand-chunked native: the items cut into ``k`` equal chunks, one task each
-  (``client.map(square_chunk, chunks)``), for each ``k`` in ``--chunks``; and the
-  same with each chunk pickled by hand (Dask passes bytes through, but looks
-  into lists, in the arguments and results, element by element: slow); the best.
+  (``client.map(square_chunk, chunks)``; ``square_chunk.remote`` each), for each
+  ``k`` in ``--chunks``; and the same with each chunk pickled by hand (Dask passes
+  bytes through, but looks into lists, in the arguments and results, element by
+  element: slow); the best.
 
 Times are medians of ``--repeat`` runs, round-robin over the runners; beside each,
 the CPU time (user + system) of the whole process tree (this process and the
@@ -19,6 +21,7 @@ cluster's processes that it started) over those runs, per run.
 
     .venv/bin/python benchmarks/clusters.py
     .venv/bin/python benchmarks/clusters.py --items 20000 --repeat 3
+    .venv/bin/python benchmarks/clusters.py --engines ray --address 127.0.0.1:6379
 """
 
 from __future__ import annotations
@@ -151,7 +154,55 @@ def dask_cluster(workers: int, address: str | None) -> Iterator[Engine]:
                 proc.wait()
 
 
-ENGINES: dict[str, Callable[[int, str | None], Any]] = {"dask": dask_cluster}
+class RayEngine(Engine):
+    name = "ray"
+
+    def __init__(self, ray: Any):
+        self.ray = ray
+        options = {"max_retries": 0}
+        self._one = ray.remote(**options)(square)
+        self._chunk = ray.remote(**options)(square_chunk)
+        self._pickled = ray.remote(**options)(square_pickled)
+
+    def pool_options(self) -> dict[str, Any]:
+        return {"backend": "ray"}  # the runtime this process initialised
+
+    def one_by_one(self, items: list[int]) -> list[int]:
+        return list(self.ray.get([self._one.remote(x) for x in items]))
+
+    def chunked(self, chunks: list[list[int]]) -> list[int]:
+        parts = self.ray.get([self._chunk.remote(chunk) for chunk in chunks])
+        return [y for part in parts for y in part]
+
+    def chunked_pickled(self, chunks: list[list[int]]) -> list[int]:
+        blobs = [pickle.dumps(chunk, 5) for chunk in chunks]
+        parts = self.ray.get([self._pickled.remote(blob) for blob in blobs])
+        return [y for part in parts for y in pickle.loads(part)]
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in psutil.Process().children()]  # the runtime ray.init started
+
+
+@contextmanager
+def ray_runtime(workers: int, address: str | None) -> Iterator[Engine]:
+    """The head at ``address``, or a runtime of ``workers`` CPUs started here."""
+    import ray
+
+    src = Path(mc.__file__).resolve().parent.parent  # the manycore this process runs
+    env = {"PYTHONPATH": os.pathsep.join([str(src), str(_ROOT)])}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "runtime_env": {"env_vars": env}}
+    if address is None:
+        kwargs.update(num_cpus=workers, include_dashboard=False)
+    else:
+        kwargs["address"] = address
+    ray.init(**kwargs)
+    try:
+        yield RayEngine(ray)
+    finally:
+        ray.shutdown()
+
+
+ENGINES: dict[str, Callable[[int, str | None], Any]] = {"dask": dask_cluster, "ray": ray_runtime}
 
 
 def tree_cpu(pids: list[int]) -> float:
@@ -189,6 +240,9 @@ def measure(
     return {n: (statistics.median(walls[n]), statistics.mean(cpus[n])) for n in runners}
 
 
+SUMMARY: list[str] = []  # one line per engine: the issue's two targets
+
+
 def bench_engine(name: str, args: argparse.Namespace) -> list[str]:
     items = list(range(args.items))
     want = [x * x for x in items]
@@ -213,6 +267,10 @@ def bench_engine(name: str, args: argparse.Namespace) -> list[str]:
         one = measure({"one": lambda: engine.one_by_one(few)}, 1, engine.pids(), want)["one"]
     best = min((k for k in times if k.startswith("native")), key=lambda k: times[k][0])
     mc_wall = times["manycore"][0]
+    SUMMARY.append(
+        f"{name}: manycore / best hand-chunked = {mc_wall / times[best][0]:.2f} (target <= 1.5); "
+        f"one task per item / manycore = {one[0] * scale / mc_wall:.0f} (target >= 100)"
+    )
     rows = [
         f"| {name} | manycore `pool.map` | {mc_wall:.3f} s | {times['manycore'][1]:.2f} s | "
         f"{mc_wall / times[best][0]:.2f}x the best native |"
@@ -253,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| engine | runner | wall (median) | CPU of the process tree, per run | |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
+    print("\n" + "\n".join(SUMMARY))
 
 
 if __name__ == "__main__":

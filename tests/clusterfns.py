@@ -122,3 +122,11 @@ def nested_calls(n: int) -> tuple[list[int], list[int], int]:
     plain = mc.map(abs, range(-n, 0))
     timed = mc.map(abs, range(-n, 0), timeout=30)
     return plain, timed, mc.task(abs)(-n).result(timeout=30)
+
+
+def device_seen(seconds: float) -> tuple[str, str | None]:
+    """After ``seconds``: the Dask worker that ran this, and the device it sees."""
+    import distributed
+
+    time.sleep(seconds)
+    return str(distributed.get_worker().name), os.environ.get("CUDA_VISIBLE_DEVICES")

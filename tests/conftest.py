@@ -102,12 +102,15 @@ def dask_client() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ray_runtime() -> Iterator[Any]:
     ray = pytest.importorskip("ray", reason="ray is not installed")
-    tests = str(Path(__file__).resolve().parent)  # Ray's workers must find the test modules
+    # Ray's workers must find the test modules, and the manycore this run imported
+    # (not one installed elsewhere).
+    tests = Path(__file__).resolve().parent
+    src = Path(mc.__file__).resolve().parents[1]
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": tests}},
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(src), str(tests)])}},
     )
     yield ray
     ray.shutdown()

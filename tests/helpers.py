@@ -1,9 +1,12 @@
-"""Module-level task functions: importable in workers under every start method."""
+"""Module-level task functions: importable in workers under every start method;
+and ``bounded``, which the tests use to call what might hang."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -153,3 +156,24 @@ def manycore_segments() -> set[str]:
 
 def raise_it(exc: BaseException) -> None:
     raise exc
+
+
+def bounded(call: Callable[[], Any], bound: float = 30.0) -> Any:
+    """``call()`` in a daemon thread: its result, or a failure (not a hung test
+    run) if it has not returned within ``bound`` seconds."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), f"the call hung (over {bound} s)"
+    if errors:
+        raise errors[0]
+    return out[0]

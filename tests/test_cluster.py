@@ -61,6 +61,29 @@ def test_many_tiny_items_go_in_batches(pool: mc.Pool) -> None:
     assert sum(sent) == 20_000 and len(sent) < 400  # not one remote task per item
 
 
+def test_slow_items_stop_an_opening_batch_early(pool: mc.Pool) -> None:
+    # A map opens with one batch per worker (no one-item probe: its round trip
+    # would leave the workers idle); with slow items, each stops after about
+    # 0.2 s and the rest of its items go out again in batches of their cost.
+    sent: list[int] = []
+    send = pool._backend._send  # type: ignore[attr-defined]
+
+    def counting(args: Any, record: Any) -> Any:
+        sent.append(len(record.batch))
+        return send(args, record)
+
+    pool._backend._send = counting  # type: ignore[attr-defined]
+    start = time.monotonic()
+    assert pool.map(cf.nap, [0.05] * 40) == [0.05] * 40
+    assert sent[:2] == [20, 20] and sum(sent) > 40, sent
+    assert time.monotonic() - start < 10
+    # Big items open a few at a time (about 16 MB of them), not half the input each.
+    sent.clear()
+    arrays = [np.full(1 << 19, float(i)) for i in range(12)]  # 4 MB each
+    assert pool.map(cf.first_of, arrays) == [float(i) for i in range(12)]
+    assert max(sent) <= 4, sent
+
+
 def test_errors_keep_their_type_and_remote_traceback(pool: mc.Pool) -> None:
     with pytest.raises(ValueError, match="three is not allowed") as info:
         pool.map(cf.fail_on_three, range(6))

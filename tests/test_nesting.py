@@ -9,38 +9,16 @@ waiting thread would otherwise hold the slot its work needs).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 import manycore as mc
 from conftest import PROCESS_BACKENDS
-from helpers import square
+from helpers import bounded, square
 from stdlibfns import nested_map, nested_pool_sizes, nested_timed_map
 
 _BOUND = 30.0  # seconds: a call that takes longer is taken as hung
-
-
-def _bounded(call: Callable[[], Any]) -> Any:
-    """``call()`` in a daemon thread: its result, or a failure (not a hung test
-    run) if it has not returned within ``_BOUND`` seconds."""
-    out: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(_BOUND)
-    assert not thread.is_alive(), "the nested call hung"
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 @pytest.fixture
@@ -91,7 +69,7 @@ def test_a_nested_threads_map_on_the_default_pool_does_not_deadlock(
         return x + sum(mc.map(square, range(8), backend="threads"))
 
     n = mc.Pool(backend="threads").workers * 3  # more outer items than threads
-    out = _bounded(lambda: mc.map(outer, range(n), backend="threads", timeout=_BOUND))
+    out = bounded(lambda: mc.map(outer, range(n), backend="threads", timeout=_BOUND))
     assert out == [x + 140 for x in range(n)]
 
 
@@ -102,8 +80,8 @@ def test_a_one_thread_pool_whose_task_maps_on_it() -> None:
             nested = pool.map(square, range(4))
             return x + sum(nested) + pool.submit(square, 3).result(timeout=_BOUND)
 
-        assert _bounded(lambda: pool.map(outer, range(3))) == [23, 24, 25]
-        assert _bounded(lambda: pool.submit(outer, 10).result(timeout=_BOUND)) == 33
+        assert bounded(lambda: pool.map(outer, range(3))) == [23, 24, 25]
+        assert bounded(lambda: pool.submit(outer, 10).result(timeout=_BOUND)) == 33
         stats = pool.stats()
     assert stats.items == 3 + 1 + 3 * 5 + 5  # nested items are counted, on the one slot
 
@@ -117,7 +95,7 @@ def test_nested_work_still_uses_free_threads() -> None:
             # Two nested items that must run at once: each waits for the other.
             return sum(pool.map(lambda _: barrier.wait() + 1, range(2), chunksize=1))
 
-        assert _bounded(lambda: pool.submit(outer, 0).result(timeout=_BOUND)) == 3
+        assert bounded(lambda: pool.submit(outer, 0).result(timeout=_BOUND)) == 3
 
 
 def test_a_nested_submit_retried_on_a_busy_threads_pool_does_not_deadlock() -> None:
@@ -135,7 +113,7 @@ def test_a_nested_submit_retried_on_a_busy_threads_pool_does_not_deadlock() -> N
         def outer(_: int) -> int:
             return pool.schedule(flaky, retries=2).result(timeout=_BOUND)  # type: ignore[no-any-return]
 
-        assert _bounded(lambda: pool.map(outer, [0])) == [7]
+        assert bounded(lambda: pool.map(outer, [0])) == [7]
 
 
 def test_nested_work_with_a_timeout_on_a_busy_threads_pool_times_out_in_time() -> None:
@@ -160,7 +138,7 @@ def test_nested_work_with_a_timeout_on_a_busy_threads_pool_times_out_in_time() -
 
         began = time.monotonic()
         try:
-            assert _bounded(lambda: pool.map(outer, [0])) == ["timed out"]
+            assert bounded(lambda: pool.map(outer, [0])) == ["timed out"]
             assert time.monotonic() - began < 10
         finally:
             release.set()
@@ -184,7 +162,7 @@ def test_a_waiting_thread_lends_its_slot_to_one_thread_only() -> None:
         def outer(_: int) -> int:
             return len(pool.map(count_threads, range(100), timeout=_BOUND, chunksize=1))
 
-        assert _bounded(lambda: pool.map(outer, [0, 1])) == [100, 100]
+        assert bounded(lambda: pool.map(outer, [0, 1])) == [100, 100]
     assert peak[0] <= 4  # two waiting threads, and one thread in each one's slot
 
 
@@ -200,7 +178,7 @@ def test_the_pools_stats_count_nested_time_once(timeout: float | None) -> None:
             inner.append(stats)
             return values
 
-        _bounded(lambda: pool.map(outer, [0]))
+        bounded(lambda: pool.map(outer, [0]))
         stats = pool.stats()
     # The outer item's 0.4 s include the nested items': one slot, busy once.
     assert 0.35 < stats.busy < 0.6

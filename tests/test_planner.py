@@ -99,3 +99,48 @@ def test_big_array_items_are_recognised() -> None:
     assert _array_bytes([big, big]) == 2 * big.nbytes
     assert _array_bytes(np.zeros(10)) == 0  # small: not a "big" item
     assert _array_bytes("text") == 0
+
+
+def test_a_cluster_opens_with_a_share_per_worker() -> None:
+    # No probe round trip: one batch per worker, each of an equal share (the
+    # backend stops it after its budget, with the rest unrun, if items are slow).
+    planner = ChunkPlanner(workers=2, overhead=0.1, opening=1 << 16)
+    assert planner.opens
+    assert [planner.next_size(100_000), planner.next_size(50_000)] == [50_000, 50_000]
+    assert planner.next_size(3) == 3
+    # At most ``opening`` items (or ``limit``), in as many batches for each worker.
+    assert ChunkPlanner(workers=2, opening=30_000).next_size(100_000) == 25_000
+    assert ChunkPlanner(workers=2, opening=1 << 16).next_size(10**7) <= 1 << 16
+    assert ChunkPlanner(workers=2, opening=1 << 16).next_size(100, limit=10) == 10
+    assert ChunkPlanner(workers=2, overhead=0.1, opening=1 << 16).next_size(None) == 1
+    fixed = ChunkPlanner(workers=2, chunksize=5, opening=1 << 16)
+    assert not fixed.opens and fixed.next_size(100) == 5
+    planner.observe(20, 0.2)
+    assert not planner.opens
+
+
+def test_a_budgeted_remote_batch_stops_with_the_rest_unrun() -> None:
+    import os
+    import time
+
+    from manycore.backends._remote_run import run_remote
+
+    def nap(x: int) -> int:
+        time.sleep(0.01)
+        return x
+
+    answer = run_remote(nap, list(range(100)), (False, False, os.getpid(), 0.05), None, None, None)
+    values = answer[0]
+    assert isinstance(values, list) and 3 <= len(values) < 20
+    assert values == list(range(len(values)))
+    tiny = run_remote(abs, list(range(10_000)), (False, True, os.getpid(), 0.2), None, None, None)
+    assert tiny[0] == list(range(10_000)) and tiny[4] is not None and len(tiny[4]) == 5
+    # Failures keep their offsets in the whole batch, whichever slice ran them.
+    failing = run_remote(_fail_on_5000, list(range(9000)), (False, False, 1, 5.0), None, None, None)
+    assert len(failing[0]) == 9000 and failing[1] is not None and list(failing[1]) == [5000]
+
+
+def _fail_on_5000(x: int) -> int:
+    if x == 5000:
+        raise ValueError("five thousand")
+    return x

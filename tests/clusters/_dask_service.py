@@ -4,7 +4,9 @@ in a process group of its own so that a test can kill one worker (nanny and
 all), every worker, or the scheduler, and teardown kills whatever is left.
 
 ``dask_service`` is one such cluster for a whole module; ``fresh_dask_service``
-is a cluster of its own for a test that kills parts of it."""
+is a cluster of its own for a test that kills parts of it; ``gpu_dask_service``
+one whose first worker advertises a GPU (``--resources GPU=1``, its own
+``CUDA_VISIBLE_DEVICES``: no GPU is needed, none is used)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .conftest import need, need_command
 _TESTS = Path(__file__).resolve().parent.parent
 _SRC = _TESTS.parent / "src"
 _START_TIMEOUT = 60.0
+FAKE_DEVICES = ("7", "5")  # what the GPU workers' CUDA_VISIBLE_DEVICES say
 
 
 def need_distributed() -> None:
@@ -45,7 +48,7 @@ def _dask_command() -> str:
 class DaskService:
     """The processes of one cluster, and what a test does to them."""
 
-    def __init__(self, tmp: Path, workers: int = 2):
+    def __init__(self, tmp: Path, workers: int = 2, gpu_workers: int = 0):
         need_distributed()  # (the client side must be there too)
         self.tmp = tmp
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -59,7 +62,7 @@ class DaskService:
         )
         self.address = self._read_address()
         for i in range(workers):
-            self.add_worker(f"w{i}")
+            self.add_worker(f"w{i}", gpu=FAKE_DEVICES[i] if i < gpu_workers else None)
         self.wait_for_workers(workers)
 
     def _environment(self) -> dict[str, str]:
@@ -70,21 +73,29 @@ class DaskService:
         env.pop("DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES", None)
         return env
 
-    def _start(self, name: str, args: list[str], extra: list[str]) -> subprocess.Popen[bytes]:
+    def _start(
+        self, name: str, args: list[str], extra: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115  # the child holds it
         with log:
             return subprocess.Popen(
                 [self.command, *args, "--scheduler-file", str(self.scheduler_file), *extra],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=env or self.env,
                 start_new_session=True,  # its own process group: killed as one
             )
 
-    def add_worker(self, name: str) -> None:
+    def add_worker(self, name: str, gpu: str | None = None) -> None:
+        """A worker named ``name``; with ``gpu``, one that advertises a GPU and
+        is pinned to device ``gpu``, as a user starts one on a GPU machine."""
         args = ["worker", "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1"]
         extra = ["--dashboard-address", "127.0.0.1:0", "--name", name, "--death-timeout", "60"]
-        self.workers.append(self._start(f"worker-{name}", args, extra))
+        env = None
+        if gpu is not None:
+            extra += ["--resources", "GPU=1"]
+            env = {**self.env, "CUDA_VISIBLE_DEVICES": gpu}
+        self.workers.append(self._start(f"worker-{name}", args, extra, env))
 
     def _read_address(self) -> str:
         deadline = time.monotonic() + _START_TIMEOUT
@@ -159,6 +170,16 @@ def dask_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskServi
         service.stop()
 
 
+@pytest.fixture(scope="module")
+def gpu_dask_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskService]:
+    """2 workers: ``w0`` advertises a GPU (device ``FAKE_DEVICES[0]``), ``w1`` none."""
+    service = DaskService(tmp_path_factory.mktemp("dask-gpu"), gpu_workers=1)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture
 def fresh_dask_service(tmp_path: Path) -> Iterator[DaskService]:
     """A cluster of 2 workers of this test's own (it may kill parts of it)."""
@@ -169,4 +190,11 @@ def fresh_dask_service(tmp_path: Path) -> Iterator[DaskService]:
         service.stop()
 
 
-__all__ = ["DaskService", "dask_service", "fresh_dask_service", "need_distributed"]
+__all__ = [
+    "FAKE_DEVICES",
+    "DaskService",
+    "dask_service",
+    "fresh_dask_service",
+    "gpu_dask_service",
+    "need_distributed",
+]

@@ -10,40 +10,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 import clusterfns as cf
 import manycore as mc
+from helpers import bounded
 
 from ._dask_service import DaskService, dask_service, fresh_dask_service, need_distributed
 
 __all__ = ["dask_service", "fresh_dask_service"]  # the fixtures, used by name
-
-_BOUND = 60.0  # seconds: a call that takes longer is taken as hung
-
-
-def bounded(call: Callable[[], Any], bound: float = _BOUND) -> Any:
-    """``call()`` in a daemon thread: its result, or a failure (not a hung test
-    run) if it has not returned within ``bound`` seconds."""
-    out: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(bound)
-    assert not thread.is_alive(), f"the call hung (over {bound} s)"
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 @pytest.fixture

@@ -53,6 +53,10 @@ class Batch:
     # submit() future); a backend running coroutines runs them there. Untyped:
     # only the backend that made it reads it, as what its origin() returns.
     origin: Any = field(default=None, repr=False)
+    # Seconds after which the batch stops, reporting the items it did not reach
+    # as unrun (a map's opening batch, sized before any item's cost was known);
+    # None: it runs whole. Only backends with an ``opening_budget`` read it.
+    budget: float | None = None
 
     def part(self, lo: int, hi: int) -> Batch:
         """Items ``lo:hi`` of this batch as a batch of their own (to run again)."""
@@ -67,6 +71,7 @@ class Batch:
             timeout=self.timeout,
             time_items=self.time_items,
             origin=self.origin,
+            budget=self.budget,
         )
 
     def __len__(self) -> int:

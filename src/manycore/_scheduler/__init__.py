@@ -23,7 +23,7 @@ __getattr__, __dir__ = lazy_door(
     __name__,
     {
         "CallOptions": "_options",
-        "ChunkPlanner": "_maprun",
+        "ChunkPlanner": "_planner",
         "InputSource": "_maprun",
         "MapRun": "_maprun",
         "Retries": "_retries",
@@ -34,7 +34,8 @@ __getattr__, __dir__ = lazy_door(
 
 if TYPE_CHECKING:
     from manycore._scheduler._checkpoint import run_checkpointed
-    from manycore._scheduler._maprun import ChunkPlanner, InputSource, MapRun
+    from manycore._scheduler._maprun import InputSource, MapRun
     from manycore._scheduler._options import CallOptions
+    from manycore._scheduler._planner import ChunkPlanner
     from manycore._scheduler._retries import Retries
     from manycore._scheduler._submission import Scheduler

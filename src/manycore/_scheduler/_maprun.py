@@ -1,7 +1,6 @@
 """Backend-agnostic policy: chunking, ordering, back-pressure, error handling.
 
-:class:`ChunkPlanner` decides batch sizes from measured item cost and does no I/O,
-so its decisions are tested without processes. :class:`MapRun` drives one
+:class:`ChunkPlanner` (``_planner``) decides batch sizes. :class:`MapRun` drives one
 ``map``/``imap`` call: it reads the input lazily in the caller's thread, keeps a
 bounded window of batches in flight on the backend, and yields results.
 """
@@ -9,6 +8,7 @@ bounded window of batches in flight on the backend, and yields results.
 from __future__ import annotations
 
 import itertools
+import pickle
 import queue
 import sys
 import time
@@ -27,6 +27,7 @@ from manycore._core import (
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler._on_error import on_batch, own_copy
 from manycore._scheduler._options import CallOptions
+from manycore._scheduler._planner import ChunkPlanner
 from manycore._scheduler._retries import Retries
 from manycore.backends import Backend
 
@@ -35,98 +36,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ChunkPlanner", "InputSource", "MapRun"]
 
-_FLOOR_SECONDS = 0.001  # the tail's batches shrink no further than this much work
-_MAX_BATCH = 1 << 20
+_SAMPLE = 16  # items pickled to guess the size of an opening batch
 _MIN_LOOKAHEAD = 64  # items a lazy input's batch may hold before any result is taken
 _BIG_ITEM = 1 << 16  # an item holding this many bytes of array data is "big"
 _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at most
 # Items are timed one by one (for the slowest items of pool.stats()) once they are
 # known to cost this much: two clock reads are then under 1% of an item.
 _TIME_ITEMS_FROM = 20e-6
-
-
-class ChunkPlanner:
-    """Picks the size of the next batch.
-
-    Until an item's cost has been measured, batches hold one item: a long task is
-    never stuck behind another in the same batch. Then each batch aims at
-    ``target`` seconds of work, is at most ``growth`` times the largest batch that
-    has *finished* (one noisy measurement cannot produce a giant batch, and sizes
-    grow with completions, not with dispatches), and never exceeds
-    ``remaining / (2 * workers)`` when the input's length is known, so the last
-    batches are small and the workers finish together (though not below about
-    ``_FLOOR_SECONDS`` of work: a tail of one-item batches is all round trips).
-    ``limit`` caps a batch from outside (the lazy-input read-ahead bound).
-
-    ``overhead``: what a batch costs beyond its items (a cluster's round trip,
-    milliseconds). A batch of no more work than that is small whatever was
-    measured: it may be that big at once, and the tail shrinks no further.
-    """
-
-    def __init__(
-        self,
-        workers: int,
-        chunksize: int | None = None,
-        target: float = Backend.batch_seconds,
-        growth: int = Backend.batch_growth,
-        overhead: float = Backend.batch_overhead,
-    ):
-        self.workers = max(1, workers)
-        self.fixed = chunksize
-        self.target = target
-        self.growth = growth
-        self.overhead = overhead
-        self._items = 0
-        self._seconds = 0.0
-        self._largest_done = 1
-
-    @classmethod
-    def for_backend(
-        cls, backend: Backend, chunksize: int | None, timed: bool = False
-    ) -> ChunkPlanner:
-        """The planner of a run on ``backend``. Items that mostly wait (asyncio) go
-        one per batch: they run side by side anyway, a batch's result waits for its
-        slowest item, and their wall time says nothing about the cost of batching."""
-        if timed and backend.one_item_when_timed:
-            chunksize = 1  # whatever was asked: the backend times batches, not items
-        elif chunksize is None and backend.one_item_per_batch:
-            chunksize = 1
-        return cls(
-            backend.workers,
-            chunksize,
-            backend.batch_seconds,
-            backend.batch_growth,
-            backend.batch_overhead,
-        )
-
-    @property
-    def cost(self) -> float | None:
-        """Mean seconds per item so far, or None before the first measurement."""
-        return self._seconds / self._items if self._items else None
-
-    def observe(self, items: int, seconds: float) -> None:
-        if items > 0:
-            self._items += items
-            self._seconds += max(seconds, 0.0)
-            self._largest_done = max(self._largest_done, items)
-
-    def next_size(self, remaining: int | None = None, limit: int | None = None) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        cost = self.cost
-        if cost is None:
-            return 1
-        size = int(self.target / cost) if cost > 0 else _MAX_BATCH
-        small = int(self.overhead / cost) if cost > 0 else size  # a batch's own cost of work
-        size = min(size, max(self._largest_done * self.growth, small), _MAX_BATCH)
-        if remaining is not None:
-            # Split what is left across the workers so they finish together, but
-            # not into batches so small that round trips dominate the tail.
-            floor = round(max(_FLOOR_SECONDS, self.overhead) / cost) if cost > 0 else size
-            size = min(size, max(remaining // (2 * self.workers), floor), remaining)
-        if limit is not None:
-            size = min(size, limit)
-        return max(1, size)
 
 
 _POOL_ERRORS = (PoolBroken, PoolClosed, CancelledError)
@@ -214,6 +130,11 @@ class InputSource:
             self.item_bytes = _array_bytes(items[0])
         self.position = start + len(items)
         return start, items
+
+    def peek(self, n: int) -> list[object]:
+        """The next ``n`` items (fewer at the end) of a sequence input, not taken."""
+        assert self._seq is not None
+        return list(self._seq[self.position : self.position + n])
 
     def at_end(self) -> bool:
         """True if no item is left. A lazy input reads one item ahead for this and
@@ -371,37 +292,15 @@ class MapRun:
         # held there may be waiting for exactly these items.
         while self._room() and (self._retry or buffered < 4 * self._window):
             if self._retry:
-                batch = self._retry.pop()
+                batch = self._retried()
             elif self._exhausted:
                 return
             else:
-                remaining = self._source.remaining
-                # A lazy input is read at most about as far ahead as the consumer
-                # has got: an endless generator costs bounded memory and time.
-                limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
-                if self._source.item_bytes:
-                    # Big items (arrays) go a few at a time: copying a batch into
-                    # shared memory delays its start, and a small batch overlaps
-                    # the copy of the next with the work on this one.
-                    cap = max(1, _BATCH_BYTES // self._source.item_bytes)
-                    limit = cap if limit is None else min(limit, cap)
-                size = self._planner.next_size(remaining, limit)
-                taken = self._source.take(size)
-                if taken is None:
+                fresh = self._fresh()
+                if fresh is None:
                     self._exhausted = True
                     return
-                start, items = taken
-                cost = self._planner.cost
-                batch = Batch(
-                    self._fn,
-                    items,
-                    start,
-                    self._source.star,
-                    fn_blob=self._fn_blob,
-                    timeout=self._policy.timeout,
-                    time_items=self._policy.stats
-                    or (cost is not None and cost >= _TIME_ITEMS_FROM),
-                )
+                batch = fresh
             batch.key = next(self._keys)
             self._inflight[batch.key] = batch
             if self._planner.overhead and self._planner.cost is None:
@@ -419,6 +318,66 @@ class MapRun:
             except BaseException:
                 self._inflight.pop(batch.key, None)
                 raise
+
+    def _fresh(self) -> Batch | None:
+        """The next batch from the input, sized by the planner; None at its end."""
+        remaining = self._source.remaining
+        # A lazy input is read at most about as far ahead as the consumer
+        # has got: an endless generator costs bounded memory and time.
+        limit = None if remaining is not None else max(_MIN_LOOKAHEAD, self._delivered)
+        if self._source.item_bytes:
+            # Big items (arrays) go a few at a time: copying a batch into
+            # shared memory delays its start, and a small batch overlaps
+            # the copy of the next with the work on this one.
+            cap = max(1, _BATCH_BYTES // self._source.item_bytes)
+            limit = cap if limit is None else min(limit, cap)
+        opening = self._planner.opens
+        if opening and remaining:
+            limit = self._opening_cap(limit)
+        size = self._planner.next_size(remaining, limit)
+        taken = self._source.take(size)
+        if taken is None:
+            return None
+        start, items = taken
+        cost = self._planner.cost
+        return Batch(
+            self._fn,
+            items,
+            start,
+            self._source.star,
+            fn_blob=self._fn_blob,
+            timeout=self._policy.timeout,
+            time_items=self._policy.stats or (cost is not None and cost >= _TIME_ITEMS_FROM),
+            budget=self._backend.opening_budget if opening and len(items) > 1 else None,
+        )
+
+    def _retried(self) -> Batch:
+        """The next batch to run again. The rest of an opening batch goes out in
+        batches of the planner's size (its items' cost is known now)."""
+        batch = self._retry.pop()
+        if batch.budget is None or self._planner.cost is None:
+            return batch
+        size = self._planner.next_size(len(batch) + (self._source.remaining or 0))
+        if len(batch) > size:
+            self._retry.append(batch.part(size, len(batch)))
+            batch = batch.part(0, size)
+        batch.budget = None
+        return batch
+
+    def _opening_cap(self, limit: int | None) -> int:
+        """``limit`` for an opening batch: about ``_BATCH_BYTES`` of pickled
+        items (those it does not reach are sent again)."""
+        most = _BATCH_BYTES
+        try:
+            # The first item, then as many more as fit (pickled apart, each
+            # carries a header: a list of a few tells the size of tiny items).
+            first = len(pickle.dumps(self._source.peek(1), pickle.HIGHEST_PROTOCOL))
+            sample = self._source.peek(max(1, min(_SAMPLE, most // first)))
+            size = len(pickle.dumps(sample, pickle.HIGHEST_PROTOCOL))
+        except Exception:  # it will not pickle: the batch that carries it says so
+            return 1
+        cap = max(1, most * len(sample) // size)
+        return cap if limit is None else min(limit, cap)
 
     def _room(self) -> bool:
         """Whether the window has room for another batch."""
@@ -456,7 +415,10 @@ class MapRun:
             values: list[Any] = [None] * len(batch)
             failures = {i: own_copy(result, i) for i in range(len(batch))}
         else:
-            if not result.unrun:  # a cut-short batch says little about item cost
+            if batch.budget is not None:  # its budget ran out: the items it ran say
+                ran = len(batch) - sum(hi - lo for lo, hi in result.unrun or ())
+                self._planner.observe(ran, result.elapsed)
+            elif not result.unrun:  # a cut-short batch says little about item cost
                 self._planner.observe(len(batch), result.elapsed)
             values, failures = result.values, result.failures or {}
             if result.unrun:

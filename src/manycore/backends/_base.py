@@ -85,6 +85,10 @@ class Backend(abc.ABC):
     #: what a batch costs beyond its items' work (a remote task's round trip): the
     #: scheduler plans no batch so small that this dominates it
     batch_overhead: ClassVar[float] = 0.0
+    #: a map of known length opens with one big batch per worker instead of
+    #: one-item probes, each stopping after this many seconds (``Batch.budget``)
+    #: with the rest of its items unrun; None: one-item probes (no round trip to save)
+    opening_budget: ClassVar[float | None] = None
     #: results name their worker by slot, 0..workers-1 (pool.stats() lists every
     #: slot, idle ones too); else by a name of the backend's (a cluster address)
     numbered_workers: ClassVar[bool] = True

@@ -16,7 +16,7 @@ by the client, and large objects sent to the cluster once.
   are out as the cluster has worker slots, so that an item's clock starts about
   when it does (not while it waits in the engine's queue). A watchdog thread
   fails an item past its deadline with ``TaskTimeout`` at once (unless the
-  engine says it has not started: its clock then starts again), and the engine
+  engine says it started late, or not yet: its clock runs from its start), and the engine
   stops it (``_halt``): Ray kills the worker running it, Dask restarts it; its
   slot comes back once the task has really stopped.
 * Health. The same thread asks the engine, about once a second while batches
@@ -75,7 +75,17 @@ H = TypeVar("H")  # the engine's handle of a remote call (a Dask future, a Ray o
 
 
 class _Running(Generic[H]):
-    __slots__ = ("batch", "done", "handle", "puts", "settled", "stop_asked", "timed", "waited")
+    __slots__ = (
+        "batch",
+        "done",
+        "handle",
+        "puts",
+        "sent",
+        "settled",
+        "stop_asked",
+        "timed",
+        "waited",
+    )
 
     def __init__(self, batch: Batch, done: Done):
         self.batch = batch
@@ -85,6 +95,7 @@ class _Running(Generic[H]):
         self.stop_asked = False  # a CancelledError from the engine is then ours
         self.timed = batch.timeout is not None
         self.waited = False  # its deadline passed before it had started
+        self.sent = 0.0  # when (time.monotonic()) it was sent
         self.puts: list[int] = []  # keys of the cached puts this batch uses
 
 
@@ -110,6 +121,7 @@ class ClusterBackend(Backend, Generic[H]):
     batch_seconds = 0.2  # a remote task costs milliseconds: batches take longer
     batch_growth = 64  # each size step costs a round trip: few steps to that size
     batch_overhead = 0.1  # about a remote task's round trip, on a busy cluster
+    opening_budget = 0.2  # a one-item probe would cost a round trip of idle workers
     timed_out_how = "its worker was killed"  # what became of a task that timed out
     accepts = frozenset({"address", "gpus"})
 
@@ -210,6 +222,16 @@ class ClusterBackend(Backend, Generic[H]):
         (False: it waited for a slot, and its clock starts again)."""
         return True
 
+    def _running_for(self, record: _Running[H]) -> float | None:
+        """Seconds the task of ``record``, at its deadline, has run on a worker;
+        None: it has not started. An engine that can say when the task started
+        tells; by default, asked ``_has_started``: its whole time, or none of it
+        when it started since the last look (a recheck ago at most)."""
+        if not self._has_started(record):
+            return None
+        assert record.batch.timeout is not None
+        return 0.0 if record.waited else record.batch.timeout
+
     def _halting(self, record: _Running[H]) -> None:
         """A timed-out task is about to be reported (then stopped by ``_halt``):
         whatever waits for the report must find the stop under way."""
@@ -231,7 +253,7 @@ class ClusterBackend(Backend, Generic[H]):
         record: _Running[H] = _Running(batch, done)
         items, kwargs, refs = self._lift(record, list(batch.items), batch.kwargs)
         # (The submitting process: a worker that is another process runs nested calls there.)
-        how = (batch.star, batch.time_items, os.getpid())
+        how = (batch.star, batch.time_items, os.getpid(), batch.budget)
         args = (self._fn_ref(record), items, how, kwargs, self._setup, self._shared_ref)
         with self._lock:
             self._running[id(batch)] = record
@@ -244,6 +266,7 @@ class ClusterBackend(Backend, Generic[H]):
         self._launch(record, (*args, *refs))
 
     def _launch(self, record: _Running[H], args: tuple[object, ...]) -> None:
+        record.sent = time.monotonic()
         try:
             record.handle = self._send(args, record)
             self._handles[record.batch] = record.handle
@@ -258,7 +281,7 @@ class ClusterBackend(Backend, Generic[H]):
             return
         if record.timed:
             assert record.batch.timeout is not None
-            self._arm(record, time.monotonic() + record.batch.timeout)
+            self._arm(record, record.sent + record.batch.timeout)
 
     def _finished(self, record: _Running[H], handle: H | None = None) -> None:
         """The remote call ``handle`` ended (done-callback): report it, unless a
@@ -285,7 +308,10 @@ class ClusterBackend(Backend, Generic[H]):
             return init_raised(rebuild(answer[1]), "the pool's")
         values, packed, elapsed, where, slowest = answer
         failures = {k: rebuild(w) for k, w in packed.items()} if packed else None
-        return BatchResult(values, failures, elapsed, slowest=slowest, worker=where)
+        n, ran = len(record.batch), len(values)
+        unrun = [(ran, n)] if ran < n else None  # a budget ran out (Batch.budget)
+        values = values + [None] * (n - ran) if unrun else values
+        return BatchResult(values, failures, elapsed, unrun, slowest, worker=where)
 
     def _crashed(self, batch: Batch, exc: BaseException) -> BaseException:
         err = WorkerCrashed(
@@ -404,14 +430,15 @@ class ClusterBackend(Backend, Generic[H]):
 
     def _expire(self, records: list[_Running[H]]) -> None:
         for record in records:
-            if not self._has_started(record):
+            ran = self._running_for(record)
+            if ran is None:
                 record.waited = True  # its clock starts once it does: look again soon
                 self._arm(record, time.monotonic() + _RECHECK)
                 continue
-            if record.waited:  # it started since the last look: its full time from now
+            assert record.batch.timeout is not None
+            if ran < record.batch.timeout:  # it started late: the rest of its time
                 record.waited = False
-                assert record.batch.timeout is not None
-                self._arm(record, time.monotonic() + record.batch.timeout)
+                self._arm(record, time.monotonic() + record.batch.timeout - ran)
                 continue
             record.stop_asked = True
             self._halting(record)

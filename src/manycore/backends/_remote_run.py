@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from manycore._core import pack_exception
+from manycore._core import BatchResult, pack_exception
 
 if TYPE_CHECKING:
     from manycore._core import ErrorWire
@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 __all__ = [
     "INIT_FAILED",
     "Answer",
+    "Box",
     "Placeholder",
     "ResultRef",
     "Setup",
     "all_scalars",
     "replace",
     "replace_values",
+    "run_boxed",
     "run_remote",
 ]
 
@@ -116,7 +118,7 @@ _KEEP_STATES = 16  # pools whose worker state one process keeps, at most
 def run_remote(
     fn: Callable[..., object],
     items: list[object],
-    how: tuple[bool, bool, int],
+    how: tuple[bool, bool, int, float | None],
     kwargs: dict[str, object] | None,
     setup: Setup | None,
     shared: object,
@@ -124,14 +126,15 @@ def run_remote(
 ) -> Answer:
     """Run a batch on a cluster worker (the engine has resolved ``refs``): its
     values, its errors packed, the compute time, where it ran (host:pid) and
-    its slowest items (``how``: star-args, time items, the submitting process);
+    its slowest items (``how``: star-args, time items, the submitting process,
+    the batch's budget: then only the items run within it have values);
     or ``(INIT_FAILED, error)``."""
     import os
     import socket
 
     from manycore._core import cpus, run_batch, task_state
 
-    star, time_items, origin = how
+    star, time_items, origin, budget = how
     if origin != os.getpid() and cpus.worker_share() is None:
         # A worker process of the cluster: nested calls run here, as in a process
         # worker, and a pool one starts ends with that call (the worker outlives
@@ -147,7 +150,10 @@ def run_remote(
         return (INIT_FAILED, pack_exception(error))
     previous = task_state.set_thread(state, shared)
     try:
-        result = run_batch(fn, items, star, kwargs, Exception, time_items)
+        if budget is None:
+            result = run_batch(fn, items, star, kwargs, Exception, time_items)
+        else:
+            result = _run_within(budget, fn, items, star, kwargs, time_items)
     finally:
         task_state.set_thread(*previous)
     packed = None
@@ -155,6 +161,68 @@ def run_remote(
         packed = {k: pack_exception(e) for k, e in result.failures.items()}
     where = f"{socket.gethostname()}:{os.getpid()}"
     return result.values, packed, result.elapsed, where, result.slowest
+
+
+def _run_within(
+    budget: float,
+    fn: Callable[..., object],
+    items: list[object],
+    star: bool,
+    kwargs: dict[str, object] | None,
+    time_items: bool,
+) -> BatchResult:
+    """``run_batch`` over the first of ``items`` that fit in ``budget`` seconds
+    (one at least), in slices sized from the time the ones before took."""
+    import time
+
+    from manycore._core import run_batch
+
+    began = time.perf_counter()
+    parts: list[BatchResult] = []
+    done, size = 0, 1
+    while done < len(items):
+        parts.append(run_batch(fn, items[done : done + size], star, kwargs, Exception, time_items))
+        done += size
+        spent = time.perf_counter() - began
+        if spent >= budget:
+            break
+        # Half the time left, at the pace so far: a slower item overshoots little.
+        size = max(1, min(len(items) - done, int((budget - spent) * done / spent / 2)))
+    return _joined(parts)
+
+
+def _joined(parts: list[BatchResult]) -> BatchResult:
+    """The results of consecutive slices of a batch, as one."""
+    values: list[object] = []
+    failures: dict[int, BaseException] = {}
+    slowest: list[tuple[int, float]] = []
+    for part in parts:
+        failures.update((len(values) + k, e) for k, e in (part.failures or {}).items())
+        slowest += [(len(values) + k, s) for k, s in part.slowest or ()]
+        values += part.values
+    slowest = sorted(slowest, key=lambda x: -x[1])[:5] if parts[0].slowest is not None else []
+    elapsed = sum(p.elapsed for p in parts)
+    return BatchResult(values, failures or None, elapsed, slowest=slowest or None)
+
+
+class Box:
+    """A batch's items and options passed on as one object: the engines look into
+    every list argument (a batch's items) element by element (Dask) or encode it
+    apart (Ray), which costs more than running tiny items."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: tuple[object, ...]):
+        self.args = args
+
+    def __reduce__(self) -> tuple[type[Box], tuple[tuple[object, ...]]]:
+        return (Box, (self.args,))
+
+
+def run_boxed(fn: Any, box: Box, shared: object, *refs: object) -> Answer:
+    """``run_remote``, its arguments taken out of the box (on the worker)."""
+    items, how, kwargs, setup = box.args
+    return run_remote(fn, items, how, kwargs, setup, shared, *refs)  # type: ignore[arg-type]
 
 
 def _fill(leaf: object, refs: tuple[Any, ...]) -> object:  # objects, or another batch's Answer

@@ -26,7 +26,7 @@ from manycore._core import PoolBroken
 from manycore.backends._base import BackendOptions, register_backend
 from manycore.backends._cluster import ClusterBackend, _Running
 from manycore.backends._gpus import require_gpus, task_share
-from manycore.backends._remote_run import Answer, run_remote
+from manycore.backends._remote_run import Answer, Box, run_boxed
 
 __all__ = ["DaskBackend"]
 
@@ -119,23 +119,16 @@ def _import_error_in(exc: BaseException) -> ImportError | None:
     return None
 
 
-class _Box:
-    """Arguments that Dask passes on as one object: it looks into every list (a
-    batch's items) element by element, which costs more than running tiny items."""
-
-    __slots__ = ("args",)
-
-    def __init__(self, args: tuple[object, ...]):
-        self.args = args
-
-    def __reduce__(self) -> tuple[type[_Box], tuple[tuple[object, ...]]]:
-        return (_Box, (self.args,))
-
-
-def _run_boxed(fn: Any, box: _Box, shared: object, *refs: object) -> Answer:
-    """run_remote, its arguments taken out of the box (on the worker)."""
-    items, how, kwargs, setup = box.args
-    return run_remote(fn, items, how, kwargs, setup, shared, *refs)  # type: ignore[arg-type]
+def _ran_for(key: str, dask_worker: Any = None) -> float | None:
+    """On a Dask worker (``client.run``): seconds task ``key`` has run here, or
+    None if it does not run here (yet)."""
+    if key not in dask_worker.active_keys:
+        return None
+    task = dask_worker.state.tasks.get(key)
+    if not hasattr(task, "start_time"):  # (a Dask that does not say: its whole time)
+        return float("inf")
+    start = task.start_time
+    return 0.0 if start is None else time.time() - start  # (None: it is starting now)
 
 
 @register_backend
@@ -238,9 +231,9 @@ class DaskBackend(ClusterBackend[Future]):
         # fn (or its ref), the items and options in one box, the shared object's and
         # the other refs as they are: Dask finds refs among the top-level arguments.
         fn, items, how, kwargs, setup, *refs = args
-        box = _Box((items, how, kwargs, setup))
+        box = Box((items, how, kwargs, setup))
         future = self._client.submit(
-            _run_boxed, fn, box, *refs, pure=False, retries=0, resources=self._resources
+            run_boxed, fn, box, *refs, pure=False, retries=0, resources=self._resources
         )
         future.add_done_callback(lambda done: self._finished(record, done))
         return future
@@ -273,14 +266,20 @@ class DaskBackend(ClusterBackend[Future]):
 
     # ------------------------------------------------------- timeouts, health
 
-    def _has_started(self, record: _Running[Future]) -> bool:
+    def _running_for(self, record: _Running[Future]) -> float | None:
+        """Asked of the worker that has the task: a task that waited there (or
+        at the scheduler) behind others has run only since it started."""
+        assert record.batch.timeout is not None
         if record.handle is None or not self._alive():
-            return True
+            return record.batch.timeout
+        key = record.handle.key
         try:
-            stacks = self._client.call_stack(keys=[record.handle.key])
+            where = [w for w, keys in self._client.processing().items() if key in keys]
+            ran = self._client.run(_ran_for, key, workers=where) if where else {}
         except Exception:  # the scheduler is going: _health says so
-            return True
-        return any(stacks.values())
+            return record.batch.timeout
+        seconds = [s for s in ran.values() if s is not None]
+        return max(seconds) if seconds else None
 
     def _halting(self, record: _Running[Future]) -> None:
         with self._lock:
