@@ -277,13 +277,19 @@ class CeleryBackend(ClusterBackend[_Task]):
                 )
 
     def _count(self) -> int:
-        """Worker processes of manycore's app on the broker, by their own report
-        (bounded: those that answer within a second)."""
+        """Worker processes on the broker that read manycore's queue, by their own
+        report (bounded: those that answer within a second; another app's workers
+        on the same broker are not counted)."""
+        from manycore.backends._celery_app import QUEUE
+
         try:
-            stats = self._app.control.inspect(timeout=_PING).stats() or {}
+            inspect = self._app.control.inspect(timeout=_PING)
+            queues = inspect.active_queues() or {}
+            ours = [w for w, qs in queues.items() if any(q.get("name") == QUEUE for q in qs)]
+            stats = inspect.stats() or {} if ours else {}
         except Exception:  # the broker went away: _health says so
             return 0
-        return sum(int(s.get("pool", {}).get("max-concurrency", 1)) for s in stats.values())
+        return sum(int(stats.get(w, {}).get("pool", {}).get("max-concurrency", 1)) for w in ours)
 
     @property
     def workers(self) -> int:
