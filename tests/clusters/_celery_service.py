@@ -142,7 +142,7 @@ class Broker:
 @pytest.fixture(scope="session")
 def celery_broker() -> Iterator[Broker]:
     """A Redis broker on 127.0.0.1 with a 2-process Celery worker of manycore's app."""
-    need("celery", _has_celery(), HOW)
+    need("celery", has_celery(), HOW)
     need_command("ps", "apt-get install -y procps")
     redis_service, url = start_redis()
     try:
@@ -155,7 +155,7 @@ def celery_broker() -> Iterator[Broker]:
         redis_service.stop()
 
 
-def _has_celery() -> bool:
+def has_celery() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("celery") is not None

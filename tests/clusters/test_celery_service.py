@@ -20,19 +20,27 @@ import clusterfns as cf
 import manycore as mc
 from clusters import rayfns as fns
 from clusters._celery_service import (
+    HOW,
     TESTS,
     Broker,
     celery_broker,
     env,
+    has_celery,
     redis_client,
     start_redis,
     workers_on,
 )
 from clusters._ray_service import free_port
+from clusters.conftest import need
 from clusters.test_mpi import SHARED_SUITE
 from clusters.test_ray_service import _expect_two_timeouts, _kinds
 
 __all__ = ["celery_broker"]  # (the fixture, imported for pytest)
+
+
+@pytest.fixture(autouse=True)
+def _celery_installed() -> None:
+    need("celery", has_celery(), HOW)
 
 
 @pytest.fixture
