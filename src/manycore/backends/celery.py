@@ -229,7 +229,7 @@ class CeleryBackend(ClusterBackend[_Task]):
         from manycore.backends._celery_app import configure
 
         bound = connect_bound()
-        client = redis.Redis.from_url(self._url, socket_connect_timeout=bound)
+        client: Any = redis.Redis.from_url(self._url, socket_connect_timeout=bound)
         try:
             client.ping()
         except redis.RedisError as exc:
