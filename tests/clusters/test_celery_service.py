@@ -32,7 +32,7 @@ from clusters._celery_service import (
 )
 from clusters._ray_service import free_port
 from clusters.conftest import need
-from clusters.test_mpi import SHARED_SUITE
+from clusters.test_mpi import SHARED_SUITE, _passed
 from clusters.test_ray_service import _expect_two_timeouts, _kinds
 
 __all__ = ["celery_broker"]  # (the fixture, imported for pytest)
@@ -166,4 +166,4 @@ def test_the_shared_backend_suite(celery_broker: Broker) -> None:
     full: dict[str, Any] = env() | {"MANYCORE_TEST_CELERY": celery_broker.url}
     done = subprocess.run(command, env=full, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stdout[-8000:]
-    assert " passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]
+    assert _passed(done.stdout) >= 60, done.stdout[-2000:]  # (66 here)
