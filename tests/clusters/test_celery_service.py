@@ -61,6 +61,8 @@ def test_the_running_workers_are_used_and_nothing_is_started(celery_broker: Brok
         assert p.workers == 2  # the worker's own report (-c 2)
         assert p.map(lambda x: x + 1, range(100)) == list(range(1, 101))
         assert _celery_processes() == before
+        with pytest.raises(NotImplementedError, match="backend='celery'"):
+            p.Lock()
 
 
 @pytest.mark.timeout(120)

@@ -297,6 +297,12 @@ class CeleryBackend(ClusterBackend[_Task]):
 
     # ----------------------------------------------------------------- tasks
 
+    def make_sync(self, kind: str, args: tuple[object, ...]) -> object:
+        raise NotImplementedError(
+            f"pool.{kind}() is not available on backend='celery' (Celery has no shared "
+            "objects); use Redis itself from the tasks (redis-py's Lock, INCR, lists)"
+        )
+
     def _put(self, obj: object) -> object:
         return obj  # no object store: sent with each task (inside its pickle)
 
