@@ -47,6 +47,9 @@ CLUSTERS = [
 # the process (the other tests fork it).
 if os.environ.get("MANYCORE_TEST_MPI") == "1":
     CLUSTERS.append(pytest.param(("mpi", None), id="mpi", marks=pytest.mark.cluster))
+# Celery where a broker with workers is given (tests/clusters/test_celery_service.py).
+if os.environ.get("MANYCORE_TEST_CELERY"):
+    CLUSTERS.append(pytest.param(("celery", None), id="celery", marks=pytest.mark.cluster))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,7 +67,7 @@ def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
 @contextlib.contextmanager
 def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
-    if name not in ("dask", "ray"):
+    if name not in ("dask", "ray", "celery"):
         with mc.Pool(2, backend=name, start_method=method) as p:
             yield p
         return
@@ -79,6 +82,8 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
     """Pool options reusing this session's cluster of ``engine``."""
     if engine == "dask":
         return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    if engine == "celery":
+        return {"backend": "celery", "address": os.environ["MANYCORE_TEST_CELERY"]}
     request.getfixturevalue("ray_runtime")
     return {"backend": "ray"}
 

@@ -60,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"manycore {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from manycore._cli import _bench_cmd as _clibench
+    from manycore._cli import _celery_worker as _cliceleryworker
     from manycore._cli import _run as _clirun
 
     _clirun.add_parser(commands, whole_number, seconds)
     _clibench.add_parser(commands, whole_number)
+    _cliceleryworker.add_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="time classic workloads sequentially and with manycore.map",
@@ -124,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from manycore._cli._bench_cmd import main as bench_main
 
         return bench_main(args, argv)
+    if args.command == "celery-worker":
+        from manycore._cli._celery_worker import main as celery_worker_main
+
+        return celery_worker_main(args)
     if args.command == "info":
         from manycore._cli._info import main as info_main
 

@@ -30,6 +30,7 @@ __all__ = [
     "BackendOptions",
     "Batch",
     "BatchResult",
+    "CeleryBackend",
     "DaskBackend",
     "Done",
     "MPIBackend",
@@ -50,6 +51,7 @@ __all__ = [
 _LAZY = {  # loaded when first asked for: each loads its engine
     "awaited_from": "_caller_loop",
     "AsyncioBackend": "aio",
+    "CeleryBackend": "celery",
     "DaskBackend": "cluster_dask",
     "MPIBackend": "mpi",
     "ProcessBackend": "processes",
@@ -61,6 +63,7 @@ _LAZY = {  # loaded when first asked for: each loads its engine
 if TYPE_CHECKING:
     from manycore.backends._caller_loop import awaited_from
     from manycore.backends.aio import AsyncioBackend
+    from manycore.backends.celery import CeleryBackend
     from manycore.backends.cluster_dask import DaskBackend
     from manycore.backends.cluster_ray import RayBackend
     from manycore.backends.mpi import MPIBackend

@@ -237,6 +237,7 @@ _BUILT_IN = {
     "dask": "manycore.backends.cluster_dask",
     "ray": "manycore.backends.cluster_ray",
     "mpi": "manycore.backends.mpi",
+    "celery": "manycore.backends.celery",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
