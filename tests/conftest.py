@@ -47,6 +47,13 @@ CLUSTERS = [
 # the process (the other tests fork it).
 if os.environ.get("MANYCORE_TEST_MPI") == "1":
     CLUSTERS.append(pytest.param(("mpi", None), id="mpi", marks=pytest.mark.cluster))
+# IPython parallel where asked for: MANYCORE_TEST_IPP names a running cluster's
+# connection file (tests/clusters/test_ipyparallel_service.py starts one).
+IPP = os.environ.get("MANYCORE_TEST_IPP")
+if IPP:
+    CLUSTERS.append(
+        pytest.param(("ipyparallel", None), id="ipyparallel", marks=pytest.mark.cluster)
+    )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,7 +71,7 @@ def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
 @contextlib.contextmanager
 def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
-    if name not in ("dask", "ray"):
+    if name not in ("dask", "ray", "ipyparallel"):
         with mc.Pool(2, backend=name, start_method=method) as p:
             yield p
         return
@@ -79,6 +86,8 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
     """Pool options reusing this session's cluster of ``engine``."""
     if engine == "dask":
         return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    if engine == "ipyparallel":
+        return {"backend": "ipyparallel", "address": IPP}
     request.getfixturevalue("ray_runtime")
     return {"backend": "ray"}
 

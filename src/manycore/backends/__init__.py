@@ -32,6 +32,7 @@ __all__ = [
     "BatchResult",
     "DaskBackend",
     "Done",
+    "IPyParallelBackend",
     "MPIBackend",
     "ProcessBackend",
     "RayBackend",
@@ -51,6 +52,7 @@ _LAZY = {  # loaded when first asked for: each loads its engine
     "awaited_from": "_caller_loop",
     "AsyncioBackend": "aio",
     "DaskBackend": "cluster_dask",
+    "IPyParallelBackend": "ipyparallel",
     "MPIBackend": "mpi",
     "ProcessBackend": "processes",
     "RayBackend": "cluster_ray",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from manycore.backends.aio import AsyncioBackend
     from manycore.backends.cluster_dask import DaskBackend
     from manycore.backends.cluster_ray import RayBackend
+    from manycore.backends.ipyparallel import IPyParallelBackend
     from manycore.backends.mpi import MPIBackend
     from manycore.backends.processes import ProcessBackend
     from manycore.backends.serial import SerialBackend

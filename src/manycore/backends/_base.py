@@ -233,6 +233,7 @@ _BUILT_IN = {
     "dask": "manycore.backends.cluster_dask",
     "ray": "manycore.backends.cluster_ray",
     "mpi": "manycore.backends.mpi",
+    "ipyparallel": "manycore.backends.ipyparallel",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
