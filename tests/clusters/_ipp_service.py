@@ -59,7 +59,7 @@ def _engines(connection_file: Path) -> int:
     import ipyparallel as ipp
 
     try:
-        client = ipp.Client(url_file=str(connection_file), timeout=5)
+        client = ipp.Client(str(connection_file), timeout=5)
     except Exception:
         return 0
     try:
@@ -74,8 +74,8 @@ def start(tmp: Path, engines: int = 2) -> IPPService:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
     cmd = [str(ipcluster), "start", "-n", str(engines), "--ip=127.0.0.1"]
     cmd += [f"--profile-dir={tmp}", f"--cluster-id={cluster_id}", "--daemonize=False"]
-    log = (tmp / "ipcluster.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
+    with (tmp / "ipcluster.log").open("wb") as log:  # (the child keeps its own copy)
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=log)
     connection = tmp / "security" / f"ipcontroller-{cluster_id}-client.json"
     service = IPPService(tmp, cluster_id, connection, proc, set())
     try:

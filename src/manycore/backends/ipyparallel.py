@@ -57,6 +57,7 @@ _GRACE_INT = 2.0  # seconds a timed-out task has to stop after SIGINT, before it
 _DEATH_BOUND = 30.0  # seconds for the controller to see a killed engine gone
 _GRACE = 10.0  # seconds with no engine before what is out fails
 _STOP_GRACE = 3.0  # seconds for an owned cluster's processes to end once told to
+_SETTLE = 2.0  # seconds a refill watches the engines before it may end
 _REFRESH = 1.0  # seconds between two readings of the engines
 _PREFIX = "_manycore_"  # names of pushed objects in the engines' namespaces
 _log = logging.getLogger(__name__)
@@ -101,22 +102,31 @@ def forget(name: str, namespace: dict[str, object]) -> None:
     namespace.pop(name, None)
 
 
+def _connection_file(path: Path) -> Path | None:
+    """The client connection file ``path`` names: itself, or the one in a
+    profile directory (``ipcontroller-client.json``, or the one cluster's)."""
+    if path.is_file():
+        return path
+    security = path / "security"
+    if (security / "ipcontroller-client.json").is_file():
+        return security / "ipcontroller-client.json"
+    found = sorted(security.glob("ipcontroller-*-client.json")) if security.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
 def _open_client(ipp: Any, address: str) -> Client:
     """A client of the cluster at ``address`` (a connection file or a profile
     directory), connected within the bound, with an engine registered."""
     bound = connect_bound()
-    path = Path(address).expanduser()
-    if path.is_dir():
-        where: dict[str, object] = {"profile_dir": str(path)}
-    elif path.is_file():
-        where = {"url_file": str(path)}
-    else:
+    path = _connection_file(Path(address).expanduser())
+    if path is None:
         raise ConnectionError(
-            f"address={address!r}: no such connection file or profile directory; give the "
-            "ipcontroller-client.json that `ipcluster start` wrote (in the profile's security/)"
+            f"address={address!r}: no such connection file, or no single one in that profile "
+            "directory; give the ipcontroller-client.json that `ipcluster start` wrote (in "
+            "the profile's security/ folder)"
         )
     try:
-        client = ipp.Client(**where, timeout=bound)
+        client = ipp.Client(str(path), timeout=bound)
     except Exception as exc:
         raise ConnectionError(
             f"address={address!r}: no IPython parallel controller answered within {bound:g} s "
@@ -173,6 +183,8 @@ class _Owned:
         while dead in client.ids and time.monotonic() < deadline and not closed():
             time.sleep(0.1)
         before, started = set(client.ids), 0
+        # (The controller may drop a dead engine just after its task's error came.)
+        settled = time.monotonic() + _SETTLE
         while time.monotonic() < deadline and not closed():
             ids = set(client.ids)
             pending = started - len(ids - before)  # started, not registered yet
@@ -180,7 +192,7 @@ class _Owned:
             if missing > 0:
                 self.cluster.start_engines_sync(n=missing)
                 started += missing
-            elif len(ids) >= self.wanted:
+            elif len(ids) >= self.wanted and time.monotonic() > settled:
                 break
             time.sleep(0.1)
         return sorted(set(client.ids) - before)
@@ -271,6 +283,13 @@ class IPyParallelBackend(ClusterBackend[AsyncResult]):
         self._counted = time.monotonic()
         with contextlib.suppress(Exception):  # the controller is going: _health says so
             self._live = len(self._client.ids)
+        owned = self._owned
+        if owned is not None and self._live < owned.wanted and not self._refill_lock.locked():
+            self._start_refill(None)  # an engine left that no task saw die
+
+    def _start_refill(self, dead: int | None) -> None:
+        name = "manycore-ipp-refill"
+        threading.Thread(target=self._refill, args=(dead,), name=name, daemon=True).start()
 
     # ---------------------------------------------------------------- objects
 
@@ -356,9 +375,7 @@ class IPyParallelBackend(ClusterBackend[AsyncResult]):
         else:
             died = False
         if died and self._owned is not None:
-            dead = info.get("engine_id", self._engine_of(handle))
-            name = "manycore-ipp-refill"
-            threading.Thread(target=self._refill, args=(dead,), name=name, daemon=True).start()
+            self._start_refill(info.get("engine_id", self._engine_of(handle)))
 
     def _refill(self, dead: int | None) -> None:
         with self._refill_lock:  # (shutdown takes it too: nothing starts after the stop)
