@@ -32,6 +32,8 @@ def square(x: int) -> int:
 
 
 def nap(x: int) -> int:
+    import time  # (ipyparallel's own canning drops a __main__ function's globals)
+
     time.sleep(0.001)
     return x
 
