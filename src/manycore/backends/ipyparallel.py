@@ -182,13 +182,13 @@ class _Owned:
         deadline = time.monotonic() + _START_BOUND
         while dead in client.ids and time.monotonic() < deadline and not closed():
             time.sleep(0.1)
-        before, started = set(client.ids), 0
+        before, started, joined = set(client.ids), 0, set()
         # (The controller may drop a dead engine just after its task's error came.)
         settled = time.monotonic() + _SETTLE
         while time.monotonic() < deadline and not closed():
             ids = set(client.ids)
-            pending = started - len(ids - before)  # started, not registered yet
-            missing = self.wanted - len(ids) - max(0, pending)
+            joined |= ids - before  # (one that joined and died since counts as joined)
+            missing = self.wanted - len(ids) - max(0, started - len(joined))
             if missing > 0:
                 self.cluster.start_engines_sync(n=missing)
                 started += missing
