@@ -50,6 +50,13 @@ if os.environ.get("MANYCORE_TEST_MPI") == "1":
 # Celery where a broker with workers is given (tests/clusters/test_celery_service.py).
 if os.environ.get("MANYCORE_TEST_CELERY"):
     CLUSTERS.append(pytest.param(("celery", None), id="celery", marks=pytest.mark.cluster))
+# IPython parallel where asked for: MANYCORE_TEST_IPP names a running cluster's
+# connection file (tests/clusters/test_ipyparallel_service.py starts one).
+IPP = os.environ.get("MANYCORE_TEST_IPP")
+if IPP:
+    CLUSTERS.append(
+        pytest.param(("ipyparallel", None), id="ipyparallel", marks=pytest.mark.cluster)
+    )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -67,7 +74,7 @@ def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
 @contextlib.contextmanager
 def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
-    if name not in ("dask", "ray", "celery"):
+    if name not in ("dask", "ray", "celery", "ipyparallel"):
         with mc.Pool(2, backend=name, start_method=method) as p:
             yield p
         return
@@ -84,6 +91,8 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
         return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
     if engine == "celery":
         return {"backend": "celery", "address": os.environ["MANYCORE_TEST_CELERY"]}
+    if engine == "ipyparallel":
+        return {"backend": "ipyparallel", "address": IPP}
     request.getfixturevalue("ray_runtime")
     return {"backend": "ray"}
 

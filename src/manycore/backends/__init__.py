@@ -33,6 +33,7 @@ __all__ = [
     "CeleryBackend",
     "DaskBackend",
     "Done",
+    "IPyParallelBackend",
     "MPIBackend",
     "ProcessBackend",
     "RayBackend",
@@ -53,6 +54,7 @@ _LAZY = {  # loaded when first asked for: each loads its engine
     "AsyncioBackend": "aio",
     "CeleryBackend": "celery",
     "DaskBackend": "cluster_dask",
+    "IPyParallelBackend": "ipyparallel",
     "MPIBackend": "mpi",
     "ProcessBackend": "processes",
     "RayBackend": "cluster_ray",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from manycore.backends.celery import CeleryBackend
     from manycore.backends.cluster_dask import DaskBackend
     from manycore.backends.cluster_ray import RayBackend
+    from manycore.backends.ipyparallel import IPyParallelBackend
     from manycore.backends.mpi import MPIBackend
     from manycore.backends.processes import ProcessBackend
     from manycore.backends.serial import SerialBackend

@@ -238,6 +238,7 @@ _BUILT_IN = {
     "ray": "manycore.backends.cluster_ray",
     "mpi": "manycore.backends.mpi",
     "celery": "manycore.backends.celery",
+    "ipyparallel": "manycore.backends.ipyparallel",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
