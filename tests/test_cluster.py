@@ -165,9 +165,13 @@ def test_a_pool_on_an_address_leaves_the_cluster_running(dask_client: Any) -> No
         (
             {"backend": "processes", "address": "tcp://x:1"},
             ValueError,
-            "needs backend='dask' or 'ray'",
+            "needs backend='celery', 'dask', 'ipyparallel' or 'ray', not 'processes'",
         ),
-        ({"backend": "ray", "client": object()}, ValueError, "for backend='dask' only"),
+        (
+            {"backend": "ray", "client": object()},
+            ValueError,
+            "needs backend='dask' or 'ipyparallel'",
+        ),
         ({"backend": "dask", "address": 5}, TypeError, "address must be"),
         ({"backend": "dask", "address": "tcp://x:1", "workers": 3}, ValueError, "workers=3"),
         ({"backend": "dask", "address": "a", "client": object()}, ValueError, "not both"),
@@ -224,7 +228,7 @@ def test_top_level_map_on_an_address(dask_client: Any) -> None:
         assert list(mc.imap(cf.square, range(3), backend="dask", address=address)) == [0, 1, 4]
     finally:
         mc.shutdown_default_pools()
-    with pytest.raises(ValueError, match="backend='dask' or"):
+    with pytest.raises(ValueError, match="'dask', 'ipyparallel' or 'ray'"):
         mc.map(cf.square, range(3), address=address)
 
 

@@ -37,7 +37,9 @@ def test_submit_fn_must_be_callable(pool: mc.Pool) -> None:
 
 def test_unknown_backend_lists_valid_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"'asyncio', 'dask', 'mpi', 'processes', 'ray', 'serial', 'threads'"
+        ValueError,
+        match=r"'asyncio', 'celery', 'dask', 'ipyparallel', 'mpi', 'processes', 'ray', "
+        r"'serial', 'threads'",
     ):
         mc.map(square, [1], backend="gpu")
     with pytest.raises(ValueError, match=r"backend='gpu' is not a known backend; choose one of"):

@@ -56,7 +56,7 @@ from manycore._core import (
     rebuild,
     timed_out,
 )
-from manycore.backends._base import Backend, BackendOptions, Done
+from manycore.backends._base import Backend, BackendOptions, Done, backend_names, get_backend
 from manycore.backends._gpus import check_cluster_gpus
 from manycore.backends._remote_run import (
     Answer,
@@ -143,10 +143,9 @@ class ClusterBackend(Backend, Generic[H]):
 
     @classmethod
     def misplaced(cls, name: str, value: object, backend: str) -> str:
-        return (
-            f"address= connects to a cluster: it needs backend='dask' or 'ray', "
-            f"not backend={backend!r}"
-        )
+        takers = [repr(n) for n in backend_names() if name in get_backend(n).accepts]
+        named = " or ".join(filter(None, (", ".join(takers[:-1]), takers[-1])))
+        return f"{name}= is for a cluster engine: it needs backend={named}, not {backend!r}"
 
     def __init__(self, options: BackendOptions):
         super().__init__(options)

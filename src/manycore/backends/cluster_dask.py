@@ -140,12 +140,6 @@ class DaskBackend(ClusterBackend[Future]):
     # The engine's own package: true however manycore was installed.
     needs_package = ("distributed", "dask[distributed]")
 
-    @classmethod
-    def misplaced(cls, name: str, value: object, backend: str) -> str:
-        if name != "client":
-            return super().misplaced(name, value, backend)
-        return f"client= is a distributed.Client, for backend='dask' only, not {backend!r}"
-
     def __init__(self, options: BackendOptions):
         self._client: Client = None
         self._owned: list[Client] = []  # what this pool started (a cluster too): closed with it
