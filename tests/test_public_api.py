@@ -65,7 +65,7 @@ def test_worker_imports_stay_lean() -> None:
 
 def test_backends_are_registered() -> None:
     built_in = [name for name in mc.backend_names() if name != "toy"]  # conftest's own
-    assert built_in == ["asyncio", "dask", "mpi", "processes", "ray", "serial", "threads"]
+    assert built_in == ["asyncio", "dask", "mpi", "processes", "ray", "serial", "spark", "threads"]
 
 
 def test_keyword_only_options() -> None:

@@ -233,6 +233,7 @@ _BUILT_IN = {
     "dask": "manycore.backends.cluster_dask",
     "ray": "manycore.backends.cluster_ray",
     "mpi": "manycore.backends.mpi",
+    "spark": "manycore.backends.spark",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
