@@ -47,6 +47,10 @@ CLUSTERS = [
 # the process (the other tests fork it).
 if os.environ.get("MANYCORE_TEST_MPI") == "1":
     CLUSTERS.append(pytest.param(("mpi", None), id="mpi", marks=pytest.mark.cluster))
+# Spark likewise (MANYCORE_TEST_SPARK=1, tests/clusters/test_spark_service.py): one
+# context per process, and seconds to start.
+if os.environ.get("MANYCORE_TEST_SPARK") == "1":
+    CLUSTERS.append(pytest.param(("spark", None), id="spark", marks=pytest.mark.cluster))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,7 +68,7 @@ def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
 @contextlib.contextmanager
 def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
-    if name not in ("dask", "ray"):
+    if name not in ("dask", "ray", "spark"):
         with mc.Pool(2, backend=name, start_method=method) as p:
             yield p
         return
@@ -79,6 +83,8 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
     """Pool options reusing this session's cluster of ``engine``."""
     if engine == "dask":
         return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    if engine == "spark":
+        return {"backend": "spark", "client": request.getfixturevalue("spark_client")}
     request.getfixturevalue("ray_runtime")
     return {"backend": "ray"}
 
@@ -97,6 +103,17 @@ def dask_client() -> Iterator[Any]:
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def spark_client() -> Iterator[Any]:
+    pytest.importorskip("pyspark", reason="pyspark is not installed")
+    from clusters._spark_service import kill_leftovers, start_session
+
+    session = start_session()
+    yield session
+    session.stop()
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,29 @@ def _start_session(workers: int) -> Any:
     return out[0]
 
 
+def _close_gateway() -> None:
+    """Stop the JVM pyspark launched for the pool's own Spark: ``stop()`` leaves
+    it running (for a later context) until the interpreter exits. pyspark then
+    launches a fresh one for the next context."""
+    context = _import().SparkContext
+    gateway = context._gateway  # noqa: SLF001  # pyspark keeps its JVM's handle there only
+    if gateway is None:
+        return
+    context._gateway = context._jvm = None  # noqa: SLF001  # (so the next start launches one)
+    proc = getattr(gateway, "proc", None)
+    try:
+        gateway.shutdown()
+    except Exception:  # the JVM is gone already
+        pass
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except Exception:  # it ignored SIGTERM
+            proc.kill()
+            proc.wait(10)
+
+
 def _value(ref: Any) -> Any:
     """A broadcast's value on the worker (other arguments as they are)."""
     from pyspark.broadcast import Broadcast
@@ -173,12 +196,15 @@ class SparkBackend(ClusterBackend[_Job]):
         self._session: Any = None
         self._sc: Any = None
         self._owned = False
+        self._own_jvm = False  # the pool launched Spark's JVM: stopped with it
         self._where = "the pool's local Spark"
         super().__init__(options)
 
     def _connect(self) -> None:
         given = self.options.client
         if given is None:
+            jvm_running = _import().SparkContext._gateway is not None  # noqa: SLF001  # (see _close_gateway)
+            self._own_jvm = not jvm_running
             self._session = _start_session(self.options.workers)
             self._owned = True
             self._session.sparkContext.setLogLevel("ERROR")
@@ -270,4 +296,6 @@ class SparkBackend(ClusterBackend[_Job]):
                 self._session.stop()
             except Exception:  # stopped already
                 pass
-        self._owned = False
+        if self._own_jvm:
+            _close_gateway()
+        self._owned = self._own_jvm = False
