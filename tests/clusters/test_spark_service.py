@@ -6,6 +6,7 @@ process). The shared backend suite runs on it too, in a pytest of its own."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -178,7 +179,16 @@ def test_no_java_is_named() -> None:
     assert "ERR RuntimeError" in done.stdout and "Java" in done.stdout, done.stdout + done.stderr
 
 
-SHARED_SUITE = ["test_map.py", "test_errors.py", "test_on_error.py", "test_retries.py"]
+SHARED_SUITE = [
+    "test_map.py",
+    "test_errors.py",
+    "test_on_error.py",
+    "test_progress.py",
+    "test_retries.py",
+    "test_stats.py",
+    "test_submit.py",
+    "test_tasks.py",
+]
 
 
 @pytest.mark.timeout(600)
@@ -187,7 +197,10 @@ def test_the_shared_backend_suite() -> None:
     a pytest of its own: Spark allows one context per process."""
     need_spark()
     files = [str(ROOT / "tests" / name) for name in SHARED_SUITE]
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "spark"]
+    # (Not the graph of 1,500 tasks: each task is a Spark job of 30-150 ms, and the
+    # case gives it 120 s; docs/cluster.md says so.)
+    select = "spark and not fan_out_fan_in_of_a_thousand"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", select]
     command += [f"-W{w}" for w in IGNORE_PY4J]
     done = subprocess.run(
         [*command, "--timeout", "120", *files],
@@ -197,3 +210,5 @@ def test_the_shared_backend_suite() -> None:
         timeout=560,
     )
     assert done.returncode == 0, done.stdout[-8000:]
+    found = re.search(r"(\d+) passed", done.stdout.strip().splitlines()[-1])
+    assert found is not None and int(found.group(1)) >= 60, done.stdout[-2000:]

@@ -183,7 +183,11 @@ class _Job:
 class SparkBackend(ClusterBackend[_Job]):
     name = "spark"
     supports_kill = True  # cancelJobGroup interrupts the task, Spark kills its worker
-    batch_overhead = 0.05  # a Spark job: ~30 ms on a local Spark
+    # A Spark job costs 30-150 ms (scheduling, a task, the Python worker's round
+    # trip; more on a busy machine): batches of about a second (measured with
+    # benchmarks/clusters_spark.py: 100k tiny items 1.75 s at 0.2 s, 0.69 s at 1 s).
+    batch_seconds = 1.0
+    batch_overhead = 0.2
     timed_out_how = "its Spark job was cancelled and its Python worker killed"
     accepts = frozenset({"client"})
     needs_package = ("pyspark", "pyspark")
