@@ -73,7 +73,7 @@ STAMP_CLUSTERS := $(CLUSTERS)/.installed
 $(STAMP_CLUSTERS): pyproject.toml $(PINS)
 	test -x $(CLUSTERS)/bin/python || $(PYTHON) -m venv $(CLUSTERS)
 	$(CLUSTERS)/bin/python -m pip install --quiet --constraint $(PINS) --upgrade pip
-	$(CLUSTERS)/bin/python -m pip install --quiet $(PIN) -e '.[test,ray,mpi,celery,ipyparallel]'
+	$(CLUSTERS)/bin/python -m pip install --quiet $(PIN) -e '.[test,ray,mpi,celery,ipyparallel,spark]'
 	touch $@
 
 test-clusters: $(STAMP_CLUSTERS)

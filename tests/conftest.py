@@ -57,6 +57,10 @@ if IPP:
     CLUSTERS.append(
         pytest.param(("ipyparallel", None), id="ipyparallel", marks=pytest.mark.cluster)
     )
+# Spark likewise (MANYCORE_TEST_SPARK=1, tests/clusters/test_spark_service.py): one
+# context per process, and seconds to start.
+if os.environ.get("MANYCORE_TEST_SPARK") == "1":
+    CLUSTERS.append(pytest.param(("spark", None), id="spark", marks=pytest.mark.cluster))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -74,7 +78,7 @@ def pool(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
 @contextlib.contextmanager
 def _pool_for(request: pytest.FixtureRequest) -> Iterator[mc.Pool]:
     name, method = request.param
-    if name not in ("dask", "ray", "celery", "ipyparallel"):
+    if name not in ("dask", "ray", "celery", "ipyparallel", "spark"):
         with mc.Pool(2, backend=name, start_method=method) as p:
             yield p
         return
@@ -93,6 +97,8 @@ def cluster_options(request: pytest.FixtureRequest, engine: str) -> dict[str, An
         return {"backend": "celery", "address": os.environ["MANYCORE_TEST_CELERY"]}
     if engine == "ipyparallel":
         return {"backend": "ipyparallel", "address": IPP}
+    if engine == "spark":
+        return {"backend": "spark", "client": request.getfixturevalue("spark_client")}
     request.getfixturevalue("ray_runtime")
     return {"backend": "ray"}
 
@@ -111,6 +117,17 @@ def dask_client() -> Iterator[Any]:
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def spark_client() -> Iterator[Any]:
+    pytest.importorskip("pyspark", reason="pyspark is not installed")
+    from clusters._spark_service import kill_leftovers, start_session
+
+    session = start_session()
+    yield session
+    session.stop()
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,7 @@ def test_backends_are_registered() -> None:
         "processes",
         "ray",
         "serial",
+        "spark",
         "threads",
     ]
 

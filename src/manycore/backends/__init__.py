@@ -38,6 +38,7 @@ __all__ = [
     "ProcessBackend",
     "RayBackend",
     "SerialBackend",
+    "SparkBackend",
     "ThreadBackend",
     "awaited_from",
     "backend_for",
@@ -59,6 +60,7 @@ _LAZY = {  # loaded when first asked for: each loads its engine
     "ProcessBackend": "processes",
     "RayBackend": "cluster_ray",
     "SerialBackend": "serial",
+    "SparkBackend": "spark",
     "ThreadBackend": "threads",
 }
 
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from manycore.backends.mpi import MPIBackend
     from manycore.backends.processes import ProcessBackend
     from manycore.backends.serial import SerialBackend
+    from manycore.backends.spark import SparkBackend
     from manycore.backends.threads import ThreadBackend
 
 

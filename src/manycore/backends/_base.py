@@ -239,6 +239,7 @@ _BUILT_IN = {
     "mpi": "manycore.backends.mpi",
     "celery": "manycore.backends.celery",
     "ipyparallel": "manycore.backends.ipyparallel",
+    "spark": "manycore.backends.spark",
 }
 _REGISTRY: dict[str, type[Backend]] = {}
 
