@@ -170,7 +170,7 @@ def test_a_pool_on_an_address_leaves_the_cluster_running(dask_client: Any) -> No
         (
             {"backend": "ray", "client": object()},
             ValueError,
-            "needs backend='dask' or 'ipyparallel'",
+            "needs backend='dask', 'ipyparallel' or 'spark'",
         ),
         ({"backend": "dask", "address": 5}, TypeError, "address must be"),
         ({"backend": "dask", "address": "tcp://x:1", "workers": 3}, ValueError, "workers=3"),

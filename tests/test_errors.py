@@ -39,7 +39,7 @@ def test_unknown_backend_lists_valid_ones() -> None:
     with pytest.raises(
         ValueError,
         match=r"'asyncio', 'celery', 'dask', 'ipyparallel', 'mpi', 'processes', 'ray', "
-        r"'serial', 'threads'",
+        r"'serial', 'spark', 'threads'",
     ):
         mc.map(square, [1], backend="gpu")
     with pytest.raises(ValueError, match=r"backend='gpu' is not a known backend; choose one of"):
