@@ -121,6 +121,18 @@ def test_task_queued_behind_a_crash_is_run_again_not_failed() -> None:
         assert innocent.result(timeout=30) == 25
 
 
+def test_task_queued_behind_a_known_short_task_that_crashes_is_run_again() -> None:
+    # The same, once the culprit's function is known to be quick: the innocent
+    # task is then queued in the worker's pipe behind it (prefetch).
+    with mc.Pool(1) as pool:
+        assert pool.submit(crash_on, 1).result(timeout=30) == 10
+        culprit = pool.submit(crash_on, 3)
+        innocent = pool.submit(square, 5)
+        with pytest.raises(mc.WorkerCrashed):
+            culprit.result(timeout=30)
+        assert innocent.result(timeout=30) == 25
+
+
 def test_dropped_pool_releases_its_workers() -> None:
     import gc
 

@@ -59,6 +59,7 @@ from manycore._core import Batch, BatchResult, Done, PoolBroken, pool_closed
 from manycore._engine import _launch
 from manycore._engine._faults import StartWatch, Task
 from manycore._engine._inherit import dumps_init
+from manycore._engine._prefetch import Prefetch
 from manycore._engine._turns import PollTurns, WakePipe
 from manycore._engine._workerproc import WorkerHandle, WorkerSpec, decode_result, start_worker
 from manycore._engine._workers import EngineState, WorkerLifecycle
@@ -69,7 +70,7 @@ __all__ = ["EngineState", "ProcessEngine"]
 T = TypeVar("T")
 
 
-_DEPTH = 2  # batches a worker holds at once: one running, one queued in its pipe
+_DEPTH = 2  # batches a worker holds at most: one running, one queued (see _prefetch)
 _HANDOVER_WAIT = 0.01  # how long a caller waits for the I/O thread to step aside
 
 
@@ -112,6 +113,7 @@ class ProcessEngine(WorkerLifecycle):
         self._workers: list[WorkerHandle] = []
         self._fn_ids = FnIds()
         self._next_key = 0
+        self._prefetch = Prefetch()
         self._segments = shmem.SegmentPool()
         shmem.remove_orphans()  # left by processes killed before they could clean up
         self._timed = 0  # timed tasks not yet finished: the poller checks deadlines
@@ -235,13 +237,7 @@ class ProcessEngine(WorkerLifecycle):
     def _dispatch_locked(self) -> None:
         pending = self._pending
         while pending:
-            best: WorkerHandle | None = None
-            for w in self._workers:
-                n = len(w.inflight)
-                if not w.dead and n < _DEPTH and (best is None or n < len(best.inflight)):
-                    best = w
-                    if n == 0:
-                        break
+            best = self._free_worker_locked()
             if best is None:
                 return
             task = pending.popleft()
@@ -252,6 +248,24 @@ class ProcessEngine(WorkerLifecycle):
                 task.claimed = True
             self._send_locked(best, task)
 
+    def _free_worker_locked(self) -> WorkerHandle | None:
+        """An idle worker, else one whose running batch is short enough to queue
+        a batch behind (see :mod:`manycore._engine._prefetch`), else None."""
+        queue_to: WorkerHandle | None = None
+        for w in self._workers:
+            if w.dead:
+                continue
+            n = len(w.inflight)
+            if n == 0:
+                return w
+            if queue_to is None and n < _DEPTH and self._may_queue_locked(w):
+                queue_to = w
+        return queue_to
+
+    def _may_queue_locked(self, w: WorkerHandle) -> bool:
+        running = w.inflight[-1]
+        return self._prefetch.may_queue_behind(running.fn_id, len(running.batch))
+
     def _send_locked(self, w: WorkerHandle, task: Task) -> None:
         self._next_key += 1
         task.wire_key = self._next_key
@@ -259,6 +273,7 @@ class ProcessEngine(WorkerLifecycle):
         track = task.batch.timeout is not None
         if track and not w.inflight:
             task.handed = time.monotonic()  # its timeout runs from now (see overdue)
+        task.sent_idle = 0.0 if w.inflight or w.out else time.perf_counter()
         w.inflight.append(task)
         sent = w.send(
             task.wire_key,
@@ -393,6 +408,7 @@ class ProcessEngine(WorkerLifecycle):
                 if isinstance(outcome, BatchResult):
                     outcome.worker = w.index
                     outcome.moving += task.moving + decoding
+                    self._measure_locked(task, outcome, began)
                 if w.doom is not None and w.doom[1] is task:
                     # It finished as we killed it: a timed-out item made it after
                     # all; a force-cancelled one stays cancelled.
@@ -400,6 +416,11 @@ class ProcessEngine(WorkerLifecycle):
                         outcome = CancelledError()
                     w.doom = ("settled", None)
                 self._ready.append((task, outcome))
+
+    def _measure_locked(self, task: Task, outcome: BatchResult, now: float) -> None:
+        self._prefetch.observe(task.fn_id, len(task.batch), outcome.elapsed)
+        if task.sent_idle:
+            self._prefetch.observe_round_trip(now - task.sent_idle - outcome.elapsed)
 
     def _update_write_interest_locked(self) -> None:
         for w in self._workers:

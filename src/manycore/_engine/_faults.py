@@ -45,6 +45,7 @@ class Task:
     moving: float = 0.0  # seconds the parent spent pickling and loading its data
     handed: float = 0.0  # when a timed batch became its worker's oldest (see overdue)
     unread_deaths: int = 0  # workers that died before reading it, in a row
+    sent_idle: float = 0.0  # when it was written to an idle worker (its round trip)
 
 
 # Why the parent killed a worker, or that its kill was settled: ("timeout", task,

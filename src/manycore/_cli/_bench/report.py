@@ -121,8 +121,8 @@ def render(
         if w.notes and not w.rows:  # skipped
             lines += [*w.notes, ""]
             continue
-        if key in "abcd":
-            lines += map_table(w, workers, with_efficiency=key in "bc")
+        if key in "abcdgh":
+            lines += map_table(w, workers, with_efficiency=key in "bcgh")
             lines += ["", *w.notes] if w.notes else []
         elif key == "e":
             lines += latency_table(w)

@@ -207,6 +207,33 @@ class Mpire(Runner):
             self.pool.terminate()
 
 
+class Pebble(Runner):
+    name = "pebble"
+    requires = "pebble"
+    forks = FORK_IS_DEFAULT
+    call_label = "`pool.schedule(f, (x,)).result()`"
+    settings = (
+        "`pebble.ProcessPool(max_workers=N)` (platform default start method); "
+        "`list(pool.map(f, items, chunksize=c).result())` with c as multiprocessing.Pool "
+        "picks it; `close()` + `join()`."
+    )
+
+    def open(self) -> None:
+        self.pool = peer("pebble").ProcessPool(max_workers=self.workers)
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        chunksize = mp_chunksize(len(items), self.workers)
+        return list(self.pool.map(fn, items, chunksize=chunksize).result())
+
+    def call(self, fn: Callable[[T], R], x: T) -> R:
+        out: R = self.pool.schedule(fn, (x,)).result()  # (untyped)
+        return out
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
 RUNNERS: list[type[Runner]] = [
     Sequential,
     ManycoreMap,
@@ -215,6 +242,7 @@ RUNNERS: list[type[Runner]] = [
     FuturesPool,
     Joblib,
     Mpire,
+    Pebble,
 ]
 MANYCORE_REF = ManycoreMap.name  # the "vs manycore" column of (a)-(d)
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import manycore as mc
 from manycore._cli._bench.measure import Workload, bench_cold, bench_latency, bench_map, same
-from manycore._cli._bench.work import ALL_WORKLOADS, Array, Work
+from manycore._cli._bench.work import ALL_WORKLOADS, Array, Work, hog, uneven_ms
 
 __all__ = ["ALL_WORKLOADS", "DEFAULT_REPEAT", "QUICK", "Sizes", "run_workloads"]
 
@@ -26,10 +28,14 @@ class Sizes:
     arrays: int = 64
     array_len: int = 1_000_000  # float64: 8 MB each
     round_trips: int = 2_000
+    uneven_tasks: int = 40
+    uneven_mean_ms: float = 100.0
 
 
-QUICK = Sizes(squares=100_000, ms_tasks=200, long_seconds=0.1, arrays=8, round_trips=300)
-DEFAULT_REPEAT = {"a": 5, "b": 3, "c": 3, "d": 5, "f": 5}
+QUICK = Sizes(
+    squares=100_000, ms_tasks=200, long_seconds=0.1, arrays=8, round_trips=300, uneven_mean_ms=20
+)
+DEFAULT_REPEAT = {"a": 5, "b": 3, "c": 3, "d": 5, "f": 5, "g": 5, "h": 5}
 
 
 def run_workloads(
@@ -69,6 +75,9 @@ def run_workloads(
             workers,
             rep("c"),
         )
+    for key in "gh":
+        if key in only:
+            out[key] = bench_uneven(key, sizes, workers, rep(key), loops_per_ms, work)
     if "d" in only:
         out["d"] = bench_arrays(sizes, workers, rep("d"), work.array_sum)
     if "e" in only:
@@ -76,6 +85,46 @@ def run_workloads(
     if "f" in only:
         out["f"] = bench_cold(workers, rep("f"), work.noop)
     return out
+
+
+def bench_uneven(
+    key: str, sizes: Sizes, workers: int, repeat: int, loops_per_ms: int, work: Work
+) -> Workload:
+    """(g): items of uneven, heavy-tailed durations; (h): the same with a CPU hog
+    process beside the pool (a machine that other programs load)."""
+    durations = uneven_ms(sizes.uneven_tasks, sizes.uneven_mean_ms)
+    loops = [max(1, round(loops_per_ms * ms)) for ms in durations]
+    title = (
+        f"{sizes.uneven_tasks} x pure-Python work of uneven duration (lognormal, seed 18: "
+        f"mean {sizes.uneven_mean_ms:g} ms, longest {max(durations):.0f} ms)"
+    )
+    if key == "g":
+        return bench_map(key, title, work.spin, loops, workers, repeat)
+    with cpu_hog():
+        return bench_map(
+            key,
+            title + ", with a CPU hog process running beside it",
+            work.spin,
+            loops,
+            workers,
+            repeat,
+        )
+
+
+@contextmanager
+def cpu_hog() -> Iterator[None]:
+    """One process that spins, outside the pool, while the block runs."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    proc = context.Process(target=hog, args=(stop,), daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
 
 
 def bench_arrays(

@@ -20,12 +20,14 @@ __all__ = [
     "array_sum",
     "calibrate_spin",
     "echo",
+    "hog",
     "noop",
     "spin",
     "square",
+    "uneven_ms",
 ]
 
-ALL_WORKLOADS = "abcdef"  # (a)-(f): see manycore._cli._bench
+ALL_WORKLOADS = "abcdefgh"  # (a)-(h): see manycore._cli._bench
 Array = Any  # a NumPy array: NumPy is optional, so it is not typed here
 
 
@@ -43,6 +45,23 @@ def spin(n: int) -> int:
     for i in range(n):
         acc += i * i % 7
     return acc
+
+
+def uneven_ms(count: int, mean_ms: float, seed: int = 18) -> list[float]:
+    """``count`` durations (ms) with a heavy tail (lognormal, sigma 1, fixed seed),
+    scaled to average ``mean_ms``: a few items take many times the typical one."""
+    import random
+
+    rng = random.Random(seed)
+    raw = [rng.lognormvariate(0.0, 1.0) for _ in range(count)]
+    scale = mean_ms * count / sum(raw)
+    return [x * scale for x in raw]
+
+
+def hog(stop: object) -> None:
+    """A CPU hog beside the pool (workload (h)): spins until ``stop`` is set."""
+    while not stop.is_set():  # type: ignore[attr-defined]  # a multiprocessing Event
+        spin(100_000)
 
 
 def array_sum(a: Array) -> object:
