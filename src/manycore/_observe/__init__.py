@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "PROBE_THREADS",
     "BackendNames",
     "Measurements",
+    "ProbeCall",
     "Profile",
     "ProfileRow",
     "Progress",
@@ -18,8 +20,11 @@ __all__ = [
     "Stats",
     "StatsRecorder",
     "decide",
+    "probe_items",
     "queued",
     "queued_between",
+    "threads_busy",
+    "worth_probing",
 ]
 
 # The door: names other layers use, loaded on first use (see manycore._core._door).
@@ -28,6 +33,9 @@ __getattr__, __dir__ = lazy_door(
     {
         "BackendNames": "_names",
         "Measurements": "_recommend",
+        "PROBE_THREADS": "_gil",
+        "ProbeCall": "_gil",
+        "probe_items": "_gil",
         "Profile": "_profile_report",
         "ProfileRow": "_profile_report",
         "Progress": "_progress",
@@ -38,10 +46,19 @@ __getattr__, __dir__ = lazy_door(
         "decide": "_recommend",
         "queued": "_runqueue",
         "queued_between": "_runqueue",
+        "threads_busy": "_gil",
+        "worth_probing": "_gil",
     },
 )
 
 if TYPE_CHECKING:
+    from manycore._observe._gil import (
+        PROBE_THREADS,
+        ProbeCall,
+        probe_items,
+        threads_busy,
+        worth_probing,
+    )
     from manycore._observe._names import BackendNames
     from manycore._observe._profile_report import Profile, ProfileRow
     from manycore._observe._progress import Progress

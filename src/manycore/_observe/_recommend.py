@@ -68,6 +68,9 @@ class Measurements:
     # other programs kept busy. Not the function's own waiting: on a loaded
     # machine pure-Python work would otherwise read as I/O and go to threads.
     queued: float = 0.0
+    # (auto) CPUs kept busy at once by two items run on two threads (the overlap
+    # probe, see _gil.threads_busy); None: not probed.
+    threads_busy: float | None = None
     names: BackendNames = field(kw_only=True)
 
     @property
@@ -108,6 +111,8 @@ class Measurements:
             return None
         if self.waiting >= _WAITING:
             return False  # waiting releases the GIL (sleep, I/O)
+        if self.threads_busy is not None:
+            return self.threads_busy < _FREE_CPUS
         threaded = [r for r in self.runs if r.backend == self.names.thread and r.workers > 1]
         if not threaded or threaded[-1].cpu is None or threaded[-1].seconds <= 0:
             return None
@@ -308,6 +313,14 @@ def _predict(m: Measurements) -> Recommendation:
             f"{sampled} spent {m.waiting:.0%} of their time waiting ({_usage(m)}): "
             f"threads overlap the waiting without pickling"
         )
+    elif m.holds_gil() is False and names.thread in m.offered:
+        backend, workers = names.thread, m.thread_workers
+        parallel = per_call / min(workers, m.process_workers) + _THREAD_COST
+        why = (
+            f"{sampled} kept a CPU busy {1 - m.waiting:.0%} of the time ({_usage(m)}) and "
+            f"the next ones run on two threads at once kept {m.threads_busy:.1f} CPUs busy: it "
+            "releases the GIL, so threads run it side by side without pickling"
+        )
     elif m.bytes_per_task is not None and names.process in m.offered:
         backend, workers = names.process, m.process_workers
         parallel = per_call / workers + _PROCESS_COST + m.bytes_per_task * _BYTE_COST
@@ -315,7 +328,7 @@ def _predict(m: Measurements) -> Recommendation:
             parallel += _PROCESS_START / m.remaining
         why = (
             f"{sampled} kept a CPU busy {1 - m.waiting:.0%} of the time ({_usage(m)}): "
-            f"{_who(m, Run(backend, workers, 0))} run them side by side"
+            f"{_who(m, Run(backend, workers, 0))} run them side by side{_gil_note(m)}"
         )
     else:
         return Recommendation(
@@ -344,6 +357,16 @@ def _predict(m: Measurements) -> Recommendation:
             "runs inline",
         )
     return Recommendation(backend, workers, None, f"{why} (estimated {gain:.1f}x)")
+
+
+def _gil_note(m: Measurements) -> str:
+    """What the overlap probe found, when it ran and found the GIL held."""
+    if m.threads_busy is None:
+        return ""
+    return (
+        f" (the next ones on two threads at once kept {m.threads_busy:.1f} CPUs busy: it holds the "
+        "GIL, so threads would not)"
+    )
 
 
 def _cpu_share(m: Measurements) -> str:
