@@ -24,6 +24,7 @@ call that overstays is then abandoned, as on threads, rather than waited for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -62,6 +63,7 @@ _INLINE, _THREADS, _PROCESSES, _ASYNC = (
 _NAMES = BackendNames.of(backend_for)  # for the recommendation
 _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map worth parallelising
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
+_PROBE_WAIT = 1.0  # seconds a probe thread waits for the other to start
 
 
 class AutoMap(Generic[T]):
@@ -275,14 +277,29 @@ class _Sampler(Generic[T]):
 
 
 class _Probe(Generic[T]):
-    """``fn``, recording when each call began and ended and its thread's CPU time."""
+    """``fn``, recording when each call began and ended and its thread's CPU time.
+
+    Each thread's first call waits (at most ``_PROBE_WAIT``) until the other
+    thread has a call too: on a loaded machine a thread may take every item
+    before the other is scheduled at all, and nothing would run at once.
+    """
 
     def __init__(self, fn: Callable[..., T]):
         self._fn = fn
-        self.began = 0.0  # when the items were handed to the threads
+        self.began = 0.0  # when both threads had their first call (else, the hand-over)
         self.calls: list[ProbeCall] = []
+        self._seen: set[int] = set()
+        self._both = threading.Barrier(PROBE_THREADS, action=self._start)
+
+    def _start(self) -> None:
+        self.began = time.perf_counter()
 
     def __call__(self, *args: object) -> T:
+        thread = threading.get_ident()
+        if thread not in self._seen:
+            self._seen.add(thread)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._both.wait(_PROBE_WAIT)  # broken: go on alone (threads_busy says None)
         q0 = queued()
         w0, c0 = time.perf_counter(), time.thread_time()
         try:
@@ -291,8 +308,7 @@ class _Probe(Generic[T]):
             cpu = time.thread_time() - c0
             end = time.perf_counter()
             waited = queued_between(q0, queued(), end - w0 - cpu)
-            call = ProbeCall(w0, end, cpu, waited, threading.get_ident())
-            self.calls.append(call)  # list.append: atomic
+            self.calls.append(ProbeCall(w0, end, cpu, waited, thread))  # append: atomic
 
 
 def _clock_cost(rounds: int = 200) -> tuple[float, float]:
