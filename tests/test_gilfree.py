@@ -8,6 +8,8 @@ The rule (manycore._observe._gil) is tested on timings recorded on the shared
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +112,30 @@ def test_auto_still_sends_pure_python_to_processes(capsys: pytest.CaptureFixture
     assert mc.map(proffns.spin, range(120), backend="auto", explain=True) == list(range(120))
     err = capsys.readouterr().err
     assert _picked(err) == "processes" and "holds the GIL" in err, err
+
+
+# ------------------------------------------------------ the demo's kernel
+
+
+def test_numpy_kernel_matches_the_python_reference() -> None:
+    pytest.importorskip("numpy")
+    from manycore._cli._kernel import band, mandel_band_numpy
+    from manycore._cli._mandel import mandel_band
+
+    for number in (0, 3, 4, 7):
+        expected = mandel_band(number, 8, 64, 50)
+        assert mandel_band_numpy(number, 8, 64, 50) == expected
+        assert band(number, 8, 64, 50, kind="numpy") == expected
+
+
+def test_pythran_kernel_compiles_and_matches(tmp_path: Path, monkeypatch: Any) -> None:
+    pytest.importorskip("pythran")
+    from manycore._cli._kernel import load
+    from manycore._cli._mandel import mandel_band
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a fresh compile, in tmp
+    said: list[str] = []
+    kernel = load(say=said.append)
+    assert kernel is not None and kernel.name == "pythran", said
+    assert kernel.fn(3, 8, 64, 50) == mandel_band(3, 8, 64, 50)
+    assert list(tmp_path.rglob("*.so")), "compiled into the cache folder"
