@@ -2,7 +2,7 @@
 loop, on manycore threads and processes, and on ThreadPoolExecutor, in one run.
 
 The kernel is the Mandelbrot band of ``manycore demo`` (src/manycore/_cli/_mandel.py),
-compiled with Pythran (the ``bench`` extra; compiled once into ~/.cache/manycore,
+compiled with Pythran (the ``pythran`` extra; compiled once into ~/.cache/manycore,
 never into the tree), else vectorised with NumPy. Each runner's pool is started
 and warmed before it is timed; the runners take turns (round-robin) for
 ``--repeats`` rounds and each row shows the median wall time and the CPU time of
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     kernel = load(pythran=args.kernel != "numpy", say=print)
     if kernel is None or (args.kernel and kernel.name != args.kernel):
-        print("no kernel: pip install -e '.[bench]' (pythran, numpy)", file=sys.stderr)
+        print("no such kernel: pip install numpy (pythran too, compiled)", file=sys.stderr)
         return 2
     fn = functools.partial(
         band, bands=args.bands, width=args.width, maxiter=args.maxiter, kind=kernel.name

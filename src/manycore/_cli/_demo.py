@@ -170,7 +170,7 @@ def gilfree_workload(sizes: Sizes, say: Callable[[str], None]) -> Workload | Non
 
     kernel = load(say=say)
     if kernel is None:
-        say("GIL-free kernel: skipped (it needs Pythran or NumPy: pip install 'manycore[bench]')")
+        say("GIL-free kernel: skipped (it needs NumPy or Pythran: pip install numpy)")
         return None
     bands, width = sizes.kernel_bands, sizes.kernel_width
     fn = functools.partial(band, bands=bands, width=width, maxiter=300, kind=kernel.name)

@@ -4,7 +4,7 @@
 Pythran where it is installed (compiled once into a cache folder, never into
 the source tree), else the same computation vectorised with NumPy (whose loops
 also release the GIL, on arrays this size), else None: neither is part of the
-base install (``pip install manycore[bench]`` brings Pythran and NumPy).
+base install (extras ``pythran`` and ``numpy``).
 """
 
 from __future__ import annotations
