@@ -17,7 +17,7 @@ import manycore as mc
 import proffns
 from manycore._observe import BackendNames
 from manycore._observe._gil import ProbeCall, probe_items, threads_busy, worth_probing
-from manycore._observe._recommend import Measurements, decide
+from manycore._observe._recommend import Measurements, Run, decide
 from manycore.backends import backend_for
 
 NAMES = BackendNames.of(backend_for)
@@ -89,6 +89,23 @@ def test_auto_rule_processes_for_one_that_holds_it() -> None:
     assert "holds the GIL" in rec.reason
     assert decide(_computing()).backend == "processes"  # not probed: as before
     assert "GIL" not in decide(_computing()).reason
+
+
+def test_profile_tells_a_loaded_machine_from_a_held_gil() -> None:
+    # Recorded by mc.profile at load average 7 on 2 CPUs: np.sort on 2 threads used
+    # 0.235 s of CPU in 0.278 s, its threads 0.321 s on a run queue (summed).
+    loaded = Run("threads", 2, 0.278, cpu=0.235, queued=0.321)
+    assert loaded.busy() == pytest.approx(2.0, abs=0.05)
+    assert Run("threads", 2, 0.278, cpu=0.235).busy() == pytest.approx(0.85, abs=0.01)
+    # Holding the GIL, the waiting thread is blocked, not queued: at most the
+    # runner's own off-CPU time is queued, and it stays below 1 CPU.
+    held = Run("threads", 2, 0.50, cpu=0.25, queued=0.25)
+    busy = held.busy()
+    assert busy is not None and busy < 1.4
+    m = Measurements(40, 0.6, 0.6, (loaded,), names=NAMES)
+    assert m.holds_gil() is False
+    assert Measurements(40, 0.6, 0.6, (held,), names=NAMES).holds_gil() is True
+    assert Run("processes", 2, 0.3).busy() is None
 
 
 def _picked(err: str) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "decide",
     "probe_items",
     "queued",
+    "queued_all",
     "queued_between",
     "threads_busy",
     "worth_probing",
@@ -45,6 +46,7 @@ __getattr__, __dir__ = lazy_door(
         "StatsRecorder": "_stats",
         "decide": "_recommend",
         "queued": "_runqueue",
+        "queued_all": "_runqueue",
         "queued_between": "_runqueue",
         "threads_busy": "_gil",
         "worth_probing": "_gil",
@@ -68,5 +70,5 @@ if TYPE_CHECKING:
         Run,
         decide,
     )
-    from manycore._observe._runqueue import queued, queued_between
+    from manycore._observe._runqueue import queued, queued_all, queued_between
     from manycore._observe._stats import Stats, StatsRecorder

@@ -45,6 +45,16 @@ class Run:
     seconds: float  # wall time of the map (the pool was started and warmed before)
     cpu: float | None = None  # CPU time of the calls, summed (threads), if measured
     startup: float = 0.0  # seconds it took to start and warm the pool
+    # (threads) seconds its threads waited for a CPU other programs kept busy, summed
+    queued: float = 0.0
+
+    def busy(self) -> float | None:
+        """CPUs its calls kept busy at once on average (threads, where measured),
+        not counting each thread's average wait for a CPU other programs held."""
+        if self.cpu is None:
+            return None
+        elapsed = self.seconds - self.queued / self.workers
+        return self.cpu / elapsed if elapsed > 0 else None
 
 
 @dataclass(frozen=True)
@@ -114,10 +124,8 @@ class Measurements:
         if self.threads_busy is not None:
             return self.threads_busy < _FREE_CPUS
         threaded = [r for r in self.runs if r.backend == self.names.thread and r.workers > 1]
-        if not threaded or threaded[-1].cpu is None or threaded[-1].seconds <= 0:
-            return None
-        busy = threaded[-1].cpu / threaded[-1].seconds  # CPUs in use at once, on average
-        return busy < _FREE_CPUS
+        busy = threaded[-1].busy() if threaded else None  # CPUs in use at once, on average
+        return None if busy is None else busy < _FREE_CPUS
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,7 @@ def _threads_reason(m: Measurements, run: Run) -> str:
     procs = _best_of(m, m.names.process)
     versus = f", as fast as processes ({procs:.1f}x)" if procs else ""
     if m.holds_gil() is False:
-        busy = (run.cpu or 0.0) / run.seconds if run.seconds > 0 else 0.0
+        busy = run.busy() or 0.0
         return (
             f"the function computes ({_usage(m)}) but releases the GIL ({_who(m, run)} kept "
             f"{busy:.1f} CPUs busy): threads ran it {speedup:.1f}x faster without "
