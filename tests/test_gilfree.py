@@ -114,6 +114,7 @@ def _picked(err: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.slow  # at load average 13 on 2 CPUs it picked threads 3 times in 4
 def test_auto_picks_threads_for_numpy_that_releases_the_gil(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

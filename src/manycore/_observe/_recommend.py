@@ -362,7 +362,7 @@ def _predict(m: Measurements) -> Recommendation:
             None,
             f"{sampled} took {fmt_seconds(per_call)} per call{_cpu_share(m)}: {backend} "
             f"would gain {gain:.1f}x at best, too little to hand the items over; the rest "
-            "runs inline",
+            f"runs inline{_gil_note(m)}",
         )
     return Recommendation(backend, workers, None, f"{why} (estimated {gain:.1f}x)")
 
