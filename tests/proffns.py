@@ -74,3 +74,12 @@ def hang_at_100(x: int) -> int:
 def always_hangs(x: int) -> int:
     time.sleep(5)
     return x
+
+
+def sort_floats(x: int, size: int = 300_000) -> int:
+    """NumPy sorting a 2.4 MB array: compiled code that releases the GIL."""
+    import numpy as np
+
+    data = np.random.default_rng(x).random(size)
+    data.sort()
+    return x

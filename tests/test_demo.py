@@ -48,6 +48,9 @@ def test_demo_quick_prints_every_workload() -> None:
         assert any(line.startswith(name) or f" {name}," in line for line in lines), (name, out)
     downloads = [line for line in lines if " downloads," in line]
     assert len(downloads) == 2, out
+    # The GIL-free kernel: on threads and processes, or a line saying why not.
+    kernel = [line for line in lines if "Mandelbrot bands" in line]
+    assert len(kernel) == 2 or "GIL-free kernel: skipped" in out, out
     assert "threads" in downloads[0] and "processes" in downloads[1], downloads
     header = next(line for line in lines if line.startswith("workload"))
     for column in ("backend", "sequential s", "manycore s", "speedup", "efficiency", "verdict"):

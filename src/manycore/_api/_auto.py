@@ -12,6 +12,11 @@ is handled (and numbered) exactly as in a map on one backend, results keep their
 order, and a generator is read once, lazily. An ``async def`` function goes to
 asyncio at once: there is nothing else to pick.
 
+Calls that compute (CPU time near their wall time, a few ms or more) are then
+probed: the next few items run on two threads at once, and the CPU they kept busy
+says whether ``fn`` releases the GIL (NumPy, a compiled kernel): if it does,
+threads run the rest without pickling (see :mod:`manycore._observe._gil`).
+
 With ``timeout=`` the sample runs on one thread of its own instead of inline: a
 call that overstays is then abandoned, as on threads, rather than waited for.
 ``explain=True`` writes one line to stderr: what was picked, and why.
@@ -19,6 +24,7 @@ call that overstays is then abandoned, as on threads, rather than waited for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import threading
@@ -31,12 +37,17 @@ from manycore._api._calls import default_pool_running, lease_default_pool, stop_
 from manycore._api._options import MapWork, default_workers, map_call
 from manycore._api._pool import Pool
 from manycore._observe import (
+    PROBE_THREADS,
     BackendNames,
     Measurements,
+    ProbeCall,
     Recommendation,
     decide,
+    probe_items,
     queued,
     queued_between,
+    threads_busy,
+    worth_probing,
 )
 from manycore._scheduler import CallOptions, InputSource
 from manycore.backends import backend_for, is_async_callable
@@ -52,6 +63,7 @@ _INLINE, _THREADS, _PROCESSES, _ASYNC = (
 _NAMES = BackendNames.of(backend_for)  # for the recommendation
 _SAMPLE_SECONDS = 0.2  # inline work before deciding: small next to any map worth parallelising
 _SAMPLE_ITEMS = 64  # ... and at most this many items (cheap ones are clear by then)
+_PROBE_WAIT = 1.0  # seconds a probe thread waits for the other to start
 
 
 class AutoMap(Generic[T]):
@@ -90,9 +102,16 @@ class AutoMap(Generic[T]):
         sampler = _Sampler(self.work.fn, source)
         yield from self._sample(sampler, source)
         sampler.close()
+        measured = self._measured(sampler, source)
+        if self._probing(measured):
+            probe = _Probe(self.work.fn)
+            source.until = source.position + probe_items(measured.cpu_per_call)
+            yield from self._probe(probe, source)
+            busy = threads_busy(probe.calls, probe.began)
+            measured = dataclasses.replace(self._measured(sampler, source), threads_busy=busy)
         source.until = None
         source.done = source.position  # the rest's progress bar starts past the sample
-        choice = self._timed_choice(decide(self._measured(sampler, source)), sampler)
+        choice = self._timed_choice(decide(measured), sampler)
         self._say(choice)
         if self.policy.timeout is not None and choice.backend == _THREADS and choice.workers == 1:
             yield from self._on_own_thread(self.work, self.policy, source)
@@ -127,6 +146,27 @@ class AutoMap(Generic[T]):
                 yield from lease.pool.start_map(sampled, policy, source)
             return
         yield from self._on_own_thread(sampled, policy, source)
+
+    def _probing(self, m: Measurements) -> bool:
+        """Whether to run the next items on two threads at once: calls that
+        compute long enough to time, with items left and threads on offer."""
+        if m.remaining is not None and m.remaining < probe_items(m.cpu_per_call):
+            return False
+        threads = self.workers or default_workers(_THREADS)
+        cpus = self.workers or default_workers(_PROCESSES)
+        share = m.cpu / m.own_wall if m.own_wall > 0 else 0.0
+        return worth_probing(m.cpu_per_call, share, threads, cpus)
+
+    def _probe(self, probe: _Probe[T], source: InputSource) -> Iterator[list[T]]:
+        """The next few items on a pool of ``PROBE_THREADS`` threads, each
+        call timed (see :func:`manycore._observe.threads_busy`)."""
+        policy = dataclasses.replace(self.policy, progress=False, chunksize=1)
+        pool = Pool(PROBE_THREADS, backend=_THREADS)
+        try:
+            probe.began = time.perf_counter()
+            yield from pool.start_map(dataclasses.replace(self.work, fn=probe), policy, source)
+        finally:
+            pool.shutdown(wait=self.policy.timeout is None)
 
     def _on_own_thread(
         self, work: MapWork[T], policy: CallOptions, source: InputSource
@@ -234,6 +274,41 @@ class _Sampler(Generic[T]):
         self.calls += 1
         if self.wall >= _SAMPLE_SECONDS:
             self._source.until = self._source.position  # take nothing more
+
+
+class _Probe(Generic[T]):
+    """``fn``, recording when each call began and ended and its thread's CPU time.
+
+    Each thread's first call waits (at most ``_PROBE_WAIT``) until the other
+    thread has a call too: on a loaded machine a thread may take every item
+    before the other is scheduled at all, and nothing would run at once.
+    """
+
+    def __init__(self, fn: Callable[..., T]):
+        self._fn = fn
+        self.began = 0.0  # when both threads had their first call (else, the hand-over)
+        self.calls: list[ProbeCall] = []
+        self._seen: set[int] = set()
+        self._both = threading.Barrier(PROBE_THREADS, action=self._start)
+
+    def _start(self) -> None:
+        self.began = time.perf_counter()
+
+    def __call__(self, *args: object) -> T:
+        thread = threading.get_ident()
+        if thread not in self._seen:
+            self._seen.add(thread)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._both.wait(_PROBE_WAIT)  # broken: go on alone (threads_busy says None)
+        q0 = queued()
+        w0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return self._fn(*args)
+        finally:
+            cpu = time.thread_time() - c0
+            end = time.perf_counter()
+            waited = queued_between(q0, queued(), end - w0 - cpu)
+            self.calls.append(ProbeCall(w0, end, cpu, waited, thread))  # append: atomic
 
 
 def _clock_cost(rounds: int = 200) -> tuple[float, float]:

@@ -39,6 +39,7 @@ from manycore._observe import (
     Run,
     decide,
     queued,
+    queued_all,
     queued_between,
 )
 from manycore.backends import backend_for, get_backend, is_async_callable
@@ -344,7 +345,9 @@ def _measure(backend: str, n: int, fn: Callable[..., object], items: list[Any], 
     On threads, the process's CPU time over the run is the CPU time of the calls
     (the pool's own threads barely use any): divided by the wall time, the CPUs
     kept busy at once, about 1 for a function that holds the GIL. Read around
-    the run rather than around each call, which would cost a microsecond a call.
+    the run rather than around each call, which would cost a microsecond a call;
+    so is the threads' wait for a CPU that other programs kept busy (a loaded
+    machine must not read as a held GIL).
     """
     from manycore._api._pool import Pool
 
@@ -357,11 +360,15 @@ def _measure(backend: str, n: int, fn: Callable[..., object], items: list[Any], 
         startup = time.perf_counter() - begun
         timings = []
         for _ in range(_REPEATS):  # the fastest counts: noise only ever adds time
-            c0, t0 = time.process_time(), time.perf_counter()
+            q0, c0, t0 = queued_all(), time.process_time(), time.perf_counter()
             _map(pool, fn, items, star)
-            timings.append((time.perf_counter() - t0, time.process_time() - c0))
-    seconds, cpu = min(timings)
-    return Run(backend, n, seconds, cpu if backend == _THREADS else None, startup)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            waited = queued_between(q0, queued_all(), n * seconds - cpu)
+            timings.append((seconds, cpu, waited))
+    seconds, cpu, waited = min(timings)
+    if backend != _THREADS:
+        return Run(backend, n, seconds, None, startup)
+    return Run(backend, n, seconds, cpu, startup, queued=waited)
 
 
 def _map(

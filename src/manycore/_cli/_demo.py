@@ -94,6 +94,8 @@ class Sizes:
     prime_blocks: int
     downloads: int
     download_s: float
+    kernel_bands: int = 96  # the GIL-free kernel: bands of a width x width Mandelbrot
+    kernel_width: int = 1920
 
 
 FULL = Sizes(
@@ -111,6 +113,8 @@ QUICK = Sizes(
     prime_blocks=20,
     downloads=12,
     download_s=0.02,
+    kernel_bands=48,
+    kernel_width=1200,
 )
 
 
@@ -124,6 +128,7 @@ class Workload:
     inputs: list[Any]
     backends: tuple[str, ...]
     combine: Callable[[list[Any]], object] = list  # applied to the results, inside the timing
+    per_cpu: bool = False  # computes: as many threads as processes (not extra for waits)
 
 
 def plan(sizes: Sizes) -> list[Workload]:
@@ -156,6 +161,26 @@ def plan(sizes: Sizes) -> list[Workload]:
             ("threads", "processes"),
         ),
     ]
+
+
+def gilfree_workload(sizes: Sizes, say: Callable[[str], None]) -> Workload | None:
+    """The compiled kernel that releases the GIL (Pythran, else NumPy): threads
+    run it side by side without pickling. None, and a line said, without either."""
+    from manycore._cli._kernel import band, load
+
+    kernel = load(say=say)
+    if kernel is None:
+        say("GIL-free kernel: skipped (it needs NumPy or Pythran: pip install numpy)")
+        return None
+    bands, width = sizes.kernel_bands, sizes.kernel_width
+    fn = functools.partial(band, bands=bands, width=width, maxiter=300, kind=kernel.name)
+    return Workload(
+        f"{kernel.name} kernel, {bands} Mandelbrot bands (releases the GIL)",
+        fn,
+        list(range(bands)),
+        ("threads", "processes"),
+        per_cpu=True,
+    )
 
 
 # ------------------------------------------------------------------ measuring
@@ -272,7 +297,8 @@ def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Ro
     seq = _timed(lambda: combine([fn(x) for x in inputs]), meter)
     rows = []
     for backend in work.backends:
-        run = functools.partial(mc.map, fn, inputs, workers=workers[backend], backend=backend)
+        count = workers["processes"] if work.per_cpu else workers[backend]
+        run = functools.partial(mc.map, fn, inputs, workers=count, backend=backend)
         par = _timed(_then(combine, run), meter)
         if par.result != seq.result:
             raise DemoError(
@@ -283,7 +309,7 @@ def measure(work: Workload, workers: dict[str, int], meter: CpuMeter) -> list[Ro
             Row(
                 work.name,
                 backend,
-                workers[backend],
+                count,
                 len(inputs),
                 seq.wall_s,
                 seq.cpu_s,
@@ -462,7 +488,9 @@ def run_demo(workers: int | None = None, quick: bool = False, out: TextIO | None
     meter = CpuMeter(pids if len(set(pids)) == n else None)
     say()
     rows: list[Row] = []
-    for work in plan(QUICK if quick else FULL):
+    sizes = QUICK if quick else FULL
+    kernel = gilfree_workload(sizes, say)
+    for work in [*plan(sizes), *([kernel] if kernel else [])]:
         rows.extend(measure(work, counts, meter))
     say(format_table(rows, micro, times))
     say()

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from manycore._core import lazy_door
 
 __all__ = [
+    "PROBE_THREADS",
     "BackendNames",
     "Measurements",
+    "ProbeCall",
     "Profile",
     "ProfileRow",
     "Progress",
@@ -18,8 +20,12 @@ __all__ = [
     "Stats",
     "StatsRecorder",
     "decide",
+    "probe_items",
     "queued",
+    "queued_all",
     "queued_between",
+    "threads_busy",
+    "worth_probing",
 ]
 
 # The door: names other layers use, loaded on first use (see manycore._core._door).
@@ -28,6 +34,9 @@ __getattr__, __dir__ = lazy_door(
     {
         "BackendNames": "_names",
         "Measurements": "_recommend",
+        "PROBE_THREADS": "_gil",
+        "ProbeCall": "_gil",
+        "probe_items": "_gil",
         "Profile": "_profile_report",
         "ProfileRow": "_profile_report",
         "Progress": "_progress",
@@ -37,11 +46,21 @@ __getattr__, __dir__ = lazy_door(
         "StatsRecorder": "_stats",
         "decide": "_recommend",
         "queued": "_runqueue",
+        "queued_all": "_runqueue",
         "queued_between": "_runqueue",
+        "threads_busy": "_gil",
+        "worth_probing": "_gil",
     },
 )
 
 if TYPE_CHECKING:
+    from manycore._observe._gil import (
+        PROBE_THREADS,
+        ProbeCall,
+        probe_items,
+        threads_busy,
+        worth_probing,
+    )
     from manycore._observe._names import BackendNames
     from manycore._observe._profile_report import Profile, ProfileRow
     from manycore._observe._progress import Progress
@@ -51,5 +70,5 @@ if TYPE_CHECKING:
         Run,
         decide,
     )
-    from manycore._observe._runqueue import queued, queued_between
+    from manycore._observe._runqueue import queued, queued_all, queued_between
     from manycore._observe._stats import Stats, StatsRecorder

@@ -45,6 +45,16 @@ class Run:
     seconds: float  # wall time of the map (the pool was started and warmed before)
     cpu: float | None = None  # CPU time of the calls, summed (threads), if measured
     startup: float = 0.0  # seconds it took to start and warm the pool
+    # (threads) seconds its threads waited for a CPU other programs kept busy, summed
+    queued: float = 0.0
+
+    def busy(self) -> float | None:
+        """CPUs its calls kept busy at once on average (threads, where measured),
+        not counting each thread's average wait for a CPU other programs held."""
+        if self.cpu is None:
+            return None
+        elapsed = self.seconds - self.queued / self.workers
+        return self.cpu / elapsed if elapsed > 0 else None
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,9 @@ class Measurements:
     # other programs kept busy. Not the function's own waiting: on a loaded
     # machine pure-Python work would otherwise read as I/O and go to threads.
     queued: float = 0.0
+    # (auto) CPUs kept busy at once by two items run on two threads (the overlap
+    # probe, see _gil.threads_busy); None: not probed.
+    threads_busy: float | None = None
     names: BackendNames = field(kw_only=True)
 
     @property
@@ -108,11 +121,11 @@ class Measurements:
             return None
         if self.waiting >= _WAITING:
             return False  # waiting releases the GIL (sleep, I/O)
+        if self.threads_busy is not None:
+            return self.threads_busy < _FREE_CPUS
         threaded = [r for r in self.runs if r.backend == self.names.thread and r.workers > 1]
-        if not threaded or threaded[-1].cpu is None or threaded[-1].seconds <= 0:
-            return None
-        busy = threaded[-1].cpu / threaded[-1].seconds  # CPUs in use at once, on average
-        return busy < _FREE_CPUS
+        busy = threaded[-1].busy() if threaded else None  # CPUs in use at once, on average
+        return None if busy is None else busy < _FREE_CPUS
 
 
 @dataclass(frozen=True)
@@ -240,7 +253,7 @@ def _threads_reason(m: Measurements, run: Run) -> str:
     procs = _best_of(m, m.names.process)
     versus = f", as fast as processes ({procs:.1f}x)" if procs else ""
     if m.holds_gil() is False:
-        busy = (run.cpu or 0.0) / run.seconds if run.seconds > 0 else 0.0
+        busy = run.busy() or 0.0
         return (
             f"the function computes ({_usage(m)}) but releases the GIL ({_who(m, run)} kept "
             f"{busy:.1f} CPUs busy): threads ran it {speedup:.1f}x faster without "
@@ -308,6 +321,14 @@ def _predict(m: Measurements) -> Recommendation:
             f"{sampled} spent {m.waiting:.0%} of their time waiting ({_usage(m)}): "
             f"threads overlap the waiting without pickling"
         )
+    elif m.holds_gil() is False and names.thread in m.offered:
+        backend, workers = names.thread, m.thread_workers
+        parallel = per_call / min(workers, m.process_workers) + _THREAD_COST
+        why = (
+            f"{sampled} kept a CPU busy {1 - m.waiting:.0%} of the time ({_usage(m)}) and "
+            f"the next ones run on two threads at once kept {m.threads_busy:.1f} CPUs busy: it "
+            "releases the GIL, so threads run it side by side without pickling"
+        )
     elif m.bytes_per_task is not None and names.process in m.offered:
         backend, workers = names.process, m.process_workers
         parallel = per_call / workers + _PROCESS_COST + m.bytes_per_task * _BYTE_COST
@@ -315,7 +336,7 @@ def _predict(m: Measurements) -> Recommendation:
             parallel += _PROCESS_START / m.remaining
         why = (
             f"{sampled} kept a CPU busy {1 - m.waiting:.0%} of the time ({_usage(m)}): "
-            f"{_who(m, Run(backend, workers, 0))} run them side by side"
+            f"{_who(m, Run(backend, workers, 0))} run them side by side{_gil_note(m)}"
         )
     else:
         return Recommendation(
@@ -341,9 +362,19 @@ def _predict(m: Measurements) -> Recommendation:
             None,
             f"{sampled} took {fmt_seconds(per_call)} per call{_cpu_share(m)}: {backend} "
             f"would gain {gain:.1f}x at best, too little to hand the items over; the rest "
-            "runs inline",
+            f"runs inline{_gil_note(m)}",
         )
     return Recommendation(backend, workers, None, f"{why} (estimated {gain:.1f}x)")
+
+
+def _gil_note(m: Measurements) -> str:
+    """What the overlap probe found, when it ran and found the GIL held."""
+    if m.threads_busy is None:
+        return ""
+    return (
+        f" (the next ones on two threads at once kept {m.threads_busy:.1f} CPUs busy: it holds the "
+        "GIL, so threads would not)"
+    )
 
 
 def _cpu_share(m: Measurements) -> str:

@@ -14,9 +14,10 @@ callers count nothing, as before.
 
 from __future__ import annotations
 
+import os
 import threading
 
-__all__ = ["queued", "queued_between"]
+__all__ = ["queued", "queued_all", "queued_between"]
 
 _PATH = "/proc/self/task/{tid}/schedstat"
 _available = True  # cleared at the first failed read: no retry on every call
@@ -43,3 +44,23 @@ def queued_between(before: float | None, after: float | None, off_cpu: float) ->
     if before is None or after is None:
         return 0.0
     return min(max(0.0, after - before), max(0.0, off_cpu))
+
+
+def queued_all() -> float | None:
+    """Seconds every live thread of this process has waited on a run queue so
+    far, summed (a thread that ended takes its share along); None where the
+    kernel does not say."""
+    if not _available:
+        return None
+    total = 0.0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(_PATH.format(tid=tid), "rb", buffering=0) as f:
+                total += int(f.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # it ended between the listing and the read
+    return total
