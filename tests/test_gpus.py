@@ -183,7 +183,9 @@ def test_more_devices_than_workers_is_refused() -> None:
 
 @pytest.mark.parametrize("backend", ["threads", "serial", "asyncio", "auto"])
 def test_backends_that_cannot_pin_refuse_gpus(backend: str) -> None:
-    match = rf"gpus=1 pins each worker process .* backend={backend!r} cannot do.*'processes'"
+    match = (
+        rf"gpus=1 pins each worker to a device, which backend={backend!r} cannot do.*'processes'"
+    )
     if backend != "auto":
         with pytest.raises(ValueError, match=match):
             mc.Pool(gpus=1, backend=backend)
@@ -340,3 +342,8 @@ def test_dask_workers_that_advertise_gpus_run_the_tasks() -> None:
         pytest.raises(ValueError, match="no worker of the Dask cluster advertises a GPU"),
     ):
         mc.Pool(backend="dask", client=client, gpus=1)
+
+
+def test_celery_refuses_gpus_naming_the_backends_that_take_them() -> None:
+    with pytest.raises(ValueError, match=r"backend='celery' cannot do.*'dask', 'processes'"):
+        mc.Pool(gpus=1, backend="celery", address="redis://127.0.0.1:1/0")

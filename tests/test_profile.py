@@ -436,7 +436,7 @@ def test_auto_argument_errors() -> None:
         mc.map(abs, [1], backend="auto", explain="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=re.escape("for mc.map, mc.imap and mc.starmap only")):
         mc.Pool(2, backend="auto")
-    with pytest.raises(ValueError, match="address= connects to a cluster"):
+    with pytest.raises(ValueError, match="address= is for a cluster engine"):
         mc.map(abs, [1], backend="auto", address="tcp://x:1")
     with pytest.raises(ValueError, match="concurrency=4 applies only to backend='asyncio'"):
         mc.map(abs, [1], backend="auto", concurrency=4)

@@ -130,6 +130,7 @@ class CeleryBackend(ClusterBackend[_Task]):
     supports_kill = True  # revoke(terminate=True) kills the worker process running it
     timed_out_how = "its Celery task was revoked (its worker process killed)"
     needs_package = ("celery", "celery[redis]")
+    accepts = frozenset({"address"})  # no gpus=: Celery has no resources to ask for
     worker_command = staticmethod(worker_command)  # (for `manycore celery-worker`)
 
     @classmethod
@@ -141,8 +142,6 @@ class CeleryBackend(ClusterBackend[_Task]):
             raise TypeError(
                 f"address must be a broker URL (redis://host:port/db), got {address!r:.80}"
             )
-        if given.get("gpus") is not None:
-            raise ValueError("gpus= is not supported on backend='celery'")
         return workers
 
     def __init__(self, options: BackendOptions):

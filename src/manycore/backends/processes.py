@@ -48,9 +48,9 @@ class ProcessBackend(Backend):
             return super().misplaced(name, value, backend)
         takes = ", ".join(repr(n) for n in backend_names() if name in get_backend(n).accepts)
         return (
-            f"gpus={value!r:.80} pins each worker process to a device as it starts, which "
-            f"backend={backend!r} cannot do (threads and coroutines share one process: "
-            f"they cannot be pinned each to a device); use backend= one of {takes}"
+            f"gpus={value!r:.80} pins each worker to a device, which backend={backend!r} "
+            f"cannot do (threads and coroutines share one process; some engines have no "
+            f"device resources to ask for); use backend= one of {takes}"
         )
 
     @classmethod
