@@ -39,3 +39,14 @@ def need_command(name: str, how: str) -> str:
     need(f"the command {name!r}", path is not None, how)
     assert path is not None
     return path
+
+
+@pytest.fixture(autouse=True)
+def _engines_import_the_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine a pool starts itself (a local ipcluster, Celery worker, Spark) gets
+    this process's environment: with the checkout's src/ and tests/ on its
+    PYTHONPATH it can import the test modules whose functions it runs, as a user's
+    engines must import the user's modules. (pytest puts tests/ on sys.path, not on
+    PYTHONPATH.)"""
+    paths = [str(_HERE.parents[1] / "src"), str(_HERE.parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))

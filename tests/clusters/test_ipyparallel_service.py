@@ -126,7 +126,7 @@ def test_an_owned_cluster_replaces_killed_and_crashed_engines() -> None:
         # An item that ignores the interrupt: its engine is killed, and replaced.
         start = time.monotonic()
         out = p.map(stubborn_on, range(6), timeout=2, on_error="collect")
-        assert _kinds(out) == [0, 1, "TaskTimeout", 3, 4, 5]
+        assert _kinds(out) == [0, 1, "TaskTimeout", 3, 4, 5], out
         assert time.monotonic() - start < 15
         # An item that kills its engine: WorkerCrashed for it alone.
         out = p.map(fns.die_on, range(12), on_error="collect")
