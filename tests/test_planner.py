@@ -136,7 +136,9 @@ def test_a_budgeted_remote_batch_stops_with_the_rest_unrun() -> None:
     tiny = run_remote(abs, list(range(10_000)), (False, True, os.getpid(), 0.2), None, None, None)
     assert tiny[0] == list(range(10_000)) and tiny[4] is not None and len(tiny[4]) == 5
     # Failures keep their offsets in the whole batch, whichever slice ran them.
-    failing = run_remote(_fail_on_5000, list(range(9000)), (False, False, 1, 5.0), None, None, None)
+    failing = run_remote(
+        _fail_on_5000, list(range(9000)), (False, False, os.getpid(), 5.0), None, None, None
+    )
     assert len(failing[0]) == 9000 and failing[1] is not None and list(failing[1]) == [5000]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,15 @@ def need_command(name: str, how: str) -> str:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _engines_import_the_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An engine a pool starts itself (a local ipcluster, Celery worker, Spark) gets
-    this process's environment: with the checkout's src/ and tests/ on its
-    PYTHONPATH it can import the test modules whose functions it runs, as a user's
-    engines must import the user's modules. (pytest puts tests/ on sys.path, not on
-    PYTHONPATH.)"""
+@pytest.fixture(autouse=True, scope="session")
+def _engines_import_the_tests() -> Iterator[None]:
+    """An engine the tests start (a local ipcluster, Celery worker, a Spark session
+    shared by a module) gets this process's environment: with the checkout's src/
+    and tests/ on its PYTHONPATH it can import the test modules whose functions it
+    runs, as a user's engines must import the user's modules. (pytest puts tests/
+    on sys.path, not on PYTHONPATH.) Session-wide, so that it is set before any
+    module's engine starts."""
     paths = [str(_HERE.parents[1] / "src"), str(_HERE.parent), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+        yield
