@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import operator
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
 
+from manycore._cli._bench.cpu import tree_cpu
 from manycore._cli._bench.runners import RUNNERS, ManycorePool, R, Runner, T, installed, opened
 from manycore._cli._bench.work import echo as echo_child
 
@@ -24,10 +26,15 @@ class Row:
     times: list[float] = field(default_factory=list)
     extra: list[float] = field(default_factory=list)  # (e): p90, raw pipe; (f): shutdowns
     note: str = ""
+    cpu: list[float] = field(default_factory=list)  # the tree's CPU seconds of each time
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.times) if self.times and not self.note else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu and not self.note else None
 
 
 @dataclass
@@ -80,12 +87,18 @@ def time_once(
     items: Sequence[T],
     expected: Sequence[R],
     row: Row,
+    skip: Collection[int] = (),
 ) -> None:
-    """One timed, verified map; a wrong result or an error becomes the row's note."""
+    """One timed, verified map, with the CPU time of the process tree beside it (less
+    the processes in ``skip``); a wrong result or an error becomes the row's note."""
     try:
+        cpu = tree_cpu(skip)
         started = time.perf_counter()
         result = runner.map(fn, items)
         row.times.append(time.perf_counter() - started)
+        after = tree_cpu(skip)
+        if cpu is not None and after is not None:
+            row.cpu.append(after - cpu)
     except Exception as exc:
         row.note = f"ERROR: {type(exc).__name__}: {exc}"
         return
@@ -94,10 +107,17 @@ def time_once(
 
 
 def bench_map(
-    key: str, title: str, fn: Callable[[T], R], items: Sequence[T], workers: int, repeat: int
+    key: str,
+    title: str,
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    repeat: int,
+    skip: Collection[int] = (),
 ) -> Workload:
     """Every runner's warm pool is open at once and the repeats go round-robin, so a
-    burst of load from elsewhere on the machine falls on all runners alike."""
+    burst of load from elsewhere on the machine falls on all runners alike. ``skip``:
+    processes left out of the CPU time (a hog that is not the runners' work)."""
     rows = {cls.name: Row(cls.name) for cls in RUNNERS}
     expected = list(map(fn, items))
     with ExitStack() as stack:
@@ -107,7 +127,7 @@ def bench_map(
             print(f"  ({key}) round {i + 1} of {repeat} ...", file=sys.stderr, flush=True)
             for runner in live:
                 if not rows[runner.name].note:
-                    time_once(runner, fn, items, expected, rows[runner.name])
+                    time_once(runner, fn, items, expected, rows[runner.name], skip)
     return Workload(key, title, [rows[cls.name] for cls in RUNNERS])
 
 
@@ -133,10 +153,15 @@ def timed_calls(call: Callable[[int], object], xs: range) -> tuple[list[float], 
     return times, ok
 
 
-def round_trips(call: Callable[[int], object], count: int) -> tuple[list[float], bool]:
-    """``count`` timed round trips of ``call`` after ``count // 10`` warm-up ones."""
+def round_trips(call: Callable[[int], object], count: int) -> tuple[list[float], bool, float]:
+    """``count`` timed round trips of ``call`` after ``count // 10`` warm-up ones, and
+    the process tree's CPU seconds per timed round trip (NaN without psutil)."""
     timed_calls(call, range(max(10, count // 10)))
-    return timed_calls(call, range(count))
+    cpu = tree_cpu()
+    times, ok = timed_calls(call, range(count))
+    after = tree_cpu()
+    per_trip = (after - cpu) / count if cpu is not None and after is not None else math.nan
+    return times, ok, per_trip
 
 
 RAW_PIPE = "raw multiprocessing.Pipe"
@@ -191,41 +216,49 @@ def bench_latency(workers: int, count: int, noop: Callable[[object], object]) ->
 
     def measure(runner: Runner, fn: Callable[[int], object], name: str, raw: list[float]) -> Row:
         runner.call(fn, 0)  # the pool is up before the warm-up round trips start
-        times, ok = round_trips(lambda x: runner.call(fn, x), count)
+        times, ok, cpu = round_trips(lambda x: runner.call(fn, x), count)
         p90 = statistics.quantiles(times, n=10)[-1]
         row = Row(name, [statistics.median(times)], [p90, statistics.median(raw)])
+        row.cpu = [] if math.isnan(cpu) else [cpu]
         row.note = "" if ok else "WRONG RESULT"
         return row
 
+    raw_cpu: list[float] = []
     with PipeEcho() as echo:
         for runner_cls, fn, name in latency_cases(noop):
             print(f"  (e) {name} ...", file=sys.stderr, flush=True)
-            raw, _ = round_trips(echo.ping, count)
+            raw, _, cpu = round_trips(echo.ping, count)
             all_raw += raw
+            raw_cpu += [] if math.isnan(cpu) else [cpu]
             row = run_guarded(runner_cls, workers, partial(measure, fn=fn, name=name, raw=raw))
             row.name = name
             workload.rows.append(row)
     p90 = statistics.quantiles(all_raw, n=10)[-1]
     raw_row = Row(RAW_PIPE, [statistics.median(all_raw)], [p90, statistics.median(all_raw)])
+    raw_row.cpu = raw_cpu
     workload.rows.insert(0, raw_row)
     return workload
 
 
 def cold_start(
     runner_cls: type[Runner], workers: int, noop: Callable[[object], object]
-) -> tuple[float, float]:
-    """Seconds from building the pool to the first result, and to shut it down."""
+) -> tuple[float, float, float | None]:
+    """Seconds from building the pool to the first result, and to shut it down; and
+    the CPU seconds the process tree spent until the first result."""
     runner = runner_cls(workers)
+    cpu = tree_cpu()
     started = time.perf_counter()
     runner.open()
     try:
         if runner.call(noop, 7) != 7:
             raise RuntimeError("wrong result from the first task")
         first = time.perf_counter()
+        after = tree_cpu()
     finally:
         closing = time.perf_counter()
         runner.close()
-    return first - started, time.perf_counter() - closing
+    spent = after - cpu if cpu is not None and after is not None else None
+    return first - started, time.perf_counter() - closing, spent
 
 
 def bench_cold(workers: int, repeat: int, noop: Callable[[object], object]) -> Workload:
@@ -242,9 +275,10 @@ def bench_cold(workers: int, repeat: int, noop: Callable[[object], object]) -> W
         row = Row(runner_cls.name)
         try:
             for _ in range(repeat):
-                first, shutdown = cold_start(runner_cls, workers, noop)
+                first, shutdown, cpu = cold_start(runner_cls, workers, noop)
                 row.times.append(first)
                 row.extra.append(shutdown)
+                row.cpu += [] if cpu is None else [cpu]
         except Exception as exc:
             row.note = f"ERROR: {type(exc).__name__}: {exc}"
         workload.rows.append(row)

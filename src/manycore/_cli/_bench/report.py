@@ -15,7 +15,7 @@ import manycore as mc
 from manycore._cli._bench.measure import Workload
 from manycore._cli._bench.runners import RUNNERS
 from manycore._cli._bench.tables import cold_table, latency_table, map_table
-from manycore._cli._bench.targets import targets_section
+from manycore._cli._bench.targets import ranking_section, targets_section
 
 
 def versions() -> str:
@@ -80,6 +80,9 @@ def header_section(command: str, workers: int, loops_per_ms: int, load: str) -> 
         "(best of 5 probes, in the parent).",
         "- Times are medians of the repeats; `x sequential` and `x mc.map` are time ratios "
         "(lower is faster). Every result was checked against the sequential loop's.",
+        "- CPU of the tree: the CPU seconds (user + system) this process and all its "
+        "descendants spent in the timed region (median of the repeats; the CPU hog of (h) "
+        "left out). It holds steady where wall time swings with the machine's load.",
         "",
     ]
 
@@ -129,5 +132,5 @@ def render(
         else:
             lines += cold_table(w)
         lines.append("")
-    lines += targets_section(workloads, workers)
+    lines += ranking_section(workloads) + targets_section(workloads, workers)
     return "\n".join(lines) + "\n"

@@ -100,7 +100,7 @@ def bench_uneven(
     )
     if key == "g":
         return bench_map(key, title, work.spin, loops, workers, repeat)
-    with cpu_hog():
+    with cpu_hog() as hog_pid:
         return bench_map(
             key,
             title + ", with a CPU hog process running beside it",
@@ -108,18 +108,19 @@ def bench_uneven(
             loops,
             workers,
             repeat,
+            skip={hog_pid},
         )
 
 
 @contextmanager
-def cpu_hog() -> Iterator[None]:
-    """One process that spins, outside the pool, while the block runs."""
+def cpu_hog() -> Iterator[int]:
+    """One process that spins, outside the pool, while the block runs; its pid."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     proc = context.Process(target=hog, args=(stop,), daemon=True)
     proc.start()
     try:
-        yield
+        yield proc.pid or 0
     finally:
         stop.set()
         proc.join(10)

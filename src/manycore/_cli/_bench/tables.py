@@ -16,6 +16,10 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
+def fmt_cpu(seconds: float | None) -> str:
+    return "-" if seconds is None else fmt_time(seconds)
+
+
 def fmt_ratio(value: float | None, reference: float | None) -> str:
     return f"{value / reference:.2f}x" if value is not None and reference else "-"
 
@@ -32,8 +36,11 @@ def efficiency(sequential: float | None, parallel: float | None, workers: int) -
 
 def map_table(w: Workload, workers: int, with_efficiency: bool) -> list[str]:
     seq, ref = w.get(Sequential.name), w.get(MANYCORE_REF)
+    seq_row = w.row(Sequential.name)
+    seq_cpu = seq_row.cpu_median if seq_row else None
     header = ["runner", "median", "min - max", "x sequential", "x mc.map"]
     header += ["parallel efficiency"] if with_efficiency else []
+    header += ["CPU of the tree (median)", "CPU x sequential"]
     rows = []
     for r in w.rows:
         if r.median is None:
@@ -49,6 +56,7 @@ def map_table(w: Workload, workers: int, with_efficiency: bool) -> list[str]:
         if with_efficiency:
             eff = efficiency(seq, r.median, workers) if r.name != Sequential.name else None
             cells.append(f"{eff:.1%}" if eff is not None else "-")
+        cells += [fmt_cpu(r.cpu_median), fmt_ratio(r.cpu_median, seq_cpu)]
         rows.append(cells)
     return markdown_table(header, rows)
 
@@ -66,11 +74,15 @@ def latency_table(w: Workload) -> list[str]:
         "raw Pipe just before",
         "x raw Pipe",
         "x manycore Pool",
+        "CPU of the tree per trip",
+        "CPU x raw Pipe",
     ]
+    raw_row = w.row(RAW_PIPE)
+    raw_cpu = raw_row.cpu_median if raw_row else None
     rows = []
     for r in w.rows:
         if r.median is None:
-            rows.append([r.name, how.get(r.name, ""), r.note, "-", "-", "-", "-"])
+            rows.append([r.name, how.get(r.name, ""), r.note] + ["-"] * 6)
             continue
         p90, raw = r.extra
         rows.append(
@@ -82,6 +94,8 @@ def latency_table(w: Workload) -> list[str]:
                 fmt_time(raw),
                 fmt_ratio(r.median, raw),
                 fmt_ratio(r.median, ref),
+                fmt_cpu(r.cpu_median),
+                fmt_ratio(r.cpu_median, raw_cpu),
             ]
         )
     return markdown_table(header, rows)
@@ -95,11 +109,12 @@ def cold_table(w: Workload) -> list[str]:
         "min - max",
         "shutdown (median)",
         "x manycore Pool",
+        "CPU of the tree to the first result",
     ]
     rows = []
     for r in w.rows:
         if r.median is None:
-            rows.append([r.name, r.note, "-", "-", "-"])
+            rows.append([r.name, r.note, "-", "-", "-", "-"])
             continue
         rows.append(
             [
@@ -108,6 +123,7 @@ def cold_table(w: Workload) -> list[str]:
                 f"{fmt_time(min(r.times))} - {fmt_time(max(r.times))}",
                 fmt_time(statistics.median(r.extra)),
                 fmt_ratio(r.median, ref),
+                fmt_cpu(r.cpu_median),
             ]
         )
     return markdown_table(header, rows)

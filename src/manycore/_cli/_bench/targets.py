@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from manycore._cli._bench.measure import IMPORTABLE, Workload
+from manycore._cli._bench.measure import IMPORTABLE, RAW_PIPE, Workload
 from manycore._cli._bench.runners import (
     MANYCORE_REF,
     ManycoreMap,
@@ -99,6 +99,44 @@ def other_targets(w: Workload) -> list[Target]:
     )
     rule = "≤ 3x sequential and ≥ 20x faster than the best peer"
     return [Target("d", MANYCORE_REF, rule, passed, detail)]
+
+
+MANYCORE_ROWS = (ManycoreMap.name, ManycorePool.name, IMPORTABLE)
+RANKED = "abcdefgh"
+
+
+def rank_row(w: Workload) -> list[str] | None:
+    """manycore's best row against the fastest peer: first, tied (its median inside the
+    peer's min-max range of repeats: the difference is noise), or behind."""
+    timed = [r for r in w.rows if r.median is not None and r.name != Sequential.name]
+    ours = [r for r in timed if r.name in MANYCORE_ROWS]
+    peers = [r for r in timed if r.name not in MANYCORE_ROWS and r.name != RAW_PIPE]
+    if not ours or not peers:
+        return None
+    mine = min(ours, key=lambda r: r.median or 0.0)
+    best = min(peers, key=lambda r: r.median or 0.0)
+    m, b = mine.median or 0.0, best.median or 0.0
+    if m <= b:
+        verdict = "**first**"
+    elif len(best.times) > 1 and min(best.times) <= m <= max(best.times):
+        verdict = "**tied** (within the peer's spread)"
+    else:
+        verdict = "behind"
+    return [f"({w.key})", mine.name, fmt_time(m), best.name, fmt_time(b), fmt_ratio(m, b), verdict]
+
+
+def ranking_section(workloads: dict[str, Workload]) -> list[str]:
+    rows = [row for key in RANKED if key in workloads and (row := rank_row(workloads[key]))]
+    header = ["workload", "manycore's best", "median", "fastest peer", "median"]
+    header += ["x fastest peer", "verdict"]
+    return [
+        "## Ranking",
+        "",
+        "manycore's fastest row against the fastest peer's, in this run.",
+        "",
+        *markdown_table(header, rows),
+        "",
+    ]
 
 
 def targets_section(workloads: dict[str, Workload], workers: int) -> list[str]:
