@@ -375,15 +375,15 @@ class ProcessEngine(WorkerLifecycle):
 
     def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
         try:
-            data = os.read(w.result_fd, 1 << 20)
+            frames = w.frames.read(w.result_fd)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
-        if not data:
+            frames = None
+        if frames is None:
             dead.append(w)
             return
-        for payload in w.frames.feed(data):
+        for payload in frames:
             began = time.perf_counter()
             decoded = decode_result(payload)
             decoding = time.perf_counter() - began
