@@ -323,6 +323,8 @@ class ProcessEngine(WorkerLifecycle):
             )
 
     def _finished(self) -> bool:
+        if self._state is EngineState.RUNNING:  # (read without the lock: asked each poll)
+            return False
         with self._lock:
             if self._state is EngineState.CLOSED:
                 return True
@@ -365,13 +367,16 @@ class ProcessEngine(WorkerLifecycle):
     def _deliver(self) -> bool:
         """Run the callbacks of ready outcomes, one at a time; True if any ran."""
         delivered = False
-        while True:
+        # Looked at without the lock first (each poll asks twice): whoever adds
+        # an outcome from another thread wakes the poller, which then looks again.
+        while self._ready:
             with self._lock:
                 if not self._ready:
-                    return delivered
+                    break
                 task, outcome = self._ready.popleft()
             delivered = True
             self._finish(task, outcome)
+        return delivered
 
     def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
         try:

@@ -299,12 +299,12 @@ def _held_weakly(gate: Callable[[], None]) -> Callable[[], None]:
     thread) until the garbage collector runs, not until its finalizer would."""
     if not isinstance(gate, types.MethodType):
         return gate
-    method = weakref.WeakMethod(gate)
+    owner, func = weakref.ref(gate.__self__), gate.__func__
 
     def check() -> None:
-        bound = method()
-        if bound is None:
+        alive = owner()
+        if alive is None:
             raise pool_closed()  # its pool is gone: nobody can shut it down, or reopen it
-        bound()
+        func(alive)
 
     return check
