@@ -5,6 +5,8 @@ no backend named runs on asyncio."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -172,3 +174,58 @@ def test_a_multiprocessing_method_says_what_to_use(name: str) -> None:
         with pytest.raises(AttributeError, match=r"'nothing'$"):
             pool.nothing  # type: ignore[attr-defined]  # noqa: B018
         assert not hasattr(pool, "apply")
+
+
+class _AsyncCall:
+    async def __call__(self, x: int) -> int:
+        return x
+
+    async def method(self, x: int) -> int:
+        return x
+
+    def plain(self, x: int) -> int:
+        return x
+
+
+def _tagged(x: int) -> int:
+    return x
+
+
+_tagged.note = "a function with attributes of its own"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("fn", "is_async"),
+    [
+        (double, True),
+        (_tagged, False),
+        (lambda x: x, False),
+        (abs, False),
+        ((1).__add__, False),  # a method-wrapper
+        (functools.partial(double, 1), True),
+        (functools.partial(functools.partial(double), 1), True),
+        (functools.partial(_tagged, 1), False),
+        (_AsyncCall(), True),
+        (_AsyncCall().method, True),
+        (_AsyncCall().plain, False),
+        (str, False),
+    ],
+)
+def test_is_async_callable(fn: Callable[..., object], is_async: bool) -> None:
+    from manycore.backends import is_async_callable
+
+    assert is_async_callable(fn) is is_async
+
+
+@pytest.mark.skipif(
+    not hasattr(inspect, "markcoroutinefunction"), reason="Python 3.12+: markcoroutinefunction"
+)
+def test_is_async_callable_sees_a_function_marked_as_coroutine() -> None:
+    from manycore.backends import is_async_callable
+
+    def returns_awaitable(x: int) -> Any:
+        return double(x)
+
+    assert not is_async_callable(returns_awaitable)
+    marked = inspect.markcoroutinefunction(returns_awaitable)  # type: ignore[attr-defined]
+    assert is_async_callable(marked)

@@ -83,6 +83,22 @@ def test_cancel_forget_and_drain() -> None:
     assert book.due() == [] and book.next_due() is None
 
 
+def test_forget_a_key_never_booked_and_a_drained_one() -> None:
+    clock = Clock()
+    book: Retries[str, str] = Retries(clock)
+    once = CallOptions(retries=1)
+    book.forget("never")  # a call that succeeded at once: nothing to undo
+    assert len(book) == 0 and book.next_due() is None
+    book.book("a", ValueError(), once, "A")
+    book.drain()  # the pool closes: the retry is cancelled, its count stays ...
+    assert not book.book("a", ValueError(), once, "A")
+    book.forget("a")  # ... until the call is settled
+    assert book.book("a", ValueError(), once, "A") and book.next_due() is not None
+    book.forget("a")
+    clock.now += 10
+    assert book.due() == [] and book.next_due() is None and len(book) == 0
+
+
 # ----------------------------------------------------------------- on_error
 
 

@@ -37,6 +37,20 @@ __all__ = ["Pool", "PoolState"]
 T = TypeVar("T")
 
 
+# This process's id, kept current across os.fork(): every submit asks whether
+# the pool is its process's, and os.getpid() is a system call.
+_this_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _this_pid
+    _this_pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 @public
 class PoolState(enum.Enum):
     RUNNING = "running"
@@ -463,7 +477,7 @@ class Pool(SharedPrimitives):
     # ------------------------------------------------------------- lifecycle
 
     def _check_open(self) -> None:
-        if os.getpid() != self._pid:
+        if _this_pid != self._pid:
             raise pool_of_another_process(self._pid)
         if self._state is not PoolState.RUNNING:
             raise pool_closed()

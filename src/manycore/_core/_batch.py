@@ -7,6 +7,7 @@ somewhere with :func:`run_batch` and reports a :class:`BatchResult`.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import time
 from collections.abc import Callable, Sequence
@@ -145,15 +146,15 @@ def run_batch(
     while pos < n:
         rest = items[pos:] if pos else items
         try:
+            # list.extend over map() loops in C (no bytecode per item) and keeps
+            # what it appended when an item raises: len(values) is then its offset.
             if kwargs:
                 for args in rest:
                     append(fn(*args, **kwargs))
             elif star:
-                for args in rest:
-                    append(fn(*args))
+                values.extend(itertools.starmap(fn, rest))
             else:
-                for x in rest:
-                    append(fn(x))
+                values.extend(map(fn, rest))
         except catch as exc:
             if failures is None:
                 failures = {}

@@ -323,6 +323,8 @@ class ProcessEngine(WorkerLifecycle):
             )
 
     def _finished(self) -> bool:
+        if self._state is EngineState.RUNNING:  # (read without the lock: asked each poll)
+            return False
         with self._lock:
             if self._state is EngineState.CLOSED:
                 return True
@@ -365,25 +367,28 @@ class ProcessEngine(WorkerLifecycle):
     def _deliver(self) -> bool:
         """Run the callbacks of ready outcomes, one at a time; True if any ran."""
         delivered = False
-        while True:
+        # Looked at without the lock first (each poll asks twice): whoever adds
+        # an outcome from another thread wakes the poller, which then looks again.
+        while self._ready:
             with self._lock:
                 if not self._ready:
-                    return delivered
+                    break
                 task, outcome = self._ready.popleft()
             delivered = True
             self._finish(task, outcome)
+        return delivered
 
     def _read(self, w: WorkerHandle, dead: list[WorkerHandle]) -> None:
         try:
-            data = os.read(w.result_fd, 1 << 20)
+            frames = w.frames.read(w.result_fd)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
-        if not data:
+            frames = None
+        if frames is None:
             dead.append(w)
             return
-        for payload in w.frames.feed(data):
+        for payload in frames:
             began = time.perf_counter()
             decoded = decode_result(payload)
             decoding = time.perf_counter() - began

@@ -349,7 +349,7 @@ def _load_big(message: tuple[int, str, list[tuple[int, int]], bytes]) -> Any:
         segment.close()
 
 
-def decode_result(payload: bytes) -> Decoded:
+def decode_result(payload: bytes | bytearray) -> Decoded:
     """A worker's frame, decoded; never raises: an outcome that will not load
     here becomes a SerializationError for its batch (the engine must always be
     able to hand the in-flight task an outcome, or the task and the next call
@@ -367,7 +367,7 @@ def decode_result(payload: bytes) -> Decoded:
         return Decoded(err, kept=True)  # what the worker kept is unknown: assume it did
 
 
-def _decode(payload: bytes) -> Decoded:
+def _decode(payload: bytes | bytearray) -> Decoded:
     message = pickle.loads(payload)
     if message[0] == wire.RESULT_OOB:
         message = _load_big(message)

@@ -71,8 +71,9 @@ class Retries(Generic[K, V]):
 
     def forget(self, key: K) -> None:
         """``key`` is settled: its count goes, and a retry still waiting with it."""
-        self.cancel(key)
-        self._used.pop(key, None)
+        if key in self._used:  # (else it was never booked: nothing to undo)
+            self.cancel(key)
+            del self._used[key]
 
     def drain(self) -> list[V]:
         """Every waiting retry taken off the book (a pool closing cancels them)."""

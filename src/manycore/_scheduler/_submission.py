@@ -52,6 +52,7 @@ class Scheduler:
         self._retries: Retries[Future[Any], Submission] = Retries()
         self._due = threading.Condition(self._lock)  # wakes the retry thread
         self._sender: threading.Thread | None = None  # the retry thread, while one waits
+        self.stopper = stopper(self)  # each submit() future's on_abandoned
 
     def submit(
         self,
@@ -208,7 +209,7 @@ class Submission:
         self.on_batch = on_batch
         self.origin: object = None  # the backend's origin() when submit() was called
         if isinstance(future, AwaitableFuture):
-            future.on_abandoned = stopper(owner)
+            future.on_abandoned = owner.stopper
 
     def launch(self, first: bool) -> None:
         owner, future, policy = self.owner, self.future, self.policy
@@ -233,7 +234,9 @@ class Submission:
         error: object = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
-        if isinstance(error, _NOT_RETRIED) or not self.owner.retry_later(self, error):
+        if error is None or isinstance(error, _NOT_RETRIED):
+            settle(future, result)  # (a success is never retried: no lock to take)
+        elif not self.owner.retry_later(self, error):
             settle(future, result)
 
     def resend(self) -> None:
@@ -299,12 +302,12 @@ def _held_weakly(gate: Callable[[], None]) -> Callable[[], None]:
     thread) until the garbage collector runs, not until its finalizer would."""
     if not isinstance(gate, types.MethodType):
         return gate
-    method = weakref.WeakMethod(gate)
+    owner, func = weakref.ref(gate.__self__), gate.__func__
 
     def check() -> None:
-        bound = method()
-        if bound is None:
+        alive = owner()
+        if alive is None:
             raise pool_closed()  # its pool is gone: nobody can shut it down, or reopen it
-        bound()
+        func(alive)
 
     return check

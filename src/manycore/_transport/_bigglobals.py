@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from manycore._core import SerializationError
-from manycore._transport._coderef import by_reference_as
+from manycore._transport._coderef import by_reference_as, global_names
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -231,12 +231,14 @@ def _globals_read(fn: object) -> list[tuple[dict[str, object], str, object]]:
         if id(f) in seen or not isinstance(f, types.FunctionType) or by_reference_as(f):
             continue
         seen.add(id(f))
-        for name in sorted(_names(f.__code__)):
-            if name in f.__globals__:
-                value = f.__globals__[name]
-                out.append((f.__globals__, name, value))
+        where = f.__globals__
+        for name in global_names(f.__code__):
+            if name in where:
+                value = where[name]
+                out.append((where, name, value))
                 todo.append(value)
-        todo.extend(cell.cell_contents for cell in f.__closure__ or () if _filled(cell))
+        if f.__closure__:
+            todo.extend(cell.cell_contents for cell in f.__closure__ if _filled(cell))
     return out
 
 
@@ -245,14 +247,6 @@ def _filled(cell: types.CellType) -> bool:
         return cell.cell_contents is not _filled  # (read it: an empty cell raises)
     except ValueError:
         return False
-
-
-def _names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names(const)
-    return names
 
 
 def unpicklable(name: str, value: object, exc: BaseException) -> SerializationError:

@@ -22,6 +22,7 @@ __all__ = [
     "current_function",
     "current_module",
     "generation",
+    "global_names",
     "importable_module",
 ]
 
@@ -41,6 +42,35 @@ def by_reference_as(fn: types.FunctionType) -> tuple[str, str] | None:
     except Exception:
         return None
     return (name, fn.__qualname__) if found is fn else None
+
+
+# id of a code object -> (it, the global names it and the code nested in it read).
+# A by-value function's names are read on every call sent (its fingerprint, its
+# large globals), and code never changes: they are worked out once. The code is
+# held, so its id is not reused while it is in the table; a bounded table.
+_names: dict[int, tuple[types.CodeType, tuple[str, ...]]] = {}
+_NAMES_KEPT = 1024
+
+
+def global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The names ``code`` and the code nested in it (comprehensions, inner
+    functions) look up, sorted: the globals a function may read."""
+    hit = _names.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    names = tuple(sorted(_all_names(code)))
+    if len(_names) >= _NAMES_KEPT:
+        _names.clear()
+    _names[id(code)] = (code, names)
+    return names
+
+
+def _all_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _all_names(const)
+    return names
 
 
 def _registered_by_value(module_name: str) -> bool:

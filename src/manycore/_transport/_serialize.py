@@ -46,6 +46,7 @@ from manycore._transport._coderef import (
     current_function,
     current_module,
     generation,
+    global_names,
     importable_module,
 )
 from manycore._transport._shm import THRESHOLD
@@ -377,7 +378,7 @@ def _fingerprint(
         if key is None:
             return None
         parts.append(key)
-    for name in _global_names(fn.__code__):
+    for name in global_names(fn.__code__):
         if name in fn.__globals__:
             key = _value_key(fn.__globals__[name], chain, big)
             if key is None:
@@ -404,14 +405,6 @@ def _value_key(value: object, chain: tuple[int, ...], big: dict[int, Shipment] |
     if isinstance(value, types.FunctionType):
         return _fingerprint(value, chain, big)
     return None
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
 
 
 def by_reference(fn: object) -> bool:

@@ -121,31 +121,73 @@ def read_frame(fd: int) -> bytes | bytearray | None:
 
 
 class FrameBuffer:
-    """Accumulates bytes read from a non-blocking pipe and yields whole frames."""
+    """Reads a non-blocking pipe and cuts what it read into whole frames.
 
-    __slots__ = ("_buf",)
+    It reads into a buffer it keeps, so a read allocates nothing (``os.read(fd,
+    1 MB)`` maps, shrinks and unmaps a megabyte each time: most of a small round
+    trip's system time). A frame too large for that buffer is read straight into
+    one of its own, which is handed out as it is: its bytes are copied once, by
+    the kernel.
+    """
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
+    __slots__ = ("_big", "_buf", "_end", "_got", "_view")
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        while True:
-            if end - pos < HEADER.size:
-                break
-            (size,) = HEADER.unpack_from(buf, pos)
-            if end - pos - HEADER.size < size:
-                break
+    def __init__(self, size: int = _SMALL) -> None:
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+        self._end = 0  # the end of what was read (an unfinished frame starts at 0)
+        self._big: memoryview | None = None  # a large frame's own buffer, being filled
+        self._got = 0  # bytes of it read so far
+
+    def read(self, fd: int) -> list[bytes | bytearray] | None:
+        """The frames that one read of ``fd`` completes (perhaps none); None at end
+        of file. Raises BlockingIOError when nothing is there to read."""
+        big = self._big
+        if big is not None:
+            n = os.readv(fd, [big[self._got :]])
+            if not n:
+                return None
+            self._got += n
+            if self._got < len(big):
+                return []
+            self._big = None
+            return [big.obj]  # type: ignore[list-item]  # (the bytearray it views)
+        n = os.readv(fd, [self._view[self._end :]])
+        if not n:
+            return None
+        self._end += n
+        return self._cut()
+
+    def _cut(self) -> list[bytes | bytearray]:
+        frames: list[bytes | bytearray] = []
+        view, pos, end = self._view, 0, self._end
+        while end - pos >= HEADER.size:
+            (size,) = HEADER.unpack_from(view, pos)
             start = pos + HEADER.size
-            frames.append(bytes(buf[start : start + size]))
+            if end - start < size:
+                if HEADER.size + size > len(view):  # it gets a buffer of its own
+                    self._begin_big(start, size)
+                    return frames
+                break
+            frames.append(bytes(view[start : start + size]))
             pos = start + size
-        if pos:
-            del buf[:pos]
+        self._keep(pos)
         return frames
+
+    def _begin_big(self, start: int, size: int) -> None:
+        got = self._end - start
+        big = memoryview(bytearray(size))
+        big[:got] = self._view[start : self._end]
+        self._big, self._got = big, got
+        self._end = 0
+
+    def _keep(self, pos: int) -> None:
+        """Move the start of an unfinished frame at ``pos`` to the front, where
+        the rest of it will fit."""
+        rest = self._end - pos
+        if rest and pos:
+            self._view[:rest] = self._view[pos : self._end]
+        self._end = rest
 
 
 def enlarge_pipe(fd: int, size: int = 1 << 20) -> None:

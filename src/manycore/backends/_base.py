@@ -11,6 +11,7 @@ import abc
 import functools
 import importlib
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -216,9 +217,19 @@ class Backend(abc.ABC):
         return {}
 
 
+# Callables of these exact types never return a coroutine.
+_NEVER_ASYNC = frozenset({types.BuiltinFunctionType, types.MethodWrapperType})
+
+
 def is_async_callable(fn: object) -> bool:
     """``fn(...)`` returns a coroutine: an ``async def`` function or method, a
     ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    # The common cases first: this is asked on every submit.
+    if isinstance(fn, types.FunctionType):  # what iscoroutinefunction() asks of one, in short
+        flagged = fn.__code__.co_flags & inspect.CO_COROUTINE
+        return bool(flagged) or (bool(fn.__dict__) and inspect.iscoroutinefunction(fn))
+    if type(fn) in _NEVER_ASYNC:
+        return False
     while isinstance(fn, functools.partial):
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
