@@ -19,7 +19,7 @@ from manycore._cli._bench.targets import ranking_section, targets_section
 
 
 def versions() -> str:
-    names = ["manycore", "cloudpickle", "numpy", "joblib", "mpire"]
+    names = ["manycore", "cloudpickle", "numpy", "joblib", "mpire", "pebble", "psutil"]
     found = []
     for name in names:
         try:
