@@ -115,8 +115,6 @@ def _reload(reloadable: Any, factor: int) -> Any:
 def test_a_warm_pool_runs_a_reloaded_modules_new_code(
     backend: tuple[str, str], reloadable: Any
 ) -> None:
-    if backend[1] == "forkserver":
-        pytest.skip("the fork server keeps the sys.path it started with: no folder added later")
     module = reloadable[1]
     with mc.Pool(2, backend=backend[0], start_method=backend[1]) as pool:
         assert pool.map(module.scale, range(4)) == [0, 2, 4, 6]

@@ -8,9 +8,11 @@ code, and then forks each worker from itself: a clean, single-threaded parent, s
 workers start in milliseconds and safely.
 
 Protocol on one Unix socket pair (the server holds one end, this process the
-other). This process sends a request per worker: the length of the worker's
-environment additions, then those (JSON), with the worker's three descriptors (and
-those its init needs) attached (``socket.send_fds``). The server answers
+other). This process sends a request per worker: the length of what the worker
+inherits from it (environment, working directory, ``sys.path``: JSON), then that,
+with the worker's three descriptors (and those its init needs) attached
+(``socket.send_fds``). The server was started with this process's state of that
+moment; sending it per worker makes a served worker see what a spawned one would. The server answers
 ``(STARTED, pid)``. It also reaps its children and sends ``(EXITED, pid, status)``
 for each, since only a process's parent can learn its exit status. The server
 exits when this process goes (end of file on the socket).
@@ -23,8 +25,10 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 import time
+from typing import Any
 
 from manycore._engine._inherit import MAX_FDS
 from manycore._transport import shmem
@@ -34,7 +38,7 @@ __all__ = ["available", "launch"]
 _MESSAGE = struct.Struct("<iii")  # kind, pid, exit status
 _STARTED = 1
 _EXITED = 2
-_REQUEST = struct.Struct("<i")  # bytes of the new worker's environment additions that follow
+_REQUEST = struct.Struct("<i")  # bytes of the new worker's context (JSON) that follow
 _KEEP_STATUSES = 10_000  # exit statuses remembered (a worker's is asked for soon)
 
 
@@ -73,11 +77,13 @@ class _Server:
 
     def start(self, fds: tuple[int, ...], env: dict[str, str]) -> int:
         """A new worker with these descriptors and ``env`` added; its pid."""
+        from manycore._engine._launch import parent_context
+
+        context = json.dumps(parent_context(env)._asdict()).encode()
         with self._lock:
             if self.gone:
                 raise OSError("the fork server has gone away")
-            added = json.dumps(env).encode()
-            request = _REQUEST.pack(len(added)) + added
+            request = _REQUEST.pack(len(context)) + context
             try:
                 socket.send_fds(self._sock, [request], list(fds))
                 while True:
@@ -237,14 +243,14 @@ def serve(fd: int) -> None:
             continue
         else:
             request = _read_request(sock, fds)
-        env = _read_env(sock, request)
-        if env is None:  # our process is gone: so are we (the workers see it too)
+        context = _read_context(sock, request)
+        if context is None:  # our process is gone: so are we (the workers see it too)
             _clean_up_after(owner)
             os._exit(0)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the new worker
             sock.close()
-            _run_worker(fds, env)
+            _run_worker(fds, context)
         for f in fds:
             os.close(f)
         sock.sendall(_MESSAGE.pack(_STARTED, pid, 0))
@@ -259,8 +265,8 @@ def _read_request(sock: socket.socket, fds: list[int]) -> bytes:
     return request
 
 
-def _read_env(sock: socket.socket, request: bytes) -> dict[str, str] | None:
-    """The environment additions that follow a request's header; None when our
+def _read_context(sock: socket.socket, request: bytes) -> dict[str, Any] | None:
+    """The worker's context that follows a request's header; None when our
     process is gone (nothing, or only part of a request, came)."""
     if len(request) < _REQUEST.size:
         return None
@@ -274,18 +280,31 @@ def _read_env(sock: socket.socket, request: bytes) -> dict[str, str] | None:
         if not chunk:
             return None
         data += chunk
-    env: dict[str, str] = json.loads(data)
-    return env
+    context: dict[str, Any] = json.loads(data)
+    return context
 
 
-def _run_worker(fds: list[int], env: dict[str, str]) -> None:  # pragma: no cover
+def _run_worker(fds: list[int], context: dict[str, Any]) -> None:  # pragma: no cover
     try:
-        os.environ.update(env)
+        _adopt(context)
         from manycore._engine._worker import main
 
         main(fds[0], fds[1], fds[2], fds=tuple(fds[3:]))
     finally:
         os._exit(1)
+
+
+def _adopt(context: dict[str, Any]) -> None:  # pragma: no cover - in the worker
+    """Become what a spawned worker would be (see ``_launch.parent_context``)."""
+    os.environ.clear()
+    os.environ.update(context["environ"])
+    if context["cwd"] is not None:
+        try:
+            os.chdir(context["cwd"])
+        except OSError:  # removed since: the worker stays where the server is
+            pass
+    path = context["path"]
+    sys.path[:] = path + [p for p in sys.path if p not in path]
 
 
 def _clean_up_after(owner: int) -> None:

@@ -1,12 +1,15 @@
 """Starting worker processes: the ``spawn``, ``fork`` and ``forkserver`` start methods.
 
-``spawn`` (the default) starts a fresh interpreter with :mod:`subprocess`, handing
-it only its own two pipe ends. Unlike :mod:`multiprocessing` it never re-imports the
-user's main script in the child, so a script without an ``if __name__ ==
-"__main__"`` guard works, and functions from ``__main__`` travel by value
-(cloudpickle). ``fork`` is faster to start but unsafe when the parent runs other
-threads, so it is used only when asked for. ``forkserver`` (see
-:mod:`manycore._engine._forkserver`) forks workers from a small single-threaded server.
+``spawn`` starts a fresh interpreter with :mod:`subprocess`, handing it only its own
+pipe ends. Unlike :mod:`multiprocessing` it never re-imports the user's main script in
+the child, so a script without an ``if __name__ == "__main__"`` guard works, and
+functions from ``__main__`` travel by value (cloudpickle). ``forkserver`` (see
+:mod:`manycore._engine._forkserver`) forks workers from a small single-threaded server
+that was started that way: the same clean worker, in milliseconds instead of a
+fresh interpreter's tens of milliseconds. It is the default on Linux; each worker
+gets the parent's environment, working directory and ``sys.path`` as they are when
+it starts, as a spawned one would. ``fork`` is fastest but unsafe when the parent
+runs other threads, so it is used only when asked for.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from manycore._core import BLAS_ENV  # the variables a worker is started with
 
 if TYPE_CHECKING:
     from manycore._engine._inherit import Inheritance, Setup
 
-__all__ = ["BLAS_ENV", "START_METHODS", "WorkerProcess", "default_start_method", "launch"]
+__all__ = [
+    "BLAS_ENV",
+    "START_METHODS",
+    "Context",
+    "WorkerProcess",
+    "default_start_method",
+    "launch",
+    "parent_context",
+]
 
 START_METHODS: tuple[str, ...] = ("spawn",)
 if hasattr(os, "fork"):
@@ -57,7 +68,30 @@ if hasattr(os, "register_at_fork"):
 
 
 def default_start_method() -> str:
+    # Not on macOS: CPython itself moved to spawn there because system frameworks
+    # break in forked children, and no Mac was at hand to show our server is safe.
+    if "forkserver" in START_METHODS and sys.platform.startswith("linux"):
+        return "forkserver"
     return "spawn"
+
+
+class Context(NamedTuple):
+    """What a new worker inherits from this process, whichever launcher starts it."""
+
+    environ: dict[str, str]
+    cwd: str | None  # None: the directory was removed; the worker keeps its launcher's
+    path: list[str]
+
+
+def parent_context(env: Mapping[str, str] | None = None) -> Context:
+    """This process's environment (plus ``env``), working directory and
+    ``sys.path``, as they are now."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    path = [p for p in sys.path if isinstance(p, str)]
+    return Context({**os.environ, **(env or {})}, cwd, path)
 
 
 class WorkerProcess(Protocol):
@@ -182,9 +216,9 @@ def spawn_python(
 ) -> subprocess.Popen[bytes]:
     """A fresh interpreter running ``code`` with this process's ``sys.path`` (never
     the user's main script), these descriptors, and ``env`` added."""
-    full = dict(os.environ)
-    full["MANYCORE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
-    full.update(env or {})
+    context = parent_context(env)
+    full = context.environ
+    full["MANYCORE_SYS_PATH"] = json.dumps(context.path)
     boot = "import os,sys,json;sys.path[:0]=json.loads(os.environ.pop('MANYCORE_SYS_PATH'));"
     return subprocess.Popen(
         [sys.executable, "-c", boot + code, *args],
