@@ -110,7 +110,8 @@ def settings_section(origin: str) -> list[str]:
         f"The peers run with their default start method (here `{default_start()}`; `fork` "
         "is unsafe in a parent that runs threads), so (f) adds "
         "**ProcessPoolExecutor (forkserver)**, the standard library's safe one.",
-        f"- The work functions (`square`, `noop`, `spin`, `array_sum`) come from {origin}.",
+        f"- The work functions (`square`, `noop`, `spin`, `array_sum`) come from {origin} "
+        "(except (f)'s `noop`: see above).",
         "- (e) **manycore Pool, importable f**: the same Pool round trip with `operator.pos` "
         "instead of `noop` (manycore pickles a function from `__main__` by value on every "
         "submit; every other runner uses `noop`).",
