@@ -198,8 +198,8 @@ def test_bench_writes_the_table(tmp_path: Path) -> None:
     text = table.read_text()
     assert text.startswith("# manycore benchmarks\n")
     assert "- Command: `manycore bench --quick --only f --repeat 1 --output " in text
-    assert "## (f) cold start: pool creation to first result (median of 1)" in text
-    assert "| runner | first result (median) | min - max | shutdown (median) |" in text
+    assert "## (f) cold start: pool creation to first result, in a fresh process" in text
+    assert "| runner | first pool: to first result (median) | min - max | second pool" in text
     assert "| manycore Pool | " in text
     assert text in proc.stdout  # the report is printed too
     try:

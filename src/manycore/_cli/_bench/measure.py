@@ -25,6 +25,7 @@ class Row:
     name: str
     times: list[float] = field(default_factory=list)
     extra: list[float] = field(default_factory=list)  # (e): p90, raw pipe; (f): shutdowns
+    second: list[float] = field(default_factory=list)  # (f): the second pool of the process
     note: str = ""
     cpu: list[float] = field(default_factory=list)  # the tree's CPU seconds of each time
 
@@ -237,49 +238,4 @@ def bench_latency(workers: int, count: int, noop: Callable[[object], object]) ->
     raw_row = Row(RAW_PIPE, [statistics.median(all_raw)], [p90, statistics.median(all_raw)])
     raw_row.cpu = raw_cpu
     workload.rows.insert(0, raw_row)
-    return workload
-
-
-def cold_start(
-    runner_cls: type[Runner], workers: int, noop: Callable[[object], object]
-) -> tuple[float, float, float | None]:
-    """Seconds from building the pool to the first result, and to shut it down; and
-    the CPU seconds the process tree spent until the first result."""
-    runner = runner_cls(workers)
-    cpu = tree_cpu()
-    started = time.perf_counter()
-    runner.open()
-    try:
-        if runner.call(noop, 7) != 7:
-            raise RuntimeError("wrong result from the first task")
-        first = time.perf_counter()
-        after = tree_cpu()
-    finally:
-        closing = time.perf_counter()
-        runner.close()
-    spent = after - cpu if cpu is not None and after is not None else None
-    return first - started, time.perf_counter() - closing, spent
-
-
-def bench_cold(workers: int, repeat: int, noop: Callable[[object], object]) -> Workload:
-    workload = Workload("f", f"cold start: pool creation to first result (median of {repeat})")
-    for runner_cls in RUNNERS:
-        if not runner_cls.parallel:
-            continue
-        print(f"  (f) {runner_cls.name} ...", file=sys.stderr, flush=True)
-        if not installed(runner_cls):
-            workload.rows.append(
-                Row(runner_cls.name, note=f"skipped: {runner_cls.requires} is not installed")
-            )
-            continue
-        row = Row(runner_cls.name)
-        try:
-            for _ in range(repeat):
-                first, shutdown, cpu = cold_start(runner_cls, workers, noop)
-                row.times.append(first)
-                row.extra.append(shutdown)
-                row.cpu += [] if cpu is None else [cpu]
-        except Exception as exc:
-            row.note = f"ERROR: {type(exc).__name__}: {exc}"
-        workload.rows.append(row)
     return workload

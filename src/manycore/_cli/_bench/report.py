@@ -13,7 +13,7 @@ from pathlib import Path
 
 import manycore as mc
 from manycore._cli._bench.measure import Workload
-from manycore._cli._bench.runners import RUNNERS
+from manycore._cli._bench.runners import COLD_ONLY, RUNNERS
 from manycore._cli._bench.tables import cold_table, latency_table, map_table
 from manycore._cli._bench.targets import ranking_section, targets_section
 
@@ -87,19 +87,31 @@ def header_section(command: str, workers: int, loops_per_ms: int, load: str) -> 
     ]
 
 
+def default_start() -> str:
+    return multiprocessing.get_all_start_methods()[0]
+
+
 def settings_section(origin: str) -> list[str]:
     """``origin``: where the work functions live (the script's ``__main__``, or not)."""
     lines = ["## Runner settings", ""]
-    lines += [f"- **{cls.name}**: {cls.settings}" for cls in RUNNERS]
+    lines += [f"- **{cls.name}**: {cls.settings}" for cls in RUNNERS + COLD_ONLY]
     lines += [
         "- **raw multiprocessing.Pipe** (reference for (e)): a `multiprocessing.Process` "
         "(default start method) echoes what it receives on a `multiprocessing.Pipe()`.",
         "- (a)-(d): every runner's pool is built and warmed up (one small call of the same "
         "function on a slice of the input) outside the timed region, then the repeats go "
-        "round-robin over the runners. (e): one runner at a time, warmed up first. (f): timed "
-        "from pool construction to the first result of `f(7)` (run as in (e)); the shutdown "
-        "is timed apart.",
-        f"- The work functions (`square`, `noop`, `spin`, `array_sum`) come from {origin}.",
+        "round-robin over the runners. (e): one runner at a time, warmed up first.",
+        "- (f): each repeat is a fresh interpreter (`sys.executable`) that starts a thread "
+        "which stays alive (a parent that runs threads), imports manycore, the bench's "
+        "runners and the peer's package (outside the timing, for every runner alike), then "
+        "times pool construction to the first result of `noop(7)` (run as in (e); `noop` "
+        "is the child script's own `__main__` function), the shutdown apart, then a second "
+        "pool of the same kind the same way; the repeats go round-robin over the runners. "
+        f"The peers run with their default start method (here `{default_start()}`; `fork` "
+        "is unsafe in a parent that runs threads), so (f) adds "
+        "**ProcessPoolExecutor (forkserver)**, the standard library's safe one.",
+        f"- The work functions (`square`, `noop`, `spin`, `array_sum`) come from {origin} "
+        "(except (f)'s `noop`: see above).",
         "- (e) **manycore Pool, importable f**: the same Pool round trip with `operator.pos` "
         "instead of `noop` (manycore pickles a function from `__main__` by value on every "
         "submit; every other runner uses `noop`).",
@@ -126,11 +138,11 @@ def render(
             continue
         if key in "abcdgh":
             lines += map_table(w, workers, with_efficiency=key in "bcgh")
-            lines += ["", *w.notes] if w.notes else []
         elif key == "e":
             lines += latency_table(w)
         else:
             lines += cold_table(w)
+        lines += ["", *w.notes] if w.notes else []
         lines.append("")
     lines += ranking_section(workloads) + targets_section(workloads, workers)
     return "\n".join(lines) + "\n"

@@ -147,6 +147,22 @@ class FuturesPool(Runner):
         self.executor.shutdown(wait=True)
 
 
+class FuturesForkserver(FuturesPool):
+    """The standard library's start method that is safe in a parent that runs threads
+    (``fork`` is not; it is the default on Linux before Python 3.14). Only (f) runs it."""
+
+    name = "ProcessPoolExecutor (forkserver)"
+    forks = False
+    settings = (
+        '(f) only: `ProcessPoolExecutor(max_workers=N, mp_context=get_context("forkserver"))`, '
+        "the standard library's start method that is safe with threads; `shutdown(wait=True)`."
+    )
+
+    def open(self) -> None:
+        context = multiprocessing.get_context("forkserver")
+        self.executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+
+
 class Joblib(Runner):
     name = "joblib (loky)"
     requires = "joblib"
@@ -244,6 +260,7 @@ RUNNERS: list[type[Runner]] = [
     Mpire,
     Pebble,
 ]
+COLD_ONLY: list[type[Runner]] = [FuturesForkserver]  # extra rows of (f)
 MANYCORE_REF = ManycoreMap.name  # the "vs manycore" column of (a)-(d)
 
 

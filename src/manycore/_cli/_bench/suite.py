@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import manycore as mc
-from manycore._cli._bench.measure import Workload, bench_cold, bench_latency, bench_map, same
+from manycore._cli._bench.cold import bench_cold
+from manycore._cli._bench.measure import Workload, bench_latency, bench_map, same
 from manycore._cli._bench.work import ALL_WORKLOADS, Array, Work, hog, uneven_ms
 
 __all__ = ["ALL_WORKLOADS", "DEFAULT_REPEAT", "QUICK", "Sizes", "run_workloads"]
@@ -30,10 +31,17 @@ class Sizes:
     round_trips: int = 2_000
     uneven_tasks: int = 40
     uneven_mean_ms: float = 100.0
+    cold_warm_up_rounds: int = 1  # (f): untimed fresh interpreters per runner first
 
 
 QUICK = Sizes(
-    squares=100_000, ms_tasks=200, long_seconds=0.1, arrays=8, round_trips=300, uneven_mean_ms=20
+    squares=100_000,
+    ms_tasks=200,
+    long_seconds=0.1,
+    arrays=8,
+    round_trips=300,
+    uneven_mean_ms=20,
+    cold_warm_up_rounds=0,
 )
 DEFAULT_REPEAT = {"a": 5, "b": 3, "c": 3, "d": 5, "f": 5, "g": 5, "h": 5}
 
@@ -83,7 +91,7 @@ def run_workloads(
     if "e" in only:
         out["e"] = bench_latency(workers, sizes.round_trips, work.noop)
     if "f" in only:
-        out["f"] = bench_cold(workers, rep("f"), work.noop)
+        out["f"] = bench_cold(workers, rep("f"), warm_up_rounds=sizes.cold_warm_up_rounds)
     return out
 
 

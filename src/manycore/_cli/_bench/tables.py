@@ -102,26 +102,30 @@ def latency_table(w: Workload) -> list[str]:
 
 
 def cold_table(w: Workload) -> list[str]:
+    """(f): the first pool of a fresh process (its spread, its shutdown, its CPU) and
+    the second pool of the same process."""
     ref = w.get(ManycorePool.name)
     header = [
         "runner",
-        "first result (median)",
+        "first pool: to first result (median)",
         "min - max",
-        "shutdown (median)",
-        "x manycore Pool",
+        "second pool (median)",
+        "shutdown of the first (median)",
+        "first pool x manycore Pool",
         "CPU of the tree to the first result",
     ]
     rows = []
     for r in w.rows:
         if r.median is None:
-            rows.append([r.name, r.note, "-", "-", "-", "-"])
+            rows.append([r.name, r.note] + ["-"] * (len(header) - 2))
             continue
         rows.append(
             [
                 r.name,
                 fmt_time(r.median),
                 f"{fmt_time(min(r.times))} - {fmt_time(max(r.times))}",
-                fmt_time(statistics.median(r.extra)),
+                fmt_time(statistics.median(r.second)) if r.second else "-",
+                fmt_time(statistics.median(r.extra)) if r.extra else "-",
                 fmt_ratio(r.median, ref),
                 fmt_cpu(r.cpu_median),
             ]
