@@ -61,3 +61,16 @@ def test_a_removed_working_directory_does_not_stop_a_worker(
     gone.rmdir()
     with mc.Pool(1, start_method=method) as pool:
         assert pool.submit(abs, -3).result(timeout=60) == 3
+
+
+def _signal_state() -> tuple[bool, int]:
+    import signal
+
+    return signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL, signal.set_wakeup_fd(-1)
+
+
+def test_a_worker_starts_with_the_default_child_signal_and_no_wakeup_fd(method: str) -> None:
+    # The fork server listens for its children's ends; its workers must not
+    # inherit that (their own subprocesses and event loops rely on the default).
+    with mc.Pool(1, start_method=method) as pool:
+        assert pool.submit(_signal_state).result(timeout=60) == (True, -1)

@@ -31,7 +31,8 @@ reference (the sequential loop for (a)-(d)).
   (a) 1,000,000 x x*x                 (b) 2,000 x ~1 ms of pure-Python work
   (c) 4 x ~0.5 s of pure-Python work  (d) 64 NumPy arrays of 8 MB -> a.sum()
   (e) one submit(f, x).result() round trip, against a raw multiprocessing.Pipe
-  (f) cold start: pool creation to the first result"""
+  (f) cold start: pool creation to the first result, first and second pool of a
+      fresh interpreter that runs a thread"""
 
 EPILOG = """\
 examples:

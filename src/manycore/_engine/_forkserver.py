@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -40,6 +41,7 @@ _STARTED = 1
 _EXITED = 2
 _REQUEST = struct.Struct("<i")  # bytes of the new worker's context (JSON) that follow
 _KEEP_STATUSES = 10_000  # exit statuses remembered (a worker's is asked for soon)
+_QUIET_TURN = 0.5  # the server's loop wakes at least this often (a lost wakeup costs no more)
 
 
 def available() -> bool:
@@ -225,15 +227,19 @@ if hasattr(os, "register_at_fork"):
 
 def serve(fd: int) -> None:
     """The fork server's loop (runs in its own process)."""
-    import signal
-
     from manycore._engine import _worker  # noqa: F401  - loaded once here, inherited by every worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the user's process
     owner = os.getppid()
     sock = socket.socket(fileno=fd)
+    exits = _hear_exits()
     while True:
-        ready, _, _ = select.select([sock], [], [], 0.05)
+        # A pool's shutdown waits for its workers' exit reports: they must go out
+        # as the workers end, not at the next turn of a polling loop.
+        ready, _, _ = select.select([sock, exits], [], [], _QUIET_TURN)
+        if exits in ready:
+            _drain(exits)
+        ready = [sock] if sock in ready else []
         fds: list[int] = []
         # Our process may be gone before it reads an exit report: a closed socket
         # then reads as the end, not as a traceback on the user's terminal.
@@ -250,10 +256,37 @@ def serve(fd: int) -> None:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the new worker
             sock.close()
+            _deaf_to_exits(exits)
             _run_worker(fds, context)
         for f in fds:
             os.close(f)
         sock.sendall(_MESSAGE.pack(_STARTED, pid, 0))
+
+
+def _hear_exits() -> int:
+    """A descriptor that becomes readable when a child of the server ends."""
+    hear, tell = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(tell)
+    # The wakeup descriptor is written only for a signal that has a Python handler.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    return hear
+
+
+def _deaf_to_exits(hear: int) -> None:  # pragma: no cover - in a new worker
+    """A worker starts with the default SIGCHLD, as a spawned one (its own
+    subprocesses rely on it), and without the server's wakeup pipe."""
+    tell = signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for end in (hear, tell):
+        os.close(end)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _read_request(sock: socket.socket, fds: list[int]) -> bytes:

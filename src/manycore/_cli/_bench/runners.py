@@ -68,7 +68,8 @@ class ManycoreMap(Runner):
     name = "manycore mc.map"
     call_label = "`mc.map(f, [x])[0]` (one-item map)"
     settings = (
-        "`mc.map(f, items, workers=N)`; defaults: adaptive chunking, `spawn` start method, "
+        "`mc.map(f, items, workers=N)`; defaults: adaptive chunking, the default start "
+        "method (`forkserver` on Linux), "
         "warm default pool (built by the warm-up call), `mc.shutdown_default_pools()` to close."
     )
 
@@ -85,7 +86,9 @@ class ManycoreMap(Runner):
 class ManycorePool(Runner):
     name = "manycore Pool"
     call_label = "`pool.submit(f, x).result()`"
-    settings = "`mc.Pool(workers=N)`: `pool.map(f, items)` (adaptive chunking), `spawn`."
+    settings = (
+        "`mc.Pool(workers=N)`: `pool.map(f, items)` (adaptive chunking), default start method."
+    )
 
     def open(self) -> None:
         self.pool = mc.Pool(workers=self.workers)
