@@ -21,7 +21,7 @@ def test_a_child_is_a_fresh_process_that_runs_a_thread(tmp_path: Path) -> None:
     script = tmp_path / "cold.py"
     script.write_text(CHILD_SCRIPT)
     figures = run_child(script, ManycorePool.name, 1, child_env())
-    assert figures["threads"] >= 2  # the main thread and the one that stays alive
+    assert figures["live_threads"] >= 2  # the main thread and the one that stays alive
     for key in ("first", "first_shutdown", "second", "second_shutdown"):
         assert figures[key] > 0
 

@@ -206,12 +206,24 @@ def test_a_module_the_workers_lack_is_named(pool: mc.Pool, tmp_path: Path) -> No
 # ---------------------------------------------------- 6. tasks that call tasks
 
 
+def _is_fork_server(proc: psutil.Process) -> bool:
+    try:
+        return any("_forkserver import serve" in arg for arg in proc.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _pool_processes_below(service: DaskService) -> list[psutil.Process]:
-    """Processes below the Dask worker processes (nanny -> worker -> ?)."""
+    """Processes below the Dask worker processes (nanny -> worker -> ?), but for
+    one fork server per worker: the launcher a worker process keeps, as
+    multiprocessing's forkserver, so its next map starts fast. More than one is
+    a leak and counts."""
     found = []
     for nanny in service.workers:
         for worker in psutil.Process(nanny.pid).children():
-            found += worker.children(recursive=True)
+            below = worker.children(recursive=True)
+            servers = [p for p in worker.children() if _is_fork_server(p)]
+            found += [p for p in below if p not in servers[:1]]
     return found
 
 

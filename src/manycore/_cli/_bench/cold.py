@@ -98,7 +98,7 @@ def child_main(noop: Callable[[object], object], argv: Sequence[str]) -> int:
     first, first_shutdown, first_cpu = cold_start(runner_cls, workers, noop)
     second, second_shutdown, second_cpu = cold_start(runner_cls, workers, noop)
     figures = {
-        "threads": threads,
+        "live_threads": threads,
         "first": first,
         "first_shutdown": first_shutdown,
         "first_cpu": first_cpu,
