@@ -78,14 +78,14 @@ _SOURCES = {
     "usable_cpus": "_core._cpus",
     "CheckpointMismatch": "_core._errors",
     "ManycoreError": "_core._errors",
-    "PoolBroken": "_core._errors",
+    "PoolBroken": "_core._broken",
     "PoolClosed": "_core._errors",
     "RemoteError": "_core._errors",
     "RemoteTraceback": "_core._errors",
     "SerializationError": "_core._errors",
     "TaskTimeout": "_core._errors",
     "UpstreamFailed": "_core._errors",
-    "WorkerCrashed": "_core._errors",
+    "WorkerCrashed": "_core._broken",
     "START_METHODS": "_engine._launch",
     "Failure": "_core._failure",
     "Executor": "_api._executor",
@@ -126,18 +126,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._joblib import register_joblib
     from ._api._pool import Pool, PoolState
     from ._api._profile import Profile, profile
+    from ._core._broken import PoolBroken, WorkerCrashed
     from ._core._cpus import usable_cpus
     from ._core._errors import (
         CheckpointMismatch,
         ManycoreError,
-        PoolBroken,
         PoolClosed,
         RemoteError,
         RemoteTraceback,
         SerializationError,
         TaskTimeout,
         UpstreamFailed,
-        WorkerCrashed,
     )
     from ._core._failure import Failure
     from ._core._gpus import worker_gpu

@@ -28,7 +28,6 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from manycore._core import SerializationError
-from manycore._transport import dumps_code_with
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,6 +97,10 @@ def dumps_init(
     if start_method == "fork":
         return Inheritance(None, (), setup)
     from multiprocessing import context
+
+    # (Here, not at the top: workers import this module, and this pickler loads
+    # cloudpickle; only the parent pickles a pool's init.)
+    from manycore._transport import dumps_code_with
 
     spawning: Any = _Spawning()  # what multiprocessing takes for a Popen
     context.set_spawning_popen(spawning)

@@ -36,7 +36,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from manycore._core import BatchResult, cpus, pack_exception, run_batch, run_tracked, task_state
-from manycore._engine import _inherit, _launch
+from manycore._engine import _inherit
 from manycore._transport import Mappings, bigglobals, dumps, loads_code, shmem, wire
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ def _limit_blas(threads: int) -> None:
     environment; those already loaded (a forked worker inherits NumPy) are
     limited through threadpoolctl."""
     global _blas_limit
-    for name in _launch.BLAS_ENV:
+    for name in cpus.BLAS_ENV:
         os.environ[name] = str(threads)
     if "numpy" in sys.modules or "scipy" in sys.modules:
         from threadpoolctl import threadpool_limits

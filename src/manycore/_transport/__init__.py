@@ -42,19 +42,19 @@ __getattr__, __dir__ = lazy_door(
         "FN_LIMIT": "_payload",
         "FnIds": "_payload",
         "Mappings": "_mapcache",
-        "PROTOCOL": "_serialize",
+        "PROTOCOL": "_pickling",
         "Shared": "_payload",
         "Shipment": "_bigglobals",
         "by_reference": "_serialize",
-        "ctrl_c": "_serialize",
-        "dumps": "_serialize",
+        "ctrl_c": "_pickling",
+        "dumps": "_pickling",
         "dumps_code_with": "_serialize",
         "dumps_fn": "_serialize",
         "encode_args": "_payload",
-        "loads_code": "_serialize",
+        "loads_code": "_pickling",
         "pack_shared": "_payload",
         "pinned": "_bigglobals",
-        "why": "_serialize",
+        "why": "_pickling",
         "with_shipments": "_serialize",
     },
     modules={
@@ -75,14 +75,10 @@ if TYPE_CHECKING:
     from manycore._transport._bigglobals import Shipment, pinned
     from manycore._transport._mapcache import Mappings
     from manycore._transport._payload import FN_LIMIT, FnIds, Shared, encode_args, pack_shared
+    from manycore._transport._pickling import PROTOCOL, ctrl_c, dumps, loads_code, why
     from manycore._transport._serialize import (
-        PROTOCOL,
         by_reference,
-        ctrl_c,
-        dumps,
         dumps_code_with,
         dumps_fn,
-        loads_code,
-        why,
         with_shipments,
     )

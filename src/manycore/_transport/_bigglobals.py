@@ -24,8 +24,6 @@ import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from manycore._core import SerializationError
 from manycore._transport._coderef import by_reference_as, global_names
 
@@ -137,6 +135,8 @@ def _pickle(value: object, buffers: list[memoryview], protocol: int) -> bytes:
             return data
     except Exception:
         pass
+    import cloudpickle  # (not at the top: workers import this module, see _pickling)
+
     buffers.clear()  # a script's class: cloudpickle sends it by value
     return cloudpickle.dumps(value, protocol, buffer_callback=keep)  # type: ignore[no-any-return]
 
@@ -259,6 +259,8 @@ def unpicklable(name: str, value: object, exc: BaseException) -> SerializationEr
 
 def unpicklable_global(fn: object) -> SerializationError | None:
     """The error naming the first global of ``fn`` that cannot be pickled, if any."""
+    import cloudpickle
+
     for _, name, value in _globals_read(fn):
         if isinstance(value, (types.FunctionType, types.ModuleType)):
             continue  # a helper is checked through its own globals
