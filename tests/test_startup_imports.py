@@ -33,6 +33,7 @@ HEAVY = {
     "cloudpickle": "loaded when a payload needs it (pickle finds its reducers itself)",
     "platform": "via cloudpickle",
     "traceback": "only formatting an error needs it",
+    "typing": "manycore's modules read TYPE_CHECKING without it",
     "manycore._core._broken": "the broken-pool errors: only the parent raises them",
     "manycore._transport._serialize": "the parent's pickler (a cloudpickle subclass)",
 }

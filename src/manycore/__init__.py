@@ -11,7 +11,6 @@ modules it runs, which keeps worker start-up short, and ``import manycore`` is c
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -119,6 +118,7 @@ _SOURCES = {
     "TaskFuture": "_tasks._nodes",
 }
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._amap import aimap, amap
     from ._api._calls import imap, map, shutdown_default_pools, starmap
@@ -151,7 +151,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # (the names above have their own types)
     source = _SOURCES.get(name)
     if source is None:
         raise AttributeError(f"module 'manycore' has no attribute {name!r}")

@@ -6,8 +6,6 @@ Imports nothing else of manycore. Other layers use only the names below."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from manycore._core._door import lazy_door
 
 __all__ = [
@@ -102,6 +100,7 @@ __getattr__, __dir__ = lazy_door(
     },
 )
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from manycore._core import _cpus as cpus
     from manycore._core import _state as task_state

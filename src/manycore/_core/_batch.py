@@ -11,12 +11,12 @@ import itertools
 import operator
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from manycore._core._errors import set_traceback
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     R = TypeVar("R")
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 import io
 import os
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from manycore._core import SerializationError
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeAlias
+    from typing import Any, TypeAlias
 
     # A pool's (init, init_args, exit), as a worker runs them.
     Setup: TypeAlias = tuple[

@@ -33,14 +33,15 @@ import signal
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from manycore._core import BatchResult, cpus, pack_exception, run_batch, run_tracked, task_state
 from manycore._engine import _inherit
 from manycore._transport import Mappings, bigglobals, dumps, loads_code, shmem, wire
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
     from manycore._engine._inherit import Setup
     from manycore._transport import Shared

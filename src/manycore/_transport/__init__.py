@@ -6,8 +6,6 @@ Imports only ``_core``. Other layers use only the names below."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from manycore._core import lazy_door
 
 __all__ = [
@@ -66,6 +64,7 @@ __getattr__, __dir__ = lazy_door(
     },
 )
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from manycore._transport import _bigglobals as bigglobals
     from manycore._transport import _shared as shared_arrays

@@ -22,14 +22,14 @@ import pickle
 import sys
 import types
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from manycore._core import SerializationError
 from manycore._transport._coderef import by_reference_as, global_names
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import TypeAlias
+    from typing import Any, TypeAlias
 
     # What names a shipment on the wire: (None, key, gid, pickle size or -1, buffer sizes).
     Head: TypeAlias = tuple[None, str, int, int, list[int]]

@@ -17,11 +17,14 @@ import pickle
 import threading
 import types
 from collections.abc import Callable
-from typing import Any
 
 from manycore._transport._bigglobals import PID as BIG_PID
 from manycore._transport._bigglobals import global_value
 from manycore._transport._shm import THRESHOLD
+
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MAIN_GLOBALS",

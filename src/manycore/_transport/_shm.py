@@ -27,8 +27,8 @@ import itertools
 import mmap
 import os
 import threading
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
