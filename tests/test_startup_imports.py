@@ -94,3 +94,17 @@ def test_a_worker_serving_a_task_loads_no_heavy_module_but_gets_the_key() -> Non
         assert not set(HEAVY) & set(loaded)
         code = "bytes(__import__('multiprocessing').current_process().authkey)"
         assert pool.submit(eval, code).result(timeout=60) == key
+
+
+def test_a_parent_running_a_process_pool_does_not_load_the_broken_pool_errors() -> None:
+    # WorkerCrashed's base, BrokenProcessPool, loads concurrent.futures.process
+    # (multiprocessing.connection, tempfile: ~4 ms): loaded once a crash or a
+    # broken pool is raised, not for a pool that runs fine.
+    loaded = _modules_after(
+        "import manycore as mc\n"
+        "for method in mc.START_METHODS:\n"
+        "    with mc.Pool(2, start_method=method) as pool:\n"
+        "        assert pool.submit(abs, -7).result(timeout=60) == 7\n"
+        "        assert pool.map(abs, range(-9, 9), timeout=60) == [abs(x) for x in range(-9, 9)]"
+    )
+    assert not {"concurrent.futures.process", "manycore._core._broken"} & loaded

@@ -29,6 +29,12 @@ from types import GetSetDescriptorType, TracebackType
 
 from manycore._core._public import public
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    from manycore._core._broken import PoolBroken, WorkerCrashed
+
 __all__ = [
     "CheckpointMismatch",
     "ManycoreError",
@@ -42,6 +48,8 @@ __all__ = [
     "bad_wait_timeout",
     "closed_at_exit",
     "describe_exit",
+    "is_pool_broken",
+    "is_worker_crash",
     "pool_closed",
     "pool_of_another_process",
     "set_cause",
@@ -72,6 +80,20 @@ def __getattr__(name: str) -> object:
 
 
 _BROKEN = frozenset({"PoolBroken", "WorkerCrashed", "init_raised"})
+
+
+# isinstance() checks that do not load _broken (its imports cost the parent ~4 ms
+# more): no instance of its classes can exist before it is loaded.
+def is_pool_broken(exc: object) -> TypeGuard[PoolBroken]:
+    """``isinstance(exc, PoolBroken)``."""
+    broken = sys.modules.get("manycore._core._broken")
+    return broken is not None and isinstance(exc, broken.PoolBroken)
+
+
+def is_worker_crash(exc: object) -> TypeGuard[WorkerCrashed]:
+    """``isinstance(exc, WorkerCrashed)``."""
+    broken = sys.modules.get("manycore._core._broken")
+    return broken is not None and isinstance(exc, broken.WorkerCrashed)
 
 
 def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> ManycoreError:

@@ -296,7 +296,7 @@ def _serve(
         return 0
     config = pickle.loads(first)
     _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey, owner = config
-    _take_authkey(authkey)
+    _inherit.take_authkey(authkey)
     _Owner.know(owner)
     slot = mmap.mmap(slot_fd, wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot is not None:
@@ -328,47 +328,6 @@ def _serve(
     finally:
         if exit_fn is not None:
             _run_exit(exit_fn)
-
-
-def _take_authkey(authkey: bytes) -> None:
-    """Use the parent's multiprocessing key, before anything is unpickled: a
-    Manager proxy among the arguments connects to its manager as it is rebuilt.
-    A worker that has not loaded multiprocessing (spawn, the fork server) gets
-    the key into it as it loads: importing it costs ~4 ms a worker, and most
-    tasks never use it."""
-    process = sys.modules.get("multiprocessing.process")
-    if process is not None:
-        process.current_process().authkey = authkey
-    else:
-        sys.meta_path.insert(0, _KeyOnLoad(authkey))
-
-
-class _KeyOnLoad:
-    """An import finder that waits for ``multiprocessing.process`` to be imported,
-    then sets the parent's key in it as soon as it has run (before whatever
-    imported it can use the key), and leaves ``sys.meta_path``."""
-
-    def __init__(self, authkey: bytes):
-        self._authkey = authkey
-
-    def find_spec(self, name: str, path: Sequence[str] | None, target: object = None) -> Any:
-        if name != "multiprocessing.process":
-            return None
-        sys.meta_path.remove(self)
-        from importlib.machinery import PathFinder
-
-        spec = PathFinder.find_spec(name, path)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec  # (not a file: left to load as it would have)
-        run = loader.exec_module  # (each spec gets a loader of its own)
-
-        def exec_module(module: Any) -> None:
-            run(module)
-            module.current_process().authkey = self._authkey
-
-        loader.exec_module = exec_module
-        return spec
 
 
 def _load_shared(blob: Shared | None) -> object:
