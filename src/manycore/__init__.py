@@ -11,7 +11,6 @@ modules it runs, which keeps worker start-up short, and ``import manycore`` is c
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -78,14 +77,14 @@ _SOURCES = {
     "usable_cpus": "_core._cpus",
     "CheckpointMismatch": "_core._errors",
     "ManycoreError": "_core._errors",
-    "PoolBroken": "_core._errors",
+    "PoolBroken": "_core._broken",
     "PoolClosed": "_core._errors",
     "RemoteError": "_core._errors",
     "RemoteTraceback": "_core._errors",
     "SerializationError": "_core._errors",
     "TaskTimeout": "_core._errors",
     "UpstreamFailed": "_core._errors",
-    "WorkerCrashed": "_core._errors",
+    "WorkerCrashed": "_core._broken",
     "START_METHODS": "_engine._launch",
     "Failure": "_core._failure",
     "Executor": "_api._executor",
@@ -119,6 +118,7 @@ _SOURCES = {
     "TaskFuture": "_tasks._nodes",
 }
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._amap import aimap, amap
     from ._api._calls import imap, map, shutdown_default_pools, starmap
@@ -126,18 +126,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from ._api._joblib import register_joblib
     from ._api._pool import Pool, PoolState
     from ._api._profile import Profile, profile
+    from ._core._broken import PoolBroken, WorkerCrashed
     from ._core._cpus import usable_cpus
     from ._core._errors import (
         CheckpointMismatch,
         ManycoreError,
-        PoolBroken,
         PoolClosed,
         RemoteError,
         RemoteTraceback,
         SerializationError,
         TaskTimeout,
         UpstreamFailed,
-        WorkerCrashed,
     )
     from ._core._failure import Failure
     from ._core._gpus import worker_gpu
@@ -152,7 +151,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from .backends import Backend, BackendOptions, backend_names, register_backend
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # (the names above have their own types)
     source = _SOURCES.get(name)
     if source is None:
         raise AttributeError(f"module 'manycore' has no attribute {name!r}")

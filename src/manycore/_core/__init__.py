@@ -6,8 +6,6 @@ Imports nothing else of manycore. Other layers use only the names below."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from manycore._core._door import lazy_door
 
 __all__ = [
@@ -35,6 +33,8 @@ __all__ = [
     "describe_exit",
     "from_user_code",
     "init_raised",
+    "is_pool_broken",
+    "is_worker_crash",
     "lazy_door",
     "pack_exception",
     "pinned",
@@ -68,18 +68,20 @@ __getattr__, __dir__ = lazy_door(
         "ERROR_POLICIES": "_failure",
         "Failure": "_failure",
         "GPU_VAR": "_gpus",
-        "PoolBroken": "_errors",
+        "PoolBroken": "_broken",
         "PoolClosed": "_errors",
         "SerializationError": "_errors",
         "TaskTimeout": "_errors",
         "UpstreamFailed": "_errors",
-        "WorkerCrashed": "_errors",
+        "WorkerCrashed": "_broken",
         "bad_wait_timeout": "_errors",
         "closed_at_exit": "_errors",
         "cpu_budget": "_cpus",
         "describe_exit": "_errors",
         "from_user_code": "_batch",
-        "init_raised": "_errors",
+        "init_raised": "_broken",
+        "is_pool_broken": "_errors",
+        "is_worker_crash": "_errors",
         "lazy_door": "_door",
         "pack_exception": "_remote",
         "pinned": "_batch",
@@ -102,6 +104,7 @@ __getattr__, __dir__ = lazy_door(
     },
 )
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from manycore._core import _cpus as cpus
     from manycore._core import _state as task_state
@@ -115,21 +118,21 @@ if TYPE_CHECKING:
         run_chunk,
         run_tracked,
     )
+    from manycore._core._broken import PoolBroken, WorkerCrashed, init_raised
     from manycore._core._cpus import BLAS_ENV, cpu_budget, usable_cpus, worker_share
     from manycore._core._deadlines import Deadlines
     from manycore._core._door import lazy_door
     from manycore._core._errors import (
         CheckpointMismatch,
-        PoolBroken,
         PoolClosed,
         SerializationError,
         TaskTimeout,
         UpstreamFailed,
-        WorkerCrashed,
         bad_wait_timeout,
         closed_at_exit,
         describe_exit,
-        init_raised,
+        is_pool_broken,
+        is_worker_crash,
         pool_closed,
         pool_of_another_process,
         set_cause,

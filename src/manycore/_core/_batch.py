@@ -11,17 +11,26 @@ import itertools
 import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from manycore._core._errors import set_traceback
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    R = TypeVar("R")
+
 __all__ = ["Batch", "BatchResult", "Done", "pinned", "run_batch", "run_chunk", "run_tracked"]
 
-R = TypeVar("R")
+
+def _repr(obj: object, names: tuple[str, ...]) -> str:
+    fields = ", ".join(f"{name}={getattr(obj, name)!r}" for name in names)
+    return f"{type(obj).__qualname__}({fields})"
 
 
-@dataclass(eq=False)
+# Batch and BatchResult are plain classes, not dataclasses: every worker imports
+# this module, and ``dataclasses`` (with inspect, ast, dis) would cost it ~6 ms.
+# Equality is identity, as with ``@dataclass(eq=False)``.
 class Batch:
     """Calls ``fn`` on each element of ``items``.
 
@@ -31,33 +40,52 @@ class Batch:
     failing items.
     """
 
-    fn: Callable[..., object]
-    items: Sequence[Any]
-    start: int = 0
-    star: bool = False
-    kwargs: dict[str, object] | None = None
-    # Filled in by the scheduler: the batch's place in its run, and a per-backend
-    # slot for bookkeeping (the process engine keeps the encoded payload there).
-    key: int = 0
-    # A single submit(fn, *args, **kwargs) call rather than a slice of a map's input.
-    submit: bool = False
-    fn_blob: bytes | None = field(default=None, repr=False)
-    # Called by the backend just before the batch starts; False means it was
-    # cancelled meanwhile and must be dropped (a submit() future's cancel()).
-    claim: Callable[[], bool] | None = field(default=None, repr=False)
-    # Seconds one item may run (None: no limit); the backend enforces it per item.
-    timeout: float | None = None
-    # Time each item (for the slowest items of pool.stats()); costs two clock
-    # reads per item, so only asked for where that is cheap (see _stats).
-    time_items: bool = False
-    # Where the submitter waits (Backend.origin(): the event loop that awaits a
-    # submit() future); a backend running coroutines runs them there. Untyped:
-    # only the backend that made it reads it, as what its origin() returns.
-    origin: Any = field(default=None, repr=False)
-    # Seconds after which the batch stops, reporting the items it did not reach
-    # as unrun (a map's opening batch, sized before any item's cost was known);
-    # None: it runs whole. Only backends with an ``opening_budget`` read it.
-    budget: float | None = None
+    def __init__(
+        self,
+        fn: Callable[..., object],
+        items: Sequence[Any],
+        start: int = 0,
+        star: bool = False,
+        kwargs: dict[str, object] | None = None,
+        key: int = 0,
+        submit: bool = False,
+        fn_blob: bytes | None = None,
+        claim: Callable[[], bool] | None = None,
+        timeout: float | None = None,
+        time_items: bool = False,
+        origin: Any = None,
+        budget: float | None = None,
+    ) -> None:
+        self.fn = fn
+        self.items = items
+        self.start = start
+        self.star = star
+        self.kwargs = kwargs
+        # Filled in by the scheduler: the batch's place in its run, and a per-backend
+        # slot for bookkeeping (the process engine keeps the encoded payload there).
+        self.key = key
+        # A single submit(fn, *args, **kwargs) call rather than a slice of a map's input.
+        self.submit = submit
+        self.fn_blob = fn_blob
+        # Called by the backend just before the batch starts; False means it was
+        # cancelled meanwhile and must be dropped (a submit() future's cancel()).
+        self.claim = claim
+        # Seconds one item may run (None: no limit); the backend enforces it per item.
+        self.timeout = timeout
+        # Time each item (for the slowest items of pool.stats()); costs two clock
+        # reads per item, so only asked for where that is cheap (see _stats).
+        self.time_items = time_items
+        # Where the submitter waits (Backend.origin(): the event loop that awaits a
+        # submit() future); a backend running coroutines runs them there. Untyped:
+        # only the backend that made it reads it, as what its origin() returns.
+        self.origin = origin
+        # Seconds after which the batch stops, reporting the items it did not reach
+        # as unrun (a map's opening batch, sized before any item's cost was known);
+        # None: it runs whole. Only backends with an ``opening_budget`` read it.
+        self.budget = budget
+
+    def __repr__(self) -> str:
+        return _repr(self, _BATCH_REPR)
 
     def part(self, lo: int, hi: int) -> Batch:
         """Items ``lo:hi`` of this batch as a batch of their own (to run again)."""
@@ -86,7 +114,6 @@ class Batch:
         return f"input item {self.start + offset}"
 
 
-@dataclass(eq=False)
 class BatchResult:
     """Outcome of a batch: one value per item, and the failures by offset.
 
@@ -105,14 +132,36 @@ class BatchResult:
     so its time is counted once, as that item's.
     """
 
-    values: list[object]
-    failures: dict[int, BaseException] | None
-    elapsed: float
-    unrun: list[tuple[int, int]] | None = None
-    slowest: list[tuple[int, float]] | None = None
-    moving: float = 0.0
-    worker: int | str | None = None
-    nested: bool = False
+    def __init__(
+        self,
+        values: list[object],
+        failures: dict[int, BaseException] | None,
+        elapsed: float,
+        unrun: list[tuple[int, int]] | None = None,
+        slowest: list[tuple[int, float]] | None = None,
+        moving: float = 0.0,
+        worker: int | str | None = None,
+        nested: bool = False,
+    ) -> None:
+        self.values = values
+        self.failures = failures
+        self.elapsed = elapsed
+        self.unrun = unrun
+        self.slowest = slowest
+        self.moving = moving
+        self.worker = worker
+        self.nested = nested
+
+    def __repr__(self) -> str:
+        return _repr(self, _RESULT_REPR)
+
+
+# What the reprs show (as the dataclasses did: not fn_blob, claim, origin).
+_BATCH_REPR = (
+    *("fn", "items", "start", "star", "kwargs", "key", "submit", "timeout", "time_items"),
+    "budget",
+)
+_RESULT_REPR = ("values", "failures", "elapsed", "unrun", "slowest", "moving", "worker", "nested")
 
 
 def run_chunk(fn: Callable[..., R], chunk: Sequence[tuple[Any, ...]]) -> list[R]:

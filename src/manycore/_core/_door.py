@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def lazy_door(

@@ -5,9 +5,9 @@ Every error that manycore raises on its own account derives from one base::
     ManycoreError
     ├── PoolClosed            the pool was shut down; no new work is accepted
     ├── PoolBroken            a worker's ``init`` raised; the pool runs nothing more
-    │                         (also a concurrent.futures.BrokenExecutor)
+    │                         (also a concurrent.futures.BrokenExecutor; in _broken)
     ├── WorkerCrashed         a worker process died while running an item (also a
-    │                         concurrent.futures.process.BrokenProcessPool)
+    │                         concurrent.futures.process.BrokenProcessPool; in _broken)
     ├── TaskTimeout           an item ran longer than ``timeout`` (also a TimeoutError)
     ├── SerializationError    an argument, a function or a result could not be pickled
     ├── UpstreamFailed        a task was not run because a task it needs failed
@@ -25,28 +25,31 @@ from __future__ import annotations
 
 import signal
 import sys
-from concurrent.futures import BrokenExecutor
-from concurrent.futures.process import BrokenProcessPool
 from types import GetSetDescriptorType, TracebackType
 
 from manycore._core._public import public
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    from manycore._core._broken import PoolBroken, WorkerCrashed
+
 __all__ = [
     "CheckpointMismatch",
     "ManycoreError",
-    "PoolBroken",
     "PoolClosed",
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
     "TaskTimeout",
     "UpstreamFailed",
-    "WorkerCrashed",
     "add_note",
     "bad_wait_timeout",
     "closed_at_exit",
     "describe_exit",
-    "init_raised",
+    "is_pool_broken",
+    "is_worker_crash",
     "pool_closed",
     "pool_of_another_process",
     "set_cause",
@@ -65,31 +68,38 @@ class PoolClosed(ManycoreError, RuntimeError):
     """Work was given to a pool that has been shut down."""
 
 
-# The standard library's "broken" errors are bases too: code written for
-# concurrent.futures (``except BrokenExecutor``) catches manycore's as well.
-@public
-class PoolBroken(ManycoreError, BrokenExecutor):
-    """The pool cannot run tasks: a worker's ``init`` raised (chained as ``__cause__``).
-    Also a ``concurrent.futures.BrokenExecutor`` (so a ``RuntimeError``)."""
+# PoolBroken and WorkerCrashed (and init_raised) live in _broken: their standard
+# library bases cost a worker ~10 ms of imports it never needs. They stay
+# reachable here by name, for code and for pickles that name this module.
+def __getattr__(name: str) -> object:
+    if name in _BROKEN:
+        from manycore._core import _broken
+
+        return getattr(_broken, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@public
-class WorkerCrashed(ManycoreError, BrokenProcessPool):
-    """A worker process died while it ran an item (segfault, ``os._exit``, a kill).
-    Also a ``concurrent.futures.process.BrokenProcessPool`` (a ``BrokenExecutor``,
-    so a ``RuntimeError``): only that item failed, and the worker was replaced."""
-
-    def __init__(self, message: str, *, exitcode: int | None = None, index: int | None = None):
-        super().__init__(message)
-        self.exitcode = exitcode
-        self.index = index
-        self.worker_slot: int | None = None  # the slot of the worker that died (stats)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_crash, (str(self), self.exitcode, self.index))
+_BROKEN = frozenset({"PoolBroken", "WorkerCrashed", "init_raised"})
 
 
-def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> WorkerCrashed:
+# isinstance() checks that do not load _broken (its imports cost the parent ~4 ms
+# more): no instance of its classes can exist before it is loaded.
+def is_pool_broken(exc: object) -> TypeGuard[PoolBroken]:
+    """``isinstance(exc, PoolBroken)``."""
+    broken = sys.modules.get("manycore._core._broken")
+    return broken is not None and isinstance(exc, broken.PoolBroken)
+
+
+def is_worker_crash(exc: object) -> TypeGuard[WorkerCrashed]:
+    """``isinstance(exc, WorkerCrashed)``."""
+    broken = sys.modules.get("manycore._core._broken")
+    return broken is not None and isinstance(exc, broken.WorkerCrashed)
+
+
+def _rebuild_crash(message: str, exitcode: int | None, index: int | None) -> ManycoreError:
+    """Unpickles a WorkerCrashed (named here since before the classes moved)."""
+    from manycore._core._broken import WorkerCrashed
+
     return WorkerCrashed(message, exitcode=exitcode, index=index)
 
 
@@ -267,13 +277,6 @@ def closed_at_exit() -> PoolClosed:
     """Work given to an Executor once the interpreter began to exit (in the
     standard library's words: code written for it may match on the text)."""
     return PoolClosed("cannot schedule new futures after interpreter shutdown")
-
-
-def init_raised(error: BaseException, whose: str = "a worker's") -> PoolBroken:
-    """The pool's ``init`` raised ``error`` (its ``__cause__``): it runs nothing more."""
-    err = PoolBroken(f"{whose} init function raised {error!r}; the pool is broken")
-    err.__cause__ = error
-    return err
 
 
 def bad_wait_timeout(timeout: object) -> ValueError:

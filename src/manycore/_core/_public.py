@@ -6,11 +6,13 @@ paths, for values pickled before this)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 __all__ = ["public"]
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 def public(obj: T) -> T:

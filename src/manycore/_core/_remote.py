@@ -9,7 +9,6 @@ can, a :class:`RemoteError` where it cannot, with the traceback text as ``__caus
 from __future__ import annotations
 
 import pickle
-import traceback
 from collections.abc import Callable
 
 from manycore._core._errors import RemoteError, RemoteTraceback, add_note, set_cause, set_traceback
@@ -59,6 +58,10 @@ def pack_exception(exc: BaseException) -> ErrorWire:
 
 
 def _traceback_text(exc: BaseException) -> str:
+    # (Imported here: every worker imports this module, most never format a
+    # traceback, and traceback with linecache and tokenize costs ~2 ms.)
+    import traceback
+
     try:
         return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except BaseException:

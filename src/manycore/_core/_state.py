@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from typing import Any
 
 from manycore._core._public import public
+
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["shared", "worker_state"]
 

@@ -7,8 +7,6 @@ its own loop from here does not load the parent's side."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from manycore._core import lazy_door
 
 __all__ = [
@@ -31,6 +29,7 @@ __getattr__, __dir__ = lazy_door(
     },
 )
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from manycore._engine._engine import ProcessEngine
     from manycore._engine._future import EngineFuture

@@ -55,7 +55,7 @@ from concurrent.futures import wait as futures_wait
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
-from manycore._core import Batch, BatchResult, Done, PoolBroken, pool_closed
+from manycore._core import Batch, BatchResult, Done, pool_closed
 from manycore._engine import _launch
 from manycore._engine._faults import StartWatch, Task
 from manycore._engine._inherit import dumps_init
@@ -122,6 +122,10 @@ class ProcessEngine(WorkerLifecycle):
         self._selector = selectors.DefaultSelector()
         self._waker = WakePipe(_launch.ENGINE_FDS)
         self._selector.register(self._waker.fileno(), selectors.EVENT_READ, None)
+        if start_method == "fork":
+            # Loaded here once, not in each forked child (~3 ms a worker, as its
+            # copy-on-write pages make every import in a new child slow).
+            from manycore._engine import _worker  # noqa: F401
         try:
             for index in range(workers):
                 self._add_worker(start_worker(self._spec, index), index)
@@ -224,6 +228,8 @@ class ProcessEngine(WorkerLifecycle):
 
     def _refusal(self) -> Exception:
         if self._state is EngineState.BROKEN:
+            from manycore._core import PoolBroken  # (loaded when raised: see _core._broken)
+
             err = PoolBroken(self._broken_text)
             err.__cause__ = self._broken
             return err

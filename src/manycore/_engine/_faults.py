@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from manycore._core import Batch, BatchResult, Done, WorkerCrashed, describe_exit, pinned
+from manycore._core import Batch, BatchResult, Done, describe_exit, pinned
 from manycore._engine._workerproc import WorkerHandle, crash_error, timeout_error
 from manycore._transport import shmem
+
+if TYPE_CHECKING:
+    from manycore._core import WorkerCrashed
 
 __all__ = ["StartWatch", "Task", "overdue", "unread_crash", "verdicts"]
 
@@ -126,6 +129,8 @@ class StartWatch:
             return None
         self.deaths += 1
         how = describe_exit(exitcode)
+        from manycore._core import WorkerCrashed  # (loaded when raised: see _core._broken)
+
         error = WorkerCrashed(
             f"worker process {w.proc.pid} died ({how}) before its init returned",
             exitcode=exitcode,
@@ -204,6 +209,8 @@ def unread_crash(batch: Batch, pid: int, exitcode: int | None, deaths: int) -> W
         what = batch.name_item(0)
     else:
         what = f"input items {batch.start}..{batch.start + len(batch) - 1}"
+    from manycore._core import WorkerCrashed  # (loaded when raised: see _core._broken)
+
     return WorkerCrashed(
         f"{deaths} worker processes in a row died before they had read {what} from their "
         f"pipe (the last, {pid}: {describe_exit(exitcode)}); what is sent ahead of it, the "

@@ -24,22 +24,22 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from manycore._core import SerializationError
-from manycore._transport import dumps_code_with
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import TypeAlias
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias
 
     # A pool's (init, init_args, exit), as a worker runs them.
     Setup: TypeAlias = tuple[
         Callable[..., object] | None, tuple[object, ...], Callable[[], object] | None
     ]
 
-__all__ = ["MAX_FDS", "Inheritance", "InheritedFd", "dumps_init", "receive"]
+__all__ = ["MAX_FDS", "Inheritance", "InheritedFd", "dumps_init", "receive", "take_authkey"]
 
 MAX_FDS = 32  # descriptors a worker may be handed (a queue takes two)
 
@@ -99,6 +99,10 @@ def dumps_init(
         return Inheritance(None, (), setup)
     from multiprocessing import context
 
+    # (Here, not at the top: workers import this module, and this pickler loads
+    # cloudpickle; only the parent pickles a pool's init.)
+    from manycore._transport import dumps_code_with
+
     spawning: Any = _Spawning()  # what multiprocessing takes for a Popen
     context.set_spawning_popen(spawning)
     try:
@@ -134,8 +138,6 @@ def _reducers() -> dict[type, object]:
     child being started. Not what other libraries registered with it (PyTorch's
     tensors would move to shared memory), nor its reducers of methods and
     partials: those pickle as they always did."""
-    import sys
-
     if "multiprocessing.reduction" not in sys.modules:
         return {}  # then there is no such object to pickle
     from multiprocessing.reduction import ForkingPickler
@@ -172,8 +174,6 @@ def adopt_after_fork() -> None:
     queue the parent used starts a feeder thread of its own), and the parent's
     finalizers and children are not this worker's: its exit must not join them,
     nor shut down the parent's Manager."""
-    import sys
-
     if "multiprocessing.process" not in sys.modules:
         return  # nothing of multiprocessing's to adopt
     from multiprocessing import process
@@ -182,3 +182,44 @@ def adopt_after_fork() -> None:
     after_fork = getattr(process.BaseProcess, "_after_fork", None)
     if after_fork is not None:
         after_fork()
+
+
+def take_authkey(authkey: bytes) -> None:
+    """In a worker: use the parent's multiprocessing key, before anything is unpickled: a
+    Manager proxy among the arguments connects to its manager as it is rebuilt.
+    A worker that has not loaded multiprocessing (spawn, the fork server) gets
+    the key into it as it loads: importing it costs ~4 ms a worker, and most
+    tasks never use it."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        process.current_process().authkey = authkey
+    else:
+        sys.meta_path.insert(0, _KeyOnLoad(authkey))
+
+
+class _KeyOnLoad:
+    """An import finder that waits for ``multiprocessing.process`` to be imported,
+    then sets the parent's key in it as soon as it has run (before whatever
+    imported it can use the key), and leaves ``sys.meta_path``."""
+
+    def __init__(self, authkey: bytes):
+        self._authkey = authkey
+
+    def find_spec(self, name: str, path: Sequence[str] | None, target: object = None) -> Any:
+        if name != "multiprocessing.process":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec  # (not a file: left to load as it would have)
+        run = loader.exec_module  # (each spec gets a loader of its own)
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            module.current_process().authkey = self._authkey
+
+        loader.exec_module = exec_module
+        return spec

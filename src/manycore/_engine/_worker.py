@@ -23,6 +23,7 @@ replacement.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import mmap
 import os
@@ -31,16 +32,16 @@ import select
 import signal
 import struct
 import sys
-import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from manycore._core import BatchResult, cpus, pack_exception, run_batch, run_tracked, task_state
-from manycore._engine import _inherit, _launch
+from manycore._engine import _inherit
 from manycore._transport import Mappings, bigglobals, dumps, loads_code, shmem, wire
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any
 
     from manycore._engine._inherit import Setup
     from manycore._transport import Shared
@@ -199,7 +200,7 @@ def _limit_blas(threads: int) -> None:
     environment; those already loaded (a forked worker inherits NumPy) are
     limited through threadpoolctl."""
     global _blas_limit
-    for name in _launch.BLAS_ENV:
+    for name in cpus.BLAS_ENV:
         os.environ[name] = str(threads)
     if "numpy" in sys.modules or "scipy" in sys.modules:
         from threadpoolctl import threadpool_limits
@@ -295,7 +296,7 @@ def _serve(
         return 0
     config = pickle.loads(first)
     _, init_blob, max_tasks, max_memory, blas_threads, shared_blob, authkey, owner = config
-    _take_authkey(authkey)
+    _inherit.take_authkey(authkey)
     _Owner.know(owner)
     slot = mmap.mmap(slot_fd, wire.SLOT_SIZE) if slot_fd >= 0 else None
     if slot is not None:
@@ -327,14 +328,6 @@ def _serve(
     finally:
         if exit_fn is not None:
             _run_exit(exit_fn)
-
-
-def _take_authkey(authkey: bytes) -> None:
-    """Use the parent's multiprocessing key, before anything is unpickled: a
-    Manager proxy among the arguments connects to its manager as it is rebuilt."""
-    from multiprocessing import current_process
-
-    current_process().authkey = authkey
 
 
 def _load_shared(blob: Shared | None) -> object:
@@ -520,7 +513,11 @@ def main(
         os.set_inheritable(fd, False)
     os.register_at_fork(after_in_child=lambda: _close_in_child(task_fd, result_fd))
     mappings = Mappings()
-    threading.Thread(target=_watch_parent, args=(task_fd, mappings), daemon=True).start()
+    # A bare thread: threading.Thread.start() waits until the new thread has run,
+    # and a worker booting beside its siblings on busy cores waits a time slice
+    # for that (~2 ms measured on 2 cores). The watcher needs no such handshake,
+    # nor a join: the worker ends with os._exit.
+    _thread.start_new_thread(_watch_parent, (task_fd, mappings))
     code = 1
     try:
         _inherit.receive(fds)

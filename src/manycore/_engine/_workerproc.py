@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from manycore._core import WorkerCrashed
     from manycore._engine._faults import Doom, Task
     from manycore._transport import Shared, Shipment
 
 from manycore._core import (
     Batch,
     BatchResult,
-    PoolBroken,
     SerializationError,
     TaskTimeout,
-    WorkerCrashed,
     describe_exit,
     rebuild,
     set_cause,
@@ -372,6 +371,8 @@ def _decode(payload: bytes | bytearray) -> Decoded:
     if message[0] == wire.RESULT_OOB:
         message = _load_big(message)
     if message[0] == wire.INIT_FAILED:
+        from manycore._core import PoolBroken  # (loaded when raised: see _core._broken)
+
         return Decoded(PoolBroken("init failed"), rebuild(message[1]))
     if message[0] == wire.RETIRE:
         return Decoded(None, retire=True)
@@ -392,6 +393,8 @@ def crash_error(
         what = batch.name_item(offset)
     else:
         what = f"one of input items {batch.start}..{batch.start + len(batch) - 1}"
+    from manycore._core import WorkerCrashed  # (loaded when raised: see _core._broken)
+
     return WorkerCrashed(
         f"worker process {pid} died ({describe_exit(exitcode)}) while running {what}. "
         "If it ran out of memory, use fewer workers or smaller inputs; if a C extension "

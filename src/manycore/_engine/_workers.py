@@ -30,7 +30,7 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError
 
-from manycore._core import Batch, BatchResult, PoolBroken, WorkerCrashed, init_raised
+from manycore._core import Batch, BatchResult, is_worker_crash
 from manycore._engine._faults import StartWatch, Task, overdue, verdicts
 from manycore._engine._turns import PollTurns, WakePipe
 from manycore._engine._workerproc import (
@@ -176,6 +176,9 @@ class WorkerLifecycle(abc.ABC):
 
     def _break(self, error: BaseException, message: str | None = None) -> None:
         """A worker's init failed: fail everything, start nothing more."""
+        # (Loaded when raised: see _core._broken.)
+        from manycore._core import PoolBroken, init_raised
+
         err = init_raised(error) if message is None else PoolBroken(message)
         err.__cause__ = error
         with self._lock:
@@ -232,7 +235,7 @@ class WorkerLifecycle(abc.ABC):
         for outcome in outcomes.values():
             if isinstance(outcome, BatchResult):
                 outcome.worker = w.index
-            elif isinstance(outcome, WorkerCrashed):  # pool.stats() counts it here
+            elif is_worker_crash(outcome):  # pool.stats() counts it here
                 outcome.worker_slot = w.index
         self._pending.extendleft(reversed([t for t in lost if t not in outcomes]))
         return outcomes
@@ -347,8 +350,12 @@ class WorkerLifecycle(abc.ABC):
                 self._state = EngineState.CLOSED
                 # Normally nothing is left here; if polling died of a bug, fail
                 # what remains rather than leave its callers waiting forever.
-                gone = PoolBroken("the pool stopped before this task finished")
-                self._ready.extend((t, gone) for t in self._take_all_locked())
+                left = self._take_all_locked()
+                if left:
+                    from manycore._core import PoolBroken  # (see _core._broken)
+
+                    gone = PoolBroken("the pool stopped before this task finished")
+                    self._ready.extend((t, gone) for t in left)
                 workers = list(self._workers)
                 self._workers.clear()
             self._selector.close()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from manycore._core import Batch, BatchResult, WorkerCrashed, public
+from manycore._core import Batch, BatchResult, is_worker_crash, public
 
 __all__ = ["SlowItem", "Stats", "StatsRecorder", "WorkerStats"]
 
@@ -166,7 +166,7 @@ class StatsRecorder:
             self._restarts_base = dict(restarts or {})
 
     def record(self, batch: Batch, result: BatchResult | BaseException) -> None:
-        if isinstance(result, WorkerCrashed) and len(batch) == 1:
+        if is_worker_crash(result) and len(batch) == 1:
             # The crash of a batch of one is that item's outcome: it ran, and failed.
             result = BatchResult([None], {0: result}, 0.0, worker=result.worker_slot)
         if not isinstance(result, BatchResult):

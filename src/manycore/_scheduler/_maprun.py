@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from manycore._core import (
     Batch,
     BatchResult,
-    PoolBroken,
     PoolClosed,
     SerializationError,
-    WorkerCrashed,
+    is_pool_broken,
+    is_worker_crash,
 )
 from manycore._observe import Stats, StatsRecorder
 from manycore._scheduler._on_error import on_batch, own_copy
@@ -45,7 +45,7 @@ _BATCH_BYTES = 16 << 20  # a batch of big items holds about this much data at mo
 _TIME_ITEMS_FROM = 20e-6
 
 
-_POOL_ERRORS = (PoolBroken, PoolClosed, CancelledError)
+_POOL_ERRORS = (PoolClosed, CancelledError)  # and PoolBroken (is_pool_broken)
 
 
 def _is_array(obj: object) -> bool:
@@ -401,7 +401,8 @@ class MapRun:
         self._probes.discard(batch.key)
         for recorder in self._recorders:
             recorder.record(batch, result)
-        if isinstance(result, (WorkerCrashed, SerializationError)) and len(batch) > 1:
+        crash = is_worker_crash(result) or isinstance(result, SerializationError)
+        if crash and len(batch) > 1:
             # The crash belongs to one item; give every item a batch of its own so
             # that only the guilty one fails and the innocent ones are computed.
             # So does a batch whose arguments would not load in the worker, or whose
@@ -409,7 +410,7 @@ class MapRun:
             for offset in reversed(range(len(batch))):
                 self._retry.append(batch.part(offset, offset + 1))
             return []
-        if isinstance(result, _POOL_ERRORS):
+        if isinstance(result, _POOL_ERRORS) or is_pool_broken(result):
             raise result  # the pool itself failed, not an item: no policy applies
         if isinstance(result, BaseException):  # the whole batch failed
             values: list[Any] = [None] * len(batch)

@@ -17,8 +17,8 @@ from manycore._core import (
     AwaitableFuture,
     Batch,
     BatchResult,
-    PoolBroken,
     PoolClosed,
+    is_pool_broken,
     pool_closed,
 )
 from manycore._observe import StatsRecorder
@@ -33,7 +33,7 @@ __all__ = ["Scheduler", "Submission", "fail", "settle"]
 T = TypeVar("T")
 
 # Errors that end a submit() at once, whatever retry_on says: the pool's own state.
-_NOT_RETRIED = (PoolClosed, PoolBroken, CancelledError)
+_NOT_RETRIED = (PoolClosed, CancelledError)  # and PoolBroken (is_pool_broken)
 
 
 class Scheduler:
@@ -234,7 +234,7 @@ class Submission:
         error: object = result
         if isinstance(result, BatchResult):
             error = result.failures.get(0) if result.failures else None
-        if error is None or isinstance(error, _NOT_RETRIED):
+        if error is None or isinstance(error, _NOT_RETRIED) or is_pool_broken(error):
             settle(future, result)  # (a success is never retried: no lock to take)
         elif not self.owner.retry_later(self, error):
             settle(future, result)

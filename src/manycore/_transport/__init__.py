@@ -6,8 +6,6 @@ Imports only ``_core``. Other layers use only the names below."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from manycore._core import lazy_door
 
 __all__ = [
@@ -42,19 +40,19 @@ __getattr__, __dir__ = lazy_door(
         "FN_LIMIT": "_payload",
         "FnIds": "_payload",
         "Mappings": "_mapcache",
-        "PROTOCOL": "_serialize",
+        "PROTOCOL": "_pickling",
         "Shared": "_payload",
         "Shipment": "_bigglobals",
         "by_reference": "_serialize",
-        "ctrl_c": "_serialize",
-        "dumps": "_serialize",
+        "ctrl_c": "_pickling",
+        "dumps": "_pickling",
         "dumps_code_with": "_serialize",
         "dumps_fn": "_serialize",
         "encode_args": "_payload",
-        "loads_code": "_serialize",
+        "loads_code": "_pickling",
         "pack_shared": "_payload",
         "pinned": "_bigglobals",
-        "why": "_serialize",
+        "why": "_pickling",
         "with_shipments": "_serialize",
     },
     modules={
@@ -66,6 +64,7 @@ __getattr__, __dir__ = lazy_door(
     },
 )
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from manycore._transport import _bigglobals as bigglobals
     from manycore._transport import _shared as shared_arrays
@@ -75,14 +74,10 @@ if TYPE_CHECKING:
     from manycore._transport._bigglobals import Shipment, pinned
     from manycore._transport._mapcache import Mappings
     from manycore._transport._payload import FN_LIMIT, FnIds, Shared, encode_args, pack_shared
+    from manycore._transport._pickling import PROTOCOL, ctrl_c, dumps, loads_code, why
     from manycore._transport._serialize import (
-        PROTOCOL,
         by_reference,
-        ctrl_c,
-        dumps,
         dumps_code_with,
         dumps_fn,
-        loads_code,
-        why,
         with_shipments,
     )

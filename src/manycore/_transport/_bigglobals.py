@@ -22,16 +22,14 @@ import pickle
 import sys
 import types
 import weakref
-from typing import TYPE_CHECKING, Any
-
-import cloudpickle
 
 from manycore._core import SerializationError
 from manycore._transport._coderef import by_reference_as, global_names
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import TypeAlias
+    from typing import Any, TypeAlias
 
     # What names a shipment on the wire: (None, key, gid, pickle size or -1, buffer sizes).
     Head: TypeAlias = tuple[None, str, int, int, list[int]]
@@ -137,6 +135,8 @@ def _pickle(value: object, buffers: list[memoryview], protocol: int) -> bytes:
             return data
     except Exception:
         pass
+    import cloudpickle  # (not at the top: workers import this module, see _pickling)
+
     buffers.clear()  # a script's class: cloudpickle sends it by value
     return cloudpickle.dumps(value, protocol, buffer_callback=keep)  # type: ignore[no-any-return]
 
@@ -259,6 +259,8 @@ def unpicklable(name: str, value: object, exc: BaseException) -> SerializationEr
 
 def unpicklable_global(fn: object) -> SerializationError | None:
     """The error naming the first global of ``fn`` that cannot be pickled, if any."""
+    import cloudpickle
+
     for _, name, value in _globals_read(fn):
         if isinstance(value, (types.FunctionType, types.ModuleType)):
             continue  # a helper is checked through its own globals

@@ -15,8 +15,6 @@ import sys
 import threading
 import types
 
-import cloudpickle
-
 __all__ = [
     "by_reference_as",
     "current_function",
@@ -76,6 +74,8 @@ def _all_names(code: types.CodeType) -> set[str]:
 def _registered_by_value(module_name: str) -> bool:
     """Whether the user asked cloudpickle to pickle this module's functions by
     value (``cloudpickle.register_pickle_by_value``)."""
+    import cloudpickle  # (not at the top: workers import this module, see _pickling)
+
     registered = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ())
     return any(module_name == m or module_name.startswith(m + ".") for m in registered)
 

@@ -21,12 +21,10 @@ import linecache
 import os
 import pickle
 import sys
-import threading
 import types
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import cloudpickle
 
@@ -36,7 +34,6 @@ from manycore._transport._bigglobals import PID as BIG_PID
 from manycore._transport._bigglobals import (
     Shipment,
     big_globals,
-    global_value,
     pinned,
     unpicklable_global,
 )
@@ -49,7 +46,16 @@ from manycore._transport._coderef import (
     global_names,
     importable_module,
 )
-from manycore._transport._shm import THRESHOLD
+from manycore._transport._pickling import (
+    MAIN_GLOBALS,
+    PROTOCOL,
+    code_with_source,
+    ctrl_c,
+    dumps,
+    loads,
+    loads_code,
+    why,
+)
 
 __all__ = [
     "ctrl_c",
@@ -65,8 +71,6 @@ __all__ = [
     "with_shipments",
 ]
 
-PROTOCOL = 5
-loads = pickle.loads
 
 # A function pickled by reference, with its module's __spec__ then: a reload makes
 # a new one, and the pickle names the module's version (see _coderef).
@@ -74,84 +78,6 @@ _fn_cache: weakref.WeakKeyDictionary[object, tuple[object, bytes]] = weakref.Wea
 _value_cache: weakref.WeakKeyDictionary[object, tuple[tuple[object, ...], bytes]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def dumps(obj: object, big: list[memoryview] | None = None, *, to_worker: bool = True) -> bytes:
-    """Pickle ``obj``; fall back to cloudpickle where plain pickle cannot serve.
-
-    With ``big``, buffers of at least :data:`_shm.THRESHOLD` bytes (NumPy arrays and
-    other protocol-5 buffers) are left out of the pickle and appended to ``big``,
-    to travel through shared memory; ``loads(data, buffers=big)`` puts them back.
-    ``to_worker=False`` (a result, on its way to the parent): references to
-    ``__main__`` stay references, since the parent has that module.
-    """
-    data = _dumps(obj, big, to_worker)
-    # A string that merely names the module costs one extra pickling, nothing more.
-    if _PIPE_ENDS in data:
-        _refuse_pipe_ends(obj)
-    return data
-
-
-# A multiprocessing Connection (a Pipe() end) pickles, by default, as its bare file
-# descriptor: a number that means nothing in another process, or another file.
-_PIPE_ENDS = b"multiprocessing.connection"
-
-
-def _refuse_pipe_ends(obj: object) -> None:
-    """Raise TypeError if ``obj`` holds a multiprocessing Connection."""
-    from collections import ChainMap
-    from multiprocessing.connection import Connection
-
-    base = cloudpickle.Pickler
-
-    class Refusing(base):  # type: ignore[misc,valid-type]
-        dispatch_table = ChainMap({Connection: _refuse_connection}, base.dispatch_table)
-
-    Refusing(io.BytesIO(), PROTOCOL).dump(obj)
-
-
-def _refuse_connection(conn: object) -> object:
-    raise TypeError(
-        "a multiprocessing Connection (an end of multiprocessing.Pipe()) cannot travel "
-        "to another process as an argument or a result: it is a file descriptor of this "
-        "process. Pass it to the workers in init_args (Pool(init=..., init_args=(conn,))), "
-        "or use mc.Queue()"
-    )
-
-
-def _dumps(obj: object, big: list[memoryview] | None, to_worker: bool) -> bytes:
-    keep = None if big is None else _out_of_band(big)
-    try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=keep)
-    except Exception:
-        return _cloud_dumps(obj, big)
-    # A reference to __main__ would not resolve in a worker (it does not run the
-    # user's script), so send such objects by value. A string that merely contains
-    # the word costs one extra pickling, nothing more.
-    if to_worker and b"__main__" in data:
-        return _cloud_dumps(obj, big)
-    return data
-
-
-def _cloud_dumps(obj: object, big: list[memoryview] | None) -> bytes:
-    if big is not None:
-        big.clear()  # a first, failed attempt may have collected some
-    keep = None if big is None else _out_of_band(big)
-    return cloudpickle.dumps(obj, PROTOCOL, buffer_callback=keep)  # type: ignore[no-any-return]
-
-
-def _out_of_band(big: list[memoryview]) -> Callable[[pickle.PickleBuffer], bool]:
-    def keep_in_band(buf: pickle.PickleBuffer) -> bool:
-        try:
-            view = buf.raw()
-        except BufferError:  # not contiguous: pickled in the stream
-            return True
-        if view.nbytes < THRESHOLD:
-            return True
-        big.append(view)
-        return False
-
-    return keep_in_band
 
 
 _CLOUD_REDUCE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -175,7 +101,7 @@ def _reduce_code(code: types.CodeType) -> tuple[object, ...]:
     lines = _unfiled_source(filename)
     if lines is None:
         return (ctor, args)
-    return (_code_with_source, (ctor, args, filename, lines))
+    return (code_with_source, (ctor, args, filename, lines))
 
 
 def _unfiled_source(filename: str) -> tuple[int, None, list[str], str] | None:
@@ -187,20 +113,7 @@ def _unfiled_source(filename: str) -> tuple[int, None, list[str], str] | None:
     return (size, None, lines, fullname)
 
 
-def _code_with_source(
-    ctor: Callable[..., types.CodeType],
-    args: tuple[object, ...],
-    filename: str,
-    entry: tuple[int, None, list[str], str],
-) -> types.CodeType:
-    """In the worker: a code object whose source is in no file; its lines go into
-    ``linecache`` (an mtime of None: ``checkcache`` keeps the entry)."""
-    linecache.cache.setdefault(filename, entry)
-    return ctor(*args)
-
-
 _OWN = frozenset({__name__, _coderef.__name__})
-_MAIN_GLOBALS = "manycore:__main__.__dict__"
 # The keys cloudpickle copies into the fresh globals dict of a by-value function.
 _BASE_KEYS = frozenset({"__package__", "__name__", "__path__", "__file__"})
 
@@ -215,7 +128,7 @@ class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
 
     def persistent_id(self, obj: object) -> object:
         if type(obj) is dict and obj.get("__name__") == "__main__" and obj.keys() <= _BASE_KEYS:
-            return _MAIN_GLOBALS
+            return MAIN_GLOBALS
         if self._big:
             shipment = self._big.get(id(obj))
             if shipment is not None and shipment.value is obj is not None:
@@ -252,17 +165,6 @@ def _method_by_name(method: types.MethodType) -> tuple[object, ...] | None:
     return (getattr, (owner, name)) if same else None
 
 
-class _FunctionUnpickler(pickle.Unpickler):
-    def persistent_load(self, pid: object) -> object:
-        if pid == _MAIN_GLOBALS:
-            import __main__
-
-            return __main__.__dict__
-        if type(pid) is tuple and pid[0] == BIG_PID:
-            return global_value(pid[1], pid[2])
-        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-
-
 def _module_spec(fn: object) -> object:
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     return getattr(module, "__spec__", None)
@@ -274,11 +176,6 @@ def dumps_code(obj: object, big: dict[int, Shipment] | None = None) -> bytes:
     buf = io.BytesIO()
     _FunctionPickler(buf, PROTOCOL, big).dump(obj)
     return buf.getvalue()
-
-
-def loads_code(data: bytes | memoryview) -> Any:
-    """The worker-side counterpart of :func:`dumps_code`."""
-    return _FunctionUnpickler(io.BytesIO(data)).load()
 
 
 def dumps_fn(fn: Callable[..., object]) -> bytes:
@@ -438,14 +335,6 @@ def _first_unpicklable(named: list[tuple[str, object]]) -> SerializationError | 
     return None
 
 
-def why(exc: BaseException) -> str:
-    """An error's text for a message; a ``SystemExit`` or ``KeyboardInterrupt``
-    (raised by a ``__reduce__``) is named, not just its code."""
-    if isinstance(exc, Exception):
-        return str(exc)
-    return f"pickling raised {exc!r}"
-
-
 def describe_batch(batch: Batch) -> SerializationError | None:
     """The error for a batch whose arguments did not pickle: which one, of what
     type; None if each pickles alone (what failed did not happen again)."""
@@ -464,26 +353,6 @@ def describe_batch(batch: Batch) -> SerializationError | None:
             if err is not None:
                 break
     return err
-
-
-def ctrl_c(exc: BaseException, again: Callable[[], object]) -> bool:
-    """Whether ``exc``, raised inside pickling or unpickling, is the user's
-    Ctrl-C rather than the object's own doing (a ``__reduce__`` that raises
-    ``KeyboardInterrupt``): a KeyboardInterrupt in the main thread, the only one
-    a signal reaches, that does not happen again when ``again`` repeats the
-    work (another error then, such as a result's segment already gone, does not
-    count). A Ctrl-C must stop the program, never become one failed item."""
-    if not isinstance(exc, KeyboardInterrupt):
-        return False
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    try:
-        again()
-    except KeyboardInterrupt:
-        return False
-    except BaseException:
-        pass
-    return True
 
 
 def _name(fn: object) -> str:

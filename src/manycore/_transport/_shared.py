@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, SupportsIndex
 
 from manycore._core import public
 from manycore._transport import _shm
+
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any, SupportsIndex
+
+    # A NumPy ndarray: NumPy is optional, so it is not typed here.
+    Array = Any
 
 __all__ = ["shared_array"]
 
@@ -24,8 +30,6 @@ __all__ = ["shared_array"]
 # ones it has attached. Weak: a segment lives as long as an array uses it.
 _segments: weakref.WeakValueDictionary[str, _shm.Segment] = weakref.WeakValueDictionary()
 _class: type | None = None
-# A NumPy ndarray: NumPy is optional, so it is not typed here.
-Array = Any
 
 
 def _numpy() -> Any:

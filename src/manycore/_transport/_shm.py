@@ -26,10 +26,9 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import secrets
 import threading
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # (not typing's: workers import this; see test_startup_imports)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -76,7 +75,7 @@ def tag(pid: int | None = None) -> str:
 def _new_name(owner: int | None = None) -> str:
     with _lock:
         n = next(_counter)
-    return f"{PREFIX}{tag(owner)}-{n}-{secrets.token_hex(4)}"
+    return f"{PREFIX}{tag(owner)}-{n}-{os.urandom(4).hex()}"
 
 
 class Segment:
