@@ -29,10 +29,13 @@ import struct
 import sys
 import threading
 import time
-from typing import Any
 
 from manycore._engine._inherit import MAX_FDS
 from manycore._transport import shmem
+
+TYPE_CHECKING = False  # (not typing's: the server imports this; see test_startup_imports)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["available", "launch"]
 
@@ -236,10 +239,10 @@ def serve(fd: int) -> None:
     while True:
         # A pool's shutdown waits for its workers' exit reports: they must go out
         # as the workers end, not at the next turn of a polling loop.
-        ready, _, _ = select.select([sock, exits], [], [], _QUIET_TURN)
-        if exits in ready:
+        woke, _, _ = select.select([fd, exits], [], [], _QUIET_TURN)
+        if exits in woke:
             _drain(exits)
-        ready = [sock] if sock in ready else []
+        ready = [sock] if fd in woke else []
         fds: list[int] = []
         # Our process may be gone before it reads an exit report: a closed socket
         # then reads as the end, not as a traceback on the user's terminal.
