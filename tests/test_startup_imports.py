@@ -108,3 +108,14 @@ def test_a_parent_running_a_process_pool_does_not_load_the_broken_pool_errors() 
         "        assert pool.map(abs, range(-9, 9), timeout=60) == [abs(x) for x in range(-9, 9)]"
     )
     assert not {"concurrent.futures.process", "manycore._core._broken"} & loaded
+
+
+def test_a_fork_server_worker_has_cloudpickle_before_its_first_task() -> None:
+    # Loaded once in the server (a script's functions arrive by value and need
+    # it), not in each worker's first task: ~16 ms a pool.
+    import manycore as mc
+
+    if "forkserver" not in mc.START_METHODS:
+        pytest.skip("no fork server here")
+    with mc.Pool(1, start_method="forkserver") as pool:
+        assert pool.submit(eval, "'cloudpickle' in __import__('sys').modules").result(timeout=60)

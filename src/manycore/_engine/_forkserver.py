@@ -230,7 +230,12 @@ if hasattr(os, "register_at_fork"):
 
 def serve(fd: int) -> None:
     """The fork server's loop (runs in its own process)."""
-    from manycore._engine import _worker  # noqa: F401  - loaded once here, inherited by every worker
+    # Loaded once here and inherited by every worker. A function of a script's
+    # __main__ travels by value, and loading it imports cloudpickle (with inspect,
+    # dataclasses...): ~16 ms in each worker's first task, on every pool.
+    import cloudpickle  # noqa: F401
+
+    from manycore._engine import _worker  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the user's process
     owner = os.getppid()
