@@ -42,6 +42,23 @@ def test_releasing_the_gil_keeps_two_busy_even_on_a_loaded_machine() -> None:
     assert busy is not None and busy > 1.8
 
 
+def test_each_threads_own_wait_for_a_cpu_is_taken_from_its_own_time() -> None:
+    # Eight hogs on 2 CPUs: thread 2 queued 150 ms before its first call, and
+    # longer inside it, than thread 1. Both ran 28 ms of GIL-free CPU in 30 ms
+    # of their own time; an average of the waits read 0.3 CPUs (the GIL held).
+    free = [
+        ProbeCall(0.002, 0.100, 0.028, 0.070, 1),
+        ProbeCall(0.152, 0.300, 0.028, 0.120, 2, queued_before=0.150),
+    ]
+    busy = threads_busy(free, 0.0)
+    assert busy is not None and busy > 1.8
+    # Holding the GIL: thread 2 waits for it (not for a CPU) until thread 1 is
+    # done, and that wait stays in its time.
+    held = [ProbeCall(0.0, 0.100, 0.028, 0.070, 1), ProbeCall(0.100, 0.200, 0.028, 0.070, 2)]
+    busy = threads_busy(held, 0.0)
+    assert busy is not None and busy < 1.0
+
+
 def test_one_thread_or_one_call_tells_nothing() -> None:
     assert threads_busy(_pair(0.01, 0.01)[:1], 0.0) is None
     same = [ProbeCall(0.0, 0.01, 0.01, 0.0, 1), ProbeCall(0.01, 0.02, 0.01, 0.0, 1)]
@@ -59,7 +76,7 @@ def test_what_is_worth_probing_and_with_how_many_items() -> None:
     assert not worth_probing(0.0005, 1.0, threads=6, cpus=2)  # too short to time
     assert not worth_probing(0.005, 0.2, threads=6, cpus=2)  # it mostly waits
     assert not worth_probing(0.005, 1.0, threads=6, cpus=1)  # nothing runs side by side
-    assert probe_items(0.1) == 2
+    assert probe_items(0.1) == 4  # at least two a thread: one reading swings on a loaded machine
     assert probe_items(0.005) == 12
     assert probe_items(1e-6) == probe_items(0.0) == 32
 

@@ -296,10 +296,15 @@ class _Probe(Generic[T]):
 
     def __call__(self, *args: object) -> T:
         thread = threading.get_ident()
+        before = 0.0
         if thread not in self._seen:
             self._seen.add(thread)
+            arrived = queued()
             with contextlib.suppress(threading.BrokenBarrierError):
                 self._both.wait(_PROBE_WAIT)  # broken: go on alone (threads_busy says None)
+            # On a loaded machine a thread may queue long between the hand-over
+            # and its first call: that wait is not the GIL either.
+            before = queued_between(arrived, queued(), time.perf_counter() - self.began)
         q0 = queued()
         w0, c0 = time.perf_counter(), time.thread_time()
         try:
@@ -308,7 +313,7 @@ class _Probe(Generic[T]):
             cpu = time.thread_time() - c0
             end = time.perf_counter()
             waited = queued_between(q0, queued(), end - w0 - cpu)
-            self.calls.append(ProbeCall(w0, end, cpu, waited, thread))  # append: atomic
+            self.calls.append(ProbeCall(w0, end, cpu, waited, thread, before))  # append: atomic
 
 
 def _clock_cost(rounds: int = 200) -> tuple[float, float]:

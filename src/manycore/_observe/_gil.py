@@ -8,11 +8,15 @@ however many threads run it (the calls take turns); one that releases it
 (NumPy, a compiled kernel, hashing, compression) keeps two busy on two free CPUs.
 
 So :func:`threads_busy` divides the CPU time of the calls by the probe's elapsed
-time (from the moment both were handed over to the last one's end, less the
-average wait for a busy CPU): about 1 for a function that holds the GIL, about 2
-for one that releases it. Elapsed time rather than each call's own wall time:
-a short call that holds the GIL does not interleave with the other, it runs
-whole before the other even starts its clock, and each would look unhindered.
+time: for each thread, from the moment both were handed their first call to its
+last call's end, less that thread's own wait for a busy CPU (from the hand-over
+on, the wait before its first call included); the longest of these. About 1 for
+a function that holds the GIL, about 2 for one that releases it. Elapsed time
+from the hand-over rather than each call's own wall time: a short call that
+holds the GIL does not interleave with the other, it runs whole before the other
+even starts its clock, and each would look unhindered. Each thread's own wait
+rather than an average: on a loaded machine one thread may queue far longer
+than the other, and an average then reads the GIL into the difference.
 
 Pure arithmetic over recorded timings, so the rule is tested without threads.
 """
@@ -30,6 +34,8 @@ _PROBE_MIN = 2e-3  # seconds of CPU per call: below it, handing items over is no
 _PROBE_CPU = 0.03  # seconds of CPU each probe thread should get: a loaded machine's
 # scheduler hands out CPUs in slices of a few ms, so shorter probes read noise
 _PROBE_MAX = 16  # ... but at most this many items per thread
+_PROBE_LEAST = 2  # ... and at least this many: on a loaded machine one call's reading
+# swings with a single preemption while the other thread waits for the GIL
 _SLOW_CPUS = 0.75  # a sample whose calls are below this CPU share mostly wait already
 
 
@@ -42,6 +48,7 @@ class ProbeCall:
     cpu: float  # its thread's CPU time over the call
     queued: float = 0.0  # of its wall time: waiting for a CPU other programs kept busy
     thread: int = 0  # which thread ran it
+    queued_before: float = 0.0  # the same, between the hand-over and its start (a first call)
 
 
 def worth_probing(cpu_per_call: float, cpu_share: float, threads: int, cpus: int) -> bool:
@@ -53,18 +60,27 @@ def worth_probing(cpu_per_call: float, cpu_share: float, threads: int, cpus: int
 def probe_items(cpu_per_call: float) -> int:
     """Items to probe with: enough for ``_PROBE_CPU`` of CPU on each thread."""
     per_thread = math.ceil(_PROBE_CPU / cpu_per_call) if cpu_per_call > 0 else _PROBE_MAX
-    return PROBE_THREADS * min(_PROBE_MAX, max(1, per_thread))
+    return PROBE_THREADS * min(_PROBE_MAX, max(_PROBE_LEAST, per_thread))
 
 
 def threads_busy(calls: Sequence[ProbeCall], began: float) -> float | None:
     """CPUs the calls kept busy at once on average, from ``began`` (when they
     were handed to the threads) to the last end; None when it cannot tell
     (fewer than two threads ran calls, or no time elapsed)."""
-    threads = len({c.thread for c in calls})
-    if len(calls) < 2 or threads < 2:
+    threads: dict[int, list[ProbeCall]] = {}
+    for call in calls:
+        threads.setdefault(call.thread, []).append(call)
+    if len(calls) < 2 or len(threads) < 2:
         return None  # one thread ran every call: nothing ran at once
-    waited = sum(c.queued for c in calls) / threads  # each thread's, on average
-    elapsed = max(c.end for c in calls) - began - waited
-    if elapsed <= 0:
+    if max(c.end for c in calls) <= began:
         return None
+    elapsed = max(_unqueued(own, began) for own in threads.values())
     return sum(c.cpu for c in calls) / elapsed
+
+
+def _unqueued(calls: list[ProbeCall], began: float) -> float:
+    """One thread's time from ``began`` to its last call's end, less its waits
+    for a busy CPU; never below its own CPU time."""
+    queued = sum(c.queued + c.queued_before for c in calls)
+    cpu = sum(c.cpu for c in calls)
+    return max(cpu, max(c.end for c in calls) - began - queued)
