@@ -64,6 +64,18 @@ def test_one_thread_or_one_call_tells_nothing() -> None:
     same = [ProbeCall(0.0, 0.01, 0.01, 0.0, 1), ProbeCall(0.01, 0.02, 0.01, 0.0, 1)]
     assert threads_busy(same, 0.0) is None
     assert threads_busy(_pair(0.01, 0.0), 0.0) is None
+    # No CPU and every moment queued: nothing left to divide by.
+    assert threads_busy(_pair(0.0, 1.0, queued=1.0), 0.0) is None
+
+
+def test_a_probe_whose_other_thread_never_came_tells_nothing(monkeypatch: Any) -> None:
+    # The lone thread's wait for the other is in its time and is not the GIL.
+    from manycore._api import _auto
+
+    monkeypatch.setattr(_auto, "_PROBE_WAIT", 0.01)
+    probe = _auto._Probe(abs)
+    assert probe(-3) == 3 and probe(-4) == 4
+    assert probe.broken
 
 
 def test_many_calls_per_thread_count_each_threads_queue_once() -> None:
@@ -76,7 +88,7 @@ def test_what_is_worth_probing_and_with_how_many_items() -> None:
     assert not worth_probing(0.0005, 1.0, threads=6, cpus=2)  # too short to time
     assert not worth_probing(0.005, 0.2, threads=6, cpus=2)  # it mostly waits
     assert not worth_probing(0.005, 1.0, threads=6, cpus=1)  # nothing runs side by side
-    assert probe_items(0.1) == 4  # at least two a thread: one reading swings on a loaded machine
+    assert probe_items(0.1) == 4  # at least four: one reading a thread swings when loaded
     assert probe_items(0.005) == 12
     assert probe_items(1e-6) == probe_items(0.0) == 32
 

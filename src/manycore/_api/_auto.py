@@ -24,7 +24,6 @@ call that overstays is then abandoned, as on threads, rather than waited for.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
 import threading
@@ -107,7 +106,7 @@ class AutoMap(Generic[T]):
             probe = _Probe(self.work.fn)
             source.until = source.position + probe_items(measured.cpu_per_call)
             yield from self._probe(probe, source)
-            busy = threads_busy(probe.calls, probe.began)
+            busy = None if probe.broken else threads_busy(probe.calls, probe.began)
             measured = dataclasses.replace(self._measured(sampler, source), threads_busy=busy)
         source.until = None
         source.done = source.position  # the rest's progress bar starts past the sample
@@ -290,6 +289,7 @@ class _Probe(Generic[T]):
         self.calls: list[ProbeCall] = []
         self._seen: set[int] = set()
         self._both = threading.Barrier(PROBE_THREADS, action=self._start)
+        self.broken = False  # a thread gave up waiting for the other: nothing to tell
 
     def _start(self) -> None:
         self.began = time.perf_counter()
@@ -300,8 +300,12 @@ class _Probe(Generic[T]):
         if thread not in self._seen:
             self._seen.add(thread)
             arrived = queued()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                self._both.wait(_PROBE_WAIT)  # broken: go on alone (threads_busy says None)
+            try:
+                self._both.wait(_PROBE_WAIT)
+            except threading.BrokenBarrierError:
+                # Go on alone. The wait for the other thread is in this one's time,
+                # and is not the GIL: the reading would be wrong, so there is none.
+                self.broken = True
             # On a loaded machine a thread may queue long between the hand-over
             # and its first call: that wait is not the GIL either.
             before = queued_between(arrived, queued(), time.perf_counter() - self.began)

@@ -20,6 +20,7 @@ exits when this process goes (end of file on the socket).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -88,9 +89,14 @@ class _Server:
         with self._lock:
             if self.gone:
                 raise OSError("the fork server has gone away")
-            request = _REQUEST.pack(len(context)) + context
+            header = _REQUEST.pack(len(context))
             try:
-                socket.send_fds(self._sock, [request], list(fds))
+                # The descriptors ride with the small header; the context follows
+                # with sendall. One sendmsg of it all could go out in part (a
+                # signal handler interrupting a send of a large environment) and
+                # leave the server waiting for the rest forever.
+                sent = socket.send_fds(self._sock, [header], list(fds))
+                self._sock.sendall(header[sent:] + context)
                 while True:
                     started = self._read(None)
                     if started:
@@ -346,6 +352,9 @@ def _adopt(context: dict[str, Any]) -> None:  # pragma: no cover - in the worker
             pass
     path = context["path"]
     sys.path[:] = path + [p for p in sys.path if p not in path]
+    # The server's imports cached "no finder" for path entries missing at its
+    # boot: a folder made since must be importable, as in a spawned worker.
+    importlib.invalidate_caches()
 
 
 def _clean_up_after(owner: int) -> None:

@@ -34,8 +34,8 @@ _PROBE_MIN = 2e-3  # seconds of CPU per call: below it, handing items over is no
 _PROBE_CPU = 0.03  # seconds of CPU each probe thread should get: a loaded machine's
 # scheduler hands out CPUs in slices of a few ms, so shorter probes read noise
 _PROBE_MAX = 16  # ... but at most this many items per thread
-_PROBE_LEAST = 2  # ... and at least this many: on a loaded machine one call's reading
-# swings with a single preemption while the other thread waits for the GIL
+_PROBE_LEAST = 2  # ... and at least this many (a thread, on average: each takes the next
+# item when it is free); on a loaded machine one call's reading swings with a preemption
 _SLOW_CPUS = 0.75  # a sample whose calls are below this CPU share mostly wait already
 
 
@@ -75,6 +75,8 @@ def threads_busy(calls: Sequence[ProbeCall], began: float) -> float | None:
     if max(c.end for c in calls) <= began:
         return None
     elapsed = max(_unqueued(own, began) for own in threads.values())
+    if elapsed <= 0:
+        return None
     return sum(c.cpu for c in calls) / elapsed
 
 
