@@ -8,14 +8,15 @@ code, and then forks each worker from itself: a clean, single-threaded parent, s
 workers start in milliseconds and safely.
 
 Protocol on one Unix socket pair (the server holds one end, this process the
-other). This process sends a request per worker: the length of what the worker
-inherits from it (environment, working directory, ``sys.path``: JSON), then that,
-with the worker's three descriptors (and those its init needs) attached
-(``socket.send_fds``). The server was started with this process's state of that
-moment; sending it per worker makes a served worker see what a spawned one would. The server answers
-``(STARTED, pid)``. It also reaps its children and sends ``(EXITED, pid, status)``
-for each, since only a process's parent can learn its exit status. The server
-exits when this process goes (end of file on the socket).
+other). This process sends a request per worker: a header with the length of what
+the worker inherits from it, the worker's three descriptors (and those its init
+needs) attached (``socket.send_fds``), then that context itself (environment,
+working directory, ``sys.path``: JSON). The server was started with this
+process's state of that moment; sending it per worker makes a served worker see
+what a spawned one would. The server answers ``(STARTED, pid)``. It also reaps
+its children and sends ``(EXITED, pid, status)`` for each, since only a process's
+parent can learn its exit status. The server exits when this process goes (end of
+file on the socket).
 """
 
 from __future__ import annotations
@@ -253,13 +254,12 @@ def serve(fd: int) -> None:
         woke, _, _ = select.select([fd, exits], [], [], _QUIET_TURN)
         if exits in woke:
             _drain(exits)
-        ready = [sock] if fd in woke else []
         fds: list[int] = []
         # Our process may be gone before it reads an exit report: a closed socket
         # then reads as the end, not as a traceback on the user's terminal.
         if not _report_exits(sock):
             request = b""
-        elif not ready:
+        elif fd not in woke:
             continue
         else:
             request = _read_request(sock, fds)
